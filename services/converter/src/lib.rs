@@ -1,0 +1,1 @@
+//! Converter: Confluence storage format to clean Markdown plus metadata.

@@ -1,0 +1,1 @@
+//! Embedder: Markdown-aware chunking and embedding providers.

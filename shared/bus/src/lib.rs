@@ -1,0 +1,1 @@
+//! JetStream bus: streams, publishing, consumer runner, claim check, trace propagation.

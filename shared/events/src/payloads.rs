@@ -1,0 +1,284 @@
+//! The typed `data` of every event. Fields are only ever added, as optional (`#[serde(default)]`);
+//! a breaking change gets a new `type` version.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{EventKind, PageId, SourceKey, Vector};
+
+/// What every payload tells the envelope about itself.
+pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const KIND: EventKind;
+
+    fn source(&self) -> &SourceKey;
+
+    /// The page the event is about (all but `sync.requested`).
+    fn page_id(&self) -> Option<&PageId>;
+
+    /// The fact the event states, as the parts its id is derived from (besides type, source and
+    /// page). Publishing the same fact twice gives the same id.
+    fn fact(&self) -> Vec<String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Incremental,
+}
+
+/// `sync.requested`: a command to the fetcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequested {
+    pub source: SourceKey,
+    pub run_id: Uuid,
+    pub mode: SyncMode,
+    /// Diff the full id listing against what is known, even on an incremental sync.
+    #[serde(default)]
+    pub reconcile_deletions: bool,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintReason {
+    /// Created, updated, restored or moved: fetch the page.
+    Changed,
+    /// Trashed or purged: confirm with Confluence, then emit `page.deleted`.
+    Removed,
+}
+
+/// `page.hinted`: a webhook said something happened to a page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageHinted {
+    pub source: SourceKey,
+    pub page_id: PageId,
+    pub reason: HintReason,
+    #[serde(default)]
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub space_key: Option<String>,
+    /// The webhook event name as delivered (`page_updated`, ...).
+    #[serde(default)]
+    pub webhook_event: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub id: PageId,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Author {
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// What every page event after the fetcher carries about the page besides its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageInfo {
+    pub source: SourceKey,
+    pub page_id: PageId,
+    pub space_key: String,
+    pub title: String,
+    pub version: u64,
+    /// Materialized path of ancestor ids and the page itself: `/root/parent/page`.
+    pub path: String,
+    pub url: String,
+    #[serde(default)]
+    pub ancestors: Vec<Ancestor>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub author: Option<Author>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// `page.changed`: a new version of a page, with its storage-format body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageChanged {
+    #[serde(flatten)]
+    pub page: PageInfo,
+    pub body_storage: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InternalLink {
+    pub title: String,
+    #[serde(default)]
+    pub space_key: Option<String>,
+    #[serde(default)]
+    pub page_id: Option<PageId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Include {
+    /// `include` or `excerpt-include`.
+    pub macro_name: String,
+    pub title: String,
+    #[serde(default)]
+    pub space_key: Option<String>,
+}
+
+/// What the converter learned from the body (DESIGN §4 `metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContentMetadata {
+    #[serde(default)]
+    pub jira_issue_links: Vec<String>,
+    #[serde(default)]
+    pub user_mentions: Vec<String>,
+    #[serde(default)]
+    pub internal_links: Vec<InternalLink>,
+    #[serde(default)]
+    pub external_links: Vec<String>,
+    #[serde(default)]
+    pub attachments: Vec<String>,
+    #[serde(default)]
+    pub includes: Vec<Include>,
+    #[serde(default)]
+    pub macros_used: Vec<String>,
+    #[serde(default)]
+    pub word_count: u64,
+    #[serde(default)]
+    pub content_length: u64,
+}
+
+/// `page.converted`: the page as clean Markdown plus metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageConverted {
+    #[serde(flatten)]
+    pub page: PageInfo,
+    pub markdown: String,
+    pub metadata: ContentMetadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub index: u32,
+    pub text: String,
+    /// Page title, then each heading above the chunk.
+    pub heading_path: Vec<String>,
+    /// Hex SHA-256 of the embedded text.
+    pub content_hash: String,
+    pub token_count: u32,
+    pub vector: Vector,
+}
+
+/// `chunks.ready`: a page version's chunks with their embeddings from one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunksReady {
+    pub source: SourceKey,
+    pub page_id: PageId,
+    pub space_key: String,
+    pub version: u64,
+    pub model: String,
+    pub dimension: u32,
+    pub chunks: Vec<Chunk>,
+}
+
+/// `page.deleted`: the page is gone (trashed, purged, or no longer listed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageDeleted {
+    pub source: SourceKey,
+    pub page_id: PageId,
+    /// The newest version known when it was deleted; an older version arriving later stays deleted.
+    pub version: u64,
+    #[serde(default)]
+    pub space_key: Option<String>,
+    pub deleted_at: DateTime<Utc>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Payload for SyncRequested {
+    const KIND: EventKind = EventKind::SyncRequested;
+    fn source(&self) -> &SourceKey {
+        &self.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        None
+    }
+    fn fact(&self) -> Vec<String> {
+        vec![self.run_id.to_string()]
+    }
+}
+
+impl Payload for PageHinted {
+    const KIND: EventKind = EventKind::PageHinted;
+    fn source(&self) -> &SourceKey {
+        &self.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        Some(&self.page_id)
+    }
+    fn fact(&self) -> Vec<String> {
+        let reason = format!("{:?}", self.reason);
+        match self.version {
+            // Hints of the same version are the same fact: a burst collapses to one.
+            Some(version) => vec![reason, version.to_string()],
+            // Without a version only the delivery time tells two hints apart.
+            None => vec![reason, self.received_at.to_rfc3339()],
+        }
+    }
+}
+
+impl Payload for PageChanged {
+    const KIND: EventKind = EventKind::PageChanged;
+    fn source(&self) -> &SourceKey {
+        &self.page.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        Some(&self.page.page_id)
+    }
+    fn fact(&self) -> Vec<String> {
+        vec![self.page.version.to_string()]
+    }
+}
+
+impl Payload for PageConverted {
+    const KIND: EventKind = EventKind::PageConverted;
+    fn source(&self) -> &SourceKey {
+        &self.page.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        Some(&self.page.page_id)
+    }
+    fn fact(&self) -> Vec<String> {
+        vec![self.page.version.to_string()]
+    }
+}
+
+impl Payload for ChunksReady {
+    const KIND: EventKind = EventKind::ChunksReady;
+    fn source(&self) -> &SourceKey {
+        &self.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        Some(&self.page_id)
+    }
+    fn fact(&self) -> Vec<String> {
+        vec![self.version.to_string(), self.model.clone()]
+    }
+}
+
+impl Payload for PageDeleted {
+    const KIND: EventKind = EventKind::PageDeleted;
+    fn source(&self) -> &SourceKey {
+        &self.source
+    }
+    fn page_id(&self) -> Option<&PageId> {
+        Some(&self.page_id)
+    }
+    fn fact(&self) -> Vec<String> {
+        vec![self.version.to_string()]
+    }
+}

@@ -1,0 +1,1 @@
+//! Postgres projection schema: migrations and connection.

@@ -1,0 +1,1 @@
+//! Tracing, OpenTelemetry export, health and metrics endpoints.

@@ -1,0 +1,1 @@
+//! Test support: connections to the dev stack, fresh databases, isolated bus namespaces.

@@ -1,0 +1,1 @@
+//! A Confluence Cloud simulator for tests, benchmarks and the demo.
