@@ -1,1 +1,157 @@
 //! Converter: Confluence storage format to clean Markdown plus metadata.
+//!
+//! [`convert`] turns one storage-format body (XHTML with `ac:`/`ri:` elements, HTML entities and
+//! CDATA) into Markdown and the [`ContentMetadata`] that goes into `page.converted`. It is pure and
+//! CPU-bound: call it off the async runtime. Input is untrusted: the result never carries active
+//! content (script, style, iframe, object) or `javascript:`/`vbscript:`/non-image `data:` URLs, and
+//! any input, however deep, large or malformed, gives a result or a [`ConvertError`], never a
+//! panic or unbounded recursion.
+
+mod analyze;
+mod emoticon;
+mod jira;
+mod parse;
+mod render;
+mod text;
+mod url;
+
+use pagestream_events::{ContentMetadata, PageChanged, PageConverted, PageInfo};
+
+pub use jira::is_valid_issue_key;
+pub use parse::ParseMode;
+
+/// Why a body could not be converted.
+///
+/// Every variant is permanent: the same body fails the same way on every attempt, so the event
+/// belongs in the dead-letter stream, not in a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("storage body is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("storage body is not valid utf-8 (invalid byte at offset {offset})")]
+    InvalidUtf8 { offset: usize },
+}
+
+impl ConvertError {
+    /// Always true: no variant can succeed on a retry. Kept as a method so that callers route by
+    /// it rather than by matching variants.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConvertError::TooLarge { .. } | ConvertError::InvalidUtf8 { .. } => true,
+        }
+    }
+}
+
+/// The converted page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversion {
+    pub markdown: String,
+    pub metadata: ContentMetadata,
+    /// Whether the body was well formed, or was read by the lenient parser.
+    pub parse_mode: ParseMode,
+}
+
+/// Bounds on what one conversion may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Larger bodies are refused with [`ConvertError::TooLarge`].
+    pub max_input_bytes: usize,
+    /// Elements nested deeper are flattened into their text (the text is kept).
+    pub max_depth: usize,
+    /// Elements past this count are flattened into their text (the text is kept).
+    pub max_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 16 * 1024 * 1024,
+            // Real pages nest a few dozen levels at most; the renderer recurses once per level.
+            max_depth: 96,
+            max_elements: 1_000_000,
+        }
+    }
+}
+
+/// What the converter knows about the page beyond its body. Everything is optional: without it,
+/// links whose address depends on the site are rendered as text (they are still recorded in the
+/// metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// The Confluence base URL, context path included (`https://acme.atlassian.net/wiki`).
+    pub confluence_base_url: Option<String>,
+    /// The Jira base URL, for `jira` macros (`https://acme.atlassian.net`).
+    pub jira_base_url: Option<String>,
+    /// The page's own space: links that name no space point into it.
+    pub space_key: Option<String>,
+    /// The page's id: its attachments live under it.
+    pub page_id: Option<String>,
+    pub limits: Limits,
+}
+
+impl ConvertOptions {
+    /// Options for a page as the fetcher describes it: its space, id and site.
+    pub fn for_page(page: &PageInfo) -> Self {
+        let confluence_base_url = url::confluence_base_from_page_url(&page.url);
+        let jira_base_url = url::cloud_jira_base(&page.url);
+        Self {
+            confluence_base_url,
+            jira_base_url,
+            space_key: Some(page.space_key.clone()),
+            page_id: Some(page.page_id.as_str().to_owned()),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Converts a storage-format body to Markdown and metadata.
+pub fn convert(storage: &str, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
+    let limit = options.limits.max_input_bytes;
+    if storage.len() > limit {
+        return Err(ConvertError::TooLarge {
+            size: storage.len(),
+            limit,
+        });
+    }
+    let tree = parse::parse_storage(
+        storage,
+        parse::TreeLimits {
+            max_depth: options.limits.max_depth,
+            max_elements: options.limits.max_elements,
+        },
+    );
+    let mut metadata = analyze::analyze(&tree.document, options);
+    let markdown = render::render(&tree.document);
+    metadata.word_count = text::word_count(&markdown);
+    metadata.content_length = markdown.chars().count() as u64;
+    Ok(Conversion {
+        markdown,
+        metadata,
+        parse_mode: tree.mode,
+    })
+}
+
+/// [`convert`] for raw bytes, which must be UTF-8.
+pub fn convert_bytes(storage: &[u8], options: &ConvertOptions) -> Result<Conversion, ConvertError> {
+    let limit = options.limits.max_input_bytes;
+    if storage.len() > limit {
+        return Err(ConvertError::TooLarge {
+            size: storage.len(),
+            limit,
+        });
+    }
+    let storage = std::str::from_utf8(storage).map_err(|error| ConvertError::InvalidUtf8 {
+        offset: error.valid_up_to(),
+    })?;
+    convert(storage, options)
+}
+
+/// Converts the body of a `page.changed` into the `page.converted` that follows it.
+pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
+    let conversion = convert(&page.body_storage, &ConvertOptions::for_page(&page.page))?;
+    Ok(PageConverted {
+        page: page.page.clone(),
+        markdown: conversion.markdown,
+        metadata: conversion.metadata,
+    })
+}

@@ -1,1 +1,38 @@
-//! Embedder: Markdown-aware chunking and embedding providers.
+//! Embedder: Markdown-aware chunking, embedding providers, and reuse of unchanged chunks
+//! (DESIGN §6).
+//!
+//! - [`chunk`]: cuts a page's Markdown into chunks sized by the model's tokenizer.
+//! - [`EmbeddingProvider`]: `local` (all-MiniLM-L6-v2 in-process with candle), `openai` (any
+//!   OpenAI-compatible `/v1/embeddings` server) and `hash` (feature hashing, for tests and
+//!   pipeline benchmarks only).
+//! - [`reuse`]: which chunks of a new page version need embedding, given what the stream holds.
+
+pub mod chunk;
+mod error;
+pub mod hash;
+pub mod local;
+pub mod openai;
+pub mod reuse;
+mod tokens;
+
+use async_trait::async_trait;
+
+pub use chunk::{Chunker, TextChunk, content_hash};
+pub use error::{EmbedError, ErrorClass};
+pub use tokens::{EstimatedTokenCounter, TokenCounter};
+
+/// Turns texts into vectors. Implementations do their CPU-heavy work off the async runtime.
+#[async_trait]
+pub trait EmbeddingProvider: Send + Sync {
+    /// The model name stored with every vector (`chunks.ready` `model`).
+    fn model(&self) -> &str;
+
+    /// Length of every vector this provider returns.
+    fn dimension(&self) -> usize;
+
+    /// The model's tokenizer (or an estimate of it) and input limit, for sizing chunks.
+    fn token_counter(&self) -> &dyn TokenCounter;
+
+    /// One vector per text, in the order of `texts`.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+}

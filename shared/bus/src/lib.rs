@@ -1,1 +1,253 @@
-//! JetStream bus: streams, publishing, consumer runner, claim check, trace propagation.
+//! Pagestream's bus over NATS JetStream (DESIGN §3).
+//!
+//! - [`Bus::connect`] connects and creates the streams idempotently ([`topology`]).
+//! - [`Bus::publish`] publishes an event with `Nats-Msg-Id` = its id and waits for the server's ack;
+//!   payloads above the claim-check threshold go to the object store ([`claim_check`]).
+//! - [`Stage`] runs a stage's durable pull consumer: the handler's result decides the ack, failures
+//!   end in the dead-letter stream ([`dead_letter`]), and shutdown is graceful ([`consumer`]).
+//! - `traceparent` travels in message headers, so one trace spans the stages ([`trace`]).
+
+pub mod claim_check;
+pub mod consumer;
+pub mod dead_letter;
+pub mod topology;
+pub mod trace;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use pagestream_events::Payload;
+use pagestream_events::{Envelope, EventKind, PageId, RawEvent, SourceKey, Subjects};
+
+pub use consumer::{Delivery, HandlerError, Stage, StageConfig};
+pub use dead_letter::DeadLetter;
+pub use topology::StreamNames;
+
+/// How to reach the bus and how it behaves.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub nats_url: String,
+    /// Subject root and stream-name prefix: `pagestream` in production.
+    pub root: String,
+    /// Payloads larger than this travel by claim check (the server's limit is 1 MiB by default).
+    pub claim_check_threshold: usize,
+    /// How long the server waits for a publish acknowledgement.
+    pub request_timeout: Duration,
+}
+
+impl BusConfig {
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            root: "pagestream".to_owned(),
+            claim_check_threshold: 768 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_root(mut self, root: impl Into<String>) -> Self {
+        self.root = root.into();
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to nats at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("invalid bus configuration: {0}")]
+    Config(String),
+    #[error("jetstream {operation} failed: {reason}")]
+    JetStream {
+        operation: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Event(#[from] pagestream_events::EventError),
+    #[error("claim check {name:?}: {reason}")]
+    ClaimCheck { name: String, reason: String },
+}
+
+impl BusError {
+    pub(crate) fn jetstream(operation: &'static str, error: impl std::fmt::Display) -> Self {
+        BusError::JetStream {
+            operation,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// The outcome of a publish, as the server acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub stream_sequence: u64,
+    /// The server already held a message with this id (inside the duplicate window).
+    pub duplicate: bool,
+}
+
+/// A connected bus: JetStream context, subjects and stream names under one root.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: Context,
+    subjects: Subjects,
+    streams: StreamNames,
+    config: BusConfig,
+}
+
+impl Bus {
+    /// Connects and makes sure every stream, and the claim-check bucket, exists as configured.
+    pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        let subjects = Subjects::with_root(config.root.clone())?;
+        let client = async_nats::ConnectOptions::new()
+            .name("pagestream")
+            .request_timeout(Some(config.request_timeout))
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|error| BusError::Connect {
+                url: config.nats_url.clone(),
+                reason: error.to_string(),
+            })?;
+        let jetstream = jetstream::new(client.clone());
+        let bus = Self {
+            client,
+            jetstream,
+            streams: StreamNames::new(&config.root),
+            subjects,
+            config,
+        };
+        topology::ensure(&bus).await?;
+        Ok(bus)
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &Context {
+        &self.jetstream
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn streams(&self) -> &StreamNames {
+        &self.streams
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// Publishes an event and waits until JetStream has stored it. The current span's trace context
+    /// goes with it, in the headers and in the `traceparent` extension.
+    pub async fn publish<T: Payload>(&self, envelope: &Envelope<T>) -> Result<Published, BusError> {
+        let mut headers = HeaderMap::new();
+        trace::inject(&mut headers);
+        let traceparent = headers
+            .get(trace::TRACEPARENT)
+            .map(|value| value.to_string())
+            .or_else(|| envelope.extensions.traceparent.clone());
+        let subject = self.subjects.for_event(
+            T::KIND,
+            envelope.data.source(),
+            envelope.data.page_id(),
+        );
+        let body = envelope.to_json_traced(traceparent.as_deref())?;
+        self.publish_bytes(subject, envelope.id.to_string(), headers, Bytes::from(body))
+            .await
+    }
+
+    /// Publishes already-encoded bytes under a message id (also used to retry dead letters).
+    pub(crate) async fn publish_bytes(
+        &self,
+        subject: String,
+        message_id: String,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Published, BusError> {
+        let body = claim_check::store_if_large(self, &subject, &mut headers, body).await?;
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject, headers, body)
+            .await
+            .map_err(|error| BusError::jetstream("publish", error))?
+            .await
+            .map_err(|error| BusError::jetstream("publish ack", error))?;
+        Ok(Published {
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// The newest event the stream holds for a page, if any (claim checks resolved).
+    pub async fn last_for_page<T: Payload>(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+    ) -> Result<Option<Envelope<T>>, BusError> {
+        let stream = self.stream(T::KIND).await?;
+        let subject = self.subjects.page(T::KIND, source, page);
+        let message = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(BusError::jetstream("get last message", error)),
+        };
+        let body =
+            claim_check::resolve(self, &message.subject, Some(&message.headers), message.payload)
+                .await?;
+        Ok(Some(RawEvent::from_json(&body)?.into_typed()?))
+    }
+
+    /// Removes what the fact streams hold for a page, except its `page.deleted` tombstone, and its
+    /// claim-check objects: a replay then cannot bring the page back.
+    pub async fn purge_page(&self, source: &SourceKey, page: &PageId) -> Result<(), BusError> {
+        for kind in [
+            EventKind::PageChanged,
+            EventKind::PageConverted,
+            EventKind::ChunksReady,
+        ] {
+            let subject = self.subjects.page(kind, source, page);
+            self.purge_subject(kind, &subject).await?;
+            claim_check::remove(self, &subject).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything the streams hold for a source, tombstones included (the source is gone).
+    pub async fn purge_source(&self, source: &SourceKey) -> Result<(), BusError> {
+        for kind in EventKind::ALL {
+            let filter = self.subjects.all_of_source(kind, source);
+            self.purge_subject(kind, &filter).await?;
+        }
+        claim_check::remove_source(self, source).await
+    }
+
+    async fn purge_subject(&self, kind: EventKind, filter: &str) -> Result<(), BusError> {
+        self.stream(kind)
+            .await?
+            .purge()
+            .filter(filter)
+            .await
+            .map_err(|error| BusError::jetstream("purge", error))?;
+        Ok(())
+    }
+
+    pub(crate) async fn stream(&self, kind: EventKind) -> Result<jetstream::stream::Stream, BusError> {
+        self.jetstream
+            .get_stream(self.streams.for_kind(kind))
+            .await
+            .map_err(|error| BusError::jetstream("get stream", error))
+    }
+}

@@ -6,7 +6,7 @@ use cloudevents::event::{Data, ExtensionValue};
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
-use crate::payloads::Payload;
+use crate::Payload;
 use crate::{EventKind, PageId, SourceKey};
 
 /// Namespace of Pagestream's UUIDv5 event ids.
@@ -85,6 +85,11 @@ impl<T: Payload> Envelope<T> {
 
     /// The structured-mode CloudEvents JSON of this event.
     pub fn to_json(&self) -> Result<Vec<u8>, EventError> {
+        self.to_json_traced(self.extensions.traceparent.as_deref())
+    }
+
+    /// The JSON with another `traceparent` (the publisher's current span) than the envelope's.
+    pub fn to_json_traced(&self, traceparent: Option<&str>) -> Result<Vec<u8>, EventError> {
         let data = serde_json::to_value(&self.data).map_err(|error| EventError::InvalidData {
             event_type: T::KIND.event_type(),
             reason: error.to_string(),
@@ -101,8 +106,8 @@ impl<T: Payload> Envelope<T> {
         if let Some(run) = self.extensions.syncrun {
             builder = builder.extension(SYNC_RUN_EXTENSION, run.to_string());
         }
-        if let Some(traceparent) = &self.extensions.traceparent {
-            builder = builder.extension(TRACEPARENT_EXTENSION, traceparent.as_str());
+        if let Some(traceparent) = traceparent {
+            builder = builder.extension(TRACEPARENT_EXTENSION, traceparent);
         }
         let event = builder
             .build()

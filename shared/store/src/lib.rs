@@ -1,1 +1,99 @@
-//! Postgres projection schema: migrations and connection.
+//! The Postgres projection's schema (DESIGN §4): migrations, connections, and per-model vector
+//! indexes.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to postgres: {0}")]
+    Connect(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid embedding model {model:?} of dimension {dimension}")]
+    InvalidModel { model: String, dimension: i32 },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Connects with a pool of at most `max_connections`.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await
+        .map_err(StoreError::Connect)
+}
+
+/// Applies pending migrations; a second run changes nothing.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// The name of a model's HNSW index: readable, and unique per model.
+pub fn embedding_index_name(model: &str) -> String {
+    let slug: String = model
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(24)
+        .collect();
+    let digest = Sha256::digest(model.as_bytes());
+    let hash: String = digest[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("chunks_embedding_{slug}_{hash}")
+}
+
+/// Makes sure a model has its partial HNSW index, so that its vectors are searchable at speed.
+/// Idempotent and safe to call from several indexer replicas at once.
+pub async fn ensure_embedding_index(pool: &PgPool, model: &str, dimension: i32) -> Result<(), StoreError> {
+    if model.is_empty() || model.len() > 200 || !(1..=16_000).contains(&dimension) {
+        return Err(StoreError::InvalidModel {
+            model: model.chars().take(200).collect(),
+            dimension,
+        });
+    }
+    let known: Option<i32> = sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
+        .bind(model)
+        .fetch_optional(pool)
+        .await?;
+    match known {
+        Some(stored) if stored == dimension => return Ok(()),
+        Some(_) => {
+            return Err(StoreError::InvalidModel {
+                model: model.to_owned(),
+                dimension,
+            });
+        }
+        None => {}
+    }
+    let index = embedding_index_name(model);
+    let mut tx = pool.begin().await?;
+    // Serializes index creation across replicas.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagestream.embedding_models'))")
+        .execute(&mut *tx)
+        .await?;
+    // DDL cannot take bind parameters: the model name is quoted as a literal, the dimension is an
+    // integer and the index name is derived from [a-z0-9_] only.
+    let literal = model.replace('\'', "''");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_model = '{literal}'"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO embedding_models (model, dimension, index_name) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING",
+    )
+    .bind(model)
+    .bind(dimension)
+    .bind(&index)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(model, dimension, index, "created vector index for a new embedding model");
+    Ok(())
+}

@@ -1,1 +1,231 @@
 //! A Confluence Cloud simulator for tests, benchmarks and the demo.
+//!
+//! It serves what the fetcher uses, as Cloud does: v1 CQL search and content (`/wiki/rest/api/…`,
+//! `_links.next` relative to `_links.base`) and v2 pages, page, ancestors, spaces and space pages
+//! (`/wiki/api/v2/…`, cursors in `Link` headers and `_links.next`), with Basic auth (and Bearer
+//! for Data Center style), v1/v2 error bodies and a 400 for CQL outside the supported subset.
+//! The space is generated from a seed: a tree up to seven levels deep, bodies of 1–75 KB (and a
+//! few over 1 MB) rendered on demand with every storage construct the converter handles.
+//!
+//! Tests start it in-process with [`start`] and steer it through the [`SimHandle`]; the
+//! `confluence-sim` binary serves the same thing, steered over HTTP:
+//!
+//! - `GET|DELETE /_sim/stats`: request counters per endpoint (`v1.search`, `v1.content`,
+//!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`), faults injected,
+//!   webhooks sent.
+//! - `GET|PUT|DELETE /_sim/faults`: a [`Faults`] document (error rules with rate, count and
+//!   `Retry-After`, latency, page-size cap, trailing empty pages, near-limit signals, link style).
+//! - `GET /_sim/pages`, `POST /_sim/pages` (create), `POST /_sim/pages/{id}/{edit|move|trash|
+//!   purge|restore}`: mutations that change versions and dates as Confluence does (create: 1,
+//!   edit: +1; trash, restore and move keep the version) and POST the matching Cloud webhook to
+//!   `{webhook_target}/{event}` before answering.
+
+mod content;
+mod cql;
+mod rng;
+mod server;
+mod state;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use content::{FIRST_PAGE_ID, MAX_DEPTH, PageStatus, SimPage, USERS};
+pub use state::{
+    CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError, SimConfig,
+    SimStats,
+};
+pub use webhook::{WebhookDelivery, WebhookEvent, signature as webhook_signature};
+
+use server::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the webhook client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    pub handle: SimHandle,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// The wiki root to give a client: `http://127.0.0.1:PORT/wiki`.
+    pub fn base_url(&self) -> String {
+        self.handle.base_url()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Generates the space and serves it on `addr` (port 0 for an ephemeral port).
+pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<RunningSim, SimError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(SimError::Http)?;
+    let site = format!("http://{addr}/wiki");
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state::SimState::new(config)),
+        http,
+        site,
+    });
+    let app = server::router(Arc::clone(&shared));
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "confluence simulator stopped");
+        }
+    });
+    tracing::info!(%addr, "confluence simulator listening");
+    Ok(RunningSim {
+        addr,
+        handle: SimHandle { shared },
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// Steers a running simulator from the test that started it. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+}
+
+/// A mutation's result: the page after it, and the webhook it sent (when a target is set).
+pub type Mutation = (SimPage, Option<WebhookDelivery>);
+
+impl SimHandle {
+    pub fn base_url(&self) -> String {
+        self.shared.site.clone()
+    }
+
+    pub fn space_key(&self) -> String {
+        self.shared.lock().config.space_key.clone()
+    }
+
+    pub fn space_id(&self) -> u64 {
+        self.shared.lock().config.space_id
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().faults = faults;
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults = Faults::default();
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.lock().stats.clone()
+    }
+
+    pub fn reset_stats(&self) {
+        self.shared.lock().stats = SimStats::default();
+    }
+
+    /// Sets (or clears) where mutations send webhooks.
+    pub fn set_webhook_target(&self, target: Option<String>) {
+        self.shared.lock().config.webhook_target = target;
+    }
+
+    /// Every page, trashed ones included.
+    pub fn pages(&self) -> Vec<SimPage> {
+        self.shared.lock().pages.values().cloned().collect()
+    }
+
+    /// Ids of the current (not trashed) pages, ascending.
+    pub fn current_page_ids(&self) -> Vec<u64> {
+        let state = self.shared.lock();
+        state
+            .pages
+            .values()
+            .filter(|p| p.status == PageStatus::Current)
+            .map(|p| p.id)
+            .collect()
+    }
+
+    pub fn page(&self, id: u64) -> Option<SimPage> {
+        self.shared.lock().pages.get(&id).cloned()
+    }
+
+    /// The storage body the API serves for a page at its current version.
+    pub fn body(&self, id: u64) -> Option<String> {
+        let state = self.shared.lock();
+        state.pages.get(&id).map(|page| state.body(page))
+    }
+
+    /// Ancestor ids of a page, top-down.
+    pub fn ancestors(&self, id: u64) -> Vec<u64> {
+        self.shared.lock().ancestors(id)
+    }
+
+    pub async fn create(&self, request: CreatePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| s.create(request)).await
+    }
+
+    pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| s.edit(id, request)).await
+    }
+
+    pub async fn move_page(&self, id: u64, request: MovePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageMoved, |s| {
+            s.move_page(id, request)
+        })
+        .await
+    }
+
+    pub async fn trash(&self, id: u64) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageTrashed, |s| s.trash(id)).await
+    }
+
+    pub async fn purge(&self, id: u64) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageRemoved, |s| s.purge(id)).await
+    }
+
+    pub async fn restore(&self, id: u64) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageRestored, |s| s.restore(id)).await
+    }
+}

@@ -1,0 +1,91 @@
+//! Small text helpers shared by the analysis and the renderer.
+
+/// Escapes text taken from attributes or parameters so that Markdown shows it literally: no
+/// emphasis, links, code or raw HTML can come out of it.
+pub fn escape_markdown(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        match ch {
+            '\\' | '*' | '_' | '`' | '[' | ']' | '<' | '>' | '|' | '~' => {
+                escaped.push('\\');
+                escaped.push(ch);
+            }
+            // Attribute values are single-line labels.
+            '\n' | '\r' | '\t' => escaped.push(' '),
+            _ => escaped.push(ch),
+        }
+    }
+    escaped
+}
+
+/// Collapses runs of whitespace and trims: parameter values are often padded with newlines.
+pub fn squash_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Words of the Markdown: whitespace-separated tokens with at least one letter or digit, so that
+/// list markers, quote markers and table rules do not count.
+pub fn word_count(markdown: &str) -> u64 {
+    markdown
+        .split_whitespace()
+        .filter(|token| token.chars().any(char::is_alphanumeric))
+        .count() as u64
+}
+
+/// Prefixes every line with `prefix`, using `bare` for empty lines (so `> ` quotes leave no
+/// trailing spaces).
+pub fn prefix_lines(text: &str, prefix: &str, bare: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for (index, line) in text.split('\n').enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        if line.is_empty() {
+            out.push_str(bare);
+        } else {
+            out.push_str(prefix);
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Indents every line but the first by `width` spaces (continuation lines of a list item).
+pub fn indent_continuation(text: &str, width: usize) -> String {
+    let pad = " ".repeat(width);
+    let mut out = String::with_capacity(text.len() + 16);
+    for (index, line) in text.split('\n').enumerate() {
+        if index > 0 {
+            out.push('\n');
+            if !line.is_empty() {
+                out.push_str(&pad);
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_neutralises_markdown_and_html() {
+        assert_eq!(
+            escape_markdown("a*b_[c](d) <script> `x`\nnext"),
+            "a\\*b\\_\\[c\\](d) \\<script\\> \\`x\\` next"
+        );
+    }
+
+    #[test]
+    fn word_count_ignores_markup_tokens() {
+        assert_eq!(word_count("# Title\n\n- one two\n> three\n| --- |"), 4);
+    }
+
+    #[test]
+    fn prefixing_and_indenting_keep_empty_lines_clean() {
+        assert_eq!(prefix_lines("a\n\nb", "> ", ">"), "> a\n>\n> b");
+        assert_eq!(indent_continuation("a\n\nb", 2), "a\n\n  b");
+    }
+}

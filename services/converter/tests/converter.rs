@@ -1,0 +1,12 @@
+//! Integration tests of the converter library.
+
+#[path = "converter/golden.rs"]
+mod golden;
+#[path = "converter/limits.rs"]
+mod limits;
+#[path = "converter/properties.rs"]
+mod properties;
+#[path = "converter/support.rs"]
+mod support;
+#[path = "converter/xss.rs"]
+mod xss;

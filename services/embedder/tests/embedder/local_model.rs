@@ -1,0 +1,97 @@
+//! The `local` provider against sentence-transformers' own vectors. Skipped, with a message, only
+//! when the model directory is missing (`ops/fetch-model` fills it).
+
+use pagestream_embedder::{Chunker, EmbedError, EmbeddingProvider, ErrorClass};
+use serde::Deserialize;
+
+use super::support::{FIXTURE, cosine, local_provider};
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    token_count: usize,
+    vector: Vec<f32>,
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("../reference/all-MiniLM-L6-v2.json")).expect("reference")
+}
+
+#[tokio::test]
+async fn vectors_agree_with_sentence_transformers() {
+    let Some(provider) = local_provider() else {
+        return;
+    };
+    let reference = reference();
+    assert_eq!(provider.dimension(), 384);
+    let texts: Vec<String> = reference.cases.iter().map(|c| c.text.clone()).collect();
+    let vectors = provider.embed(texts).await.expect("embed");
+    for (case, vector) in reference.cases.iter().zip(&vectors) {
+        assert_eq!(
+            provider.token_counter().count_tokens(&case.text),
+            case.token_count,
+            "token count of {:?}",
+            case.text
+        );
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+        let similarity = cosine(vector, &case.vector);
+        assert!(similarity > 0.999, "cosine {similarity} for {:?}", case.text);
+    }
+}
+
+#[tokio::test]
+async fn padding_in_a_batch_does_not_change_a_vector() {
+    let Some(provider) = local_provider() else {
+        return;
+    };
+    let short = "Rollback with kubectl rollout undo.".to_owned();
+    let long = "The ingestion pipeline reads every page of the space. ".repeat(20);
+    let alone = provider.embed(vec![short.clone()]).await.expect("embed");
+    let batched = provider
+        .embed(vec![long, short.clone(), "x".into()])
+        .await
+        .expect("embed");
+    assert!(cosine(&alone[0], &batched[1]) > 0.99999);
+}
+
+#[tokio::test]
+async fn fixture_chunks_fit_the_real_tokenizer_and_embed() {
+    let Some(provider) = local_provider() else {
+        return;
+    };
+    let counter = provider.token_counter();
+    assert_eq!(counter.max_tokens(), 256);
+    let chunks = Chunker::new(counter).chunk("Using REST for cloud logs", FIXTURE);
+    assert!(chunks.len() > 5);
+    for chunk in &chunks {
+        assert!(chunk.token_count <= 256, "{}", chunk.token_count);
+        assert_eq!(chunk.token_count as usize, counter.count_tokens(&chunk.text));
+    }
+    let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+    let vectors = provider.embed(texts).await.expect("embed");
+    assert_eq!(vectors.len(), chunks.len());
+    assert!(vectors.iter().all(|v| v.len() == 384));
+}
+
+#[tokio::test]
+async fn too_long_input_is_refused_not_truncated() {
+    let Some(provider) = local_provider() else {
+        return;
+    };
+    let long = "word ".repeat(400);
+    let error = provider
+        .embed(vec!["fine".into(), long])
+        .await
+        .expect_err("too long");
+    assert!(
+        matches!(error, EmbedError::InputTooLong { index: 1, max: 256, .. }),
+        "{error}"
+    );
+    assert_eq!(error.class(), ErrorClass::Permanent);
+}

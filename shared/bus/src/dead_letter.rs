@@ -1,0 +1,144 @@
+//! The dead-letter stream: events a stage gave up on, with the reason, so that nothing is lost and
+//! an operator can look at them and retry them (`pagestream dlq list|retry`).
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::Message;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::claim_check::CLAIM_CHECK_HEADER;
+use crate::{Bus, BusError};
+
+/// One dead letter: the event as it was delivered, and why the stage gave up on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    /// The subject the event was published on (where a retry publishes it again).
+    pub subject: String,
+    pub reason: String,
+    pub deliveries: u64,
+    /// The event's sequence in its own stream.
+    pub stream_sequence: u64,
+    pub failed_at: DateTime<Utc>,
+    /// The event's `Nats-Msg-Id`, when it had one.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// The message body, base64 (it may not be valid UTF-8).
+    pub body: String,
+    /// The claim-check object holding the real payload, for large events.
+    #[serde(default)]
+    pub claim_check: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn body_bytes(&self) -> Result<Vec<u8>, BusError> {
+        STANDARD
+            .decode(&self.body)
+            .map_err(|error| BusError::jetstream("decode dead letter", error))
+    }
+}
+
+pub(crate) async fn record(
+    bus: &Bus,
+    stage: &str,
+    message: &Message,
+    stream_sequence: u64,
+    deliveries: u64,
+    reason: &str,
+) -> Result<(), BusError> {
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(name))
+            .map(|value| value.to_string())
+    };
+    let letter = DeadLetter {
+        stage: stage.to_owned(),
+        subject: message.subject.to_string(),
+        reason: reason.to_owned(),
+        deliveries,
+        stream_sequence,
+        failed_at: Utc::now(),
+        event_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
+        body: STANDARD.encode(&message.payload),
+        claim_check: header(CLAIM_CHECK_HEADER),
+    };
+    let body = serde_json::to_vec(&letter).map_err(|error| BusError::jetstream("encode dead letter", error))?;
+    // One dead letter per stage and stream position, however often recording is retried.
+    let id = format!("{stage}:{}:{stream_sequence}", message.subject);
+    let subject = bus.subjects().internal(&format!("dlq.{stage}"));
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+    bus.jetstream()
+        .publish_with_headers(subject, headers, Bytes::from(body))
+        .await
+        .map_err(|error| BusError::jetstream("publish dead letter", error))?
+        .await
+        .map_err(|error| BusError::jetstream("publish dead letter ack", error))?;
+    Ok(())
+}
+
+/// The dead letters the stream holds, oldest first, with their sequence in the dead-letter stream.
+pub async fn list(bus: &Bus, limit: usize) -> Result<Vec<(u64, DeadLetter)>, BusError> {
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.streams().dead_letters())
+        .await
+        .map_err(|error| BusError::jetstream("get dead-letter stream", error))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|error| BusError::jetstream("dead-letter stream info", error))?
+        .state
+        .clone();
+    let mut letters = Vec::new();
+    if state.messages == 0 {
+        return Ok(letters);
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        if letters.len() >= limit {
+            break;
+        }
+        // Retried letters are deleted, leaving gaps.
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue;
+        };
+        match serde_json::from_slice::<DeadLetter>(&message.payload) {
+            Ok(letter) => letters.push((sequence, letter)),
+            Err(error) => tracing::warn!(sequence, %error, "unreadable dead letter"),
+        }
+    }
+    Ok(letters)
+}
+
+/// Publishes a dead letter's event again on its subject and removes the letter.
+pub async fn retry(bus: &Bus, sequence: u64) -> Result<DeadLetter, BusError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.streams().dead_letters())
+        .await
+        .map_err(|error| BusError::jetstream("get dead-letter stream", error))?;
+    let message = stream
+        .get_raw_message(sequence)
+        .await
+        .map_err(|error| BusError::jetstream("get dead letter", error))?;
+    let letter: DeadLetter = serde_json::from_slice(&message.payload)
+        .map_err(|error| BusError::jetstream("decode dead letter", error))?;
+    let mut headers = HeaderMap::new();
+    if let Some(object) = &letter.claim_check {
+        headers.insert(CLAIM_CHECK_HEADER, object.as_str());
+    }
+    // A fresh message id: the original one may still be inside the duplicate window.
+    let id = format!("retry:{sequence}:{}", uuid::Uuid::new_v4());
+    bus.publish_bytes(letter.subject.clone(), id, headers, Bytes::from(letter.body_bytes()?))
+        .await?;
+    stream
+        .delete_message(sequence)
+        .await
+        .map_err(|error| BusError::jetstream("delete dead letter", error))?;
+    Ok(letter)
+}

@@ -1,0 +1,423 @@
+//! The endpoints the fetcher uses, and cursor pagination over them.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use pagestream_events::PageId;
+use reqwest::Url;
+use reqwest::header::{HeaderMap, LINK};
+use serde::de::DeserializeOwned;
+
+use crate::model::{Listing, ListingLinks};
+use crate::stats::Counters;
+use crate::transport::{Fetched, SharedTransport, Transport};
+use crate::{
+    AncestorRef, ClientConfig, ClientStats, ConfluenceError, Content, Page, SearchHit, Space,
+    SpaceId, SpaceKey,
+};
+
+/// Expansions for a v1 search that returns everything a `page.changed` needs in one request per
+/// page of results.
+pub const SYNC_EXPAND: &[&str] = &[
+    "body.storage",
+    "version",
+    "space",
+    "ancestors",
+    "metadata.labels",
+    "history",
+];
+
+/// Largest page of results Confluence serves (v1 and v2).
+pub const MAX_LIMIT: u32 = 250;
+
+/// Pages of a paginated listing a pager follows at most, in case a server keeps inventing cursors.
+const MAX_PAGES: u64 = 1_000_000;
+
+/// A Confluence REST client for one source. Cheap to clone; clones share the connection pool,
+/// the rate limiter and the statistics.
+#[derive(Clone)]
+pub struct ConfluenceClient {
+    transport: SharedTransport,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for ConfluenceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfluenceClient")
+            .field("base_url", &self.transport.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of a v2 page listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Results per request (1 to 250; servers may send fewer).
+    pub limit: u32,
+    /// Ask for the storage body too (`body-format=storage`). Off for a cheap listing.
+    pub with_body: bool,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            limit: MAX_LIMIT,
+            with_body: false,
+        }
+    }
+}
+
+impl ConfluenceClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ConfluenceError> {
+        Ok(Self {
+            transport: Arc::new(Transport::new(&config)?),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// The normalised wiki root every request is built on (e.g. `https://x.atlassian.net/wiki`).
+    pub fn base_url(&self) -> &Url {
+        &self.transport.base
+    }
+
+    /// A snapshot of what this client (and the clones sharing its counters) has done.
+    pub fn stats(&self) -> ClientStats {
+        self.counters.snapshot()
+    }
+
+    /// A clone with its own, zeroed statistics that still shares the connection pool and the rate
+    /// limiter: one per sync run gives that run's requests and waits exactly.
+    pub fn with_fresh_stats(&self) -> Self {
+        Self {
+            transport: Arc::clone(&self.transport),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    // ----- v1 ---------------------------------------------------------------------------------
+
+    /// v1 CQL search (`GET /rest/api/content/search?cql=…&expand=…&limit=…`). Build `cql` with
+    /// [`crate::CqlQuery`] (or quote every value with [`crate::quote_cql`]). The pager follows
+    /// `_links.next` relative to `_links.base` and stops when it is absent or a page is empty.
+    pub fn search(&self, cql: &str, expand: &[&str], limit: u32) -> Pager<Content> {
+        let mut url = self.endpoint(&["rest", "api", "content", "search"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("cql", cql);
+            if !expand.is_empty() {
+                query.append_pair("expand", &expand.join(","));
+            }
+            query.append_pair("limit", &limit.clamp(1, MAX_LIMIT).to_string());
+        }
+        Pager::new(self.clone(), url, decode_search_hits)
+    }
+
+    /// v1 `GET /rest/api/content/{id}?expand=…` (works on Cloud and Data Center).
+    pub async fn content(&self, id: &PageId, expand: &[&str]) -> Result<Content, ConfluenceError> {
+        let mut url = self.endpoint(&["rest", "api", "content", id.as_str()]);
+        if !expand.is_empty() {
+            url.query_pairs_mut().append_pair("expand", &expand.join(","));
+        }
+        self.get_json(&url).await
+    }
+
+    // ----- v2 (Cloud) -------------------------------------------------------------------------
+
+    /// v2 `GET /api/v2/spaces?keys=KEY`. `NotFound` when no space has that key (or the user may
+    /// not see it).
+    pub async fn space_by_key(&self, key: &SpaceKey) -> Result<Space, ConfluenceError> {
+        let mut url = self.endpoint(&["api", "v2", "spaces"]);
+        url.query_pairs_mut().append_pair("keys", key.as_str());
+        let listing: Listing<Space> = self.get_json(&url).await?;
+        listing
+            .results
+            .into_iter()
+            .find(|s| s.key.eq_ignore_ascii_case(key.as_str()))
+            .ok_or_else(|| ConfluenceError::NotFound {
+                endpoint: format!("GET {}", url.path()),
+            })
+    }
+
+    /// v2 `GET /api/v2/spaces/{id}/pages`: every page of a space (current ones), followed through
+    /// `Link` / `_links.next`. Without a body this is the cheap listing of ids, titles, parents and
+    /// versions that a full sync diffs against what it knows.
+    pub fn space_pages(&self, space: &SpaceId, options: &ListOptions) -> Pager<Page> {
+        let mut url = self.endpoint(&["api", "v2", "spaces", space.as_str(), "pages"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &options.limit.clamp(1, MAX_LIMIT).to_string());
+            if options.with_body {
+                query.append_pair("body-format", "storage");
+            }
+        }
+        Pager::new(self.clone(), url, decode_results::<Page>)
+    }
+
+    /// v2 `GET /api/v2/pages?id=…&body-format=storage`: pages with their storage bodies, in
+    /// batches of up to 250 ids (`bulk_batch_size`); a batch whose response exceeds the size bound
+    /// is split in halves. Ids Confluence does not return (deleted, trashed, not visible) are simply
+    /// absent from the result; duplicates are fetched once.
+    pub async fn pages_by_id(&self, ids: &[PageId]) -> Result<Vec<Page>, ConfluenceError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&PageId> = ids.iter().filter(|id| seen.insert(*id)).collect();
+        let mut pages = Vec::with_capacity(unique.len());
+        for batch in unique.chunks(self.transport.bulk_batch_size) {
+            self.fetch_batch(batch, &mut pages).await?;
+        }
+        Ok(pages)
+    }
+
+    async fn fetch_batch(&self, batch: &[&PageId], into: &mut Vec<Page>) -> Result<(), ConfluenceError> {
+        let mut url = self.endpoint(&["api", "v2", "pages"]);
+        {
+            let joined = batch.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(",");
+            let mut query = url.query_pairs_mut();
+            query.append_pair("id", &joined);
+            query.append_pair("body-format", "storage");
+            query.append_pair("limit", &batch.len().clamp(1, MAX_LIMIT as usize).to_string());
+        }
+        match Pager::<Page>::new(self.clone(), url, decode_results::<Page>).collect_all().await {
+            Ok(pages) => {
+                into.extend(pages);
+                Ok(())
+            }
+            Err(ConfluenceError::ResponseTooLarge { .. }) if batch.len() > 1 => {
+                let (left, right) = batch.split_at(batch.len() / 2);
+                tracing::info!(ids = batch.len(), "bulk page response too large, splitting");
+                Box::pin(self.fetch_batch(left, into)).await?;
+                Box::pin(self.fetch_batch(right, into)).await
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// v2 `GET /api/v2/pages/{id}?body-format=storage&include-labels=true`. A 404 may mean "no
+    /// permission" on Cloud: confirm before treating the page as deleted.
+    pub async fn page(&self, id: &PageId) -> Result<Page, ConfluenceError> {
+        let mut url = self.endpoint(&["api", "v2", "pages", id.as_str()]);
+        url.query_pairs_mut()
+            .append_pair("body-format", "storage")
+            .append_pair("include-labels", "true");
+        self.get_json(&url).await
+    }
+
+    /// v2 `GET /api/v2/pages/{id}/ancestors`, top-down (the space's root first, the parent last).
+    /// Deep trees are followed by asking again for the highest ancestor, as Confluence documents.
+    pub async fn ancestors(&self, id: &PageId) -> Result<Vec<AncestorRef>, ConfluenceError> {
+        let mut chain: Vec<AncestorRef> = Vec::new();
+        let mut current = id.clone();
+        for _ in 0..64 {
+            let mut url = self.endpoint(&["api", "v2", "pages", current.as_str(), "ancestors"]);
+            url.query_pairs_mut()
+                .append_pair("limit", &MAX_LIMIT.to_string());
+            let listing: Listing<AncestorRef> = self.get_json(&url).await?;
+            let full = listing.results.len() >= MAX_LIMIT as usize;
+            let mut upper = listing.results;
+            let Some(top) = upper.first().map(|a| a.id.clone()) else {
+                break;
+            };
+            upper.append(&mut chain);
+            chain = upper;
+            if !full {
+                break;
+            }
+            current = top;
+        }
+        Ok(chain)
+    }
+
+    // ----- plumbing ---------------------------------------------------------------------------
+
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.transport.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn fetch(&self, url: &Url) -> Result<Fetched, ConfluenceError> {
+        self.transport.get(url, &self.counters).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, ConfluenceError> {
+        let fetched = self.fetch(url).await?;
+        self.decode(url, &fetched.body)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, url: &Url, body: &[u8]) -> Result<T, ConfluenceError> {
+        serde_json::from_slice(body).map_err(|e| ConfluenceError::InvalidResponse {
+            endpoint: format!("GET {}", url.path()),
+            reason: self.transport.scrub(&e.to_string()),
+        })
+    }
+
+    /// Resolves a next link against the configured base: relative links are appended to the base
+    /// (after dropping the server's own base path, so `/wiki/api/v2/…` and v1's `/rest/api/…` both
+    /// land right); absolute links must point at the configured origin.
+    fn resolve_next(
+        &self,
+        current: &Url,
+        next: &str,
+        server_base: Option<&str>,
+    ) -> Result<Url, ConfluenceError> {
+        let base = &self.transport.base;
+        let invalid = |reason: &str| ConfluenceError::InvalidResponse {
+            endpoint: format!("GET {}", current.path()),
+            reason: reason.to_owned(),
+        };
+        let next = next.trim();
+        let relative = if next.starts_with("http://") || next.starts_with("https://") {
+            let absolute = Url::parse(next).map_err(|_| invalid("malformed next link"))?;
+            if absolute.origin() != base.origin() {
+                return Err(invalid("next link points to another host"));
+            }
+            match absolute.query() {
+                Some(q) => format!("{}?{q}", absolute.path()),
+                None => absolute.path().to_owned(),
+            }
+        } else if next.starts_with('/') {
+            next.to_owned()
+        } else {
+            return Err(invalid("next link is not a path"));
+        };
+        let server_path = server_base
+            .and_then(|b| Url::parse(b).ok())
+            .map(|b| b.path().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| base.path().trim_end_matches('/').to_owned());
+        let base_path = base.path().trim_end_matches('/');
+        let rest = if !base_path.is_empty() && relative.starts_with(&format!("{base_path}/")) {
+            &relative[base_path.len()..]
+        } else if !server_path.is_empty() && relative.starts_with(&format!("{server_path}/")) {
+            &relative[server_path.len()..]
+        } else {
+            relative.as_str()
+        };
+        let joined = format!("{}{base_path}{rest}", base.origin().ascii_serialization());
+        Url::parse(&joined).map_err(|_| invalid("malformed next link"))
+    }
+}
+
+/// Decodes one page of a listing into its items and links.
+type Decode<T> = fn(&[u8]) -> Result<(Vec<T>, ListingLinks), serde_json::Error>;
+
+fn decode_results<T: DeserializeOwned>(body: &[u8]) -> Result<(Vec<T>, ListingLinks), serde_json::Error> {
+    let listing: Listing<T> = serde_json::from_slice(body)?;
+    Ok((listing.results, listing.links))
+}
+
+fn decode_search_hits(body: &[u8]) -> Result<(Vec<Content>, ListingLinks), serde_json::Error> {
+    let listing: Listing<SearchHit> = serde_json::from_slice(body)?;
+    Ok((listing.results.into_iter().map(|hit| hit.0).collect(), listing.links))
+}
+
+/// Follows a cursor-paginated listing, one request per [`Pager::next_page`].
+///
+/// The next request comes from the body's `_links.next` or, failing that, the `Link` header's
+/// `rel="next"`. The pager stops when neither is present or a page comes back empty (Confluence
+/// sometimes sends a `next` with an empty page), and fails on a link that repeats or leaves the
+/// configured host.
+pub struct Pager<T> {
+    client: ConfluenceClient,
+    next: Option<Url>,
+    decode: Decode<T>,
+    visited: HashSet<String>,
+    pages: u64,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Pager<T> {
+    fn new(client: ConfluenceClient, first: Url, decode: Decode<T>) -> Self {
+        Self {
+            client,
+            next: Some(first),
+            decode,
+            visited: HashSet::new(),
+            pages: 0,
+            _item: PhantomData,
+        }
+    }
+
+    /// The next page of results, or `None` when the listing is exhausted.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, ConfluenceError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        if !self.visited.insert(url.as_str().to_owned()) || self.pages >= MAX_PAGES {
+            return Err(ConfluenceError::InvalidResponse {
+                endpoint: format!("GET {}", url.path()),
+                reason: "pagination does not advance".into(),
+            });
+        }
+        self.pages += 1;
+        let fetched = self.client.fetch(&url).await?;
+        let (items, links) = (self.decode)(&fetched.body).map_err(|e| {
+            ConfluenceError::InvalidResponse {
+                endpoint: format!("GET {}", url.path()),
+                reason: self.client.transport.scrub(&e.to_string()),
+            }
+        })?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let header_links = parse_link_header(&fetched.headers);
+        let next = links.next.or(header_links.next);
+        let server_base = links.base.or(header_links.base);
+        if let Some(next) = next {
+            self.next = Some(self.client.resolve_next(&url, &next, server_base.as_deref())?);
+        }
+        Ok(Some(items))
+    }
+
+    /// Follows the listing to its end.
+    pub async fn collect_all(mut self) -> Result<Vec<T>, ConfluenceError> {
+        let mut all = Vec::new();
+        while let Some(mut page) = self.next_page().await? {
+            all.append(&mut page);
+        }
+        Ok(all)
+    }
+
+    /// Requests made by this pager so far.
+    pub fn pages_fetched(&self) -> u64 {
+        self.pages
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LinkHeader {
+    next: Option<String>,
+    base: Option<String>,
+}
+
+/// Parses `Link: </wiki/api/v2/pages?cursor=…>; rel="next", <https://x/wiki>; rel="base"`.
+fn parse_link_header(headers: &HeaderMap) -> LinkHeader {
+    let mut parsed = LinkHeader::default();
+    for value in headers.get_all(LINK) {
+        let Ok(mut rest) = value.to_str() else { continue };
+        while let Some(open) = rest.find('<') {
+            let Some(close) = rest[open..].find('>').map(|c| open + c) else {
+                break;
+            };
+            let target = rest[open + 1..close].to_owned();
+            let params_end = rest[close..].find('<').map_or(rest.len(), |n| close + n);
+            let params = &rest[close + 1..params_end];
+            for param in params.split(';') {
+                let Some((key, value)) = param.split_once('=') else { continue };
+                if !key.trim().eq_ignore_ascii_case("rel") {
+                    continue;
+                }
+                for rel in value.trim().trim_matches('"').split_whitespace() {
+                    match rel {
+                        "next" => parsed.next = Some(target.clone()),
+                        "base" => parsed.base = Some(target.clone()),
+                        _ => {}
+                    }
+                }
+            }
+            rest = &rest[params_end..];
+        }
+    }
+    parsed
+}

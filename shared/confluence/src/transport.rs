@@ -1,0 +1,464 @@
+//! Sending one GET: client-side pacing and concurrency, retries with `Retry-After` or backoff,
+//! bounded body reads, error classification and scrubbing of anything the server echoes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+use crate::stats::Counters;
+use crate::{ClientConfig, ConfluenceError, RateLimits, RetryPolicy};
+
+/// Longest server-provided message kept in an error.
+const MAX_ERROR_MESSAGE: usize = 300;
+/// Largest error body read to extract a message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A successful response.
+pub(crate) struct Fetched {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Shared by a client and all its clones (and fresh-stats views).
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    pub base: Url,
+    authorization: HeaderValue,
+    secret_forms: Vec<String>,
+    retry: RetryPolicy,
+    limits: RateLimits,
+    pub max_response_bytes: usize,
+    pub bulk_batch_size: usize,
+    concurrency: Semaphore,
+    pacing: Mutex<Pacing>,
+}
+
+struct Pacing {
+    next_slot: Instant,
+    slow_until: Option<Instant>,
+}
+
+impl Transport {
+    pub fn new(config: &ClientConfig) -> Result<Self, ConfluenceError> {
+        let base = config.validated_base_url()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent.clone())
+            // A redirect could carry the credentials elsewhere; Confluence APIs do not need them.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(base.scheme() == "https")
+            .build()
+            .map_err(|e| ConfluenceError::Config(format!("http client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            authorization: config.auth.header_value()?,
+            secret_forms: config.auth.secret_forms(),
+            retry: config.retry.clone(),
+            limits: config.limits.clone(),
+            max_response_bytes: config.max_response_bytes,
+            bulk_batch_size: config.bulk_batch_size,
+            concurrency: Semaphore::new(config.limits.max_concurrent),
+            pacing: Mutex::new(Pacing {
+                next_slot: Instant::now(),
+                slow_until: None,
+            }),
+        })
+    }
+
+    /// Replaces every form of the credentials in text that came from the server.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut clean: String = text.chars().take(MAX_ERROR_MESSAGE).collect();
+        // Scrub the untruncated text too: a secret cut in half by truncation must not survive.
+        for secret in &self.secret_forms {
+            if text.contains(secret.as_str()) {
+                clean = clean.replace(secret.as_str(), "[redacted]");
+                for cut in (1..secret.len()).rev() {
+                    if let Some(prefix) = secret.get(..cut)
+                        && clean.ends_with(prefix)
+                    {
+                        clean.truncate(clean.len() - prefix.len());
+                        clean.push_str("[redacted]");
+                        break;
+                    }
+                }
+            }
+        }
+        clean
+    }
+
+    /// `GET url`, with pacing, retries and a bounded body.
+    pub async fn get(&self, url: &Url, counters: &Counters) -> Result<Fetched, ConfluenceError> {
+        let endpoint = format!("GET {}", url.path());
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.pace(counters).await;
+            let outcome = {
+                let _permit = self.concurrency.acquire().await.map_err(|_| {
+                    ConfluenceError::Config("client concurrency limiter closed".into())
+                })?;
+                Counters::bump(&counters.requests);
+                tracing::debug!(endpoint = %endpoint, attempt, "confluence request");
+                self.attempt(url, &endpoint, counters).await
+            };
+            let retry = match outcome {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(retry) => retry,
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(retry.into_error(endpoint, attempt));
+            }
+            let wait = self.wait_before_retry(attempt, retry.retry_after());
+            Counters::bump(&counters.retries);
+            counters.add_retry_wait(wait);
+            tracing::warn!(
+                endpoint = %endpoint,
+                attempt,
+                reason = retry.reason(),
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "confluence request will be retried"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, url: &Url, endpoint: &str, counters: &Counters) -> Attempt {
+        let sent = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                Counters::bump(&counters.transport_errors);
+                return Attempt::Retry(Retry::Transport(error.without_url()));
+            }
+        };
+        if near_limit(response.headers()) {
+            Counters::bump(&counters.near_limit_signals);
+            self.slow_down().await;
+        }
+        let status = response.status();
+        if status.is_success() {
+            let headers = response.headers().clone();
+            return match self.read_body(response, self.max_response_bytes, endpoint).await {
+                Ok(body) => {
+                    counters
+                        .bytes_received
+                        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Attempt::Done(Ok(Fetched { headers, body }))
+                }
+                Err(BodyError::TooLarge(error)) => Attempt::Done(Err(error)),
+                Err(BodyError::Transport(error)) => {
+                    Counters::bump(&counters.transport_errors);
+                    Attempt::Retry(Retry::Transport(error))
+                }
+            };
+        }
+        let endpoint = endpoint.to_owned();
+        match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                Counters::bump(&counters.rate_limited);
+                let retry_after = parse_retry_after(response.headers());
+                Attempt::Retry(Retry::RateLimited {
+                    status: status.as_u16(),
+                    retry_after,
+                })
+            }
+            s if s.is_server_error() => {
+                Counters::bump(&counters.server_errors);
+                let retry_after = parse_retry_after(response.headers());
+                Attempt::Retry(Retry::Server {
+                    status: s.as_u16(),
+                    retry_after,
+                })
+            }
+            StatusCode::UNAUTHORIZED => Attempt::Done(Err(ConfluenceError::Unauthorized { endpoint })),
+            StatusCode::FORBIDDEN => Attempt::Done(Err(ConfluenceError::Forbidden { endpoint })),
+            StatusCode::NOT_FOUND => Attempt::Done(Err(ConfluenceError::NotFound { endpoint })),
+            s if s.is_redirection() => Attempt::Done(Err(ConfluenceError::InvalidResponse {
+                endpoint,
+                reason: format!("unexpected redirect ({})", s.as_u16()),
+            })),
+            s => {
+                let body = self
+                    .read_body(response, MAX_ERROR_BODY, &endpoint)
+                    .await
+                    .unwrap_or_default();
+                Attempt::Done(Err(ConfluenceError::Rejected {
+                    endpoint,
+                    status: s.as_u16(),
+                    message: self.scrub(&error_message(&body)),
+                }))
+            }
+        }
+    }
+
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+        endpoint: &str,
+    ) -> Result<Vec<u8>, BodyError> {
+        let too_large = || {
+            BodyError::TooLarge(ConfluenceError::ResponseTooLarge {
+                endpoint: endpoint.to_owned(),
+                limit,
+            })
+        };
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |l| l as usize));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(error) => return Err(BodyError::Transport(error.without_url())),
+            }
+        }
+    }
+
+    fn wait_before_retry(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let mut rng = rand::rng();
+        match retry_after {
+            // Wait at least what the server asked, plus a little jitter so that clients released
+            // together do not return together, never more than the cap.
+            Some(asked) => {
+                let jitter = asked.mul_f64(rng.random_range(0.0..0.1));
+                (asked + jitter).min(self.retry.max_retry_after)
+            }
+            None => {
+                let exponent = attempt.saturating_sub(1).min(20);
+                let nominal = self
+                    .retry
+                    .initial_backoff
+                    .saturating_mul(1u32 << exponent)
+                    .min(self.retry.max_backoff);
+                nominal.mul_f64(rng.random_range(0.8..1.2))
+            }
+        }
+    }
+
+    /// Waits for this request's slot under the client's rate limit.
+    async fn pace(&self, counters: &Counters) {
+        let spacing = {
+            let pacing = self.pacing.lock().await;
+            let slowed = pacing.slow_until.is_some_and(|until| Instant::now() < until);
+            self.spacing(slowed)
+        };
+        let Some(spacing) = spacing else { return };
+        let slot = {
+            let mut pacing = self.pacing.lock().await;
+            let now = Instant::now();
+            let slot = pacing.next_slot.max(now);
+            pacing.next_slot = slot + spacing;
+            slot
+        };
+        let wait = slot.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            counters.add_throttle_wait(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn spacing(&self, slowed: bool) -> Option<Duration> {
+        let base = self
+            .limits
+            .requests_per_second
+            .filter(|rps| rps.is_finite() && *rps > 0.0)
+            .map(|rps| Duration::from_secs_f64(1.0 / rps));
+        if !slowed {
+            return base;
+        }
+        Some(match base {
+            Some(base) => base.mul_f64(self.limits.near_limit_slowdown.max(1.0)),
+            None => self.limits.near_limit_spacing,
+        })
+    }
+
+    async fn slow_down(&self) {
+        let mut pacing = self.pacing.lock().await;
+        pacing.slow_until = Some(Instant::now() + self.limits.near_limit_cooldown);
+        tracing::info!(
+            cooldown_ms = u64::try_from(self.limits.near_limit_cooldown.as_millis()).unwrap_or(u64::MAX),
+            "confluence signalled near rate limit, slowing down"
+        );
+    }
+}
+
+enum Attempt {
+    Done(Result<Fetched, ConfluenceError>),
+    Retry(Retry),
+}
+
+enum BodyError {
+    TooLarge(ConfluenceError),
+    Transport(reqwest::Error),
+}
+
+enum Retry {
+    RateLimited {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    Server {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    Transport(reqwest::Error),
+}
+
+impl Retry {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Server { retry_after, .. } => *retry_after,
+            Self::Transport(_) => None,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::RateLimited { status, .. } | Self::Server { status, .. } => format!("status {status}"),
+            Self::Transport(e) if e.is_timeout() => "timeout".to_owned(),
+            Self::Transport(_) => "transport".to_owned(),
+        }
+    }
+
+    fn into_error(self, endpoint: String, attempts: u32) -> ConfluenceError {
+        match self {
+            Self::RateLimited { retry_after, .. } => ConfluenceError::RateLimited {
+                endpoint,
+                attempts,
+                retry_after,
+            },
+            Self::Server { status, .. } => ConfluenceError::Server {
+                endpoint,
+                status,
+                attempts,
+            },
+            Self::Transport(source) => ConfluenceError::Transport {
+                endpoint,
+                attempts,
+                source,
+            },
+        }
+    }
+}
+
+fn near_limit(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-ratelimit-nearlimit")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// `Retry-After` as seconds (integer or decimal) or an HTTP date; anything else is ignored.
+pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The message of a v1 (`{"message": …}`) or v2 (`{"errors": [{"title", "detail"}]}`) error body.
+fn error_message(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::from_utf8_lossy(body).trim().to_owned();
+    };
+    if let Some(message) = value.get("message").and_then(|m| m.as_str()) {
+        return message.to_owned();
+    }
+    if let Some(first) = value
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .and_then(|e| e.first())
+    {
+        let title = first.get("title").and_then(|t| t.as_str()).unwrap_or("");
+        let detail = first.get("detail").and_then(|d| d.as_str()).unwrap_or("");
+        return [title, detail]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(": ");
+    }
+    String::new()
+}
+
+pub(crate) type SharedTransport = Arc<Transport>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("0.5"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_millis(500)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
+        for junk in ["-3", "soon", "NaN", "inf"] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(junk));
+            assert_eq!(parse_retry_after(&headers), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn error_messages_of_both_shapes() {
+        assert_eq!(
+            error_message(br#"{"statusCode":400,"message":"Could not parse cql","reason":"Bad Request"}"#),
+            "Could not parse cql"
+        );
+        assert_eq!(
+            error_message(br#"{"errors":[{"status":400,"code":"INVALID_REQUEST","title":"Invalid request","detail":"bad id"}]}"#),
+            "Invalid request: bad id"
+        );
+        assert_eq!(error_message(b"plain text"), "plain text");
+    }
+
+    #[test]
+    fn scrub_removes_whole_and_truncated_secrets() {
+        let config = ClientConfig::new(
+            "http://127.0.0.1:1/wiki",
+            crate::Auth::cloud("me@x.io", "sekrit-token-value"),
+        );
+        let transport = Transport::new(&config).expect("transport");
+        assert_eq!(
+            transport.scrub("echo sekrit-token-value back"),
+            "echo [redacted] back"
+        );
+        let long = format!("{}sekrit-token-value", "x".repeat(MAX_ERROR_MESSAGE - 6));
+        let scrubbed = transport.scrub(&long);
+        assert!(!scrubbed.contains("sekrit"), "{scrubbed}");
+        assert!(scrubbed.ends_with("[redacted]"));
+    }
+}

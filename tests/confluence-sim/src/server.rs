@@ -1,0 +1,807 @@
+//! The HTTP surface: Confluence Cloud's v1 search and content, v2 pages, spaces and ancestors,
+//! with Basic auth, cursors, `Link` headers and v1/v2 error bodies; plus the `/_sim` control plane.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::content::{PageStatus, SimPage, USERS};
+use crate::cql::{self, SortOrder};
+use crate::state::{
+    CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
+};
+use crate::webhook::{self, WebhookDelivery, WebhookEvent};
+
+pub(crate) struct Shared {
+    pub state: Mutex<SimState>,
+    pub http: reqwest::Client,
+    pub site: String,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic while holding the lock cannot leave the state half-written in a way that matters
+        // to a test double; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+type Params = Query<Vec<(String, String)>>;
+type App = State<Arc<Shared>>;
+
+const DEFAULT_LIMIT: usize = 25;
+const MAX_LIMIT: usize = 250;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/wiki/rest/api/content/search", get(v1_search))
+        .route("/wiki/rest/api/content/{id}", get(v1_content))
+        .route("/wiki/api/v2/pages", get(v2_pages))
+        .route("/wiki/api/v2/pages/{id}", get(v2_page))
+        .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
+        .route("/wiki/api/v2/spaces", get(v2_spaces))
+        .route("/wiki/api/v2/spaces/{id}/pages", get(v2_space_pages))
+        .route("/_sim/stats", get(sim_stats).delete(sim_reset_stats))
+        .route("/_sim/faults", get(sim_faults).put(sim_set_faults).delete(sim_clear_faults))
+        .route("/_sim/pages", get(sim_pages).post(sim_create))
+        .route("/_sim/pages/{id}/{action}", post(sim_mutate))
+        .with_state(shared)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    V1,
+    V2,
+}
+
+fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+fn error(api: Api, status: StatusCode, message: &str) -> Response {
+    let body = match api {
+        Api::V1 => json!({
+            "statusCode": status.as_u16(),
+            "data": {"authorized": status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                     "valid": true, "errors": [], "successful": false},
+            "message": message,
+            "reason": reason(status),
+        }),
+        Api::V2 => json!({"errors": [{
+            "status": status.as_u16(),
+            "code": reason(status).to_ascii_uppercase().replace(' ', "_"),
+            "title": reason(status),
+            "detail": if message.is_empty() { Value::Null } else { json!(message) },
+        }]}),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// All values of a parameter, repeated (`id=1&id=2`) or comma-separated (`id=1,2`).
+fn param_list(params: &[(String, String)], name: &str) -> Vec<String> {
+    params
+        .iter()
+        .filter(|(k, _)| k == name)
+        .flat_map(|(_, v)| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Counts the request, applies latency, auth and injected faults. On success, says whether the
+/// response should carry `X-RateLimit-NearLimit: true`.
+async fn guard(
+    shared: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    endpoint: &str,
+    api: Api,
+) -> Result<bool, Response> {
+    let (latency, fault, near_limit, authorized) = {
+        let mut state = shared.lock();
+        state.count(endpoint);
+        let authorized = authorized(&state, headers);
+        if !authorized {
+            state.stats.unauthorized += 1;
+        }
+        let fault = if authorized { state.roll_fault(path) } else { None };
+        let near_limit = state.roll_near_limit();
+        (state.faults.latency_ms, fault, near_limit, authorized)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if !authorized {
+        return Err(error(api, StatusCode::UNAUTHORIZED, "Unauthorized; scope does not match"));
+    }
+    if let Some(rule) = fault {
+        let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = error(api, status, "injected by the simulator");
+        if let Some(value) = rule.retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Err(response);
+    }
+    Ok(near_limit)
+}
+
+fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if let Some(encoded) = value.strip_prefix("Basic ") {
+        let expected = format!("{}:{}", state.config.email, state.config.api_token);
+        return base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .is_ok_and(|decoded| decoded == expected.as_bytes());
+    }
+    if let (Some(token), Some(pat)) = (value.strip_prefix("Bearer "), &state.config.personal_access_token) {
+        return token.trim() == pat;
+    }
+    false
+}
+
+fn ok(body: Value, near_limit: bool, link: Option<String>) -> Response {
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    if near_limit {
+        headers.insert("x-ratelimit-nearlimit", HeaderValue::from_static("true"));
+    }
+    if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LINK, value);
+    }
+    response
+}
+
+fn site(headers: &HeaderMap, shared: &Shared) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}/wiki"))
+        .unwrap_or_else(|| shared.site.clone())
+}
+
+fn encode_cursor(raw: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// After this sort key (modified millis, id).
+    After(i64, u64),
+    /// Past the end: answers an empty page (with `next` under `trailing_empty_page`).
+    End,
+}
+
+fn decode_cursor(raw: Option<&str>) -> Result<Option<Cursor>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| "invalid cursor".to_owned())?;
+    let text = String::from_utf8(bytes).map_err(|_| "invalid cursor".to_owned())?;
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        ["k", ms, id] => Ok(Some(Cursor::After(
+            ms.parse().map_err(|_| "invalid cursor".to_owned())?,
+            id.parse().map_err(|_| "invalid cursor".to_owned())?,
+        ))),
+        ["e", _] => Ok(Some(Cursor::End)),
+        _ => Err("invalid cursor".into()),
+    }
+}
+
+fn limit(params: &[(String, String)], state: &SimState) -> Result<usize, String> {
+    let asked = match param(params, "limit") {
+        Some(raw) => raw.parse::<usize>().map_err(|_| format!("invalid limit {raw:?}"))?,
+        None => DEFAULT_LIMIT,
+    };
+    let capped = asked.clamp(1, MAX_LIMIT);
+    Ok(state.faults.page_size_cap.map_or(capped, |cap| capped.min(cap.max(1))))
+}
+
+/// One page of `items` (already in order, keyed by `key`) after `cursor`, and the next cursor.
+fn paginate(
+    items: Vec<&SimPage>,
+    key: impl Fn(&SimPage) -> (i64, u64),
+    cursor: Option<Cursor>,
+    limit: usize,
+    descending: bool,
+    trailing_empty: Option<&mut u64>,
+) -> (Vec<u64>, Option<String>) {
+    let start = match cursor {
+        None => 0,
+        Some(Cursor::End) => items.len(),
+        Some(Cursor::After(ms, id)) => items
+            .iter()
+            .position(|p| {
+                let k = key(p);
+                if descending { k < (ms, id) } else { k > (ms, id) }
+            })
+            .unwrap_or(items.len()),
+    };
+    let page: Vec<&SimPage> = items.iter().skip(start).take(limit).copied().collect();
+    let more = start + page.len() < items.len();
+    let next = match (page.last(), trailing_empty) {
+        (Some(last), _) if more => {
+            let (ms, id) = key(last);
+            Some(encode_cursor(&format!("k:{ms}:{id}")))
+        }
+        (_, Some(serial)) => {
+            *serial += 1;
+            Some(encode_cursor(&format!("e:{serial}")))
+        }
+        _ => None,
+    };
+    (page.iter().map(|p| p.id).collect(), next)
+}
+
+/// `path?query` with `cursor` replaced, as a relative link.
+fn next_link(path: &str, params: &[(String, String)], cursor: &str, extra: &[(&str, &str)]) -> String {
+    let mut url = match reqwest::Url::parse(&format!("http://sim{path}")) {
+        Ok(url) => url,
+        Err(_) => return path.to_owned(),
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in extra {
+            query.append_pair(k, v);
+        }
+        for (k, v) in params.iter().filter(|(k, _)| k != "cursor" && k != "next") {
+            query.append_pair(k, v);
+        }
+        query.append_pair("cursor", cursor);
+    }
+    format!("{}?{}", url.path(), url.query().unwrap_or(""))
+}
+
+fn user_v1(index: usize) -> Value {
+    let (account, name) = USERS.get(index).copied().unwrap_or(("unknown", "Unknown"));
+    json!({"type": "known", "accountId": account, "accountType": "atlassian", "publicName": name,
+           "displayName": name, "isExternalCollaborator": false,
+           "_expandable": {"operations": "", "personalSpace": ""}})
+}
+
+fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -> Value {
+    let has = |name: &str| expand.iter().any(|e| e == name || e.starts_with(&format!("{name}.")));
+    let key = &state.config.space_key;
+    let mut value = json!({
+        "id": page.id.to_string(),
+        "type": "page",
+        "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
+        "title": page.title,
+        "macroRenderedOutput": {},
+        "extensions": {"position": page.position},
+        "_links": {
+            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "self": format!("{site}/rest/api/content/{}", page.id),
+            "tinyui": format!("/x/{}", page.id),
+            "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
+        },
+    });
+    let mut expandable = serde_json::Map::new();
+    let Some(map) = value.as_object_mut() else { return value };
+    if has("space") {
+        map.insert("space".into(), json!({"id": state.config.space_id, "key": key,
+            "name": state.config.space_name, "type": "global", "status": "current",
+            "_links": {"webui": format!("/spaces/{key}")}}));
+    } else {
+        expandable.insert("space".into(), json!(format!("/rest/api/space/{key}")));
+    }
+    if has("version") {
+        map.insert("version".into(), json!({"by": user_v1(page.last_modifier),
+            "when": page.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "", "number": page.version, "minorEdit": false,
+            "contentTypeModified": false}));
+    } else {
+        expandable.insert("version".into(), json!(""));
+    }
+    if has("history") {
+        map.insert("history".into(), json!({"latest": true, "createdBy": user_v1(page.author),
+            "createdDate": page.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}));
+    } else {
+        expandable.insert("history".into(), json!(format!("/rest/api/content/{}/history", page.id)));
+    }
+    if has("ancestors") {
+        let ancestors: Vec<Value> = state
+            .ancestors(page.id)
+            .iter()
+            .filter_map(|id| state.pages.get(id))
+            .map(|a| json!({"id": a.id.to_string(), "type": "page", "status": "current", "title": a.title,
+                            "_links": {"webui": format!("/spaces/{key}/pages/{}", a.id)}}))
+            .collect();
+        map.insert("ancestors".into(), json!(ancestors));
+    } else {
+        expandable.insert("ancestors".into(), json!(""));
+    }
+    if has("body") {
+        map.insert("body".into(), json!({"storage": {"value": state.body(page), "representation": "storage",
+            "embeddedContent": []}, "_expandable": {"view": "", "export_view": "", "atlas_doc_format": ""}}));
+    } else {
+        expandable.insert("body".into(), json!(""));
+    }
+    if has("metadata") {
+        let labels: Vec<Value> = page.labels.iter().enumerate()
+            .map(|(i, l)| json!({"prefix": "global", "name": l, "id": (page.id * 16 + i as u64).to_string(), "label": l}))
+            .collect();
+        map.insert("metadata".into(), json!({"labels": {"results": labels, "start": 0, "limit": 200,
+            "size": page.labels.len()}, "_expandable": {"properties": "", "likes": ""}}));
+    } else {
+        expandable.insert("metadata".into(), json!(""));
+    }
+    expandable.insert("children".into(), json!(format!("/rest/api/content/{}/child", page.id)));
+    map.insert("_expandable".into(), Value::Object(expandable));
+    value
+}
+
+fn page_v2(state: &SimState, page: &SimPage, with_body: bool, with_labels: bool) -> Value {
+    let key = &state.config.space_key;
+    let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    let mut value = json!({
+        "id": page.id.to_string(),
+        "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
+        "title": page.title,
+        "spaceId": state.config.space_id.to_string(),
+        "parentId": page.parent_id.map(|p| p.to_string()),
+        "parentType": page.parent_id.map(|_| "page"),
+        "position": page.position,
+        "authorId": account(page.author),
+        "ownerId": account(page.author),
+        "lastOwnerId": null,
+        "createdAt": page.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "version": {
+            "createdAt": page.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "",
+            "number": page.version,
+            "minorEdit": false,
+            "authorId": account(page.last_modifier),
+        },
+        "body": if with_body {
+            json!({"storage": {"representation": "storage", "value": state.body(page)}})
+        } else {
+            json!({})
+        },
+        "_links": {
+            "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
+            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "tinyui": format!("/x/{}", page.id),
+        },
+    });
+    if with_labels && let Some(map) = value.as_object_mut() {
+        let labels: Vec<Value> = page.labels.iter().enumerate()
+            .map(|(i, l)| json!({"id": (page.id * 16 + i as u64).to_string(), "name": l, "prefix": "global"}))
+            .collect();
+        map.insert("labels".into(), json!({"results": labels, "meta": {"hasMore": false, "cursor": null},
+            "_links": {}}));
+    }
+    value
+}
+
+fn wants_body(params: &[(String, String)]) -> Result<bool, String> {
+    match param(params, "body-format") {
+        None => Ok(false),
+        Some("storage") => Ok(true),
+        Some("atlas_doc_format") => Ok(false),
+        Some(other) => Err(format!("unsupported body-format {other:?}")),
+    }
+}
+
+fn statuses(params: &[(String, String)]) -> Result<Vec<PageStatus>, String> {
+    let asked = param_list(params, "status");
+    if asked.is_empty() {
+        return Ok(vec![PageStatus::Current]);
+    }
+    asked
+        .iter()
+        .filter(|s| *s != "archived" && *s != "deleted" && *s != "historical" && *s != "draft")
+        .map(|s| match s.as_str() {
+            "current" => Ok(PageStatus::Current),
+            "trashed" => Ok(PageStatus::Trashed),
+            other => Err(format!("invalid status {other:?}")),
+        })
+        .collect()
+}
+
+fn parse_id(raw: &str, api: Api) -> Result<u64, Response> {
+    raw.parse::<u64>()
+        .map_err(|_| error(api, StatusCode::BAD_REQUEST, &format!("invalid id {raw:?}")))
+}
+
+/// A v2 listing response: `_links` in the body and/or a `Link` header, per the fault settings.
+fn v2_listing(
+    state: &SimState,
+    results: Vec<Value>,
+    next: Option<String>,
+    site: &str,
+    near_limit: bool,
+) -> Response {
+    let style = state.faults.v2_links;
+    let mut links = json!({"base": site});
+    let mut header = None;
+    if let Some(next) = next {
+        let full = format!("/wiki{next}");
+        if style != LinkStyle::HeaderOnly
+            && let Some(map) = links.as_object_mut()
+        {
+            map.insert("next".into(), json!(full));
+        }
+        if style != LinkStyle::BodyOnly {
+            header = Some(format!("<{full}>; rel=\"next\", <{site}>; rel=\"base\""));
+        }
+    }
+    ok(json!({"results": results, "_links": links}), near_limit, header)
+}
+
+async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
+    let near = match guard(&shared, &headers, "/wiki/rest/api/content/search", "v1.search", Api::V1).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let mut state = shared.lock();
+    let Some(raw_cql) = param(&params, "cql") else {
+        return error(Api::V1, StatusCode::BAD_REQUEST, "cql parameter is required");
+    };
+    let filter = match cql::parse(raw_cql, state.config.time_zone) {
+        Ok(filter) => filter,
+        Err(reason) => {
+            return error(
+                Api::V1,
+                StatusCode::BAD_REQUEST,
+                &format!("com.atlassian.confluence.api.service.exceptions.BadRequestException: Could not parse cql : {raw_cql} ({reason})"),
+            );
+        }
+    };
+    let (limit, cursor) = match (limit(&params, &state), decode_cursor(param(&params, "cursor"))) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(e), _) | (_, Err(e)) => return error(Api::V1, StatusCode::BAD_REQUEST, &e),
+    };
+    let expand: Vec<String> = param_list(&params, "expand");
+    let descending = filter.order == Some(SortOrder::Desc);
+    let ordered = filter.order.is_some();
+    let key = move |p: &SimPage| {
+        if ordered { (p.modified_at.timestamp_millis(), p.id) } else { (0, p.id) }
+    };
+    let state = &mut *state;
+    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let mut matching: Vec<&SimPage> = state
+        .pages
+        .values()
+        .filter(|p| p.status == PageStatus::Current)
+        .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
+        .collect();
+    matching.sort_by_key(|p| key(p));
+    if descending {
+        matching.reverse();
+    }
+    let (page_ids, next) = paginate(matching, key, cursor, limit, descending, trailing);
+    let results: Vec<Value> = page_ids
+        .iter()
+        .filter_map(|id| state.pages.get(id))
+        .map(|p| content_v1(&state, p, &expand, &site))
+        .collect();
+    let mut links = json!({"base": site, "context": "/wiki",
+        "self": format!("{site}/rest/api/content/search")});
+    if let (Some(next), Some(map)) = (next, links.as_object_mut()) {
+        let link = next_link("/rest/api/content/search", &params, &next, &[("next", "true")]);
+        map.insert("next".into(), json!(link));
+    }
+    let size = results.len();
+    ok(json!({"results": results, "start": 0, "limit": limit, "size": size, "_links": links}), near, None)
+}
+
+async fn v1_content(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+    let path = format!("/wiki/rest/api/content/{id}");
+    let near = match guard(&shared, &headers, &path, "v1.content", Api::V1).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V1) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let state = shared.lock();
+    let expand = param_list(&params, "expand");
+    match state.current(id) {
+        Some(page) => ok(content_v1(&state, page, &expand, &site), near, None),
+        None => error(Api::V1, StatusCode::NOT_FOUND, &format!("No content found with id: ContentId{{id={id}}}")),
+    }
+}
+
+async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
+    let near = match guard(&shared, &headers, "/wiki/api/v2/pages", "v2.pages", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let mut state = shared.lock();
+    let ids = param_list(&params, "id");
+    if ids.len() > MAX_LIMIT {
+        return error(Api::V2, StatusCode::BAD_REQUEST, "id: size must be between 0 and 250");
+    }
+    let mut wanted = Vec::with_capacity(ids.len());
+    for raw in &ids {
+        match raw.parse::<u64>() {
+            Ok(id) => wanted.push(id),
+            Err(_) => return error(Api::V2, StatusCode::BAD_REQUEST, &format!("invalid id {raw:?}")),
+        }
+    }
+    let space_ids = param_list(&params, "space-id");
+    let (limit, cursor, with_body, statuses) = match (
+        limit(&params, &state),
+        decode_cursor(param(&params, "cursor")),
+        wants_body(&params),
+        statuses(&params),
+    ) {
+        (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            return error(Api::V2, StatusCode::BAD_REQUEST, &e);
+        }
+    };
+    let our_space = state.config.space_id.to_string();
+    let state = &mut *state;
+    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let matching: Vec<&SimPage> = state
+        .pages
+        .values()
+        .filter(|p| statuses.contains(&p.status))
+        .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
+        .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
+        .collect();
+    let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
+    let results = page_ids
+        .iter()
+        .filter_map(|id| state.pages.get(id))
+        .map(|p| page_v2(&state, p, with_body, false))
+        .collect();
+    let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
+    v2_listing(&state, results, next, &site, near)
+}
+
+async fn v2_page(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+    let path = format!("/wiki/api/v2/pages/{id}");
+    let near = match guard(&shared, &headers, &path, "v2.page", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let state = shared.lock();
+    let (with_body, statuses) = match (wants_body(&params), statuses(&params)) {
+        (Ok(b), Ok(s)) => (b, s),
+        (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
+    };
+    let with_labels = param(&params, "include-labels") == Some("true");
+    match state.pages.get(&id).filter(|p| statuses.contains(&p.status)) {
+        Some(page) => ok(page_v2(&state, page, with_body, with_labels), near, None),
+        None => error(Api::V2, StatusCode::NOT_FOUND, ""),
+    }
+}
+
+async fn v2_ancestors(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+    let path = format!("/wiki/api/v2/pages/{id}/ancestors");
+    let near = match guard(&shared, &headers, &path, "v2.ancestors", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let state = shared.lock();
+    if state.current(id).is_none() {
+        return error(Api::V2, StatusCode::NOT_FOUND, "");
+    }
+    let limit = param(&params, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let chain = state.ancestors(id);
+    // Deep chains return the nearest `limit` ancestors; clients ask again for the highest one.
+    let nearest = &chain[chain.len().saturating_sub(limit)..];
+    let results: Vec<Value> = nearest.iter().map(|a| json!({"id": a.to_string(), "type": "page"})).collect();
+    ok(json!({"results": results, "_links": {}}), near, None)
+}
+
+async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
+    let near = match guard(&shared, &headers, "/wiki/api/v2/spaces", "v2.spaces", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let state = shared.lock();
+    let keys = param_list(&params, "keys");
+    let ids = param_list(&params, "ids");
+    let config = &state.config;
+    let matches = (keys.is_empty() || keys.iter().any(|k| k == &config.space_key))
+        && (ids.is_empty() || ids.contains(&config.space_id.to_string()));
+    let homepage = state.pages.keys().next().map(|id| id.to_string());
+    let results = if matches {
+        vec![json!({
+            "id": config.space_id.to_string(),
+            "key": config.space_key,
+            "name": config.space_name,
+            "type": "global",
+            "status": "current",
+            "authorId": USERS.first().map_or("", |u| u.0),
+            "createdAt": "2023-01-02T09:00:00.000Z",
+            "homepageId": homepage,
+            "description": null,
+            "icon": null,
+            "_links": {"webui": format!("/spaces/{}", config.space_key)},
+        })]
+    } else {
+        Vec::new()
+    };
+    v2_listing(&state, results, None, &site, near)
+}
+
+async fn v2_space_pages(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+    let path = format!("/wiki/api/v2/spaces/{id}/pages");
+    let near = match guard(&shared, &headers, &path, "v2.space_pages", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let mut state = shared.lock();
+    if id != state.config.space_id.to_string() {
+        return error(Api::V2, StatusCode::NOT_FOUND, "");
+    }
+    let (limit, cursor, with_body, statuses) = match (
+        limit(&params, &state),
+        decode_cursor(param(&params, "cursor")),
+        wants_body(&params),
+        statuses(&params),
+    ) {
+        (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            return error(Api::V2, StatusCode::BAD_REQUEST, &e);
+        }
+    };
+    let root_only = param(&params, "depth") == Some("root");
+    let state = &mut *state;
+    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let matching: Vec<&SimPage> = state
+        .pages
+        .values()
+        .filter(|p| statuses.contains(&p.status))
+        .filter(|p| !root_only || p.parent_id.is_none())
+        .collect();
+    let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
+    let results = page_ids
+        .iter()
+        .filter_map(|id| state.pages.get(id))
+        .map(|p| page_v2(&state, p, with_body, false))
+        .collect();
+    let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
+    v2_listing(&state, results, next, &site, near)
+}
+
+// ----- control plane ------------------------------------------------------------------------
+
+async fn sim_stats(State(shared): App) -> axum::Json<SimStats> {
+    axum::Json(shared.lock().stats.clone())
+}
+
+async fn sim_reset_stats(State(shared): App) -> StatusCode {
+    shared.lock().stats = SimStats::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn sim_faults(State(shared): App) -> axum::Json<Faults> {
+    axum::Json(shared.lock().faults.clone())
+}
+
+async fn sim_set_faults(State(shared): App, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) => {
+            shared.lock().faults = faults;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn sim_clear_faults(State(shared): App) -> StatusCode {
+    shared.lock().faults = Faults::default();
+    StatusCode::NO_CONTENT
+}
+
+pub(crate) fn summary(page: &SimPage) -> Value {
+    json!({"id": page.id, "title": page.title, "version": page.version, "status": page.status,
+           "parent_id": page.parent_id, "modified_at": page.modified_at, "labels": page.labels})
+}
+
+async fn sim_pages(State(shared): App) -> axum::Json<Vec<Value>> {
+    axum::Json(shared.lock().pages.values().map(summary).collect())
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response())
+}
+
+fn mutation_response(result: Result<(SimPage, Option<WebhookDelivery>), MutationError>) -> Response {
+    match result {
+        Ok((page, webhook)) => axum::Json(json!({"page": summary(&page), "webhook": webhook})).into_response(),
+        Err(e @ MutationError::NotFound(_)) => {
+            (StatusCode::NOT_FOUND, axum::Json(json!({"error": e.to_string()}))).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn sim_create(State(shared): App, body: Bytes) -> Response {
+    let request: CreatePage = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    mutation_response(mutate(&shared, WebhookEvent::PageCreated, |s| s.create(request)).await)
+}
+
+async fn sim_mutate(State(shared): App, Path((id, action)): Path<(u64, String)>, body: Bytes) -> Response {
+    let result = match action.as_str() {
+        "edit" => match parse_body::<EditPage>(&body) {
+            Ok(r) => mutate(&shared, WebhookEvent::PageUpdated, |s| s.edit(id, r)).await,
+            Err(response) => return response,
+        },
+        "move" => match parse_body::<MovePage>(&body) {
+            Ok(r) => mutate(&shared, WebhookEvent::PageMoved, |s| s.move_page(id, r)).await,
+            Err(response) => return response,
+        },
+        "trash" => mutate(&shared, WebhookEvent::PageTrashed, |s| s.trash(id)).await,
+        "purge" => mutate(&shared, WebhookEvent::PageRemoved, |s| s.purge(id)).await,
+        "restore" => mutate(&shared, WebhookEvent::PageRestored, |s| s.restore(id)).await,
+        other => {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({"error": format!("unknown action {other:?}")})))
+                .into_response();
+        }
+    };
+    mutation_response(result)
+}
+
+/// Applies a mutation and, when a webhook target is configured, delivers the matching webhook
+/// before answering (so tests know the hint is on its way).
+pub(crate) async fn mutate(
+    shared: &Shared,
+    event: WebhookEvent,
+    apply: impl FnOnce(&mut SimState) -> Result<SimPage, MutationError>,
+) -> Result<(SimPage, Option<WebhookDelivery>), MutationError> {
+    let (page, outgoing) = {
+        let mut state = shared.lock();
+        let page = apply(&mut state)?;
+        let outgoing = state.config.webhook_target.clone().map(|target| {
+            let body = webhook::payload(event, &page, &state.config.space_key, state.config.space_id, &shared.site);
+            (target, state.config.webhook_secret.clone(), body)
+        });
+        (page, outgoing)
+    };
+    let Some((target, secret, body)) = outgoing else {
+        return Ok((page, None));
+    };
+    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
+    {
+        let mut state = shared.lock();
+        if delivery.delivered() {
+            state.stats.webhooks_delivered += 1;
+        } else {
+            state.stats.webhooks_failed += 1;
+        }
+    }
+    tracing::debug!(event = delivery.event, status = ?delivery.status, "webhook sent");
+    Ok((page, Some(delivery)))
+}

@@ -1,0 +1,403 @@
+//! The simulator's mutable state: the space, the faults in force and the request counters.
+
+use std::collections::BTreeMap;
+
+use chrono::{FixedOffset, Offset as _, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::content::{self, LinkTargets, PageStatus, SimPage, USERS};
+use crate::rng::SplitMix64;
+
+/// How the simulator is set up.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub page_count: usize,
+    /// Pages with bodies over 1 MB (default: one per 500 pages, at least one).
+    pub large_pages: usize,
+    pub space_key: String,
+    pub space_name: String,
+    pub space_id: u64,
+    /// Basic auth: `email:api_token`.
+    pub email: String,
+    pub api_token: String,
+    /// Also accept `Authorization: Bearer <pat>` (Data Center style).
+    pub personal_access_token: Option<String>,
+    /// Where mutations POST Cloud webhooks: `{target}/{event}`.
+    pub webhook_target: Option<String>,
+    /// When set, webhooks carry `X-Hub-Signature: sha256=<hmac of the body>`.
+    pub webhook_secret: Option<String>,
+    /// The API user's time zone, in which CQL dates are read.
+    pub time_zone: FixedOffset,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, page_count: usize) -> Self {
+        Self {
+            seed,
+            page_count,
+            large_pages: (page_count / 500).max(1).min(page_count),
+            space_key: "ENG".into(),
+            space_name: "Engineering".into(),
+            space_id: 98_305,
+            email: "sim@example.com".into(),
+            api_token: "sim-api-token".into(),
+            personal_access_token: None,
+            webhook_target: None,
+            webhook_secret: None,
+            time_zone: Utc.fix(),
+        }
+    }
+}
+
+/// Faults in force. Set them with [`crate::SimHandle::set_faults`] or `PUT /_sim/faults`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Injected error responses, tried in order; the first that fires answers the request.
+    pub rules: Vec<FaultRule>,
+    /// Delay added to every API response.
+    pub latency_ms: u64,
+    /// Serve at most this many results per page, whatever `limit` asks.
+    pub page_size_cap: Option<usize>,
+    /// The last page of a listing still carries a `next` link, which leads to empty pages that
+    /// carry `next` again (Confluence does this; clients must stop at an empty page).
+    pub trailing_empty_page: bool,
+    /// Fraction of responses that carry `X-RateLimit-NearLimit: true`.
+    pub near_limit_rate: f64,
+    /// Where v2 listings put the next link.
+    pub v2_links: LinkStyle,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStyle {
+    /// `Link` header and `_links.next` (what Cloud does).
+    #[default]
+    Both,
+    HeaderOnly,
+    BodyOnly,
+}
+
+/// One kind of injected error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// Status to answer with (429, 500, 503, 401, 403, 404...).
+    pub status: u16,
+    /// Raw `Retry-After` header value, if any (`"2"`, `"999999"`, an HTTP date...).
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Probability per matching request (1.0: always).
+    #[serde(default = "always")]
+    pub rate: f64,
+    /// How many times it may still fire (`None`: unlimited).
+    #[serde(default)]
+    pub remaining: Option<u32>,
+    /// Only requests whose path starts with this (e.g. `/wiki/api/v2/pages`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+impl FaultRule {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            rate: 1.0,
+            remaining: None,
+            path_prefix: None,
+        }
+    }
+
+    pub fn retry_after(mut self, value: impl Into<String>) -> Self {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    pub fn times(mut self, remaining: u32) -> Self {
+        self.remaining = Some(remaining);
+        self
+    }
+
+    pub fn on_path(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = Some(prefix.into());
+        self
+    }
+}
+
+/// Request counters, per endpoint and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    pub requests: u64,
+    pub by_endpoint: BTreeMap<String, u64>,
+    pub faults_injected: u64,
+    pub unauthorized: u64,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+}
+
+impl SimStats {
+    pub fn endpoint(&self, name: &str) -> u64 {
+        self.by_endpoint.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Why a mutation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutationError {
+    #[error("page {0} not found")]
+    NotFound(u64),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CreatePage {
+    pub title: String,
+    pub parent_id: Option<u64>,
+    pub body: Option<String>,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EditPage {
+    pub title: Option<String>,
+    /// New storage body; without one the next generated body is used.
+    pub body: Option<String>,
+    pub labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MovePage {
+    /// New parent; `None` moves the page to the root of the space.
+    pub parent_id: Option<u64>,
+}
+
+pub(crate) struct SimState {
+    pub config: SimConfig,
+    pub pages: BTreeMap<u64, SimPage>,
+    pub next_id: u64,
+    pub faults: Faults,
+    pub stats: SimStats,
+    pub fault_rng: SplitMix64,
+    /// Distinguishes the cursors of successive trailing empty pages.
+    pub empty_cursor_serial: u64,
+}
+
+impl SimState {
+    pub fn new(config: SimConfig) -> Self {
+        let pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
+        let next_id = pages.keys().next_back().map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
+        Self {
+            config,
+            pages,
+            next_id,
+            faults: Faults::default(),
+            stats: SimStats::default(),
+            fault_rng,
+            empty_cursor_serial: 0,
+        }
+    }
+
+    pub fn count(&mut self, endpoint: &str) {
+        self.stats.requests += 1;
+        *self.stats.by_endpoint.entry(endpoint.to_owned()).or_default() += 1;
+    }
+
+    /// The first fault rule that fires for this path, if any.
+    pub fn roll_fault(&mut self, path: &str) -> Option<FaultRule> {
+        for index in 0..self.faults.rules.len() {
+            let roll = self.fault_rng.unit();
+            let rule = &mut self.faults.rules[index];
+            let applies = rule.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+                && rule.remaining != Some(0)
+                && roll < rule.rate;
+            if applies {
+                if let Some(remaining) = rule.remaining.as_mut() {
+                    *remaining -= 1;
+                }
+                self.stats.faults_injected += 1;
+                return Some(rule.clone());
+            }
+        }
+        None
+    }
+
+    pub fn roll_near_limit(&mut self) -> bool {
+        self.faults.near_limit_rate > 0.0 && self.fault_rng.unit() < self.faults.near_limit_rate
+    }
+
+    pub fn current(&self, id: u64) -> Option<&SimPage> {
+        self.pages.get(&id).filter(|p| p.status == PageStatus::Current)
+    }
+
+    /// Ancestor ids, top-down.
+    pub fn ancestors(&self, id: u64) -> Vec<u64> {
+        let mut chain = Vec::new();
+        let mut cursor = self.pages.get(&id).and_then(|p| p.parent_id);
+        while let Some(parent) = cursor {
+            if chain.contains(&parent) || chain.len() > 1000 {
+                break;
+            }
+            chain.push(parent);
+            cursor = self.pages.get(&parent).and_then(|p| p.parent_id);
+        }
+        chain.reverse();
+        chain
+    }
+
+    pub fn body(&self, page: &SimPage) -> String {
+        // Link targets: a handful of pages near this one, deterministic for the page.
+        let mut rng = SplitMix64::derive(self.config.seed, &[page.id, 0x11]);
+        let ids: Vec<u64> = self.pages.keys().copied().collect();
+        let titles: Vec<(u64, &str)> = (0..6)
+            .filter_map(|_| ids.get(rng.below(ids.len().max(1))))
+            .filter_map(|id| self.pages.get(id).map(|p| (p.id, p.title.as_str())))
+            .collect();
+        let targets = LinkTargets {
+            space_key: &self.config.space_key,
+            titles: &titles,
+        };
+        content::render_body(self.config.seed, page, &targets)
+    }
+
+    fn actor(&self, page_id: u64) -> usize {
+        (page_id as usize) % USERS.len()
+    }
+
+    pub fn create(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        let title = request.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(MutationError::Invalid("title must not be empty".into()));
+        }
+        if self.pages.values().any(|p| p.title == title) {
+            return Err(MutationError::Invalid(format!(
+                "a page titled {title:?} already exists in the space"
+            )));
+        }
+        let parent_id = match request.parent_id {
+            Some(parent) => Some(self.current(parent).ok_or(MutationError::NotFound(parent))?.id),
+            None => self.pages.keys().next().copied(),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Utc::now();
+        let actor = self.actor(id);
+        let position = self.pages.values().filter(|p| p.parent_id == parent_id).count() as u32 + 1;
+        let page = SimPage {
+            id,
+            title,
+            parent_id,
+            position,
+            status: PageStatus::Current,
+            version: 1,
+            created_at: now,
+            modified_at: now,
+            author: actor,
+            last_modifier: actor,
+            labels: request.labels,
+            body_target: 4096,
+            body: request.body,
+        };
+        self.pages.insert(id, page.clone());
+        Ok(page)
+    }
+
+    pub fn edit(&mut self, id: u64, request: EditPage) -> Result<SimPage, MutationError> {
+        if let Some(title) = &request.title
+            && self.pages.values().any(|p| p.id != id && &p.title == title)
+        {
+            return Err(MutationError::Invalid(format!(
+                "a page titled {title:?} already exists in the space"
+            )));
+        }
+        let actor = self.actor(id + 1);
+        let page = self
+            .pages
+            .get_mut(&id)
+            .filter(|p| p.status == PageStatus::Current)
+            .ok_or(MutationError::NotFound(id))?;
+        page.version += 1;
+        page.modified_at = Utc::now();
+        page.last_modifier = actor;
+        if let Some(title) = request.title {
+            page.title = title;
+        }
+        page.body = request.body;
+        if let Some(labels) = request.labels {
+            page.labels = labels;
+        }
+        Ok(page.clone())
+    }
+
+    /// Moves the page to the trash; its children move up to its parent, as Confluence does.
+    /// The version is unchanged (Confluence does not version a trash).
+    pub fn trash(&mut self, id: u64) -> Result<SimPage, MutationError> {
+        let parent = self.current(id).ok_or(MutationError::NotFound(id))?.parent_id;
+        if parent.is_none() {
+            return Err(MutationError::Invalid("the space homepage cannot be trashed".into()));
+        }
+        for child in self.pages.values_mut().filter(|p| p.parent_id == Some(id)) {
+            child.parent_id = parent;
+        }
+        let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;
+        page.status = PageStatus::Trashed;
+        Ok(page.clone())
+    }
+
+    /// Purges a trashed page for good.
+    pub fn purge(&mut self, id: u64) -> Result<SimPage, MutationError> {
+        match self.pages.get(&id) {
+            Some(p) if p.status == PageStatus::Trashed => {}
+            Some(_) => return Err(MutationError::Invalid("only a trashed page can be purged".into())),
+            None => return Err(MutationError::NotFound(id)),
+        }
+        self.pages.remove(&id).ok_or(MutationError::NotFound(id))
+    }
+
+    /// Restores a trashed page (to the root when its parent is gone). The version is unchanged; the
+    /// modification date moves, as in Cloud's `page_restored`.
+    pub fn restore(&mut self, id: u64) -> Result<SimPage, MutationError> {
+        let homepage = self.pages.keys().next().copied();
+        let parent_alive = |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
+        let parent = match self.pages.get(&id) {
+            Some(p) if p.status == PageStatus::Trashed => p.parent_id,
+            Some(_) => return Err(MutationError::Invalid("only a trashed page can be restored".into())),
+            None => return Err(MutationError::NotFound(id)),
+        };
+        let parent = if parent_alive(self, parent) { parent } else { homepage };
+        let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;
+        page.status = PageStatus::Current;
+        page.parent_id = parent;
+        page.modified_at = Utc::now();
+        Ok(page.clone())
+    }
+
+    /// Moves a page under another parent. The version is unchanged; the modification date moves.
+    pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
+        self.current(id).ok_or(MutationError::NotFound(id))?;
+        if let Some(parent) = request.parent_id {
+            self.current(parent).ok_or(MutationError::NotFound(parent))?;
+            if parent == id || self.ancestors(parent).contains(&id) {
+                return Err(MutationError::Invalid("a page cannot move under itself".into()));
+            }
+        }
+        let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;
+        page.parent_id = request.parent_id;
+        page.modified_at = Utc::now();
+        Ok(page.clone())
+    }
+}

@@ -1,0 +1,195 @@
+//! Cloud webhooks for mutations: Connect-style payloads (no body, no event name; the event is in
+//! the URL path `{target}/{event}`), optionally signed like Data Center (`X-Hub-Signature`).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::content::{SimPage, USERS};
+
+/// A page event Confluence Cloud sends a webhook for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    PageCreated,
+    PageUpdated,
+    PageTrashed,
+    PageRemoved,
+    PageRestored,
+    PageMoved,
+}
+
+impl WebhookEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PageCreated => "page_created",
+            Self::PageUpdated => "page_updated",
+            Self::PageTrashed => "page_trashed",
+            Self::PageRemoved => "page_removed",
+            Self::PageRestored => "page_restored",
+            Self::PageMoved => "page_moved",
+        }
+    }
+}
+
+/// What happened to a webhook a mutation sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookDelivery {
+    pub event: &'static str,
+    pub url: String,
+    /// The receiver's status code, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+impl WebhookDelivery {
+    pub fn delivered(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The payload, shaped like the Cloud Connect samples (`page_updated` adds `updateTrigger`).
+pub fn payload(
+    event: WebhookEvent,
+    page: &SimPage,
+    space_key: &str,
+    space_id: u64,
+    site: &str,
+) -> serde_json::Value {
+    let account = |index: usize| USERS.get(index).map_or("", |u| u.0);
+    let slug: String = page
+        .title
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '+' })
+        .collect();
+    let mut body = json!({
+        "userAccountId": account(page.last_modifier),
+        "accountType": "customer",
+        "page": {
+            "idAsString": page.id.to_string(),
+            "creatorAccountId": account(page.author),
+            "spaceKey": space_key,
+            "spaceId": space_id,
+            "modificationDate": page.modified_at.timestamp_millis(),
+            "lastModifierAccountId": account(page.last_modifier),
+            "self": format!("{site}/spaces/{space_key}/pages/{}/{slug}", page.id),
+            "id": page.id,
+            "title": page.title,
+            "creationDate": page.created_at.timestamp_millis(),
+            "contentType": "page",
+            "version": page.version,
+        },
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+    });
+    if event == WebhookEvent::PageUpdated
+        && let Some(map) = body.as_object_mut()
+    {
+        map.insert("updateTrigger".into(), json!("edit_page"));
+        map.insert("suppressNotifications".into(), json!(false));
+    }
+    body
+}
+
+/// `{target}/{event}`, keeping a query string of the target after the path.
+pub fn event_url(target: &str, event: WebhookEvent) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let mut url = format!("{}/{}", path.trim_end_matches('/'), event.name());
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// HMAC-SHA256 (RFC 2104), hex-encoded, as Data Center's `X-Hub-Signature: sha256=…`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut key = [0u8; BLOCK];
+    if secret.len() > BLOCK {
+        key[..32].copy_from_slice(&Sha256::digest(secret));
+    } else {
+        key[..secret.len()].copy_from_slice(secret);
+    }
+    let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(body)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// POSTs one webhook and reports what happened (never fails the mutation).
+pub async fn deliver(
+    http: &reqwest::Client,
+    target: &str,
+    secret: Option<&str>,
+    event: WebhookEvent,
+    body: &serde_json::Value,
+) -> WebhookDelivery {
+    let url = event_url(target, event);
+    let raw = body.to_string();
+    let mut request = http
+        .post(&url)
+        .timeout(Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .header("user-agent", "Atlassian Webhook HTTP Client");
+    if let Some(secret) = secret {
+        request = request.header(
+            "x-hub-signature",
+            format!("sha256={}", signature(secret.as_bytes(), raw.as_bytes())),
+        );
+    }
+    match request.body(raw).send().await {
+        Ok(response) => WebhookDelivery {
+            event: event.name(),
+            url,
+            status: Some(response.status().as_u16()),
+            error: None,
+        },
+        Err(error) => WebhookDelivery {
+            event: event.name(),
+            url,
+            status: None,
+            error: Some(error.without_url().to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long_key = [0xaau8; 131];
+        assert_eq!(
+            signature(&long_key, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn event_urls_route_by_path() {
+        assert_eq!(
+            event_url("http://h/hooks/eng/", WebhookEvent::PageTrashed),
+            "http://h/hooks/eng/page_trashed"
+        );
+        assert_eq!(
+            event_url("http://h/hooks?token=x", WebhookEvent::PageUpdated),
+            "http://h/hooks/page_updated?token=x"
+        );
+    }
+}
