@@ -76,7 +76,9 @@ pub fn text_content(node: &Handle) -> String {
 
 /// The `ac:name` of a macro element, lowercased.
 pub fn macro_name(node: &Handle) -> String {
-    attr(node, "ac:name").unwrap_or_default().to_ascii_lowercase()
+    attr(node, "ac:name")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 /// A macro's parameter by name (the unnamed default parameter has the name "").
@@ -212,10 +214,14 @@ impl Collector<'_> {
         push_unique(&mut self.metadata.macros_used, name.clone());
         match name.as_str() {
             "jira" => {
-                let key = macro_parameter_text(node, "key").and_then(|key| jira::normalize_key(&key));
+                let key =
+                    macro_parameter_text(node, "key").and_then(|key| jira::normalize_key(&key));
                 let url = key.as_ref().and_then(|key| {
                     let base = self.options.jira_base_url.as_deref()?;
-                    sanitize_url(&format!("{}/browse/{key}", base.trim_end_matches('/')), UrlUse::Link)
+                    sanitize_url(
+                        &format!("{}/browse/{key}", base.trim_end_matches('/')),
+                        UrlUse::Link,
+                    )
                 });
                 set_resolved_url(node, url);
                 if let Some(key) = key {
@@ -322,7 +328,11 @@ impl Collector<'_> {
         // An attachment of another page (`ri:page` inside) has no address known here.
         let on_this_page = first_child_named(resource, "ri:page").is_none()
             && first_child_named(resource, "ri:blog-post").is_none();
-        let url = match (&self.options.confluence_base_url, &self.options.page_id, on_this_page) {
+        let url = match (
+            &self.options.confluence_base_url,
+            &self.options.page_id,
+            on_this_page,
+        ) {
             (Some(base), Some(page_id), true) => format!(
                 "{}/download/attachments/{}/{}",
                 base.trim_end_matches('/'),
@@ -341,7 +351,10 @@ impl Collector<'_> {
             .find(|child| element_name(child).starts_with("ri:"));
         let url = resource.and_then(|resource| match &**element_name(&resource) {
             "ri:attachment" => self.attachment_url(&resource),
-            "ri:url" => sanitize_url(&attr(&resource, "ri:value").unwrap_or_default(), UrlUse::Image),
+            "ri:url" => sanitize_url(
+                &attr(&resource, "ri:value").unwrap_or_default(),
+                UrlUse::Image,
+            ),
             _ => None,
         });
         set_resolved_url(node, url);
@@ -349,7 +362,9 @@ impl Collector<'_> {
 
     fn anchor(&mut self, node: &Handle) {
         let raw = attr(node, "href");
-        let href = raw.as_deref().and_then(|href| sanitize_url(href, UrlUse::Link));
+        let href = raw
+            .as_deref()
+            .and_then(|href| sanitize_url(href, UrlUse::Link));
         if let Some(raw) = raw {
             self.classify_href(&raw);
         }
@@ -395,12 +410,15 @@ impl Collector<'_> {
         let path = path.split('#').next().unwrap_or_default();
         // /spaces/KEY/pages/ID[/Title]
         if let Some(rest) = path.strip_prefix("/spaces/").or_else(|| {
-            path.find("/spaces/").map(|at| &path[at + "/spaces/".len()..])
+            path.find("/spaces/")
+                .map(|at| &path[at + "/spaces/".len()..])
         }) {
             let mut parts = rest.split('/');
             let space = parts.next().filter(|s| !s.is_empty())?;
             if parts.next() == Some("pages") {
-                let page_id = parts.next().and_then(|id| PageId::new(id.split('?').next()?).ok())?;
+                let page_id = parts
+                    .next()
+                    .and_then(|id| PageId::new(id.split('?').next()?).ok())?;
                 let title = parts.next().map(decode_title).unwrap_or_default();
                 return Some(InternalLink {
                     title,
@@ -437,7 +455,11 @@ impl Collector<'_> {
 
 /// A page title from a URL path segment: `+` and `%20` are spaces.
 fn decode_title(segment: &str) -> String {
-    let segment = segment.split('?').next().unwrap_or_default().replace('+', " ");
+    let segment = segment
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .replace('+', " ");
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -465,14 +487,72 @@ fn decode_title(segment: &str) -> String {
 fn is_block_element(name: &str) -> bool {
     matches!(
         name,
-        "address" | "article" | "aside" | "base" | "basefont" | "blockquote" | "body" | "caption"
-            | "center" | "col" | "colgroup" | "dd" | "details" | "dialog" | "dir" | "div" | "dl"
-            | "dt" | "fieldset" | "figcaption" | "figure" | "footer" | "form" | "frame"
-            | "frameset" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "head" | "header" | "hr"
-            | "html" | "iframe" | "legend" | "li" | "link" | "main" | "menu" | "menuitem" | "nav"
-            | "noframes" | "ol" | "optgroup" | "option" | "p" | "param" | "pre" | "script"
-            | "search" | "section" | "style" | "summary" | "table" | "tbody" | "td"
-            | "textarea" | "tfoot" | "th" | "thead" | "title" | "tr" | "track" | "ul"
+        "address"
+            | "article"
+            | "aside"
+            | "base"
+            | "basefont"
+            | "blockquote"
+            | "body"
+            | "caption"
+            | "center"
+            | "col"
+            | "colgroup"
+            | "dd"
+            | "details"
+            | "dialog"
+            | "dir"
+            | "div"
+            | "dl"
+            | "dt"
+            | "fieldset"
+            | "figcaption"
+            | "figure"
+            | "footer"
+            | "form"
+            | "frame"
+            | "frameset"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "head"
+            | "header"
+            | "hr"
+            | "html"
+            | "iframe"
+            | "legend"
+            | "li"
+            | "link"
+            | "main"
+            | "menu"
+            | "menuitem"
+            | "nav"
+            | "noframes"
+            | "ol"
+            | "optgroup"
+            | "option"
+            | "p"
+            | "param"
+            | "pre"
+            | "script"
+            | "search"
+            | "section"
+            | "style"
+            | "summary"
+            | "table"
+            | "tbody"
+            | "td"
+            | "textarea"
+            | "tfoot"
+            | "th"
+            | "thead"
+            | "title"
+            | "tr"
+            | "track"
+            | "ul"
     )
 }
 
@@ -480,10 +560,29 @@ fn is_block_element(name: &str) -> bool {
 fn holds_blocks(name: &str) -> bool {
     matches!(
         name,
-        "" | "html" | "body" | "div" | "blockquote" | "ul" | "ol" | "table" | "thead" | "tbody"
-            | "tfoot" | "tr" | "ac:rich-text-body" | "ac:layout" | "ac:layout-section"
-            | "ac:layout-cell" | "ac:task-list" | "ac:task" | "ac:adf-extension" | "ac:adf-node"
-            | "ac:adf-fallback" | "ac:structured-macro" | "ac:macro" | "ac:parameter"
+        "" | "html"
+            | "body"
+            | "div"
+            | "blockquote"
+            | "ul"
+            | "ol"
+            | "table"
+            | "thead"
+            | "tbody"
+            | "tfoot"
+            | "tr"
+            | "ac:rich-text-body"
+            | "ac:layout"
+            | "ac:layout-section"
+            | "ac:layout-cell"
+            | "ac:task-list"
+            | "ac:task"
+            | "ac:adf-extension"
+            | "ac:adf-node"
+            | "ac:adf-fallback"
+            | "ac:structured-macro"
+            | "ac:macro"
+            | "ac:parameter"
     )
 }
 
@@ -532,8 +631,11 @@ fn normalize_children(node: &Handle) {
         if let Some(previous) = merged.last()
             && let Some(text) = mergeable_text(previous, &child)
         {
-            if let Some(NodeData::Text { contents }) =
-                previous.children.borrow().first().map(|text_node| &text_node.data)
+            if let Some(NodeData::Text { contents }) = previous
+                .children
+                .borrow()
+                .first()
+                .map(|text_node| &text_node.data)
             {
                 contents.borrow_mut().push_tendril(&text);
             }
@@ -570,8 +672,15 @@ fn mergeable_text(first: &Handle, second: &Handle) -> Option<StrTendril> {
     };
     let (local1, local2) = (&*name1.local, &*name2.local);
     let same_kind = local1 == local2
-        || matches!((local1, local2), ("i", "em") | ("em", "i") | ("b", "strong") | ("strong", "b"));
-    if is_block_element(local1) || local1 == "a" || !same_kind || *attrs1.borrow() != *attrs2.borrow() {
+        || matches!(
+            (local1, local2),
+            ("i", "em") | ("em", "i") | ("b", "strong") | ("strong", "b")
+        );
+    if is_block_element(local1)
+        || local1 == "a"
+        || !same_kind
+        || *attrs1.borrow() != *attrs2.borrow()
+    {
         return None;
     }
     single_text(first)?;

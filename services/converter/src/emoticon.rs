@@ -15,7 +15,7 @@ pub fn emoticon_text(attrs: &[Attribute]) -> String {
     if let Some(fallback) = attr("ac:emoji-fallback")
         && !fallback.starts_with(':')
     {
-        return fallback;
+        return crate::text::escape_markdown(&fallback);
     }
     if let Some(emoji) = attr("ac:emoji-id").and_then(|id| emoji_from_id(&id)) {
         return emoji;
@@ -24,7 +24,13 @@ pub fn emoticon_text(attrs: &[Attribute]) -> String {
     match classic_emoticon(&name) {
         Some(ch) => ch.to_owned(),
         None if name.is_empty() => String::new(),
-        None => format!(":{}:", name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "")),
+        None => format!(
+            ":{}:",
+            name.replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                ""
+            )
+        ),
     }
 }
 

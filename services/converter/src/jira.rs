@@ -44,14 +44,16 @@ pub fn keys_in_text(text: &str, out: &mut Vec<String>) {
     let mut index = 0;
     while index < bytes.len() {
         let start = index;
-        if !bytes[start].is_ascii_uppercase()
-            || start > 0 && is_word_byte(bytes[start - 1])
-        {
+        if !bytes[start].is_ascii_uppercase() || start > 0 && is_word_byte(bytes[start - 1]) {
             index += 1;
             continue;
         }
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_uppercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_uppercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
         if end < bytes.len() && bytes[end] == b'-' {
@@ -97,7 +99,9 @@ mod tests {
         for key in ["AB-1", "PROJ-123", "A1_B-99"] {
             assert!(is_valid_issue_key(key), "{key}");
         }
-        for key in ["A-1", "ab-1", "AB-01", "AB-", "-1", "AB-1x", "1AB-1", "AB_1"] {
+        for key in [
+            "A-1", "ab-1", "AB-01", "AB-", "-1", "AB-1x", "1AB-1", "AB_1",
+        ] {
             assert!(!is_valid_issue_key(key), "{key}");
         }
         assert_eq!(normalize_key(" proj-7 ").as_deref(), Some("PROJ-7"));
@@ -107,7 +111,8 @@ mod tests {
     #[test]
     fn keys_come_from_browse_urls() {
         assert_eq!(
-            key_from_browse_url("https://acme.atlassian.net/browse/OPS-42?focusedCommentId=1").as_deref(),
+            key_from_browse_url("https://acme.atlassian.net/browse/OPS-42?focusedCommentId=1")
+                .as_deref(),
             Some("OPS-42")
         );
         assert_eq!(key_from_browse_url("https://x.org/browse/nope"), None);

@@ -110,8 +110,19 @@ fn closes_same_kind(name: &str) -> bool {
 fn closes_paragraph(name: &str) -> bool {
     matches!(
         name,
-        "p" | "ul" | "ol" | "table" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "div" | "pre"
-            | "blockquote" | "hr"
+        "p" | "ul"
+            | "ol"
+            | "table"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "div"
+            | "pre"
+            | "blockquote"
+            | "hr"
     )
 }
 
@@ -209,7 +220,8 @@ impl TreeBuilder {
             return;
         }
         let opens = !self_closing && !is_void_element(&name);
-        if self.parents.len() >= self.limits.max_depth || self.elements >= self.limits.max_elements {
+        if self.parents.len() >= self.limits.max_depth || self.elements >= self.limits.max_elements
+        {
             // Keep words apart where the flattened markup separated them.
             if !self.pending_text.ends_with(char::is_whitespace) {
                 self.pending_text.push(' ');
@@ -371,7 +383,9 @@ fn parse_strict(input: &str, limits: TreeLimits) -> Option<Handle> {
     Some(builder.finish())
 }
 
-fn strict_attributes(attributes: quick_xml::events::attributes::Attributes) -> Option<Vec<Attribute>> {
+fn strict_attributes(
+    attributes: quick_xml::events::attributes::Attributes,
+) -> Option<Vec<Attribute>> {
     let mut attrs = Vec::new();
     for attribute in attributes {
         let attribute: XmlAttribute = attribute.ok()?;

@@ -42,9 +42,12 @@ fn converter() -> &'static HtmlToMarkdown {
                 Some(emoticon_text(element.attrs).into())
             })
             .add_handler(vec!["ac:task-list"], task_list_handler)
-            .add_handler(vec!["ac:plain-text-body"], |_: &dyn Handlers, element: Element| {
-                Some(code_block(&text_content(element.node), None, None).into())
-            })
+            .add_handler(
+                vec!["ac:plain-text-body"],
+                |_: &dyn Handlers, element: Element| {
+                    Some(code_block(&text_content(element.node), None, None).into())
+                },
+            )
             .add_handler(vec!["ac:adf-extension"], adf_extension_handler)
             .add_handler(
                 vec![
@@ -57,7 +60,9 @@ fn converter() -> &'static HtmlToMarkdown {
                     "ac:adf-fallback",
                     "ac:task",
                 ],
-                |handlers: &dyn Handlers, element: Element| Some(block(&children(handlers, element.node)).into()),
+                |handlers: &dyn Handlers, element: Element| {
+                    Some(block(&children(handlers, element.node)).into())
+                },
             )
             // Read by their parents' handlers, or carrying nothing to show.
             .skip_tags(vec![
@@ -78,12 +83,13 @@ fn converter() -> &'static HtmlToMarkdown {
             ])
             .add_handler(vec!["a"], anchor_handler)
             .add_handler(vec!["img"], img_handler)
-            .add_handler(vec!["time"], |handlers: &dyn Handlers, element: Element| {
-                match attr(element.node, "datetime") {
+            .add_handler(
+                vec!["time"],
+                |handlers: &dyn Handlers, element: Element| match attr(element.node, "datetime") {
                     Some(datetime) => Some(escape_markdown(&datetime).into()),
                     None => Some(handlers.walk_children(element.node)),
-                }
-            })
+                },
+            )
             .add_handler(vec!["table"], table_handler)
             .build()
     })
@@ -143,25 +149,39 @@ fn macro_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
         "expand" => {
             let title = macro_parameter_text(node, "title").unwrap_or_else(|| "Expand".to_owned());
             let body = rich_body(handlers, node);
-            block(&format!("**{}**\n\n{body}", escape_markdown(&title)).trim_end().to_owned())
+            block(
+                &format!("**{}**\n\n{body}", escape_markdown(&title))
+                    .trim_end()
+                    .to_owned(),
+            )
         }
-        "status" => match macro_parameter_text(node, "title").or_else(|| macro_parameter_text(node, "colour")) {
+        "status" => match macro_parameter_text(node, "title")
+            .or_else(|| macro_parameter_text(node, "colour"))
+        {
             Some(title) => format!("[{}]", escape_markdown(&title)),
             None => String::new(),
         },
-        "jira" => match macro_parameter_text(node, "key").and_then(|key| crate::jira::normalize_key(&key)) {
+        "jira" => match macro_parameter_text(node, "key")
+            .and_then(|key| crate::jira::normalize_key(&key))
+        {
             Some(key) => match attr(node, RESOLVED_URL) {
                 Some(url) => format!("[{key}]({url})"),
                 None => key,
             },
-            None => match macro_parameter_text(node, "jqlQuery").or_else(|| macro_parameter_text(node, "jqlquery")) {
+            None => match macro_parameter_text(node, "jqlQuery")
+                .or_else(|| macro_parameter_text(node, "jqlquery"))
+            {
                 Some(query) => block(&format!("Jira issues: {}", escape_markdown(&query))),
                 None => String::new(),
             },
         },
         "include" | "excerpt-include" => match included_page(node) {
             Some((title, space)) => {
-                let what = if name == "include" { "Included page" } else { "Included excerpt" };
+                let what = if name == "include" {
+                    "Included page"
+                } else {
+                    "Included excerpt"
+                };
                 let space = space
                     .map(|space| format!(" (space {})", escape_markdown(&space)))
                     .unwrap_or_default();
@@ -206,11 +226,7 @@ fn rich_body(handlers: &dyn Handlers, node: &Handle) -> String {
 
 /// A fenced block holding `text` byte for byte; the fence is longer than any backtick run in it.
 fn code_block(text: &str, language: Option<&str>, title: Option<&str>) -> String {
-    let longest_run = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest_run = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest_run.max(2) + 1);
     let language: String = language
         .filter(|language| !language.eq_ignore_ascii_case("none"))
@@ -227,7 +243,7 @@ fn code_block(text: &str, language: Option<&str>, title: Option<&str>) -> String
     out.push_str(&fence);
     out.push_str(&language);
     out.push('\n');
-    out.push_str(&text.replace("  ", " "));
+    out.push_str(text);
     if !text.is_empty() && !text.ends_with('\n') {
         out.push('\n');
     }
@@ -249,14 +265,16 @@ fn link_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerResu
         String::new()
     };
     let text = if body.trim().is_empty() {
-        let default = resource.as_ref().and_then(|resource| match &**element_name(resource) {
-            "ri:page" | "ri:blog-post" => attr(resource, "ri:content-title"),
-            "ri:attachment" => attr(resource, "ri:filename"),
-            "ri:user" => user_id(resource).map(|user| format!("@{user}")),
-            "ri:space" => attr(resource, "ri:space-key"),
-            "ri:url" => attr(resource, "ri:value"),
-            _ => None,
-        });
+        let default = resource
+            .as_ref()
+            .and_then(|resource| match &**element_name(resource) {
+                "ri:page" | "ri:blog-post" => attr(resource, "ri:content-title"),
+                "ri:attachment" => attr(resource, "ri:filename"),
+                "ri:user" => user_id(resource).map(|user| format!("@{user}")),
+                "ri:space" => attr(resource, "ri:space-key"),
+                "ri:url" => attr(resource, "ri:value"),
+                _ => None,
+            });
         let default = default.or_else(|| attr(node, "ac:anchor"));
         escape_markdown(&default.unwrap_or_default())
     } else {
@@ -285,7 +303,9 @@ fn image_handler(_: &dyn Handlers, element: Element) -> Option<HandlerResult> {
 
 fn img_handler(_: &dyn Handlers, element: Element) -> Option<HandlerResult> {
     let node = element.node;
-    let alt = attr(node, "alt").or_else(|| attr(node, "title")).unwrap_or_default();
+    let alt = attr(node, "alt")
+        .or_else(|| attr(node, "title"))
+        .unwrap_or_default();
     Some(image(&alt, attr(node, RESOLVED_URL)).into())
 }
 
@@ -368,7 +388,11 @@ fn table_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
     }
     rows.retain(|(_, cells)| !cells.is_empty());
     let mut out = String::from("\n\n");
-    for text in captions.iter().chain(&outside).filter(|text| !text.is_empty()) {
+    for text in captions
+        .iter()
+        .chain(&outside)
+        .filter(|text| !text.is_empty())
+    {
         out.push_str(text);
         out.push_str("\n\n");
     }
@@ -378,9 +402,9 @@ fn table_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
     let width = rows[0].1.len();
     let rectangular = rows.iter().all(|(_, cells)| {
         cells.len() == width
-            && cells
-                .iter()
-                .all(|cell| cell.colspan == 1 && cell.rowspan == 1 && fits_in_gfm_cell(&cell.content))
+            && cells.iter().all(|cell| {
+                cell.colspan == 1 && cell.rowspan == 1 && fits_in_gfm_cell(&cell.content)
+            })
     });
     if rectangular {
         gfm_table(&rows, &mut out);
@@ -416,8 +440,11 @@ fn table_row(handlers: &dyn Handlers, row: &Handle) -> Vec<Cell> {
 fn fits_in_gfm_cell(content: &str) -> bool {
     !content.lines().any(|line| {
         let line = line.trim_start();
-        line.starts_with("```") || line.starts_with("~~~") || line.starts_with('|')
-            || line.starts_with('>') || line.starts_with("<table")
+        line.starts_with("```")
+            || line.starts_with("~~~")
+            || line.starts_with('|')
+            || line.starts_with('>')
+            || line.starts_with("<table")
     })
 }
 

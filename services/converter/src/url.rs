@@ -147,7 +147,10 @@ mod tests {
         let png = "data:image/png;base64,iVBORw0KGgo=";
         assert_eq!(sanitize_url(png, UrlUse::Image).as_deref(), Some(png));
         assert_eq!(sanitize_url(png, UrlUse::Link), None);
-        assert_eq!(sanitize_url("data:image/svg+xml;base64,PHN2Zz4=", UrlUse::Image), None);
+        assert_eq!(
+            sanitize_url("data:image/svg+xml;base64,PHN2Zz4=", UrlUse::Image),
+            None
+        );
     }
 
     #[test]
@@ -160,18 +163,28 @@ mod tests {
             sanitize_url("https://x.org/?a=1&b=2", UrlUse::Link).as_deref(),
             Some("https://x.org/?a=1\\&b=2")
         );
-        assert_eq!(sanitize_url("/wiki/x?y=1#z", UrlUse::Link).as_deref(), Some("/wiki/x?y=1#z"));
-        assert_eq!(sanitize_url("mailto:a@b.org", UrlUse::Link).as_deref(), Some("mailto:a@b.org"));
+        assert_eq!(
+            sanitize_url("/wiki/x?y=1#z", UrlUse::Link).as_deref(),
+            Some("/wiki/x?y=1#z")
+        );
+        assert_eq!(
+            sanitize_url("mailto:a@b.org", UrlUse::Link).as_deref(),
+            Some("mailto:a@b.org")
+        );
     }
 
     #[test]
     fn bases_come_from_cloud_and_data_center_page_urls() {
         assert_eq!(
-            confluence_base_from_page_url("https://acme.atlassian.net/wiki/spaces/ENG/pages/1/T").as_deref(),
+            confluence_base_from_page_url("https://acme.atlassian.net/wiki/spaces/ENG/pages/1/T")
+                .as_deref(),
             Some("https://acme.atlassian.net/wiki")
         );
         assert_eq!(
-            confluence_base_from_page_url("https://wiki.corp/confluence/pages/viewpage.action?pageId=1").as_deref(),
+            confluence_base_from_page_url(
+                "https://wiki.corp/confluence/pages/viewpage.action?pageId=1"
+            )
+            .as_deref(),
             Some("https://wiki.corp/confluence")
         );
         assert_eq!(confluence_base_from_page_url("not a url"), None);

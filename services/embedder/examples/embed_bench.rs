@@ -14,12 +14,64 @@ use pagestream_embedder::{Chunker, EmbeddingProvider};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WORDS: &[&str] = &[
-    "deployment", "service", "cluster", "release", "rollback", "database", "migration", "index",
-    "query", "latency", "throughput", "incident", "runbook", "alert", "dashboard", "owner",
-    "team", "quarter", "roadmap", "budget", "customer", "contract", "renewal", "invoice", "page",
-    "search", "vector", "embedding", "model", "pipeline", "stream", "consumer", "retry", "backoff",
-    "the", "a", "of", "to", "and", "in", "for", "with", "on", "is", "are", "be", "this", "that",
-    "when", "after", "before", "every", "each", "new", "old", "first", "last", "configuration",
+    "deployment",
+    "service",
+    "cluster",
+    "release",
+    "rollback",
+    "database",
+    "migration",
+    "index",
+    "query",
+    "latency",
+    "throughput",
+    "incident",
+    "runbook",
+    "alert",
+    "dashboard",
+    "owner",
+    "team",
+    "quarter",
+    "roadmap",
+    "budget",
+    "customer",
+    "contract",
+    "renewal",
+    "invoice",
+    "page",
+    "search",
+    "vector",
+    "embedding",
+    "model",
+    "pipeline",
+    "stream",
+    "consumer",
+    "retry",
+    "backoff",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "for",
+    "with",
+    "on",
+    "is",
+    "are",
+    "be",
+    "this",
+    "that",
+    "when",
+    "after",
+    "before",
+    "every",
+    "each",
+    "new",
+    "old",
+    "first",
+    "last",
+    "configuration",
 ];
 
 /// A deterministic generator, so every run embeds the same text.
@@ -27,7 +79,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, bound: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) % bound as u64) as usize
     }
 
@@ -83,7 +138,15 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: embed_bench MODEL_DIR CHUNKS TEXTS_OUT VECTORS_OUT");
     };
     let count: usize = count.parse().context("CHUNKS")?;
-    let provider = LocalProvider::load(&LocalConfig::new(model_dir))?;
+    let mut config = LocalConfig::new(model_dir);
+    // Knobs for exploring the provider's settings; the defaults are what the service uses.
+    if let Ok(threads) = std::env::var("EMBED_BENCH_THREADS") {
+        config.threads = Some(threads.parse().context("EMBED_BENCH_THREADS")?);
+    }
+    if let Ok(tokens) = std::env::var("EMBED_BENCH_BATCH_TOKENS") {
+        config.batch_tokens = tokens.parse().context("EMBED_BENCH_BATCH_TOKENS")?;
+    }
+    let provider = LocalProvider::load(&config)?;
     let chunker = Chunker::new(provider.token_counter());
     let mut rng = Lcg(42);
     let mut texts = Vec::with_capacity(count);

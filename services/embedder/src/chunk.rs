@@ -77,7 +77,11 @@ impl<'a> Chunker<'a> {
     }
 
     /// `max_tokens` is capped at the model's maximum.
-    pub fn with_limits(counter: &'a dyn TokenCounter, max_tokens: usize, min_tokens: usize) -> Self {
+    pub fn with_limits(
+        counter: &'a dyn TokenCounter,
+        max_tokens: usize,
+        min_tokens: usize,
+    ) -> Self {
         let special_tokens = counter.count_tokens("");
         let max_tokens = max_tokens.min(counter.max_tokens()).max(special_tokens + 1);
         Self {
@@ -181,7 +185,7 @@ impl<'a> Chunker<'a> {
     }
 
     /// Merges each chunk under `min_tokens` into its next neighbour, else its previous one, where
-    /// the two fit together. Headings that the merged chunk's path no longer shows are kept in
+    /// the two fit together (but not a section's opening into the section before). Headings that the merged chunk's path no longer shows are kept in
     /// its body as Markdown headings.
     fn merge_small(&self, title: &str, drafts: Vec<Draft>) -> Vec<Draft> {
         let mut merged: Vec<Draft> = Vec::with_capacity(drafts.len());
@@ -201,7 +205,15 @@ impl<'a> Chunker<'a> {
                     continue;
                 }
             }
-            if let Some(previous) = merged.last() {
+            // Backwards only within the section, or with what is left of a section: a
+            // section's opening must not move away from the rest of it.
+            let rest_of_section = pending
+                .front()
+                .is_none_or(|next| next.headings != draft.headings);
+            if let Some(previous) = merged
+                .last()
+                .filter(|p| rest_of_section || p.headings == draft.headings)
+            {
                 let candidate = previous.merge(&draft);
                 if self.fits(title, &candidate) {
                     merged.pop();
@@ -350,18 +362,19 @@ impl<'a> Chunker<'a> {
         let mut pieces = Vec::new();
         let mut current = String::new();
         let mut current_tokens = 0;
-        let mut push = |unit: &str, tokens: usize, current: &mut String, pieces: &mut Vec<String>| {
-            if !current.is_empty() && current_tokens + joiner_tokens + tokens > budget {
-                pieces.push(std::mem::take(current));
-                current_tokens = 0;
-            }
-            if !current.is_empty() {
-                current.push_str(joiner);
-                current_tokens += joiner_tokens;
-            }
-            current.push_str(unit);
-            current_tokens += tokens;
-        };
+        let mut push =
+            |unit: &str, tokens: usize, current: &mut String, pieces: &mut Vec<String>| {
+                if !current.is_empty() && current_tokens + joiner_tokens + tokens > budget {
+                    pieces.push(std::mem::take(current));
+                    current_tokens = 0;
+                }
+                if !current.is_empty() {
+                    current.push_str(joiner);
+                    current_tokens += joiner_tokens;
+                }
+                current.push_str(unit);
+                current_tokens += tokens;
+            };
         for unit in units {
             let tokens = self.content_tokens(unit);
             if tokens <= budget {
@@ -466,7 +479,10 @@ impl Draft {
             .take_while(|(a, b)| a == b)
             .count();
         let mut body = String::new();
-        for part in [self.with_headings_from(common), next.with_headings_from(common)] {
+        for part in [
+            self.with_headings_from(common),
+            next.with_headings_from(common),
+        ] {
             if !body.is_empty() {
                 body.push_str(BLOCK_SEPARATOR);
             }
@@ -482,7 +498,11 @@ impl Draft {
         let mut text = String::new();
         for heading in &self.headings[from..] {
             let level = usize::from(heading.level.clamp(1, 6));
-            text.push_str(&format!("{} {}{BLOCK_SEPARATOR}", "#".repeat(level), heading.text));
+            text.push_str(&format!(
+                "{} {}{BLOCK_SEPARATOR}",
+                "#".repeat(level),
+                heading.text
+            ));
         }
         text.push_str(&self.body);
         text

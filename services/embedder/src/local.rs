@@ -202,35 +202,36 @@ impl LocalModel {
         }
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); ids.len()];
         let next = AtomicUsize::new(0);
-        let results: Vec<Result<Vec<(usize, Vec<f32>)>, EmbedError>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..self.threads.min(batches.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed))
-                            else {
-                                return Ok(done);
-                            };
-                            let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
-                            let pooled = self
-                                .encoder
-                                .embed_batch(&rows)
-                                .map_err(|e| EmbedError::Inference(e.to_string()))?;
-                            done.extend(batch.iter().copied().zip(pooled));
-                        }
+        let results: Vec<Result<Vec<(usize, Vec<f32>)>, EmbedError>> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..self.threads.min(batches.len()))
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed))
+                                else {
+                                    return Ok(done);
+                                };
+                                let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
+                                let pooled = self
+                                    .encoder
+                                    .embed_batch(&rows)
+                                    .map_err(|e| EmbedError::Inference(e.to_string()))?;
+                                done.extend(batch.iter().copied().zip(pooled));
+                            }
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| Err(EmbedError::Inference("worker panicked".into())))
-                })
-                .collect()
-        });
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|worker| {
+                        worker.join().unwrap_or_else(|_| {
+                            Err(EmbedError::Inference("worker panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
         for result in results {
             for (index, vector) in result? {
                 vectors[index] = vector;
@@ -360,11 +361,8 @@ impl Encoder {
                 let key = w.linear(&format!("{p}.attention.self.key"))?;
                 let value = w.linear(&format!("{p}.attention.self.value"))?;
                 let qkv = Linear {
-                    weight: Tensor::cat(
-                        &[(query.weight * scale)?, key.weight, value.weight],
-                        1,
-                    )?
-                    .contiguous()?,
+                    weight: Tensor::cat(&[(query.weight * scale)?, key.weight, value.weight], 1)?
+                        .contiguous()?,
                     bias: Tensor::cat(&[(query.bias * scale)?, key.bias, value.bias], 0)?,
                 };
                 Ok(Layer {
@@ -446,7 +444,11 @@ impl Encoder {
             .map(|(b, row)| {
                 let tokens = row.len().max(1);
                 let mean = (xs.get(b)?.narrow(0, 0, tokens)?.sum(0)? / tokens as f64)?;
-                let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+                let norm = mean
+                    .sqr()?
+                    .sum_keepdim(D::Minus1)?
+                    .sqrt()?
+                    .clamp(1e-12, f64::MAX)?;
                 mean.broadcast_div(&norm)?.to_vec1::<f32>()
             })
             .collect()

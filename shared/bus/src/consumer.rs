@@ -70,8 +70,10 @@ pub struct Delivery<T> {
 
 /// A stage's logic. Implement `handle`; batch-minded stages override `handle_batch` too.
 pub trait Handler<T: Payload>: Send + Sync + 'static {
-    fn handle(&self, delivery: &Delivery<T>)
-    -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(
+        &self,
+        delivery: &Delivery<T>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Handles a batch, one result per delivery in order. The default handles each concurrently.
     fn handle_batch(
@@ -151,7 +153,9 @@ impl<T: Payload> Stage<T> {
     }
 
     /// Creates or updates the durable consumer.
-    pub async fn consumer(&self) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
+    pub async fn consumer(
+        &self,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
         let stream = self.bus.stream(T::KIND).await?;
         let filter = self
             .config
@@ -323,11 +327,27 @@ async fn process_batch<T: Payload, H: Handler<T>>(
                 pending.push(message);
             }
             Err(error @ BusError::Event(_)) => {
-                give_up(bus, config, &message, stream_sequence, delivered, &error.to_string()).await;
+                give_up(
+                    bus,
+                    config,
+                    &message,
+                    stream_sequence,
+                    delivered,
+                    &error.to_string(),
+                )
+                .await;
             }
             Err(error) => {
                 let outcome = HandlerError::transient(error);
-                settle(bus, config, &message, stream_sequence, delivered, Err(outcome)).await;
+                settle(
+                    bus,
+                    config,
+                    &message,
+                    stream_sequence,
+                    delivered,
+                    Err(outcome),
+                )
+                .await;
             }
         }
     }
@@ -337,7 +357,10 @@ async fn process_batch<T: Payload, H: Handler<T>>(
 
     // In-progress acks keep long work from being redelivered to another replica.
     let keep_alive = {
-        let acks: Vec<_> = pending.iter().map(|message| message.clone().split().1).collect();
+        let acks: Vec<_> = pending
+            .iter()
+            .map(|message| message.clone().split().1)
+            .collect();
         let every = config.ack_wait / 3;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
@@ -353,7 +376,9 @@ async fn process_batch<T: Payload, H: Handler<T>>(
     let mut results = handler.handle_batch(&deliveries).await;
     keep_alive.abort();
     results.resize_with(deliveries.len(), || {
-        Err(HandlerError::permanent("handler returned no result for this event"))
+        Err(HandlerError::permanent(
+            "handler returned no result for this event",
+        ))
     });
 
     for ((message, delivery), result) in pending.iter().zip(&deliveries).zip(results) {

@@ -67,7 +67,8 @@ pub(crate) async fn record(
         body: STANDARD.encode(&message.payload),
         claim_check: header(CLAIM_CHECK_HEADER),
     };
-    let body = serde_json::to_vec(&letter).map_err(|error| BusError::jetstream("encode dead letter", error))?;
+    let body = serde_json::to_vec(&letter)
+        .map_err(|error| BusError::jetstream("encode dead letter", error))?;
     // One dead letter per stage and stream position, however often recording is retried.
     let id = format!("{stage}:{}:{stream_sequence}", message.subject);
     let subject = bus.subjects().internal(&format!("dlq.{stage}"));
@@ -134,8 +135,13 @@ pub async fn retry(bus: &Bus, sequence: u64) -> Result<DeadLetter, BusError> {
     }
     // A fresh message id: the original one may still be inside the duplicate window.
     let id = format!("retry:{sequence}:{}", uuid::Uuid::new_v4());
-    bus.publish_bytes(letter.subject.clone(), id, headers, Bytes::from(letter.body_bytes()?))
-        .await?;
+    bus.publish_bytes(
+        letter.subject.clone(),
+        id,
+        headers,
+        Bytes::from(letter.body_bytes()?),
+    )
+    .await?;
     stream
         .delete_message(sequence)
         .await

@@ -19,7 +19,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use pagestream_events::Payload;
-use pagestream_events::{Envelope, EventKind, PageId, RawEvent, SourceKey, Subjects};
+use pagestream_events::{Envelope, EventKind, PageId, RawEvent, SourceKey, Subjects, SyncProgress};
 
 pub use consumer::{Delivery, HandlerError, Stage, StageConfig};
 pub use dead_letter::DeadLetter;
@@ -151,11 +151,9 @@ impl Bus {
             .get(trace::TRACEPARENT)
             .map(|value| value.to_string())
             .or_else(|| envelope.extensions.traceparent.clone());
-        let subject = self.subjects.for_event(
-            T::KIND,
-            envelope.data.source(),
-            envelope.data.page_id(),
-        );
+        let subject =
+            self.subjects
+                .for_event(T::KIND, envelope.data.source(), envelope.data.page_id());
         let body = envelope.to_json_traced(traceparent.as_deref())?;
         self.publish_bytes(subject, envelope.id.to_string(), headers, Bytes::from(body))
             .await
@@ -184,6 +182,64 @@ impl Bus {
         })
     }
 
+    /// Publishes a sync run's progress snapshot (the stream keeps the latest per run).
+    pub async fn publish_progress(&self, progress: &SyncProgress) -> Result<Published, BusError> {
+        let subject = self.progress_subject(&progress.source, progress.run_id);
+        let body = serde_json::to_vec(progress)
+            .map_err(|error| BusError::jetstream("encode progress", error))?;
+        let ack = self
+            .jetstream
+            .publish(subject, Bytes::from(body))
+            .await
+            .map_err(|error| BusError::jetstream("publish progress", error))?
+            .await
+            .map_err(|error| BusError::jetstream("publish progress ack", error))?;
+        Ok(Published {
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// The latest progress snapshot of a run, if the stream holds one.
+    pub async fn latest_progress(
+        &self,
+        source: &SourceKey,
+        run_id: uuid::Uuid,
+    ) -> Result<Option<SyncProgress>, BusError> {
+        let stream = self
+            .jetstream
+            .get_stream(self.streams.sync_progress())
+            .await
+            .map_err(|error| BusError::jetstream("get stream", error))?;
+        match stream
+            .get_last_raw_message_by_subject(&self.progress_subject(source, run_id))
+            .await
+        {
+            Ok(message) => serde_json::from_slice(&message.payload)
+                .map(Some)
+                .map_err(|error| BusError::jetstream("decode progress", error)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(BusError::jetstream("get progress", error)),
+        }
+    }
+
+    pub fn progress_subject(&self, source: &SourceKey, run_id: uuid::Uuid) -> String {
+        self.subjects
+            .internal(&format!("sync.progress.{source}.{}", run_id.simple()))
+    }
+
+    /// The subject of query-embedding requests (see [`pagestream_events::EmbedQueryRequest`]).
+    pub fn embed_query_subject(&self) -> String {
+        self.subjects.internal("embed.query")
+    }
+
     /// The newest event the stream holds for a page, if any (claim checks resolved).
     pub async fn last_for_page<T: Payload>(
         &self,
@@ -204,9 +260,13 @@ impl Bus {
             }
             Err(error) => return Err(BusError::jetstream("get last message", error)),
         };
-        let body =
-            claim_check::resolve(self, &message.subject, Some(&message.headers), message.payload)
-                .await?;
+        let body = claim_check::resolve(
+            self,
+            &message.subject,
+            Some(&message.headers),
+            message.payload,
+        )
+        .await?;
         Ok(Some(RawEvent::from_json(&body)?.into_typed()?))
     }
 
@@ -244,7 +304,10 @@ impl Bus {
         Ok(())
     }
 
-    pub(crate) async fn stream(&self, kind: EventKind) -> Result<jetstream::stream::Stream, BusError> {
+    pub(crate) async fn stream(
+        &self,
+        kind: EventKind,
+    ) -> Result<jetstream::stream::Stream, BusError> {
         self.jetstream
             .get_stream(self.streams.for_kind(kind))
             .await

@@ -28,6 +28,11 @@ impl StreamNames {
         }
     }
 
+    /// The prefix of every stream and bucket name (other crates name their buckets with it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn for_kind(&self, kind: EventKind) -> String {
         format!(
             "{}_{}",

@@ -267,7 +267,12 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
     assert_eq!(letters.len(), 2, "dead letters: {letters:?}");
     let by_page: HashMap<String, &dead_letter::DeadLetter> = letters
         .iter()
-        .map(|(_, letter)| (letter.subject.rsplit('.').next().unwrap_or("").to_owned(), letter))
+        .map(|(_, letter)| {
+            (
+                letter.subject.rsplit('.').next().unwrap_or("").to_owned(),
+                letter,
+            )
+        })
         .collect();
     let poison = by_page["1"];
     assert_eq!(poison.stage, "conv");
@@ -288,7 +293,8 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
     // A poison message that is not even an event goes to the dead-letter stream too.
     bus.jetstream()
         .publish(
-            bus.subjects().page(EventKind::PageChanged, &source(), &page(4)),
+            bus.subjects()
+                .page(EventKind::PageChanged, &source(), &page(4)),
             "not a cloudevent".into(),
         )
         .await

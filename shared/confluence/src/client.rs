@@ -117,7 +117,8 @@ impl ConfluenceClient {
     pub async fn content(&self, id: &PageId, expand: &[&str]) -> Result<Content, ConfluenceError> {
         let mut url = self.endpoint(&["rest", "api", "content", id.as_str()]);
         if !expand.is_empty() {
-            url.query_pairs_mut().append_pair("expand", &expand.join(","));
+            url.query_pairs_mut()
+                .append_pair("expand", &expand.join(","));
         }
         self.get_json(&url).await
     }
@@ -168,16 +169,30 @@ impl ConfluenceClient {
         Ok(pages)
     }
 
-    async fn fetch_batch(&self, batch: &[&PageId], into: &mut Vec<Page>) -> Result<(), ConfluenceError> {
+    async fn fetch_batch(
+        &self,
+        batch: &[&PageId],
+        into: &mut Vec<Page>,
+    ) -> Result<(), ConfluenceError> {
         let mut url = self.endpoint(&["api", "v2", "pages"]);
         {
-            let joined = batch.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(",");
+            let joined = batch
+                .iter()
+                .map(|id| id.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
             let mut query = url.query_pairs_mut();
             query.append_pair("id", &joined);
             query.append_pair("body-format", "storage");
-            query.append_pair("limit", &batch.len().clamp(1, MAX_LIMIT as usize).to_string());
+            query.append_pair(
+                "limit",
+                &batch.len().clamp(1, MAX_LIMIT as usize).to_string(),
+            );
         }
-        match Pager::<Page>::new(self.clone(), url, decode_results::<Page>).collect_all().await {
+        match Pager::<Page>::new(self.clone(), url, decode_results::<Page>)
+            .collect_all()
+            .await
+        {
             Ok(pages) => {
                 into.extend(pages);
                 Ok(())
@@ -302,14 +317,19 @@ impl ConfluenceClient {
 /// Decodes one page of a listing into its items and links.
 type Decode<T> = fn(&[u8]) -> Result<(Vec<T>, ListingLinks), serde_json::Error>;
 
-fn decode_results<T: DeserializeOwned>(body: &[u8]) -> Result<(Vec<T>, ListingLinks), serde_json::Error> {
+fn decode_results<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(Vec<T>, ListingLinks), serde_json::Error> {
     let listing: Listing<T> = serde_json::from_slice(body)?;
     Ok((listing.results, listing.links))
 }
 
 fn decode_search_hits(body: &[u8]) -> Result<(Vec<Content>, ListingLinks), serde_json::Error> {
     let listing: Listing<SearchHit> = serde_json::from_slice(body)?;
-    Ok((listing.results.into_iter().map(|hit| hit.0).collect(), listing.links))
+    Ok((
+        listing.results.into_iter().map(|hit| hit.0).collect(),
+        listing.links,
+    ))
 }
 
 /// Follows a cursor-paginated listing, one request per [`Pager::next_page`].
@@ -352,12 +372,11 @@ impl<T: DeserializeOwned> Pager<T> {
         }
         self.pages += 1;
         let fetched = self.client.fetch(&url).await?;
-        let (items, links) = (self.decode)(&fetched.body).map_err(|e| {
-            ConfluenceError::InvalidResponse {
+        let (items, links) =
+            (self.decode)(&fetched.body).map_err(|e| ConfluenceError::InvalidResponse {
                 endpoint: format!("GET {}", url.path()),
                 reason: self.client.transport.scrub(&e.to_string()),
-            }
-        })?;
+            })?;
         if items.is_empty() {
             return Ok(None);
         }
@@ -365,7 +384,10 @@ impl<T: DeserializeOwned> Pager<T> {
         let next = links.next.or(header_links.next);
         let server_base = links.base.or(header_links.base);
         if let Some(next) = next {
-            self.next = Some(self.client.resolve_next(&url, &next, server_base.as_deref())?);
+            self.next = Some(
+                self.client
+                    .resolve_next(&url, &next, server_base.as_deref())?,
+            );
         }
         Ok(Some(items))
     }
@@ -395,7 +417,9 @@ struct LinkHeader {
 fn parse_link_header(headers: &HeaderMap) -> LinkHeader {
     let mut parsed = LinkHeader::default();
     for value in headers.get_all(LINK) {
-        let Ok(mut rest) = value.to_str() else { continue };
+        let Ok(mut rest) = value.to_str() else {
+            continue;
+        };
         while let Some(open) = rest.find('<') {
             let Some(close) = rest[open..].find('>').map(|c| open + c) else {
                 break;
@@ -404,11 +428,14 @@ fn parse_link_header(headers: &HeaderMap) -> LinkHeader {
             let params_end = rest[close..].find('<').map_or(rest.len(), |n| close + n);
             let params = &rest[close + 1..params_end];
             for param in params.split(';') {
-                let Some((key, value)) = param.split_once('=') else { continue };
+                let Some((key, value)) = param.split_once('=') else {
+                    continue;
+                };
                 if !key.trim().eq_ignore_ascii_case("rel") {
                     continue;
                 }
-                for rel in value.trim().trim_matches('"').split_whitespace() {
+                let value = value.trim().trim_end_matches(',').trim().trim_matches('"');
+                for rel in value.split_whitespace() {
                     match rel {
                         "next" => parsed.next = Some(target.clone()),
                         "base" => parsed.base = Some(target.clone()),
@@ -420,4 +447,89 @@ fn parse_link_header(headers: &HeaderMap) -> LinkHeader {
         }
     }
     parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+    use crate::Auth;
+
+    fn client(base: &str) -> ConfluenceClient {
+        ConfluenceClient::new(ClientConfig::new(base, Auth::cloud("a@b.c", "t"))).expect("client")
+    }
+
+    #[test]
+    fn link_headers_give_next_and_base() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                r#"</wiki/api/v2/pages?cursor=abc,def>; rel="next", <https://x.atlassian.net/wiki>; rel="base""#,
+            ),
+        );
+        let links = parse_link_header(&headers);
+        assert_eq!(
+            links.next.as_deref(),
+            Some("/wiki/api/v2/pages?cursor=abc,def")
+        );
+        assert_eq!(links.base.as_deref(), Some("https://x.atlassian.net/wiki"));
+        assert_eq!(parse_link_header(&HeaderMap::new()), LinkHeader::default());
+    }
+
+    #[test]
+    fn next_links_resolve_against_the_configured_base() {
+        let cloud = client("https://x.atlassian.net/wiki");
+        let current = cloud.endpoint(&["api", "v2", "pages"]);
+        let resolve = |next: &str, base: Option<&str>| {
+            cloud
+                .resolve_next(&current, next, base)
+                .map(|u| u.to_string())
+        };
+        assert_eq!(
+            resolve("/wiki/api/v2/pages?cursor=a", None).expect("v2"),
+            "https://x.atlassian.net/wiki/api/v2/pages?cursor=a"
+        );
+        assert_eq!(
+            resolve(
+                "/rest/api/content/search?cursor=b",
+                Some("https://x.atlassian.net/wiki")
+            )
+            .expect("v1"),
+            "https://x.atlassian.net/wiki/rest/api/content/search?cursor=b"
+        );
+        assert_eq!(
+            resolve("https://x.atlassian.net/wiki/api/v2/pages?cursor=c", None).expect("absolute"),
+            "https://x.atlassian.net/wiki/api/v2/pages?cursor=c"
+        );
+        for foreign in [
+            "https://evil.example/wiki/api/v2/pages",
+            "//evil.example/x",
+            "api/v2",
+        ] {
+            assert!(
+                matches!(
+                    resolve(foreign, None),
+                    Err(ConfluenceError::InvalidResponse { .. })
+                ),
+                "{foreign}"
+            );
+        }
+
+        // Behind a gateway the server's own base path differs from ours.
+        let gateway = client("https://api.atlassian.com/ex/confluence/abc/wiki");
+        let current = gateway.endpoint(&["api", "v2", "pages"]);
+        assert_eq!(
+            gateway
+                .resolve_next(
+                    &current,
+                    "/wiki/api/v2/pages?cursor=d",
+                    Some("https://x.atlassian.net/wiki")
+                )
+                .expect("gateway")
+                .to_string(),
+            "https://api.atlassian.com/ex/confluence/abc/wiki/api/v2/pages?cursor=d"
+        );
+    }
 }

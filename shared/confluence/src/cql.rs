@@ -27,7 +27,9 @@ impl SpaceKey {
         if valid && key.len() <= 255 {
             Ok(Self(key))
         } else {
-            Err(ConfluenceError::InvalidSpaceKey(key.chars().take(80).collect()))
+            Err(ConfluenceError::InvalidSpaceKey(
+                key.chars().take(80).collect(),
+            ))
         }
     }
 
@@ -148,7 +150,16 @@ mod tests {
         for good in ["ENG", "docs2", "~323528440", "~jane.doe", "~557058:abc-def"] {
             assert!(SpaceKey::new(good).is_ok(), "{good}");
         }
-        for bad in ["", "~", "EN G", "ENG\"", "ENG)", "a/b", "ÉNG", &"A".repeat(256)] {
+        for bad in [
+            "",
+            "~",
+            "EN G",
+            "ENG\"",
+            "ENG)",
+            "a/b",
+            "ÉNG",
+            &"A".repeat(256),
+        ] {
             assert!(SpaceKey::new(bad).is_err(), "{bad}");
         }
     }
@@ -156,8 +167,14 @@ mod tests {
     #[test]
     fn query_formats_bounds_in_the_users_time_zone() {
         let space = SpaceKey::new("ENG").expect("key");
-        let from = Utc.with_ymd_and_hms(2024, 3, 1, 23, 30, 59).single().expect("date");
-        let before = Utc.with_ymd_and_hms(2024, 3, 2, 1, 0, 0).single().expect("date");
+        let from = Utc
+            .with_ymd_and_hms(2024, 3, 1, 23, 30, 59)
+            .single()
+            .expect("date");
+        let before = Utc
+            .with_ymd_and_hms(2024, 3, 2, 1, 0, 0)
+            .single()
+            .expect("date");
         let plain = CqlQuery::pages_in_space(space.clone());
         assert_eq!(
             plain.to_string(),

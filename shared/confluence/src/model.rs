@@ -16,7 +16,8 @@ impl SpaceId {
     /// Accepts 1 to 32 ASCII digits.
     pub fn new(id: impl Into<String>) -> Option<Self> {
         let id = id.into();
-        (!id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())).then_some(Self(id))
+        (!id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()))
+            .then_some(Self(id))
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,7 +83,10 @@ impl Page {
     }
 
     pub fn label_names(&self) -> Vec<String> {
-        self.labels.as_ref().map(LabelList::names).unwrap_or_default()
+        self.labels
+            .as_ref()
+            .map(LabelList::names)
+            .unwrap_or_default()
     }
 }
 
@@ -377,7 +381,9 @@ fn lenient_page_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
     }
 }
 
-fn lenient_space_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SpaceId>, D::Error> {
+fn lenient_space_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SpaceId>, D::Error> {
     Ok(Option::<StringOrNumber>::deserialize(deserializer)?
         .map(StringOrNumber::into_string)
         .and_then(SpaceId::new))
@@ -387,15 +393,17 @@ fn lenient_space_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
 fn lenient_datetime<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<DateTime<Utc>>, D::Error> {
-    Ok(match Option::<serde_json::Value>::deserialize(deserializer)? {
-        Some(serde_json::Value::String(s)) => DateTime::parse_from_rfc3339(&s)
-            .ok()
-            .map(|d| d.with_timezone(&Utc)),
-        Some(serde_json::Value::Number(n)) => {
-            n.as_i64().and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-        }
-        _ => None,
-    })
+    Ok(
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            Some(serde_json::Value::String(s)) => DateTime::parse_from_rfc3339(&s)
+                .ok()
+                .map(|d| d.with_timezone(&Utc)),
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+            _ => None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -441,9 +449,17 @@ mod tests {
     #[test]
     fn dates_accept_rfc3339_and_epoch_millis() {
         let v: ContentVersion =
-            serde_json::from_str(r#"{"number": 1, "when": "2023-07-06T00:53:41.898Z"}"#).expect("v1");
-        assert_eq!(v.when.map(|d| d.timestamp_millis()), Some(1_688_604_821_898));
-        let h: History = serde_json::from_str(r#"{"createdDate": 1631605030794}"#).expect("history");
-        assert_eq!(h.created_date.map(|d| d.timestamp_millis()), Some(1_631_605_030_794));
+            serde_json::from_str(r#"{"number": 1, "when": "2023-07-06T00:53:41.898Z"}"#)
+                .expect("v1");
+        assert_eq!(
+            v.when.map(|d| d.timestamp_millis()),
+            Some(1_688_604_821_898)
+        );
+        let h: History =
+            serde_json::from_str(r#"{"createdDate": 1631605030794}"#).expect("history");
+        assert_eq!(
+            h.created_date.map(|d| d.timestamp_millis()),
+            Some(1_631_605_030_794)
+        );
     }
 }

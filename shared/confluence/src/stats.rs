@@ -40,7 +40,9 @@ impl ClientStats {
             retries: self.retries.saturating_sub(earlier.retries),
             rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
             server_errors: self.server_errors.saturating_sub(earlier.server_errors),
-            transport_errors: self.transport_errors.saturating_sub(earlier.transport_errors),
+            transport_errors: self
+                .transport_errors
+                .saturating_sub(earlier.transport_errors),
             near_limit_signals: self
                 .near_limit_signals
                 .saturating_sub(earlier.near_limit_signals),
@@ -70,11 +72,13 @@ impl Counters {
     }
 
     pub fn add_retry_wait(&self, wait: Duration) {
-        self.retry_wait_us.fetch_add(micros(wait), Ordering::Relaxed);
+        self.retry_wait_us
+            .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
     pub fn add_throttle_wait(&self, wait: Duration) {
-        self.throttle_wait_us.fetch_add(micros(wait), Ordering::Relaxed);
+        self.throttle_wait_us
+            .fetch_add(micros(wait), Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> ClientStats {

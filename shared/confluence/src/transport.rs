@@ -151,7 +151,10 @@ impl Transport {
         let status = response.status();
         if status.is_success() {
             let headers = response.headers().clone();
-            return match self.read_body(response, self.max_response_bytes, endpoint).await {
+            return match self
+                .read_body(response, self.max_response_bytes, endpoint)
+                .await
+            {
                 Ok(body) => {
                     counters
                         .bytes_received
@@ -183,7 +186,9 @@ impl Transport {
                     retry_after,
                 })
             }
-            StatusCode::UNAUTHORIZED => Attempt::Done(Err(ConfluenceError::Unauthorized { endpoint })),
+            StatusCode::UNAUTHORIZED => {
+                Attempt::Done(Err(ConfluenceError::Unauthorized { endpoint }))
+            }
             StatusCode::FORBIDDEN => Attempt::Done(Err(ConfluenceError::Forbidden { endpoint })),
             StatusCode::NOT_FOUND => Attempt::Done(Err(ConfluenceError::NotFound { endpoint })),
             s if s.is_redirection() => Attempt::Done(Err(ConfluenceError::InvalidResponse {
@@ -264,7 +269,9 @@ impl Transport {
     async fn pace(&self, counters: &Counters) {
         let spacing = {
             let pacing = self.pacing.lock().await;
-            let slowed = pacing.slow_until.is_some_and(|until| Instant::now() < until);
+            let slowed = pacing
+                .slow_until
+                .is_some_and(|until| Instant::now() < until);
             self.spacing(slowed)
         };
         let Some(spacing) = spacing else { return };
@@ -301,7 +308,8 @@ impl Transport {
         let mut pacing = self.pacing.lock().await;
         pacing.slow_until = Some(Instant::now() + self.limits.near_limit_cooldown);
         tracing::info!(
-            cooldown_ms = u64::try_from(self.limits.near_limit_cooldown.as_millis()).unwrap_or(u64::MAX),
+            cooldown_ms =
+                u64::try_from(self.limits.near_limit_cooldown.as_millis()).unwrap_or(u64::MAX),
             "confluence signalled near rate limit, slowing down"
         );
     }
@@ -332,14 +340,18 @@ enum Retry {
 impl Retry {
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } | Self::Server { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } | Self::Server { retry_after, .. } => {
+                *retry_after
+            }
             Self::Transport(_) => None,
         }
     }
 
     fn reason(&self) -> String {
         match self {
-            Self::RateLimited { status, .. } | Self::Server { status, .. } => format!("status {status}"),
+            Self::RateLimited { status, .. } | Self::Server { status, .. } => {
+                format!("status {status}")
+            }
             Self::Transport(e) if e.is_timeout() => "timeout".to_owned(),
             Self::Transport(_) => "transport".to_owned(),
         }
@@ -423,8 +435,14 @@ mod tests {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("0.5"));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_millis(500)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(
+            parse_retry_after(&headers),
+            Some(Duration::from_millis(500))
+        );
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
         for junk in ["-3", "soon", "NaN", "inf"] {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(junk));
@@ -435,7 +453,9 @@ mod tests {
     #[test]
     fn error_messages_of_both_shapes() {
         assert_eq!(
-            error_message(br#"{"statusCode":400,"message":"Could not parse cql","reason":"Bad Request"}"#),
+            error_message(
+                br#"{"statusCode":400,"message":"Could not parse cql","reason":"Bad Request"}"#
+            ),
             "Could not parse cql"
         );
         assert_eq!(

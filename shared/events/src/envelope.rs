@@ -50,7 +50,12 @@ pub struct Envelope<T> {
 }
 
 /// Derives an event's id from the fact it states (DESIGN §2).
-pub fn event_id(kind: EventKind, source: &SourceKey, page: Option<&PageId>, fact: &[String]) -> Uuid {
+pub fn event_id(
+    kind: EventKind,
+    source: &SourceKey,
+    page: Option<&PageId>,
+    fact: &[String],
+) -> Uuid {
     let mut name = format!("{}|{source}", kind.event_type());
     if let Some(page) = page {
         name.push('|');
@@ -191,8 +196,8 @@ impl RawEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payloads::*;
     use crate::Vector;
+    use crate::payloads::*;
 
     fn source() -> SourceKey {
         SourceKey::new("eng").expect("source")
@@ -298,7 +303,11 @@ mod tests {
         .to_json()
         .expect("encode");
         let wrong = Envelope::<PageChanged>::from_json(&json).expect_err("wrong type");
-        assert!(wrong.to_string().contains("expected io.pagestream.page.changed.v1"));
+        assert!(
+            wrong
+                .to_string()
+                .contains("expected io.pagestream.page.changed.v1")
+        );
         assert!(matches!(
             Envelope::<PageDeleted>::from_json(b"{not json"),
             Err(EventError::Malformed(_))

@@ -282,3 +282,67 @@ impl Payload for PageDeleted {
         vec![self.version.to_string()]
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// The fetcher's side of a sync run: a cumulative snapshot, published on
+/// `<root>.sync.progress.<source>.<run>` at least every 50 pages. The stream keeps the latest
+/// snapshot per run; the indexer projects it into `sync_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub source: SourceKey,
+    pub run_id: Uuid,
+    pub mode: SyncMode,
+    pub status: SyncStatus,
+    #[serde(default)]
+    pub pages_seen: u64,
+    #[serde(default)]
+    pub pages_changed: u64,
+    #[serde(default)]
+    pub pages_deleted: u64,
+    #[serde(default)]
+    pub pages_failed: u64,
+    /// Requests made to Confluence.
+    #[serde(default)]
+    pub requests: u64,
+    /// Time spent waiting on rate limits (429/503 and client-side limits).
+    #[serde(default)]
+    pub rate_limit_wait_ms: u64,
+    pub started_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Request on `<root>.embed.query` (NATS request/reply): embed a search query with the model the
+/// embedder serves, so api replicas need no model of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedQueryRequest {
+    pub text: String,
+    /// The model the caller expects; the embedder refuses if it serves another.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Reply to [`EmbedQueryRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedQueryReply {
+    Embedded {
+        model: String,
+        dimension: u32,
+        vector: Vector,
+    },
+    Failed {
+        error: String,
+    },
+}

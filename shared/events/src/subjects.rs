@@ -44,7 +44,9 @@ impl EventKind {
     /// Parses a CloudEvents `type`, accepting every version this build understands.
     pub fn from_event_type(event_type: &str) -> Result<Self, EventError> {
         let unknown = || EventError::UnknownType(event_type.chars().take(120).collect());
-        let rest = event_type.strip_prefix("io.pagestream.").ok_or_else(unknown)?;
+        let rest = event_type
+            .strip_prefix("io.pagestream.")
+            .ok_or_else(unknown)?;
         let (name, version) = rest.rsplit_once('.').ok_or_else(unknown)?;
         if version != "v1" {
             return Err(unknown());

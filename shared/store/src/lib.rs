@@ -40,27 +40,41 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 pub fn embedding_index_name(model: &str) -> String {
     let slug: String = model
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(24)
         .collect();
     let digest = Sha256::digest(model.as_bytes());
-    let hash: String = digest[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    let hash: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     format!("chunks_embedding_{slug}_{hash}")
 }
 
 /// Makes sure a model has its partial HNSW index, so that its vectors are searchable at speed.
 /// Idempotent and safe to call from several indexer replicas at once.
-pub async fn ensure_embedding_index(pool: &PgPool, model: &str, dimension: i32) -> Result<(), StoreError> {
+pub async fn ensure_embedding_index(
+    pool: &PgPool,
+    model: &str,
+    dimension: i32,
+) -> Result<(), StoreError> {
     if model.is_empty() || model.len() > 200 || !(1..=16_000).contains(&dimension) {
         return Err(StoreError::InvalidModel {
             model: model.chars().take(200).collect(),
             dimension,
         });
     }
-    let known: Option<i32> = sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
-        .bind(model)
-        .fetch_optional(pool)
-        .await?;
+    let known: Option<i32> =
+        sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
+            .bind(model)
+            .fetch_optional(pool)
+            .await?;
     match known {
         Some(stored) if stored == dimension => return Ok(()),
         Some(_) => {
@@ -94,6 +108,11 @@ pub async fn ensure_embedding_index(pool: &PgPool, model: &str, dimension: i32) 
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    tracing::info!(model, dimension, index, "created vector index for a new embedding model");
+    tracing::info!(
+        model,
+        dimension,
+        index,
+        "created vector index for a new embedding model"
+    );
     Ok(())
 }

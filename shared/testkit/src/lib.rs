@@ -33,7 +33,9 @@ pub async fn bus() -> Bus {
 /// A bus under a fresh root, with its configuration adjusted first.
 pub async fn bus_with(adjust: impl FnOnce(BusConfig) -> BusConfig) -> Bus {
     let config = adjust(BusConfig::new(nats_url()).with_root(unique_root()));
-    Bus::connect(config).await.expect("connect to nats (is ops/dev-up running?)")
+    Bus::connect(config)
+        .await
+        .expect("connect to nats (is ops/dev-up running?)")
 }
 
 /// A new, empty database with the `vector` extension and the migrations applied; returns its pool
@@ -60,7 +62,9 @@ pub async fn empty_database() -> (PgPool, String) {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("DATABASE_URL has no database name: {admin_url}"),
     };
-    let pool = pagestream_store::connect(&url, 8).await.expect("connect to test database");
+    let pool = pagestream_store::connect(&url, 8)
+        .await
+        .expect("connect to test database");
     sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
         .execute(&pool)
         .await

@@ -20,39 +20,140 @@ const LARGE_BODY: usize = 1_100_000;
 
 /// Users who author pages and are mentioned in bodies: (account id, display name).
 pub const USERS: &[(&str, &str)] = &[
-    ("557058:0b1c2d3e-0001-4a5b-8c9d-aa0000000001", "Ada Lovelace"),
-    ("557058:0b1c2d3e-0002-4a5b-8c9d-aa0000000002", "Grace Hopper"),
+    (
+        "557058:0b1c2d3e-0001-4a5b-8c9d-aa0000000001",
+        "Ada Lovelace",
+    ),
+    (
+        "557058:0b1c2d3e-0002-4a5b-8c9d-aa0000000002",
+        "Grace Hopper",
+    ),
     ("557058:0b1c2d3e-0003-4a5b-8c9d-aa0000000003", "Alan Turing"),
-    ("557058:0b1c2d3e-0004-4a5b-8c9d-aa0000000004", "Barbara Liskov"),
-    ("712020:5f6e7d8c-0005-4b3a-9c8d-bb0000000005", "Edsger Dijkstra"),
-    ("712020:5f6e7d8c-0006-4b3a-9c8d-bb0000000006", "Margaret Hamilton"),
+    (
+        "557058:0b1c2d3e-0004-4a5b-8c9d-aa0000000004",
+        "Barbara Liskov",
+    ),
+    (
+        "712020:5f6e7d8c-0005-4b3a-9c8d-bb0000000005",
+        "Edsger Dijkstra",
+    ),
+    (
+        "712020:5f6e7d8c-0006-4b3a-9c8d-bb0000000006",
+        "Margaret Hamilton",
+    ),
 ];
 
 const LABELS: &[&str] = &[
-    "runbook", "architecture", "onboarding", "howto", "decision", "incident", "api", "security",
-    "release-notes", "meeting-notes", "faq", "deprecated",
+    "runbook",
+    "architecture",
+    "onboarding",
+    "howto",
+    "decision",
+    "incident",
+    "api",
+    "security",
+    "release-notes",
+    "meeting-notes",
+    "faq",
+    "deprecated",
 ];
 
 const TOPICS: &[&str] = &[
-    "Deployment", "Billing", "Search", "Ingestion", "Auth", "Storage", "Networking", "Observability",
-    "Payments", "Onboarding", "Caching", "Scheduler", "Gateway", "Mobile", "Analytics", "Backup",
+    "Deployment",
+    "Billing",
+    "Search",
+    "Ingestion",
+    "Auth",
+    "Storage",
+    "Networking",
+    "Observability",
+    "Payments",
+    "Onboarding",
+    "Caching",
+    "Scheduler",
+    "Gateway",
+    "Mobile",
+    "Analytics",
+    "Backup",
 ];
 
 const KINDS: &[&str] = &[
-    "Runbook", "Overview", "Design", "FAQ", "Postmortem", "Guide", "Decision Record", "Checklist",
-    "Reference", "Roadmap", "Meeting Notes", "Troubleshooting",
+    "Runbook",
+    "Overview",
+    "Design",
+    "FAQ",
+    "Postmortem",
+    "Guide",
+    "Decision Record",
+    "Checklist",
+    "Reference",
+    "Roadmap",
+    "Meeting Notes",
+    "Troubleshooting",
 ];
 
 const WORDS: &[&str] = &[
-    "service", "request", "latency", "cluster", "deploy", "rollback", "config", "token", "queue",
-    "replica", "index", "schema", "migration", "alert", "dashboard", "owner", "incident", "budget",
-    "release", "feature", "flag", "endpoint", "payload", "retry", "timeout", "cache", "shard",
-    "backup", "restore", "policy", "quota", "throughput", "review", "approval", "pipeline", "the",
-    "a", "with", "for", "when", "after", "before", "and", "or", "is", "are", "must", "should",
+    "service",
+    "request",
+    "latency",
+    "cluster",
+    "deploy",
+    "rollback",
+    "config",
+    "token",
+    "queue",
+    "replica",
+    "index",
+    "schema",
+    "migration",
+    "alert",
+    "dashboard",
+    "owner",
+    "incident",
+    "budget",
+    "release",
+    "feature",
+    "flag",
+    "endpoint",
+    "payload",
+    "retry",
+    "timeout",
+    "cache",
+    "shard",
+    "backup",
+    "restore",
+    "policy",
+    "quota",
+    "throughput",
+    "review",
+    "approval",
+    "pipeline",
+    "the",
+    "a",
+    "with",
+    "for",
+    "when",
+    "after",
+    "before",
+    "and",
+    "or",
+    "is",
+    "are",
+    "must",
+    "should",
 ];
 
 const LANGUAGES: &[&str] = &[
-    "rust", "python", "java", "bash", "sql", "yaml", "json", "javascript", "go", "xml",
+    "rust",
+    "python",
+    "java",
+    "bash",
+    "sql",
+    "yaml",
+    "json",
+    "javascript",
+    "go",
+    "xml",
 ];
 
 const STATUS_COLOURS: &[&str] = &["Green", "Yellow", "Red", "Blue", "Purple", "Grey"];
@@ -108,7 +209,9 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
     let mut depth_of: Vec<u8> = Vec::with_capacity(count);
     let mut eligible_parents: Vec<usize> = Vec::new();
     let mut children: Vec<u32> = Vec::with_capacity(count);
-    let large_every = if large == 0 { usize::MAX } else { (count / large).max(1) };
+    let large_every = count
+        .checked_div(large)
+        .map_or(usize::MAX, |every| every.max(1));
     let ln_min = MIN_BODY.ln();
     let ln_span = MAX_BODY.ln() - ln_min;
     for index in 0..count {
@@ -134,10 +237,13 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
             format!("{} {} {}", rng.pick(TOPICS), rng.pick(KINDS), index)
         };
         let created_at = epoch + Duration::minutes(rng.below(400 * 24 * 60) as i64);
-        let modified_at = created_at + Duration::minutes(rng.below(120 * 24 * 60) as i64)
+        let modified_at = created_at
+            + Duration::minutes(rng.below(120 * 24 * 60) as i64)
             + Duration::seconds(rng.below(60) as i64);
         let label_count = rng.below(4);
-        let mut labels: Vec<String> = (0..label_count).map(|_| rng.pick(LABELS).to_string()).collect();
+        let mut labels: Vec<String> = (0..label_count)
+            .map(|_| rng.pick(LABELS).to_string())
+            .collect();
         labels.sort();
         labels.dedup();
         let body_target = if large > 0 && index % large_every == large_every / 2 {
@@ -217,7 +323,7 @@ fn sentence(rng: &mut SplitMix64, words: usize) -> String {
         if i > 0 {
             s.push(' ');
         }
-        s.push_str(rng.pick(WORDS));
+        s.push_str(rng.pick::<&str>(WORDS));
     }
     if let Some(first) = s.get(..1) {
         let upper = first.to_ascii_uppercase();
@@ -255,7 +361,7 @@ fn render_block(
             out,
             "<h{level}>{topic} {n}</h{level}><p>{s1} <strong>{w}</strong> {s2} <em>{s3}</em> <code>{w}_{n}</code> <a href=\"https://example.com/docs/{n}\">external docs</a>.</p>",
             level = 1 + rng.below(3),
-            topic = xml_escape(rng.pick(TOPICS)),
+            topic = xml_escape(rng.pick::<&str>(TOPICS)),
             s1 = sentence(rng, 12),
             w = rng.pick(WORDS),
             s2 = sentence(rng, 20),
@@ -265,7 +371,13 @@ fn render_block(
             let language = rng.pick(LANGUAGES);
             let mut code = String::new();
             for line in 0..(4 + rng.below(30)) {
-                let _ = writeln!(code, "let {}_{line} = compute(\"{}\", {line}); // {}", rng.pick(WORDS), rng.pick(WORDS), sentence(rng, 4));
+                let _ = writeln!(
+                    code,
+                    "let {}_{line} = compute(\"{}\", {line}); // {}",
+                    rng.pick(WORDS),
+                    rng.pick(WORDS),
+                    sentence(rng, 4)
+                );
             }
             write!(
                 out,
@@ -315,7 +427,11 @@ fn render_block(
                     out,
                     "<ac:task><ac:task-id>{task}</ac:task-id><ac:task-uuid>{uuid}</ac:task-uuid><ac:task-status>{status}</ac:task-status><ac:task-body><span class=\"placeholder-inline-tasks\">{s}</span></ac:task-body></ac:task>",
                     uuid = uuid_like(rng),
-                    status = if rng.below(2) == 0 { "complete" } else { "incomplete" },
+                    status = if rng.below(2) == 0 {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    },
                     s = sentence(rng, 8),
                 );
             }
@@ -423,7 +539,8 @@ mod tests {
         let b = generate_pages(42, 600, 2);
         let c = generate_pages(43, 600, 2);
         assert_eq!(a.len(), 600);
-        let titles = |p: &BTreeMap<u64, SimPage>| p.values().map(|p| p.title.clone()).collect::<Vec<_>>();
+        let titles =
+            |p: &BTreeMap<u64, SimPage>| p.values().map(|p| p.title.clone()).collect::<Vec<_>>();
         assert_eq!(titles(&a), titles(&b));
         assert_ne!(titles(&a), titles(&c));
         let depth = |id: u64| {
@@ -449,16 +566,35 @@ mod tests {
         let mut pages = generate_pages(7, 50, 1);
         let titles: Vec<(u64, String)> = pages.values().map(|p| (p.id, p.title.clone())).collect();
         let refs: Vec<(u64, &str)> = titles.iter().map(|(id, t)| (*id, t.as_str())).collect();
-        let targets = LinkTargets { space_key: "ENG", titles: &refs };
+        let targets = LinkTargets {
+            space_key: "ENG",
+            titles: &refs,
+        };
         let mut page = pages.remove(&(FIRST_PAGE_ID + 3)).expect("page");
         page.body_target = 60_000;
         let body = render_body(7, &page, &targets);
         for construct in [
-            "ac:name=\"code\"", "ac:name=\"language\"", "ac:name=\"info\"", "ac:name=\"panel\"",
-            "ac:name=\"expand\"", "ac:name=\"status\"", "ac:name=\"jira\"", "<ac:task-list>",
-            "<table", "<ri:page", "<ri:user", "<ac:image", "<ri:attachment", "<ac:layout>",
-            "<ac:emoticon", "ac:name=\"include\"", "ac:name=\"toc\"", "ac:name=\"anchor\"",
-            "ac:name=\"noformat\"", "<ac:inline-comment-marker", "<![CDATA[",
+            "ac:name=\"code\"",
+            "ac:name=\"language\"",
+            "ac:name=\"info\"",
+            "ac:name=\"panel\"",
+            "ac:name=\"expand\"",
+            "ac:name=\"status\"",
+            "ac:name=\"jira\"",
+            "<ac:task-list>",
+            "<table",
+            "<ri:page",
+            "<ri:user",
+            "<ac:image",
+            "<ri:attachment",
+            "<ac:layout>",
+            "<ac:emoticon",
+            "ac:name=\"include\"",
+            "ac:name=\"toc\"",
+            "ac:name=\"anchor\"",
+            "ac:name=\"noformat\"",
+            "<ac:inline-comment-marker",
+            "<![CDATA[",
         ] {
             assert!(body.contains(construct), "missing {construct}");
         }

@@ -219,7 +219,11 @@ mod tests {
         .expect("parse");
         assert_eq!(f.space.as_deref(), Some("ENG"));
         assert_eq!(f.order, Some(SortOrder::Asc));
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("date").with_timezone(&Utc);
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("date")
+                .with_timezone(&Utc)
+        };
         assert!(f.matches("ENG", at("2024-03-01T10:05:00Z")));
         assert!(!f.matches("ENG", at("2024-03-01T10:04:59Z")));
         assert!(!f.matches("ENG", at("2024-03-02T00:00:00Z")));

@@ -203,11 +203,17 @@ impl SimHandle {
     }
 
     pub async fn create(&self, request: CreatePage) -> Result<Mutation, MutationError> {
-        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| s.create(request)).await
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| {
+            s.create(request)
+        })
+        .await
     }
 
     pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
-        server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| s.edit(id, request)).await
+        server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| {
+            s.edit(id, request)
+        })
+        .await
     }
 
     pub async fn move_page(&self, id: u64, request: MovePage) -> Result<Mutation, MutationError> {

@@ -31,7 +31,12 @@ struct Args {
     #[arg(long, env = "CONFLUENCE_SIM_EMAIL", default_value = "sim@example.com")]
     email: String,
     /// API token of the Basic-auth user.
-    #[arg(long, env = "CONFLUENCE_SIM_API_TOKEN", default_value = "sim-api-token", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CONFLUENCE_SIM_API_TOKEN",
+        default_value = "sim-api-token",
+        hide_env_values = true
+    )]
     api_token: String,
     /// Also accept this personal access token as `Bearer` (Data Center style).
     #[arg(long, env = "CONFLUENCE_SIM_PAT", hide_env_values = true)]
@@ -66,8 +71,14 @@ async fn main() -> anyhow::Result<()> {
     let sim = confluence_sim::start(config, SocketAddr::new(args.bind, args.port))
         .await
         .context("starting the confluence simulator")?;
-    println!("confluence-sim serving {} pages at {}", args.pages, sim.base_url());
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    println!(
+        "confluence-sim serving {} pages at {}",
+        args.pages,
+        sim.base_url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     sim.shutdown().await;
     Ok(())
 }

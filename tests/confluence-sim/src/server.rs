@@ -1,6 +1,9 @@
 //! The HTTP surface: Confluence Cloud's v1 search and content, v2 pages, spaces and ancestors,
 //! with Basic auth, cursors, `Link` headers and v1/v2 error bodies; plus the `/_sim` control plane.
 
+// Handlers bail out early with a ready response; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,7 +33,9 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding the lock cannot leave the state half-written in a way that matters
         // to a test double; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -50,7 +55,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/wiki/api/v2/spaces", get(v2_spaces))
         .route("/wiki/api/v2/spaces/{id}/pages", get(v2_space_pages))
         .route("/_sim/stats", get(sim_stats).delete(sim_reset_stats))
-        .route("/_sim/faults", get(sim_faults).put(sim_set_faults).delete(sim_clear_faults))
+        .route(
+            "/_sim/faults",
+            get(sim_faults).put(sim_set_faults).delete(sim_clear_faults),
+        )
         .route("/_sim/pages", get(sim_pages).post(sim_create))
         .route("/_sim/pages/{id}/{action}", post(sim_mutate))
         .with_state(shared)
@@ -86,7 +94,10 @@ fn error(api: Api, status: StatusCode, message: &str) -> Response {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// All values of a parameter, repeated (`id=1&id=2`) or comma-separated (`id=1,2`).
@@ -116,7 +127,11 @@ async fn guard(
         if !authorized {
             state.stats.unauthorized += 1;
         }
-        let fault = if authorized { state.roll_fault(path) } else { None };
+        let fault = if authorized {
+            state.roll_fault(path)
+        } else {
+            None
+        };
         let near_limit = state.roll_near_limit();
         (state.faults.latency_ms, fault, near_limit, authorized)
     };
@@ -124,12 +139,19 @@ async fn guard(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if !authorized {
-        return Err(error(api, StatusCode::UNAUTHORIZED, "Unauthorized; scope does not match"));
+        return Err(error(
+            api,
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized; scope does not match",
+        ));
     }
     if let Some(rule) = fault {
         let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = error(api, status, "injected by the simulator");
-        if let Some(value) = rule.retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        if let Some(value) = rule
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         return Err(response);
@@ -138,7 +160,10 @@ async fn guard(
 }
 
 fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     if let Some(encoded) = value.strip_prefix("Basic ") {
@@ -147,7 +172,10 @@ fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
             .decode(encoded.trim())
             .is_ok_and(|decoded| decoded == expected.as_bytes());
     }
-    if let (Some(token), Some(pat)) = (value.strip_prefix("Bearer "), &state.config.personal_access_token) {
+    if let (Some(token), Some(pat)) = (
+        value.strip_prefix("Bearer "),
+        &state.config.personal_access_token,
+    ) {
         return token.trim() == pat;
     }
     false
@@ -204,11 +232,16 @@ fn decode_cursor(raw: Option<&str>) -> Result<Option<Cursor>, String> {
 
 fn limit(params: &[(String, String)], state: &SimState) -> Result<usize, String> {
     let asked = match param(params, "limit") {
-        Some(raw) => raw.parse::<usize>().map_err(|_| format!("invalid limit {raw:?}"))?,
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| format!("invalid limit {raw:?}"))?,
         None => DEFAULT_LIMIT,
     };
     let capped = asked.clamp(1, MAX_LIMIT);
-    Ok(state.faults.page_size_cap.map_or(capped, |cap| capped.min(cap.max(1))))
+    Ok(state
+        .faults
+        .page_size_cap
+        .map_or(capped, |cap| capped.min(cap.max(1))))
 }
 
 /// One page of `items` (already in order, keyed by `key`) after `cursor`, and the next cursor.
@@ -227,7 +260,11 @@ fn paginate(
             .iter()
             .position(|p| {
                 let k = key(p);
-                if descending { k < (ms, id) } else { k > (ms, id) }
+                if descending {
+                    k < (ms, id)
+                } else {
+                    k > (ms, id)
+                }
             })
             .unwrap_or(items.len()),
     };
@@ -248,7 +285,12 @@ fn paginate(
 }
 
 /// `path?query` with `cursor` replaced, as a relative link.
-fn next_link(path: &str, params: &[(String, String)], cursor: &str, extra: &[(&str, &str)]) -> String {
+fn next_link(
+    path: &str,
+    params: &[(String, String)],
+    cursor: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let mut url = match reqwest::Url::parse(&format!("http://sim{path}")) {
         Ok(url) => url,
         Err(_) => return path.to_owned(),
@@ -274,7 +316,11 @@ fn user_v1(index: usize) -> Value {
 }
 
 fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -> Value {
-    let has = |name: &str| expand.iter().any(|e| e == name || e.starts_with(&format!("{name}.")));
+    let has = |name: &str| {
+        expand
+            .iter()
+            .any(|e| e == name || e.starts_with(&format!("{name}.")))
+    };
     let key = &state.config.space_key;
     let mut value = json!({
         "id": page.id.to_string(),
@@ -291,27 +337,41 @@ fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -
         },
     });
     let mut expandable = serde_json::Map::new();
-    let Some(map) = value.as_object_mut() else { return value };
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
     if has("space") {
-        map.insert("space".into(), json!({"id": state.config.space_id, "key": key,
+        map.insert(
+            "space".into(),
+            json!({"id": state.config.space_id, "key": key,
             "name": state.config.space_name, "type": "global", "status": "current",
-            "_links": {"webui": format!("/spaces/{key}")}}));
+            "_links": {"webui": format!("/spaces/{key}")}}),
+        );
     } else {
         expandable.insert("space".into(), json!(format!("/rest/api/space/{key}")));
     }
     if has("version") {
-        map.insert("version".into(), json!({"by": user_v1(page.last_modifier),
+        map.insert(
+            "version".into(),
+            json!({"by": user_v1(page.last_modifier),
             "when": page.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "message": "", "number": page.version, "minorEdit": false,
-            "contentTypeModified": false}));
+            "contentTypeModified": false}),
+        );
     } else {
         expandable.insert("version".into(), json!(""));
     }
     if has("history") {
-        map.insert("history".into(), json!({"latest": true, "createdBy": user_v1(page.author),
-            "createdDate": page.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}));
+        map.insert(
+            "history".into(),
+            json!({"latest": true, "createdBy": user_v1(page.author),
+            "createdDate": page.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+        );
     } else {
-        expandable.insert("history".into(), json!(format!("/rest/api/content/{}/history", page.id)));
+        expandable.insert(
+            "history".into(),
+            json!(format!("/rest/api/content/{}/history", page.id)),
+        );
     }
     if has("ancestors") {
         let ancestors: Vec<Value> = state
@@ -335,12 +395,18 @@ fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -
         let labels: Vec<Value> = page.labels.iter().enumerate()
             .map(|(i, l)| json!({"prefix": "global", "name": l, "id": (page.id * 16 + i as u64).to_string(), "label": l}))
             .collect();
-        map.insert("metadata".into(), json!({"labels": {"results": labels, "start": 0, "limit": 200,
-            "size": page.labels.len()}, "_expandable": {"properties": "", "likes": ""}}));
+        map.insert(
+            "metadata".into(),
+            json!({"labels": {"results": labels, "start": 0, "limit": 200,
+            "size": page.labels.len()}, "_expandable": {"properties": "", "likes": ""}}),
+        );
     } else {
         expandable.insert("metadata".into(), json!(""));
     }
-    expandable.insert("children".into(), json!(format!("/rest/api/content/{}/child", page.id)));
+    expandable.insert(
+        "children".into(),
+        json!(format!("/rest/api/content/{}/child", page.id)),
+    );
     map.insert("_expandable".into(), Value::Object(expandable));
     value
 }
@@ -382,8 +448,11 @@ fn page_v2(state: &SimState, page: &SimPage, with_body: bool, with_labels: bool)
         let labels: Vec<Value> = page.labels.iter().enumerate()
             .map(|(i, l)| json!({"id": (page.id * 16 + i as u64).to_string(), "name": l, "prefix": "global"}))
             .collect();
-        map.insert("labels".into(), json!({"results": labels, "meta": {"hasMore": false, "cursor": null},
-            "_links": {}}));
+        map.insert(
+            "labels".into(),
+            json!({"results": labels, "meta": {"hasMore": false, "cursor": null},
+            "_links": {}}),
+        );
     }
     value
 }
@@ -440,18 +509,34 @@ fn v2_listing(
             header = Some(format!("<{full}>; rel=\"next\", <{site}>; rel=\"base\""));
         }
     }
-    ok(json!({"results": results, "_links": links}), near_limit, header)
+    ok(
+        json!({"results": results, "_links": links}),
+        near_limit,
+        header,
+    )
 }
 
 async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
-    let near = match guard(&shared, &headers, "/wiki/rest/api/content/search", "v1.search", Api::V1).await {
+    let near = match guard(
+        &shared,
+        &headers,
+        "/wiki/rest/api/content/search",
+        "v1.search",
+        Api::V1,
+    )
+    .await
+    {
         Ok(near) => near,
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
     let mut state = shared.lock();
     let Some(raw_cql) = param(&params, "cql") else {
-        return error(Api::V1, StatusCode::BAD_REQUEST, "cql parameter is required");
+        return error(
+            Api::V1,
+            StatusCode::BAD_REQUEST,
+            "cql parameter is required",
+        );
     };
     let filter = match cql::parse(raw_cql, state.config.time_zone) {
         Ok(filter) => filter,
@@ -459,11 +544,16 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             return error(
                 Api::V1,
                 StatusCode::BAD_REQUEST,
-                &format!("com.atlassian.confluence.api.service.exceptions.BadRequestException: Could not parse cql : {raw_cql} ({reason})"),
+                &format!(
+                    "com.atlassian.confluence.api.service.exceptions.BadRequestException: Could not parse cql : {raw_cql} ({reason})"
+                ),
             );
         }
     };
-    let (limit, cursor) = match (limit(&params, &state), decode_cursor(param(&params, "cursor"))) {
+    let (limit, cursor) = match (
+        limit(&params, &state),
+        decode_cursor(param(&params, "cursor")),
+    ) {
         (Ok(l), Ok(c)) => (l, c),
         (Err(e), _) | (_, Err(e)) => return error(Api::V1, StatusCode::BAD_REQUEST, &e),
     };
@@ -471,10 +561,17 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
     let descending = filter.order == Some(SortOrder::Desc);
     let ordered = filter.order.is_some();
     let key = move |p: &SimPage| {
-        if ordered { (p.modified_at.timestamp_millis(), p.id) } else { (0, p.id) }
+        if ordered {
+            (p.modified_at.timestamp_millis(), p.id)
+        } else {
+            (0, p.id)
+        }
     };
     let state = &mut *state;
-    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let trailing = state
+        .faults
+        .trailing_empty_page
+        .then_some(&mut state.empty_cursor_serial);
     let mut matching: Vec<&SimPage> = state
         .pages
         .values()
@@ -489,19 +586,33 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
     let results: Vec<Value> = page_ids
         .iter()
         .filter_map(|id| state.pages.get(id))
-        .map(|p| content_v1(&state, p, &expand, &site))
+        .map(|p| content_v1(state, p, &expand, &site))
         .collect();
     let mut links = json!({"base": site, "context": "/wiki",
         "self": format!("{site}/rest/api/content/search")});
     if let (Some(next), Some(map)) = (next, links.as_object_mut()) {
-        let link = next_link("/rest/api/content/search", &params, &next, &[("next", "true")]);
+        let link = next_link(
+            "/rest/api/content/search",
+            &params,
+            &next,
+            &[("next", "true")],
+        );
         map.insert("next".into(), json!(link));
     }
     let size = results.len();
-    ok(json!({"results": results, "start": 0, "limit": limit, "size": size, "_links": links}), near, None)
+    ok(
+        json!({"results": results, "start": 0, "limit": limit, "size": size, "_links": links}),
+        near,
+        None,
+    )
 }
 
-async fn v1_content(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+async fn v1_content(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
     let path = format!("/wiki/rest/api/content/{id}");
     let near = match guard(&shared, &headers, &path, "v1.content", Api::V1).await {
         Ok(near) => near,
@@ -516,7 +627,11 @@ async fn v1_content(State(shared): App, headers: HeaderMap, Path(id): Path<Strin
     let expand = param_list(&params, "expand");
     match state.current(id) {
         Some(page) => ok(content_v1(&state, page, &expand, &site), near, None),
-        None => error(Api::V1, StatusCode::NOT_FOUND, &format!("No content found with id: ContentId{{id={id}}}")),
+        None => error(
+            Api::V1,
+            StatusCode::NOT_FOUND,
+            &format!("No content found with id: ContentId{{id={id}}}"),
+        ),
     }
 }
 
@@ -529,13 +644,23 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
     let mut state = shared.lock();
     let ids = param_list(&params, "id");
     if ids.len() > MAX_LIMIT {
-        return error(Api::V2, StatusCode::BAD_REQUEST, "id: size must be between 0 and 250");
+        return error(
+            Api::V2,
+            StatusCode::BAD_REQUEST,
+            "id: size must be between 0 and 250",
+        );
     }
     let mut wanted = Vec::with_capacity(ids.len());
     for raw in &ids {
         match raw.parse::<u64>() {
             Ok(id) => wanted.push(id),
-            Err(_) => return error(Api::V2, StatusCode::BAD_REQUEST, &format!("invalid id {raw:?}")),
+            Err(_) => {
+                return error(
+                    Api::V2,
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid id {raw:?}"),
+                );
+            }
         }
     }
     let space_ids = param_list(&params, "space-id");
@@ -552,7 +677,10 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
     };
     let our_space = state.config.space_id.to_string();
     let state = &mut *state;
-    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let trailing = state
+        .faults
+        .trailing_empty_page
+        .then_some(&mut state.empty_cursor_serial);
     let matching: Vec<&SimPage> = state
         .pages
         .values()
@@ -564,13 +692,18 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
     let results = page_ids
         .iter()
         .filter_map(|id| state.pages.get(id))
-        .map(|p| page_v2(&state, p, with_body, false))
+        .map(|p| page_v2(state, p, with_body, false))
         .collect();
     let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
-    v2_listing(&state, results, next, &site, near)
+    v2_listing(state, results, next, &site, near)
 }
 
-async fn v2_page(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+async fn v2_page(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
     let path = format!("/wiki/api/v2/pages/{id}");
     let near = match guard(&shared, &headers, &path, "v2.page", Api::V2).await {
         Ok(near) => near,
@@ -586,13 +719,22 @@ async fn v2_page(State(shared): App, headers: HeaderMap, Path(id): Path<String>,
         (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
     };
     let with_labels = param(&params, "include-labels") == Some("true");
-    match state.pages.get(&id).filter(|p| statuses.contains(&p.status)) {
+    match state
+        .pages
+        .get(&id)
+        .filter(|p| statuses.contains(&p.status))
+    {
         Some(page) => ok(page_v2(&state, page, with_body, with_labels), near, None),
         None => error(Api::V2, StatusCode::NOT_FOUND, ""),
     }
 }
 
-async fn v2_ancestors(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+async fn v2_ancestors(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
     let path = format!("/wiki/api/v2/pages/{id}/ancestors");
     let near = match guard(&shared, &headers, &path, "v2.ancestors", Api::V2).await {
         Ok(near) => near,
@@ -606,16 +748,30 @@ async fn v2_ancestors(State(shared): App, headers: HeaderMap, Path(id): Path<Str
     if state.current(id).is_none() {
         return error(Api::V2, StatusCode::NOT_FOUND, "");
     }
-    let limit = param(&params, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = param(&params, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT);
     let chain = state.ancestors(id);
     // Deep chains return the nearest `limit` ancestors; clients ask again for the highest one.
     let nearest = &chain[chain.len().saturating_sub(limit)..];
-    let results: Vec<Value> = nearest.iter().map(|a| json!({"id": a.to_string(), "type": "page"})).collect();
+    let results: Vec<Value> = nearest
+        .iter()
+        .map(|a| json!({"id": a.to_string(), "type": "page"}))
+        .collect();
     ok(json!({"results": results, "_links": {}}), near, None)
 }
 
 async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
-    let near = match guard(&shared, &headers, "/wiki/api/v2/spaces", "v2.spaces", Api::V2).await {
+    let near = match guard(
+        &shared,
+        &headers,
+        "/wiki/api/v2/spaces",
+        "v2.spaces",
+        Api::V2,
+    )
+    .await
+    {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -647,7 +803,12 @@ async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params
     v2_listing(&state, results, None, &site, near)
 }
 
-async fn v2_space_pages(State(shared): App, headers: HeaderMap, Path(id): Path<String>, Query(params): Params) -> Response {
+async fn v2_space_pages(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
     let path = format!("/wiki/api/v2/spaces/{id}/pages");
     let near = match guard(&shared, &headers, &path, "v2.space_pages", Api::V2).await {
         Ok(near) => near,
@@ -671,7 +832,10 @@ async fn v2_space_pages(State(shared): App, headers: HeaderMap, Path(id): Path<S
     };
     let root_only = param(&params, "depth") == Some("root");
     let state = &mut *state;
-    let trailing = state.faults.trailing_empty_page.then_some(&mut state.empty_cursor_serial);
+    let trailing = state
+        .faults
+        .trailing_empty_page
+        .then_some(&mut state.empty_cursor_serial);
     let matching: Vec<&SimPage> = state
         .pages
         .values()
@@ -682,10 +846,10 @@ async fn v2_space_pages(State(shared): App, headers: HeaderMap, Path(id): Path<S
     let results = page_ids
         .iter()
         .filter_map(|id| state.pages.get(id))
-        .map(|p| page_v2(&state, p, with_body, false))
+        .map(|p| page_v2(state, p, with_body, false))
         .collect();
     let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
-    v2_listing(&state, results, next, &site, near)
+    v2_listing(state, results, next, &site, near)
 }
 
 // ----- control plane ------------------------------------------------------------------------
@@ -709,7 +873,11 @@ async fn sim_set_faults(State(shared): App, body: Bytes) -> Response {
             shared.lock().faults = faults;
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -731,17 +899,32 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response())
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response()
+    })
 }
 
-fn mutation_response(result: Result<(SimPage, Option<WebhookDelivery>), MutationError>) -> Response {
+fn mutation_response(
+    result: Result<(SimPage, Option<WebhookDelivery>), MutationError>,
+) -> Response {
     match result {
-        Ok((page, webhook)) => axum::Json(json!({"page": summary(&page), "webhook": webhook})).into_response(),
-        Err(e @ MutationError::NotFound(_)) => {
-            (StatusCode::NOT_FOUND, axum::Json(json!({"error": e.to_string()}))).into_response()
+        Ok((page, webhook)) => {
+            axum::Json(json!({"page": summary(&page), "webhook": webhook})).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e @ MutationError::NotFound(_)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -753,7 +936,11 @@ async fn sim_create(State(shared): App, body: Bytes) -> Response {
     mutation_response(mutate(&shared, WebhookEvent::PageCreated, |s| s.create(request)).await)
 }
 
-async fn sim_mutate(State(shared): App, Path((id, action)): Path<(u64, String)>, body: Bytes) -> Response {
+async fn sim_mutate(
+    State(shared): App,
+    Path((id, action)): Path<(u64, String)>,
+    body: Bytes,
+) -> Response {
     let result = match action.as_str() {
         "edit" => match parse_body::<EditPage>(&body) {
             Ok(r) => mutate(&shared, WebhookEvent::PageUpdated, |s| s.edit(id, r)).await,
@@ -767,7 +954,10 @@ async fn sim_mutate(State(shared): App, Path((id, action)): Path<(u64, String)>,
         "purge" => mutate(&shared, WebhookEvent::PageRemoved, |s| s.purge(id)).await,
         "restore" => mutate(&shared, WebhookEvent::PageRestored, |s| s.restore(id)).await,
         other => {
-            return (StatusCode::NOT_FOUND, axum::Json(json!({"error": format!("unknown action {other:?}")})))
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": format!("unknown action {other:?}")})),
+            )
                 .into_response();
         }
     };
@@ -785,7 +975,13 @@ pub(crate) async fn mutate(
         let mut state = shared.lock();
         let page = apply(&mut state)?;
         let outgoing = state.config.webhook_target.clone().map(|target| {
-            let body = webhook::payload(event, &page, &state.config.space_key, state.config.space_id, &shared.site);
+            let body = webhook::payload(
+                event,
+                &page,
+                &state.config.space_key,
+                state.config.space_id,
+                &shared.site,
+            );
             (target, state.config.webhook_secret.clone(), body)
         });
         (page, outgoing)

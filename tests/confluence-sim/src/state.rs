@@ -199,7 +199,10 @@ pub(crate) struct SimState {
 impl SimState {
     pub fn new(config: SimConfig) -> Self {
         let pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
-        let next_id = pages.keys().next_back().map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        let next_id = pages
+            .keys()
+            .next_back()
+            .map_or(content::FIRST_PAGE_ID, |id| id + 1);
         let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
         Self {
             config,
@@ -214,7 +217,11 @@ impl SimState {
 
     pub fn count(&mut self, endpoint: &str) {
         self.stats.requests += 1;
-        *self.stats.by_endpoint.entry(endpoint.to_owned()).or_default() += 1;
+        *self
+            .stats
+            .by_endpoint
+            .entry(endpoint.to_owned())
+            .or_default() += 1;
     }
 
     /// The first fault rule that fires for this path, if any.
@@ -222,7 +229,10 @@ impl SimState {
         for index in 0..self.faults.rules.len() {
             let roll = self.fault_rng.unit();
             let rule = &mut self.faults.rules[index];
-            let applies = rule.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            let applies = rule
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
                 && rule.remaining != Some(0)
                 && roll < rule.rate;
             if applies {
@@ -241,7 +251,9 @@ impl SimState {
     }
 
     pub fn current(&self, id: u64) -> Option<&SimPage> {
-        self.pages.get(&id).filter(|p| p.status == PageStatus::Current)
+        self.pages
+            .get(&id)
+            .filter(|p| p.status == PageStatus::Current)
     }
 
     /// Ancestor ids, top-down.
@@ -289,14 +301,23 @@ impl SimState {
             )));
         }
         let parent_id = match request.parent_id {
-            Some(parent) => Some(self.current(parent).ok_or(MutationError::NotFound(parent))?.id),
+            Some(parent) => Some(
+                self.current(parent)
+                    .ok_or(MutationError::NotFound(parent))?
+                    .id,
+            ),
             None => self.pages.keys().next().copied(),
         };
         let id = self.next_id;
         self.next_id += 1;
         let now = Utc::now();
         let actor = self.actor(id);
-        let position = self.pages.values().filter(|p| p.parent_id == parent_id).count() as u32 + 1;
+        let position = self
+            .pages
+            .values()
+            .filter(|p| p.parent_id == parent_id)
+            .count() as u32
+            + 1;
         let page = SimPage {
             id,
             title,
@@ -346,9 +367,14 @@ impl SimState {
     /// Moves the page to the trash; its children move up to its parent, as Confluence does.
     /// The version is unchanged (Confluence does not version a trash).
     pub fn trash(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let parent = self.current(id).ok_or(MutationError::NotFound(id))?.parent_id;
+        let parent = self
+            .current(id)
+            .ok_or(MutationError::NotFound(id))?
+            .parent_id;
         if parent.is_none() {
-            return Err(MutationError::Invalid("the space homepage cannot be trashed".into()));
+            return Err(MutationError::Invalid(
+                "the space homepage cannot be trashed".into(),
+            ));
         }
         for child in self.pages.values_mut().filter(|p| p.parent_id == Some(id)) {
             child.parent_id = parent;
@@ -362,7 +388,11 @@ impl SimState {
     pub fn purge(&mut self, id: u64) -> Result<SimPage, MutationError> {
         match self.pages.get(&id) {
             Some(p) if p.status == PageStatus::Trashed => {}
-            Some(_) => return Err(MutationError::Invalid("only a trashed page can be purged".into())),
+            Some(_) => {
+                return Err(MutationError::Invalid(
+                    "only a trashed page can be purged".into(),
+                ));
+            }
             None => return Err(MutationError::NotFound(id)),
         }
         self.pages.remove(&id).ok_or(MutationError::NotFound(id))
@@ -372,13 +402,22 @@ impl SimState {
     /// modification date moves, as in Cloud's `page_restored`.
     pub fn restore(&mut self, id: u64) -> Result<SimPage, MutationError> {
         let homepage = self.pages.keys().next().copied();
-        let parent_alive = |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
+        let parent_alive =
+            |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
         let parent = match self.pages.get(&id) {
             Some(p) if p.status == PageStatus::Trashed => p.parent_id,
-            Some(_) => return Err(MutationError::Invalid("only a trashed page can be restored".into())),
+            Some(_) => {
+                return Err(MutationError::Invalid(
+                    "only a trashed page can be restored".into(),
+                ));
+            }
             None => return Err(MutationError::NotFound(id)),
         };
-        let parent = if parent_alive(self, parent) { parent } else { homepage };
+        let parent = if parent_alive(self, parent) {
+            parent
+        } else {
+            homepage
+        };
         let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;
         page.status = PageStatus::Current;
         page.parent_id = parent;
@@ -390,9 +429,12 @@ impl SimState {
     pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
         self.current(id).ok_or(MutationError::NotFound(id))?;
         if let Some(parent) = request.parent_id {
-            self.current(parent).ok_or(MutationError::NotFound(parent))?;
+            self.current(parent)
+                .ok_or(MutationError::NotFound(parent))?;
             if parent == id || self.ancestors(parent).contains(&id) {
-                return Err(MutationError::Invalid("a page cannot move under itself".into()));
+                return Err(MutationError::Invalid(
+                    "a page cannot move under itself".into(),
+                ));
             }
         }
         let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;

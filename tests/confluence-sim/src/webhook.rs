@@ -176,7 +176,10 @@ mod tests {
         );
         let long_key = [0xaau8; 131];
         assert_eq!(
-            signature(&long_key, b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            signature(
+                &long_key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }

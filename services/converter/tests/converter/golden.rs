@@ -22,7 +22,10 @@ fn check_or_update(path: &Path, actual: &str, failures: &mut Vec<String>) {
             "{} differs:\n--- expected\n{expected}\n--- actual\n{actual}",
             path.display()
         )),
-        Err(error) => failures.push(format!("{}: {error} (run with UPDATE_GOLDEN=1)", path.display())),
+        Err(error) => failures.push(format!(
+            "{}: {error} (run with UPDATE_GOLDEN=1)",
+            path.display()
+        )),
     }
 }
 
@@ -44,10 +47,24 @@ fn fixtures_convert_to_their_golden_markdown_and_metadata() {
         } else {
             ParseMode::Strict
         };
-        assert_eq!(conversion.parse_mode, expected_mode, "{}", fixture.display());
-        check_or_update(&fixture.with_extension("md"), &conversion.markdown, &mut failures);
-        let metadata = serde_json::to_string_pretty(&conversion.metadata).expect("metadata json") + "\n";
-        check_or_update(&fixture.with_extension("metadata.json"), &metadata, &mut failures);
+        assert_eq!(
+            conversion.parse_mode,
+            expected_mode,
+            "{}",
+            fixture.display()
+        );
+        check_or_update(
+            &fixture.with_extension("md"),
+            &conversion.markdown,
+            &mut failures,
+        );
+        let metadata =
+            serde_json::to_string_pretty(&conversion.metadata).expect("metadata json") + "\n";
+        check_or_update(
+            &fixture.with_extension("metadata.json"),
+            &metadata,
+            &mut failures,
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

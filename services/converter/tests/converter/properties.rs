@@ -23,7 +23,10 @@ impl Page {
 }
 
 fn escape_xml(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// CDATA cannot hold `]]>`: storage splits it across two sections.
@@ -38,8 +41,12 @@ fn word() -> impl Strategy<Value = String> {
 fn jira_key() -> impl Strategy<Value = String> {
     ("[A-Z][A-Z0-9]{1,5}", 1u32..100_000)
         .prop_filter("not a standard's prefix", |(project, _)| {
-            !["AES", "ANSI", "CP", "CRC", "CVE", "CWE", "DES", "EN", "ES", "GPT", "IEC", "ISO", "JEP", "JSR", "MD", "PEP", "RFC", "RSA", "SHA", "SSL", "TLS", "UCS", "UTF", "WIN", "HTTP", "IEEE", "IPV", "ECMA", "WCAG", "ASCII"]
-                .contains(&project.as_str())
+            ![
+                "AES", "ANSI", "CP", "CRC", "CVE", "CWE", "DES", "EN", "ES", "GPT", "IEC", "ISO",
+                "JEP", "JSR", "MD", "PEP", "RFC", "RSA", "SHA", "SSL", "TLS", "UCS", "UTF", "WIN",
+                "HTTP", "IEEE", "IPV", "ECMA", "WCAG", "ASCII",
+            ]
+            .contains(&project.as_str())
         })
         .prop_map(|(project, number)| format!("{project}-{number}"))
 }
@@ -106,7 +113,10 @@ fn inline() -> impl Strategy<Value = Page> {
 
 fn paragraph() -> impl Strategy<Value = Page> {
     proptest::collection::vec(inline(), 1..8).prop_map(|parts| {
-        let mut page = Page { storage: "<p>".to_owned(), ..Page::default() };
+        let mut page = Page {
+            storage: "<p>".to_owned(),
+            ..Page::default()
+        };
         for part in parts {
             page.push(part);
         }
@@ -116,22 +126,38 @@ fn paragraph() -> impl Strategy<Value = Page> {
 }
 
 fn code_macro() -> impl Strategy<Value = Page> {
-    (code_text(), prop::option::of("[a-z]{1,6}"), prop::option::of(word()), prop::bool::ANY).prop_map(
-        |(text, language, title, noformat)| {
+    (
+        code_text(),
+        prop::option::of("[a-z]{1,6}"),
+        prop::option::of(word()),
+        prop::bool::ANY,
+    )
+        .prop_map(|(text, language, title, noformat)| {
             let mut storage = format!(
                 "<ac:structured-macro ac:name=\"{}\" ac:schema-version=\"1\">",
                 if noformat { "noformat" } else { "code" }
             );
             if let Some(language) = language {
-                storage.push_str(&format!("<ac:parameter ac:name=\"language\">{language}</ac:parameter>"));
+                storage.push_str(&format!(
+                    "<ac:parameter ac:name=\"language\">{language}</ac:parameter>"
+                ));
             }
             if let Some(title) = title {
-                storage.push_str(&format!("<ac:parameter ac:name=\"title\">{}</ac:parameter>", escape_xml(&title)));
+                storage.push_str(&format!(
+                    "<ac:parameter ac:name=\"title\">{}</ac:parameter>",
+                    escape_xml(&title)
+                ));
             }
-            storage.push_str(&format!("<ac:plain-text-body>{}</ac:plain-text-body></ac:structured-macro>", cdata(&text)));
-            Page { storage, code_texts: vec![text], jira_keys: Vec::new() }
-        },
-    )
+            storage.push_str(&format!(
+                "<ac:plain-text-body>{}</ac:plain-text-body></ac:structured-macro>",
+                cdata(&text)
+            ));
+            Page {
+                storage,
+                code_texts: vec![text],
+                jira_keys: Vec::new(),
+            }
+        })
 }
 
 fn leaf_block() -> impl Strategy<Value = Page> {
@@ -238,7 +264,8 @@ fn non_code_markdown(markdown: &str) -> String {
                 out.push_str(&text);
                 out.push('\n');
             }
-            Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. }) => {
+            Event::Start(Tag::Link { dest_url, .. })
+            | Event::Start(Tag::Image { dest_url, .. }) => {
                 out.push_str(&dest_url);
                 out.push('\n');
             }

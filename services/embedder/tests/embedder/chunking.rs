@@ -31,11 +31,18 @@ fn fixture_lines(from: &str, to: &str) -> Vec<&'static str> {
 fn every_chunk_fits_the_model_and_states_what_it_embeds() {
     let counter = EstimatedTokenCounter::new(256);
     let chunks = chunk_fixture(&counter);
-    assert!(chunks.len() > 10, "the fixture is long: {} chunks", chunks.len());
+    assert!(
+        chunks.len() > 10,
+        "the fixture is long: {} chunks",
+        chunks.len()
+    );
     for (i, chunk) in chunks.iter().enumerate() {
         assert_eq!(chunk.index as usize, i);
         assert!(chunk.token_count <= 256, "chunk {i}: {}", chunk.token_count);
-        assert_eq!(chunk.token_count as usize, counter.count_tokens(&chunk.text));
+        assert_eq!(
+            chunk.token_count as usize,
+            counter.count_tokens(&chunk.text)
+        );
         assert_eq!(chunk.content_hash, content_hash(&chunk.text));
         assert_eq!(chunk.heading_path[0], TITLE);
         assert!(!body(chunk).trim().is_empty());
@@ -160,7 +167,10 @@ fn small_sections_are_merged_keeping_their_headings() {
     assert!(faq.text.contains("Not yet."), "{}", faq.text);
     assert!(faq.text.contains("### Can I stream logs?"));
     // The path keeps only what both merged sections share.
-    assert!(!faq.heading_path.contains(&"Why are some entries missing?".to_owned()));
+    assert!(
+        !faq.heading_path
+            .contains(&"Why are some entries missing?".to_owned())
+    );
 }
 
 #[test]
@@ -197,7 +207,11 @@ fn degenerate_pages() {
     let counter = EstimatedTokenCounter::new(32);
     let chunker = Chunker::new(&counter);
     assert!(chunker.chunk("Empty", "").is_empty());
-    assert!(chunker.chunk("Headings", "# A\n\n## B\n\n### C\n").is_empty());
+    assert!(
+        chunker
+            .chunk("Headings", "# A\n\n## B\n\n### C\n")
+            .is_empty()
+    );
     // One enormous word: cut into pieces that fit, nothing dropped.
     let word = "x".repeat(5_000);
     let chunks = chunker.chunk("Blob", &word);

@@ -41,7 +41,11 @@ async fn vectors_agree_with_sentence_transformers() {
         let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
         let similarity = cosine(vector, &case.vector);
-        assert!(similarity > 0.999, "cosine {similarity} for {:?}", case.text);
+        assert!(
+            similarity > 0.999,
+            "cosine {similarity} for {:?}",
+            case.text
+        );
     }
 }
 
@@ -71,7 +75,10 @@ async fn fixture_chunks_fit_the_real_tokenizer_and_embed() {
     assert!(chunks.len() > 5);
     for chunk in &chunks {
         assert!(chunk.token_count <= 256, "{}", chunk.token_count);
-        assert_eq!(chunk.token_count as usize, counter.count_tokens(&chunk.text));
+        assert_eq!(
+            chunk.token_count as usize,
+            counter.count_tokens(&chunk.text)
+        );
     }
     let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
     let vectors = provider.embed(texts).await.expect("embed");
@@ -90,7 +97,14 @@ async fn too_long_input_is_refused_not_truncated() {
         .await
         .expect_err("too long");
     assert!(
-        matches!(error, EmbedError::InputTooLong { index: 1, max: 256, .. }),
+        matches!(
+            error,
+            EmbedError::InputTooLong {
+                index: 1,
+                max: 256,
+                ..
+            }
+        ),
         "{error}"
     );
     assert_eq!(error.class(), ErrorClass::Permanent);

@@ -38,10 +38,18 @@ struct Server {
     script: Arc<Mutex<VecDeque<Answer>>>,
 }
 
-async fn embeddings(State(server): State<Server>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn embeddings(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let inputs: Vec<String> = body["input"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     server.seen.lock().expect("lock").push(Seen {
         inputs: inputs.clone(),
@@ -64,7 +72,8 @@ async fn embeddings(State(server): State<Server>, headers: HeaderMap, Json(body)
         Some(Answer::Status(status, retry_after)) => {
             let status = StatusCode::from_u16(status).expect("status");
             // Servers sometimes echo what they were sent; the key must not come back out.
-            let body = json!({"error": {"message": format!("refused for key {KEY}"), "type": "test"}});
+            let body =
+                json!({"error": {"message": format!("refused for key {KEY}"), "type": "test"}});
             let mut response = (status, Json(body)).into_response();
             if let Some(seconds) = retry_after {
                 response
@@ -80,7 +89,9 @@ async fn embeddings(State(server): State<Server>, headers: HeaderMap, Json(body)
             data.pop();
             Json(json!({"object": "list", "data": data})).into_response()
         }
-        None => Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response(),
+        None => {
+            Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
+        }
     }
 }
 
@@ -92,7 +103,9 @@ async fn start(script: Vec<Answer>) -> (Server, String) {
     let app = axum::Router::new()
         .route("/v1/embeddings", post(embeddings))
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (server, format!("http://{address}/v1"))
@@ -109,7 +122,9 @@ fn config(base_url: &str) -> OpenAiConfig {
 }
 
 fn texts(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("text number {i} about topic {}", i * 7)).collect()
+    (0..n)
+        .map(|i| format!("text number {i} about topic {}", i * 7))
+        .collect()
 }
 
 #[tokio::test]
@@ -125,7 +140,10 @@ async fn batches_within_limits_and_matches_results_by_index() {
     let seen = server.seen.lock().expect("lock").clone();
     let sizes: Vec<usize> = seen.iter().map(|s| s.inputs.len()).collect();
     assert_eq!(sizes, vec![3, 3, 1]);
-    assert!(seen.iter().all(|s| s.authorization.as_deref() == Some(&format!("Bearer {KEY}"))));
+    assert!(
+        seen.iter()
+            .all(|s| s.authorization.as_deref() == Some(&format!("Bearer {KEY}")))
+    );
     assert!(seen.iter().all(|s| s.dimensions.is_none()));
 }
 
@@ -136,7 +154,10 @@ async fn sends_dimensions_where_configured() {
     config.send_dimensions = true;
     let provider = OpenAiProvider::new(config).expect("provider");
     provider.embed(texts(2)).await.expect("embed");
-    assert_eq!(server.seen.lock().expect("lock")[0].dimensions, Some(DIMENSION as u64));
+    assert_eq!(
+        server.seen.lock().expect("lock")[0].dimensions,
+        Some(DIMENSION as u64)
+    );
 }
 
 #[tokio::test]
@@ -148,7 +169,10 @@ async fn retries_rate_limits_and_server_errors() {
     ];
     let (server, url) = start(script).await;
     let provider = OpenAiProvider::new(config(&url)).expect("provider");
-    let vectors = provider.embed(texts(2)).await.expect("succeeds after retries");
+    let vectors = provider
+        .embed(texts(2))
+        .await
+        .expect("succeeds after retries");
     assert_eq!(vectors.len(), 2);
     assert_eq!(server.seen.lock().expect("lock").len(), 4);
 }
@@ -196,7 +220,9 @@ async fn unusable_answers_are_permanent() {
 #[tokio::test]
 async fn unreachable_server_is_transient() {
     // Bind then drop: nothing listens on the port any more.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     drop(listener);
     let mut config = config(&format!("http://{address}/v1"));

@@ -24,14 +24,19 @@ impl EmbeddingProvider for Counting {
         self.inner.token_counter()
     }
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.embedded.lock().expect("lock").extend(texts.iter().cloned());
+        self.embedded
+            .lock()
+            .expect("lock")
+            .extend(texts.iter().cloned());
         self.inner.embed(texts).await
     }
 }
 
 fn paragraph(section: usize, variant: &str) -> String {
     (0..8)
-        .map(|s| format!("Section {section} sentence {s} explains step {variant} of the procedure."))
+        .map(|s| {
+            format!("Section {section} sentence {s} explains step {variant} of the procedure.")
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -46,7 +51,11 @@ fn page(edited: Option<usize>) -> String {
 }
 
 /// What the service does for one page version: chunk, plan reuse, embed the rest.
-async fn process(provider: &Counting, previous: Option<&ChunksReady>, markdown: &str) -> ChunksReady {
+async fn process(
+    provider: &Counting,
+    previous: Option<&ChunksReady>,
+    markdown: &str,
+) -> ChunksReady {
     let chunks = Chunker::new(provider.token_counter()).chunk("Procedure", markdown);
     let plan = ReusePlan::new(previous, provider.model(), provider.dimension(), chunks);
     let vectors = provider.embed(plan.texts_to_embed()).await.expect("embed");
@@ -117,5 +126,11 @@ fn completing_with_the_wrong_number_of_vectors_fails() {
     let chunks = Chunker::new(provider.token_counter()).chunk("T", "Some text.");
     let plan = ReusePlan::new(None, provider.model(), 8, chunks);
     let error = plan.complete(Vec::new()).expect_err("missing vector");
-    assert!(matches!(error, EmbedError::VectorCount { expected: 1, got: 0 }));
+    assert!(matches!(
+        error,
+        EmbedError::VectorCount {
+            expected: 1,
+            got: 0
+        }
+    ));
 }

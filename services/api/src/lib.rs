@@ -1,0 +1,1 @@
+//! Api: sources, sync runs, pages and hybrid search over HTTP.

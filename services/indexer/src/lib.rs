@@ -1,0 +1,1 @@
+//! Indexer: projects the event streams into Postgres.

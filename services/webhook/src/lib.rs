@@ -1,0 +1,1 @@
+//! Webhook ingester: Confluence webhooks in, page hints out.

@@ -1,0 +1,365 @@
+//! Confluence sources: their definition, their sealed credentials, and the registry that holds them.
+//!
+//! The registry is a JetStream key-value bucket (`<ROOT>_SOURCES`, one entry per source key): the
+//! api writes it, the fetcher and the webhook ingester read credentials from it, and the indexer
+//! projects it into the `sources` table. Keeping sources in NATS makes a replay rebuild them too.
+//!
+//! Credentials (API token or personal access token, webhook secrets) are sealed with
+//! ChaCha20-Poly1305 under a 32-byte key from the environment (`PAGESTREAM_SECRET_KEY`) and are only
+//! opened where they are used. [`Secret`] never prints its value.
+
+use std::fmt;
+
+use async_nats::jetstream::kv;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use pagestream_bus::Bus;
+use pagestream_events::SourceKey;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid secret key: {0}")]
+    InvalidKey(&'static str),
+    #[error("credentials cannot be opened (wrong PAGESTREAM_SECRET_KEY, or tampered)")]
+    Unseal,
+    #[error("source registry: {0}")]
+    Registry(String),
+    #[error("source record {key:?} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// A secret string: its `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The key that seals credentials at rest.
+#[derive(Clone)]
+pub struct SecretKey(Key);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(***)")
+    }
+}
+
+impl SecretKey {
+    /// Parses a key given as base64 (or 64 hex digits) of 32 bytes.
+    pub fn parse(encoded: &str) -> Result<Self, SourceError> {
+        let encoded = encoded.trim();
+        let bytes = if encoded.len() == 64 && encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&encoded[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| SourceError::InvalidKey("not hex"))?
+        } else {
+            STANDARD
+                .decode(encoded)
+                .map_err(|_| SourceError::InvalidKey("not base64 or hex"))?
+        };
+        if bytes.len() != 32 {
+            return Err(SourceError::InvalidKey("must be 32 bytes"));
+        }
+        Ok(Self(*Key::from_slice(&bytes)))
+    }
+
+    /// A fresh random key, base64-encoded (for `.env` files and tests).
+    pub fn generate() -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        STANDARD.encode(bytes)
+    }
+
+    /// Seals `plaintext`: base64 of nonce ‖ ciphertext.
+    pub fn seal(&self, plaintext: &[u8]) -> String {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let cipher = ChaCha20Poly1305::new(&self.0);
+        // Encryption only fails for plaintexts beyond 256 GiB.
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .unwrap_or_default();
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        STANDARD.encode(sealed)
+    }
+
+    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SourceError> {
+        let bytes = STANDARD.decode(sealed).map_err(|_| SourceError::Unseal)?;
+        if bytes.len() < 12 + 16 {
+            return Err(SourceError::Unseal);
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        ChaCha20Poly1305::new(&self.0)
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .map_err(|_| SourceError::Unseal)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Confluence Cloud: Basic `email:api_token`.
+    Cloud,
+    /// Confluence Data Center: personal access token (Bearer).
+    DataCenter,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Cloud => "cloud",
+            AuthKind::DataCenter => "data_center",
+        }
+    }
+}
+
+/// A source's secrets, sealed together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The Cloud account's email (Basic auth user); none for Data Center.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Cloud API token or Data Center personal access token.
+    pub token: Secret,
+    /// Shared secret of Data Center webhooks (`X-Hub-Signature`), of the Cloud Connect app (JWT), or
+    /// of Automation deliveries (header).
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
+}
+
+/// How a source is synced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceSettings {
+    /// Seconds between scheduled incremental syncs: the safety net under lossy webhooks (0: off).
+    pub incremental_interval_secs: u64,
+    /// Seconds between deletion reconciliations (a full id listing); a week by default.
+    pub reconcile_interval_secs: u64,
+    /// Offset of the Confluence API user's time zone from UTC, in minutes (CQL dates are local).
+    pub cql_timezone_offset_minutes: i32,
+    /// Client-side limits on Confluence requests.
+    pub requests_per_second: f64,
+    pub concurrent_requests: usize,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        Self {
+            incremental_interval_secs: 900,
+            reconcile_interval_secs: 7 * 24 * 3600,
+            cql_timezone_offset_minutes: 0,
+            requests_per_second: 10.0,
+            concurrent_requests: 4,
+        }
+    }
+}
+
+/// A source as the registry stores it: everything but the credentials in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub id: Uuid,
+    pub key: SourceKey,
+    pub site_url: String,
+    pub space_key: String,
+    pub auth_kind: AuthKind,
+    /// [`Credentials`] as JSON, sealed with the [`SecretKey`].
+    pub sealed_credentials: String,
+    #[serde(default)]
+    pub settings: SourceSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SourceRecord {
+    pub fn credentials(&self, key: &SecretKey) -> Result<Credentials, SourceError> {
+        let plaintext = key.open(&self.sealed_credentials)?;
+        serde_json::from_slice(&plaintext).map_err(|_| SourceError::Unseal)
+    }
+
+    pub fn seal_credentials(key: &SecretKey, credentials: &Credentials) -> String {
+        // Serializing a struct of strings cannot fail.
+        key.seal(&serde_json::to_vec(credentials).unwrap_or_default())
+    }
+}
+
+/// A change to the registry, as a watcher sees it.
+#[derive(Debug, Clone)]
+pub enum SourceChange {
+    Upserted(Box<SourceRecord>),
+    Removed(SourceKey),
+}
+
+/// The source registry: a key-value bucket on the bus.
+#[derive(Clone)]
+pub struct SourceRegistry {
+    store: kv::Store,
+}
+
+fn registry_error(error: impl fmt::Display) -> SourceError {
+    SourceError::Registry(error.to_string())
+}
+
+impl SourceRegistry {
+    /// Opens the registry, creating its bucket if needed.
+    pub async fn open(bus: &Bus) -> Result<Self, SourceError> {
+        let bucket = format!("{}_SOURCES", bus.streams().prefix());
+        let store = match bus.jetstream().get_key_value(&bucket).await {
+            Ok(store) => store,
+            Err(_) => bus
+                .jetstream()
+                .create_key_value(kv::Config {
+                    bucket,
+                    description: "confluence sources (credentials sealed)".into(),
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(registry_error)?,
+        };
+        Ok(Self { store })
+    }
+
+    pub async fn put(&self, record: &SourceRecord) -> Result<(), SourceError> {
+        let value = serde_json::to_vec(record).map_err(registry_error)?;
+        self.store
+            .put(record.key.as_str(), Bytes::from(value))
+            .await
+            .map_err(registry_error)?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &SourceKey) -> Result<Option<SourceRecord>, SourceError> {
+        match self.store.get(key.as_str()).await.map_err(registry_error)? {
+            Some(value) => decode(key.as_str(), &value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn remove(&self, key: &SourceKey) -> Result<(), SourceError> {
+        self.store.purge(key.as_str()).await.map_err(registry_error)
+    }
+
+    pub async fn list(&self) -> Result<Vec<SourceRecord>, SourceError> {
+        let mut keys = self.store.keys().await.map_err(registry_error)?;
+        let mut records = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(registry_error)?;
+            if let Some(value) = self.store.get(&key).await.map_err(registry_error)? {
+                records.push(decode(&key, &value)?);
+            }
+        }
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(records)
+    }
+
+    /// Every current source, then every change as it happens.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures::Stream<Item = Result<SourceChange, SourceError>> + use<>, SourceError>
+    {
+        let watch = self
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(registry_error)?;
+        Ok(watch.map(|entry| {
+            let entry = entry.map_err(registry_error)?;
+            match entry.operation {
+                kv::Operation::Put => decode(&entry.key, &entry.value)
+                    .map(|record| SourceChange::Upserted(Box::new(record))),
+                kv::Operation::Delete | kv::Operation::Purge => SourceKey::new(entry.key.clone())
+                    .map(SourceChange::Removed)
+                    .map_err(|error| SourceError::Corrupt {
+                        key: entry.key,
+                        reason: error.to_string(),
+                    }),
+            }
+        }))
+    }
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<SourceRecord, SourceError> {
+    serde_json::from_slice(value).map_err(|error| SourceError::Corrupt {
+        key: key.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_credentials_open_only_with_their_key() {
+        let key = SecretKey::parse(&SecretKey::generate()).expect("key");
+        let credentials = Credentials {
+            email: Some("ops@example.com".into()),
+            token: Secret::new("ATATT3xFfGF0-very-secret"),
+            webhook_secret: None,
+        };
+        let sealed = SourceRecord::seal_credentials(&key, &credentials);
+        assert!(!sealed.contains("very-secret"));
+        let record = SourceRecord {
+            id: Uuid::new_v4(),
+            key: SourceKey::new("eng").expect("key"),
+            site_url: "https://example.atlassian.net".into(),
+            space_key: "ENG".into(),
+            auth_kind: AuthKind::Cloud,
+            sealed_credentials: sealed,
+            settings: SourceSettings::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        assert_eq!(record.credentials(&key).expect("open"), credentials);
+        let other = SecretKey::parse(&SecretKey::generate()).expect("key");
+        assert!(matches!(
+            record.credentials(&other),
+            Err(SourceError::Unseal)
+        ));
+        assert!(!format!("{credentials:?}").contains("very-secret"));
+        assert!(
+            !serde_json::to_string(&record)
+                .expect("json")
+                .contains("very-secret")
+        );
+    }
+
+    #[test]
+    fn keys_must_be_32_bytes() {
+        assert!(SecretKey::parse(&"ab".repeat(32)).is_ok());
+        assert!(SecretKey::parse("c2hvcnQ=").is_err());
+        assert!(SecretKey::parse("not a key").is_err());
+    }
+}
