@@ -46,6 +46,11 @@ CREATE INDEX confluence_pages_jira ON confluence_pages USING gin ((metadata -> '
 CREATE INDEX confluence_pages_mentions ON confluence_pages USING gin ((metadata -> 'user_mentions'));
 CREATE INDEX confluence_pages_labels ON confluence_pages USING gin ((metadata -> 'labels'));
 
+-- array_to_string is only STABLE; joining text with a space is immutable, as a generated column needs.
+CREATE FUNCTION pagestream_join_words(words text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN array_to_string(words, ' ');
+
 -- Vectors of different models coexist: `embedding` has no fixed dimension, each row names its model
 -- and dimension, and each model gets a partial HNSW index over `embedding::vector(dim)` restricted to
 -- its rows (see embedding_models). A query uses the same cast and model predicate, so switching the
@@ -64,7 +69,7 @@ CREATE TABLE chunks (
     embedding_dim   integer NOT NULL,
     embedding       vector NOT NULL,
     tsv             tsvector GENERATED ALWAYS AS (
-                        setweight(to_tsvector('english', array_to_string(heading_path, ' ')), 'A')
+                        setweight(to_tsvector('english', pagestream_join_words(heading_path)), 'A')
                         || setweight(to_tsvector('english', text), 'B')
                     ) STORED,
     PRIMARY KEY (source_id, page_id, embedding_model, chunk_index)

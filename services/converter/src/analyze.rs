@@ -556,8 +556,16 @@ fn is_block_element(name: &str) -> bool {
     )
 }
 
+/// The parent of a node, if it is still in the tree.
+pub fn parent(node: &Handle) -> Option<Handle> {
+    let weak = node.parent.take();
+    let parent = weak.as_ref().and_then(std::rc::Weak::upgrade);
+    node.parent.set(weak);
+    parent
+}
+
 /// Elements whose children are blocks: whitespace between those blocks is layout, not text.
-fn holds_blocks(name: &str) -> bool {
+pub fn holds_blocks(name: &str) -> bool {
     matches!(
         name,
         "" | "html"

@@ -9,8 +9,9 @@ use htmd::{Element, HtmlToMarkdown};
 use markup5ever_rcdom::Handle;
 
 use crate::analyze::{
-    RESOLVED_URL, attr, child_elements, first_child_named, included_page, is_file_macro,
-    macro_name, macro_parameter, macro_parameter_text, text_content, user_id,
+    RESOLVED_URL, attr, child_elements, first_child_named, holds_blocks, included_page,
+    is_file_macro, macro_name, macro_parameter, macro_parameter_text, parent, text_content,
+    user_id,
 };
 use crate::emoticon::emoticon_text;
 use crate::parse::element_name;
@@ -150,9 +151,7 @@ fn macro_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
             let title = macro_parameter_text(node, "title").unwrap_or_else(|| "Expand".to_owned());
             let body = rich_body(handlers, node);
             block(
-                &format!("**{}**\n\n{body}", escape_markdown(&title))
-                    .trim_end()
-                    .to_owned(),
+                format!("**{}**\n\n{body}", escape_markdown(&title)).trim_end(),
             )
         }
         "status" => match macro_parameter_text(node, "title")
@@ -298,7 +297,10 @@ fn image_handler(_: &dyn Handlers, element: Element) -> Option<HandlerResult> {
         .or_else(|| attr(node, "ac:title"))
         .or(file)
         .unwrap_or_default();
-    Some(image(&alt, attr(node, RESOLVED_URL)).into())
+    let image = image(&alt, attr(node, RESOLVED_URL));
+    // An image standing between blocks is a block of its own.
+    let standalone = parent(node).is_some_and(|parent| holds_blocks(element_name(&parent)));
+    Some(if standalone { block(&image) } else { image }.into())
 }
 
 fn img_handler(_: &dyn Handlers, element: Element) -> Option<HandlerResult> {
@@ -530,7 +532,6 @@ fn html_table(rows: &[(bool, Vec<Cell>)], out: &mut String) {
     out.push_str("</table>\n");
 }
 
-/// Text nodes only (for tests of the handlers' helpers).
 #[cfg(test)]
 mod tests {
     use super::*;

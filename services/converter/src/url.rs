@@ -39,7 +39,7 @@ pub fn sanitize_url(raw: &str, use_: UrlUse) -> Option<String> {
 /// The scheme, if the URL has one: letters, digits, `+ - .` before a `:` that comes before any
 /// `/ ? #`.
 fn scheme_of(url: &str) -> Option<&str> {
-    let end = url.find(|c: char| matches!(c, ':' | '/' | '?' | '#'))?;
+    let end = url.find([':', '/', '?', '#'])?;
     if url.as_bytes().get(end) != Some(&b':') {
         return None;
     }

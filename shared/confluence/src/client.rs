@@ -292,7 +292,7 @@ impl ConfluenceClient {
                 Some(q) => format!("{}?{q}", absolute.path()),
                 None => absolute.path().to_owned(),
             }
-        } else if next.starts_with('/') {
+        } else if next.starts_with('/') && !next.starts_with("//") {
             next.to_owned()
         } else {
             return Err(invalid("next link is not a path"));

@@ -272,12 +272,13 @@ impl SimState {
     }
 
     pub fn body(&self, page: &SimPage) -> String {
-        // Link targets: a handful of pages near this one, deterministic for the page.
+        // Link targets: a handful of pages, deterministic for the page (ids that no longer exist
+        // are skipped).
         let mut rng = SplitMix64::derive(self.config.seed, &[page.id, 0x11]);
-        let ids: Vec<u64> = self.pages.keys().copied().collect();
+        let span = (self.next_id - content::FIRST_PAGE_ID).max(1) as usize;
         let titles: Vec<(u64, &str)> = (0..6)
-            .filter_map(|_| ids.get(rng.below(ids.len().max(1))))
-            .filter_map(|id| self.pages.get(id).map(|p| (p.id, p.title.as_str())))
+            .map(|_| content::FIRST_PAGE_ID + rng.below(span) as u64)
+            .filter_map(|id| self.pages.get(&id).map(|p| (p.id, p.title.as_str())))
             .collect();
         let targets = LinkTargets {
             space_key: &self.config.space_key,

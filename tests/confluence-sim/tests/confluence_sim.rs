@@ -1,0 +1,338 @@
+//! The simulator over HTTP, as the binary and the demo use it: Confluence-shaped responses and
+//! errors, the `/_sim` control plane, and webhooks for mutations.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use confluence_sim::{RunningSim, SimConfig, SimStats, webhook_signature};
+use serde_json::{Value, json};
+
+const AUTH: (&str, &str) = ("sim@example.com", "sim-api-token");
+
+async fn start(pages: usize, webhook_target: Option<String>) -> RunningSim {
+    let mut config = SimConfig::new(5, pages);
+    config.webhook_target = webhook_target;
+    config.webhook_secret = Some("hook-secret".into());
+    confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn get(sim: &RunningSim, path_and_query: &str) -> reqwest::Response {
+    http()
+        .get(format!("http://{}{path_and_query}", sim.addr))
+        .basic_auth(AUTH.0, Some(AUTH.1))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn errors_have_the_v1_and_v2_shapes() {
+    let sim = start(5, None).await;
+    let unauthenticated = http()
+        .get(format!("http://{}/wiki/api/v2/pages/1", sim.addr))
+        .basic_auth(AUTH.0, Some("nope"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unauthenticated.status(), 401);
+    let body: Value = unauthenticated.json().await.expect("json");
+    assert_eq!(body["errors"][0]["status"], 401);
+
+    let missing = get(&sim, "/wiki/rest/api/content/42").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["statusCode"], 404);
+    assert_eq!(body["reason"], "Not Found");
+
+    let bad_cql = get(&sim, "/wiki/rest/api/content/search?cql=title~%22x%22").await;
+    assert_eq!(bad_cql.status(), 400);
+    let body: Value = bad_cql.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Could not parse cql")),
+        "{body}"
+    );
+
+    let too_many: Vec<String> = (0..251).map(|i| (i + 1).to_string()).collect();
+    let response = get(
+        &sim,
+        &format!("/wiki/api/v2/pages?id={}", too_many.join(",")),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(sim.handle.stats().unauthorized, 1);
+}
+
+#[tokio::test]
+async fn listings_carry_cursors_in_link_headers_and_bodies() {
+    let sim = start(30, None).await;
+    let space = sim.handle.space_id();
+    let first = get(&sim, &format!("/wiki/api/v2/spaces/{space}/pages?limit=20")).await;
+    let link = first
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .expect("link header")
+        .to_owned();
+    let body: Value = first.json().await.expect("json");
+    let next = body["_links"]["next"].as_str().expect("next in body");
+    assert!(next.starts_with("/wiki/api/v2/spaces/"), "{next}");
+    assert!(link.contains(&format!("<{next}>; rel=\"next\"")), "{link}");
+    assert!(link.contains("rel=\"base\""), "{link}");
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(20));
+    assert!(
+        body["results"][0]
+            .get("body")
+            .is_some_and(|b| b == &json!({}))
+    );
+
+    let second = get(&sim, next).await;
+    assert!(
+        second.headers().get("link").is_none(),
+        "last page has no next"
+    );
+    let body: Value = second.json().await.expect("json");
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(10));
+
+    let search = get(
+        &sim,
+        "/wiki/rest/api/content/search?cql=type%3Dpage%20order%20by%20lastmodified%20asc&limit=25&expand=version",
+    )
+    .await;
+    let body: Value = search.json().await.expect("json");
+    let next = body["_links"]["next"].as_str().expect("v1 next");
+    assert!(
+        next.starts_with("/rest/api/content/search?"),
+        "relative to base: {next}"
+    );
+    assert_eq!(body["_links"]["base"], format!("http://{}/wiki", sim.addr));
+    let dates: Vec<&str> = body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["version"]["when"].as_str().expect("when"))
+        .collect();
+    assert!(
+        dates.windows(2).all(|w| w[0] <= w[1]),
+        "ordered by lastmodified"
+    );
+    let rest = get(&sim, &format!("/wiki{next}")).await;
+    let body: Value = rest.json().await.expect("json");
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(5));
+    assert!(body["_links"].get("next").is_none());
+}
+
+#[tokio::test]
+async fn faults_and_stats_are_steered_over_http() {
+    let sim = start(5, None).await;
+    let base = format!("http://{}", sim.addr);
+    let set = http()
+        .put(format!("{base}/_sim/faults"))
+        .json(&json!({"rules": [{"status": 429, "retry_after": "999999", "remaining": 1}]}))
+        .send()
+        .await
+        .expect("set faults");
+    assert_eq!(set.status(), 204);
+    let limited = get(&sim, "/wiki/api/v2/spaces?keys=ENG").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(
+        limited
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("999999")
+    );
+    let space = get(&sim, "/wiki/api/v2/spaces?keys=ENG").await;
+    assert_eq!(space.status(), 200);
+    let body: Value = space.json().await.expect("json");
+    assert_eq!(body["results"][0]["key"], "ENG");
+    assert_eq!(
+        body["results"][0]["homepageId"],
+        confluence_sim::FIRST_PAGE_ID.to_string()
+    );
+
+    let stats: SimStats = http()
+        .get(format!("{base}/_sim/stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats.endpoint("v2.spaces"), 2);
+    assert_eq!(stats.faults_injected, 1);
+    let bad = http()
+        .put(format!("{base}/_sim/faults"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("bad faults");
+    assert_eq!(bad.status(), 400);
+}
+
+/// A delivered webhook: event (from the path), parsed body, signature header, raw body.
+type Delivery = (String, Value, Option<String>, String);
+
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Delivery>>>);
+
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/hooks/{event}",
+            post(
+                |State(received): State<Received>,
+                 Path(event): Path<String>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let signature = headers
+                        .get("x-hub-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let raw = String::from_utf8_lossy(&body).into_owned();
+                    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    received
+                        .0
+                        .lock()
+                        .expect("received")
+                        .push((event, value, signature, raw));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hooks"), received)
+}
+
+#[tokio::test]
+async fn mutations_bump_versions_and_send_cloud_webhooks() {
+    let (target, received) = receiver().await;
+    let sim = start(10, Some(target)).await;
+    let base = format!("http://{}/_sim/pages", sim.addr);
+    let id = confluence_sim::FIRST_PAGE_ID + 4;
+    let before = sim.handle.page(id).expect("page");
+
+    let post = |url: String, body: Value| async move {
+        let response = http().post(url).json(&body).send().await.expect("mutation");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("json"))
+    };
+    let (status, edited) = post(
+        format!("{base}/{id}/edit"),
+        json!({"title": "Renamed page"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(edited["page"]["version"], before.version + 1);
+    assert_eq!(edited["webhook"]["status"], 200);
+    let (_, created) = post(base.clone(), json!({"title": "Brand new", "parent_id": id})).await;
+    let new_id = created["page"]["id"].as_u64().expect("new id");
+    assert_eq!(created["page"]["version"], 1);
+    let (_, moved) = post(format!("{base}/{new_id}/move"), json!({})).await;
+    assert_eq!(moved["page"]["parent_id"], Value::Null);
+    assert_eq!(moved["page"]["version"], 1, "moves keep the version");
+    let (status, _) = post(format!("{base}/{new_id}/purge"), json!({})).await;
+    assert_eq!(status, 400, "only trashed pages can be purged");
+    let (_, trashed) = post(format!("{base}/{id}/trash"), json!({})).await;
+    assert_eq!(trashed["page"]["status"], "trashed");
+    let (_, restored) = post(format!("{base}/{id}/restore"), json!({})).await;
+    assert_eq!(restored["page"]["status"], "current");
+    post(format!("{base}/{id}/trash"), json!({})).await;
+    let (status, _) = post(format!("{base}/{id}/purge"), json!({})).await;
+    assert_eq!(status, 200);
+    assert!(sim.handle.page(id).is_none());
+    let (status, _) = post(format!("{base}/{id}/edit"), json!({})).await;
+    assert_eq!(status, 404);
+
+    let received = received.0.lock().expect("received").clone();
+    let events: Vec<&str> = received.iter().map(|(e, ..)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "page_updated",
+            "page_created",
+            "page_moved",
+            "page_trashed",
+            "page_restored",
+            "page_trashed",
+            "page_removed"
+        ]
+    );
+    for (event, body, signature, raw) in &received {
+        assert_eq!(body["page"]["contentType"], "page", "{event}");
+        assert_eq!(body["page"]["spaceKey"], "ENG", "{event}");
+        assert!(
+            body["page"]["id"].is_u64(),
+            "{event}: Connect sends numeric ids"
+        );
+        assert!(body.get("timestamp").is_some_and(Value::is_i64));
+        assert_eq!(
+            signature.as_deref(),
+            Some(
+                format!(
+                    "sha256={}",
+                    webhook_signature(b"hook-secret", raw.as_bytes())
+                )
+                .as_str()
+            )
+        );
+        assert!(!raw.contains("<p>"), "webhooks carry no body");
+    }
+    assert_eq!(received[0].1["updateTrigger"], "edit_page");
+    assert_eq!(received[0].1["page"]["title"], "Renamed page");
+    assert_eq!(sim.handle.stats().webhooks_delivered, 7);
+}
+
+#[tokio::test]
+async fn a_large_space_is_generated_with_its_shape() {
+    let sim = start(4000, None).await;
+    let pages = sim.handle.pages();
+    assert_eq!(pages.len(), 4000);
+    assert_eq!(
+        pages.iter().filter(|p| p.body_target > 1_000_000).count(),
+        8
+    );
+    let deepest = pages
+        .iter()
+        .map(|p| sim.handle.ancestors(p.id).len() + 1)
+        .max();
+    assert_eq!(deepest, Some(usize::from(confluence_sim::MAX_DEPTH)));
+    let sizes: Vec<usize> = pages
+        .iter()
+        .step_by(97)
+        .filter(|p| p.body_target < 1_000_000)
+        .map(|p| sim.handle.body(p.id).map_or(0, |b| b.len()))
+        .collect();
+    assert!(
+        sizes.iter().all(|s| (1024..=80 * 1024).contains(s)),
+        "{sizes:?}"
+    );
+    assert!(pages.iter().any(|p| !p.labels.is_empty()));
+    assert!(
+        pages
+            .iter()
+            .map(|p| p.author)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 3
+    );
+}
