@@ -1,1 +1,203 @@
-//! Api: sources, sync runs, pages and hybrid search over HTTP.
+//! Api: sources, sync runs, pages and hybrid search over HTTP (DESIGN §4, §6, §7).
+//!
+//! Every `/api` route requires `Authorization: Bearer <PAGESTREAM_API_KEY>`; `/healthz`, `/readyz`
+//! and `/metrics` do not. The api writes nothing to Postgres: sources go to the source registry
+//! (NATS key-value), sync requests to the bus, and the indexer projects both. It reads Postgres for
+//! pages, counts, sync runs and search.
+//!
+//! A source is addressed in paths (`{id}`, `{source}`) by its key (`eng`) or by its uuid; keys
+//! that look like a uuid are refused at creation, so the two never collide.
+//!
+//! Errors have one shape, `{"error": {"code", "message", "field"}}`, with the codes of
+//! [`error::ErrorCode`].
+
+pub mod config;
+pub mod embed;
+pub mod error;
+mod openapi;
+mod pages;
+mod params;
+pub mod search;
+mod sources;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use pagestream_bus::Bus;
+use pagestream_sources::{SecretKey, SourceRegistry};
+use pagestream_telemetry::Readiness;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+pub use config::{ApiConfig, QueryEmbedderKind, SearchSettings};
+pub use embed::{HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
+use error::{ApiError, ErrorCode};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    bus: Bus,
+    registry: SourceRegistry,
+    secret_key: SecretKey,
+    api_key_digest: [u8; 32],
+    embedder: Arc<dyn QueryEmbedder>,
+    search: SearchSettings,
+    confluence_timeout: Duration,
+    /// Dimension of each embedding model that has stored vectors (`embedding_models`).
+    model_dimensions: Mutex<HashMap<String, i32>>,
+}
+
+/// The parts an [`AppState`] is made of.
+pub struct AppParts {
+    pub pool: PgPool,
+    pub bus: Bus,
+    pub registry: SourceRegistry,
+    pub secret_key: SecretKey,
+    pub api_key: String,
+    pub embedder: Arc<dyn QueryEmbedder>,
+    pub search: SearchSettings,
+    pub confluence_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool: parts.pool,
+                bus: parts.bus,
+                registry: parts.registry,
+                secret_key: parts.secret_key,
+                api_key_digest: Sha256::digest(parts.api_key.as_bytes()).into(),
+                embedder: parts.embedder,
+                search: parts.search,
+                confluence_timeout: parts.confluence_timeout,
+                model_dimensions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+/// Opens a Postgres pool tuned for search: every connection gets the HNSW settings, so that no
+/// query needs a transaction of its own to set them.
+pub async fn connect_pool(
+    database_url: &str,
+    max_connections: u32,
+    search: &SearchSettings,
+) -> Result<PgPool, sqlx::Error> {
+    let ef_search = search.hnsw_ef_search;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |connection, _meta| {
+            Box::pin(async move {
+                // pgvector's settings; iterative scans keep filtered vector queries from coming back
+                // short when the filter rejects most of the nearest neighbours.
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "SET hnsw.ef_search = {ef_search}; SET hnsw.iterative_scan = relaxed_order;"
+                )))
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(database_url)
+        .await
+}
+
+/// The whole HTTP surface: `/api/...` behind the key, plus the ops endpoints.
+pub fn router(state: AppState, metrics: Option<PrometheusHandle>, readiness: Readiness) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/confluence/sources",
+            post(sources::create).get(sources::list),
+        )
+        .route("/api/confluence/{id}/sync", post(sources::sync))
+        .route("/api/confluence/{id}/status", get(sources::status))
+        .route("/api/confluence/{id}", delete(sources::remove))
+        .route("/api/confluence/{id}/pages", get(pages::list))
+        .route("/api/pages/{source}/{page}", get(pages::detail))
+        .route("/api/search", get(search::handler))
+        .route("/api/openapi.json", get(openapi::document))
+        .fallback(|| async {
+            ApiError::new(ErrorCode::RouteNotFound, "no such route").into_response()
+        })
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+        .route_layer(middleware::from_fn(observe))
+        .with_state(state);
+    api.merge(pagestream_telemetry::ops_router(metrics, readiness))
+}
+
+/// Refuses `/api` requests without the right bearer key. Digests are compared, in constant time,
+/// so neither the key's bytes nor its length leak through timing.
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            ErrorCode::MissingApiKey,
+            "send the api key as `Authorization: Bearer <key>`",
+        )
+        .into_response();
+    };
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let difference = digest
+        .iter()
+        .zip(state.inner.api_key_digest.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if difference != 0 {
+        return ApiError::new(ErrorCode::InvalidApiKey, "the api key is not valid").into_response();
+    }
+    next.run(request).await
+}
+
+/// Logs and measures every request by route (never the query string or the body).
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(String::new, |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::histogram!(
+        "pagestream_api_request_duration_seconds",
+        "route" => route.clone(),
+        "method" => method.to_string(),
+        "status" => status.to_string()
+    )
+    .record(elapsed.as_secs_f64());
+    tracing::info!(
+        %method,
+        route,
+        status,
+        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

@@ -1,7 +1,7 @@
 //! One iterative pass over the tree before rendering: collects the metadata, resolves and
-//! sanitizes every URL (so that the renderer only writes what this pass approved), and merges
-//! adjacent identical inline elements (which the renderer would otherwise merge in quadratic
-//! time).
+//! sanitizes every URL (so that the renderer only writes what this pass approved), turns no-break
+//! spaces in prose into spaces, drops blank text between blocks, and merges adjacent identical
+//! inline elements (which the renderer would otherwise merge in quadratic time).
 
 use html5ever::tendril::StrTendril;
 use html5ever::{Attribute, LocalName, QualName, ns};
@@ -603,7 +603,8 @@ fn is_inline(node: &Handle) -> bool {
             "ac:structured-macro" | "ac:macro" => {
                 matches!(macro_name(node).as_str(), "status" | "jira" | "anchor")
             }
-            "ac:link" | "ac:emoticon" | "ac:inline-comment-marker" | "ac:image" | "time" => true,
+            // Only asked about children of block holders, where an image is a block.
+            "ac:link" | "ac:emoticon" | "ac:inline-comment-marker" | "time" => true,
             name => !is_block_element(name) && !name.starts_with("ac:") && !name.starts_with("ri:"),
         },
         _ => false,
@@ -621,11 +622,15 @@ fn is_blank_text(node: &Handle) -> bool {
 /// one linear pass; and drops blank text between blocks.
 fn normalize_children(node: &Handle) {
     let mut children = node.children.borrow_mut();
-    if children.len() < 2 && !(children.len() == 1 && is_blank_text(&children[0])) {
+    let blocks_around = holds_blocks(element_name(node));
+    let needs_work = children
+        .windows(2)
+        .any(|pair| mergeable_text(&pair[0], &pair[1]).is_some())
+        || blocks_around && children.iter().any(is_blank_text);
+    if !needs_work {
         return;
     }
     let old = std::mem::take(&mut *children);
-    let blocks_around = holds_blocks(element_name(node));
     let mut merged: Vec<Handle> = Vec::with_capacity(old.len());
     for (index, child) in old.iter().enumerate() {
         if blocks_around && is_blank_text(child) {

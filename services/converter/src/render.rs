@@ -98,11 +98,12 @@ fn converter() -> &'static HtmlToMarkdown {
 
 /// The rendered children of `node`, without surrounding blank lines.
 fn children(handlers: &dyn Handlers, node: &Handle) -> String {
-    handlers
-        .walk_children(node)
-        .content
-        .trim_matches(|c: char| c == '\n' || c == ' ')
-        .to_owned()
+    let mut content = handlers.walk_children(node).content;
+    let is_padding = |c: char| c == '\n' || c == ' ';
+    content.truncate(content.trim_end_matches(is_padding).len());
+    let leading = content.len() - content.trim_start_matches(is_padding).len();
+    content.drain(..leading);
+    content
 }
 
 fn block(content: &str) -> String {
@@ -150,9 +151,7 @@ fn macro_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
         "expand" => {
             let title = macro_parameter_text(node, "title").unwrap_or_else(|| "Expand".to_owned());
             let body = rich_body(handlers, node);
-            block(
-                format!("**{}**\n\n{body}", escape_markdown(&title)).trim_end(),
-            )
+            block(format!("**{}**\n\n{body}", escape_markdown(&title)).trim_end())
         }
         "status" => match macro_parameter_text(node, "title")
             .or_else(|| macro_parameter_text(node, "colour"))

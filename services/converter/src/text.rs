@@ -24,12 +24,19 @@ pub fn squash_whitespace(text: &str) -> String {
 }
 
 /// Words of the Markdown: whitespace-separated tokens with at least one letter or digit, so that
-/// list markers, quote markers and table rules do not count.
+/// list markers, quote markers, table rules and emoji do not count.
 pub fn word_count(markdown: &str) -> u64 {
-    markdown
-        .split_whitespace()
-        .filter(|token| token.chars().any(char::is_alphanumeric))
-        .count() as u64
+    let mut words = 0;
+    let mut counted = false;
+    for ch in markdown.chars() {
+        if ch.is_whitespace() {
+            counted = false;
+        } else if !counted && ch.is_alphanumeric() {
+            counted = true;
+            words += 1;
+        }
+    }
+    words
 }
 
 /// Prefixes every line with `prefix`, using `bare` for empty lines (so `> ` quotes leave no

@@ -4,6 +4,8 @@
 mod golden;
 #[path = "converter/limits.rs"]
 mod limits;
+#[path = "converter/page.rs"]
+mod page;
 #[path = "converter/properties.rs"]
 mod properties;
 #[path = "converter/support.rs"]

@@ -99,7 +99,8 @@ impl Lcg {
         let mut md = String::new();
         for section in 0..6 {
             md.push_str(&format!("## Section {n}.{section}\n\n"));
-            for _ in 0..3 {
+            // Enough per section that most chunks come near the model's 256-token limit.
+            for _ in 0..5 {
                 match self.next(6) {
                     0 => {
                         for _ in 0..4 {
@@ -174,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         "mean_tokens": tokens as f64 / texts.len() as f64,
         "seconds": seconds,
         "chunks_per_second": texts.len() as f64 / seconds,
+        "threads": provider.threads(),
     });
     println!("{figures}");
     Ok(())

@@ -578,10 +578,11 @@ fn parse_sections<'m>(title: &str, markdown: &'m str) -> Vec<Section<'m>> {
             }
             Event::End(end) => {
                 depth = depth.saturating_sub(1);
-                if depth == 1 && matches!(end, TagEnd::Item) {
-                    if let BlockKind::List { items } = &mut kind {
-                        items.push(markdown[item_start..range.end].to_owned());
-                    }
+                if depth == 1
+                    && matches!(end, TagEnd::Item)
+                    && let BlockKind::List { items } = &mut kind
+                {
+                    items.push(markdown[item_start..range.end].to_owned());
                 }
                 if depth > 0 {
                     continue;

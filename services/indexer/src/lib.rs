@@ -1,1 +1,352 @@
-//! Indexer: projects the event streams into Postgres.
+//! The indexer: projects the event streams into Postgres (DESIGN §3, §4). It is the only writer of
+//! the projection tables.
+//!
+//! One durable consumer per fact stream (`page.changed`, `page.converted`, `chunks.ready`,
+//! `page.deleted`) plus the sync-progress stream and the sources registry. Events are applied in
+//! batches, one transaction per batch with the stream's checkpoint, and acknowledged only after the
+//! commit. Application is idempotent and version-guarded ([`projection`]), so replicas, redeliveries
+//! and replays all converge on the same state. [`replay`] rebuilds a database from the streams.
+
+pub mod projection;
+pub mod replay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pagestream_bus::consumer::Handler;
+use pagestream_bus::{Bus, Delivery, HandlerError, Stage, StageConfig};
+use pagestream_events::{ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload};
+use pagestream_sources::{SourceChange, SourceRegistry};
+use projection::{Applied, ProjectionError, SourceIds};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// An event the indexer projects.
+pub trait Projected: Payload {
+    fn apply<'a>(
+        conn: &'a mut PgConnection,
+        ids: &'a SourceIds,
+        event: &'a Envelope<Self>,
+    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a;
+}
+
+impl Projected for PageChanged {
+    fn apply<'a>(
+        conn: &'a mut PgConnection,
+        ids: &'a SourceIds,
+        event: &'a Envelope<Self>,
+    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
+        projection::apply_changed(conn, ids, event)
+    }
+}
+
+impl Projected for PageConverted {
+    fn apply<'a>(
+        conn: &'a mut PgConnection,
+        ids: &'a SourceIds,
+        event: &'a Envelope<Self>,
+    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
+        projection::apply_converted(conn, ids, event)
+    }
+}
+
+impl Projected for ChunksReady {
+    fn apply<'a>(
+        conn: &'a mut PgConnection,
+        ids: &'a SourceIds,
+        event: &'a Envelope<Self>,
+    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
+        projection::apply_chunks(conn, ids, event)
+    }
+}
+
+impl Projected for PageDeleted {
+    fn apply<'a>(
+        conn: &'a mut PgConnection,
+        ids: &'a SourceIds,
+        event: &'a Envelope<Self>,
+    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
+        projection::apply_deleted(conn, ids, event)
+    }
+}
+
+fn handler_error(error: ProjectionError) -> HandlerError {
+    if error.is_transient() {
+        HandlerError::transient(error)
+    } else {
+        HandlerError::permanent(error)
+    }
+}
+
+/// Applies a batch of events in one transaction with the stream's checkpoint. If the batch fails,
+/// each event is applied on its own, so that one bad event fails alone.
+pub async fn apply_batch<T: Projected>(
+    pool: &PgPool,
+    ids: &SourceIds,
+    stream: &str,
+    events: &[(&Envelope<T>, u64)],
+) -> Vec<Result<(), HandlerError>> {
+    let together = async {
+        let mut tx = pool.begin().await?;
+        for (event, _) in events {
+            T::apply(&mut tx, ids, event).await?;
+        }
+        if let Some(last) = events.iter().map(|(_, sequence)| *sequence).max() {
+            projection::checkpoint(&mut tx, stream, last).await?;
+        }
+        tx.commit().await?;
+        Ok::<(), ProjectionError>(())
+    };
+    match together.await {
+        Ok(()) => return events.iter().map(|_| Ok(())).collect(),
+        Err(error) if events.len() == 1 => return vec![Err(handler_error(error))],
+        Err(error) => {
+            tracing::debug!(%error, "batch failed; applying its events one by one");
+        }
+    }
+    let mut results = Vec::with_capacity(events.len());
+    for (event, sequence) in events {
+        let single = async {
+            let mut tx = pool.begin().await?;
+            T::apply(&mut tx, ids, event).await?;
+            projection::checkpoint(&mut tx, stream, *sequence).await?;
+            tx.commit().await?;
+            Ok::<(), ProjectionError>(())
+        };
+        results.push(single.await.map_err(handler_error));
+    }
+    results
+}
+
+/// The stage handler of one fact stream.
+struct ProjectionHandler<T> {
+    pool: PgPool,
+    ids: SourceIds,
+    stream: String,
+    _kind: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Projected> Handler<T> for ProjectionHandler<T> {
+    async fn handle(&self, delivery: &Delivery<T>) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(delivery))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    async fn handle_batch(&self, batch: &[Delivery<T>]) -> Vec<Result<(), HandlerError>> {
+        let events: Vec<(&Envelope<T>, u64)> = batch
+            .iter()
+            .map(|delivery| (&delivery.event, delivery.stream_sequence))
+            .collect();
+        let results = apply_batch(&self.pool, &self.ids, &self.stream, &events).await;
+        metrics::counter!("pagestream_indexer_events_total", "kind" => T::KIND.name())
+            .increment(batch.len() as u64);
+        results
+    }
+}
+
+/// How the indexer consumes.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// Events per transaction.
+    pub batch_size: usize,
+    /// Transactions in flight per stream.
+    pub concurrency: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            concurrency: 2,
+        }
+    }
+}
+
+async fn run_stage<T: Projected>(
+    bus: Bus,
+    pool: PgPool,
+    ids: SourceIds,
+    config: IndexerConfig,
+    cancel: CancellationToken,
+) -> Result<(), pagestream_bus::BusError> {
+    let stream = bus.streams().for_kind(T::KIND);
+    let stage = Stage::<T>::new(
+        bus,
+        StageConfig {
+            max_batch: config.batch_size,
+            concurrency: config.concurrency,
+            batch_linger: Duration::from_millis(10),
+            ..StageConfig::new(format!("indexer-{}", T::KIND.name().replace('.', "-")))
+        },
+    );
+    let handler = Arc::new(ProjectionHandler::<T> {
+        pool,
+        ids,
+        stream,
+        _kind: std::marker::PhantomData,
+    });
+    stage.run(handler, cancel).await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error("bus: {0}")]
+    Bus(#[from] pagestream_bus::BusError),
+    #[error("sources: {0}")]
+    Sources(#[from] pagestream_sources::SourceError),
+    #[error("projection: {0}")]
+    Projection(#[from] ProjectionError),
+}
+
+/// Projects the sources registry into `sources` until cancelled.
+pub async fn project_sources(
+    registry: SourceRegistry,
+    pool: PgPool,
+    ids: SourceIds,
+    cancel: CancellationToken,
+) -> Result<(), IndexerError> {
+    let mut changes = registry.watch().await?;
+    loop {
+        let change = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            change = changes.next() => change,
+        };
+        let Some(change) = change else {
+            return Err(pagestream_sources::SourceError::Registry("watch ended".into()).into());
+        };
+        let applied = match change {
+            Ok(SourceChange::Upserted(record)) => projection::upsert_source(&pool, &record).await,
+            Ok(SourceChange::Removed(key)) => projection::remove_source(&pool, &ids, &key).await,
+            Err(error) => {
+                tracing::warn!(%error, "unreadable registry entry skipped");
+                continue;
+            }
+        };
+        if let Err(error) = applied {
+            // The watch cannot redeliver: fail so the supervisor restarts the indexer cleanly.
+            return Err(error.into());
+        }
+    }
+}
+
+/// Projects sync progress snapshots into `sync_runs` until cancelled.
+pub async fn project_progress(
+    bus: Bus,
+    pool: PgPool,
+    ids: SourceIds,
+    cancel: CancellationToken,
+) -> Result<(), IndexerError> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.streams().sync_progress())
+        .await
+        .map_err(|error| pagestream_bus::BusError::JetStream {
+            operation: "get stream",
+            reason: error.to_string(),
+        })?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("indexer-sync-progress".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| pagestream_bus::BusError::JetStream {
+            operation: "create consumer",
+            reason: error.to_string(),
+        })?;
+    while !cancel.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull progress; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "error item from the progress stream");
+                    continue;
+                }
+                None => break,
+            };
+            let outcome = match serde_json::from_slice::<pagestream_events::SyncProgress>(&message.payload) {
+                Ok(progress) => {
+                    let mut conn = match pool.acquire().await {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            tracing::warn!(%error, "database unavailable; progress retried later");
+                            let _ = message
+                                .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                                .await;
+                            continue;
+                        }
+                    };
+                    projection::apply_progress(&mut conn, &ids, &progress).await
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "unreadable progress snapshot dropped");
+                    Ok(false)
+                }
+            };
+            let ack = match outcome {
+                Ok(_) => async_nats::jetstream::AckKind::Ack,
+                Err(error) => {
+                    tracing::warn!(%error, "progress not projected yet; retrying");
+                    async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+            };
+            if let Err(error) = message.ack_with(ack).await {
+                tracing::warn!(%error, "progress ack failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Spawns every projection task of the indexer on `supervisor`.
+pub fn spawn_all(
+    supervisor: &pagestream_telemetry::Supervisor,
+    bus: &Bus,
+    registry: SourceRegistry,
+    pool: &PgPool,
+    config: &IndexerConfig,
+) {
+    let ids = SourceIds::default();
+    let cancel = supervisor.token();
+    supervisor.spawn(
+        "sources",
+        project_sources(registry, pool.clone(), ids.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "sync-progress",
+        project_progress(bus.clone(), pool.clone(), ids.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "page.changed",
+        run_stage::<PageChanged>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "page.converted",
+        run_stage::<PageConverted>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "chunks.ready",
+        run_stage::<ChunksReady>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "page.deleted",
+        run_stage::<PageDeleted>(bus.clone(), pool.clone(), ids, config.clone(), cancel),
+    );
+}

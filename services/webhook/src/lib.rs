@@ -1,1 +1,146 @@
-//! Webhook ingester: Confluence webhooks in, page hints out.
+//! Webhook ingester: Confluence webhooks in, page hints out (DESIGN §1, §5).
+//!
+//! Public HTTP ingress for Confluence Cloud (Connect app), Data Center and Automation deliveries.
+//! Each delivery is authenticated with its source's webhook secret ([`auth`]), decoded ([`payload`])
+//! and turned into a `page.hinted` command on JetStream; the answer goes out once JetStream has it.
+//! Hints carry the page's version, so their ids repeat for repeated deliveries and JetStream drops the
+//! duplicates. Webhooks are hints: periodic syncs remain the safety net.
+
+pub mod auth;
+pub mod http;
+pub mod limit;
+pub mod payload;
+pub mod sources;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use pagestream_bus::{Bus, BusConfig, BusError};
+use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
+use pagestream_telemetry::{LogFormat, Readiness, Supervisor, SupervisorError};
+
+pub use http::{HttpSettings, router};
+pub use limit::RateLimiter;
+pub use sources::SourceCache;
+
+/// The ingester's configuration, from flags or `PAGESTREAM_*` variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "pagestream-webhook",
+    about = "Confluence webhooks in, page hints out"
+)]
+pub struct Config {
+    /// NATS server with JetStream.
+    #[arg(long, env = "PAGESTREAM_NATS_URL")]
+    pub nats_url: String,
+    /// Subject root and stream-name prefix.
+    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
+    pub subject_root: String,
+    /// Key that opens the sources' sealed credentials (32 bytes, base64 or hex).
+    #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    pub secret_key: SecretKey,
+    /// Address of the public webhook endpoint.
+    #[arg(
+        long,
+        env = "PAGESTREAM_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8082"
+    )]
+    pub listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics (keep it off the public ingress).
+    #[arg(
+        long,
+        env = "PAGESTREAM_WEBHOOK_OPS_LISTEN",
+        default_value = "0.0.0.0:9082"
+    )]
+    pub ops_listen: SocketAddr,
+    /// Largest accepted body; larger deliveries get 413.
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deliveries per second per source, sustained; beyond it (and the burst) deliveries get 429.
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_RATE_PER_SEC", default_value_t = 20.0, value_parser = parse_rate)]
+    pub rate_per_sec: f64,
+    /// Deliveries per source accepted at once above the sustained rate.
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+    /// Clock skew tolerated on a Connect JWT's expiry, in seconds.
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u32,
+    /// Log format: human or json.
+    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+fn parse_secret_key(value: &str) -> Result<SecretKey, String> {
+    SecretKey::parse(value).map_err(|error| error.to_string())
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("must be a positive number".to_owned()),
+    }
+}
+
+impl Config {
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            max_body_bytes: self.max_body_bytes,
+            jwt_leeway_secs: i64::from(self.jwt_leeway_secs),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Sources(#[from] SourceError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// Runs the ingester until a signal or a failure: connects, loads the sources, then serves the
+/// webhook endpoint and `ops` (the `/healthz`, `/readyz`, `/metrics` router) while following the
+/// registry.
+pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.clone()).with_root(config.subject_root.clone()),
+    )
+    .await?;
+    let registry = SourceRegistry::open(&bus).await?;
+    let sources = SourceCache::load(&registry, &config.secret_key).await?;
+    let limiter = Arc::new(RateLimiter::new(config.rate_per_sec, config.burst));
+    let app = router(
+        bus,
+        sources.clone(),
+        limiter.clone(),
+        config.http_settings(),
+    );
+
+    let supervisor = Supervisor::new();
+    let cancel = supervisor.token();
+    supervisor.spawn(
+        "sources",
+        sources.follow(
+            registry,
+            config.secret_key.clone(),
+            cancel.clone(),
+            move |source| limiter.forget(source),
+        ),
+    );
+    supervisor.spawn(
+        "webhooks",
+        pagestream_telemetry::serve(config.listen, app, cancel.clone()),
+    );
+    supervisor.spawn(
+        "ops",
+        pagestream_telemetry::serve(config.ops_listen, ops, cancel),
+    );
+    readiness.set(true);
+    tracing::info!(listen = %config.listen, "webhook ingester ready");
+    supervisor.run(Duration::from_secs(10)).await?;
+    Ok(())
+}

@@ -9,9 +9,10 @@
 //! use pagestream_events::PageId;
 //!
 //! // One client per source. Cloud: Basic email:api_token; Data Center: `Auth::data_center(pat)`.
+//! // Defaults: 30 s timeout, 4 attempts (backoff 1/2/4 s ±20 %), Retry-After clamped to 60 s,
+//! // 10 requests/s, 4 in flight, 64 MiB per response, 250 ids per bulk request.
 //! let mut config = ClientConfig::new("https://example.atlassian.net/wiki", Auth::cloud("me@x.io", "token"));
-//! config.retry.max_attempts = 6; // defaults: 30 s timeout, 1/2/4 s backoff, Retry-After ≤ 60 s,
-//! config.limits.requests_per_second = Some(10.0); // 4 concurrent, 64 MiB response bound
+//! config.retry.max_attempts = 6;
 //! let client = ConfluenceClient::new(config)?; // Err(Config) for http:// (non-loopback), bad creds
 //! let run = client.with_fresh_stats(); // per sync run: its own counters, shared limiter
 //!

@@ -251,7 +251,7 @@ impl Transport {
             // together do not return together, never more than the cap.
             Some(asked) => {
                 let jitter = asked.mul_f64(rng.random_range(0.0..0.1));
-                (asked + jitter).min(self.retry.max_retry_after)
+                asked.saturating_add(jitter).min(self.retry.max_retry_after)
             }
             None => {
                 let exponent = attempt.saturating_sub(1).min(20);
@@ -389,9 +389,9 @@ fn near_limit(headers: &HeaderMap) -> bool {
 pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
+        // Beyond what a Duration holds is still "a very long time": the caller clamps it.
         return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::try_from_secs_f64(seconds).ok())
-            .flatten();
+            .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
@@ -434,6 +434,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1e300"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::MAX));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("0.5"));
         assert_eq!(
             parse_retry_after(&headers),

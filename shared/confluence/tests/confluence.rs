@@ -526,6 +526,40 @@ async fn near_limit_signals_and_the_rate_limit_pace_requests() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_are_capped_by_the_client() {
+    let sim = sim(10).await;
+    sim.handle.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
+    let run = |max_concurrent: usize| {
+        let mut config = fast_config(&sim);
+        config.limits.max_concurrent = max_concurrent;
+        let client = ConfluenceClient::new(config).expect("client");
+        async move {
+            let page = |offset: u64| {
+                let client = client.clone();
+                async move {
+                    client
+                        .page(&PageId::from(confluence_sim::FIRST_PAGE_ID + offset))
+                        .await
+                        .expect("page")
+                }
+            };
+            tokio::join!(page(0), page(1), page(2), page(3), page(4), page(5));
+        }
+    };
+    run(2).await;
+    assert_eq!(sim.handle.stats().max_in_flight, 2);
+    sim.handle.reset_stats();
+    run(8).await;
+    assert!(
+        sim.handle.stats().max_in_flight > 2,
+        "the cap is the client's"
+    );
+}
+
+#[tokio::test]
 async fn fresh_stats_are_per_run_and_the_root_keeps_its_own() {
     let sim = sim(10).await;
     let root = client(&sim);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -58,9 +59,10 @@ pub fn embedding_index_name(model: &str) -> String {
 }
 
 /// Makes sure a model has its partial HNSW index, so that its vectors are searchable at speed.
-/// Idempotent and safe to call from several indexer replicas at once.
+/// Idempotent and safe to call from several indexer replicas at once; runs in the caller's
+/// transaction when given one.
 pub async fn ensure_embedding_index(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     model: &str,
     dimension: i32,
 ) -> Result<(), StoreError> {
@@ -73,7 +75,7 @@ pub async fn ensure_embedding_index(
     let known: Option<i32> =
         sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
             .bind(model)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
     match known {
         Some(stored) if stored == dimension => return Ok(()),
@@ -86,10 +88,9 @@ pub async fn ensure_embedding_index(
         None => {}
     }
     let index = embedding_index_name(model);
-    let mut tx = pool.begin().await?;
-    // Serializes index creation across replicas.
+    // Serializes index creation across replicas (until the surrounding transaction ends).
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagestream.embedding_models'))")
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     // DDL cannot take bind parameters: the model name is quoted as a literal, the dimension is an
     // integer and the index name is derived from [a-z0-9_] only.
@@ -97,7 +98,7 @@ pub async fn ensure_embedding_index(
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_model = '{literal}'"
     )))
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(
         "INSERT INTO embedding_models (model, dimension, index_name) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING",
@@ -105,9 +106,8 @@ pub async fn ensure_embedding_index(
     .bind(model)
     .bind(dimension)
     .bind(&index)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     tracing::info!(
         model,
         dimension,

@@ -44,14 +44,15 @@ async fn migrations_apply_once_and_create_the_indexes() {
 #[tokio::test]
 async fn a_new_model_gets_its_own_vector_index_and_both_models_coexist() {
     let (pool, _) = pagestream_testkit::database().await;
-    ensure_embedding_index(&pool, "text-embedding-3-small", 1536)
+    let mut conn = pool.acquire().await.expect("connection");
+    ensure_embedding_index(&mut conn, "text-embedding-3-small", 1536)
         .await
         .expect("new model");
-    ensure_embedding_index(&pool, "text-embedding-3-small", 1536)
+    ensure_embedding_index(&mut conn, "text-embedding-3-small", 1536)
         .await
         .expect("idempotent");
     assert!(
-        ensure_embedding_index(&pool, "text-embedding-3-small", 768)
+        ensure_embedding_index(&mut conn, "text-embedding-3-small", 768)
             .await
             .is_err(),
         "a model cannot change dimension"

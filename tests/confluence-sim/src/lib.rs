@@ -194,7 +194,10 @@ impl SimHandle {
     /// The storage body the API serves for a page at its current version.
     pub fn body(&self, id: u64) -> Option<String> {
         let state = self.shared.lock();
-        state.pages.get(&id).map(|page| state.body(page))
+        state
+            .pages
+            .get(&id)
+            .map(|page| state.body_job(page).render())
     }
 
     /// Ancestor ids of a page, top-down.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::content::{PageStatus, SimPage, USERS};
 use crate::cql::{self, SortOrder};
 use crate::state::{
-    CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
+    BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
 };
 use crate::webhook::{self, WebhookDelivery, WebhookEvent};
 
@@ -46,7 +46,7 @@ const DEFAULT_LIMIT: usize = 25;
 const MAX_LIMIT: usize = 250;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/wiki/rest/api/content/search", get(v1_search))
         .route("/wiki/rest/api/content/{id}", get(v1_content))
         .route("/wiki/api/v2/pages", get(v2_pages))
@@ -54,20 +54,84 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
         .route("/wiki/api/v2/spaces", get(v2_spaces))
         .route("/wiki/api/v2/spaces/{id}/pages", get(v2_space_pages))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            track_in_flight,
+        ));
+    let control = Router::new()
         .route("/_sim/stats", get(sim_stats).delete(sim_reset_stats))
         .route(
             "/_sim/faults",
             get(sim_faults).put(sim_set_faults).delete(sim_clear_faults),
         )
         .route("/_sim/pages", get(sim_pages).post(sim_create))
-        .route("/_sim/pages/{id}/{action}", post(sim_mutate))
-        .with_state(shared)
+        .route("/_sim/pages/{id}/{action}", post(sim_mutate));
+    api.merge(control).with_state(shared)
+}
+
+/// Counts API requests in flight, so tests can see the client's concurrency limit at work.
+async fn track_in_flight(
+    State(shared): App,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    {
+        let mut state = shared.lock();
+        state.in_flight += 1;
+        state.stats.max_in_flight = state.stats.max_in_flight.max(state.in_flight);
+    }
+    let response = next.run(request).await;
+    shared.lock().in_flight -= 1;
+    response
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Api {
     V1,
     V2,
+}
+
+/// Bodies to render into a response: (JSON pointer of the placeholder, what to render).
+type Bodies = Vec<(String, BodyJob)>;
+
+/// A successful answer whose storage bodies are rendered after the state lock is released, on
+/// the blocking pool (a bulk page of large bodies is real CPU work).
+struct Reply {
+    body: Value,
+    bodies: Bodies,
+    near_limit: bool,
+    link: Option<String>,
+}
+
+impl Reply {
+    async fn send(self) -> Response {
+        let Reply {
+            mut body,
+            bodies,
+            near_limit,
+            link,
+        } = self;
+        if bodies.is_empty() {
+            return ok(body, near_limit, link);
+        }
+        let rendered = tokio::task::spawn_blocking(move || {
+            for (pointer, job) in bodies {
+                if let Some(slot) = body.pointer_mut(&pointer) {
+                    *slot = Value::String(job.render());
+                }
+            }
+            body
+        })
+        .await;
+        match rendered {
+            Ok(body) => ok(body, near_limit, link),
+            Err(_) => error(
+                Api::V2,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering bodies failed",
+            ),
+        }
+    }
 }
 
 fn reason(status: StatusCode) -> &'static str {
@@ -315,7 +379,14 @@ fn user_v1(index: usize) -> Value {
            "_expandable": {"operations": "", "personalSpace": ""}})
 }
 
-fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -> Value {
+fn content_v1(
+    state: &SimState,
+    page: &SimPage,
+    expand: &[String],
+    site: &str,
+    bodies: &mut Bodies,
+    at: &str,
+) -> Value {
     let has = |name: &str| {
         expand
             .iter()
@@ -386,7 +457,8 @@ fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -
         expandable.insert("ancestors".into(), json!(""));
     }
     if has("body") {
-        map.insert("body".into(), json!({"storage": {"value": state.body(page), "representation": "storage",
+        bodies.push((format!("{at}/body/storage/value"), state.body_job(page)));
+        map.insert("body".into(), json!({"storage": {"value": "", "representation": "storage",
             "embeddedContent": []}, "_expandable": {"view": "", "export_view": "", "atlas_doc_format": ""}}));
     } else {
         expandable.insert("body".into(), json!(""));
@@ -411,7 +483,14 @@ fn content_v1(state: &SimState, page: &SimPage, expand: &[String], site: &str) -
     value
 }
 
-fn page_v2(state: &SimState, page: &SimPage, with_body: bool, with_labels: bool) -> Value {
+fn page_v2(
+    state: &SimState,
+    page: &SimPage,
+    with_body: bool,
+    with_labels: bool,
+    bodies: &mut Bodies,
+    at: &str,
+) -> Value {
     let key = &state.config.space_key;
     let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
     let mut value = json!({
@@ -434,7 +513,8 @@ fn page_v2(state: &SimState, page: &SimPage, with_body: bool, with_labels: bool)
             "authorId": account(page.last_modifier),
         },
         "body": if with_body {
-            json!({"storage": {"representation": "storage", "value": state.body(page)}})
+            bodies.push((format!("{at}/body/storage/value"), state.body_job(page)));
+            json!({"storage": {"representation": "storage", "value": ""}})
         } else {
             json!({})
         },
@@ -491,10 +571,11 @@ fn parse_id(raw: &str, api: Api) -> Result<u64, Response> {
 fn v2_listing(
     state: &SimState,
     results: Vec<Value>,
+    bodies: Bodies,
     next: Option<String>,
     site: &str,
     near_limit: bool,
-) -> Response {
+) -> Reply {
     let style = state.faults.v2_links;
     let mut links = json!({"base": site});
     let mut header = None;
@@ -509,11 +590,12 @@ fn v2_listing(
             header = Some(format!("<{full}>; rel=\"next\", <{site}>; rel=\"base\""));
         }
     }
-    ok(
-        json!({"results": results, "_links": links}),
+    Reply {
+        body: json!({"results": results, "_links": links}),
+        bodies,
         near_limit,
-        header,
-    )
+        link: header,
+    }
 }
 
 async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
@@ -530,81 +612,96 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
-    let mut state = shared.lock();
-    let Some(raw_cql) = param(&params, "cql") else {
-        return error(
-            Api::V1,
-            StatusCode::BAD_REQUEST,
-            "cql parameter is required",
-        );
-    };
-    let filter = match cql::parse(raw_cql, state.config.time_zone) {
-        Ok(filter) => filter,
-        Err(reason) => {
+    let reply = {
+        let mut state = shared.lock();
+        let Some(raw_cql) = param(&params, "cql") else {
             return error(
                 Api::V1,
                 StatusCode::BAD_REQUEST,
-                &format!(
-                    "com.atlassian.confluence.api.service.exceptions.BadRequestException: Could not parse cql : {raw_cql} ({reason})"
-                ),
+                "cql parameter is required",
             );
+        };
+        let filter = match cql::parse(raw_cql, state.config.time_zone) {
+            Ok(filter) => filter,
+            Err(reason) => {
+                return error(
+                    Api::V1,
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "com.atlassian.confluence.api.service.exceptions.BadRequestException: Could not parse cql : {raw_cql} ({reason})"
+                    ),
+                );
+            }
+        };
+        let (limit, cursor) = match (
+            limit(&params, &state),
+            decode_cursor(param(&params, "cursor")),
+        ) {
+            (Ok(l), Ok(c)) => (l, c),
+            (Err(e), _) | (_, Err(e)) => return error(Api::V1, StatusCode::BAD_REQUEST, &e),
+        };
+        let expand: Vec<String> = param_list(&params, "expand");
+        let descending = filter.order == Some(SortOrder::Desc);
+        let ordered = filter.order.is_some();
+        let key = move |p: &SimPage| {
+            if ordered {
+                (p.modified_at.timestamp_millis(), p.id)
+            } else {
+                (0, p.id)
+            }
+        };
+        let state = &mut *state;
+        let trailing = state
+            .faults
+            .trailing_empty_page
+            .then_some(&mut state.empty_cursor_serial);
+        let mut matching: Vec<&SimPage> = state
+            .pages
+            .values()
+            .filter(|p| p.status == PageStatus::Current)
+            .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
+            .collect();
+        matching.sort_by_key(|p| key(p));
+        if descending {
+            matching.reverse();
         }
-    };
-    let (limit, cursor) = match (
-        limit(&params, &state),
-        decode_cursor(param(&params, "cursor")),
-    ) {
-        (Ok(l), Ok(c)) => (l, c),
-        (Err(e), _) | (_, Err(e)) => return error(Api::V1, StatusCode::BAD_REQUEST, &e),
-    };
-    let expand: Vec<String> = param_list(&params, "expand");
-    let descending = filter.order == Some(SortOrder::Desc);
-    let ordered = filter.order.is_some();
-    let key = move |p: &SimPage| {
-        if ordered {
-            (p.modified_at.timestamp_millis(), p.id)
-        } else {
-            (0, p.id)
-        }
-    };
-    let state = &mut *state;
-    let trailing = state
-        .faults
-        .trailing_empty_page
-        .then_some(&mut state.empty_cursor_serial);
-    let mut matching: Vec<&SimPage> = state
-        .pages
-        .values()
-        .filter(|p| p.status == PageStatus::Current)
-        .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
-        .collect();
-    matching.sort_by_key(|p| key(p));
-    if descending {
-        matching.reverse();
-    }
-    let (page_ids, next) = paginate(matching, key, cursor, limit, descending, trailing);
-    let results: Vec<Value> = page_ids
-        .iter()
-        .filter_map(|id| state.pages.get(id))
-        .map(|p| content_v1(state, p, &expand, &site))
-        .collect();
-    let mut links = json!({"base": site, "context": "/wiki",
+        let (page_ids, next) = paginate(matching, key, cursor, limit, descending, trailing);
+        let mut bodies = Bodies::new();
+        let results: Vec<Value> = page_ids
+            .iter()
+            .filter_map(|id| state.pages.get(id))
+            .enumerate()
+            .map(|(i, p)| {
+                content_v1(
+                    state,
+                    p,
+                    &expand,
+                    &site,
+                    &mut bodies,
+                    &format!("/results/{i}"),
+                )
+            })
+            .collect();
+        let mut links = json!({"base": site, "context": "/wiki",
         "self": format!("{site}/rest/api/content/search")});
-    if let (Some(next), Some(map)) = (next, links.as_object_mut()) {
-        let link = next_link(
-            "/rest/api/content/search",
-            &params,
-            &next,
-            &[("next", "true")],
-        );
-        map.insert("next".into(), json!(link));
-    }
-    let size = results.len();
-    ok(
-        json!({"results": results, "start": 0, "limit": limit, "size": size, "_links": links}),
-        near,
-        None,
-    )
+        if let (Some(next), Some(map)) = (next, links.as_object_mut()) {
+            let link = next_link(
+                "/rest/api/content/search",
+                &params,
+                &next,
+                &[("next", "true")],
+            );
+            map.insert("next".into(), json!(link));
+        }
+        let size = results.len();
+        Reply {
+            body: json!({"results": results, "start": 0, "limit": limit, "size": size, "_links": links}),
+            bodies,
+            near_limit: near,
+            link: None,
+        }
+    };
+    reply.send().await
 }
 
 async fn v1_content(
@@ -623,10 +720,22 @@ async fn v1_content(
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
-    let state = shared.lock();
-    let expand = param_list(&params, "expand");
-    match state.current(id) {
-        Some(page) => ok(content_v1(&state, page, &expand, &site), near, None),
+    let reply = {
+        let state = shared.lock();
+        let expand = param_list(&params, "expand");
+        state.current(id).map(|page| {
+            let mut bodies = Bodies::new();
+            let body = content_v1(&state, page, &expand, &site, &mut bodies, "");
+            Reply {
+                body,
+                bodies,
+                near_limit: near,
+                link: None,
+            }
+        })
+    };
+    match reply {
+        Some(reply) => reply.send().await,
         None => error(
             Api::V1,
             StatusCode::NOT_FOUND,
@@ -641,61 +750,75 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
-    let mut state = shared.lock();
-    let ids = param_list(&params, "id");
-    if ids.len() > MAX_LIMIT {
-        return error(
-            Api::V2,
-            StatusCode::BAD_REQUEST,
-            "id: size must be between 0 and 250",
-        );
-    }
-    let mut wanted = Vec::with_capacity(ids.len());
-    for raw in &ids {
-        match raw.parse::<u64>() {
-            Ok(id) => wanted.push(id),
-            Err(_) => {
-                return error(
-                    Api::V2,
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid id {raw:?}"),
-                );
+    let reply = {
+        let mut state = shared.lock();
+        let ids = param_list(&params, "id");
+        if ids.len() > MAX_LIMIT {
+            return error(
+                Api::V2,
+                StatusCode::BAD_REQUEST,
+                "id: size must be between 0 and 250",
+            );
+        }
+        let mut wanted = Vec::with_capacity(ids.len());
+        for raw in &ids {
+            match raw.parse::<u64>() {
+                Ok(id) => wanted.push(id),
+                Err(_) => {
+                    return error(
+                        Api::V2,
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid id {raw:?}"),
+                    );
+                }
             }
         }
-    }
-    let space_ids = param_list(&params, "space-id");
-    let (limit, cursor, with_body, statuses) = match (
-        limit(&params, &state),
-        decode_cursor(param(&params, "cursor")),
-        wants_body(&params),
-        statuses(&params),
-    ) {
-        (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
-        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
-            return error(Api::V2, StatusCode::BAD_REQUEST, &e);
-        }
+        let space_ids = param_list(&params, "space-id");
+        let (limit, cursor, with_body, statuses) = match (
+            limit(&params, &state),
+            decode_cursor(param(&params, "cursor")),
+            wants_body(&params),
+            statuses(&params),
+        ) {
+            (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                return error(Api::V2, StatusCode::BAD_REQUEST, &e);
+            }
+        };
+        let our_space = state.config.space_id.to_string();
+        let state = &mut *state;
+        let trailing = state
+            .faults
+            .trailing_empty_page
+            .then_some(&mut state.empty_cursor_serial);
+        let matching: Vec<&SimPage> = state
+            .pages
+            .values()
+            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
+            .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
+            .collect();
+        let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
+        let mut bodies = Bodies::new();
+        let results = page_ids
+            .iter()
+            .filter_map(|id| state.pages.get(id))
+            .enumerate()
+            .map(|(i, p)| {
+                page_v2(
+                    state,
+                    p,
+                    with_body,
+                    false,
+                    &mut bodies,
+                    &format!("/results/{i}"),
+                )
+            })
+            .collect();
+        let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
+        v2_listing(state, results, bodies, next, &site, near)
     };
-    let our_space = state.config.space_id.to_string();
-    let state = &mut *state;
-    let trailing = state
-        .faults
-        .trailing_empty_page
-        .then_some(&mut state.empty_cursor_serial);
-    let matching: Vec<&SimPage> = state
-        .pages
-        .values()
-        .filter(|p| statuses.contains(&p.status))
-        .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
-        .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
-        .collect();
-    let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
-    let results = page_ids
-        .iter()
-        .filter_map(|id| state.pages.get(id))
-        .map(|p| page_v2(state, p, with_body, false))
-        .collect();
-    let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
-    v2_listing(state, results, next, &site, near)
+    reply.send().await
 }
 
 async fn v2_page(
@@ -713,20 +836,30 @@ async fn v2_page(
         Ok(id) => id,
         Err(response) => return response,
     };
-    let state = shared.lock();
-    let (with_body, statuses) = match (wants_body(&params), statuses(&params)) {
-        (Ok(b), Ok(s)) => (b, s),
-        (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
+    let reply = {
+        let state = shared.lock();
+        let (with_body, statuses) = match (wants_body(&params), statuses(&params)) {
+            (Ok(b), Ok(s)) => (b, s),
+            (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
+        };
+        let with_labels = param(&params, "include-labels") == Some("true");
+        let Some(page) = state
+            .pages
+            .get(&id)
+            .filter(|p| statuses.contains(&p.status))
+        else {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        };
+        let mut bodies = Bodies::new();
+        let body = page_v2(&state, page, with_body, with_labels, &mut bodies, "");
+        Reply {
+            body,
+            bodies,
+            near_limit: near,
+            link: None,
+        }
     };
-    let with_labels = param(&params, "include-labels") == Some("true");
-    match state
-        .pages
-        .get(&id)
-        .filter(|p| statuses.contains(&p.status))
-    {
-        Some(page) => ok(page_v2(&state, page, with_body, with_labels), near, None),
-        None => error(Api::V2, StatusCode::NOT_FOUND, ""),
-    }
+    reply.send().await
 }
 
 async fn v2_ancestors(
@@ -776,31 +909,34 @@ async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
-    let state = shared.lock();
-    let keys = param_list(&params, "keys");
-    let ids = param_list(&params, "ids");
-    let config = &state.config;
-    let matches = (keys.is_empty() || keys.iter().any(|k| k == &config.space_key))
-        && (ids.is_empty() || ids.contains(&config.space_id.to_string()));
-    let homepage = state.pages.keys().next().map(|id| id.to_string());
-    let results = if matches {
-        vec![json!({
-            "id": config.space_id.to_string(),
-            "key": config.space_key,
-            "name": config.space_name,
-            "type": "global",
-            "status": "current",
-            "authorId": USERS.first().map_or("", |u| u.0),
-            "createdAt": "2023-01-02T09:00:00.000Z",
-            "homepageId": homepage,
-            "description": null,
-            "icon": null,
-            "_links": {"webui": format!("/spaces/{}", config.space_key)},
-        })]
-    } else {
-        Vec::new()
+    let reply = {
+        let state = shared.lock();
+        let keys = param_list(&params, "keys");
+        let ids = param_list(&params, "ids");
+        let config = &state.config;
+        let matches = (keys.is_empty() || keys.iter().any(|k| k == &config.space_key))
+            && (ids.is_empty() || ids.contains(&config.space_id.to_string()));
+        let homepage = state.pages.keys().next().map(|id| id.to_string());
+        let results = if matches {
+            vec![json!({
+                "id": config.space_id.to_string(),
+                "key": config.space_key,
+                "name": config.space_name,
+                "type": "global",
+                "status": "current",
+                "authorId": USERS.first().map_or("", |u| u.0),
+                "createdAt": "2023-01-02T09:00:00.000Z",
+                "homepageId": homepage,
+                "description": null,
+                "icon": null,
+                "_links": {"webui": format!("/spaces/{}", config.space_key)},
+            })]
+        } else {
+            Vec::new()
+        };
+        v2_listing(&state, results, Bodies::new(), None, &site, near)
     };
-    v2_listing(&state, results, None, &site, near)
+    reply.send().await
 }
 
 async fn v2_space_pages(
@@ -815,41 +951,55 @@ async fn v2_space_pages(
         Err(response) => return response,
     };
     let site = site(&headers, &shared);
-    let mut state = shared.lock();
-    if id != state.config.space_id.to_string() {
-        return error(Api::V2, StatusCode::NOT_FOUND, "");
-    }
-    let (limit, cursor, with_body, statuses) = match (
-        limit(&params, &state),
-        decode_cursor(param(&params, "cursor")),
-        wants_body(&params),
-        statuses(&params),
-    ) {
-        (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
-        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
-            return error(Api::V2, StatusCode::BAD_REQUEST, &e);
+    let reply = {
+        let mut state = shared.lock();
+        if id != state.config.space_id.to_string() {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
         }
+        let (limit, cursor, with_body, statuses) = match (
+            limit(&params, &state),
+            decode_cursor(param(&params, "cursor")),
+            wants_body(&params),
+            statuses(&params),
+        ) {
+            (Ok(l), Ok(c), Ok(b), Ok(s)) => (l, c, b, s),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                return error(Api::V2, StatusCode::BAD_REQUEST, &e);
+            }
+        };
+        let root_only = param(&params, "depth") == Some("root");
+        let state = &mut *state;
+        let trailing = state
+            .faults
+            .trailing_empty_page
+            .then_some(&mut state.empty_cursor_serial);
+        let matching: Vec<&SimPage> = state
+            .pages
+            .values()
+            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| !root_only || p.parent_id.is_none())
+            .collect();
+        let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
+        let mut bodies = Bodies::new();
+        let results = page_ids
+            .iter()
+            .filter_map(|id| state.pages.get(id))
+            .enumerate()
+            .map(|(i, p)| {
+                page_v2(
+                    state,
+                    p,
+                    with_body,
+                    false,
+                    &mut bodies,
+                    &format!("/results/{i}"),
+                )
+            })
+            .collect();
+        let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
+        v2_listing(state, results, bodies, next, &site, near)
     };
-    let root_only = param(&params, "depth") == Some("root");
-    let state = &mut *state;
-    let trailing = state
-        .faults
-        .trailing_empty_page
-        .then_some(&mut state.empty_cursor_serial);
-    let matching: Vec<&SimPage> = state
-        .pages
-        .values()
-        .filter(|p| statuses.contains(&p.status))
-        .filter(|p| !root_only || p.parent_id.is_none())
-        .collect();
-    let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
-    let results = page_ids
-        .iter()
-        .filter_map(|id| state.pages.get(id))
-        .map(|p| page_v2(state, p, with_body, false))
-        .collect();
-    let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
-    v2_listing(state, results, next, &site, near)
+    reply.send().await
 }
 
 // ----- control plane ------------------------------------------------------------------------

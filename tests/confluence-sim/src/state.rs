@@ -141,6 +141,8 @@ pub struct SimStats {
     pub by_endpoint: BTreeMap<String, u64>,
     pub faults_injected: u64,
     pub unauthorized: u64,
+    /// Most API requests served at the same time.
+    pub max_in_flight: u64,
     pub webhooks_delivered: u64,
     pub webhooks_failed: u64,
 }
@@ -194,6 +196,7 @@ pub(crate) struct SimState {
     pub fault_rng: SplitMix64,
     /// Distinguishes the cursors of successive trailing empty pages.
     pub empty_cursor_serial: u64,
+    pub in_flight: u64,
 }
 
 impl SimState {
@@ -212,6 +215,7 @@ impl SimState {
             stats: SimStats::default(),
             fault_rng,
             empty_cursor_serial: 0,
+            in_flight: 0,
         }
     }
 
@@ -271,20 +275,23 @@ impl SimState {
         chain
     }
 
-    pub fn body(&self, page: &SimPage) -> String {
+    /// What rendering a page's body needs, detached from the state so that it can run after the
+    /// lock is released.
+    pub fn body_job(&self, page: &SimPage) -> BodyJob {
         // Link targets: a handful of pages, deterministic for the page (ids that no longer exist
         // are skipped).
         let mut rng = SplitMix64::derive(self.config.seed, &[page.id, 0x11]);
         let span = (self.next_id - content::FIRST_PAGE_ID).max(1) as usize;
-        let titles: Vec<(u64, &str)> = (0..6)
+        let titles = (0..6)
             .map(|_| content::FIRST_PAGE_ID + rng.below(span) as u64)
-            .filter_map(|id| self.pages.get(&id).map(|p| (p.id, p.title.as_str())))
+            .filter_map(|id| self.pages.get(&id).map(|p| (p.id, p.title.clone())))
             .collect();
-        let targets = LinkTargets {
-            space_key: &self.config.space_key,
-            titles: &titles,
-        };
-        content::render_body(self.config.seed, page, &targets)
+        BodyJob {
+            seed: self.config.seed,
+            page: page.clone(),
+            space_key: self.config.space_key.clone(),
+            titles,
+        }
     }
 
     fn actor(&self, page_id: u64) -> usize {
@@ -442,5 +449,28 @@ impl SimState {
         page.parent_id = request.parent_id;
         page.modified_at = Utc::now();
         Ok(page.clone())
+    }
+}
+
+/// A storage body to render (see [`SimState::body_job`]).
+pub(crate) struct BodyJob {
+    seed: u64,
+    page: SimPage,
+    space_key: String,
+    titles: Vec<(u64, String)>,
+}
+
+impl BodyJob {
+    pub fn render(&self) -> String {
+        let titles: Vec<(u64, &str)> = self
+            .titles
+            .iter()
+            .map(|(id, t)| (*id, t.as_str()))
+            .collect();
+        let targets = LinkTargets {
+            space_key: &self.space_key,
+            titles: &titles,
+        };
+        content::render_body(self.seed, &self.page, &targets)
     }
 }

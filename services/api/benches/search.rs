@@ -1,0 +1,424 @@
+//! Search latency (run by `ops/bench/search`): a fresh database with CHUNKS chunks (default
+//! 100,000) of 384-dimensional random unit vectors and generated text, the api in-process, query
+//! embeddings over NATS request/reply from a responder on its own connection, and CLIENTS
+//! concurrent clients (default 8) sending mixed queries, with and without filters, over HTTP.
+//! Prints one JSON object with p50/p95/p99 of `/api/search`, embedding included.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use pagestream_api::embed::answer_embed_queries;
+use pagestream_api::{AppParts, AppState, HashEmbedder, NatsQueryEmbedder, SearchSettings};
+use pagestream_bus::{Bus, BusConfig};
+use pagestream_sources::{SecretKey, SourceRegistry};
+use pagestream_telemetry::Readiness;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const DIMENSION: usize = 384;
+const MODEL: &str = "all-MiniLM-L6-v2";
+const CHUNKS_PER_PAGE: usize = 10;
+const API_KEY: &str = "bench-api-key-0123456789";
+const LABELS: [&str; 12] = [
+    "runbook",
+    "howto",
+    "architecture",
+    "decision",
+    "onboarding",
+    "postmortem",
+    "api",
+    "security",
+    "release",
+    "meeting-notes",
+    "faq",
+    "design",
+];
+
+fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// A vocabulary with a Zipf-like pick, so that common words match many chunks and rare ones few.
+struct Words(Vec<String>);
+
+impl Words {
+    fn new(rng: &mut StdRng) -> Self {
+        const SYLLABLES: [&str; 24] = [
+            "ka", "lo", "mi", "ne", "ru", "ta", "ve", "zo", "pa", "qui", "sen", "dor", "bel",
+            "fin", "gar", "hum", "jex", "mol", "nat", "pix", "rom", "sul", "tor", "wen",
+        ];
+        let mut words: Vec<String> = (0..4000)
+            .map(|_| {
+                (0..rng.random_range(2..4))
+                    .map(|_| SYLLABLES[rng.random_range(0..SYLLABLES.len())])
+                    .collect()
+            })
+            .collect();
+        words.sort();
+        words.dedup();
+        Self(words)
+    }
+
+    fn pick<'a>(&'a self, rng: &mut StdRng) -> &'a str {
+        // Inverse-power sampling: index ~ n^u, heavier towards the start.
+        let n = self.0.len() as f64;
+        let index = (n.powf(rng.random::<f64>()) - 1.0) as usize;
+        &self.0[index.min(self.0.len() - 1)]
+    }
+
+    fn sentence(&self, rng: &mut StdRng, words: usize) -> String {
+        (0..words)
+            .map(|_| self.pick(rng))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+struct Corpus {
+    source_id: Uuid,
+    page_paths: Vec<String>,
+    jira_keys: Vec<String>,
+}
+
+async fn load(
+    pool: &PgPool,
+    words: &Words,
+    chunks: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<Corpus> {
+    let source_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO sources (id, key, site_url, space_key, auth_kind, credentials) \
+         VALUES ($1, 'bench', 'https://bench.atlassian.net/wiki', 'BENCH', 'cloud', '\\x00')",
+    )
+    .bind(source_id)
+    .execute(pool)
+    .await?;
+    let pages = chunks.div_ceil(CHUNKS_PER_PAGE);
+    let mut page_paths: Vec<String> = Vec::with_capacity(pages);
+    let mut jira_keys = Vec::new();
+    let mut page_rows = String::new();
+    let now = chrono::Utc::now();
+    for page in 0..pages {
+        let id = 1_000_000 + page;
+        // A tree: each page hangs under one of the earlier pages (or the root), depth grows slowly.
+        let path = if page < 10 {
+            format!("/{id}")
+        } else {
+            format!("{}/{id}", page_paths[rng.random_range(0..page / 2)])
+        };
+        let labels: Vec<&str> = (0..rng.random_range(0..3))
+            .map(|_| LABELS[rng.random_range(0..LABELS.len())])
+            .collect();
+        let jira: Vec<String> = (0..rng.random_range(0..3))
+            .map(|_| format!("PROJ-{}", rng.random_range(1..5000)))
+            .collect();
+        jira_keys.extend(jira.iter().cloned());
+        let mentions: Vec<String> = (0..rng.random_range(0..2))
+            .map(|_| format!("user-{}", rng.random_range(0..50)))
+            .collect();
+        let metadata =
+            json!({"labels": labels, "jira_issue_links": jira, "user_mentions": mentions});
+        let modified = now - chrono::Duration::minutes(rng.random_range(0..525_600));
+        let title = words.sentence(rng, 3);
+        page_rows.push_str(&format!(
+            "{source_id}\t{id}\tBENCH\t{title}\t1\t{}\tf\t{path}\thttps://bench.atlassian.net/wiki/pages/{id}\t{metadata}\n",
+            modified.to_rfc3339()
+        ));
+        page_paths.push(path);
+    }
+    let mut connection = pool.acquire().await?;
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY confluence_pages (source_id, page_id, space_key, title, version, last_modified, \
+             is_deleted, path, url, metadata) FROM STDIN",
+        )
+        .await?;
+    copy.send(page_rows.into_bytes()).await?;
+    copy.finish().await?;
+
+    // Bulk-building the HNSW index after the load is much faster than inserting into it.
+    sqlx::query("DROP INDEX chunks_embedding_all_minilm_l6_v2")
+        .execute(&mut *connection)
+        .await?;
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY chunks (source_id, page_id, embedding_model, chunk_index, page_version, text, \
+             heading_path, content_hash, token_count, embedding_dim, embedding) FROM STDIN",
+        )
+        .await?;
+    let mut batch = String::with_capacity(8 << 20);
+    for chunk in 0..chunks {
+        let page = chunk / CHUNKS_PER_PAGE;
+        let length = rng.random_range(40..120);
+        let text = words.sentence(rng, length);
+        let heading = words.sentence(rng, 2);
+        let vector = random_unit_vector(rng);
+        batch.push_str(&format!(
+            "{source_id}\t{}\t{MODEL}\t{}\t1\t{text}\t{{\"{heading}\"}}\th{chunk}\t100\t{DIMENSION}\t[",
+            1_000_000 + page,
+            chunk % CHUNKS_PER_PAGE
+        ));
+        for (i, value) in vector.iter().enumerate() {
+            if i > 0 {
+                batch.push(',');
+            }
+            batch.push_str(&format!("{value:.5}"));
+        }
+        batch.push_str("]\n");
+        if batch.len() > 4 << 20 {
+            copy.send(std::mem::take(&mut batch).into_bytes()).await?;
+        }
+    }
+    copy.send(batch.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(Corpus {
+        source_id,
+        page_paths,
+        jira_keys,
+    })
+}
+
+fn random_unit_vector(rng: &mut StdRng) -> Vec<f32> {
+    let mut vector: Vec<f32> = (0..DIMENSION)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    vector.iter_mut().for_each(|v| *v /= norm);
+    vector
+}
+
+async fn build_index(pool: &PgPool) -> anyhow::Result<()> {
+    let mut connection = pool.acquire().await?;
+    sqlx::raw_sql(
+        "SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2; \
+         CREATE INDEX chunks_embedding_all_minilm_l6_v2 ON chunks \
+         USING hnsw ((embedding::vector(384)) vector_cosine_ops) \
+         WHERE embedding_model = 'all-MiniLM-L6-v2'; ANALYZE;",
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// The benchmark's database is large: it goes when the run ends.
+async fn drop_database(pool: PgPool, database_url: &str) -> anyhow::Result<()> {
+    pool.close().await;
+    let name = database_url.rsplit('/').next().unwrap_or_default();
+    let admin = pagestream_store::connect(&pagestream_testkit::database_url(), 1).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
+    Ok(())
+}
+
+/// One query of the mix: its kind (for the per-kind figures) and its query string.
+fn query(words: &Words, corpus: &Corpus, rng: &mut StdRng) -> (&'static str, String) {
+    let q = match rng.random_range(0..10) {
+        0 => format!("%22{}%22", words.sentence(rng, 2).replace(' ', "+")),
+        n => words.sentence(rng, 1 + n % 4).replace(' ', "+"),
+    };
+    let (kind, filter) = match rng.random_range(0..20) {
+        0..=9 => ("unfiltered", String::new()),
+        10..=12 => (
+            "label",
+            format!("&label={}", LABELS[rng.random_range(0..LABELS.len())]),
+        ),
+        13..=14 => ("subtree", {
+            // A subtree under one of the first hundred pages: from large to small.
+            let page = rng.random_range(0..corpus.page_paths.len().min(100));
+            format!("&path={}", corpus.page_paths[page])
+        }),
+        15 => (
+            "jira",
+            format!(
+                "&jira={}",
+                corpus.jira_keys[rng.random_range(0..corpus.jira_keys.len())]
+            ),
+        ),
+        16 => (
+            "space+source",
+            format!("&space=BENCH&source={}", corpus.source_id),
+        ),
+        17 => (
+            "mention",
+            format!("&mention=user-{}", rng.random_range(0..50)),
+        ),
+        _ => ("updated_after", {
+            let days = rng.random_range(1..200);
+            format!(
+                "&updated_after={}",
+                (chrono::Utc::now() - chrono::Duration::days(days)).format("%Y-%m-%d")
+            )
+        }),
+    };
+    (kind, format!("q={q}{filter}&limit=10"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let chunks = env_number("CHUNKS", 100_000)?;
+    let clients = env_number("CLIENTS", 8)?;
+    let requests = env_number("REQUESTS", 4000)?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let words = Words::new(&mut rng);
+
+    let started = Instant::now();
+    let (_, database_url) = pagestream_testkit::database().await;
+    let search = SearchSettings::default();
+    let pool = pagestream_api::connect_pool(&database_url, 16, &search).await?;
+    let corpus = load(&pool, &words, chunks, &mut rng).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    let indexing = Instant::now();
+    build_index(&pool).await?;
+    let index_s = indexing.elapsed().as_secs_f64();
+    eprintln!("bench/search: loaded {chunks} chunks in {load_s:.1} s, indexed in {index_s:.1} s");
+
+    let bus = pagestream_testkit::bus().await;
+    // The responder stands in for the embedder service, on a connection of its own.
+    let responder_bus = Bus::connect(
+        BusConfig::new(pagestream_testkit::nats_url()).with_root(bus.config().root.clone()),
+    )
+    .await?;
+    tokio::spawn(answer_embed_queries(&responder_bus, HashEmbedder::new(MODEL, DIMENSION)).await?);
+    let state = AppState::new(AppParts {
+        pool: pool.clone(),
+        bus: bus.clone(),
+        registry: SourceRegistry::open(&bus).await?,
+        secret_key: SecretKey::parse(&SecretKey::generate())?,
+        api_key: API_KEY.to_owned(),
+        embedder: Arc::new(NatsQueryEmbedder::new(&bus, MODEL, search.embed_timeout)),
+        search,
+        confluence_timeout: Duration::from_secs(5),
+    });
+    let router = pagestream_api::router(state, None, Readiness::default());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut queries: Vec<(&'static str, String)> = (0..requests + 200)
+        .map(|_| query(&words, &corpus, &mut rng))
+        .collect();
+    let warmup: Vec<_> = queries.drain(..200).collect();
+    let http = reqwest::Client::new();
+    for (_, query) in &warmup {
+        http.get(format!("{base}/api/search?{query}"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?;
+    }
+
+    let queries = Arc::new(queries);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let measuring = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (queries, next, http, base) =
+            (queries.clone(), next.clone(), http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples: Vec<(&'static str, f64, usize, bool)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((kind, query)) = queries.get(i) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let response = http
+                    .get(format!("{base}/api/search?{query}"))
+                    .bearer_auth(API_KEY)
+                    .send()
+                    .await;
+                let (ok, hits) = match response {
+                    Ok(response) if response.status().is_success() => {
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        let warned = body["warnings"].as_array().is_some_and(|w| !w.is_empty());
+                        (!warned, body["hits"].as_array().map_or(0, Vec::len))
+                    }
+                    _ => (false, 0),
+                };
+                samples.push((kind, sent.elapsed().as_secs_f64() * 1000.0, hits, ok));
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await?);
+    }
+    let wall = measuring.elapsed().as_secs_f64();
+    let errors = samples.iter().filter(|sample| !sample.3).count();
+    if errors * 10 > samples.len() {
+        bail!(
+            "{errors} of {} searches failed or lost their vector leg",
+            samples.len()
+        );
+    }
+    let mut all: Vec<f64> = samples.iter().map(|sample| sample.1).collect();
+    all.sort_by(f64::total_cmp);
+    let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (kind, ms, _, _) in &samples {
+        by_kind.entry(kind).or_default().push(*ms);
+    }
+    let kinds: serde_json::Map<String, serde_json::Value> = by_kind
+        .into_iter()
+        .map(|(kind, mut values)| {
+            values.sort_by(f64::total_cmp);
+            (
+                kind.to_owned(),
+                json!({"requests": values.len(), "p50_ms": round(percentile(&values, 50.0)),
+                       "p95_ms": round(percentile(&values, 95.0))}),
+            )
+        })
+        .collect();
+    let empty = samples.iter().filter(|sample| sample.2 == 0).count();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    drop_database(pool, &database_url).await?;
+    println!(
+        "{}",
+        json!({
+            "benchmark": "search",
+            "chunks": chunks,
+            "dimension": DIMENSION,
+            "clients": clients,
+            "requests": samples.len(),
+            "errors_or_degraded": errors,
+            "empty_results": empty,
+            "p50_ms": round(percentile(&all, 50.0)),
+            "p95_ms": round(percentile(&all, 95.0)),
+            "p99_ms": round(percentile(&all, 99.0)),
+            "max_ms": round(all.last().copied().unwrap_or_default()),
+            "throughput_rps": round(samples.len() as f64 / wall),
+            "goal_p95_ms": 50,
+            "by_kind": kinds,
+            "load_seconds": round(load_s),
+            "index_build_seconds": round(index_s),
+            "loadavg": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        })
+    );
+    Ok(())
+}

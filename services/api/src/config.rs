@@ -1,0 +1,133 @@
+//! The api's configuration: flags or environment variables (DESIGN §7). A missing or malformed
+//! setting stops the service at start-up with a message that names it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use pagestream_telemetry::LogFormat;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pagestream-api",
+    about = "Pagestream's REST api: sources, sync runs, pages and hybrid search"
+)]
+pub struct ApiConfig {
+    /// Address the api listens on (also serves /healthz, /readyz, /metrics).
+    #[arg(long, env = "PAGESTREAM_API_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// The key every `/api` request must present as `Authorization: Bearer <key>` (at least 16
+    /// characters).
+    #[arg(long, env = "PAGESTREAM_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
+    pub api_key: String,
+
+    /// 32-byte key (base64 or 64 hex digits) that seals Confluence credentials at rest.
+    #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+
+    /// NATS server with JetStream.
+    #[arg(long, env = "PAGESTREAM_NATS_URL")]
+    pub nats_url: String,
+
+    /// Subject root and stream-name prefix (`pagestream` in production).
+    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
+    pub subject_root: String,
+
+    /// Postgres with pgvector, holding the projection.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Postgres connections in the api's pool.
+    #[arg(long, env = "PAGESTREAM_API_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+
+    /// The embedding model whose vectors search uses (queries are embedded with it).
+    #[arg(
+        long,
+        env = "PAGESTREAM_EMBEDDING_MODEL",
+        default_value = "all-MiniLM-L6-v2"
+    )]
+    pub embedding_model: String,
+
+    /// How queries are embedded: `nats` (request/reply to the embedder service) or `hash`
+    /// (in-process feature hashing, for demos and benchmarks without a model).
+    #[arg(long, env = "PAGESTREAM_QUERY_EMBEDDER", default_value = "nats")]
+    pub query_embedder: QueryEmbedderKind,
+
+    /// How long to wait for the embedder's reply, in milliseconds; past it search answers from the
+    /// full-text leg alone, with a warning.
+    #[arg(
+        long,
+        env = "PAGESTREAM_QUERY_EMBED_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub query_embed_timeout_ms: u64,
+
+    /// The reciprocal rank fusion constant k (score = Σ 1 / (k + rank)).
+    #[arg(long, env = "PAGESTREAM_SEARCH_RRF_K", default_value_t = 60)]
+    pub rrf_k: u32,
+
+    /// How many candidates each search leg contributes to the fusion (at least the limit).
+    #[arg(long, env = "PAGESTREAM_SEARCH_LEG_DEPTH", default_value_t = 50)]
+    pub leg_depth: u32,
+
+    /// HNSW candidate list size per vector query (pgvector `hnsw.ef_search`).
+    #[arg(long, env = "PAGESTREAM_HNSW_EF_SEARCH", default_value_t = 100)]
+    pub hnsw_ef_search: u32,
+
+    /// Timeout of the Confluence requests that validate a new source's credentials, in seconds.
+    #[arg(long, env = "PAGESTREAM_CONFLUENCE_TIMEOUT_SECS", default_value_t = 15)]
+    pub confluence_timeout_secs: u64,
+
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryEmbedderKind {
+    Nats,
+    Hash,
+}
+
+fn parse_api_key(value: &str) -> Result<String, String> {
+    if value.trim().len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    Ok(value.trim().to_owned())
+}
+
+/// How search behaves; part of [`ApiConfig`], separate so that tests and benchmarks can set it.
+#[derive(Debug, Clone)]
+pub struct SearchSettings {
+    pub embedding_model: String,
+    pub rrf_k: u32,
+    pub leg_depth: u32,
+    pub hnsw_ef_search: u32,
+    pub embed_timeout: Duration,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            embedding_model: "all-MiniLM-L6-v2".into(),
+            rrf_k: 60,
+            leg_depth: 50,
+            hnsw_ef_search: 100,
+            embed_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn search_settings(&self) -> SearchSettings {
+        SearchSettings {
+            embedding_model: self.embedding_model.clone(),
+            rrf_k: self.rrf_k,
+            leg_depth: self.leg_depth.max(1),
+            hnsw_ef_search: self.hnsw_ef_search.clamp(1, 1000),
+            embed_timeout: Duration::from_millis(self.query_embed_timeout_ms.max(1)),
+        }
+    }
+}

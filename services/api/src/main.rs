@@ -1,0 +1,64 @@
+//! `pagestream-api`: the REST api (see the library for what it serves).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pagestream_api::{
+    ApiConfig, AppParts, AppState, HashEmbedder, NatsQueryEmbedder, QueryEmbedder,
+    QueryEmbedderKind,
+};
+use pagestream_bus::{Bus, BusConfig};
+use pagestream_sources::{SecretKey, SourceRegistry};
+use pagestream_telemetry::{Readiness, Supervisor};
+
+/// Dimension of the in-process hash embedder (that of the default model).
+const HASH_DIMENSION: usize = 384;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ApiConfig::parse();
+    let telemetry = pagestream_telemetry::init("pagestream-api", config.log_format)?;
+    let secret_key = SecretKey::parse(&config.secret_key).context("PAGESTREAM_SECRET_KEY")?;
+    let search = config.search_settings();
+    let pool = pagestream_api::connect_pool(&config.database_url, config.db_connections, &search)
+        .await
+        .context("DATABASE_URL: cannot connect to postgres")?;
+    let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
+        .await
+        .context("PAGESTREAM_NATS_URL")?;
+    let registry = SourceRegistry::open(&bus).await?;
+    let embedder: Arc<dyn QueryEmbedder> = match config.query_embedder {
+        QueryEmbedderKind::Nats => Arc::new(NatsQueryEmbedder::new(
+            &bus,
+            search.embedding_model.clone(),
+            search.embed_timeout,
+        )),
+        QueryEmbedderKind::Hash => Arc::new(HashEmbedder::new(
+            search.embedding_model.clone(),
+            HASH_DIMENSION,
+        )),
+    };
+    let state = AppState::new(AppParts {
+        pool,
+        bus,
+        registry,
+        secret_key,
+        api_key: config.api_key.clone(),
+        embedder,
+        search,
+        confluence_timeout: Duration::from_secs(config.confluence_timeout_secs.max(1)),
+    });
+    let readiness = Readiness::default();
+    let router = pagestream_api::router(state, Some(telemetry.metrics.clone()), readiness.clone());
+    let supervisor = Supervisor::new();
+    supervisor.spawn(
+        "http",
+        pagestream_telemetry::serve(config.listen, router, supervisor.token()),
+    );
+    readiness.set(true);
+    let result = supervisor.run(Duration::from_secs(10)).await;
+    telemetry.shutdown();
+    result.map_err(Into::into)
+}

@@ -1,0 +1,714 @@
+//! Sources and their sync runs: create (credentials checked against Confluence, then sealed),
+//! list, request a sync, read its status, delete.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use pagestream_confluence::{
+    Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, SpaceKey,
+};
+use pagestream_events::{Envelope, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus};
+use pagestream_sources::{AuthKind, Credentials, Secret, SourceRecord, SourceSettings};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
+use crate::params::{JsonFields, QueryParams};
+
+/// A source as the api shows it: never its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceView {
+    pub id: Uuid,
+    pub key: String,
+    pub site_url: String,
+    pub space_key: String,
+    /// `cloud` or `data_center`.
+    pub auth_kind: String,
+    #[schema(value_type = Object)]
+    pub settings: SourceSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Live pages and chunks (of the search model) in the projection.
+    pub pages: i64,
+    pub chunks: i64,
+    /// Whether the indexer has projected the source into Postgres yet.
+    pub projected: bool,
+    pub last_sync: Option<SyncRunView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceList {
+    pub sources: Vec<SourceView>,
+}
+
+/// Per-stage page counts of a sync run.
+#[derive(Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
+pub struct StageCounts {
+    pub seen: i64,
+    pub changed: i64,
+    pub deleted: i64,
+    pub converted: i64,
+    pub embedded: i64,
+    pub indexed: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncRunView {
+    pub run_id: Uuid,
+    pub source: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    /// `queued`, `running`, `completed` or `failed`.
+    pub status: String,
+    pub counts: StageCounts,
+    pub confluence_requests: i64,
+    pub rate_limit_wait_ms: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncAccepted {
+    pub run_id: Uuid,
+    pub source: String,
+    pub mode: String,
+    pub status: String,
+    /// Where to follow the run.
+    pub status_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceRemoved {
+    pub id: Uuid,
+    pub key: String,
+    /// Pages and chunks are removed by the indexer shortly after.
+    pub status: String,
+}
+
+/// Finds a source in the registry (the source of truth) by key or uuid.
+pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<SourceRecord, ApiError> {
+    let registry = &state.inner.registry;
+    let found = if let Ok(uuid) = Uuid::parse_str(id) {
+        registry
+            .list()
+            .await
+            .map_err(|e| ApiError::dependency("source registry", e))?
+            .into_iter()
+            .find(|record| record.id == uuid)
+    } else if let Ok(key) = SourceKey::new(id) {
+        registry
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::dependency("source registry", e))?
+    } else {
+        None
+    };
+    found.ok_or_else(|| ApiError::source_not_found(id))
+}
+
+/// The body of `POST /api/confluence/sources` (documentation only: the handler reads it field by
+/// field to name the one at fault).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateSource {
+    /// Slug `[a-z0-9][a-z0-9_-]{0,62}`; defaults to the lowercased space key.
+    key: Option<String>,
+    /// The wiki root, e.g. `https://example.atlassian.net/wiki` (https; http only for loopback).
+    site_url: String,
+    space_key: String,
+    auth: CreateSourceAuth,
+    /// Shared secret of webhook deliveries.
+    webhook_secret: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    settings: Option<SourceSettings>,
+}
+
+/// `{"kind": "cloud", "email", "api_token"}` or `{"kind": "data_center", "personal_access_token"}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateSourceAuth {
+    kind: String,
+    email: Option<String>,
+    api_token: Option<String>,
+    personal_access_token: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/api/confluence/sources", tag = "sources",
+    request_body = CreateSource,
+    responses(
+        (status = 201, body = SourceView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 502, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SourceView>), ApiError> {
+    let mut fields = JsonFields::parse(&body)?;
+    let space_key: String = fields.required("space_key")?;
+    let space = SpaceKey::new(space_key.trim())
+        .map_err(|_| ApiError::invalid("space_key", "not a Confluence space key"))?;
+    let key = match fields.optional::<String>("key")? {
+        Some(key) => key,
+        None => space.as_str().to_ascii_lowercase(),
+    };
+    let key = SourceKey::new(key.trim())
+        .map_err(|_| ApiError::invalid("key", "must match [a-z0-9][a-z0-9_-]{0,62}"))?;
+    if Uuid::parse_str(key.as_str()).is_ok() {
+        return Err(ApiError::invalid(
+            "key",
+            "must not look like a uuid (sources are addressed by key or uuid)",
+        ));
+    }
+    let site_url: String = fields.required("site_url")?;
+    let mut auth_fields = fields
+        .object("auth")?
+        .ok_or_else(|| ApiError::invalid("auth", "is required"))?;
+    let kind: String = auth_fields.required("kind")?;
+    let (auth_kind, auth, credentials) = match kind.as_str() {
+        "cloud" => {
+            let email: String = auth_fields.required("email")?;
+            let token: String = auth_fields.required("api_token")?;
+            if !email.contains('@') || email.len() > 320 {
+                return Err(ApiError::invalid("auth.email", "not an email address"));
+            }
+            if token.is_empty() || token.len() > 4096 {
+                return Err(ApiError::invalid(
+                    "auth.api_token",
+                    "must be 1 to 4096 characters",
+                ));
+            }
+            (
+                AuthKind::Cloud,
+                Auth::cloud(email.clone(), token.clone()),
+                (Some(email), token),
+            )
+        }
+        "data_center" => {
+            let token: String = auth_fields.required("personal_access_token")?;
+            if token.is_empty() || token.len() > 4096 {
+                return Err(ApiError::invalid(
+                    "auth.personal_access_token",
+                    "must be 1 to 4096 characters",
+                ));
+            }
+            (
+                AuthKind::DataCenter,
+                Auth::data_center(token.clone()),
+                (None, token),
+            )
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "auth.kind",
+                "must be cloud or data_center",
+            ));
+        }
+    };
+    auth_fields.finish()?;
+    let webhook_secret: Option<String> = fields.optional("webhook_secret")?;
+    let settings: SourceSettings = fields.optional("settings")?.unwrap_or_default();
+    validate_settings(&settings)?;
+    fields.finish()?;
+
+    if state
+        .inner
+        .registry
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            ErrorCode::SourceAlreadyExists,
+            format!("a source with key {:?} already exists", key.as_str()),
+        )
+        .with_field("key"));
+    }
+
+    let site_url =
+        check_credentials(&site_url, auth, &space, state.inner.confluence_timeout).await?;
+
+    let now = Utc::now();
+    let credentials = Credentials {
+        email: credentials.0,
+        token: Secret::new(credentials.1),
+        webhook_secret: webhook_secret.map(Secret::new),
+    };
+    let record = SourceRecord {
+        id: Uuid::new_v4(),
+        key,
+        site_url,
+        space_key: space.as_str().to_owned(),
+        auth_kind,
+        sealed_credentials: SourceRecord::seal_credentials(&state.inner.secret_key, &credentials),
+        settings,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .inner
+        .registry
+        .put(&record)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    tracing::info!(source = %record.key, id = %record.id, space = %record.space_key, "source created");
+    Ok((StatusCode::CREATED, Json(view_unprojected(record))))
+}
+
+fn validate_settings(settings: &SourceSettings) -> Result<(), ApiError> {
+    if !(settings.requests_per_second > 0.0 && settings.requests_per_second <= 1000.0) {
+        return Err(ApiError::invalid(
+            "settings.requests_per_second",
+            "must be above 0 and at most 1000",
+        ));
+    }
+    if !(1..=64).contains(&settings.concurrent_requests) {
+        return Err(ApiError::invalid(
+            "settings.concurrent_requests",
+            "must be from 1 to 64",
+        ));
+    }
+    if !(-14 * 60..=14 * 60).contains(&settings.cql_timezone_offset_minutes) {
+        return Err(ApiError::invalid(
+            "settings.cql_timezone_offset_minutes",
+            "must be within ±840 minutes",
+        ));
+    }
+    if settings.incremental_interval_secs != 0 && settings.incremental_interval_secs < 60 {
+        return Err(ApiError::invalid(
+            "settings.incremental_interval_secs",
+            "must be 0 (off) or at least 60",
+        ));
+    }
+    Ok(())
+}
+
+/// Asks Confluence whether the credentials can see the space; returns the normalised wiki root.
+async fn check_credentials(
+    site_url: &str,
+    auth: Auth,
+    space: &SpaceKey,
+    timeout: Duration,
+) -> Result<String, ApiError> {
+    let cloud = matches!(auth, Auth::Cloud { .. });
+    let mut config = ClientConfig::new(site_url, auth);
+    config.timeout = timeout;
+    config.connect_timeout = timeout.min(Duration::from_secs(5));
+    config.retry.max_attempts = 2;
+    let client = ConfluenceClient::new(config).map_err(|error| match error {
+        ConfluenceError::Config(reason) if reason.contains("credentials") => {
+            ApiError::invalid("auth", reason)
+        }
+        other => ApiError::invalid("site_url", other.to_string()),
+    })?;
+    let checked = if cloud {
+        client.space_by_key(space).await.map(|_| ())
+    } else {
+        // Data Center has no v2 API: a one-result CQL search proves the token and the space.
+        let cql = CqlQuery::pages_in_space(space.clone()).to_string();
+        match client.search(&cql, &[], 1).next_page().await {
+            Ok(Some(hits)) if !hits.is_empty() => Ok(()),
+            Ok(_) => Err(ConfluenceError::NotFound {
+                endpoint: "GET /rest/api/content/search".into(),
+            }),
+            Err(error) => Err(error),
+        }
+    };
+    match checked {
+        Ok(()) => Ok(client.base_url().as_str().trim_end_matches('/').to_owned()),
+        Err(error) => {
+            tracing::warn!(%error, "confluence refused the new source");
+            Err(match error {
+                ConfluenceError::Unauthorized { .. } | ConfluenceError::Forbidden { .. } => {
+                    ApiError::new(
+                        ErrorCode::ConfluenceCredentialsRejected,
+                        "confluence rejected the credentials",
+                    )
+                    .with_field("auth")
+                }
+                ConfluenceError::NotFound { .. } => ApiError::new(
+                    ErrorCode::ConfluenceSpaceNotFound,
+                    format!(
+                        "confluence has no space {:?} that these credentials can see",
+                        space.as_str()
+                    ),
+                )
+                .with_field("space_key"),
+                other if other.is_transient() => ApiError::new(
+                    ErrorCode::ConfluenceUnavailable,
+                    format!("confluence is unavailable: {other}"),
+                ),
+                other => ApiError::new(
+                    ErrorCode::ConfluenceUnavailable,
+                    format!("confluence answered unexpectedly: {other}"),
+                )
+                .with_field("site_url"),
+            })
+        }
+    }
+}
+
+fn view_unprojected(record: SourceRecord) -> SourceView {
+    SourceView {
+        id: record.id,
+        key: record.key.to_string(),
+        site_url: record.site_url,
+        space_key: record.space_key,
+        auth_kind: record.auth_kind.as_str().to_owned(),
+        settings: record.settings,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        pages: 0,
+        chunks: 0,
+        projected: false,
+        last_sync: None,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SyncRunRow {
+    id: Uuid,
+    source_id: Uuid,
+    mode: String,
+    status: String,
+    #[sqlx(flatten)]
+    counts: StageCounts,
+    confluence_requests: i64,
+    rate_limit_wait_ms: i64,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+const SYNC_RUN_COLUMNS: &str = "id, source_id, mode, status, pages_seen AS seen, \
+    pages_changed AS changed, pages_deleted AS deleted, pages_converted AS converted, \
+    pages_embedded AS embedded, pages_indexed AS indexed, pages_failed AS failed, \
+    confluence_requests, rate_limit_wait_ms, started_at, finished_at, last_error, updated_at";
+
+impl SyncRunRow {
+    fn into_view(self, source: &str) -> SyncRunView {
+        SyncRunView {
+            run_id: self.id,
+            source: source.to_owned(),
+            mode: self.mode,
+            status: self.status,
+            counts: self.counts,
+            confluence_requests: self.confluence_requests,
+            rate_limit_wait_ms: self.rate_limit_wait_ms,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            last_error: self.last_error,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+fn progress_view(progress: SyncProgress) -> SyncRunView {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    SyncRunView {
+        run_id: progress.run_id,
+        source: progress.source.to_string(),
+        mode: mode_name(progress.mode).to_owned(),
+        status: match progress.status {
+            SyncStatus::Queued => "queued",
+            SyncStatus::Running => "running",
+            SyncStatus::Completed => "completed",
+            SyncStatus::Failed => "failed",
+        }
+        .to_owned(),
+        counts: StageCounts {
+            seen: clamp(progress.pages_seen),
+            changed: clamp(progress.pages_changed),
+            deleted: clamp(progress.pages_deleted),
+            failed: clamp(progress.pages_failed),
+            ..StageCounts::default()
+        },
+        confluence_requests: clamp(progress.requests),
+        rate_limit_wait_ms: clamp(progress.rate_limit_wait_ms),
+        started_at: progress.started_at,
+        finished_at: progress.finished_at,
+        last_error: progress.last_error,
+        updated_at: progress.updated_at,
+    }
+}
+
+fn mode_name(mode: SyncMode) -> &'static str {
+    match mode {
+        SyncMode::Full => "full",
+        SyncMode::Incremental => "incremental",
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/confluence/sources", tag = "sources",
+    responses((status = 200, body = SourceList), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, ApiError> {
+    let records = state
+        .inner
+        .registry
+        .list()
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
+    let counts: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT s.id, \
+            (SELECT count(*) FROM confluence_pages p WHERE p.source_id = s.id AND NOT p.is_deleted), \
+            (SELECT count(*) FROM chunks c WHERE c.source_id = s.id AND c.embedding_model = $2) \
+         FROM sources s WHERE s.id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(&state.inner.search.embedding_model)
+    .fetch_all(&state.inner.pool)
+    .await?;
+    let counts: HashMap<Uuid, (i64, i64)> = counts
+        .into_iter()
+        .map(|(id, pages, chunks)| (id, (pages, chunks)))
+        .collect();
+    let runs: Vec<SyncRunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT ON (source_id) {SYNC_RUN_COLUMNS} FROM sync_runs \
+         WHERE source_id = ANY($1) ORDER BY source_id, started_at DESC"
+    )))
+    .bind(&ids)
+    .fetch_all(&state.inner.pool)
+    .await?;
+    let mut runs: HashMap<Uuid, SyncRunRow> =
+        runs.into_iter().map(|run| (run.source_id, run)).collect();
+    let sources = records
+        .into_iter()
+        .map(|record| {
+            let id = record.id;
+            let key = record.key.to_string();
+            let mut view = view_unprojected(record);
+            if let Some((pages, chunks)) = counts.get(&id) {
+                view.pages = *pages;
+                view.chunks = *chunks;
+                view.projected = true;
+            }
+            view.last_sync = runs.remove(&id).map(|run| run.into_view(&key));
+            view
+        })
+        .collect();
+    Ok(Json(SourceList { sources }))
+}
+
+#[utoipa::path(
+    post, path = "/api/confluence/{id}/sync", tag = "sources",
+    params(
+        ("id" = String, Path, description = "source key or uuid"),
+        ("mode" = Option<String>, Query, description = "incremental (default) or full"),
+        ("reconcile_deletions" = Option<bool>, Query, description = "diff the full id listing even on an incremental sync"),
+    ),
+    responses(
+        (status = 202, body = SyncAccepted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn sync(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<(StatusCode, Json<SyncAccepted>), ApiError> {
+    let mut params = QueryParams::parse(query.as_deref())?;
+    let mode = match params.text("mode", 20)?.as_deref() {
+        None | Some("incremental") => SyncMode::Incremental,
+        Some("full") => SyncMode::Full,
+        Some(_) => return Err(ApiError::invalid("mode", "must be incremental or full")),
+    };
+    let reconcile_deletions = params.boolean("reconcile_deletions")?.unwrap_or(false);
+    params.finish()?;
+    let record = resolve(&state, &id).await?;
+    let now = Utc::now();
+    let request = SyncRequested {
+        source: record.key.clone(),
+        run_id: Uuid::new_v4(),
+        mode,
+        reconcile_deletions,
+        requested_at: now,
+    };
+    let mut envelope = Envelope::new(request.clone());
+    envelope.extensions.syncrun = Some(request.run_id);
+    // Progress first: whoever reads the status right after sees the run as queued.
+    let queued = SyncProgress {
+        source: record.key.clone(),
+        run_id: request.run_id,
+        mode,
+        status: SyncStatus::Queued,
+        pages_seen: 0,
+        pages_changed: 0,
+        pages_deleted: 0,
+        pages_failed: 0,
+        requests: 0,
+        rate_limit_wait_ms: 0,
+        started_at: now,
+        finished_at: None,
+        last_error: None,
+        updated_at: now,
+    };
+    let bus = &state.inner.bus;
+    bus.publish_progress(&queued)
+        .await
+        .map_err(|e| ApiError::dependency("nats", e))?;
+    bus.publish(&envelope)
+        .await
+        .map_err(|e| ApiError::dependency("nats", e))?;
+    tracing::info!(source = %record.key, run_id = %request.run_id, mode = mode_name(mode), "sync requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SyncAccepted {
+            run_id: request.run_id,
+            source: record.key.to_string(),
+            mode: mode_name(mode).to_owned(),
+            status: "queued".to_owned(),
+            status_url: format!(
+                "/api/confluence/{}/status?run={}",
+                record.key, request.run_id
+            ),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/api/confluence/{id}/status", tag = "sources",
+    params(
+        ("id" = String, Path, description = "source key or uuid"),
+        ("run" = Option<Uuid>, Query, description = "a run id (default: the source's latest run)"),
+    ),
+    responses(
+        (status = 200, body = SyncRunView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SyncRunView>, ApiError> {
+    let mut params = QueryParams::parse(query.as_deref())?;
+    let run = params
+        .text("run", 40)?
+        .map(|run| Uuid::parse_str(&run).map_err(|_| ApiError::invalid("run", "not a uuid")))
+        .transpose()?;
+    params.finish()?;
+    let record = resolve(&state, &id).await?;
+    let key = record.key.to_string();
+    let projected: Option<SyncRunRow> = match run {
+        Some(run) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE id = $1 AND source_id = $2"
+            )))
+            .bind(run)
+            .bind(record.id)
+            .fetch_optional(&state.inner.pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE source_id = $1 \
+                 ORDER BY started_at DESC LIMIT 1"
+            )))
+            .bind(record.id)
+            .fetch_optional(&state.inner.pool)
+            .await?
+        }
+    };
+    if let Some(row) = projected {
+        return Ok(Json(row.into_view(&key)));
+    }
+    // Not projected yet (just queued, or the indexer lags): the progress stream knows.
+    if let Some(run) = run
+        && let Some(progress) = state
+            .inner
+            .bus
+            .latest_progress(&record.key, run)
+            .await
+            .map_err(|e| ApiError::dependency("nats", e))?
+    {
+        return Ok(Json(progress_view(progress)));
+    }
+    Err(ApiError::new(
+        ErrorCode::SyncRunNotFound,
+        match run {
+            Some(run) => format!("source {key:?} has no sync run {run}"),
+            None => format!("source {key:?} has no sync run yet"),
+        },
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/api/confluence/{id}", tag = "sources",
+    params(("id" = String, Path, description = "source key or uuid")),
+    responses(
+        (status = 202, body = SourceRemoved),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<SourceRemoved>), ApiError> {
+    let record = resolve(&state, &id).await?;
+    state
+        .inner
+        .registry
+        .remove(&record.key)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    state
+        .inner
+        .bus
+        .purge_source(&record.key)
+        .await
+        .map_err(|e| ApiError::dependency("nats", e))?;
+    tracing::info!(source = %record.key, id = %record.id, "source removed");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SourceRemoved {
+            id: record.id,
+            key: record.key.to_string(),
+            status: "removing".to_owned(),
+        }),
+    ))
+}
+
+/// A source key or uuid from a path, as the projection's id (for reads that need no registry).
+pub(crate) async fn projected_source_id(
+    state: &AppState,
+    id: &str,
+    field: &str,
+) -> Result<Uuid, ApiError> {
+    let found: Option<Uuid> = match Uuid::parse_str(id) {
+        Ok(uuid) => {
+            sqlx::query_scalar("SELECT id FROM sources WHERE id = $1")
+                .bind(uuid)
+                .fetch_optional(&state.inner.pool)
+                .await?
+        }
+        Err(_) => {
+            sqlx::query_scalar("SELECT id FROM sources WHERE key = $1")
+                .bind(id)
+                .fetch_optional(&state.inner.pool)
+                .await?
+        }
+    };
+    found.ok_or_else(|| ApiError::source_not_found(&truncated(id)).with_field(field))
+}

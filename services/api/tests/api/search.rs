@@ -1,0 +1,411 @@
+//! Pages and hybrid search over rows seeded as the indexer writes them.
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::{self, SeedPage, TestApi, assert_error, seed_page, seed_source};
+
+/// A small space: runbook 100 with child 101 and sibling 102 under /1; 200 under /2; 300 deleted.
+async fn seeded(responder: bool) -> (TestApi, Uuid) {
+    let api = support::start(responder).await;
+    let source = Uuid::new_v4();
+    seed_source(&api.pool, source, "docs").await;
+    let week_ago = Utc::now() - Duration::days(7);
+    let pages = [
+        SeedPage {
+            page_id: "100",
+            title: "Payments runbook",
+            path: "/1/100",
+            labels: &["runbook"],
+            jira: &["PAY-42"],
+            mentions: &["acc-alice"],
+            deleted: false,
+            last_modified: week_ago,
+            chunks: &[
+                (
+                    "Credentials",
+                    "Rotate the payment gateway credentials every quarter; tracked in PAY-42. The checkout service reads them at start.",
+                ),
+                (
+                    "Escalation",
+                    "Page the on-call engineer when refunds fail twice in a row.",
+                ),
+            ],
+        },
+        SeedPage {
+            page_id: "101",
+            title: "Checkout latency",
+            path: "/1/100/101",
+            labels: &["performance"],
+            jira: &[],
+            mentions: &[],
+            deleted: false,
+            last_modified: Utc::now(),
+            chunks: &[(
+                "Budget",
+                "The checkout latency budget is 300 milliseconds at the 99th percentile.",
+            )],
+        },
+        SeedPage {
+            page_id: "102",
+            title: "Cluster operations",
+            path: "/1/102",
+            labels: &["runbook"],
+            jira: &["OPS-7"],
+            mentions: &["acc-bob"],
+            deleted: false,
+            last_modified: week_ago,
+            chunks: &[(
+                "Nodes",
+                "Drain kubernetes nodes one at a time before an upgrade.",
+            )],
+        },
+        SeedPage {
+            page_id: "200",
+            title: "Team offsite",
+            path: "/2/200",
+            labels: &["social"],
+            jira: &[],
+            mentions: &[],
+            deleted: false,
+            last_modified: week_ago,
+            chunks: &[(
+                "Agenda",
+                "Quarterly offsite agenda: hiking, dinner, and the hotel checkout at noon.",
+            )],
+        },
+        SeedPage {
+            page_id: "300",
+            title: "Zebra migration",
+            path: "/1/300",
+            labels: &["runbook"],
+            jira: &["PAY-99"],
+            mentions: &[],
+            deleted: true,
+            last_modified: week_ago,
+            chunks: &[(
+                "Plan",
+                "The zebra migration plan moves checkout credentials, tracked in PAY-99.",
+            )],
+        },
+    ];
+    for page in &pages {
+        seed_page(&api.pool, source, page).await;
+    }
+    (api, source)
+}
+
+async fn search(api: &TestApi, query: &str) -> Value {
+    let (status, body) = api.get(&format!("/api/search?{query}")).await;
+    assert_eq!(status.as_u16(), 200, "{query}: {body}");
+    body
+}
+
+fn page_ids(body: &Value) -> Vec<String> {
+    body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|hit| hit["page_id"].as_str().expect("page id").to_owned())
+        .collect()
+}
+
+fn first_hit(body: &Value) -> &Value {
+    &body["hits"][0]
+}
+
+#[tokio::test]
+async fn search_finds_pages_by_jira_key_phrase_and_meaning() {
+    let (api, _) = seeded(true).await;
+
+    // A Jira key as a query, and as a filter.
+    let by_key = search(&api, "q=PAY-42").await;
+    assert!(
+        by_key["warnings"].as_array().expect("warnings").is_empty(),
+        "{by_key}"
+    );
+    let hit = first_hit(&by_key);
+    assert_eq!(hit["page_id"], "100", "{by_key}");
+    assert_eq!(hit["text_rank"], 1);
+    assert_eq!(hit["title"], "Payments runbook");
+    assert_eq!(
+        hit["url"],
+        "https://example.atlassian.net/wiki/spaces/DOCS/pages/100"
+    );
+    assert_eq!(
+        hit["heading_path"],
+        serde_json::json!(["Payments runbook", "Credentials"])
+    );
+    assert!(
+        hit["snippet"].as_str().expect("snippet").contains("<mark>"),
+        "{hit}"
+    );
+    assert!(hit["score"].as_f64().expect("score") > 0.0);
+    let filtered = search(&api, "q=quarter&jira=pay-42").await;
+    assert_eq!(page_ids(&filtered), vec!["100", "100"], "{filtered}");
+
+    // A phrase: the words in that order.
+    let phrase = search(&api, "q=%22latency+budget%22").await;
+    let hit = first_hit(&phrase);
+    assert_eq!(hit["page_id"], "101");
+    assert_eq!(hit["text_rank"], 1);
+    assert_eq!(
+        hit["snippet"]
+            .as_str()
+            .expect("snippet")
+            .matches("<mark>")
+            .count(),
+        2,
+        "{hit}"
+    );
+    let reversed = search(&api, "q=%22budget+latency%22").await;
+    assert!(
+        reversed["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .all(|hit| hit["text_rank"].is_null()),
+        "the reversed phrase does not match as text: {reversed}"
+    );
+
+    // Meaning: no chunk holds every word, so full text finds nothing; the vector leg still finds
+    // the chunk that shares most of them.
+    let meaning = search(&api, "q=rotate+gateway+credentials+kubernetes").await;
+    let hit = first_hit(&meaning);
+    assert_eq!(hit["page_id"], "100", "{meaning}");
+    assert_eq!(hit["chunk_index"], 0);
+    assert!(hit["text_rank"].is_null());
+    assert_eq!(hit["vector_rank"], 1);
+}
+
+#[tokio::test]
+async fn filters_apply_to_both_legs() {
+    let (api, source) = seeded(true).await;
+    let mut all = page_ids(&search(&api, "q=checkout&limit=50").await);
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all,
+        vec!["100", "101", "102", "200"],
+        "every live page, via the vector leg"
+    );
+
+    let subtree = search(&api, "q=checkout&path=/1/100&limit=50").await;
+    let mut ids = page_ids(&subtree);
+    ids.sort();
+    assert_eq!(ids, vec!["100", "100", "101"], "{subtree}");
+    assert_eq!(
+        page_ids(&search(&api, "q=checkout&path=/1/100/101/").await),
+        vec!["101"]
+    );
+    // A prefix of an id is not a subtree.
+    assert!(page_ids(&search(&api, "q=checkout&path=/1/10").await).is_empty());
+
+    assert_eq!(
+        page_ids(&search(&api, "q=checkout&label=performance").await),
+        vec!["101"]
+    );
+    assert_eq!(
+        page_ids(&search(&api, "q=checkout&label=Social").await),
+        vec!["200"]
+    );
+    assert_eq!(
+        page_ids(&search(&api, "q=nodes&mention=acc-bob").await),
+        vec!["102"]
+    );
+    let recent = search(
+        &api,
+        &format!(
+            "q=checkout&updated_after={}",
+            (Utc::now() - Duration::days(1)).format("%Y-%m-%d")
+        ),
+    )
+    .await;
+    assert_eq!(page_ids(&recent), vec!["101"]);
+    assert_eq!(
+        page_ids(&search(&api, "q=checkout&space=DOCS&limit=1").await).len(),
+        1
+    );
+    assert!(page_ids(&search(&api, "q=checkout&space=OTHER").await).is_empty());
+    assert_eq!(
+        page_ids(&search(&api, &format!("q=offsite&source={source}&limit=1")).await),
+        vec!["200"]
+    );
+    assert_eq!(
+        page_ids(&search(&api, "q=offsite&source=docs&limit=1").await),
+        vec!["200"]
+    );
+}
+
+#[tokio::test]
+async fn deleted_pages_are_never_found() {
+    let (api, _) = seeded(true).await;
+    for query in [
+        "q=zebra+migration&limit=100",
+        "q=PAY-99",
+        "q=checkout&jira=PAY-99",
+        "q=plan&path=/1/300",
+    ] {
+        let body = search(&api, query).await;
+        assert!(
+            !page_ids(&body).contains(&"300".to_owned()),
+            "{query}: {body}"
+        );
+    }
+    assert_error(
+        &api.get("/api/pages/docs/300").await,
+        404,
+        "page_not_found",
+        None,
+    );
+    let (_, listed) = api.get("/api/confluence/docs/pages?limit=100").await;
+    assert!(!listed.to_string().contains("Zebra"), "{listed}");
+}
+
+#[tokio::test]
+async fn search_without_the_embedder_answers_from_full_text() {
+    let (api, _) = seeded(false).await;
+    let body = search(&api, "q=latency+budget").await;
+    assert_eq!(page_ids(&body), vec!["101"]);
+    assert!(first_hit(&body)["vector_rank"].is_null());
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .expect("warning")
+            .contains("full-text results only")
+    );
+}
+
+#[tokio::test]
+async fn bad_search_input_names_the_parameter() {
+    let (api, _) = seeded(true).await;
+    let cases = [
+        ("", "q"),
+        ("q=", "q"),
+        ("q=x&limit=0", "limit"),
+        ("q=x&limit=101", "limit"),
+        ("q=x&limit=ten", "limit"),
+        ("q=x&path=abc", "path"),
+        ("q=x&jira=not-a-key", "jira"),
+        ("q=x&space=A%20B", "space"),
+        ("q=x&updated_after=yesterday", "updated_after"),
+        ("q=x&colour=red", "colour"),
+        ("q=x&q=y", "q"),
+    ];
+    for (query, field) in cases {
+        let response = api.get(&format!("/api/search?{query}")).await;
+        assert_error(&response, 400, "invalid_parameter", Some(field));
+    }
+    let long = format!("q={}", "a".repeat(1001));
+    assert_error(
+        &api.get(&format!("/api/search?{long}")).await,
+        400,
+        "invalid_parameter",
+        Some("q"),
+    );
+    assert_error(
+        &api.get("/api/search?q=x&source=nope").await,
+        404,
+        "source_not_found",
+        Some("source"),
+    );
+}
+
+#[tokio::test]
+async fn pages_are_listed_with_filters_and_shown_with_their_markdown() {
+    let (api, source) = seeded(false).await;
+    let (status, first) = api.get("/api/confluence/docs/pages?limit=3").await;
+    assert_eq!(status.as_u16(), 200, "{first}");
+    assert_eq!(page_ids_of(&first), vec!["100", "101", "102"]);
+    let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, rest) = api
+        .get(&format!(
+            "/api/confluence/{source}/pages?limit=3&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page_ids_of(&rest), vec!["200"]);
+    assert!(rest["next_cursor"].is_null());
+
+    let (_, subtree) = api.get("/api/confluence/docs/pages?path=/1/100").await;
+    assert_eq!(page_ids_of(&subtree), vec!["100", "101"]);
+    let (_, labelled) = api.get("/api/confluence/docs/pages?label=runbook").await;
+    assert_eq!(page_ids_of(&labelled), vec!["100", "102"]);
+    assert_eq!(
+        labelled["pages"][0]["labels"],
+        serde_json::json!(["runbook"])
+    );
+    let (_, recent) = api
+        .get(&format!(
+            "/api/confluence/docs/pages?updated_after={}",
+            (Utc::now() - Duration::days(1)).format("%Y-%m-%d")
+        ))
+        .await;
+    assert_eq!(page_ids_of(&recent), vec!["101"]);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("path=x", "path"),
+        ("cursor=abc", "cursor"),
+        ("updated_after=soon", "updated_after"),
+        ("jira=PAY-1", "jira"),
+    ] {
+        let response = api
+            .get(&format!("/api/confluence/docs/pages?{query}"))
+            .await;
+        assert_error(&response, 400, "invalid_parameter", Some(field));
+    }
+    assert_error(
+        &api.get("/api/confluence/nope/pages").await,
+        404,
+        "source_not_found",
+        Some("id"),
+    );
+
+    let (status, page) = api.get("/api/pages/docs/100").await;
+    assert_eq!(status.as_u16(), 200, "{page}");
+    assert_eq!(page["title"], "Payments runbook");
+    assert_eq!(page["path"], "/1/100");
+    assert!(
+        page["markdown"]
+            .as_str()
+            .expect("markdown")
+            .contains("Rotate the payment gateway")
+    );
+    assert_eq!(
+        page["metadata"]["jira_issue_links"],
+        serde_json::json!(["PAY-42"])
+    );
+    let (status, by_uuid) = api.get(&format!("/api/pages/{source}/101")).await;
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(by_uuid["title"], "Checkout latency");
+    assert_error(
+        &api.get("/api/pages/docs/abc").await,
+        400,
+        "invalid_parameter",
+        Some("page"),
+    );
+    assert_error(
+        &api.get("/api/pages/docs/999").await,
+        404,
+        "page_not_found",
+        None,
+    );
+    assert_error(
+        &api.get("/api/pages/nope/100").await,
+        404,
+        "source_not_found",
+        Some("source"),
+    );
+}
+
+fn page_ids_of(body: &Value) -> Vec<String> {
+    body["pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(|page| page["page_id"].as_str().expect("page id").to_owned())
+        .collect()
+}

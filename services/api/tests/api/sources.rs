@@ -1,0 +1,559 @@
+//! Sources, sync runs, auth and the error shape.
+
+use std::net::SocketAddr;
+
+use confluence_sim::SimConfig;
+use pagestream_events::{EventKind, RawEvent, SourceKey, SyncMode, SyncRequested};
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{self, API_KEY, assert_error, seed_source};
+
+const TOKEN: &str = "ATATT-sim-token-must-never-leak-9f8e7d";
+const PAT: &str = "dc-pat-must-never-leak-1a2b3c";
+
+async fn sim() -> confluence_sim::RunningSim {
+    let mut config = SimConfig::new(11, 12);
+    config.api_token = TOKEN.into();
+    config.personal_access_token = Some(PAT.into());
+    confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator")
+}
+
+fn cloud_source(site: &str, key: &str, space: &str, token: &str) -> Value {
+    json!({
+        "key": key,
+        "site_url": site,
+        "space_key": space,
+        "auth": {"kind": "cloud", "email": "sim@example.com", "api_token": token},
+        "webhook_secret": "whsec-also-secret",
+        "settings": {"incremental_interval_secs": 600},
+    })
+}
+
+#[tokio::test]
+async fn every_api_route_requires_the_key() {
+    let api = support::start(false).await;
+    let routes = [
+        (Method::POST, "/api/confluence/sources"),
+        (Method::GET, "/api/confluence/sources"),
+        (Method::POST, "/api/confluence/eng/sync"),
+        (Method::GET, "/api/confluence/eng/status"),
+        (Method::DELETE, "/api/confluence/eng"),
+        (Method::GET, "/api/confluence/eng/pages"),
+        (Method::GET, "/api/pages/eng/1"),
+        (Method::GET, "/api/search?q=x"),
+        (Method::GET, "/api/openapi.json"),
+    ];
+    for (method, path) in routes {
+        let missing = api.call_with(method.clone(), path, None, None).await;
+        assert_error(&missing, 401, "missing_api_key", None);
+        let wrong = api
+            .call_with(method.clone(), path, None, Some("not-the-key-0123456789"))
+            .await;
+        assert_error(&wrong, 401, "invalid_api_key", None);
+        let almost = api
+            .call_with(method, path, None, Some(&API_KEY[..API_KEY.len() - 1]))
+            .await;
+        assert_error(&almost, 401, "invalid_api_key", None);
+    }
+    // Ops endpoints stay open; the OpenAPI document lists every route.
+    let health = api.call_with(Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.0.as_u16(), 200);
+    let ready = api.call_with(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.0.as_u16(), 200);
+    let (status, document) = api.get("/api/openapi.json").await;
+    assert_eq!(status.as_u16(), 200);
+    for path in [
+        "/api/confluence/sources",
+        "/api/confluence/{id}/sync",
+        "/api/confluence/{id}/status",
+        "/api/confluence/{id}",
+        "/api/confluence/{id}/pages",
+        "/api/pages/{source}/{page}",
+        "/api/search",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} missing from the document"
+        );
+    }
+    assert!(document["components"]["securitySchemes"]["api_key"].is_object());
+    let unknown = api.get("/api/nothing-here").await;
+    assert_error(&unknown, 404, "route_not_found", None);
+}
+
+#[tokio::test]
+async fn creating_a_source_checks_the_token_seals_it_and_never_shows_it() {
+    let api = support::start(false).await;
+    let sim = sim().await;
+    let site = sim.base_url();
+
+    let wrong_token = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(cloud_source(&site, "eng", "ENG", "wrong-token")),
+        )
+        .await;
+    assert_error(
+        &wrong_token,
+        400,
+        "confluence_credentials_rejected",
+        Some("auth"),
+    );
+    let wrong_space = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(cloud_source(&site, "eng", "NOPE", TOKEN)),
+        )
+        .await;
+    assert_error(
+        &wrong_space,
+        400,
+        "confluence_space_not_found",
+        Some("space_key"),
+    );
+    assert!(
+        api.registry.list().await.expect("list").is_empty(),
+        "refused sources are not stored"
+    );
+
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(cloud_source(&site, "eng", "ENG", TOKEN)),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    assert_eq!(created["key"], "eng");
+    assert_eq!(created["space_key"], "ENG");
+    assert_eq!(created["auth_kind"], "cloud");
+    assert_eq!(created["site_url"], site);
+    assert_eq!(created["settings"]["incremental_interval_secs"], 600);
+    let id = Uuid::parse_str(created["id"].as_str().expect("id")).expect("uuid");
+
+    // Sealed in the registry, and only the secret key opens it.
+    let record = api
+        .registry
+        .get(&SourceKey::new("eng").expect("key"))
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.id, id);
+    assert!(!record.sealed_credentials.contains(TOKEN));
+    let credentials = record.credentials(&api.secret_key).expect("open");
+    assert_eq!(credentials.token.expose(), TOKEN);
+    assert_eq!(credentials.email.as_deref(), Some("sim@example.com"));
+    assert_eq!(
+        credentials.webhook_secret.as_ref().map(|s| s.expose()),
+        Some("whsec-also-secret")
+    );
+
+    let duplicate = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(cloud_source(&site, "eng", "ENG", TOKEN)),
+        )
+        .await;
+    assert_error(&duplicate, 409, "source_already_exists", Some("key"));
+
+    // Data Center: a personal access token.
+    let (status, dc) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(json!({
+                "key": "eng-dc", "site_url": site, "space_key": "ENG",
+                "auth": {"kind": "data_center", "personal_access_token": PAT},
+            })),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{dc}");
+    assert_eq!(dc["auth_kind"], "data_center");
+
+    // Listed from the registry until the indexer projects it, then with counts.
+    let (_, listed) = api.get("/api/confluence/sources").await;
+    let sources = listed["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0]["key"], "eng");
+    assert_eq!(sources[0]["projected"], false);
+    seed_source(&api.pool, id, "eng").await;
+    let (_, listed) = api.get("/api/confluence/sources").await;
+    assert_eq!(listed["sources"][0]["projected"], true);
+    assert_eq!(listed["sources"][0]["pages"], 0);
+    assert!(listed["sources"][0]["last_sync"].is_null());
+
+    // The token is nowhere: not in a response, not in a log line.
+    for response in [&created, &dc, &listed, &wrong_token.1, &wrong_space.1] {
+        let text = response.to_string();
+        assert!(!text.contains(TOKEN) && !text.contains(PAT), "{text}");
+        assert!(!text.contains("whsec-also-secret"), "{text}");
+    }
+    let logs = support::captured_logs();
+    assert!(logs.contains("source created"), "the logs were captured");
+    assert!(
+        !logs.contains(TOKEN) && !logs.contains(PAT),
+        "a token reached the logs"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_source_input_names_the_field() {
+    let api = support::start(false).await;
+    let base = || {
+        json!({
+            "key": "eng", "site_url": "https://example.atlassian.net/wiki", "space_key": "ENG",
+            "auth": {"kind": "cloud", "email": "a@example.com", "api_token": "t"},
+        })
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            {
+                let mut b = base();
+                b.as_object_mut().expect("obj").remove("space_key");
+                b
+            },
+            "space_key",
+        ),
+        (
+            {
+                let mut b = base();
+                b["space_key"] = json!("EN G");
+                b
+            },
+            "space_key",
+        ),
+        (
+            {
+                let mut b = base();
+                b["key"] = json!("Not A Slug");
+                b
+            },
+            "key",
+        ),
+        (
+            {
+                let mut b = base();
+                b["key"] = json!(Uuid::new_v4().to_string());
+                b
+            },
+            "key",
+        ),
+        (
+            {
+                let mut b = base();
+                b.as_object_mut().expect("obj").remove("site_url");
+                b
+            },
+            "site_url",
+        ),
+        (
+            {
+                let mut b = base();
+                b["site_url"] = json!("http://confluence.example.com");
+                b
+            },
+            "site_url",
+        ),
+        (
+            {
+                let mut b = base();
+                b["site_url"] = json!(42);
+                b
+            },
+            "site_url",
+        ),
+        (
+            {
+                let mut b = base();
+                b.as_object_mut().expect("obj").remove("auth");
+                b
+            },
+            "auth",
+        ),
+        (
+            {
+                let mut b = base();
+                b["auth"]["kind"] = json!("ldap");
+                b
+            },
+            "auth.kind",
+        ),
+        (
+            {
+                let mut b = base();
+                b["auth"]["email"] = json!("nobody");
+                b
+            },
+            "auth.email",
+        ),
+        (
+            {
+                let mut b = base();
+                b["auth"].as_object_mut().expect("obj").remove("api_token");
+                b
+            },
+            "auth.api_token",
+        ),
+        (
+            {
+                let mut b = base();
+                b["auth"]["colour"] = json!("red");
+                b
+            },
+            "auth.colour",
+        ),
+        (
+            {
+                let mut b = base();
+                b["settings"] = json!({"concurrent_requests": 0});
+                b
+            },
+            "settings.concurrent_requests",
+        ),
+        (
+            {
+                let mut b = base();
+                b["settings"] = json!({"requests_per_second": "fast"});
+                b
+            },
+            "settings",
+        ),
+        (
+            {
+                let mut b = base();
+                b["extra"] = json!(true);
+                b
+            },
+            "extra",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = api
+            .call(Method::POST, "/api/confluence/sources", Some(body.clone()))
+            .await;
+        assert_error(&response, 400, "invalid_parameter", Some(field));
+    }
+    assert_error(
+        &api.post_raw("/api/confluence/sources", "{not json").await,
+        400,
+        "malformed_body",
+        None,
+    );
+    assert_error(
+        &api.post_raw("/api/confluence/sources", "[1, 2]").await,
+        400,
+        "malformed_body",
+        None,
+    );
+    assert!(api.registry.list().await.expect("list").is_empty());
+}
+
+/// Registers a source directly, as a created one would be.
+async fn register(api: &support::TestApi, key: &str) -> Uuid {
+    let sim_free_record = pagestream_sources::SourceRecord {
+        id: Uuid::new_v4(),
+        key: SourceKey::new(key).expect("key"),
+        site_url: "https://example.atlassian.net/wiki".into(),
+        space_key: "ENG".into(),
+        auth_kind: pagestream_sources::AuthKind::Cloud,
+        sealed_credentials: pagestream_sources::SourceRecord::seal_credentials(
+            &api.secret_key,
+            &pagestream_sources::Credentials {
+                email: Some("a@example.com".into()),
+                token: pagestream_sources::Secret::new(TOKEN),
+                webhook_secret: None,
+            },
+        ),
+        settings: Default::default(),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    api.registry.put(&sim_free_record).await.expect("put");
+    sim_free_record.id
+}
+
+#[tokio::test]
+async fn sync_publishes_the_request_and_status_follows_the_run() {
+    let api = support::start(false).await;
+    let id = register(&api, "eng").await;
+
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/eng/sync?mode=partial", None)
+            .await,
+        400,
+        "invalid_parameter",
+        Some("mode"),
+    );
+    assert_error(
+        &api.call(
+            Method::POST,
+            "/api/confluence/eng/sync?reconcile_deletions=maybe",
+            None,
+        )
+        .await,
+        400,
+        "invalid_parameter",
+        Some("reconcile_deletions"),
+    );
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/eng/sync?force=1", None)
+            .await,
+        400,
+        "invalid_parameter",
+        Some("force"),
+    );
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/nope/sync", None)
+            .await,
+        404,
+        "source_not_found",
+        None,
+    );
+    assert_error(
+        &api.get("/api/confluence/eng/status").await,
+        404,
+        "sync_run_not_found",
+        None,
+    );
+    assert_error(
+        &api.get("/api/confluence/eng/status?run=12").await,
+        400,
+        "invalid_parameter",
+        Some("run"),
+    );
+
+    // By uuid as well as by key.
+    let (status, accepted) = api
+        .call(
+            Method::POST,
+            &format!("/api/confluence/{id}/sync?mode=full"),
+            None,
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "{accepted}");
+    assert_eq!(accepted["status"], "queued");
+    let run_id = Uuid::parse_str(accepted["run_id"].as_str().expect("run id")).expect("uuid");
+
+    // The command is on the stream, for the fetcher.
+    let stream = api
+        .bus
+        .jetstream()
+        .get_stream(api.bus.streams().for_kind(EventKind::SyncRequested))
+        .await
+        .expect("stream");
+    let message = stream
+        .get_last_raw_message_by_subject(
+            &api.bus
+                .subjects()
+                .sync_requested(&SourceKey::new("eng").expect("key")),
+        )
+        .await
+        .expect("sync.requested published");
+    let event = RawEvent::from_json(&message.payload)
+        .expect("cloudevent")
+        .into_typed::<SyncRequested>()
+        .expect("typed");
+    assert_eq!(event.data.run_id, run_id);
+    assert_eq!(event.data.mode, SyncMode::Full);
+    assert_eq!(event.extensions.syncrun, Some(run_id));
+
+    // Queued: known from the progress stream before the indexer projects it.
+    let status_url = accepted["status_url"]
+        .as_str()
+        .expect("status url")
+        .to_owned();
+    let (status, queued) = api.get(&status_url).await;
+    assert_eq!(status.as_u16(), 200, "{queued}");
+    assert_eq!(queued["run_id"], run_id.to_string());
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["mode"], "full");
+
+    // Projected: the per-stage counts come from sync_runs.
+    seed_source(&api.pool, id, "eng").await;
+    sqlx::query(
+        "INSERT INTO sync_runs (id, source_id, mode, status, pages_seen, pages_changed, \
+         pages_deleted, pages_converted, pages_embedded, pages_indexed, pages_failed, \
+         confluence_requests, rate_limit_wait_ms, last_error) \
+         VALUES ($1, $2, 'full', 'running', 120, 30, 2, 28, 25, 20, 1, 14, 3500, 'page 7: too large')",
+    )
+    .bind(run_id)
+    .bind(id)
+    .execute(&api.pool)
+    .await
+    .expect("sync run");
+    for path in [status_url.clone(), "/api/confluence/eng/status".to_owned()] {
+        let (status, running) = api.get(&path).await;
+        assert_eq!(status.as_u16(), 200, "{running}");
+        assert_eq!(running["status"], "running");
+        assert_eq!(
+            running["counts"],
+            json!({"seen": 120, "changed": 30, "deleted": 2, "converted": 28, "embedded": 25, "indexed": 20, "failed": 1})
+        );
+        assert_eq!(running["confluence_requests"], 14);
+        assert_eq!(running["rate_limit_wait_ms"], 3500);
+        assert_eq!(running["last_error"], "page 7: too large");
+    }
+    let (_, listed) = api.get("/api/confluence/sources").await;
+    assert_eq!(
+        listed["sources"][0]["last_sync"]["run_id"],
+        run_id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_source_removes_it_from_the_registry_and_the_streams() {
+    let api = support::start(false).await;
+    register(&api, "eng").await;
+    let (status, _) = api
+        .call(Method::POST, "/api/confluence/eng/sync", None)
+        .await;
+    assert_eq!(status.as_u16(), 202);
+
+    let (status, removed) = api.call(Method::DELETE, "/api/confluence/eng", None).await;
+    assert_eq!(status.as_u16(), 202, "{removed}");
+    assert_eq!(removed["key"], "eng");
+    assert!(
+        api.registry
+            .get(&SourceKey::new("eng").expect("key"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let stream = api
+        .bus
+        .jetstream()
+        .get_stream(api.bus.streams().for_kind(EventKind::SyncRequested))
+        .await
+        .expect("stream");
+    assert!(
+        stream
+            .get_last_raw_message_by_subject(
+                &api.bus
+                    .subjects()
+                    .sync_requested(&SourceKey::new("eng").expect("key"))
+            )
+            .await
+            .is_err(),
+        "the source's commands were purged"
+    );
+    assert_error(
+        &api.call(Method::DELETE, "/api/confluence/eng", None).await,
+        404,
+        "source_not_found",
+        None,
+    );
+    assert_error(
+        &api.get("/api/confluence/eng/status").await,
+        404,
+        "source_not_found",
+        None,
+    );
+}

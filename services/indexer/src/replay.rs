@@ -1,0 +1,153 @@
+//! Replay: rebuild the projection from the streams alone, without Confluence or an embedding
+//! provider. Sources come from the registry, then each fact stream is read from its first message
+//! to the last one it held when the replay started, in batches through the same version-guarded
+//! projection as the live indexer, so the result equals the live database.
+
+use std::time::Instant;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::StreamExt;
+use pagestream_bus::{Bus, claim_check};
+use pagestream_events::{ChunksReady, Envelope, EventKind, PageChanged, PageConverted, PageDeleted, RawEvent};
+use pagestream_sources::SourceRegistry;
+use sqlx::PgPool;
+
+use crate::projection::{self, SourceIds};
+use crate::{IndexerError, Projected};
+
+/// Where a replay stands, reported after every batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayProgress {
+    pub kind: EventKind,
+    pub applied: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub sources: u64,
+    pub events: u64,
+    pub chunks: u64,
+    /// Events that could not be decoded or applied (logged).
+    pub skipped: u64,
+    pub seconds: f64,
+}
+
+/// Rebuilds the projection in `pool` (a migrated database, normally empty).
+pub async fn replay(
+    bus: &Bus,
+    registry: &SourceRegistry,
+    pool: &PgPool,
+    batch_size: usize,
+    mut progress: impl FnMut(ReplayProgress),
+) -> Result<ReplayReport, IndexerError> {
+    let started = Instant::now();
+    let mut report = ReplayReport::default();
+    for record in registry.list().await? {
+        projection::upsert_source(pool, &record).await?;
+        report.sources += 1;
+    }
+    let ids = SourceIds::default();
+    replay_kind::<PageChanged>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
+    replay_kind::<PageConverted>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
+    replay_kind::<ChunksReady>(bus, pool, &ids, batch_size, &mut report, &mut progress, |event| {
+        event.data.chunks.len() as u64
+    })
+    .await?;
+    replay_kind::<PageDeleted>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn jetstream_error(operation: &'static str, error: impl std::fmt::Display) -> IndexerError {
+    IndexerError::Bus(pagestream_bus::BusError::JetStream {
+        operation,
+        reason: error.to_string(),
+    })
+}
+
+async fn replay_kind<T: Projected>(
+    bus: &Bus,
+    pool: &PgPool,
+    ids: &SourceIds,
+    batch_size: usize,
+    report: &mut ReplayReport,
+    progress: &mut impl FnMut(ReplayProgress),
+    chunks_of: impl Fn(&Envelope<T>) -> u64,
+) -> Result<(), IndexerError> {
+    let name = bus.streams().for_kind(T::KIND);
+    let mut stream = bus
+        .jetstream()
+        .get_stream(&name)
+        .await
+        .map_err(|error| jetstream_error("get stream", error))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|error| jetstream_error("stream info", error))?
+        .state
+        .clone();
+    if state.messages == 0 {
+        return Ok(());
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| jetstream_error("create consumer", error))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| jetstream_error("pull", error))?;
+    let total = state.messages;
+    let mut applied = 0u64;
+    let mut batch: Vec<(Envelope<T>, u64)> = Vec::with_capacity(batch_size);
+    let mut done = false;
+    while !done {
+        let Some(message) = messages.next().await else { break };
+        let message = message.map_err(|error| jetstream_error("pull", error))?;
+        let sequence = message
+            .info()
+            .map(|info| info.stream_sequence)
+            .map_err(|error| jetstream_error("message info", error))?;
+        done = sequence >= state.last_sequence;
+        let body = claim_check::resolve(bus, &message.subject, message.headers.as_ref(), message.payload.clone()).await;
+        match body.map_err(|error| error.to_string()).and_then(|body| {
+            RawEvent::from_json(&body)
+                .and_then(RawEvent::into_typed::<T>)
+                .map_err(|error| error.to_string())
+        }) {
+            Ok(event) => batch.push((event, sequence)),
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, sequence, %error, "event skipped by replay");
+                report.skipped += 1;
+            }
+        }
+        if batch.len() >= batch_size || (done && !batch.is_empty()) {
+            let events: Vec<(&Envelope<T>, u64)> = batch.iter().map(|(event, sequence)| (event, *sequence)).collect();
+            let results = crate::apply_batch(pool, ids, &name, &events).await;
+            for ((event, sequence), result) in batch.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        report.events += 1;
+                        report.chunks += chunks_of(event);
+                    }
+                    Err(error) => {
+                        tracing::warn!(stream = %name, sequence, %error, "event not applied by replay");
+                        report.skipped += 1;
+                    }
+                }
+            }
+            applied += batch.len() as u64;
+            batch.clear();
+            progress(ReplayProgress {
+                kind: T::KIND,
+                applied,
+                total,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The indexer against real Postgres and NATS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use pagestream_bus::Bus;
+use pagestream_events::*;
+use pagestream_indexer::projection::SourceIds;
+use pagestream_indexer::{IndexerConfig, Projected, apply_batch};
+use pagestream_sources::{AuthKind, SourceRecord, SourceRegistry, SourceSettings};
+use sqlx::PgPool;
+
+fn source() -> SourceKey {
+    SourceKey::new("eng").expect("source")
+}
+
+fn info(id: u64, version: u64) -> PageInfo {
+    PageInfo {
+        source: source(),
+        page_id: PageId::from(id),
+        space_key: "ENG".into(),
+        title: format!("Page {id} v{version}"),
+        version,
+        path: format!("/1/{id}"),
+        url: format!("https://example.atlassian.net/wiki/spaces/ENG/pages/{id}"),
+        ancestors: vec![],
+        labels: vec!["ops".into()],
+        author: None,
+        created_at: None,
+        last_modified: Utc::now(),
+    }
+}
+
+fn changed(id: u64, version: u64) -> Envelope<PageChanged> {
+    Envelope::new(PageChanged {
+        page: info(id, version),
+        body_storage: format!("<p>v{version}</p>"),
+    })
+}
+
+fn chunks(id: u64, version: u64, count: u32) -> Envelope<ChunksReady> {
+    Envelope::new(ChunksReady {
+        source: source(),
+        page_id: PageId::from(id),
+        space_key: "ENG".into(),
+        version,
+        model: "all-MiniLM-L6-v2".into(),
+        dimension: 384,
+        chunks: (0..count)
+            .map(|index| Chunk {
+                index,
+                text: format!("page {id} version {version} chunk {index}"),
+                heading_path: vec![format!("Page {id}"), format!("Section {index}")],
+                content_hash: format!("{id}-{version}-{index}"),
+                token_count: 7,
+                vector: Vector((0..384).map(|d| ((d + index as usize) % 7) as f32 / 7.0).collect()),
+            })
+            .collect(),
+    })
+}
+
+fn deleted(id: u64, version: u64) -> Envelope<PageDeleted> {
+    Envelope::new(PageDeleted {
+        source: source(),
+        page_id: PageId::from(id),
+        version,
+        space_key: Some("ENG".into()),
+        deleted_at: Utc::now(),
+        reason: None,
+    })
+}
+
+fn record() -> SourceRecord {
+    SourceRecord {
+        id: uuid::Uuid::new_v4(),
+        key: source(),
+        site_url: "https://example.atlassian.net".into(),
+        space_key: "ENG".into(),
+        auth_kind: AuthKind::Cloud,
+        sealed_credentials: "sealed".into(),
+        settings: SourceSettings::default(),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+async fn database_with_source() -> PgPool {
+    let (pool, _) = pagestream_testkit::database().await;
+    pagestream_indexer::projection::upsert_source(&pool, &record())
+        .await
+        .expect("source");
+    pool
+}
+
+async fn apply<T: Projected>(pool: &PgPool, event: &Envelope<T>) {
+    let results = apply_batch(pool, &SourceIds::default(), "test", &[(event, 1)]).await;
+    for result in results {
+        result.expect("applied");
+    }
+}
+
+async fn page_state(pool: &PgPool, id: u64) -> (i64, bool, String, i64) {
+    let (version, is_deleted, title): (i64, bool, String) = sqlx::query_as(
+        "SELECT version, is_deleted, title FROM confluence_pages WHERE page_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(pool)
+    .await
+    .expect("page row");
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE page_id = $1")
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    (version, is_deleted, title, chunks)
+}
+
+#[tokio::test]
+async fn versions_only_move_forward_and_duplicates_change_nothing() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(1, 3)).await;
+    apply(&pool, &chunks(1, 3, 4)).await;
+    // An older version arriving late, and the same events again.
+    apply(&pool, &changed(1, 2)).await;
+    apply(&pool, &chunks(1, 2, 9)).await;
+    apply(&pool, &changed(1, 3)).await;
+    apply(&pool, &chunks(1, 3, 4)).await;
+    assert_eq!(page_state(&pool, 1).await, (3, false, "Page 1 v3".into(), 4));
+    // A newer version replaces the chunks.
+    apply(&pool, &chunks(1, 4, 2)).await;
+    apply(&pool, &changed(1, 4)).await;
+    assert_eq!(page_state(&pool, 1).await, (4, false, "Page 1 v4".into(), 2));
+}
+
+#[tokio::test]
+async fn a_deleted_page_stays_deleted_until_a_newer_version() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(2, 5)).await;
+    apply(&pool, &chunks(2, 5, 3)).await;
+    apply(&pool, &deleted(2, 5)).await;
+    assert_eq!(page_state(&pool, 2).await.1, true);
+    assert_eq!(page_state(&pool, 2).await.3, 0);
+    // Late events of the deleted version or older do not bring it back.
+    apply(&pool, &changed(2, 5)).await;
+    apply(&pool, &chunks(2, 4, 3)).await;
+    apply(&pool, &chunks(2, 5, 3)).await;
+    let (version, is_deleted, _, chunk_count) = page_state(&pool, 2).await;
+    assert_eq!((version, is_deleted, chunk_count), (5, true, 0));
+    // A restore is a newer version.
+    apply(&pool, &changed(2, 6)).await;
+    apply(&pool, &chunks(2, 6, 1)).await;
+    let (version, is_deleted, _, chunk_count) = page_state(&pool, 2).await;
+    assert_eq!((version, is_deleted, chunk_count), (6, false, 1));
+    // A deletion event for a page never seen leaves a tombstone.
+    apply(&pool, &deleted(3, 1)).await;
+    apply(&pool, &changed(3, 1)).await;
+    assert_eq!(page_state(&pool, 3).await.1, true);
+}
+
+#[tokio::test]
+async fn readers_never_see_a_page_without_chunks_while_it_is_replaced() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(4, 1)).await;
+    apply(&pool, &chunks(4, 1, 10)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let pool = pool.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let counts: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT count(*), count(DISTINCT page_version) FROM chunks WHERE page_id = '4'",
+                )
+                .fetch_all(&pool)
+                .await
+                .expect("read");
+                let (count, versions) = counts[0];
+                assert!(count > 0, "a reader saw the page with no chunks");
+                assert_eq!(versions, 1, "a reader saw a mix of two versions");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for version in 2..40 {
+        apply(&pool, &chunks(4, version, 5 + (version as u32 % 7))).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.await.expect("reader");
+    assert!(reads > 10, "reader made only {reads} reads");
+}
+
+#[tokio::test]
+async fn deleting_a_source_removes_its_pages_and_chunks() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(5, 1)).await;
+    apply(&pool, &chunks(5, 1, 3)).await;
+    pagestream_indexer::projection::remove_source(&pool, &SourceIds::default(), &source())
+        .await
+        .expect("remove");
+    for table in ["confluence_pages", "chunks", "sources"] {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(count, 0, "{table} not empty");
+    }
+}
+
+async fn snapshot(pool: &PgPool) -> Vec<String> {
+    let mut rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws('|', page_id, title, version, is_deleted, path, metadata::text, markdown, markdown_version, chunks_version) FROM confluence_pages ORDER BY page_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("pages");
+    let chunk_rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws('|', page_id, embedding_model, chunk_index, page_version, text, heading_path::text, content_hash, embedding::text) FROM chunks ORDER BY page_id, chunk_index",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("chunks");
+    rows.extend(chunk_rows);
+    rows
+}
+
+async fn wait_for_chunks(pool: &PgPool, expected: i64) {
+    let mut last = (0, 0);
+    for _ in 0..600 {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE markdown IS NULL AND NOT is_deleted")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        if count == expected && pending == 0 {
+            return;
+        }
+        last = (count, pending);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("live indexer did not reach {expected} chunks: (chunks, pages without markdown) = {last:?}");
+}
+
+/// Runs the live indexer (two replicas) over a few hundred pages, then replays the streams into an
+/// empty database: both must be equal.
+#[tokio::test]
+async fn replay_rebuilds_what_two_live_replicas_built() {
+    let bus: Bus = pagestream_testkit::bus().await;
+    let registry = SourceRegistry::open(&bus).await.expect("registry");
+    registry.put(&record()).await.expect("put source");
+    let (live, _) = pagestream_testkit::database().await;
+
+    let supervisors: Vec<_> = (0..2)
+        .map(|_| {
+            let supervisor = pagestream_telemetry::Supervisor::new();
+            pagestream_indexer::spawn_all(&supervisor, &bus, registry.clone(), &live, &IndexerConfig::default());
+            supervisor
+        })
+        .collect();
+
+    let pages = 300u64;
+    let mut expected_chunks = 0;
+    for id in 1..=pages {
+        let version = 1 + id % 3;
+        bus.publish(&changed(id, version)).await.expect("publish");
+        bus.publish(&Envelope::new(PageConverted {
+            page: info(id, version),
+            markdown: format!("# Page {id}\n\nversion {version}"),
+            metadata: ContentMetadata {
+                jira_issue_links: vec![format!("OPS-{id}")],
+                word_count: 3,
+                ..Default::default()
+            },
+        }))
+        .await
+        .expect("publish");
+        let count = 1 + (id % 4) as u32;
+        bus.publish(&chunks(id, version, count)).await.expect("publish");
+        if id % 10 == 0 {
+            bus.publish(&deleted(id, version)).await.expect("publish");
+            bus.purge_page(&source(), &PageId::from(id)).await.expect("purge");
+        } else {
+            expected_chunks += count as i64;
+        }
+    }
+    wait_for_chunks(&live, expected_chunks).await;
+    for supervisor in &supervisors {
+        supervisor.token().cancel();
+    }
+    for supervisor in supervisors {
+        supervisor.run(Duration::from_secs(10)).await.expect("stops");
+    }
+
+    let (rebuilt, _) = pagestream_testkit::database().await;
+    let mut last = None;
+    let report = pagestream_indexer::replay::replay(&bus, &registry, &rebuilt, 128, |progress| {
+        last = Some(progress)
+    })
+    .await
+    .expect("replay");
+    assert_eq!(report.skipped, 0);
+    assert!(last.is_some(), "no progress reported");
+    assert_eq!(report.chunks as i64, expected_chunks);
+    let live_rows = snapshot(&live).await;
+    let rebuilt_rows = snapshot(&rebuilt).await;
+    assert_eq!(live_rows.len(), rebuilt_rows.len());
+    assert!(live_rows == rebuilt_rows, "replayed database differs from the live one");
+    // Purged pages are only tombstones in the rebuilt database too.
+    let deleted_pages: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE is_deleted")
+        .fetch_one(&rebuilt)
+        .await
+        .expect("count");
+    assert_eq!(deleted_pages, (pages / 10) as i64);
+}

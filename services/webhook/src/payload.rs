@@ -1,0 +1,336 @@
+//! Webhook bodies: what Cloud Connect, Data Center and Automation deliveries say about a page.
+//!
+//! Cloud Connect bodies name no event (the app routes by URL path); Data Center bodies carry an
+//! `event` field; Automation bodies are whatever the rule's author templated, so every field but the
+//! page id is optional. Ids arrive as strings or numbers (`id`, `idAsString`), versions as numbers,
+//! strings or `{"number": n}`; unknown fields are ignored.
+
+use pagestream_events::{HintReason, PageId};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("body is not a json object: {0}")]
+    NotJson(String),
+    #[error("delivery names no event: post to /webhooks/confluence/{{source}}/{{event}}")]
+    NoEvent,
+    #[error("invalid event name")]
+    InvalidEvent,
+    #[error("{event} delivery carries no page")]
+    NoPage { event: String },
+    #[error("invalid page id")]
+    InvalidPageId,
+    #[error("invalid page version")]
+    InvalidVersion,
+}
+
+/// What a delivery's event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    Hint(HintReason),
+    Ignore,
+}
+
+/// Maps a Confluence webhook event name to what Pagestream does with it.
+pub fn action_for(event: &str) -> EventAction {
+    match event {
+        "page_created" | "page_updated" | "page_restored" | "page_moved" => {
+            EventAction::Hint(HintReason::Changed)
+        }
+        // The fetcher confirms with Confluence before it emits `page.deleted`.
+        "page_trashed" | "page_removed" => EventAction::Hint(HintReason::Removed),
+        _ => EventAction::Ignore,
+    }
+}
+
+/// The page a delivery is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRef {
+    pub id: PageId,
+    pub space_key: Option<String>,
+    pub version: Option<u64>,
+}
+
+/// A decoded delivery: its event name and, for page events, the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub event: String,
+    pub action: EventAction,
+    /// Set for every [`EventAction::Hint`].
+    pub page: Option<PageRef>,
+}
+
+#[derive(Deserialize)]
+struct RawDelivery {
+    #[serde(default)]
+    event: Option<Value>,
+    #[serde(default)]
+    page: Option<RawPage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPage {
+    #[serde(default)]
+    id_as_string: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    space_key: Option<Value>,
+    #[serde(default)]
+    space: Option<RawSpace>,
+    #[serde(default)]
+    version: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawSpace {
+    #[serde(default)]
+    key: Option<Value>,
+}
+
+/// Decodes a delivery. `path_event` is the event named in the URL, which wins over the body's.
+pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, PayloadError> {
+    let raw: RawDelivery =
+        serde_json::from_slice(body).map_err(|error| PayloadError::NotJson(error.to_string()))?;
+    let event = match path_event {
+        Some(event) => event.to_owned(),
+        None => match raw.event {
+            Some(Value::String(event)) => event,
+            Some(_) => return Err(PayloadError::InvalidEvent),
+            None => return Err(PayloadError::NoEvent),
+        },
+    };
+    if !is_event_name(&event) {
+        return Err(PayloadError::InvalidEvent);
+    }
+    let action = action_for(&event);
+    let page = match action {
+        EventAction::Ignore => None,
+        EventAction::Hint(_) => {
+            let page = raw.page.ok_or_else(|| PayloadError::NoPage {
+                event: event.clone(),
+            })?;
+            Some(page.resolve()?)
+        }
+    };
+    Ok(Delivery {
+        event,
+        action,
+        page,
+    })
+}
+
+/// Event names are snake_case words; anything else is not from Confluence.
+pub fn is_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl RawPage {
+    fn resolve(self) -> Result<PageRef, PayloadError> {
+        // `idAsString` exists because `id` may not survive a JavaScript number; prefer it.
+        let id = self
+            .id_as_string
+            .filter(|value| !value.is_null())
+            .or(self.id)
+            .ok_or(PayloadError::InvalidPageId)?;
+        let id = match id {
+            Value::String(id) => PageId::new(id.trim()).map_err(|_| PayloadError::InvalidPageId)?,
+            Value::Number(number) => number
+                .as_u64()
+                .map(PageId::from)
+                .ok_or(PayloadError::InvalidPageId)?,
+            _ => return Err(PayloadError::InvalidPageId),
+        };
+        let space_key = self
+            .space_key
+            .or_else(|| self.space.and_then(|space| space.key))
+            .and_then(|key| match key {
+                Value::String(key) if is_space_key(&key) => Some(key),
+                // The space key is advisory (the fetcher reads the page's own); drop a strange one.
+                _ => None,
+            });
+        Ok(PageRef {
+            id,
+            space_key,
+            version: self.version.map(version_number).transpose()?.flatten(),
+        })
+    }
+}
+
+fn version_number(value: Value) -> Result<Option<u64>, PayloadError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(number) => number
+            .as_u64()
+            .map(Some)
+            .ok_or(PayloadError::InvalidVersion),
+        Value::String(text) if text.trim().is_empty() => Ok(None),
+        Value::String(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| PayloadError::InvalidVersion),
+        Value::Object(mut object) => object.remove("number").map_or(Ok(None), version_number),
+        _ => Err(PayloadError::InvalidVersion),
+    }
+}
+
+/// Space keys are alphanumeric; personal spaces start with `~` and may hold an account id.
+fn is_space_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 255
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'~' | b'_' | b'-' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(delivery: &Delivery) -> &PageRef {
+        delivery.page.as_ref().expect("page")
+    }
+
+    #[test]
+    fn every_page_event_maps_to_its_reason() {
+        for event in [
+            "page_created",
+            "page_updated",
+            "page_restored",
+            "page_moved",
+        ] {
+            assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
+        }
+        for event in ["page_trashed", "page_removed"] {
+            assert_eq!(action_for(event), EventAction::Hint(HintReason::Removed));
+        }
+        for event in [
+            "comment_created",
+            "content_created",
+            "blog_created",
+            "label_added",
+        ] {
+            assert_eq!(action_for(event), EventAction::Ignore);
+        }
+    }
+
+    #[test]
+    fn ids_and_versions_decode_in_every_shape() {
+        let numeric = decode(
+            br#"{"page":{"id":1188560897,"version":2,"spaceKey":"~323528440"}}"#,
+            Some("page_updated"),
+        )
+        .expect("numeric");
+        assert_eq!(page(&numeric).id.as_str(), "1188560897");
+        assert_eq!(page(&numeric).version, Some(2));
+        assert_eq!(page(&numeric).space_key.as_deref(), Some("~323528440"));
+
+        let strings = decode(
+            br#"{"page":{"idAsString":"10000001","id":"10000001","version":"3"}}"#,
+            Some("page_updated"),
+        )
+        .expect("strings");
+        assert_eq!(page(&strings).id.as_str(), "10000001");
+        assert_eq!(page(&strings).version, Some(3));
+
+        let nested = decode(
+            br#"{"event":"page_created","page":{"id":" 77 ","version":{"number":5},"space":{"key":"OPS"}}}"#,
+            None,
+        )
+        .expect("nested");
+        assert_eq!(page(&nested).id.as_str(), "77");
+        assert_eq!(page(&nested).version, Some(5));
+        assert_eq!(page(&nested).space_key.as_deref(), Some("OPS"));
+
+        let bare = decode(br#"{"page":{"id":"9"}}"#, Some("page_removed")).expect("bare");
+        assert_eq!(page(&bare).version, None);
+        assert_eq!(page(&bare).space_key, None);
+        assert_eq!(bare.action, EventAction::Hint(HintReason::Removed));
+    }
+
+    #[test]
+    fn the_path_event_wins_over_the_body() {
+        let delivery = decode(
+            br#"{"event":"page_updated","page":{"id":1}}"#,
+            Some("page_trashed"),
+        )
+        .expect("decode");
+        assert_eq!(delivery.event, "page_trashed");
+        assert_eq!(delivery.action, EventAction::Hint(HintReason::Removed));
+    }
+
+    #[test]
+    fn ignored_events_need_no_page() {
+        let delivery = decode(br#"{"comment":{"id":"1"}}"#, Some("comment_created")).expect("ok");
+        assert_eq!(delivery.action, EventAction::Ignore);
+        assert_eq!(delivery.page, None);
+    }
+
+    #[test]
+    fn bad_input_names_what_is_wrong() {
+        let cases: [(&[u8], Option<&str>, PayloadError); 8] = [
+            (
+                b"not json",
+                Some("page_updated"),
+                PayloadError::NotJson(String::new()),
+            ),
+            (
+                b"[1,2]",
+                Some("page_updated"),
+                PayloadError::NotJson(String::new()),
+            ),
+            (br#"{"page":{"id":1}}"#, None, PayloadError::NoEvent),
+            (
+                br#"{"page":{"id":1}}"#,
+                Some("Page.Updated"),
+                PayloadError::InvalidEvent,
+            ),
+            (
+                br#"{"timestamp":1}"#,
+                Some("page_updated"),
+                PayloadError::NoPage {
+                    event: "page_updated".into(),
+                },
+            ),
+            (
+                br#"{"page":{"id":"12a"}}"#,
+                Some("page_updated"),
+                PayloadError::InvalidPageId,
+            ),
+            (
+                br#"{"page":{"id":-4}}"#,
+                Some("page_updated"),
+                PayloadError::InvalidPageId,
+            ),
+            (
+                br#"{"page":{"id":4,"version":"two"}}"#,
+                Some("page_updated"),
+                PayloadError::InvalidVersion,
+            ),
+        ];
+        for (body, event, expected) in cases {
+            let error = decode(body, event).expect_err("must fail");
+            match (&error, &expected) {
+                (PayloadError::NotJson(_), PayloadError::NotJson(_)) => {}
+                _ => assert_eq!(error, expected),
+            }
+        }
+    }
+
+    #[test]
+    fn strange_space_keys_are_dropped() {
+        let delivery = decode(
+            br#"{"page":{"id":1,"spaceKey":"a b<script>"}}"#,
+            Some("page_updated"),
+        )
+        .expect("decode");
+        assert_eq!(page(&delivery).space_key, None);
+    }
+}

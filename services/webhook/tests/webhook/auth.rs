@@ -1,0 +1,360 @@
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use pagestream_events::SourceKey;
+use pagestream_sources::AuthKind;
+use pagestream_webhook::auth::{
+    AUTOMATION_TOKEN_HEADER, HUB_SIGNATURE_HEADER, connect_jwt, hub_signature,
+};
+
+use crate::harness::{
+    CLOUD_SECRET, DC_SECRET, Options, automation_request, cloud_request, dc_request, fixture, path,
+    put_source, start,
+};
+
+fn with_header(path: &str, body: &[u8], name: &str, value: &str) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(name, value)
+        .body(Body::from(body.to_vec()))
+        .expect("request")
+}
+
+fn jwt_request(path_and_query: &str, token: &str, body: &[u8]) -> Request<Body> {
+    with_header(
+        path_and_query,
+        body,
+        "authorization",
+        &format!("JWT {token}"),
+    )
+}
+
+#[tokio::test]
+async fn forged_or_missing_credentials_publish_nothing() {
+    let harness = start(Options::default()).await;
+    let body = fixture("dc_page_updated.json");
+    let cloud_body = fixture("cloud_page_updated.json");
+    let dc_path = path("dc", None);
+    let updated = path("cloud", Some("page_updated"));
+    let now = Utc::now().timestamp();
+    let valid = connect_jwt(CLOUD_SECRET, "client-key", "POST", &updated, None, now, 180);
+    let (_, claims_and_signature) = valid.split_once('.').expect("jwt");
+    let unsigned = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        claims_and_signature
+    );
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+
+    let cases: Vec<(&str, Request<Body>, &str)> = vec![
+        (
+            "no credentials",
+            Request::builder()
+                .method("POST")
+                .uri(&dc_path)
+                .body(Body::from(body.clone()))
+                .expect("request"),
+            "no credentials",
+        ),
+        (
+            "wrong dc secret",
+            dc_request("dc", None, body.clone(), "guess"),
+            "signature does not match",
+        ),
+        (
+            "body changed after signing",
+            with_header(
+                &dc_path,
+                &tampered,
+                HUB_SIGNATURE_HEADER,
+                &hub_signature(DC_SECRET, &body),
+            ),
+            "signature does not match",
+        ),
+        (
+            "sha1 signature",
+            with_header(
+                &dc_path,
+                &body,
+                HUB_SIGNATURE_HEADER,
+                "sha1=0a4d55a8d778e5022fab701977c5d840bbc486d0",
+            ),
+            "malformed",
+        ),
+        (
+            "empty signature",
+            with_header(&dc_path, &body, HUB_SIGNATURE_HEADER, ""),
+            "malformed",
+        ),
+        (
+            "cloud secret on dc",
+            with_header(&dc_path, &body, AUTOMATION_TOKEN_HEADER, CLOUD_SECRET),
+            "token does not match",
+        ),
+        (
+            "jwt signed with another source's secret",
+            jwt_request(
+                &path("dc", Some("page_updated")),
+                &connect_jwt(
+                    CLOUD_SECRET,
+                    "k",
+                    "POST",
+                    &path("dc", Some("page_updated")),
+                    None,
+                    now,
+                    180,
+                ),
+                &body,
+            ),
+            "signature does not match",
+        ),
+        (
+            "wrong app secret",
+            cloud_request("cloud", "page_updated", cloud_body.clone(), "guess"),
+            "signature does not match",
+        ),
+        (
+            "expired jwt",
+            jwt_request(
+                &updated,
+                &connect_jwt(CLOUD_SECRET, "k", "POST", &updated, None, now - 600, 180),
+                &cloud_body,
+            ),
+            "expired",
+        ),
+        (
+            "alg none",
+            jwt_request(&updated, &unsigned, &cloud_body),
+            "HS256",
+        ),
+        (
+            "garbage jwt",
+            jwt_request(&updated, "a.b", &cloud_body),
+            "malformed jwt",
+        ),
+        // A token minted for page_updated replayed as page_trashed: the qsh gives it away.
+        (
+            "qsh of another path",
+            jwt_request(&path("cloud", Some("page_trashed")), &valid, &cloud_body),
+            "query string hash",
+        ),
+        (
+            "qsh of another query",
+            jwt_request(&format!("{updated}?user_id=admin"), &valid, &cloud_body),
+            "query string hash",
+        ),
+        (
+            "qsh of another method",
+            jwt_request(
+                &updated,
+                &connect_jwt(CLOUD_SECRET, "k", "GET", &updated, None, now, 180),
+                &cloud_body,
+            ),
+            "query string hash",
+        ),
+        (
+            "wrong automation token",
+            automation_request(
+                "cloud",
+                Some("page_updated"),
+                cloud_body.clone(),
+                "connect-shared",
+            ),
+            "token does not match",
+        ),
+    ];
+    for (name, request, reason) in cases {
+        let (status, answer) = harness.send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{name}: {error}");
+        let text = answer.to_string();
+        assert!(
+            !text.contains(CLOUD_SECRET) && !text.contains(DC_SECRET),
+            "{name} leaks a secret"
+        );
+    }
+    assert_eq!(harness.hinted_count().await, 0);
+
+    // The same deliveries, properly signed, go through: the rejections above were about credentials.
+    let (status, _) = harness.send(dc_request("dc", None, body, DC_SECRET)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = harness
+        .send(jwt_request(&updated, &valid, &cloud_body))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Any scheme keyed by the source's secret will do: the simulator signs Cloud payloads like
+    // Data Center.
+    let (status, _) = harness
+        .send(dc_request(
+            "cloud",
+            Some("page_created"),
+            fixture("cloud_page_created.json"),
+            CLOUD_SECRET,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(harness.hinted_count().await, 3);
+}
+
+#[tokio::test]
+async fn connect_jwts_may_come_in_the_query_with_other_parameters() {
+    let harness = start(Options::default()).await;
+    let trashed = path("cloud", Some("page_trashed"));
+    let query = "lic=none&tz=Europe%2FBerlin&cp=%2Fwiki";
+    let token = connect_jwt(
+        CLOUD_SECRET,
+        "client-key",
+        "POST",
+        &trashed,
+        Some(query),
+        Utc::now().timestamp(),
+        180,
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("{trashed}?{query}&jwt={token}"))
+        .body(Body::from(fixture("cloud_page_trashed.json")))
+        .expect("request");
+    let (status, answer) = harness.send(request).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(harness.hinted_count().await, 1);
+}
+
+#[tokio::test]
+async fn sources_without_a_usable_secret_reject_everything() {
+    let harness = start(Options::default()).await;
+    put_source(
+        &harness.registry,
+        &harness.key,
+        "nosecret",
+        AuthKind::DataCenter,
+        None,
+    )
+    .await;
+    let body = fixture("dc_page_updated.json");
+    harness
+        .eventually(
+            || dc_request("nosecret", None, body.clone(), ""),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    let (status, answer) = harness.send(dc_request("nosecret", None, body, "")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer["error"],
+        "unauthorized: the source has no webhook secret"
+    );
+    assert_eq!(harness.hinted_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_ingester_follows_the_registry() {
+    let harness = start(Options::default()).await;
+    let body = fixture("dc_page_updated.json");
+    let request = || dc_request("late", None, body.clone(), "late-secret");
+    assert_eq!(harness.send(request()).await.0, StatusCode::NOT_FOUND);
+
+    put_source(
+        &harness.registry,
+        &harness.key,
+        "late",
+        AuthKind::DataCenter,
+        Some("late-secret"),
+    )
+    .await;
+    harness.eventually(request, StatusCode::ACCEPTED).await;
+
+    // A rotated secret takes over from the old one.
+    put_source(
+        &harness.registry,
+        &harness.key,
+        "late",
+        AuthKind::DataCenter,
+        Some("rotated"),
+    )
+    .await;
+    harness.eventually(request, StatusCode::UNAUTHORIZED).await;
+    let (status, _) = harness
+        .send(dc_request("late", None, body.clone(), "rotated"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    harness
+        .registry
+        .remove(&SourceKey::new("late").expect("key"))
+        .await
+        .expect("remove");
+    harness.eventually(request, StatusCode::NOT_FOUND).await;
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_and_tokens_stay_out_of_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let harness = start(Options::default()).await;
+    let updated = path("cloud", Some("page_updated"));
+    let token = connect_jwt(
+        CLOUD_SECRET,
+        "client-key",
+        "POST",
+        &updated,
+        None,
+        Utc::now().timestamp(),
+        180,
+    );
+    let body = fixture("cloud_page_updated.json");
+    let requests = [
+        jwt_request(&updated, &token, &body),
+        jwt_request(&path("cloud", Some("page_trashed")), &token, &body),
+        automation_request("cloud", Some("page_updated"), body.clone(), CLOUD_SECRET),
+        automation_request("dc", Some("page_updated"), body.clone(), CLOUD_SECRET),
+        dc_request("dc", Some("page_updated"), body.clone(), DC_SECRET),
+    ];
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(harness.send(request).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::ACCEPTED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::ACCEPTED
+        ]
+    );
+    let logs = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
+    assert!(
+        logs.contains("delivery rejected"),
+        "the test must see the logs:\n{logs}"
+    );
+    for secret in [CLOUD_SECRET, DC_SECRET, token.as_str()] {
+        assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+    }
+}
