@@ -19,7 +19,7 @@ pub struct ApiConfig {
 
     /// The key every `/api` request must present as `Authorization: Bearer <key>` (at least 16
     /// characters).
-    #[arg(long, env = "PAGESTREAM_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
+    #[arg(long, env = "PAGESTREAM_API_KEY", hide_env_values = true)]
     pub api_key: String,
 
     /// 32-byte key (base64 or 64 hex digits) that seals Confluence credentials at rest.
@@ -72,6 +72,24 @@ pub struct ApiConfig {
     #[arg(long, env = "PAGESTREAM_SEARCH_LEG_DEPTH", default_value_t = 50)]
     pub leg_depth: u32,
 
+    /// How many matching chunks the full-text leg ranks at most (0: all). Bounds the cost of
+    /// queries made of very common terms.
+    #[arg(
+        long,
+        env = "PAGESTREAM_SEARCH_TEXT_CANDIDATES",
+        default_value_t = 1000
+    )]
+    pub text_candidates: u32,
+
+    /// When filters leave at most this many pages, the vector leg ranks their chunks exactly
+    /// instead of walking the HNSW index (0: always the index).
+    #[arg(
+        long,
+        env = "PAGESTREAM_SEARCH_EXACT_FILTER_PAGES",
+        default_value_t = 1000
+    )]
+    pub exact_filter_pages: u32,
+
     /// HNSW candidate list size per vector query (pgvector `hnsw.ef_search`).
     #[arg(long, env = "PAGESTREAM_HNSW_EF_SEARCH", default_value_t = 100)]
     pub hnsw_ef_search: u32,
@@ -91,19 +109,14 @@ pub enum QueryEmbedderKind {
     Hash,
 }
 
-fn parse_api_key(value: &str) -> Result<String, String> {
-    if value.trim().len() < 16 {
-        return Err("must be at least 16 characters".into());
-    }
-    Ok(value.trim().to_owned())
-}
-
 /// How search behaves; part of [`ApiConfig`], separate so that tests and benchmarks can set it.
 #[derive(Debug, Clone)]
 pub struct SearchSettings {
     pub embedding_model: String,
     pub rrf_k: u32,
     pub leg_depth: u32,
+    pub text_candidates: u32,
+    pub exact_filter_pages: u32,
     pub hnsw_ef_search: u32,
     pub embed_timeout: Duration,
 }
@@ -114,6 +127,8 @@ impl Default for SearchSettings {
             embedding_model: "all-MiniLM-L6-v2".into(),
             rrf_k: 60,
             leg_depth: 50,
+            text_candidates: 1000,
+            exact_filter_pages: 1000,
             hnsw_ef_search: 100,
             embed_timeout: Duration::from_secs(2),
         }
@@ -121,11 +136,21 @@ impl Default for SearchSettings {
 }
 
 impl ApiConfig {
+    /// Checks what clap cannot without echoing a secret in its message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.api_key.trim().len() < 16 {
+            return Err("PAGESTREAM_API_KEY must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+
     pub fn search_settings(&self) -> SearchSettings {
         SearchSettings {
             embedding_model: self.embedding_model.clone(),
             rrf_k: self.rrf_k,
             leg_depth: self.leg_depth.max(1),
+            text_candidates: self.text_candidates,
+            exact_filter_pages: self.exact_filter_pages,
             hnsw_ef_search: self.hnsw_ef_search.clamp(1, 1000),
             embed_timeout: Duration::from_millis(self.query_embed_timeout_ms.max(1)),
         }

@@ -80,7 +80,7 @@ impl AppState {
                 bus: parts.bus,
                 registry: parts.registry,
                 secret_key: parts.secret_key,
-                api_key_digest: Sha256::digest(parts.api_key.as_bytes()).into(),
+                api_key_digest: Sha256::digest(parts.api_key.trim().as_bytes()).into(),
                 embedder: parts.embedder,
                 search: parts.search,
                 confluence_timeout: parts.confluence_timeout,

@@ -19,6 +19,7 @@ const HASH_DIMENSION: usize = 384;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
+    config.validate().map_err(anyhow::Error::msg)?;
     let telemetry = pagestream_telemetry::init("pagestream-api", config.log_format)?;
     let secret_key = SecretKey::parse(&config.secret_key).context("PAGESTREAM_SECRET_KEY")?;
     let search = config.search_settings();

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::QueryParams;
 use crate::search::{PageFilters, push_page_filters};
 use crate::sources::projected_source_id;
@@ -148,7 +148,7 @@ pub async fn detail(
     detail.map(Json).ok_or_else(|| {
         ApiError::new(
             ErrorCode::PageNotFound,
-            format!("no page {page} in source {source:?}"),
+            format!("no page {page} in source {:?}", truncated(&source)),
         )
     })
 }

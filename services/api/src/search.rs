@@ -39,6 +39,16 @@ pub struct PageFilters {
 }
 
 impl PageFilters {
+    pub fn is_empty(&self) -> bool {
+        self.source_id.is_none()
+            && self.space.is_none()
+            && self.label.is_none()
+            && self.path.is_none()
+            && self.jira.is_none()
+            && self.mention.is_none()
+            && self.updated_after.is_none()
+    }
+
     /// Reads `path`, `label` and `updated_after`, and with `all` also `space`, `jira` and
     /// `mention` (`source` is resolved by the caller).
     pub fn parse(params: &mut QueryParams, all: bool) -> Result<Self, ApiError> {
@@ -237,17 +247,40 @@ pub async fn handler(
 struct VectorLeg {
     dimension: i32,
     vector: Vec<f32>,
+    /// Rank the filtered chunks exactly instead of walking the HNSW graph: when a filter leaves
+    /// few pages, an iterative index scan would visit far more vectors than there are to rank.
+    exact: bool,
+}
+
+/// How many live pages pass the filters, counted up to `cap + 1`.
+async fn filtered_pages(
+    state: &AppState,
+    filters: &PageFilters,
+    cap: u32,
+) -> Result<i64, ApiError> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT count(*) FROM (SELECT 1 FROM confluence_pages p WHERE NOT p.is_deleted",
+    );
+    push_page_filters(&mut sql, filters);
+    sql.push(" LIMIT ");
+    sql.push_bind(i64::from(cap) + 1);
+    sql.push(") passing");
+    Ok(sql
+        .build_query_scalar()
+        .fetch_one(&state.inner.pool)
+        .await?)
 }
 
 pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchResponse, ApiError> {
     let settings = &state.inner.search;
     let model = settings.embedding_model.as_str();
     let mut warnings = Vec::new();
-    let vector_leg = match state.inner.embedder.embed(&request.query).await {
+    let mut vector_leg = match state.inner.embedder.embed(&request.query).await {
         Ok(embedding) => match model_dimension(state, model).await? {
             Some(dimension) if dimension as usize == embedding.vector.len() => Some(VectorLeg {
                 dimension,
                 vector: embedding.vector,
+                exact: false,
             }),
             Some(dimension) => {
                 warnings.push(format!(
@@ -270,6 +303,12 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
         }
     };
     let depth = i64::from(settings.leg_depth.max(request.limit));
+    if let Some(leg) = &mut vector_leg {
+        leg.exact = settings.exact_filter_pages > 0
+            && !request.filters.is_empty()
+            && filtered_pages(state, &request.filters, settings.exact_filter_pages).await?
+                <= i64::from(settings.exact_filter_pages);
+    }
     // The model is inlined (quoted) and the dimension is an integer: the planner can only match
     // the model's partial HNSW index against literals, not parameters.
     let model_literal = format!("'{}'", model.replace('\'', "''"));
@@ -292,8 +331,10 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
                  WHERE c.embedding_model = {model_literal} AND NOT p.is_deleted"
             ));
             push_page_filters(&mut sql, &request.filters);
+            // `+ 0` hides the ordering from the HNSW index: an exact scan of the filtered rows.
+            let exact = if leg.exact { " + 0" } else { "" };
             sql.push(format!(
-                " ORDER BY c.embedding::vector({dimension}) <=> q.embedding LIMIT "
+                " ORDER BY (c.embedding::vector({dimension}) <=> q.embedding){exact} LIMIT "
             ));
             sql.push_bind(depth);
             sql.push(") nearest)");
@@ -305,10 +346,14 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             );
         }
     }
+    // The text leg ranks at most `text_candidates` matching chunks: a term in a third of the
+    // corpus would otherwise cost a rank computation (and a tsvector read) per match, and such a
+    // term hardly discriminates; the vector leg still ranks the whole corpus.
     sql.push(
         ", text_leg AS (SELECT source_id, page_id, chunk_index, \
          row_number() OVER (ORDER BY score DESC, source_id, page_id, chunk_index) AS rank \
-         FROM (SELECT c.source_id, c.page_id, c.chunk_index, ts_rank_cd(c.tsv, q.query) AS score \
+         FROM (SELECT * FROM (SELECT c.source_id, c.page_id, c.chunk_index, \
+         ts_rank_cd(c.tsv, q.query) AS score \
          FROM chunks c \
          JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id, \
          (SELECT websearch_to_tsquery('english', ",
@@ -319,7 +364,11 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
          AND NOT p.is_deleted"
     ));
     push_page_filters(&mut sql, &request.filters);
-    sql.push(" ORDER BY score DESC LIMIT ");
+    if settings.text_candidates > 0 {
+        sql.push(" LIMIT ");
+        sql.push_bind(i64::from(settings.text_candidates.max(settings.leg_depth)));
+    }
+    sql.push(") candidates ORDER BY score DESC LIMIT ");
     sql.push_bind(depth);
     sql.push(
         ") matched), fused AS (SELECT \

@@ -310,7 +310,7 @@ async fn check_credentials(
     config.connect_timeout = timeout.min(Duration::from_secs(5));
     config.retry.max_attempts = 2;
     let client = ConfluenceClient::new(config).map_err(|error| match error {
-        ConfluenceError::Config(reason) if reason.contains("credentials") => {
+        ConfluenceError::Config(reason) if reason.starts_with("credentials") => {
             ApiError::invalid("auth", reason)
         }
         other => ApiError::invalid("site_url", other.to_string()),

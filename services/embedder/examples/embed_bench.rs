@@ -132,6 +132,23 @@ impl Lcg {
     }
 }
 
+/// User and system time of this process so far, from /proc/self/stat (in clock ticks of 1/100 s,
+/// the value Linux reports for USER_HZ): on a shared machine, the CPU a run took is steadier than
+/// its wall time.
+fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("/proc/self/stat fields")?
+        .iter()
+        .map(|f| f.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    Ok(ticks / 100.0)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -165,9 +182,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(texts_out, serde_json::to_vec(&texts)?)?;
     // Warm-up outside the timing, as on the Python side.
     provider.embed(texts[..8].to_vec()).await?;
+    let cpu_before = process_cpu_seconds()?;
     let started = Instant::now();
     let vectors = provider.embed(texts.clone()).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds()? - cpu_before;
     std::fs::write(vectors_out, serde_json::to_vec(&vectors)?)?;
     let figures = serde_json::json!({
         "chunks": texts.len(),
@@ -175,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         "mean_tokens": tokens as f64 / texts.len() as f64,
         "seconds": seconds,
         "chunks_per_second": texts.len() as f64 / seconds,
+        "cpu_seconds": cpu_seconds,
         "threads": provider.threads(),
     });
     println!("{figures}");

@@ -92,6 +92,7 @@ impl<'a> Chunker<'a> {
         }
     }
 
+    /// The chunks of a page, in page order; `title` heads every heading path.
     pub fn chunk(&self, title: &str, markdown: &str) -> Vec<TextChunk> {
         let sections = parse_sections(title, markdown);
         let mut drafts = Vec::new();
@@ -120,8 +121,8 @@ impl<'a> Chunker<'a> {
             .saturating_sub(self.special_tokens)
     }
 
-    /// What the heading context leaves of the budget for the body. The context gets at most half
-    /// of it; a longer one is cut (in the embedded text only; `heading_path` stays whole).
+    /// The heading context in front of a chunk's body: its heading path joined with ` > `, cut
+    /// to at most half the budget (in the embedded text only; `heading_path` stays whole).
     fn context_for(&self, title: &str, headings: &[Heading]) -> String {
         let context = heading_path(title, headings).join(PATH_SEPARATOR);
         if context.is_empty() {
@@ -138,6 +139,7 @@ impl<'a> Chunker<'a> {
             .unwrap_or_default()
     }
 
+    /// What the context leaves of the budget for the body.
     fn body_budget(&self, context: &str) -> usize {
         let context_tokens = if context.is_empty() {
             0

@@ -285,7 +285,11 @@ pub async fn apply_deleted(
         INSERT INTO confluence_pages AS p (source_id, page_id, space_key, version, is_deleted)
         VALUES ($1, $2, COALESCE($3, ''), $4, true)
         ON CONFLICT (source_id, page_id) DO UPDATE SET
-            is_deleted = true, version = GREATEST(p.version, EXCLUDED.version), updated_at = now()
+            is_deleted = true, version = GREATEST(p.version, EXCLUDED.version),
+            -- a tombstone keeps nothing of the content: as a replay (which never sees the purged
+            -- events) would build it
+            title = '', path = '', url = '', metadata = '{}'::jsonb, last_modified = NULL,
+            markdown = NULL, markdown_version = NULL, chunks_version = NULL, updated_at = now()
         WHERE p.version <= EXCLUDED.version AND NOT p.is_deleted
         "#,
     )

@@ -108,11 +108,12 @@ async fn replay_kind<T: Projected>(
     while !done {
         let Some(message) = messages.next().await else { break };
         let message = message.map_err(|error| jetstream_error("pull", error))?;
-        let sequence = message
+        let (sequence, pending) = message
             .info()
-            .map(|info| info.stream_sequence)
+            .map(|info| (info.stream_sequence, info.pending))
             .map_err(|error| jetstream_error("message info", error))?;
-        done = sequence >= state.last_sequence;
+        // Purges leave gaps, so the last sequence may never come: stop when nothing is pending.
+        done = sequence >= state.last_sequence || pending == 0;
         let body = claim_check::resolve(bus, &message.subject, message.headers.as_ref(), message.payload.clone()).await;
         match body.map_err(|error| error.to_string()).and_then(|body| {
             RawEvent::from_json(&body)

@@ -310,7 +310,13 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
     let live_rows = snapshot(&live).await;
     let rebuilt_rows = snapshot(&rebuilt).await;
     assert_eq!(live_rows.len(), rebuilt_rows.len());
-    assert!(live_rows == rebuilt_rows, "replayed database differs from the live one");
+    if let Some((live_row, rebuilt_row)) = live_rows
+        .iter()
+        .zip(&rebuilt_rows)
+        .find(|(live_row, rebuilt_row)| live_row != rebuilt_row)
+    {
+        panic!("replayed database differs from the live one:\nlive:    {live_row}\nrebuilt: {rebuilt_row}");
+    }
     // Purged pages are only tombstones in the rebuilt database too.
     let deleted_pages: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE is_deleted")
         .fetch_one(&rebuilt)

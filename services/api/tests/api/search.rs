@@ -4,11 +4,17 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use pagestream_api::SearchSettings;
+
 use crate::support::{self, SeedPage, TestApi, assert_error, seed_page, seed_source};
 
 /// A small space: runbook 100 with child 101 and sibling 102 under /1; 200 under /2; 300 deleted.
 async fn seeded(responder: bool) -> (TestApi, Uuid) {
-    let api = support::start(responder).await;
+    seeded_with(responder, SearchSettings::default()).await
+}
+
+async fn seeded_with(responder: bool, settings: SearchSettings) -> (TestApi, Uuid) {
+    let api = support::start_with(responder, settings).await;
     let source = Uuid::new_v4();
     seed_source(&api.pool, source, "docs").await;
     let week_ago = Utc::now() - Duration::days(7);
@@ -181,8 +187,24 @@ async fn search_finds_pages_by_jira_key_phrase_and_meaning() {
 
 #[tokio::test]
 async fn filters_apply_to_both_legs() {
+    // Few pages pass these filters: the vector leg ranks them exactly.
     let (api, source) = seeded(true).await;
-    let mut all = page_ids(&search(&api, "q=checkout&limit=50").await);
+    check_filters(&api, source).await;
+}
+
+#[tokio::test]
+async fn filters_apply_inside_the_hnsw_scan() {
+    // Never exact: the filters apply during the iterative index scan.
+    let settings = SearchSettings {
+        exact_filter_pages: 0,
+        ..SearchSettings::default()
+    };
+    let (api, source) = seeded_with(true, settings).await;
+    check_filters(&api, source).await;
+}
+
+async fn check_filters(api: &TestApi, source: Uuid) {
+    let mut all = page_ids(&search(api, "q=checkout&limit=50").await);
     all.sort();
     all.dedup();
     assert_eq!(
@@ -191,31 +213,31 @@ async fn filters_apply_to_both_legs() {
         "every live page, via the vector leg"
     );
 
-    let subtree = search(&api, "q=checkout&path=/1/100&limit=50").await;
+    let subtree = search(api, "q=checkout&path=/1/100&limit=50").await;
     let mut ids = page_ids(&subtree);
     ids.sort();
     assert_eq!(ids, vec!["100", "100", "101"], "{subtree}");
     assert_eq!(
-        page_ids(&search(&api, "q=checkout&path=/1/100/101/").await),
+        page_ids(&search(api, "q=checkout&path=/1/100/101/").await),
         vec!["101"]
     );
     // A prefix of an id is not a subtree.
-    assert!(page_ids(&search(&api, "q=checkout&path=/1/10").await).is_empty());
+    assert!(page_ids(&search(api, "q=checkout&path=/1/10").await).is_empty());
 
     assert_eq!(
-        page_ids(&search(&api, "q=checkout&label=performance").await),
+        page_ids(&search(api, "q=checkout&label=performance").await),
         vec!["101"]
     );
     assert_eq!(
-        page_ids(&search(&api, "q=checkout&label=Social").await),
+        page_ids(&search(api, "q=checkout&label=Social").await),
         vec!["200"]
     );
     assert_eq!(
-        page_ids(&search(&api, "q=nodes&mention=acc-bob").await),
+        page_ids(&search(api, "q=nodes&mention=acc-bob").await),
         vec!["102"]
     );
     let recent = search(
-        &api,
+        api,
         &format!(
             "q=checkout&updated_after={}",
             (Utc::now() - Duration::days(1)).format("%Y-%m-%d")
@@ -224,16 +246,16 @@ async fn filters_apply_to_both_legs() {
     .await;
     assert_eq!(page_ids(&recent), vec!["101"]);
     assert_eq!(
-        page_ids(&search(&api, "q=checkout&space=DOCS&limit=1").await).len(),
+        page_ids(&search(api, "q=checkout&space=DOCS&limit=1").await).len(),
         1
     );
-    assert!(page_ids(&search(&api, "q=checkout&space=OTHER").await).is_empty());
+    assert!(page_ids(&search(api, "q=checkout&space=OTHER").await).is_empty());
     assert_eq!(
-        page_ids(&search(&api, &format!("q=offsite&source={source}&limit=1")).await),
+        page_ids(&search(api, &format!("q=offsite&source={source}&limit=1")).await),
         vec!["200"]
     );
     assert_eq!(
-        page_ids(&search(&api, "q=offsite&source=docs&limit=1").await),
+        page_ids(&search(api, "q=offsite&source=docs&limit=1").await),
         vec!["200"]
     );
 }

@@ -213,131 +213,54 @@ async fn bad_source_input_names_the_field() {
             "auth": {"kind": "cloud", "email": "a@example.com", "api_token": "t"},
         })
     };
-    let cases: Vec<(Value, &str)> = vec![
+    fn remove(body: &mut Value, path: &[&str]) {
+        let (last, parents) = path.split_last().expect("path");
+        let mut object = body;
+        for parent in parents {
+            object = &mut object[*parent];
+        }
+        object.as_object_mut().expect("object").remove(*last);
+    }
+    type Edit = fn(&mut Value);
+    let cases: Vec<(Edit, &str)> = vec![
+        (|b| remove(b, &["space_key"]), "space_key"),
+        (|b| b["space_key"] = json!("EN G"), "space_key"),
+        (|b| b["key"] = json!("Not A Slug"), "key"),
+        (|b| b["key"] = json!(Uuid::new_v4().to_string()), "key"),
+        (|b| remove(b, &["site_url"]), "site_url"),
         (
-            {
-                let mut b = base();
-                b.as_object_mut().expect("obj").remove("space_key");
-                b
-            },
-            "space_key",
-        ),
-        (
-            {
-                let mut b = base();
-                b["space_key"] = json!("EN G");
-                b
-            },
-            "space_key",
-        ),
-        (
-            {
-                let mut b = base();
-                b["key"] = json!("Not A Slug");
-                b
-            },
-            "key",
-        ),
-        (
-            {
-                let mut b = base();
-                b["key"] = json!(Uuid::new_v4().to_string());
-                b
-            },
-            "key",
-        ),
-        (
-            {
-                let mut b = base();
-                b.as_object_mut().expect("obj").remove("site_url");
-                b
-            },
+            |b| b["site_url"] = json!("http://confluence.example.com"),
             "site_url",
         ),
         (
-            {
-                let mut b = base();
-                b["site_url"] = json!("http://confluence.example.com");
-                b
-            },
+            |b| b["site_url"] = json!("https://user:pw@example.atlassian.net"),
             "site_url",
         ),
+        (|b| b["site_url"] = json!(42), "site_url"),
+        (|b| remove(b, &["auth"]), "auth"),
+        (|b| b["auth"]["kind"] = json!("ldap"), "auth.kind"),
+        (|b| b["auth"]["email"] = json!("nobody"), "auth.email"),
+        (|b| remove(b, &["auth", "api_token"]), "auth.api_token"),
         (
-            {
-                let mut b = base();
-                b["site_url"] = json!(42);
-                b
-            },
-            "site_url",
-        ),
-        (
-            {
-                let mut b = base();
-                b.as_object_mut().expect("obj").remove("auth");
-                b
-            },
+            |b| b["auth"] = json!({"kind": "data_center", "personal_access_token": "line\nbreak"}),
             "auth",
         ),
+        (|b| b["auth"]["colour"] = json!("red"), "auth.colour"),
         (
-            {
-                let mut b = base();
-                b["auth"]["kind"] = json!("ldap");
-                b
-            },
-            "auth.kind",
-        ),
-        (
-            {
-                let mut b = base();
-                b["auth"]["email"] = json!("nobody");
-                b
-            },
-            "auth.email",
-        ),
-        (
-            {
-                let mut b = base();
-                b["auth"].as_object_mut().expect("obj").remove("api_token");
-                b
-            },
-            "auth.api_token",
-        ),
-        (
-            {
-                let mut b = base();
-                b["auth"]["colour"] = json!("red");
-                b
-            },
-            "auth.colour",
-        ),
-        (
-            {
-                let mut b = base();
-                b["settings"] = json!({"concurrent_requests": 0});
-                b
-            },
+            |b| b["settings"] = json!({"concurrent_requests": 0}),
             "settings.concurrent_requests",
         ),
         (
-            {
-                let mut b = base();
-                b["settings"] = json!({"requests_per_second": "fast"});
-                b
-            },
+            |b| b["settings"] = json!({"requests_per_second": "fast"}),
             "settings",
         ),
-        (
-            {
-                let mut b = base();
-                b["extra"] = json!(true);
-                b
-            },
-            "extra",
-        ),
+        (|b| b["extra"] = json!(true), "extra"),
     ];
-    for (body, field) in cases {
+    for (edit, field) in cases {
+        let mut body = base();
+        edit(&mut body);
         let response = api
-            .call(Method::POST, "/api/confluence/sources", Some(body.clone()))
+            .call(Method::POST, "/api/confluence/sources", Some(body))
             .await;
         assert_error(&response, 400, "invalid_parameter", Some(field));
     }

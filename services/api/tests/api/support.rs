@@ -36,13 +36,20 @@ pub struct TestApi {
 /// Starts an api; with `responder`, something answers query-embedding requests (as the embedder
 /// service would) with hash vectors.
 pub async fn start(responder: bool) -> TestApi {
+    start_with(
+        responder,
+        SearchSettings {
+            embed_timeout: Duration::from_millis(500),
+            ..SearchSettings::default()
+        },
+    )
+    .await
+}
+
+pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
     capture_logs();
     let bus = pagestream_testkit::bus().await;
     let (_, database_url) = pagestream_testkit::database().await;
-    let search = SearchSettings {
-        embed_timeout: Duration::from_millis(500),
-        ..SearchSettings::default()
-    };
     let pool = pagestream_api::connect_pool(&database_url, 4, &search)
         .await
         .expect("pool");

@@ -80,10 +80,15 @@ async fn fixture_chunks_fit_the_real_tokenizer_and_embed() {
             counter.count_tokens(&chunk.text)
         );
     }
-    let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
-    let vectors = provider.embed(texts).await.expect("embed");
-    assert_eq!(vectors.len(), chunks.len());
-    assert!(vectors.iter().all(|v| v.len() == 384));
+    // The longest chunk is the one that could be refused; embedding it shows none is. (Only
+    // that one: dev builds run the model slowly.)
+    let longest = chunks.iter().max_by_key(|c| c.token_count).expect("chunks");
+    assert!(longest.token_count > 200, "{}", longest.token_count);
+    let vectors = provider
+        .embed(vec![longest.text.clone()])
+        .await
+        .expect("embed");
+    assert_eq!(vectors[0].len(), 384);
 }
 
 #[tokio::test]

@@ -1,0 +1,105 @@
+//! Full sync of a simulated space into JetStream, then a no-change re-sync. Prints one JSON object:
+//! pages, wall time, pages/s, Confluence requests (and per page) of both runs, events of the re-sync.
+//!
+//! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES]` with the dev stack up
+//! (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the end.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::Utc;
+use confluence_sim::SimConfig;
+use pagestream_events::{EventKind, SourceKey, SyncMode, SyncRequested};
+use pagestream_fetcher::{Fetcher, FetcherOptions};
+use pagestream_sources::{
+    AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings,
+};
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let pages: usize = match std::env::args().nth(1) {
+        Some(value) => value.parse().context("PAGES must be a number")?,
+        None => 4000,
+    };
+    let sim = confluence_sim::start(SimConfig::new(42, pages), "127.0.0.1:0".parse()?).await?;
+    let bus = pagestream_testkit::bus().await;
+    let registry = SourceRegistry::open(&bus).await?;
+    let secret_key = SecretKey::parse(&SecretKey::generate())?;
+    let source = SourceKey::new("bench")?;
+    let credentials = Credentials {
+        email: Some("sim@example.com".into()),
+        token: Secret::new("sim-api-token"),
+        webhook_secret: None,
+    };
+    registry
+        .put(&SourceRecord {
+            id: Uuid::new_v4(),
+            key: source.clone(),
+            site_url: sim.base_url(),
+            space_key: sim.handle.space_key(),
+            auth_kind: AuthKind::Cloud,
+            sealed_credentials: SourceRecord::seal_credentials(&secret_key, &credentials),
+            settings: SourceSettings::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        })
+        .await?;
+    let fetcher =
+        Arc::new(Fetcher::new(bus.clone(), registry, secret_key, FetcherOptions::default()).await?);
+    let request = |mode| SyncRequested {
+        source: source.clone(),
+        run_id: Uuid::new_v4(),
+        mode,
+        reconcile_deletions: false,
+        requested_at: Utc::now(),
+    };
+
+    let started = Instant::now();
+    let full = fetcher.sync(&request(SyncMode::Full)).await?;
+    let full_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let resync = fetcher.sync(&request(SyncMode::Full)).await?;
+    let resync_secs = started.elapsed().as_secs_f64();
+    let stored = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
+        .await?
+        .get_info()
+        .await?
+        .state
+        .messages;
+
+    for kind in EventKind::ALL {
+        let _ = bus
+            .jetstream()
+            .delete_stream(bus.streams().for_kind(kind))
+            .await;
+    }
+    let prefix = bus.streams().prefix().to_owned();
+    for stream in [
+        bus.streams().dead_letters(),
+        bus.streams().sync_progress(),
+        format!("KV_{prefix}_SOURCES"),
+        format!("KV_{prefix}_FETCHER_STATE"),
+        format!("OBJ_{}", bus.streams().claim_check_bucket()),
+    ] {
+        let _ = bus.jetstream().delete_stream(stream).await;
+    }
+
+    let report = serde_json::json!({
+        "pages": pages,
+        "full_sync_wall_s": full_secs,
+        "full_sync_pages_per_s": pages as f64 / full_secs,
+        "full_sync_requests": full.requests,
+        "full_sync_requests_per_page": full.requests as f64 / pages as f64,
+        "full_sync_events": full.pages_changed,
+        "page_changed_stored": stored,
+        "resync_wall_s": resync_secs,
+        "resync_requests": resync.requests,
+        "resync_events": resync.pages_changed + resync.pages_deleted,
+    });
+    println!("{report}");
+    Ok(())
+}

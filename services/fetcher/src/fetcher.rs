@@ -1,0 +1,672 @@
+//! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Offset, Utc};
+use futures::StreamExt;
+use pagestream_bus::consumer::Handler;
+use pagestream_bus::{Bus, Delivery, HandlerError};
+use pagestream_confluence::{
+    Auth, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery, ListOptions,
+    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceKey,
+};
+use pagestream_events::{
+    Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, SourceKey, SyncMode,
+    SyncProgress, SyncRequested, SyncStatus,
+};
+use pagestream_sources::{AuthKind, SecretKey, SourceRegistry, SourceSettings};
+use uuid::Uuid;
+
+use crate::FetcherError;
+use crate::page_info::{self, Site, Tree};
+use crate::state::{FetcherState, Window};
+
+/// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
+const SEARCH_LIMIT: u32 = 50;
+
+/// What a v1 listing (Data Center) needs: versions and parents, no bodies.
+const LISTING_EXPAND: &[&str] = &["version", "ancestors"];
+
+fn is_page(content: &Content) -> bool {
+    content
+        .content_type
+        .as_deref()
+        .is_none_or(|kind| kind == "page")
+}
+
+/// How the fetcher behaves beyond each source's own settings.
+#[derive(Debug, Clone)]
+pub struct FetcherOptions {
+    /// Overlap of successive incremental windows.
+    pub overlap: Duration,
+    /// Progress is published at least every this many pages.
+    pub progress_every: u64,
+    /// Page events published (and awaited) at once.
+    pub publish_concurrency: usize,
+    /// Replaces the client's retry policy (tests shorten the backoff).
+    pub retry: Option<RetryPolicy>,
+}
+
+impl Default for FetcherOptions {
+    fn default() -> Self {
+        Self {
+            overlap: Duration::from_secs(300),
+            progress_every: 50,
+            publish_concurrency: 16,
+            retry: None,
+        }
+    }
+}
+
+/// The final snapshot of a sync run.
+pub type SyncOutcome = SyncProgress;
+
+struct CachedSource {
+    updated_at: DateTime<Utc>,
+    client: ConfluenceClient,
+    site: Site,
+    settings: SourceSettings,
+}
+
+/// One source's client (shared by its runs, so they share its rate limits) and site.
+struct Source {
+    client: ConfluenceClient,
+    site: Site,
+    settings: SourceSettings,
+}
+
+pub struct Fetcher {
+    bus: Bus,
+    registry: SourceRegistry,
+    secret_key: SecretKey,
+    state: FetcherState,
+    options: FetcherOptions,
+    sources: Mutex<HashMap<SourceKey, Arc<CachedSource>>>,
+}
+
+impl Fetcher {
+    pub async fn new(
+        bus: Bus,
+        registry: SourceRegistry,
+        secret_key: SecretKey,
+        options: FetcherOptions,
+    ) -> Result<Self, FetcherError> {
+        let state = FetcherState::open(&bus).await?;
+        Ok(Self {
+            bus,
+            registry,
+            secret_key,
+            state,
+            options,
+            sources: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn state(&self) -> &FetcherState {
+        &self.state
+    }
+
+    /// The source's client, rebuilt when its registry record changed.
+    async fn source(&self, key: &SourceKey) -> Result<Source, FetcherError> {
+        let record = self
+            .registry
+            .get(key)
+            .await?
+            .ok_or_else(|| FetcherError::UnknownSource(key.to_string()))?;
+        let cached = self
+            .sources
+            .lock()
+            .ok()
+            .and_then(|sources| sources.get(key).cloned())
+            .filter(|cached| cached.updated_at == record.updated_at);
+        let cached = match cached {
+            Some(cached) => cached,
+            None => {
+                let credentials = record.credentials(&self.secret_key)?;
+                let auth = match (record.auth_kind, credentials.email) {
+                    (AuthKind::Cloud, Some(email)) => {
+                        Auth::cloud(email, credentials.token.expose())
+                    }
+                    (AuthKind::Cloud, None) => {
+                        return Err(ConfluenceError::Config(
+                            "cloud source has no account email".into(),
+                        )
+                        .into());
+                    }
+                    (AuthKind::DataCenter, _) => Auth::data_center(credentials.token.expose()),
+                };
+                let mut config = ClientConfig::new(record.site_url.clone(), auth);
+                config.limits.requests_per_second = Some(record.settings.requests_per_second)
+                    .filter(|rate| rate.is_finite() && *rate > 0.0);
+                config.limits.max_concurrent = record.settings.concurrent_requests.max(1);
+                if let Some(retry) = &self.options.retry {
+                    config.retry = retry.clone();
+                }
+                let client = ConfluenceClient::new(config)?;
+                let site = Site {
+                    source: record.key.clone(),
+                    space_key: record.space_key.clone(),
+                    base: client.base_url().as_str().trim_end_matches('/').to_owned(),
+                    data_center: record.auth_kind == AuthKind::DataCenter,
+                };
+                let cached = Arc::new(CachedSource {
+                    updated_at: record.updated_at,
+                    client,
+                    site,
+                    settings: record.settings.clone(),
+                });
+                if let Ok(mut sources) = self.sources.lock() {
+                    sources.insert(key.clone(), cached.clone());
+                }
+                cached
+            }
+        };
+        Ok(Source {
+            client: cached.client.clone(),
+            site: cached.site.clone(),
+            settings: cached.settings.clone(),
+        })
+    }
+
+    /// Runs a sync to its end and returns its final progress. Page-level failures are counted;
+    /// an error means the run should be retried (transient) or cannot succeed (permanent).
+    pub async fn sync(&self, request: &SyncRequested) -> Result<SyncOutcome, FetcherError> {
+        let source = self.source(&request.source).await?;
+        let started_at = Utc::now();
+        let mut run = Run {
+            fetcher: self,
+            client: source.client.with_fresh_stats(),
+            site: source.site,
+            run_id: request.run_id,
+            reported_at: 0,
+            progress: SyncProgress {
+                source: request.source.clone(),
+                run_id: request.run_id,
+                mode: request.mode,
+                status: SyncStatus::Running,
+                pages_seen: 0,
+                pages_changed: 0,
+                pages_deleted: 0,
+                pages_failed: 0,
+                requests: 0,
+                rate_limit_wait_ms: 0,
+                started_at,
+                finished_at: None,
+                last_error: None,
+                updated_at: started_at,
+            },
+        };
+        tracing::info!(source = %request.source, run_id = %request.run_id, mode = ?request.mode, "sync started");
+        run.report().await;
+        let result = match request.mode {
+            SyncMode::Full => run.full().await,
+            SyncMode::Incremental => {
+                run.incremental(&source.settings, request.reconcile_deletions)
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => {
+                run.progress.status = SyncStatus::Completed;
+                run.progress.finished_at = Some(Utc::now());
+                run.publish_progress().await?;
+                tracing::info!(
+                    source = %request.source,
+                    run_id = %request.run_id,
+                    seen = run.progress.pages_seen,
+                    changed = run.progress.pages_changed,
+                    deleted = run.progress.pages_deleted,
+                    failed = run.progress.pages_failed,
+                    requests = run.progress.requests,
+                    "sync completed"
+                );
+                Ok(run.progress)
+            }
+            Err(error) => {
+                // A transient failure is retried by redelivery; only a permanent one ends the run.
+                if !error.is_transient() {
+                    run.progress.status = SyncStatus::Failed;
+                    run.progress.finished_at = Some(Utc::now());
+                }
+                run.progress.last_error = Some(error.to_string());
+                run.report().await;
+                tracing::warn!(source = %request.source, run_id = %request.run_id, %error, "sync stopped");
+                Err(error)
+            }
+        }
+    }
+
+    /// Handles a webhook hint: fetch the page and emit it if its version is new, or confirm a
+    /// removal and emit the deletion.
+    pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
+        let source = self.source(&hint.source).await?;
+        let known = self.state.version(&hint.source, &hint.page_id).await?;
+        match hint.reason {
+            HintReason::Changed => {
+                if hint.version.is_some_and(|version| known >= Some(version)) {
+                    return Ok(());
+                }
+                let content = match source.client.content(&hint.page_id, SYNC_EXPAND).await {
+                    Ok(content) => content,
+                    // Gone (or hidden) since the hint: deletions are confirmed by syncs and
+                    // removal hints, not guessed from a change hint.
+                    Err(error) if error.is_not_found() => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                };
+                if known >= Some(content.version_number()) {
+                    return Ok(());
+                }
+                let changed = page_info::from_content(&source.site, &content)?;
+                self.emit_changed(changed, None).await
+            }
+            HintReason::Removed => {
+                if confirm_gone(&source.client, &source.site, &hint.page_id).await? {
+                    let version = known.or(hint.version).unwrap_or(0);
+                    self.emit_deleted(&source.site, &hint.page_id, version, "removed", None)
+                        .await
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Publishes a new version, then records it: a crash in between re-publishes the same event
+    /// id, which JetStream drops as a duplicate.
+    async fn emit_changed(
+        &self,
+        changed: PageChanged,
+        run_id: Option<Uuid>,
+    ) -> Result<(), FetcherError> {
+        let source = changed.page.source.clone();
+        let page = changed.page.page_id.clone();
+        let version = changed.page.version;
+        self.bus
+            .publish(&Envelope::new(changed).with_sync_run(run_id))
+            .await?;
+        self.state.set_version(&source, &page, version).await
+    }
+
+    /// Publishes the deletion, purges what the streams hold for the page (so that a replay cannot
+    /// bring it back), then forgets its version.
+    async fn emit_deleted(
+        &self,
+        site: &Site,
+        page: &PageId,
+        version: u64,
+        reason: &str,
+        run_id: Option<Uuid>,
+    ) -> Result<(), FetcherError> {
+        let deleted = PageDeleted {
+            source: site.source.clone(),
+            page_id: page.clone(),
+            version,
+            space_key: Some(site.space_key.clone()),
+            deleted_at: Utc::now(),
+            reason: Some(reason.to_owned()),
+        };
+        self.bus
+            .publish(&Envelope::new(deleted).with_sync_run(run_id))
+            .await?;
+        self.bus.purge_page(&site.source, page).await?;
+        self.state.forget(&site.source, page).await
+    }
+}
+
+/// Whether a page is really gone: on Cloud a 404 may also mean "no permission", so callers only
+/// ask about pages the space listing no longer shows, or that a removal hint named.
+async fn confirm_gone(
+    client: &ConfluenceClient,
+    site: &Site,
+    page: &PageId,
+) -> Result<bool, FetcherError> {
+    let status = if site.data_center {
+        client.content(page, &[]).await.map(|found| found.status)
+    } else {
+        client.page(page).await.map(|found| found.status)
+    };
+    match status {
+        Ok(status) => Ok(matches!(status.as_deref(), Some("trashed" | "deleted"))),
+        Err(error) if error.is_not_found() => Ok(true),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// One sync run in progress.
+struct Run<'a> {
+    fetcher: &'a Fetcher,
+    /// This run's view of the source's client: its own statistics, the shared rate limiter.
+    client: ConfluenceClient,
+    site: Site,
+    run_id: Uuid,
+    progress: SyncProgress,
+    /// Pages handled when progress was last published.
+    reported_at: u64,
+}
+
+impl Run<'_> {
+    fn handled(&self) -> u64 {
+        let p = &self.progress;
+        p.pages_seen + p.pages_changed + p.pages_deleted + p.pages_failed
+    }
+
+    async fn publish_progress(&mut self) -> Result<(), FetcherError> {
+        let stats = self.client.stats();
+        self.progress.requests = stats.requests;
+        self.progress.rate_limit_wait_ms = stats.waited().as_millis() as u64;
+        self.progress.updated_at = Utc::now();
+        self.reported_at = self.handled();
+        self.fetcher.bus.publish_progress(&self.progress).await?;
+        Ok(())
+    }
+
+    /// Publishes progress; a failure only delays the next snapshot.
+    async fn report(&mut self) {
+        if let Err(error) = self.publish_progress().await {
+            tracing::warn!(run_id = %self.run_id, %error, "cannot publish sync progress");
+        }
+    }
+
+    async fn report_if_due(&mut self) {
+        if self.handled() - self.reported_at >= self.fetcher.options.progress_every {
+            self.report().await;
+        }
+    }
+
+    /// Counts a page that could not be emitted; transient errors end the run instead (it is
+    /// redelivered and resumes), since skipping the page would lose it.
+    fn page_failed(&mut self, page: &PageId, error: FetcherError) -> Result<(), FetcherError> {
+        if error.is_transient() {
+            return Err(error);
+        }
+        tracing::warn!(run_id = %self.run_id, page = %page, %error, "page skipped");
+        self.progress.pages_failed += 1;
+        self.progress.last_error = Some(error.to_string());
+        Ok(())
+    }
+
+    fn space_key(&self) -> Result<SpaceKey, FetcherError> {
+        Ok(SpaceKey::new(self.site.space_key.clone())?)
+    }
+
+    /// Every current page of the space: ids, versions, parents and titles, without bodies.
+    async fn list_space(&mut self) -> Result<Tree, FetcherError> {
+        let mut tree = Tree::default();
+        if self.site.data_center {
+            let cql = CqlQuery::pages_in_space(self.space_key()?);
+            let mut search = self
+                .client
+                .search(&cql.to_string(), LISTING_EXPAND, MAX_LIMIT);
+            while let Some(batch) = search.next_page().await? {
+                for content in batch.iter().filter(|content| is_page(content)) {
+                    tree.insert_content(content);
+                }
+                self.progress.pages_seen += batch.len() as u64;
+                self.report_if_due().await;
+            }
+        } else {
+            let space = self.client.space_by_key(&self.space_key()?).await?;
+            let mut listing = self.client.space_pages(&space.id, &ListOptions::default());
+            while let Some(batch) = listing.next_page().await? {
+                for page in &batch {
+                    tree.insert_page(page);
+                }
+                self.progress.pages_seen += batch.len() as u64;
+                self.report_if_due().await;
+            }
+        }
+        Ok(tree)
+    }
+
+    async fn full(&mut self) -> Result<(), FetcherError> {
+        let started_at = self.progress.started_at;
+        let known = self.fetcher.state.versions(&self.site.source).await?;
+        let tree = if self.site.data_center {
+            // Data Center has no bulk bodies by id: one search with bodies, 50 pages a request.
+            let everything = CqlQuery::pages_in_space(self.space_key()?);
+            self.search_and_emit(&everything, &known).await?
+        } else {
+            self.list_and_fetch(&known).await?
+        };
+        self.reconcile(&tree, &known).await?;
+        let state = &self.fetcher.state;
+        state.set_reconciled(&self.site.source, started_at).await?;
+        // An incremental run after this one only needs what changed since it started.
+        state.set_watermark(&self.site.source, started_at).await
+    }
+
+    /// Lists the space cheaply, then fetches bodies in bulk for the versions not yet emitted.
+    async fn list_and_fetch(&mut self, known: &HashMap<PageId, u64>) -> Result<Tree, FetcherError> {
+        let tree = self.list_space().await?;
+        let wanted: Vec<PageId> = tree
+            .versions()
+            .filter(|(id, version)| known.get(*id).is_none_or(|known| version > known))
+            .map(|(id, _)| id.clone())
+            .collect();
+        tracing::info!(run_id = %self.run_id, listed = tree.len(), known = known.len(), wanted = wanted.len(), "space listed");
+        for ids in wanted.chunks(MAX_LIMIT as usize) {
+            // Ids missing from the answer were removed since the listing: the next run deletes them.
+            let pages = self.client.pages_by_id(ids).await?;
+            let changes: Vec<_> = pages
+                .iter()
+                .map(|page| {
+                    let changed = page_info::from_page(&self.site, page, tree.ancestors(&page.id));
+                    (page.id.clone(), changed)
+                })
+                .collect();
+            self.emit_all(changes).await?;
+        }
+        Ok(tree)
+    }
+
+    /// Runs a CQL search with bodies and emits the versions not yet emitted; returns what it saw.
+    async fn search_and_emit(
+        &mut self,
+        cql: &CqlQuery,
+        known: &HashMap<PageId, u64>,
+    ) -> Result<Tree, FetcherError> {
+        let mut tree = Tree::default();
+        let mut search = self
+            .client
+            .search(&cql.to_string(), SYNC_EXPAND, SEARCH_LIMIT);
+        while let Some(batch) = search.next_page().await? {
+            self.progress.pages_seen += batch.len() as u64;
+            let mut changes = Vec::new();
+            for content in batch.iter().filter(|content| is_page(content)) {
+                tree.insert_content(content);
+                if known
+                    .get(&content.id)
+                    .is_none_or(|known| content.version_number() > *known)
+                {
+                    changes.push((
+                        content.id.clone(),
+                        page_info::from_content(&self.site, content),
+                    ));
+                }
+            }
+            self.emit_all(changes).await?;
+        }
+        Ok(tree)
+    }
+
+    async fn incremental(
+        &mut self,
+        settings: &SourceSettings,
+        reconcile_deletions: bool,
+    ) -> Result<(), FetcherError> {
+        let window = self.window().await?;
+        let offset = FixedOffset::east_opt(settings.cql_timezone_offset_minutes.saturating_mul(60))
+            .unwrap_or(Utc.fix());
+        let mut cql = CqlQuery::pages_in_space(self.space_key()?)
+            .modified_before(window.before)
+            .time_zone(offset);
+        if let Some(from) = window.from {
+            cql = cql.modified_from(from);
+        }
+        let known = self.fetcher.state.versions(&self.site.source).await?;
+        self.search_and_emit(&cql, &known).await?;
+        if reconcile_deletions || self.reconciliation_due(settings).await? {
+            let started_at = Utc::now();
+            let tree = self.list_space().await?;
+            let known = self.fetcher.state.versions(&self.site.source).await?;
+            self.reconcile(&tree, &known).await?;
+            self.fetcher
+                .state
+                .set_reconciled(&self.site.source, started_at)
+                .await?;
+        }
+        self.fetcher
+            .state
+            .set_watermark(&self.site.source, window.next_watermark)
+            .await
+    }
+
+    /// Whether the source's periodic deletion reconciliation is due (never reconciled, or longer
+    /// ago than its interval; an interval of 0 turns it off).
+    async fn reconciliation_due(&self, settings: &SourceSettings) -> Result<bool, FetcherError> {
+        if settings.reconcile_interval_secs == 0 {
+            return Ok(false);
+        }
+        let interval = chrono::Duration::seconds(
+            i64::try_from(settings.reconcile_interval_secs).unwrap_or(i64::MAX / 1000),
+        );
+        let last = self.fetcher.state.reconciled(&self.site.source).await?;
+        Ok(last.is_none_or(|last| Utc::now() - last >= interval))
+    }
+
+    /// The run's window: the one frozen when this run first started (a redelivered run queries
+    /// the same bounds), or a new one from the watermark.
+    async fn window(&self) -> Result<Window, FetcherError> {
+        let state = &self.fetcher.state;
+        let source = &self.site.source;
+        if let Some(window) = state.window(source).await?
+            && window.run_id == self.run_id
+        {
+            return Ok(window);
+        }
+        let now = Utc::now();
+        let overlap = chrono::Duration::from_std(self.fetcher.options.overlap)
+            .unwrap_or(chrono::Duration::zero());
+        let window = Window {
+            run_id: self.run_id,
+            from: state.watermark(source).await?.map(|mark| mark - overlap),
+            // CQL compares whole minutes: the next minute includes edits of the current one.
+            before: now + chrono::Duration::minutes(1),
+            next_watermark: now,
+        };
+        state.set_window(source, &window).await?;
+        Ok(window)
+    }
+
+    /// Emits pages concurrently; each version is recorded once its event is stored.
+    async fn emit_all(
+        &mut self,
+        changes: Vec<(PageId, Result<PageChanged, FetcherError>)>,
+    ) -> Result<(), FetcherError> {
+        let fetcher = self.fetcher;
+        let run_id = self.run_id;
+        let mut outcomes =
+            futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
+                let outcome = match changed {
+                    Ok(changed) => fetcher.emit_changed(changed, Some(run_id)).await,
+                    Err(error) => Err(error),
+                };
+                (id, outcome)
+            }))
+            .buffer_unordered(fetcher.options.publish_concurrency.max(1));
+        let mut first_transient = None;
+        while let Some((id, outcome)) = outcomes.next().await {
+            match outcome {
+                Ok(()) => self.progress.pages_changed += 1,
+                Err(error) => {
+                    if let Err(error) = self.page_failed(&id, error) {
+                        first_transient.get_or_insert(error);
+                    }
+                }
+            }
+            self.report_if_due().await;
+        }
+        first_transient.map_or(Ok(()), Err)
+    }
+
+    /// Deletes the known pages the listing no longer shows, once Confluence confirms they are gone.
+    async fn reconcile(
+        &mut self,
+        listed: &Tree,
+        known: &HashMap<PageId, u64>,
+    ) -> Result<(), FetcherError> {
+        let mut missing: Vec<(&PageId, u64)> = known
+            .iter()
+            .filter(|(id, _)| !listed.contains(id))
+            .map(|(id, version)| (id, *version))
+            .collect();
+        missing.sort();
+        for (page, version) in missing {
+            let gone = match confirm_gone(&self.client, &self.site, page).await {
+                Ok(gone) => gone,
+                Err(error) => {
+                    self.page_failed(page, error)?;
+                    continue;
+                }
+            };
+            if !gone {
+                continue;
+            }
+            match self
+                .fetcher
+                .emit_deleted(&self.site, page, version, "not listed", Some(self.run_id))
+                .await
+            {
+                Ok(()) => self.progress.pages_deleted += 1,
+                Err(error) => self.page_failed(page, error)?,
+            }
+            self.report_if_due().await;
+        }
+        Ok(())
+    }
+}
+
+/// The `sync.requested` consumer.
+pub struct SyncHandler(pub Arc<Fetcher>);
+
+impl Handler<SyncRequested> for SyncHandler {
+    async fn handle(&self, delivery: &Delivery<SyncRequested>) -> Result<(), HandlerError> {
+        self.0.sync(&delivery.event.data).await?;
+        Ok(())
+    }
+}
+
+/// The `page.hinted` consumer.
+pub struct HintHandler(pub Arc<Fetcher>);
+
+impl Handler<PageHinted> for HintHandler {
+    async fn handle(&self, delivery: &Delivery<PageHinted>) -> Result<(), HandlerError> {
+        Ok(self.0.hint(&delivery.event.data).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sources_and_bad_pages_are_permanent_and_bus_failures_transient() {
+        assert!(!FetcherError::UnknownSource("x".into()).is_transient());
+        assert!(!FetcherError::InvalidPage("x".into()).is_transient());
+        assert!(
+            FetcherError::State {
+                operation: "put",
+                reason: "timeout".into()
+            }
+            .is_transient()
+        );
+        assert!(matches!(
+            HandlerError::from(FetcherError::Confluence(ConfluenceError::Config(
+                "x".into()
+            ))),
+            HandlerError::Permanent(_)
+        ));
+    }
+}

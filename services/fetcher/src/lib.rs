@@ -1,0 +1,176 @@
+//! The fetcher: the only part of Pagestream that talks to Confluence (DESIGN §1).
+//!
+//! It consumes `sync.requested` and `page.hinted` and emits one `page.changed` per new page version
+//! and one `page.deleted` per page that is gone, each carrying the sync run id.
+//!
+//! - Full sync: the space's cheap id/version listing is diffed against the versions already emitted
+//!   (kept in NATS, [`state`]); only new versions are fetched, in bulk; known pages that are no
+//!   longer listed and answer 404 are deleted.
+//! - Incremental sync: a CQL window on `lastmodified` frozen at the run's start, with an overlap;
+//!   versions already emitted are skipped.
+//! - Hints: fetch the one page; nothing is emitted for a version already emitted.
+//!
+//! A version is recorded only after JetStream acknowledged its `page.changed`, and event ids are
+//! derived from the version, so a fetcher killed mid-run and redelivered the command neither loses
+//! nor duplicates pages.
+
+mod fetcher;
+mod page_info;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use pagestream_bus::{Bus, BusConfig, BusError, HandlerError, Stage, StageConfig};
+use pagestream_confluence::ConfluenceError;
+use pagestream_events::{PageHinted, SyncRequested};
+use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
+use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+
+pub use fetcher::{Fetcher, FetcherOptions, HintHandler, SyncHandler, SyncOutcome};
+pub use state::FetcherState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error("unknown source {0:?}")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("confluence: {0}")]
+    Confluence(#[from] ConfluenceError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("fetcher state {operation} failed: {reason}")]
+    State {
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("invalid page from confluence: {0}")]
+    InvalidPage(String),
+}
+
+impl FetcherError {
+    /// Whether retrying the command later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetcherError::UnknownSource(_) | FetcherError::InvalidPage(_) => false,
+            FetcherError::Source(error) => matches!(error, SourceError::Registry(_)),
+            FetcherError::Confluence(error) => error.is_transient(),
+            FetcherError::Bus(error) => !matches!(error, BusError::Event(_) | BusError::Config(_)),
+            FetcherError::State { .. } => true,
+        }
+    }
+}
+
+impl From<FetcherError> for HandlerError {
+    fn from(error: FetcherError) -> Self {
+        if error.is_transient() {
+            HandlerError::transient(error)
+        } else {
+            HandlerError::permanent(error)
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "pagestream-fetcher",
+    about = "Confluence pages in, page events out"
+)]
+pub struct Config {
+    /// NATS server with JetStream.
+    #[arg(long, env = "PAGESTREAM_NATS_URL")]
+    pub nats_url: String,
+    /// Subject root and stream-name prefix.
+    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
+    pub subject_root: String,
+    /// Key that opens the sources' sealed credentials (32 bytes, base64 or hex).
+    #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    pub secret_key: SecretKey,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "PAGESTREAM_FETCHER_HTTP_ADDR",
+        default_value = "0.0.0.0:9081"
+    )]
+    pub http_addr: SocketAddr,
+    /// Overlap of successive incremental windows, in seconds (edits indexed late by CQL).
+    #[arg(long, env = "PAGESTREAM_FETCHER_OVERLAP_SECS", default_value_t = 300)]
+    pub overlap_secs: u64,
+    /// Sync runs handled at once by this replica.
+    #[arg(long, env = "PAGESTREAM_FETCHER_SYNC_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sync_concurrency: u32,
+    /// Log format: human or json.
+    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+fn parse_secret_key(value: &str) -> Result<SecretKey, String> {
+    SecretKey::parse(value).map_err(|error| error.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Fetcher(#[from] FetcherError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Supervisor(#[from] pagestream_telemetry::SupervisorError),
+}
+
+/// The stage configurations of the two consumers.
+pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
+    let mut sync = StageConfig::new("fetcher-sync");
+    sync.concurrency = sync_concurrency;
+    // A sync run takes long; in-progress acks keep it alive, a crashed replica's run comes back
+    // after ack_wait to another one.
+    sync.ack_wait = Duration::from_secs(60);
+    sync.max_deliveries = 10;
+    let mut hints = StageConfig::new("fetcher-hints");
+    hints.concurrency = 8;
+    (sync, hints)
+}
+
+/// Runs the fetcher service until a signal or a task failure.
+pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.clone()).with_root(config.subject_root.clone()),
+    )
+    .await?;
+    let registry = SourceRegistry::open(&bus).await?;
+    let options = FetcherOptions {
+        overlap: Duration::from_secs(config.overlap_secs),
+        ..FetcherOptions::default()
+    };
+    let fetcher =
+        Arc::new(Fetcher::new(bus.clone(), registry, config.secret_key.clone(), options).await?);
+    let (sync_config, hint_config) = stage_configs(config.sync_concurrency as usize);
+    let sync_stage = Stage::<SyncRequested>::new(bus.clone(), sync_config);
+    let hint_stage = Stage::<PageHinted>::new(bus, hint_config);
+
+    let supervisor = Supervisor::new();
+    let cancel = supervisor.token();
+    let sync_handler = Arc::new(SyncHandler(fetcher.clone()));
+    let sync_cancel = cancel.clone();
+    supervisor.spawn("sync", async move {
+        sync_stage.run(sync_handler, sync_cancel).await
+    });
+    let hint_handler = Arc::new(HintHandler(fetcher));
+    let hint_cancel = cancel.clone();
+    supervisor.spawn("hints", async move {
+        hint_stage.run(hint_handler, hint_cancel).await
+    });
+    supervisor.spawn(
+        "ops",
+        pagestream_telemetry::serve(config.http_addr, ops, cancel),
+    );
+    readiness.set(true);
+    tracing::info!(http_addr = %config.http_addr, "fetcher ready");
+    supervisor.run(Duration::from_secs(30)).await?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Building `page.changed` payloads from what Confluence returns (v2 pages or v1 search content).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+use pagestream_confluence::{Content, ContentLinks, Page};
+use pagestream_events::{Ancestor, Author, PageChanged, PageId, PageInfo, SourceKey};
+
+use crate::FetcherError;
+
+/// Deepest ancestor chain followed through a listing (Confluence allows far fewer levels).
+const MAX_DEPTH: usize = 256;
+
+/// What every page of one source shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Site {
+    pub source: SourceKey,
+    pub space_key: String,
+    /// The wiki root, without a trailing slash (`https://x.atlassian.net/wiki`).
+    pub base: String,
+    /// Data Center has no v2 API: listings and confirmations go through v1.
+    pub data_center: bool,
+}
+
+struct Node {
+    parent: Option<PageId>,
+    title: String,
+    version: u64,
+}
+
+/// Parent, title and version of every listed page, to derive ancestors without a request per page.
+#[derive(Default)]
+pub(crate) struct Tree {
+    nodes: HashMap<PageId, Node>,
+}
+
+impl Tree {
+    /// A page of a v2 listing.
+    pub fn insert_page(&mut self, page: &Page) {
+        self.nodes.insert(
+            page.id.clone(),
+            Node {
+                parent: page.parent_id.clone(),
+                title: page.title.clone(),
+                version: page.version_number(),
+            },
+        );
+    }
+
+    /// A page of a v1 search expanded with its ancestors (the parent last).
+    pub fn insert_content(&mut self, content: &Content) {
+        self.nodes.insert(
+            content.id.clone(),
+            Node {
+                parent: content.ancestors.last().map(|a| a.id.clone()),
+                title: content.title.clone(),
+                version: content.version_number(),
+            },
+        );
+    }
+
+    /// Every listed page with its version.
+    pub fn versions(&self) -> impl Iterator<Item = (&PageId, u64)> {
+        self.nodes.iter().map(|(id, node)| (id, node.version))
+    }
+
+    pub fn contains(&self, id: &PageId) -> bool {
+        self.nodes.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Ancestors of a page, top-down, as far as the listing knows them.
+    pub fn ancestors(&self, id: &PageId) -> Vec<Ancestor> {
+        let mut chain = Vec::new();
+        let mut seen = HashSet::from([id.clone()]);
+        let mut current = self.nodes.get(id).and_then(|node| node.parent.clone());
+        while let Some(parent) = current {
+            if chain.len() >= MAX_DEPTH || !seen.insert(parent.clone()) {
+                break;
+            }
+            let node = self.nodes.get(&parent);
+            chain.push(Ancestor {
+                id: parent,
+                title: node.map(|node| node.title.clone()),
+            });
+            current = node.and_then(|node| node.parent.clone());
+        }
+        chain.reverse();
+        chain
+    }
+}
+
+/// `/root/parent/page`.
+pub(crate) fn path(ancestors: &[Ancestor], page: &PageId) -> String {
+    let mut path = String::new();
+    for id in ancestors.iter().map(|a| &a.id).chain(std::iter::once(page)) {
+        path.push('/');
+        path.push_str(id.as_str());
+    }
+    path
+}
+
+fn url(site: &Site, links: &ContentLinks, id: &PageId) -> String {
+    let base = links
+        .base
+        .as_deref()
+        .unwrap_or(&site.base)
+        .trim_end_matches('/');
+    match links.webui.as_deref() {
+        Some(webui) if webui.starts_with('/') => format!("{base}{webui}"),
+        _ => format!("{base}/pages/viewpage.action?pageId={id}"),
+    }
+}
+
+fn missing_body(id: &PageId) -> FetcherError {
+    FetcherError::InvalidPage(format!("page {id} came without a storage body"))
+}
+
+/// From a v2 page fetched with its body; `ancestors` top-down.
+pub(crate) fn from_page(
+    site: &Site,
+    page: &Page,
+    ancestors: Vec<Ancestor>,
+) -> Result<PageChanged, FetcherError> {
+    let body = page.storage().ok_or_else(|| missing_body(&page.id))?;
+    let version = page.version.as_ref();
+    let author = version
+        .and_then(|v| v.author_id.clone())
+        .or_else(|| page.author_id.clone())
+        .map(|account_id| Author {
+            account_id: Some(account_id),
+            display_name: None,
+        });
+    Ok(PageChanged {
+        page: PageInfo {
+            source: site.source.clone(),
+            page_id: page.id.clone(),
+            space_key: site.space_key.clone(),
+            title: page.title.clone(),
+            version: page.version_number(),
+            path: path(&ancestors, &page.id),
+            url: url(site, &page.links, &page.id),
+            ancestors,
+            labels: page.label_names(),
+            author,
+            created_at: page.created_at,
+            last_modified: version
+                .and_then(|v| v.created_at)
+                .or(page.created_at)
+                .unwrap_or_else(Utc::now),
+        },
+        body_storage: body.to_owned(),
+    })
+}
+
+/// From v1 content expanded with [`pagestream_confluence::SYNC_EXPAND`].
+pub(crate) fn from_content(site: &Site, content: &Content) -> Result<PageChanged, FetcherError> {
+    let body = content.storage().ok_or_else(|| missing_body(&content.id))?;
+    let ancestors: Vec<Ancestor> = content
+        .ancestors
+        .iter()
+        .map(|a| Ancestor {
+            id: a.id.clone(),
+            title: a.title.clone(),
+        })
+        .collect();
+    let history = content.history.as_ref();
+    let author = content
+        .version
+        .as_ref()
+        .and_then(|v| v.by.as_ref())
+        .or_else(|| history.and_then(|h| h.created_by.as_ref()))
+        .map(|user| Author {
+            account_id: user.account_id.clone(),
+            display_name: user.display_name.clone().or(user.public_name.clone()),
+        });
+    Ok(PageChanged {
+        page: PageInfo {
+            source: site.source.clone(),
+            page_id: content.id.clone(),
+            space_key: content
+                .space
+                .as_ref()
+                .map_or_else(|| site.space_key.clone(), |s| s.key.clone()),
+            title: content.title.clone(),
+            version: content.version_number(),
+            path: path(&ancestors, &content.id),
+            url: url(site, &content.links, &content.id),
+            ancestors,
+            labels: content.label_names(),
+            author,
+            created_at: history.and_then(|h| h.created_date),
+            last_modified: content.last_modified().unwrap_or_else(Utc::now),
+        },
+        body_storage: body.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: u64, parent: Option<u64>, title: &str) -> Page {
+        serde_json::from_value(serde_json::json!({
+            "id": id.to_string(),
+            "title": title,
+            "parentId": parent.map(|p| p.to_string()),
+            "version": {"number": 3},
+        }))
+        .expect("page")
+    }
+
+    #[test]
+    fn ancestors_and_path_follow_the_listing() {
+        let mut tree = Tree::default();
+        tree.insert_page(&listed(1, None, "Home"));
+        tree.insert_page(&listed(2, Some(1), "Guides"));
+        tree.insert_page(&listed(3, Some(2), "Setup"));
+        let ancestors = tree.ancestors(&PageId::from(3));
+        assert_eq!(
+            ancestors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert_eq!(ancestors[1].title.as_deref(), Some("Guides"));
+        assert_eq!(path(&ancestors, &PageId::from(3)), "/1/2/3");
+        assert_eq!(path(&[], &PageId::from(1)), "/1");
+    }
+
+    #[test]
+    fn a_parent_cycle_ends_the_chain() {
+        let mut tree = Tree::default();
+        tree.insert_page(&listed(1, Some(2), "A"));
+        tree.insert_page(&listed(2, Some(1), "B"));
+        let ancestors = tree.ancestors(&PageId::from(1));
+        assert_eq!(
+            ancestors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
+    }
+
+    #[test]
+    fn url_joins_the_base_and_webui_and_falls_back_to_the_id() {
+        let site = Site {
+            source: SourceKey::new("eng").expect("key"),
+            space_key: "ENG".into(),
+            base: "https://x.atlassian.net/wiki".into(),
+            data_center: false,
+        };
+        let mut page = listed(7, None, "T");
+        page.links.webui = Some("/spaces/ENG/pages/7/T".into());
+        assert_eq!(
+            url(&site, &page.links, &page.id),
+            "https://x.atlassian.net/wiki/spaces/ENG/pages/7/T"
+        );
+        page.links.webui = None;
+        assert_eq!(
+            url(&site, &page.links, &page.id),
+            "https://x.atlassian.net/wiki/pages/viewpage.action?pageId=7"
+        );
+        assert!(matches!(
+            from_page(&site, &page, Vec::new()),
+            Err(FetcherError::InvalidPage(_))
+        ));
+    }
+}

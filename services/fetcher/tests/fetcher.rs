@@ -1,0 +1,672 @@
+//! The fetcher against the Confluence simulator (in-process) and the real NATS of the dev stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use confluence_sim::{EditPage, FaultRule, Faults, RunningSim, SimConfig};
+use futures::StreamExt;
+use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
+use pagestream_bus::{Bus, Stage};
+use pagestream_confluence::RetryPolicy;
+use pagestream_events::{
+    Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId, RawEvent,
+    SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+};
+use pagestream_fetcher::{Fetcher, FetcherOptions, SyncHandler, SyncOutcome, stage_configs};
+use pagestream_sources::{
+    AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Harness {
+    sim: RunningSim,
+    bus: Bus,
+    source: SourceKey,
+    fetcher: Arc<Fetcher>,
+    registry: SourceRegistry,
+    secret_key: SecretKey,
+    record: SourceRecord,
+}
+
+async fn harness(pages: usize) -> Harness {
+    harness_with(pages, FetcherOptions::default(), AuthKind::Cloud).await
+}
+
+const PERSONAL_ACCESS_TOKEN: &str = "dc-personal-access-token";
+
+async fn harness_with(pages: usize, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
+    captured_logs();
+    let sim = confluence_sim::start(
+        SimConfig {
+            personal_access_token: Some(PERSONAL_ACCESS_TOKEN.into()),
+            ..SimConfig::new(11, pages)
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("start simulator");
+    let bus = pagestream_testkit::bus().await;
+    let registry = SourceRegistry::open(&bus).await.expect("registry");
+    let secret_key = SecretKey::parse(&SecretKey::generate()).expect("secret key");
+    let source = SourceKey::new("eng").expect("source key");
+    let credentials = match auth_kind {
+        AuthKind::Cloud => Credentials {
+            email: Some("sim@example.com".into()),
+            token: Secret::new("sim-api-token"),
+            webhook_secret: None,
+        },
+        AuthKind::DataCenter => Credentials {
+            email: None,
+            token: Secret::new(PERSONAL_ACCESS_TOKEN),
+            webhook_secret: None,
+        },
+    };
+    let record = SourceRecord {
+        id: Uuid::new_v4(),
+        key: source.clone(),
+        site_url: sim.base_url(),
+        space_key: sim.handle.space_key(),
+        auth_kind,
+        sealed_credentials: SourceRecord::seal_credentials(&secret_key, &credentials),
+        settings: SourceSettings {
+            requests_per_second: 1000.0,
+            concurrent_requests: 8,
+            ..SourceSettings::default()
+        },
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    registry.put(&record).await.expect("put source");
+    let options = FetcherOptions {
+        retry: Some(RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(20),
+            max_retry_after: Duration::from_millis(20),
+        }),
+        ..options
+    };
+    let fetcher = Fetcher::new(bus.clone(), registry.clone(), secret_key.clone(), options)
+        .await
+        .expect("fetcher");
+    Harness {
+        sim,
+        bus,
+        source,
+        fetcher: Arc::new(fetcher),
+        registry,
+        secret_key,
+        record,
+    }
+}
+
+/// Every publish on a kind's subjects while it is open (core NATS sees duplicates too, so this
+/// counts what was sent, not what the stream kept).
+struct Tapped {
+    page: PageId,
+    run: Option<Uuid>,
+    claim_checked: bool,
+}
+
+struct Tap {
+    subscriber: async_nats::Subscriber,
+}
+
+impl Tap {
+    async fn open(h: &Harness, kind: EventKind) -> Self {
+        let subscriber = h
+            .bus
+            .client()
+            .subscribe(h.bus.subjects().all_of(kind))
+            .await
+            .expect("subscribe");
+        h.bus.client().flush().await.expect("flush");
+        Self { subscriber }
+    }
+
+    /// The events received so far.
+    async fn drain(&mut self) -> Vec<Tapped> {
+        let mut seen = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(300), self.subscriber.next()).await
+        {
+            let subject = message.subject.to_string();
+            let page = subject.rsplit('.').next().expect("page token").to_owned();
+            let claim_checked = message
+                .headers
+                .as_ref()
+                .is_some_and(|headers| headers.get(CLAIM_CHECK_HEADER).is_some());
+            // A claim-checked message carries only a reference to its payload.
+            let run = if claim_checked {
+                None
+            } else {
+                RawEvent::from_json(&message.payload)
+                    .expect("event json")
+                    .extensions
+                    .syncrun
+            };
+            seen.push(Tapped {
+                page: PageId::new(page).expect("page id"),
+                run,
+                claim_checked,
+            });
+        }
+        seen
+    }
+}
+
+impl Harness {
+    async fn sync(&self, mode: SyncMode) -> SyncOutcome {
+        self.fetcher
+            .sync(&self.request(mode))
+            .await
+            .expect("sync completes")
+    }
+
+    fn request(&self, mode: SyncMode) -> SyncRequested {
+        SyncRequested {
+            source: self.source.clone(),
+            run_id: Uuid::new_v4(),
+            mode,
+            reconcile_deletions: false,
+            requested_at: Utc::now(),
+        }
+    }
+
+    fn current_ids(&self) -> BTreeSet<PageId> {
+        self.sim
+            .handle
+            .current_page_ids()
+            .into_iter()
+            .map(PageId::from)
+            .collect()
+    }
+}
+
+fn ids(events: &[Tapped]) -> BTreeSet<PageId> {
+    events.iter().map(|event| event.page.clone()).collect()
+}
+
+#[tokio::test]
+async fn full_sync_emits_every_page_once_then_nothing() {
+    let h = harness(500).await;
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+    let request = h.request(SyncMode::Full);
+    let mut snapshots = h
+        .bus
+        .client()
+        .subscribe(h.bus.progress_subject(&h.source, request.run_id))
+        .await
+        .expect("subscribe");
+    h.bus.client().flush().await.expect("flush");
+    let first = h.fetcher.sync(&request).await.expect("sync");
+    let emitted = tap.drain().await;
+
+    // Progress at least every 50 pages emitted, from running to completed.
+    let mut changed_counts = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(300), snapshots.next()).await
+    {
+        let snapshot: SyncProgress = serde_json::from_slice(&message.payload).expect("progress");
+        changed_counts.push((snapshot.status, snapshot.pages_changed));
+    }
+    assert_eq!(changed_counts.first(), Some(&(SyncStatus::Running, 0)));
+    assert_eq!(changed_counts.last(), Some(&(SyncStatus::Completed, 500)));
+    assert!(
+        changed_counts
+            .windows(2)
+            .all(|pair| pair[1].1 - pair[0].1 <= 50),
+        "{changed_counts:?}"
+    );
+
+    assert_eq!(emitted.len(), 500, "one page.changed per page");
+    assert_eq!(ids(&emitted), h.current_ids());
+    assert!(
+        emitted
+            .iter()
+            .all(|event| event.claim_checked || event.run == Some(first.run_id))
+    );
+    // The simulator serves a body over 1 MB: it travels by claim check, it is not dropped.
+    assert!(emitted.iter().any(|event| event.claim_checked));
+    assert_eq!(first.status, SyncStatus::Completed);
+    assert_eq!((first.pages_seen, first.pages_changed), (500, 500));
+    // Bodies come in bulk: a listing and bulk fetches, far under 0.1 request per page.
+    assert!(
+        first.requests < 50,
+        "{} requests for 500 pages",
+        first.requests
+    );
+    let progress = h
+        .bus
+        .latest_progress(&h.source, first.run_id)
+        .await
+        .expect("progress")
+        .expect("a snapshot");
+    assert_eq!(progress.status, SyncStatus::Completed);
+    assert_eq!(progress.pages_changed, 500);
+
+    // The event of a deep page carries its version, its path and its exact body.
+    let deep = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .max_by_key(|id| h.sim.handle.ancestors(*id).len())
+        .expect("a page");
+    let sim_page = h.sim.handle.page(deep).expect("sim page");
+    let event: Envelope<PageChanged> = h
+        .bus
+        .last_for_page(&h.source, &PageId::from(deep))
+        .await
+        .expect("read")
+        .expect("event");
+    let expected_path: String = h
+        .sim
+        .handle
+        .ancestors(deep)
+        .into_iter()
+        .chain([deep])
+        .map(|id| format!("/{id}"))
+        .collect();
+    assert_eq!(event.data.page.version, sim_page.version);
+    assert_eq!(event.data.page.path, expected_path);
+    assert_eq!(event.data.page.title, sim_page.title);
+    assert!(event.data.page.url.starts_with(&h.sim.base_url()));
+    assert_eq!(Some(event.data.body_storage), h.sim.handle.body(deep));
+
+    let second = h.sync(SyncMode::Full).await;
+    assert!(tap.drain().await.is_empty(), "a re-sync emits nothing");
+    assert_eq!((second.pages_seen, second.pages_changed), (500, 0));
+}
+
+#[tokio::test]
+async fn incremental_sync_emits_exactly_the_edited_pages() {
+    let h = harness(120).await;
+    h.sync(SyncMode::Full).await;
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+    let mut edited = BTreeMap::new();
+    for id in [5_usize, 40, 77]
+        .into_iter()
+        .map(|n| h.sim.handle.current_page_ids()[n])
+    {
+        let (page, _) = h
+            .sim
+            .handle
+            .edit(id, EditPage::default())
+            .await
+            .expect("edit");
+        edited.insert(PageId::from(id), page.version);
+    }
+
+    let run = h.sync(SyncMode::Incremental).await;
+    let emitted = tap.drain().await;
+    assert_eq!(ids(&emitted), edited.keys().cloned().collect());
+    assert_eq!(emitted.len(), 3);
+    assert_eq!(run.pages_changed, 3);
+    for (id, version) in &edited {
+        let event: Envelope<PageChanged> = h
+            .bus
+            .last_for_page(&h.source, id)
+            .await
+            .expect("read")
+            .expect("event");
+        assert_eq!(event.data.page.version, *version);
+    }
+
+    // The overlap brings the same edits back: already emitted, so skipped.
+    let again = h.sync(SyncMode::Incremental).await;
+    assert!(tap.drain().await.is_empty());
+    assert!(again.pages_seen >= 3, "the overlap re-reads the edits");
+    assert_eq!(again.pages_changed, 0);
+
+    // Deletions: an incremental run reconciles on demand (or when the weekly one is due; the full
+    // sync above just did it).
+    let trashed = h.sim.handle.current_page_ids()[60];
+    h.sim.handle.trash(trashed).await.expect("trash");
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    h.sync(SyncMode::Incremental).await;
+    assert!(deleted.drain().await.is_empty(), "no reconciliation due");
+    let reconciled = h
+        .fetcher
+        .sync(&SyncRequested {
+            reconcile_deletions: true,
+            ..h.request(SyncMode::Incremental)
+        })
+        .await
+        .expect("sync");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
+    assert_eq!(reconciled.pages_deleted, 1);
+}
+
+#[tokio::test]
+async fn trashed_and_purged_pages_are_deleted_and_purged_from_the_streams() {
+    let h = harness(60).await;
+    h.sync(SyncMode::Full).await;
+    let current = h.sim.handle.current_page_ids();
+    let (trashed, purged) = (current[20], current[30]);
+    h.sim.handle.trash(trashed).await.expect("trash");
+    h.sim.handle.trash(purged).await.expect("trash");
+    h.sim.handle.purge(purged).await.expect("purge");
+
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    let run = h.sync(SyncMode::Full).await;
+    let gone: BTreeSet<PageId> = [PageId::from(trashed), PageId::from(purged)].into();
+    assert_eq!(ids(&deleted.drain().await), gone);
+    assert!(changed.drain().await.is_empty());
+    assert_eq!(run.pages_deleted, 2);
+    for page in &gone {
+        let tombstone: Envelope<PageDeleted> = h
+            .bus
+            .last_for_page(&h.source, page)
+            .await
+            .expect("read")
+            .expect("tombstone");
+        assert_eq!(tombstone.extensions.syncrun, Some(run.run_id));
+        let change: Option<Envelope<PageChanged>> =
+            h.bus.last_for_page(&h.source, page).await.expect("read");
+        assert!(change.is_none(), "page.changed of {page} purged");
+        assert_eq!(
+            h.fetcher
+                .state()
+                .version(&h.source, page)
+                .await
+                .expect("state"),
+            None
+        );
+    }
+
+    // Deleted once: the next sync has nothing left to delete; a restored page comes back.
+    h.sim.handle.restore(trashed).await.expect("restore");
+    let next = h.sync(SyncMode::Full).await;
+    assert!(deleted.drain().await.is_empty());
+    assert_eq!(ids(&changed.drain().await), [PageId::from(trashed)].into());
+    assert_eq!((next.pages_deleted, next.pages_changed), (0, 1));
+}
+
+#[tokio::test]
+async fn hints_emit_only_new_versions_and_confirmed_removals() {
+    let h = harness(30).await;
+    h.sync(SyncMode::Full).await;
+    let id = h.sim.handle.current_page_ids()[10];
+    let hint = |reason| PageHinted {
+        source: h.source.clone(),
+        page_id: PageId::from(id),
+        reason,
+        version: None,
+        space_key: None,
+        webhook_event: None,
+        received_at: Utc::now(),
+    };
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+
+    h.fetcher
+        .hint(&hint(HintReason::Changed))
+        .await
+        .expect("hint");
+    assert!(changed.drain().await.is_empty(), "version already emitted");
+    h.fetcher
+        .hint(&hint(HintReason::Removed))
+        .await
+        .expect("hint");
+    assert!(deleted.drain().await.is_empty(), "the page still exists");
+
+    let (edited, _) = h
+        .sim
+        .handle
+        .edit(id, EditPage::default())
+        .await
+        .expect("edit");
+    h.fetcher
+        .hint(&hint(HintReason::Changed))
+        .await
+        .expect("hint");
+    assert_eq!(changed.drain().await.len(), 1);
+    let event: Envelope<PageChanged> = h
+        .bus
+        .last_for_page(&h.source, &PageId::from(id))
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(event.data.page.version, edited.version);
+    assert_eq!(
+        event.data.page.ancestors.len(),
+        h.sim.handle.ancestors(id).len()
+    );
+
+    h.sim.handle.trash(id).await.expect("trash");
+    h.fetcher
+        .hint(&hint(HintReason::Removed))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(id)].into());
+}
+
+#[tokio::test]
+async fn a_sync_under_a_429_storm_completes_with_every_page() {
+    let h = harness(300).await;
+    h.sim.handle.set_faults(Faults {
+        rules: vec![FaultRule::new(429).rate(0.3).retry_after("1")],
+        ..Faults::default()
+    });
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(ids(&tap.drain().await), h.current_ids());
+    assert_eq!(run.pages_changed, 300);
+    assert!(h.sim.handle.stats().requests > run.requests / 2);
+    assert!(run.rate_limit_wait_ms > 0, "waits on 429s are reported");
+}
+
+#[tokio::test]
+async fn sync_requests_on_the_bus_run_through_the_stage() {
+    let h = harness(80).await;
+    let request = h.request(SyncMode::Full);
+    h.bus
+        .publish(&Envelope::new(request.clone()))
+        .await
+        .expect("publish request");
+    let cancel = CancellationToken::new();
+    let stage = Stage::<SyncRequested>::new(h.bus.clone(), stage_configs(1).0);
+    let runner = tokio::spawn({
+        let cancel = cancel.clone();
+        let handler = Arc::new(SyncHandler(h.fetcher.clone()));
+        async move { stage.run(handler, cancel).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let progress = h
+            .bus
+            .latest_progress(&h.source, request.run_id)
+            .await
+            .expect("progress");
+        if let Some(progress) = progress.filter(|p| p.status == SyncStatus::Completed) {
+            break progress;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sync did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cancel.cancel();
+    runner.await.expect("join").expect("stage");
+    assert_eq!(progress.pages_changed, 80);
+    assert_eq!(progress.mode, SyncMode::Full);
+}
+
+#[tokio::test]
+async fn a_sync_killed_midway_and_redelivered_stores_every_page_exactly_once() {
+    // Few publishes at once, so the run is still emitting when it is killed.
+    let h = harness_with(
+        300,
+        FetcherOptions {
+            publish_concurrency: 2,
+            ..FetcherOptions::default()
+        },
+        AuthKind::Cloud,
+    )
+    .await;
+    let request = h.request(SyncMode::Full);
+    let killed = tokio::spawn({
+        let fetcher = h.fetcher.clone();
+        let request = request.clone();
+        async move { fetcher.sync(&request).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let recorded = h.fetcher.state().versions(&h.source).await.expect("state");
+        if recorded.len() >= 40 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sync never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    let recorded = h.fetcher.state().versions(&h.source).await.expect("state");
+    assert!(recorded.len() < 300, "the run was killed before its end");
+
+    // The command is redelivered: the same run resumes.
+    let resumed = h.fetcher.sync(&request).await.expect("resumed run");
+    assert_eq!(resumed.status, SyncStatus::Completed);
+    // Versions whose recording was in flight at the kill may land after `recorded` was read.
+    assert!(resumed.pages_changed > 0);
+    assert!(resumed.pages_changed <= 300 - recorded.len() as u64);
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(h.bus.streams().for_kind(EventKind::PageChanged))
+        .await
+        .expect("stream");
+    let state = stream.get_info().await.expect("info").state;
+    // Re-published events of pages emitted but not yet recorded are dropped as duplicates.
+    assert_eq!(state.messages, 300);
+    assert_eq!(state.last_sequence, 300, "no page stored twice");
+}
+
+/// Every log line of this test binary, at every level: a scoped subscriber would miss events of
+/// callsites other tests' threads registered first.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+fn captured_logs() -> CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("global subscriber");
+        logs
+    })
+    .clone()
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_reach_logs_errors_or_progress() {
+    let h = harness(20).await;
+    h.sync(SyncMode::Full).await;
+
+    // A wrong token: the run fails for good, saying why, without the token.
+    let wrong = "wrong-token-5c1e9a";
+    let credentials = Credentials {
+        email: Some("sim@example.com".into()),
+        token: Secret::new(wrong),
+        webhook_secret: None,
+    };
+    h.registry
+        .put(&SourceRecord {
+            sealed_credentials: SourceRecord::seal_credentials(&h.secret_key, &credentials),
+            updated_at: Utc::now(),
+            ..h.record.clone()
+        })
+        .await
+        .expect("put source");
+    let request = h.request(SyncMode::Full);
+    let error = h.fetcher.sync(&request).await.expect_err("unauthorized");
+    assert!(!error.is_transient(), "{error}");
+    let progress = h
+        .bus
+        .latest_progress(&h.source, request.run_id)
+        .await
+        .expect("progress")
+        .expect("snapshot");
+    assert_eq!(progress.status, SyncStatus::Failed);
+    let last_error = progress.last_error.expect("last error");
+
+    let logs = captured_logs().text();
+    assert!(
+        logs.contains("sync completed") && logs.contains("sync stopped"),
+        "the runs were logged"
+    );
+    for token in ["sim-api-token", PERSONAL_ACCESS_TOKEN, wrong] {
+        assert!(!logs.contains(token), "token in logs");
+        assert!(!error.to_string().contains(token));
+        assert!(!format!("{error:?}").contains(token));
+        assert!(!last_error.contains(token));
+    }
+}
+
+#[tokio::test]
+async fn data_center_sources_sync_through_cql() {
+    let h = harness_with(90, FetcherOptions::default(), AuthKind::DataCenter).await;
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    let first = h.sync(SyncMode::Full).await;
+    assert_eq!(ids(&changed.drain().await), h.current_ids());
+    assert_eq!(first.pages_changed, 90);
+    let deep = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .max_by_key(|id| h.sim.handle.ancestors(*id).len())
+        .expect("a page");
+    let event: Envelope<PageChanged> = h
+        .bus
+        .last_for_page(&h.source, &PageId::from(deep))
+        .await
+        .expect("read")
+        .expect("event");
+    let ancestors: Vec<u64> = event
+        .data
+        .page
+        .ancestors
+        .iter()
+        .map(|a| a.id.as_str().parse().expect("id"))
+        .collect();
+    assert_eq!(ancestors, h.sim.handle.ancestors(deep));
+
+    let trashed = h.sim.handle.current_page_ids()[45];
+    h.sim.handle.trash(trashed).await.expect("trash");
+    let second = h.sync(SyncMode::Full).await;
+    assert!(changed.drain().await.is_empty());
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
+    assert_eq!((second.pages_changed, second.pages_deleted), (0, 1));
+}
