@@ -281,14 +281,18 @@ pub async fn project_progress(
                 }
                 None => break,
             };
-            let outcome = match serde_json::from_slice::<pagestream_events::SyncProgress>(&message.payload) {
+            let outcome = match serde_json::from_slice::<pagestream_events::SyncProgress>(
+                &message.payload,
+            ) {
                 Ok(progress) => {
                     let mut conn = match pool.acquire().await {
                         Ok(conn) => conn,
                         Err(error) => {
                             tracing::warn!(%error, "database unavailable; progress retried later");
                             let _ = message
-                                .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                                .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                                    Duration::from_secs(1),
+                                )))
                                 .await;
                             continue;
                         }
@@ -335,15 +339,33 @@ pub fn spawn_all(
     );
     supervisor.spawn(
         "page.changed",
-        run_stage::<PageChanged>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+        run_stage::<PageChanged>(
+            bus.clone(),
+            pool.clone(),
+            ids.clone(),
+            config.clone(),
+            cancel.clone(),
+        ),
     );
     supervisor.spawn(
         "page.converted",
-        run_stage::<PageConverted>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+        run_stage::<PageConverted>(
+            bus.clone(),
+            pool.clone(),
+            ids.clone(),
+            config.clone(),
+            cancel.clone(),
+        ),
     );
     supervisor.spawn(
         "chunks.ready",
-        run_stage::<ChunksReady>(bus.clone(), pool.clone(), ids.clone(), config.clone(), cancel.clone()),
+        run_stage::<ChunksReady>(
+            bus.clone(),
+            pool.clone(),
+            ids.clone(),
+            config.clone(),
+            cancel.clone(),
+        ),
     );
     supervisor.spawn(
         "page.deleted",

@@ -24,7 +24,11 @@ struct Config {
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     subject_root: String,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "PAGESTREAM_INDEXER_OPS_LISTEN", default_value = "127.0.0.1:9083")]
+    #[arg(
+        long,
+        env = "PAGESTREAM_INDEXER_OPS_LISTEN",
+        default_value = "127.0.0.1:9083"
+    )]
     ops_listen: SocketAddr,
     /// Events applied per transaction.
     #[arg(long, env = "PAGESTREAM_INDEXER_BATCH_SIZE", default_value_t = 64)]
@@ -41,10 +45,15 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = pagestream_telemetry::init("pagestream-indexer", config.log_format)?;
-    let pool = pagestream_store::connect(&config.database_url, (config.concurrency as u32 * 4 + 4).max(8))
+    let pool = pagestream_store::connect(
+        &config.database_url,
+        (config.concurrency as u32 * 4 + 4).max(8),
+    )
+    .await
+    .context("connect to postgres (DATABASE_URL)")?;
+    pagestream_store::migrate(&pool)
         .await
-        .context("connect to postgres (DATABASE_URL)")?;
-    pagestream_store::migrate(&pool).await.context("apply migrations")?;
+        .context("apply migrations")?;
     let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
         .await
         .context("connect to nats (PAGESTREAM_NATS_URL)")?;

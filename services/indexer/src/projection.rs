@@ -70,7 +70,10 @@ impl SourceIds {
 /// Whether an event changed the projection (a stale or repeated one does not).
 pub type Applied = bool;
 
-fn page_metadata(page: &PageInfo, content: Option<&pagestream_events::ContentMetadata>) -> serde_json::Value {
+fn page_metadata(
+    page: &PageInfo,
+    content: Option<&pagestream_events::ContentMetadata>,
+) -> serde_json::Value {
     let mut metadata = serde_json::json!({
         "ancestors": page.ancestors,
         "labels": page.labels,
@@ -215,21 +218,35 @@ pub async fn apply_chunks(
         return Ok(false);
     }
     pagestream_store::ensure_embedding_index(&mut *conn, &data.model, dimension).await?;
-    sqlx::query("DELETE FROM chunks WHERE source_id = $1 AND page_id = $2 AND embedding_model = $3")
-        .bind(source_id)
-        .bind(data.page_id.as_str())
-        .bind(&data.model)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "DELETE FROM chunks WHERE source_id = $1 AND page_id = $2 AND embedding_model = $3",
+    )
+    .bind(source_id)
+    .bind(data.page_id.as_str())
+    .bind(&data.model)
+    .execute(&mut *conn)
+    .await?;
     let indexes: Vec<i32> = data.chunks.iter().map(|chunk| chunk.index as i32).collect();
-    let texts: Vec<&str> = data.chunks.iter().map(|chunk| chunk.text.as_str()).collect();
+    let texts: Vec<&str> = data
+        .chunks
+        .iter()
+        .map(|chunk| chunk.text.as_str())
+        .collect();
     let headings: Vec<serde_json::Value> = data
         .chunks
         .iter()
         .map(|chunk| serde_json::json!(chunk.heading_path))
         .collect();
-    let hashes: Vec<&str> = data.chunks.iter().map(|chunk| chunk.content_hash.as_str()).collect();
-    let tokens: Vec<i32> = data.chunks.iter().map(|chunk| chunk.token_count as i32).collect();
+    let hashes: Vec<&str> = data
+        .chunks
+        .iter()
+        .map(|chunk| chunk.content_hash.as_str())
+        .collect();
+    let tokens: Vec<i32> = data
+        .chunks
+        .iter()
+        .map(|chunk| chunk.token_count as i32)
+        .collect();
     let vectors: Vec<pgvector::Vector> = data
         .chunks
         .iter()
@@ -382,7 +399,11 @@ pub async fn apply_progress(
 }
 
 /// Records the last applied sequence of a stream, in the caller's transaction.
-pub async fn checkpoint(conn: &mut PgConnection, stream: &str, sequence: u64) -> Result<(), ProjectionError> {
+pub async fn checkpoint(
+    conn: &mut PgConnection,
+    stream: &str,
+    sequence: u64,
+) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (stream, last_sequence) VALUES ($1, $2)
          ON CONFLICT (stream) DO UPDATE SET last_sequence = GREATEST(projection_checkpoints.last_sequence, EXCLUDED.last_sequence), updated_at = now()",
@@ -395,7 +416,10 @@ pub async fn checkpoint(conn: &mut PgConnection, stream: &str, sequence: u64) ->
 }
 
 /// Projects one registry entry into `sources`.
-pub async fn upsert_source(pool: &PgPool, record: &pagestream_sources::SourceRecord) -> Result<(), ProjectionError> {
+pub async fn upsert_source(
+    pool: &PgPool,
+    record: &pagestream_sources::SourceRecord,
+) -> Result<(), ProjectionError> {
     sqlx::query(
         r#"
         INSERT INTO sources (id, key, site_url, space_key, auth_kind, credentials, settings, created_at, updated_at)
@@ -420,7 +444,11 @@ pub async fn upsert_source(pool: &PgPool, record: &pagestream_sources::SourceRec
 }
 
 /// Removes a source; its pages, chunks and runs go with it (cascade).
-pub async fn remove_source(pool: &PgPool, ids: &SourceIds, key: &SourceKey) -> Result<(), ProjectionError> {
+pub async fn remove_source(
+    pool: &PgPool,
+    ids: &SourceIds,
+    key: &SourceKey,
+) -> Result<(), ProjectionError> {
     sqlx::query("DELETE FROM sources WHERE key = $1")
         .bind(key.as_str())
         .execute(pool)

@@ -8,7 +8,9 @@ use std::time::Instant;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use pagestream_bus::{Bus, claim_check};
-use pagestream_events::{ChunksReady, Envelope, EventKind, PageChanged, PageConverted, PageDeleted, RawEvent};
+use pagestream_events::{
+    ChunksReady, Envelope, EventKind, PageChanged, PageConverted, PageDeleted, RawEvent,
+};
 use pagestream_sources::SourceRegistry;
 use sqlx::PgPool;
 
@@ -48,13 +50,46 @@ pub async fn replay(
         report.sources += 1;
     }
     let ids = SourceIds::default();
-    replay_kind::<PageChanged>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
-    replay_kind::<PageConverted>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
-    replay_kind::<ChunksReady>(bus, pool, &ids, batch_size, &mut report, &mut progress, |event| {
-        event.data.chunks.len() as u64
-    })
+    replay_kind::<PageChanged>(
+        bus,
+        pool,
+        &ids,
+        batch_size,
+        &mut report,
+        &mut progress,
+        |_| 0,
+    )
     .await?;
-    replay_kind::<PageDeleted>(bus, pool, &ids, batch_size, &mut report, &mut progress, |_| 0).await?;
+    replay_kind::<PageConverted>(
+        bus,
+        pool,
+        &ids,
+        batch_size,
+        &mut report,
+        &mut progress,
+        |_| 0,
+    )
+    .await?;
+    replay_kind::<ChunksReady>(
+        bus,
+        pool,
+        &ids,
+        batch_size,
+        &mut report,
+        &mut progress,
+        |event| event.data.chunks.len() as u64,
+    )
+    .await?;
+    replay_kind::<PageDeleted>(
+        bus,
+        pool,
+        &ids,
+        batch_size,
+        &mut report,
+        &mut progress,
+        |_| 0,
+    )
+    .await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -106,7 +141,9 @@ async fn replay_kind<T: Projected>(
     let mut batch: Vec<(Envelope<T>, u64)> = Vec::with_capacity(batch_size);
     let mut done = false;
     while !done {
-        let Some(message) = messages.next().await else { break };
+        let Some(message) = messages.next().await else {
+            break;
+        };
         let message = message.map_err(|error| jetstream_error("pull", error))?;
         let (sequence, pending) = message
             .info()
@@ -114,7 +151,13 @@ async fn replay_kind<T: Projected>(
             .map_err(|error| jetstream_error("message info", error))?;
         // Purges leave gaps, so the last sequence may never come: stop when nothing is pending.
         done = sequence >= state.last_sequence || pending == 0;
-        let body = claim_check::resolve(bus, &message.subject, message.headers.as_ref(), message.payload.clone()).await;
+        let body = claim_check::resolve(
+            bus,
+            &message.subject,
+            message.headers.as_ref(),
+            message.payload.clone(),
+        )
+        .await;
         match body.map_err(|error| error.to_string()).and_then(|body| {
             RawEvent::from_json(&body)
                 .and_then(RawEvent::into_typed::<T>)
@@ -127,7 +170,10 @@ async fn replay_kind<T: Projected>(
             }
         }
         if batch.len() >= batch_size || (done && !batch.is_empty()) {
-            let events: Vec<(&Envelope<T>, u64)> = batch.iter().map(|(event, sequence)| (event, *sequence)).collect();
+            let events: Vec<(&Envelope<T>, u64)> = batch
+                .iter()
+                .map(|(event, sequence)| (event, *sequence))
+                .collect();
             let results = crate::apply_batch(pool, ids, &name, &events).await;
             for ((event, sequence), result) in batch.iter().zip(results) {
                 match result {

@@ -55,7 +55,11 @@ fn chunks(id: u64, version: u64, count: u32) -> Envelope<ChunksReady> {
                 heading_path: vec![format!("Page {id}"), format!("Section {index}")],
                 content_hash: format!("{id}-{version}-{index}"),
                 token_count: 7,
-                vector: Vector((0..384).map(|d| ((d + index as usize) % 7) as f32 / 7.0).collect()),
+                vector: Vector(
+                    (0..384)
+                        .map(|d| ((d + index as usize) % 7) as f32 / 7.0)
+                        .collect(),
+                ),
             })
             .collect(),
     })
@@ -127,11 +131,17 @@ async fn versions_only_move_forward_and_duplicates_change_nothing() {
     apply(&pool, &chunks(1, 2, 9)).await;
     apply(&pool, &changed(1, 3)).await;
     apply(&pool, &chunks(1, 3, 4)).await;
-    assert_eq!(page_state(&pool, 1).await, (3, false, "Page 1 v3".into(), 4));
+    assert_eq!(
+        page_state(&pool, 1).await,
+        (3, false, "Page 1 v3".into(), 4)
+    );
     // A newer version replaces the chunks.
     apply(&pool, &chunks(1, 4, 2)).await;
     apply(&pool, &changed(1, 4)).await;
-    assert_eq!(page_state(&pool, 1).await, (4, false, "Page 1 v4".into(), 2));
+    assert_eq!(
+        page_state(&pool, 1).await,
+        (4, false, "Page 1 v4".into(), 2)
+    );
 }
 
 #[tokio::test]
@@ -140,7 +150,7 @@ async fn a_deleted_page_stays_deleted_until_a_newer_version() {
     apply(&pool, &changed(2, 5)).await;
     apply(&pool, &chunks(2, 5, 3)).await;
     apply(&pool, &deleted(2, 5)).await;
-    assert_eq!(page_state(&pool, 2).await.1, true);
+    assert!(page_state(&pool, 2).await.1);
     assert_eq!(page_state(&pool, 2).await.3, 0);
     // Late events of the deleted version or older do not bring it back.
     apply(&pool, &changed(2, 5)).await;
@@ -156,7 +166,7 @@ async fn a_deleted_page_stays_deleted_until_a_newer_version() {
     // A deletion event for a page never seen leaves a tombstone.
     apply(&pool, &deleted(3, 1)).await;
     apply(&pool, &changed(3, 1)).await;
-    assert_eq!(page_state(&pool, 3).await.1, true);
+    assert!(page_state(&pool, 3).await.1);
 }
 
 #[tokio::test]
@@ -202,10 +212,11 @@ async fn deleting_a_source_removes_its_pages_and_chunks() {
         .await
         .expect("remove");
     for table in ["confluence_pages", "chunks", "sources"] {
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&pool)
-            .await
-            .expect("count");
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
         assert_eq!(count, 0, "{table} not empty");
     }
 }
@@ -234,17 +245,21 @@ async fn wait_for_chunks(pool: &PgPool, expected: i64) {
             .fetch_one(pool)
             .await
             .expect("count");
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE markdown IS NULL AND NOT is_deleted")
-            .fetch_one(pool)
-            .await
-            .expect("count");
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM confluence_pages WHERE markdown IS NULL AND NOT is_deleted",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("count");
         if count == expected && pending == 0 {
             return;
         }
         last = (count, pending);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("live indexer did not reach {expected} chunks: (chunks, pages without markdown) = {last:?}");
+    panic!(
+        "live indexer did not reach {expected} chunks: (chunks, pages without markdown) = {last:?}"
+    );
 }
 
 /// Runs the live indexer (two replicas) over a few hundred pages, then replays the streams into an
@@ -259,7 +274,13 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
     let supervisors: Vec<_> = (0..2)
         .map(|_| {
             let supervisor = pagestream_telemetry::Supervisor::new();
-            pagestream_indexer::spawn_all(&supervisor, &bus, registry.clone(), &live, &IndexerConfig::default());
+            pagestream_indexer::spawn_all(
+                &supervisor,
+                &bus,
+                registry.clone(),
+                &live,
+                &IndexerConfig::default(),
+            );
             supervisor
         })
         .collect();
@@ -281,10 +302,14 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
         .await
         .expect("publish");
         let count = 1 + (id % 4) as u32;
-        bus.publish(&chunks(id, version, count)).await.expect("publish");
+        bus.publish(&chunks(id, version, count))
+            .await
+            .expect("publish");
         if id % 10 == 0 {
             bus.publish(&deleted(id, version)).await.expect("publish");
-            bus.purge_page(&source(), &PageId::from(id)).await.expect("purge");
+            bus.purge_page(&source(), &PageId::from(id))
+                .await
+                .expect("purge");
         } else {
             expected_chunks += count as i64;
         }
@@ -294,7 +319,10 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
         supervisor.token().cancel();
     }
     for supervisor in supervisors {
-        supervisor.run(Duration::from_secs(10)).await.expect("stops");
+        supervisor
+            .run(Duration::from_secs(10))
+            .await
+            .expect("stops");
     }
 
     let (rebuilt, _) = pagestream_testkit::database().await;
@@ -315,12 +343,15 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
         .zip(&rebuilt_rows)
         .find(|(live_row, rebuilt_row)| live_row != rebuilt_row)
     {
-        panic!("replayed database differs from the live one:\nlive:    {live_row}\nrebuilt: {rebuilt_row}");
+        panic!(
+            "replayed database differs from the live one:\nlive:    {live_row}\nrebuilt: {rebuilt_row}"
+        );
     }
     // Purged pages are only tombstones in the rebuilt database too.
-    let deleted_pages: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE is_deleted")
-        .fetch_one(&rebuilt)
-        .await
-        .expect("count");
+    let deleted_pages: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM confluence_pages WHERE is_deleted")
+            .fetch_one(&rebuilt)
+            .await
+            .expect("count");
     assert_eq!(deleted_pages, (pages / 10) as i64);
 }

@@ -15,7 +15,11 @@ async fn migrations_apply_once_and_create_the_indexes() {
     migrate(&pool).await.expect("first run");
     let before = index_definitions(&pool).await;
     migrate(&pool).await.expect("second run");
-    assert_eq!(before, index_definitions(&pool).await, "second run changed the schema");
+    assert_eq!(
+        before,
+        index_definitions(&pool).await,
+        "second run changed the schema"
+    );
 
     let find = |name: &str| {
         before
@@ -58,11 +62,12 @@ async fn a_new_model_gets_its_own_vector_index_and_both_models_coexist() {
         "a model cannot change dimension"
     );
     let name = embedding_index_name("text-embedding-3-small");
-    let definition: String = sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
-        .bind(&name)
-        .fetch_one(&pool)
-        .await
-        .expect("index exists");
+    let definition: String =
+        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await
+            .expect("index exists");
     assert!(definition.contains("hnsw") && definition.contains("1536"));
 
     // Vectors of both dimensions live in one table, and a query on one model uses its index.
@@ -70,7 +75,10 @@ async fn a_new_model_gets_its_own_vector_index_and_both_models_coexist() {
         .execute(&pool)
         .await
         .expect("source");
-    for (model, dimension) in [("all-MiniLM-L6-v2", 384i32), ("text-embedding-3-small", 1536)] {
+    for (model, dimension) in [
+        ("all-MiniLM-L6-v2", 384i32),
+        ("text-embedding-3-small", 1536),
+    ] {
         let vector = format!("[{}]", vec!["0.1"; dimension as usize].join(","));
         sqlx::query("INSERT INTO chunks (source_id, page_id, embedding_model, chunk_index, page_version, text, content_hash, token_count, embedding_dim, embedding) SELECT id, '1', $1, 0, 1, 'hello world', 'h', 2, $2, $3::vector FROM sources")
             .bind(model)
@@ -97,7 +105,8 @@ async fn a_new_model_gets_its_own_vector_index_and_both_models_coexist() {
         .await
         .expect("explain");
     assert!(
-        plan.iter().any(|line| line.contains("chunks_embedding_all_minilm_l6_v2")),
+        plan.iter()
+            .any(|line| line.contains("chunks_embedding_all_minilm_l6_v2")),
         "plan does not use the model's index: {plan:#?}"
     );
 }
