@@ -155,3 +155,5 @@ pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
         metadata: conversion.metadata,
     })
 }
+
+pub mod service;

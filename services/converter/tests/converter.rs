@@ -1,4 +1,4 @@
-//! Integration tests of the converter library.
+//! Integration tests of the converter library and its stage.
 
 #[path = "converter/golden.rs"]
 mod golden;
@@ -8,6 +8,8 @@ mod limits;
 mod page;
 #[path = "converter/properties.rs"]
 mod properties;
+#[path = "converter/service.rs"]
+mod service;
 #[path = "converter/support.rs"]
 mod support;
 #[path = "converter/xss.rs"]

@@ -13,6 +13,7 @@ pub mod hash;
 pub mod local;
 pub mod openai;
 pub mod reuse;
+pub mod service;
 mod tokens;
 
 use async_trait::async_trait;

@@ -1,0 +1,241 @@
+//! The embedder stage: consumes `page.converted`, emits `chunks.ready`, and answers query-embedding
+//! requests for the api.
+//!
+//! A batch of pages is chunked, the chunks whose text and model are unchanged take their vectors
+//! from what the stream already holds for the page ([`crate::reuse`]), and the rest of the whole
+//! batch is embedded in one call (the provider sorts by length and works off the async runtime).
+//! A provider outage naks the batch with backoff; an input the model refuses is dead-lettered.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use pagestream_bus::consumer::Handler;
+use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Stage, StageConfig};
+use pagestream_events::{
+    ChunksReady, EmbedQueryReply, EmbedQueryRequest, Envelope, PageConverted, Vector,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::reuse::ReusePlan;
+use crate::{Chunker, EmbedError, EmbeddingProvider, ErrorClass};
+
+/// The durable consumer shared by every embedder replica.
+pub const STAGE_NAME: &str = "embedder";
+
+fn handler_error(error: EmbedError) -> HandlerError {
+    match error.class() {
+        ErrorClass::Transient => HandlerError::transient(error),
+        ErrorClass::Permanent => HandlerError::permanent(error),
+    }
+}
+
+pub struct EmbedderHandler {
+    bus: Bus,
+    provider: Arc<dyn EmbeddingProvider>,
+}
+
+impl EmbedderHandler {
+    pub fn new(bus: Bus, provider: Arc<dyn EmbeddingProvider>) -> Self {
+        Self { bus, provider }
+    }
+
+    /// Chunks a page and decides which chunks need embedding.
+    async fn plan(&self, page: &PageConverted) -> Result<ReusePlan, HandlerError> {
+        let provider = self.provider.clone();
+        let title = page.page.title.clone();
+        let markdown = page.markdown.clone();
+        // Tokenizing a large page is CPU work: keep it off the async workers.
+        let chunks = tokio::task::spawn_blocking(move || {
+            Chunker::new(provider.token_counter()).chunk(&title, &markdown)
+        })
+        .await
+        .map_err(|error| HandlerError::transient(format!("chunking task: {error}")))?;
+        let previous = self
+            .bus
+            .last_for_page::<ChunksReady>(&page.page.source, &page.page.page_id)
+            .await?;
+        Ok(ReusePlan::new(
+            previous.as_ref().map(|event| &event.data),
+            self.provider.model(),
+            self.provider.dimension(),
+            chunks,
+        ))
+    }
+
+    async fn publish(
+        &self,
+        delivery: &Delivery<PageConverted>,
+        plan: ReusePlan,
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<(), HandlerError> {
+        let page = &delivery.event.data.page;
+        let reused = plan.reused();
+        let chunks = plan.complete(vectors).map_err(handler_error)?;
+        metrics::counter!("pagestream_embedder_chunks_reused_total").increment(reused as u64);
+        let event = Envelope::new(ChunksReady {
+            source: page.source.clone(),
+            page_id: page.page_id.clone(),
+            space_key: page.space_key.clone(),
+            version: page.version,
+            model: self.provider.model().to_owned(),
+            dimension: self.provider.dimension() as u32,
+            chunks,
+        })
+        .with_sync_run(delivery.event.extensions.syncrun);
+        self.bus.publish(&event).await?;
+        Ok(())
+    }
+}
+
+impl Handler<PageConverted> for EmbedderHandler {
+    async fn handle(&self, delivery: &Delivery<PageConverted>) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(delivery))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    async fn handle_batch(
+        &self,
+        batch: &[Delivery<PageConverted>],
+    ) -> Vec<Result<(), HandlerError>> {
+        let mut plans = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            plans.push(self.plan(&delivery.event.data).await);
+        }
+        let texts: Vec<String> = plans
+            .iter()
+            .flatten()
+            .flat_map(ReusePlan::texts_to_embed)
+            .collect();
+        let total = texts.len();
+        let mut vectors = match self.provider.embed(texts).await {
+            Ok(vectors) if vectors.len() == total => vectors.into_iter(),
+            Ok(vectors) => {
+                let error = EmbedError::VectorCount {
+                    expected: total,
+                    got: vectors.len(),
+                };
+                let error = handler_error(error);
+                return batch.iter().map(|_| Err(error.clone())).collect();
+            }
+            Err(error) => {
+                let error = handler_error(error);
+                return batch.iter().map(|_| Err(error.clone())).collect();
+            }
+        };
+        metrics::counter!("pagestream_embedder_chunks_embedded_total").increment(total as u64);
+        let mut results = Vec::with_capacity(batch.len());
+        for (delivery, plan) in batch.iter().zip(plans) {
+            let result = match plan {
+                Ok(plan) => {
+                    let own: Vec<Vec<f32>> =
+                        vectors.by_ref().take(plan.texts_to_embed().len()).collect();
+                    self.publish(delivery, plan, own).await
+                }
+                Err(error) => Err(error),
+            };
+            results.push(result);
+        }
+        results
+    }
+}
+
+/// How the embedder stage consumes.
+#[derive(Debug, Clone)]
+pub struct EmbedderConfig {
+    /// Pages per embedding call.
+    pub batch_pages: usize,
+    /// Batches in flight on this replica.
+    pub concurrency: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        Self {
+            batch_pages: 16,
+            concurrency: 2,
+        }
+    }
+}
+
+/// Runs the embedder stage until `cancel` fires.
+pub async fn run(
+    bus: Bus,
+    provider: Arc<dyn EmbeddingProvider>,
+    config: EmbedderConfig,
+    cancel: CancellationToken,
+) -> Result<(), BusError> {
+    let stage = Stage::<PageConverted>::new(
+        bus.clone(),
+        StageConfig {
+            max_batch: config.batch_pages.max(1),
+            concurrency: config.concurrency.max(1),
+            batch_linger: std::time::Duration::from_millis(20),
+            // Embedding a batch takes seconds on CPU; back off longer than the default.
+            retry_delay: std::time::Duration::from_secs(2),
+            ..StageConfig::new(STAGE_NAME)
+        },
+    );
+    stage
+        .run(Arc::new(EmbedderHandler::new(bus, provider)), cancel)
+        .await
+}
+
+/// Answers query-embedding requests (one queue group across replicas) until `cancel` fires.
+pub async fn answer_queries(
+    bus: Bus,
+    provider: Arc<dyn EmbeddingProvider>,
+    cancel: CancellationToken,
+) -> Result<(), BusError> {
+    let mut requests = bus
+        .client()
+        .queue_subscribe(bus.embed_query_subject(), "embedder".to_owned())
+        .await
+        .map_err(|error| BusError::JetStream {
+            operation: "subscribe to query requests",
+            reason: error.to_string(),
+        })?;
+    loop {
+        let request = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            return Err(BusError::JetStream {
+                operation: "query requests",
+                reason: "subscription ended".into(),
+            });
+        };
+        let Some(reply_to) = request.reply.clone() else {
+            continue;
+        };
+        let reply = match serde_json::from_slice::<EmbedQueryRequest>(&request.payload) {
+            Err(error) => EmbedQueryReply::Failed {
+                error: format!("invalid request: {error}"),
+            },
+            Ok(query) => match query.model {
+                Some(model) if model != provider.model() => EmbedQueryReply::Failed {
+                    error: format!("this embedder serves {}, not {model}", provider.model()),
+                },
+                _ => match provider.embed(vec![query.text]).await {
+                    Ok(mut vectors) if vectors.len() == 1 => EmbedQueryReply::Embedded {
+                        model: provider.model().to_owned(),
+                        dimension: provider.dimension() as u32,
+                        vector: Vector(vectors.remove(0)),
+                    },
+                    Ok(_) => EmbedQueryReply::Failed {
+                        error: "provider returned no vector".into(),
+                    },
+                    Err(error) => EmbedQueryReply::Failed {
+                        error: error.to_string(),
+                    },
+                },
+            },
+        };
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(error) = bus.client().publish(reply_to, body.into()).await {
+            tracing::warn!(%error, "cannot answer a query request");
+        }
+    }
+}
