@@ -37,7 +37,7 @@ impl EmbeddingProvider for Flaky {
     }
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.fail_every_other && call % 2 == 0 {
+        if self.fail_every_other && call.is_multiple_of(2) {
             return Err(EmbedError::Unavailable("provider overloaded".into()));
         }
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
