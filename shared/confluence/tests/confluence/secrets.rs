@@ -45,7 +45,9 @@ async fn the_token_never_reaches_errors_debug_output_or_logs() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not scoped: with a scoped subscriber, callsites first hit by tests on other threads
+    // can cache "not interested" and this test's events go missing. Only this test installs one.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
     let sim = sim(12).await;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{EMAIL}:{TOKEN}"));
