@@ -314,7 +314,9 @@ async fn secrets_and_tokens_stay_out_of_the_logs() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not scoped: with a scoped subscriber, callsites first hit by tests on other threads
+    // can cache "not interested" and this test's events go missing. Only this test installs one.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
     let harness = start(Options::default()).await;
     let updated = path("cloud", Some("page_updated"));
