@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pagestream_bus::{Bus, BusConfig};
-use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+use pagestream_telemetry::{LogFormat, Supervisor};
 
 /// Converts `page.changed` events into `page.converted`.
 #[derive(Debug, Parser)]
@@ -44,15 +44,8 @@ async fn main() -> anyhow::Result<()> {
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     let supervisor = Supervisor::new();
-    let readiness = Readiness::default();
-    supervisor.spawn(
-        "ops-http",
-        pagestream_telemetry::serve(
-            config.ops_listen,
-            pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone()),
-            supervisor.token(),
-        ),
-    );
+    let readiness =
+        pagestream_telemetry::spawn_ops_server(&supervisor, config.ops_listen, &telemetry);
     supervisor.spawn(
         "converter",
         pagestream_converter::service::run(bus, concurrency, supervisor.token()),

@@ -14,7 +14,7 @@ use pagestream_embedder::hash::HashProvider;
 use pagestream_embedder::local::{LocalConfig, LocalProvider};
 use pagestream_embedder::openai::{ApiKey, OpenAiConfig, OpenAiProvider};
 use pagestream_embedder::service::{self, EmbedderConfig};
-use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+use pagestream_telemetry::{LogFormat, Supervisor};
 
 // Embedding allocates large temporaries; mimalloc reuses them far better than the system allocator.
 #[global_allocator]
@@ -137,15 +137,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connect to nats (PAGESTREAM_NATS_URL)")?;
     let supervisor = Supervisor::new();
-    let readiness = Readiness::default();
-    supervisor.spawn(
-        "ops-http",
-        pagestream_telemetry::serve(
-            config.ops_listen,
-            pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone()),
-            supervisor.token(),
-        ),
-    );
+    let readiness =
+        pagestream_telemetry::spawn_ops_server(&supervisor, config.ops_listen, &telemetry);
     supervisor.spawn(
         "query-embedding",
         service::answer_queries(bus.clone(), provider.clone(), supervisor.token()),

@@ -31,44 +31,26 @@ pub trait Projected: Payload {
     ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a;
 }
 
-impl Projected for PageChanged {
-    fn apply<'a>(
-        conn: &'a mut PgConnection,
-        ids: &'a SourceIds,
-        event: &'a Envelope<Self>,
-    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
-        projection::apply_changed(conn, ids, event)
-    }
+/// Each fact event applies through its own function of [`projection`].
+macro_rules! projected {
+    ($($payload:ty => $apply:path),+ $(,)?) => {$(
+        impl Projected for $payload {
+            fn apply<'a>(
+                conn: &'a mut PgConnection,
+                ids: &'a SourceIds,
+                event: &'a Envelope<Self>,
+            ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
+                $apply(conn, ids, event)
+            }
+        }
+    )+};
 }
 
-impl Projected for PageConverted {
-    fn apply<'a>(
-        conn: &'a mut PgConnection,
-        ids: &'a SourceIds,
-        event: &'a Envelope<Self>,
-    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
-        projection::apply_converted(conn, ids, event)
-    }
-}
-
-impl Projected for ChunksReady {
-    fn apply<'a>(
-        conn: &'a mut PgConnection,
-        ids: &'a SourceIds,
-        event: &'a Envelope<Self>,
-    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
-        projection::apply_chunks(conn, ids, event)
-    }
-}
-
-impl Projected for PageDeleted {
-    fn apply<'a>(
-        conn: &'a mut PgConnection,
-        ids: &'a SourceIds,
-        event: &'a Envelope<Self>,
-    ) -> impl std::future::Future<Output = Result<Applied, ProjectionError>> + Send + 'a {
-        projection::apply_deleted(conn, ids, event)
-    }
+projected! {
+    PageChanged => projection::apply_changed,
+    PageConverted => projection::apply_converted,
+    ChunksReady => projection::apply_chunks,
+    PageDeleted => projection::apply_deleted,
 }
 
 fn handler_error(error: ProjectionError) -> HandlerError {

@@ -8,7 +8,7 @@ use clap::Parser;
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_indexer::IndexerConfig;
 use pagestream_sources::SourceRegistry;
-use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+use pagestream_telemetry::{LogFormat, Supervisor};
 
 /// Projects Pagestream's event streams into Postgres.
 #[derive(Debug, Parser)]
@@ -60,15 +60,8 @@ async fn main() -> anyhow::Result<()> {
     let registry = SourceRegistry::open(&bus).await?;
 
     let supervisor = Supervisor::new();
-    let readiness = Readiness::default();
-    supervisor.spawn(
-        "ops-http",
-        pagestream_telemetry::serve(
-            config.ops_listen,
-            pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone()),
-            supervisor.token(),
-        ),
-    );
+    let readiness =
+        pagestream_telemetry::spawn_ops_server(&supervisor, config.ops_listen, &telemetry);
     pagestream_indexer::spawn_all(
         &supervisor,
         &bus,

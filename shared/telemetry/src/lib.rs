@@ -188,3 +188,22 @@ pub async fn serve(
             reason: error.to_string(),
         })
 }
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` as one of the supervisor's tasks; returns
+/// the readiness to set once the service is up.
+pub fn spawn_ops_server(
+    supervisor: &Supervisor,
+    addr: SocketAddr,
+    telemetry: &Telemetry,
+) -> Readiness {
+    let readiness = Readiness::default();
+    supervisor.spawn(
+        "ops-http",
+        serve(
+            addr,
+            ops_router(Some(telemetry.metrics.clone()), readiness.clone()),
+            supervisor.token(),
+        ),
+    );
+    readiness
+}
