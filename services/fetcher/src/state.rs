@@ -54,20 +54,13 @@ pub struct FetcherState {
 impl FetcherState {
     /// Opens the bucket, creating it if needed.
     pub async fn open(bus: &Bus) -> Result<Self, FetcherError> {
-        let bucket = format!("{}_FETCHER_STATE", bus.streams().prefix());
-        let store = match bus.jetstream().get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => bus
-                .jetstream()
-                .create_key_value(kv::Config {
-                    bucket,
-                    description: "fetcher: emitted page versions and sync watermarks".into(),
-                    history: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| state_error("create bucket", error))?,
-        };
+        let store = bus
+            .key_value(
+                "FETCHER_STATE",
+                "fetcher: emitted page versions and sync watermarks",
+            )
+            .await
+            .map_err(|error| state_error("open bucket", error))?;
         Ok(Self { store })
     }
 

@@ -39,7 +39,7 @@ pub struct Config {
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     pub subject_root: String,
     /// Key that opens the sources' sealed credentials (32 bytes, base64 or hex).
-    #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true, value_parser = parse_secret_key)]
+    #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
     pub secret_key: SecretKey,
     /// Address of the public webhook endpoint.
     #[arg(
@@ -70,10 +70,6 @@ pub struct Config {
     /// Log format: human or json.
     #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
-}
-
-fn parse_secret_key(value: &str) -> Result<SecretKey, String> {
-    SecretKey::parse(value).map_err(|error| error.to_string())
 }
 
 fn parse_rate(value: &str) -> Result<f64, String> {

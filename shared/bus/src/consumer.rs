@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::Message;
 use futures::StreamExt;
@@ -185,7 +186,7 @@ impl<T: Payload> Stage<T> {
         handler: Arc<H>,
         cancel: CancellationToken,
     ) -> Result<(), BusError> {
-        let consumer = self.consumer().await?;
+        let mut consumer = self.consumer().await?;
         let config = &self.config;
         let prefetch = config.concurrency * config.max_batch;
         let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -204,6 +205,11 @@ impl<T: Payload> Stage<T> {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(stage = %config.name, %error, "cannot pull; retrying");
+                    // The consumer may have been deleted (`pagestream replay --reembed` does so
+                    // to start over from the first event): create it again.
+                    if let Ok(fresh) = self.consumer().await {
+                        consumer = fresh;
+                    }
                     tokio::select! {
                         () = cancel.cancelled() => break 'pull,
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
@@ -224,6 +230,16 @@ impl<T: Payload> Stage<T> {
                 };
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
+                    Some(Err(error)) if error.kind() == MessagesErrorKind::ConsumerDeleted => {
+                        tracing::warn!(stage = %config.name, "consumer deleted; creating it again");
+                        match self.consumer().await {
+                            Ok(fresh) => consumer = fresh,
+                            Err(error) => {
+                                tracing::warn!(stage = %config.name, %error, "cannot create the consumer again");
+                            }
+                        }
+                        continue 'pull;
+                    }
                     Some(Err(error)) => {
                         tracing::warn!(stage = %config.name, %error, "error item from the message stream");
                         continue;

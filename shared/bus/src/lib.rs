@@ -182,6 +182,27 @@ impl Bus {
         })
     }
 
+    /// The key-value bucket `<PREFIX>_<name>` (one revision per key), created if needed.
+    pub async fn key_value(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<jetstream::kv::Store, BusError> {
+        let bucket = format!("{}_{name}", self.streams.prefix());
+        if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
+            return Ok(store);
+        }
+        self.jetstream
+            .create_key_value(jetstream::kv::Config {
+                bucket,
+                description: description.to_owned(),
+                history: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| BusError::jetstream("create key-value bucket", error))
+    }
+
     /// Publishes a sync run's progress snapshot (the stream keeps the latest per run).
     pub async fn publish_progress(&self, progress: &SyncProgress) -> Result<Published, BusError> {
         let subject = self.progress_subject(&progress.source, progress.run_id);

@@ -74,6 +74,13 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+impl std::str::FromStr for SecretKey {
+    type Err = SourceError;
+    fn from_str(encoded: &str) -> Result<Self, Self::Err> {
+        Self::parse(encoded)
+    }
+}
+
 impl SecretKey {
     /// Parses a key given as base64 (or 64 hex digits) of 32 bytes.
     pub fn parse(encoded: &str) -> Result<Self, SourceError> {
@@ -234,20 +241,10 @@ fn registry_error(error: impl fmt::Display) -> SourceError {
 impl SourceRegistry {
     /// Opens the registry, creating its bucket if needed.
     pub async fn open(bus: &Bus) -> Result<Self, SourceError> {
-        let bucket = format!("{}_SOURCES", bus.streams().prefix());
-        let store = match bus.jetstream().get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => bus
-                .jetstream()
-                .create_key_value(kv::Config {
-                    bucket,
-                    description: "confluence sources (credentials sealed)".into(),
-                    history: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(registry_error)?,
-        };
+        let store = bus
+            .key_value("SOURCES", "confluence sources (credentials sealed)")
+            .await
+            .map_err(registry_error)?;
         Ok(Self { store })
     }
 

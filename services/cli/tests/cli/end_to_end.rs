@@ -1,0 +1,146 @@
+//! The demo's path with the real `local` model: add a source, sync it, search by meaning, by
+//! phrase and by Jira key, edit a page (the simulator posts the webhook) and find the new text,
+//! trash a page and see it disappear.
+
+use std::time::Duration;
+
+use confluence_sim::{CreatePage, EditPage};
+use pagestream_cli::CliError;
+
+use super::stack::{Provider, SOURCE, Stack, eventually};
+
+const ROLLBACK: &str = "<p>When a release goes wrong, undo it: run <code>kubectl rollout undo deployment/web</code> \
+and watch <code>kubectl rollout status</code> until the previous version serves again.</p>\
+<h2>Tracking</h2><p>Every rollback is recorded in \
+<ac:structured-macro ac:name=\"jira\" ac:schema-version=\"1\"><ac:parameter ac:name=\"key\">OPS-4711</ac:parameter></ac:structured-macro>.</p>";
+const BACKUPS: &str = "<p>The primary database takes a base backup every night with pg_basebackup. \
+Continuous write-ahead log archiving to object storage allows point-in-time recovery: restore \
+the base backup, then replay the archived WAL up to the moment before the incident.</p>";
+const ONBOARDING: &str = "<p>Welcome to the team! In your first week, pick up your laptop, \
+get your accounts from IT, meet your buddy, and shadow an on-call shift. By Friday you should \
+have merged a small change.</p>";
+
+async fn create(stack: &Stack, title: &str, body: &str) -> String {
+    let (page, _) = stack
+        .sim
+        .handle
+        .create(CreatePage {
+            title: title.to_owned(),
+            body: Some(body.to_owned()),
+            ..CreatePage::default()
+        })
+        .await
+        .expect("create page");
+    page.id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_search_edit_and_trash_with_the_local_model() {
+    let stack = Stack::start(12, Provider::Local).await;
+    let rollback = create(&stack, "Rolling back a deployment", ROLLBACK).await;
+    let backups = create(&stack, "Database backups", BACKUPS).await;
+    let onboarding = create(&stack, "New hire onboarding", ONBOARDING).await;
+
+    let added = stack.add_source().await;
+    assert!(added.contains("added source docs"), "{added}");
+    let synced = stack
+        .cli(&["sync", SOURCE, "--full", "--wait", "--timeout-secs", "600"])
+        .await
+        .expect("sync --wait");
+    assert!(synced.contains("full sync completed"), "{synced}");
+    assert!(synced.contains("changed 15"), "{synced}");
+    assert!(synced.contains("indexed 15"), "{synced}");
+    assert!(synced.contains("failed 0"), "{synced}");
+
+    // By meaning (no word in common with the title), by Jira key, by phrase.
+    for (query, page, within) in [
+        ("how can I revert a broken release", &rollback, 3),
+        ("restore the database to an earlier moment", &backups, 3),
+        (
+            "what does a new employee do in the first days",
+            &onboarding,
+            3,
+        ),
+        ("OPS-4711", &rollback, 1),
+        ("\"write-ahead log archiving\"", &backups, 1),
+    ] {
+        let pages = stack.search_pages(query).await;
+        assert!(
+            pages.iter().take(within).any(|found| found == page),
+            "{query:?}: expected page {page} in the first {within}, got {pages:?}"
+        );
+    }
+    let table = stack
+        .cli(&["search", "how can I revert a broken release"])
+        .await
+        .expect("search table");
+    assert!(table.contains("Rolling back a deployment"), "{table}");
+    assert!(table.contains(&format!("/pages/{rollback}")), "{table}");
+
+    // An edit reaches search through the webhook, without a sync.
+    stack
+        .sim
+        .handle
+        .set_webhook_target(Some(stack.webhook_url.clone()));
+    stack
+        .sim
+        .handle
+        .edit(
+            rollback.parse().expect("id"),
+            EditPage {
+                body: Some(
+                    "<p>Rollbacks now flip the blue-green router back to the previous colour.</p>"
+                        .to_owned(),
+                ),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("edit");
+    eventually(
+        "the edit is searchable",
+        Duration::from_secs(120),
+        || async {
+            stack.search_pages("blue-green router colour").await.first() == Some(&rollback)
+        },
+    )
+    .await;
+    let page = stack
+        .cli(&["pages", SOURCE, &rollback])
+        .await
+        .expect("pages <id>");
+    assert!(page.contains("blue-green router"), "{page}");
+    assert!(!page.contains("kubectl rollout undo"), "{page}");
+
+    // A trashed page disappears from search and from the pages.
+    stack
+        .sim
+        .handle
+        .trash(onboarding.parse().expect("id"))
+        .await
+        .expect("trash");
+    eventually(
+        "the trashed page is gone",
+        Duration::from_secs(120),
+        || async {
+            !stack
+                .search_pages("what does a new employee do in the first days")
+                .await
+                .contains(&onboarding)
+        },
+    )
+    .await;
+    match stack.cli(&["pages", SOURCE, &onboarding]).await {
+        Err(CliError::Api { code, .. }) => assert_eq!(code, "page_not_found"),
+        other => panic!("a trashed page is still shown: {other:?}"),
+    }
+
+    let status = stack.cli(&["status", SOURCE]).await.expect("status");
+    assert!(status.contains("docs: full sync completed"), "{status}");
+    let sources = stack.cli(&["sources", "list"]).await.expect("sources list");
+    let row = sources
+        .lines()
+        .find(|line| line.starts_with("docs "))
+        .unwrap_or_else(|| panic!("no docs row: {sources}"));
+    assert!(row.contains(" 14 "), "14 live pages expected: {row}");
+}
