@@ -10,12 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use pagestream_api::embed::answer_embed_queries;
 use pagestream_api::{AppParts, AppState, HashEmbedder, NatsQueryEmbedder, SearchSettings};
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_telemetry::Readiness;
+use pagestream_testkit::bench::{
+    Words, drop_database, env_number, loadavg, percentile, random_unit_vector, round,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -40,56 +43,6 @@ const LABELS: [&str; 12] = [
     "faq",
     "design",
 ];
-
-fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("{name} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// A vocabulary with a Zipf pick, so that common words match many chunks and rare ones few.
-struct Words(Vec<String>);
-
-impl Words {
-    fn new(rng: &mut StdRng) -> Self {
-        const SYLLABLES: [&str; 24] = [
-            "ka", "lo", "mi", "ne", "ru", "ta", "ve", "zo", "pa", "qui", "sen", "dor", "bel",
-            "fin", "gar", "hum", "jex", "mol", "nat", "pix", "rom", "sul", "tor", "wen",
-        ];
-        let mut words: Vec<String> = (0..4000)
-            .map(|_| {
-                (0..rng.random_range(2..4))
-                    .map(|_| SYLLABLES[rng.random_range(0..SYLLABLES.len())])
-                    .collect()
-            })
-            .collect();
-        words.sort();
-        words.dedup();
-        Self(words)
-    }
-
-    fn pick<'a>(&'a self, rng: &mut StdRng) -> &'a str {
-        // Zipf (exponent 1) over the vocabulary with the head cut off: the head of real text is
-        // stopwords, which the `english` configuration drops. The commonest word is then in
-        // about one chunk of six, as a common technical term is.
-        const STOPWORDS: f64 = 50.0;
-        let n = self.0.len() as f64 + STOPWORDS;
-        let low = STOPWORDS.ln() / n.ln();
-        let u = low + (1.0 - low) * rng.random::<f64>();
-        let index = (n.powf(u) - STOPWORDS) as usize;
-        &self.0[index.min(self.0.len() - 1)]
-    }
-
-    fn sentence(&self, rng: &mut StdRng, words: usize) -> String {
-        (0..words)
-            .map(|_| self.pick(rng))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
 
 struct Corpus {
     source_id: Uuid,
@@ -176,7 +129,7 @@ async fn load(
         let length = rng.random_range(40..120);
         let text = words.sentence(rng, length);
         let heading = words.sentence(rng, 2);
-        let vector = random_unit_vector(rng);
+        let vector = random_unit_vector(rng, DIMENSION);
         batch.push_str(&format!(
             "{source_id}\t{}\t{MODEL}\t{}\t1\t{text}\t{{\"{heading}\"}}\th{chunk}\t100\t{DIMENSION}\t[",
             1_000_000 + page,
@@ -202,15 +155,6 @@ async fn load(
     })
 }
 
-fn random_unit_vector(rng: &mut StdRng) -> Vec<f32> {
-    let mut vector: Vec<f32> = (0..DIMENSION)
-        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-        .collect();
-    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-    vector.iter_mut().for_each(|v| *v /= norm);
-    vector
-}
-
 async fn build_index(pool: &PgPool) -> anyhow::Result<()> {
     let mut connection = pool.acquire().await?;
     sqlx::raw_sql(
@@ -220,19 +164,6 @@ async fn build_index(pool: &PgPool) -> anyhow::Result<()> {
          WHERE embedding_model = 'all-MiniLM-L6-v2'; ANALYZE;",
     )
     .execute(&mut *connection)
-    .await?;
-    Ok(())
-}
-
-/// The benchmark's database is large: it goes when the run ends.
-async fn drop_database(pool: PgPool, database_url: &str) -> anyhow::Result<()> {
-    pool.close().await;
-    let name = database_url.rsplit('/').next().unwrap_or_default();
-    let admin = pagestream_store::connect(&pagestream_testkit::database_url(), 1).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
     .await?;
     Ok(())
 }
@@ -278,18 +209,6 @@ fn query(words: &Words, corpus: &Corpus, rng: &mut StdRng) -> (&'static str, Str
         }),
     };
     (kind, format!("q={q}{filter}&limit=10"))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn round(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }
 
 #[tokio::main]
@@ -415,7 +334,6 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let empty = samples.iter().filter(|sample| sample.2 == 0).count();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     if std::env::var_os("KEEP_DATABASE").is_some() {
         eprintln!("bench/search: kept the database {database_url}");
     } else {
@@ -443,7 +361,7 @@ async fn main() -> anyhow::Result<()> {
             "by_kind": kinds,
             "load_seconds": round(load_s),
             "index_build_seconds": round(index_s),
-            "loadavg": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            "loadavg": loadavg(),
         })
     );
     Ok(())

@@ -75,11 +75,12 @@ pub async fn run(
     } else {
         writeln!(
             out,
-            "replayed {} sources, {} events, {} chunks in {:.1} s ({:.0} chunks/s); {} skipped{}",
+            "replayed {} sources, {} events, {} chunks in {:.1} s (vector indexes {:.1} s; {:.0} chunks/s); {} skipped{}",
             report.sources,
             report.events,
             report.chunks,
             report.seconds,
+            report.index_seconds,
             report.chunks as f64 / report.seconds.max(1e-9),
             report.skipped,
             if report.skipped > 0 {

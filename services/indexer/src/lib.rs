@@ -181,6 +181,8 @@ pub enum IndexerError {
     Sources(#[from] pagestream_sources::SourceError),
     #[error("projection: {0}")]
     Projection(#[from] ProjectionError),
+    #[error("store: {0}")]
+    Store(#[from] pagestream_store::StoreError),
 }
 
 /// Projects the sources registry into `sources` until cancelled.

@@ -94,12 +94,7 @@ pub async fn ensure_embedding_index(
         .await?;
     // DDL cannot take bind parameters: the model name is quoted as a literal, the dimension is an
     // integer and the index name is derived from [a-z0-9_] only.
-    let literal = model.replace('\'', "''");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_model = '{literal}'"
-    )))
-    .execute(&mut *conn)
-    .await?;
+    create_embedding_index(&mut *conn, model, dimension, &index).await?;
     sqlx::query(
         "INSERT INTO embedding_models (model, dimension, index_name) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING",
     )
@@ -114,5 +109,62 @@ pub async fn ensure_embedding_index(
         index,
         "created vector index for a new embedding model"
     );
+    Ok(())
+}
+
+/// The partial HNSW index of one model's vectors.
+async fn create_embedding_index(
+    conn: &mut PgConnection,
+    model: &str,
+    dimension: i32,
+    index: &str,
+) -> Result<(), StoreError> {
+    // DDL cannot take bind parameters: the model name is quoted as a literal, the dimension is an
+    // integer and the index name is derived from [a-z0-9_] only.
+    let literal = model.replace('\'', "''");
+    let index = index.replace('"', "");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE INDEX IF NOT EXISTS \"{index}\" ON chunks USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_model = '{literal}'"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Drops every model's vector index (their `embedding_models` rows stay), for a bulk load:
+/// building an HNSW index once afterwards is far faster than inserting row by row.
+pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<(), StoreError> {
+    let indexes: Vec<String> = sqlx::query_scalar("SELECT index_name FROM embedding_models")
+        .fetch_all(pool)
+        .await?;
+    for index in indexes {
+        let index = index.replace('"', "");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP INDEX IF EXISTS \"{index}\""
+        )))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates every model's vector index that is missing (after [`drop_embedding_indexes`]), with
+/// memory and parallel workers for the build.
+pub async fn build_embedding_indexes(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 4;")
+        .execute(&mut *conn)
+        .await?;
+    let models: Vec<(String, i32, String)> =
+        sqlx::query_as("SELECT model, dimension, index_name FROM embedding_models")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (model, dimension, index) in models {
+        create_embedding_index(&mut conn, &model, dimension, &index).await?;
+    }
+    // The settings were for this build only.
+    sqlx::raw_sql("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers;")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

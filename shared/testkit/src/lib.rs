@@ -1,6 +1,8 @@
 //! Test support: every test talks to the real servers of the dev stack (`ops/dev-up`), each in a
 //! namespace of its own so that tests run in parallel without seeing each other.
 
+pub mod bench;
+
 use pagestream_bus::{Bus, BusConfig};
 use sqlx::postgres::PgPool;
 
