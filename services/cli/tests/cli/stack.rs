@@ -75,10 +75,34 @@ pub fn provider(kind: &Provider) -> Arc<dyn EmbeddingProvider> {
     }
 }
 
+/// What a stack is made of.
+pub struct StackOptions {
+    pub pages: usize,
+    /// Simulated pages with bodies over 1 MB.
+    pub large_pages: usize,
+    pub provider: Provider,
+    /// Embedder replicas (each with its own provider).
+    pub embedders: usize,
+}
+
+impl StackOptions {
+    pub fn new(pages: usize, provider: Provider) -> Self {
+        Self {
+            pages,
+            large_pages: 0,
+            provider,
+            embedders: 1,
+        }
+    }
+}
+
 impl Stack {
-    /// The simulator with `pages` generated pages (plus whatever `prepare` creates before the
-    /// services start) and every service.
+    /// The simulator with `pages` generated pages and every service.
     pub async fn start(pages: usize, kind: Provider) -> Self {
+        Self::start_with(StackOptions::new(pages, kind)).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
         let bus = pagestream_testkit::bus().await;
         let root = bus.config().root.clone();
         let nats_url = pagestream_testkit::nats_url();
@@ -86,8 +110,8 @@ impl Stack {
         let secret_key = SecretKey::generate();
         let cancel = CancellationToken::new();
 
-        let mut sim_config = SimConfig::new(11, pages);
-        sim_config.large_pages = 0;
+        let mut sim_config = SimConfig::new(11, options.pages);
+        sim_config.large_pages = options.large_pages;
         sim_config.webhook_secret = Some(WEBHOOK_SECRET.to_owned());
         let sim = confluence_sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -157,10 +181,13 @@ impl Stack {
             indexer_cancel.cancel();
         });
 
-        let provider = provider(&kind);
-        let model = provider.model().to_owned();
         let embedder_cancel = CancellationToken::new();
-        spawn_embedder(&bus, provider, embedder_cancel.clone());
+        let mut model = String::new();
+        for _ in 0..options.embedders.max(1) {
+            let provider = provider(&options.provider);
+            model = provider.model().to_owned();
+            spawn_embedder(&bus, provider, embedder_cancel.clone());
+        }
 
         let search = SearchSettings {
             embed_timeout: Duration::from_secs(10),

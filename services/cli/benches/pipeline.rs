@@ -1,0 +1,178 @@
+//! Pipeline throughput (run by `ops/bench/pipeline`): full syncs through every stage, every
+//! service in-process over the dev stack, with the Confluence simulator.
+//!
+//! (a) HASH_PAGES pages (default 4,000, with the simulator's share of bodies over 1 MB) with the
+//!     `hash` provider, so that the figure is the pipeline's: wall time until every page is
+//!     indexed, pages/s, and when each stage finished.
+//! (b) LOCAL_PAGES pages (default 400) with the `local` model: wall time next to the time the
+//!     model alone needs to embed the same chunks (same batches), and their ratio.
+//! (c) (b) again with two embedder replicas.
+//!
+//! Prints one JSON object.
+
+#[allow(dead_code)]
+#[path = "../tests/cli/stack.rs"]
+mod stack;
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use pagestream_testkit::bench::{env_number, loadavg, round};
+use serde_json::{Value, json};
+use stack::{API_KEY, Provider, SOURCE, Stack, StackOptions};
+
+/// When the run settled and when each stage caught up with the pages that changed.
+struct SyncTiming {
+    pages: i64,
+    chunks: i64,
+    wall_s: f64,
+    stage_done_s: serde_json::Map<String, Value>,
+    confluence_requests: i64,
+}
+
+/// Starts a full sync and polls its status until every changed page is indexed.
+async fn timed_full_sync(stack: &Stack) -> anyhow::Result<SyncTiming> {
+    let http = reqwest::Client::new();
+    let api = |path: String| {
+        http.request(reqwest::Method::GET, format!("{}{path}", stack.api_url))
+            .bearer_auth(API_KEY)
+    };
+    let started = Instant::now();
+    let accepted: Value = http
+        .post(format!(
+            "{}/api/confluence/{SOURCE}/sync?mode=full",
+            stack.api_url
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run = accepted["run_id"].as_str().context("run id")?.to_owned();
+    let mut stage_done_s = serde_json::Map::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let response = api(format!("/api/confluence/{SOURCE}/status?run={run}"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            continue; // queued: not projected yet
+        }
+        let status: Value = response.json().await?;
+        let counts = &status["counts"];
+        let changed = counts["changed"].as_i64().unwrap_or_default();
+        let at = round(started.elapsed().as_secs_f64());
+        if status["status"] == "completed" {
+            stage_done_s.entry("fetched").or_insert(json!(at));
+        }
+        if status["status"] == "failed" {
+            bail!("the sync failed: {status}");
+        }
+        if stage_done_s.contains_key("fetched") {
+            for stage in ["converted", "embedded", "indexed"] {
+                if counts[stage].as_i64().unwrap_or_default() >= changed {
+                    stage_done_s.entry(stage).or_insert(json!(at));
+                }
+            }
+        }
+        if stage_done_s.contains_key("indexed") {
+            let wall_s = started.elapsed().as_secs_f64();
+            let (pages, chunks): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM confluence_pages WHERE chunks_version IS NOT NULL), \
+                 (SELECT count(*) FROM chunks)",
+            )
+            .fetch_one(&stack.pool)
+            .await?;
+            return Ok(SyncTiming {
+                pages,
+                chunks,
+                wall_s,
+                stage_done_s,
+                confluence_requests: status["confluence_requests"].as_i64().unwrap_or_default(),
+            });
+        }
+    }
+}
+
+async fn synced_stack(options: StackOptions) -> anyhow::Result<(Stack, SyncTiming)> {
+    let stack = Stack::start_with(options).await;
+    stack.add_source().await;
+    let timing = timed_full_sync(&stack).await?;
+    Ok((stack, timing))
+}
+
+/// The model alone on the chunks the pipeline embedded, in the embedder's batches (16 pages).
+async fn embedding_alone(stack: &Stack) -> anyhow::Result<f64> {
+    let pages: Vec<Vec<String>> = sqlx::query_scalar(
+        "SELECT array_agg(text ORDER BY chunk_index) FROM chunks GROUP BY page_id ORDER BY page_id",
+    )
+    .fetch_all(&stack.pool)
+    .await?;
+    let provider = stack::local_provider();
+    let started = Instant::now();
+    for batch in pages.chunks(16) {
+        provider.embed(batch.concat()).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let hash_pages = env_number("HASH_PAGES", 4000)?;
+    let local_pages = env_number("LOCAL_PAGES", 400)?;
+
+    eprintln!("bench/pipeline: (a) {hash_pages} pages, hash provider");
+    let mut options = StackOptions::new(hash_pages, Provider::Hash(384));
+    options.large_pages = (hash_pages / 500).max(1);
+    let (stack, hash) = synced_stack(options).await?;
+    drop(stack);
+
+    eprintln!("bench/pipeline: (b) {local_pages} pages, local model, one embedder");
+    let (stack, one) = synced_stack(StackOptions::new(local_pages, Provider::Local)).await?;
+    eprintln!("bench/pipeline: (b) the model alone on the same chunks");
+    let embed_s = embedding_alone(&stack).await?;
+    drop(stack);
+
+    eprintln!("bench/pipeline: (c) {local_pages} pages, local model, two embedders");
+    let mut options = StackOptions::new(local_pages, Provider::Local);
+    options.embedders = 2;
+    let (stack, two) = synced_stack(options).await?;
+    drop(stack);
+
+    let ratio = one.wall_s / embed_s;
+    println!(
+        "{}",
+        json!({
+            "benchmark": "pipeline",
+            "hash": {
+                "pages": hash.pages,
+                "chunks": hash.chunks,
+                "wall_seconds": round(hash.wall_s),
+                "pages_per_second": round(hash.pages as f64 / hash.wall_s),
+                "stage_done_seconds": hash.stage_done_s,
+                "confluence_requests": hash.confluence_requests,
+                "goal_seconds": 30,
+                "goal_met": hash.wall_s <= 30.0,
+            },
+            "local": {
+                "pages": one.pages,
+                "chunks": one.chunks,
+                "wall_seconds": round(one.wall_s),
+                "stage_done_seconds": one.stage_done_s,
+                "embedding_alone_seconds": round(embed_s),
+                "wall_to_embedding_ratio": round(ratio),
+                "goal_ratio": 1.1,
+                "goal_met": ratio <= 1.1,
+            },
+            "local_two_embedders": {
+                "pages": two.pages,
+                "wall_seconds": round(two.wall_s),
+                "stage_done_seconds": two.stage_done_s,
+                "speedup_over_one": round(one.wall_s / two.wall_s),
+            },
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "loadavg": loadavg(),
+        })
+    );
+    Ok(())
+}
