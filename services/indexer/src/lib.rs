@@ -10,13 +10,16 @@
 pub mod projection;
 pub mod replay;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError, Stage, StageConfig};
-use pagestream_events::{ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload};
+use pagestream_events::{
+    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, SourceKey,
+};
 use pagestream_sources::{SourceChange, SourceRegistry};
 use projection::{Applied, ProjectionError, SourceIds};
 use sqlx::{PgConnection, PgPool};
@@ -24,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 /// An event the indexer projects.
 pub trait Projected: Payload {
+    /// The sync-run counters (`sync_runs` columns) an applied event of this kind adds one to.
+    const COUNTS: &'static [&'static str];
+
     fn apply<'a>(
         conn: &'a mut PgConnection,
         ids: &'a SourceIds,
@@ -33,8 +39,10 @@ pub trait Projected: Payload {
 
 /// Each fact event applies through its own function of [`projection`].
 macro_rules! projected {
-    ($($payload:ty => $apply:path),+ $(,)?) => {$(
+    ($($payload:ty => $apply:path, counts $counts:expr),+ $(,)?) => {$(
         impl Projected for $payload {
+            const COUNTS: &'static [&'static str] = $counts;
+
             fn apply<'a>(
                 conn: &'a mut PgConnection,
                 ids: &'a SourceIds,
@@ -47,10 +55,10 @@ macro_rules! projected {
 }
 
 projected! {
-    PageChanged => projection::apply_changed,
-    PageConverted => projection::apply_converted,
-    ChunksReady => projection::apply_chunks,
-    PageDeleted => projection::apply_deleted,
+    PageChanged => projection::apply_changed, counts &[],
+    PageConverted => projection::apply_converted, counts &["pages_converted"],
+    ChunksReady => projection::apply_chunks, counts &["pages_embedded", "pages_indexed"],
+    PageDeleted => projection::apply_deleted, counts &[],
 }
 
 fn handler_error(error: ProjectionError) -> HandlerError {
@@ -69,18 +77,7 @@ pub async fn apply_batch<T: Projected>(
     stream: &str,
     events: &[(&Envelope<T>, u64)],
 ) -> Vec<Result<(), HandlerError>> {
-    let together = async {
-        let mut tx = pool.begin().await?;
-        for (event, _) in events {
-            T::apply(&mut tx, ids, event).await?;
-        }
-        if let Some(last) = events.iter().map(|(_, sequence)| *sequence).max() {
-            projection::checkpoint(&mut tx, stream, last).await?;
-        }
-        tx.commit().await?;
-        Ok::<(), ProjectionError>(())
-    };
-    match together.await {
+    match apply_in_transaction(pool, ids, stream, events).await {
         Ok(()) => return events.iter().map(|_| Ok(())).collect(),
         Err(error) if events.len() == 1 => return vec![Err(handler_error(error))],
         Err(error) => {
@@ -88,17 +85,41 @@ pub async fn apply_batch<T: Projected>(
         }
     }
     let mut results = Vec::with_capacity(events.len());
-    for (event, sequence) in events {
-        let single = async {
-            let mut tx = pool.begin().await?;
-            T::apply(&mut tx, ids, event).await?;
-            projection::checkpoint(&mut tx, stream, *sequence).await?;
-            tx.commit().await?;
-            Ok::<(), ProjectionError>(())
-        };
-        results.push(single.await.map_err(handler_error));
+    for event in events {
+        let single = apply_in_transaction(pool, ids, stream, std::slice::from_ref(event)).await;
+        results.push(single.map_err(handler_error));
     }
     results
+}
+
+/// Applies events and the checkpoint in one transaction. Sync-run counters are added at the end,
+/// one statement per run in run order, so that concurrent transactions hold a run's row only for
+/// a moment and always lock rows in the same order.
+async fn apply_in_transaction<T: Projected>(
+    pool: &PgPool,
+    ids: &SourceIds,
+    stream: &str,
+    events: &[(&Envelope<T>, u64)],
+) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    let mut counts: BTreeMap<(uuid::Uuid, SourceKey), i64> = BTreeMap::new();
+    for (event, _) in events {
+        let applied = T::apply(&mut tx, ids, event).await?;
+        if let (true, Some(run)) = (applied, event.extensions.syncrun) {
+            *counts
+                .entry((run, event.data.source().clone()))
+                .or_default() += 1;
+        }
+    }
+    for ((run, source), count) in counts {
+        let source_id = ids.resolve(&mut tx, &source).await?;
+        projection::count_stages(&mut tx, source_id, run, T::COUNTS, count).await?;
+    }
+    if let Some(last) = events.iter().map(|(_, sequence)| *sequence).max() {
+        projection::checkpoint(&mut tx, stream, last).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The stage handler of one fact stream.

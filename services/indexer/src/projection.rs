@@ -156,11 +156,7 @@ pub async fn apply_converted(
     event: &Envelope<PageConverted>,
 ) -> Result<Applied, ProjectionError> {
     let source_id = ids.resolve(conn, &event.data.page.source).await?;
-    let applied = upsert_page(conn, source_id, &event.data.page, Some(&event.data)).await?;
-    if applied {
-        count_stage(conn, source_id, event.extensions.syncrun, "pages_converted").await?;
-    }
-    Ok(applied)
+    upsert_page(conn, source_id, &event.data.page, Some(&event.data)).await
 }
 
 pub async fn apply_chunks(
@@ -283,8 +279,6 @@ pub async fn apply_chunks(
     .bind(version)
     .execute(&mut *conn)
     .await?;
-    count_stage(conn, source_id, event.extensions.syncrun, "pages_embedded").await?;
-    count_stage(conn, source_id, event.extensions.syncrun, "pages_indexed").await?;
     Ok(true)
 }
 
@@ -326,22 +320,33 @@ pub async fn apply_deleted(
     Ok(result.rows_affected() > 0)
 }
 
-/// Counts a page event against its sync run; the run's row appears with the first count if the
-/// fetcher's progress has not arrived yet.
-async fn count_stage(
+/// Adds `count` to each of a sync run's stage counters; the run's row appears with the first
+/// count if the fetcher's progress has not arrived yet.
+pub async fn count_stages(
     conn: &mut PgConnection,
     source_id: Uuid,
-    run: Option<Uuid>,
-    column: &'static str,
+    run: Uuid,
+    columns: &[&'static str],
+    count: i64,
 ) -> Result<(), ProjectionError> {
-    let Some(run) = run else { return Ok(()) };
-    // `column` is one of a few fixed names, never input.
+    if columns.is_empty() {
+        return Ok(());
+    }
+    // `columns` are a few fixed names, never input.
+    let names = columns.join(", ");
+    let values = vec!["$3"; columns.len()].join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{column} = sync_runs.{column} + $3"))
+        .collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sync_runs (id, source_id, mode, status, {column}) VALUES ($1, $2, 'incremental', 'running', 1)
-         ON CONFLICT (id) DO UPDATE SET {column} = sync_runs.{column} + 1, updated_at = now()"
+        "INSERT INTO sync_runs (id, source_id, mode, status, {names}) VALUES ($1, $2, 'incremental', 'running', {values})
+         ON CONFLICT (id) DO UPDATE SET {}, updated_at = now()",
+        updates.join(", ")
     )))
     .bind(run)
     .bind(source_id)
+    .bind(count)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,0 +1,291 @@
+//! Search quality (run by `ops/bench/relevance`): real documentation served as a simulated space,
+//! a judged query set, MRR@10 and nDCG@10 of the vector leg, the text leg and the fused result.
+//!
+//! CORPUS is the JSON that `ops/bench/relevance_corpus.py` makes from the Python documentation:
+//! pages (storage format, with their hierarchy) and queries from the documentation's own index,
+//! each with the pages the index points to. The pages are created in the simulator, synced through
+//! the whole pipeline with the `local` model, and every query is sent to `/api/search` once with
+//! `limit=100`: the answer holds every chunk either leg ranked (each leg's depth is 50) with its
+//! rank in each leg, so the vector-only and text-only rankings, and the fusion at other RRF
+//! constants and depths, are computed from the api's own leg ranks. Relevance is judged per page
+//! (a page's best chunk stands for it). Prints one JSON object.
+
+#[allow(dead_code)]
+#[path = "../tests/cli/stack.rs"]
+mod stack;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use confluence_sim::CreatePage;
+use pagestream_testkit::bench::{loadavg, round};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stack::{API_KEY, Provider, SOURCE, Stack};
+
+/// The api's defaults.
+const RRF_K: f64 = 60.0;
+const LEG_DEPTH: i64 = 50;
+
+#[derive(Deserialize)]
+struct Corpus {
+    pages: Vec<CorpusPage>,
+    queries: Vec<Query>,
+}
+
+#[derive(Deserialize)]
+struct CorpusPage {
+    key: String,
+    title: String,
+    parent: Option<String>,
+    body: String,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Query {
+    query: String,
+    kind: String,
+    relevant: Vec<String>,
+}
+
+/// One chunk of an answer, with its rank in each leg.
+struct Hit {
+    page: String,
+    vector_rank: Option<i64>,
+    text_rank: Option<i64>,
+}
+
+/// How a ranking is made from the legs.
+#[derive(Clone, Copy)]
+enum Ranking {
+    Vector,
+    Text,
+    Fused {
+        k: f64,
+        depth: i64,
+    },
+    /// The api's own order.
+    Api,
+}
+
+/// Pages in ranked order (each once, at its best chunk), at most ten.
+fn top_pages(hits: &[Hit], ranking: Ranking) -> Vec<String> {
+    let mut scored: Vec<(f64, &Hit)> = hits
+        .iter()
+        .enumerate()
+        .filter_map(|(position, hit)| {
+            let score = match ranking {
+                Ranking::Vector => hit.vector_rank.map(|rank| -(rank as f64)),
+                Ranking::Text => hit.text_rank.map(|rank| -(rank as f64)),
+                Ranking::Fused { k, depth } => {
+                    let leg = |rank: Option<i64>| {
+                        rank.filter(|rank| *rank <= depth)
+                            .map_or(0.0, |rank| 1.0 / (k + rank as f64))
+                    };
+                    let score = leg(hit.vector_rank) + leg(hit.text_rank);
+                    (score > 0.0).then_some(score)
+                }
+                Ranking::Api => Some(-(position as f64)),
+            }?;
+            Some((score, hit))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut pages: Vec<String> = Vec::new();
+    for (_, hit) in scored {
+        if !pages.contains(&hit.page) {
+            pages.push(hit.page.clone());
+            if pages.len() == 10 {
+                break;
+            }
+        }
+    }
+    pages
+}
+
+/// MRR@10 and nDCG@10 (binary gains) of one ranked list.
+fn judge(ranked: &[String], relevant: &HashSet<&str>) -> (f64, f64) {
+    let reciprocal = ranked
+        .iter()
+        .position(|page| relevant.contains(page.as_str()))
+        .map_or(0.0, |position| 1.0 / (position + 1) as f64);
+    let dcg: f64 = ranked
+        .iter()
+        .enumerate()
+        .filter(|(_, page)| relevant.contains(page.as_str()))
+        .map(|(position, _)| 1.0 / ((position + 2) as f64).log2())
+        .sum();
+    let ideal: f64 = (0..relevant.len().min(10))
+        .map(|position| 1.0 / ((position + 2) as f64).log2())
+        .sum();
+    (reciprocal, if ideal > 0.0 { dcg / ideal } else { 0.0 })
+}
+
+/// Mean MRR@10 and nDCG@10 of a ranking over the queries (optionally of one kind).
+fn evaluate(answers: &[(Query, Vec<Hit>)], ranking: Ranking, kind: Option<&str>) -> Value {
+    let mut count = 0usize;
+    let (mut mrr, mut ndcg) = (0.0, 0.0);
+    for (query, hits) in answers {
+        if kind.is_some_and(|kind| kind != query.kind) {
+            continue;
+        }
+        let relevant: HashSet<&str> = query.relevant.iter().map(String::as_str).collect();
+        let (r, n) = judge(&top_pages(hits, ranking), &relevant);
+        mrr += r;
+        ndcg += n;
+        count += 1;
+    }
+    let count = count.max(1) as f64;
+    json!({"mrr_at_10": (mrr / count * 1000.0).round() / 1000.0,
+           "ndcg_at_10": (ndcg / count * 1000.0).round() / 1000.0})
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let path = std::env::var("CORPUS")
+        .context("CORPUS: the corpus JSON (ops/bench/relevance makes it)")?;
+    let corpus: Corpus =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("read {path}"))?)
+            .context("parse the corpus")?;
+    let stack = Stack::start(1, Provider::Local).await;
+
+    // The pages, parents first; titles are unique in a space, as in Confluence.
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let mut titles: HashSet<String> = HashSet::new();
+    for page in &corpus.pages {
+        let mut title = page.title.trim().to_owned();
+        if title.is_empty() || !titles.insert(title.clone()) {
+            title = format!("{title} ({})", page.key);
+            titles.insert(title.clone());
+        }
+        let parent_id = match &page.parent {
+            Some(parent) => Some(
+                *ids.get(parent)
+                    .with_context(|| format!("parent {parent} comes after {}", page.key))?,
+            ),
+            None => None,
+        };
+        let (created, _) = stack
+            .sim
+            .handle
+            .create(CreatePage {
+                title,
+                parent_id,
+                body: Some(page.body.clone()),
+                labels: page.labels.clone(),
+            })
+            .await
+            .map_err(|error| anyhow::anyhow!("create {}: {error}", page.key))?;
+        ids.insert(page.key.clone(), created.id);
+        keys.insert(created.id.to_string(), page.key.clone());
+    }
+
+    stack.add_source().await;
+    eprintln!(
+        "bench/relevance: syncing {} pages with the local model",
+        corpus.pages.len()
+    );
+    let synced = Instant::now();
+    stack
+        .cli(&["sync", SOURCE, "--full", "--wait", "--timeout-secs", "7200"])
+        .await
+        .context("sync")?;
+    let sync_s = synced.elapsed().as_secs_f64();
+    let (pages, chunks): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM confluence_pages WHERE NOT is_deleted), (SELECT count(*) FROM chunks)",
+    )
+    .fetch_one(&stack.pool)
+    .await?;
+
+    let http = reqwest::Client::new();
+    let mut answers = Vec::with_capacity(corpus.queries.len());
+    for query in corpus.queries {
+        let url = format!(
+            "{}/api/search?q={}&limit=100",
+            stack.api_url,
+            utf8_percent_encode(&query.query, NON_ALPHANUMERIC)
+        );
+        let response: Value = http
+            .get(url)
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let Some(hits) = response["hits"].as_array() else {
+            bail!("search {:?} failed: {response}", query.query);
+        };
+        let hits = hits
+            .iter()
+            .filter_map(|hit| {
+                Some(Hit {
+                    page: keys.get(hit["page_id"].as_str()?)?.clone(),
+                    vector_rank: hit["vector_rank"].as_i64(),
+                    text_rank: hit["text_rank"].as_i64(),
+                })
+            })
+            .collect();
+        answers.push((query, hits));
+    }
+
+    let fused = Ranking::Fused {
+        k: RRF_K,
+        depth: LEG_DEPTH,
+    };
+    let mut by_kind = BTreeMap::new();
+    for kind in ["api", "concept"] {
+        by_kind.insert(
+            kind,
+            json!({
+                "queries": answers.iter().filter(|(query, _)| query.kind == kind).count(),
+                "vector": evaluate(&answers, Ranking::Vector, Some(kind)),
+                "text": evaluate(&answers, Ranking::Text, Some(kind)),
+                "fused": evaluate(&answers, fused, Some(kind)),
+            }),
+        );
+    }
+    // The fusion's two knobs, from the same leg ranks.
+    let mut sweep = Vec::new();
+    for k in [1.0, 10.0, 30.0, 60.0, 100.0] {
+        for depth in [10, 20, 50] {
+            let scores = evaluate(&answers, Ranking::Fused { k, depth }, None);
+            sweep.push(json!({"rrf_k": k, "leg_depth": depth,
+                              "mrr_at_10": scores["mrr_at_10"], "ndcg_at_10": scores["ndcg_at_10"]}));
+        }
+    }
+    let vector = evaluate(&answers, Ranking::Vector, None);
+    let text = evaluate(&answers, Ranking::Text, None);
+    let fused_all = evaluate(&answers, fused, None);
+    let beats = |metric: &str| {
+        fused_all[metric].as_f64() > vector[metric].as_f64()
+            && fused_all[metric].as_f64() > text[metric].as_f64()
+    };
+    println!(
+        "{}",
+        json!({
+            "benchmark": "relevance",
+            "model": "all-MiniLM-L6-v2",
+            "corpus": "python3.11-doc (Debian)",
+            "pages": pages,
+            "chunks": chunks,
+            "queries": answers.len(),
+            "vector": vector,
+            "text": text,
+            "fused": fused_all,
+            "api_order": evaluate(&answers, Ranking::Api, None),
+            "fused_beats_both": beats("mrr_at_10") && beats("ndcg_at_10"),
+            "rrf_k": RRF_K,
+            "leg_depth": LEG_DEPTH,
+            "by_kind": by_kind,
+            "fusion_sweep": sweep,
+            "sync_seconds": round(sync_s),
+            "loadavg": loadavg(),
+        })
+    );
+    Ok(())
+}
