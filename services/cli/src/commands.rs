@@ -12,7 +12,11 @@ use crate::error::CliError;
 use crate::table::{Table, plain_snippet};
 use crate::{AddSourceArgs, PagesArgs, SearchArgs};
 
-fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+/// Pretty JSON for `--json`.
+pub(crate) fn print_json(
+    out: &mut dyn Write,
+    value: &impl serde::Serialize,
+) -> Result<(), CliError> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(|error| CliError::Protocol {
         context: "json output",
         reason: error.to_string(),

@@ -5,6 +5,7 @@ use std::io::Write;
 use pagestream_bus::Bus;
 use pagestream_bus::dead_letter;
 
+use crate::commands::print_json;
 use crate::error::CliError;
 use crate::table::Table;
 
@@ -30,12 +31,7 @@ pub async fn list(
                 })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut *out, &value).map_err(|error| CliError::Protocol {
-            context: "json output",
-            reason: error.to_string(),
-        })?;
-        writeln!(out)?;
-        return Ok(());
+        return print_json(out, &value);
     }
     if letters.is_empty() {
         writeln!(out, "no dead letters")?;

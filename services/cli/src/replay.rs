@@ -12,6 +12,7 @@ use pagestream_events::EventKind;
 use pagestream_indexer::replay::{ReplayProgress, replay};
 use pagestream_sources::SourceRegistry;
 
+use crate::commands::print_json;
 use crate::error::CliError;
 use crate::{Connection, ReplayArgs};
 
@@ -67,11 +68,7 @@ pub async fn run(
     .await?;
     bar.finish_and_clear();
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report).map_err(|error| CliError::Protocol {
-            context: "json output",
-            reason: error.to_string(),
-        })?;
-        writeln!(out)?;
+        print_json(out, &report)?;
     } else {
         writeln!(
             out,
