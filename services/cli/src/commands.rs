@@ -208,19 +208,29 @@ pub async fn status(
 /// A sync run in a few readable lines.
 pub fn write_run(out: &mut dyn Write, run: &SyncRun) -> Result<(), CliError> {
     let counts = &run.counts;
-    let elapsed = run
-        .finished_at
-        .unwrap_or_else(chrono::Utc::now)
-        .signed_duration_since(run.started_at);
+    let timing = match run.finished_at {
+        Some(finished) => format!(
+            "fetched in {:.1} s",
+            finished
+                .signed_duration_since(run.started_at)
+                .num_milliseconds() as f64
+                / 1000.0
+        ),
+        None => format!(
+            "running for {} s",
+            chrono::Utc::now()
+                .signed_duration_since(run.started_at)
+                .num_seconds()
+        ),
+    };
     writeln!(
         out,
-        "{}: {} sync {} ({}), started {}, {:.1} s",
+        "{}: {} sync {} ({}), started {}, {timing}",
         run.source,
         run.mode,
         run.status,
         run.run_id,
         run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        elapsed.num_milliseconds() as f64 / 1000.0
     )?;
     writeln!(
         out,

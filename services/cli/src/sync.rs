@@ -92,6 +92,7 @@ async fn wait(
 struct Progress {
     bars: Option<Bars>,
     last_line: Option<Instant>,
+    last_text: Option<String>,
 }
 
 struct Bars {
@@ -140,6 +141,7 @@ impl Progress {
         Self {
             bars,
             last_line: None,
+            last_text: None,
         }
     }
 
@@ -180,14 +182,19 @@ impl Progress {
         }
     }
 
+    /// A line when something changed (at most every PLAIN_INTERVAL), or every half minute.
     fn line(&mut self, text: &str) {
-        if self
-            .last_line
-            .is_some_and(|last| last.elapsed() < PLAIN_INTERVAL)
-        {
+        let unchanged = self.last_text.as_deref() == Some(text);
+        let quiet = if unchanged {
+            PLAIN_INTERVAL * 6
+        } else {
+            PLAIN_INTERVAL
+        };
+        if self.last_line.is_some_and(|last| last.elapsed() < quiet) {
             return;
         }
         self.last_line = Some(Instant::now());
+        self.last_text = Some(text.to_owned());
         eprintln!("  {text}");
     }
 
