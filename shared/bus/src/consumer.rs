@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::Message;
 use futures::StreamExt;
@@ -230,8 +229,15 @@ impl<T: Payload> Stage<T> {
                 };
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
-                    Some(Err(error)) if error.kind() == MessagesErrorKind::ConsumerDeleted => {
-                        tracing::warn!(stage = %config.name, "consumer deleted; creating it again");
+                    Some(Err(error)) => {
+                        // Pull again with the consumer made sure of: it may have been deleted
+                        // (`pagestream replay --reembed` does so to start over), and the error
+                        // can arrive while the deletion is still under way, hence the pause.
+                        tracing::warn!(stage = %config.name, %error, "error item from the message stream; pulling again");
+                        tokio::select! {
+                            () = cancel.cancelled() => break 'pull,
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
                         match self.consumer().await {
                             Ok(fresh) => consumer = fresh,
                             Err(error) => {
@@ -240,10 +246,6 @@ impl<T: Payload> Stage<T> {
                         }
                         continue 'pull;
                     }
-                    Some(Err(error)) => {
-                        tracing::warn!(stage = %config.name, %error, "error item from the message stream");
-                        continue;
-                    }
                     // The server ended the pull: start a new one.
                     None => continue 'pull,
                 };
@@ -251,7 +253,9 @@ impl<T: Payload> Stage<T> {
                     match tokio::time::timeout(config.batch_linger, messages.next()).await {
                         Ok(Some(Ok(message))) => batch.push(message),
                         Ok(Some(Err(error))) => {
+                            // The next read meets the stream's state and deals with it.
                             tracing::warn!(stage = %config.name, %error, "error item from the message stream");
+                            break;
                         }
                         _ => break,
                     }

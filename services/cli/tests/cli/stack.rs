@@ -103,6 +103,14 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
+        // Warnings of every service show in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let bus = pagestream_testkit::bus().await;
         let root = bus.config().root.clone();
         let nats_url = pagestream_testkit::nats_url();
