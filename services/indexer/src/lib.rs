@@ -223,7 +223,11 @@ pub async fn project_sources(
             return Err(pagestream_sources::SourceError::Registry("watch ended".into()).into());
         };
         let applied = match change {
-            Ok(SourceChange::Upserted(record)) => projection::upsert_source(&pool, &record).await,
+            Ok(SourceChange::Upserted(record)) => {
+                // The key may now stand for a new id.
+                ids.forget(&record.key);
+                projection::upsert_source(&pool, &record).await
+            }
             Ok(SourceChange::Removed(key)) => projection::remove_source(&pool, &ids, &key).await,
             Err(error) => {
                 tracing::warn!(%error, "unreadable registry entry skipped");

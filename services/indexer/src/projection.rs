@@ -425,6 +425,19 @@ pub async fn upsert_source(
     pool: &PgPool,
     record: &pagestream_sources::SourceRecord,
 ) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    // Replicas project the same registry: one at a time per key, or two inserts of one new source
+    // race on the unique key, which ON CONFLICT (id) does not arbitrate.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagestream.sources'), hashtext($1))")
+        .bind(record.key.as_str())
+        .execute(&mut *tx)
+        .await?;
+    // A source removed and added again under its key has a new id: the new one replaces it.
+    sqlx::query("DELETE FROM sources WHERE key = $1 AND id <> $2")
+        .bind(record.key.as_str())
+        .bind(record.id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         r#"
         INSERT INTO sources (id, key, site_url, space_key, auth_kind, credentials, settings, created_at, updated_at)
@@ -443,8 +456,9 @@ pub async fn upsert_source(
     .bind(serde_json::to_value(&record.settings).unwrap_or_default())
     .bind(record.created_at)
     .bind(record.updated_at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

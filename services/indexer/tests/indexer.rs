@@ -204,6 +204,25 @@ async fn readers_never_see_a_page_without_chunks_while_it_is_replaced() {
 }
 
 #[tokio::test]
+async fn replicas_project_a_new_source_at_once_and_a_recreated_key_replaces_the_old() {
+    let (pool, _) = pagestream_testkit::database().await;
+    for _ in 0..20 {
+        let source = record();
+        let (a, b) = tokio::join!(
+            pagestream_indexer::projection::upsert_source(&pool, &source),
+            pagestream_indexer::projection::upsert_source(&pool, &source),
+        );
+        a.expect("first replica");
+        b.expect("second replica");
+    }
+    let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, key FROM sources")
+        .fetch_all(&pool)
+        .await
+        .expect("sources");
+    assert_eq!(rows.len(), 1, "one row per key: {rows:?}");
+}
+
+#[tokio::test]
 async fn deleting_a_source_removes_its_pages_and_chunks() {
     let pool = database_with_source().await;
     apply(&pool, &changed(5, 1)).await;
