@@ -95,7 +95,7 @@ fn page_events(
 async fn main() -> anyhow::Result<()> {
     let pages = env_number("PAGES", 4000)?;
     let chunks_per_page = env_number("CHUNKS_PER_PAGE", 10)?;
-    let batch_size = env_number("BATCH_SIZE", 256)?;
+    let batch_size = env_number("BATCH_SIZE", 64)?;
     let mut rng = StdRng::seed_from_u64(11);
     let words = Words::new(&mut rng);
 
