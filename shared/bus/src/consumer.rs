@@ -179,6 +179,29 @@ impl<T: Payload> Stage<T> {
             .map_err(|error| BusError::jetstream("create consumer", error))
     }
 
+    /// After a failed pull: pauses, then makes sure of the consumer. It may have been deleted
+    /// (`pagestream replay --reembed` does so to start over from the first event), and the error
+    /// can arrive while the deletion is still under way, hence the pause first. False when
+    /// cancelled meanwhile.
+    async fn recover(
+        &self,
+        consumer: &mut async_nats::jetstream::consumer::Consumer<pull::Config>,
+        pause: Duration,
+        cancel: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            () = tokio::time::sleep(pause) => {}
+        }
+        match self.consumer().await {
+            Ok(fresh) => *consumer = fresh,
+            Err(error) => {
+                tracing::warn!(stage = %self.config.name, %error, "cannot create the consumer again");
+            }
+        }
+        true
+    }
+
     /// Consumes until `cancel` fires. Returns an error only if the consumer cannot be set up.
     pub async fn run<H: Handler<T>>(
         &self,
@@ -204,15 +227,13 @@ impl<T: Payload> Stage<T> {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(stage = %config.name, %error, "cannot pull; retrying");
-                    // The consumer may have been deleted (`pagestream replay --reembed` does so
-                    // to start over from the first event): create it again.
-                    if let Ok(fresh) = self.consumer().await {
-                        consumer = fresh;
+                    if !self
+                        .recover(&mut consumer, Duration::from_secs(1), &cancel)
+                        .await
+                    {
+                        break 'pull;
                     }
-                    tokio::select! {
-                        () = cancel.cancelled() => break 'pull,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
-                    }
+                    continue 'pull;
                 }
             };
             loop {
@@ -230,19 +251,12 @@ impl<T: Payload> Stage<T> {
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
                     Some(Err(error)) => {
-                        // Pull again with the consumer made sure of: it may have been deleted
-                        // (`pagestream replay --reembed` does so to start over), and the error
-                        // can arrive while the deletion is still under way, hence the pause.
                         tracing::warn!(stage = %config.name, %error, "error item from the message stream; pulling again");
-                        tokio::select! {
-                            () = cancel.cancelled() => break 'pull,
-                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
-                        match self.consumer().await {
-                            Ok(fresh) => consumer = fresh,
-                            Err(error) => {
-                                tracing::warn!(stage = %config.name, %error, "cannot create the consumer again");
-                            }
+                        if !self
+                            .recover(&mut consumer, Duration::from_millis(500), &cancel)
+                            .await
+                        {
+                            break 'pull;
                         }
                         continue 'pull;
                     }
