@@ -100,6 +100,26 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// A sync run of a source: the given one, or the current or last one.
+    pub async fn run_status(
+        &self,
+        source: &str,
+        run: Option<uuid::Uuid>,
+    ) -> Result<SyncRun, CliError> {
+        let query: Vec<(&str, String)> = run
+            .map(|run| ("run", run.to_string()))
+            .into_iter()
+            .collect();
+        self.get(
+            &format!("/api/confluence/{}/status", encode(source)),
+            &query,
+            "sync status",
+        )
+        .await
+    }
+}
+
 #[derive(Deserialize)]
 struct ErrorEnvelope {
     error: ErrorDetail,

@@ -262,26 +262,6 @@ pub fn write_run(out: &mut dyn Write, run: &SyncRun) -> Result<(), CliError> {
     Ok(())
 }
 
-impl ApiClient {
-    /// A sync run of a source: the given one, or the current or last one.
-    pub async fn run_status(
-        &self,
-        source: &str,
-        run: Option<uuid::Uuid>,
-    ) -> Result<SyncRun, CliError> {
-        let query: Vec<(&str, String)> = run
-            .map(|run| ("run", run.to_string()))
-            .into_iter()
-            .collect();
-        self.get(
-            &format!("/api/confluence/{}/status", encode(source)),
-            &query,
-            "sync status",
-        )
-        .await
-    }
-}
-
 pub async fn search(
     api: &ApiClient,
     args: &SearchArgs,
