@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use pagestream_bus::Bus;
 use pagestream_events::{EmbedQueryReply, EmbedQueryRequest, Vector};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryEmbedding {
@@ -105,8 +104,8 @@ impl QueryEmbedder for NatsQueryEmbedder {
     }
 }
 
-/// Deterministic feature hashing: each word adds ±1 to one dimension, and the vector is
-/// normalized. Texts that share words are close in cosine distance; no model is involved.
+/// The `hash-<dimension>` model in process ([`pagestream_events::hash_embedding`], the same function
+/// the embedder stores chunk vectors with): for demos and benchmarks without a model.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
     pub model: String,
@@ -122,27 +121,7 @@ impl HashEmbedder {
     }
 
     pub fn vector(&self, text: &str) -> Vec<f32> {
-        let mut vector = vec![0f32; self.dimension];
-        for word in text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|word| !word.is_empty())
-        {
-            let digest = Sha256::digest(word.to_lowercase().as_bytes());
-            let bucket = u64::from_le_bytes([
-                digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
-                digest[7],
-            ]) % self.dimension as u64;
-            let sign = if digest[8] & 1 == 0 { 1.0 } else { -1.0 };
-            vector[bucket as usize] += sign;
-        }
-        let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            vector.iter_mut().for_each(|v| *v /= norm);
-        } else {
-            // An empty text still gets a valid (non-zero) direction.
-            vector[0] = 1.0;
-        }
-        vector
+        pagestream_events::hash_embedding(text, self.dimension)
     }
 }
 

@@ -97,24 +97,9 @@ fn parse_path(path: &str) -> Result<String, ApiError> {
 }
 
 fn parse_jira_key(key: &str) -> Result<String, ApiError> {
-    let key = key.to_ascii_uppercase();
-    let valid = key.split_once('-').is_some_and(|(project, number)| {
-        project.starts_with(|c: char| c.is_ascii_uppercase())
-            && project.len() <= 30
-            && project
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-            && (1..=10).contains(&number.len())
-            && number.bytes().all(|b| b.is_ascii_digit())
-    });
-    if valid {
-        Ok(key)
-    } else {
-        Err(ApiError::invalid(
-            "jira",
-            "must be a Jira issue key such as PROJ-123",
-        ))
-    }
+    pagestream_events::jira::normalize_issue_key(key).ok_or_else(|| {
+        ApiError::invalid("jira", "must be a Jira issue key such as PROJ-123")
+    })
 }
 
 /// Appends the filters as ` AND ...` conditions on `p` (confluence_pages).

@@ -2,12 +2,15 @@
 //! event, the subjects they travel on and their deterministic ids. No I/O lives here.
 
 mod envelope;
+mod hash_embedding;
 mod ids;
+pub mod jira;
 mod payloads;
 mod subjects;
 mod vector;
 
 pub use envelope::{Envelope, EventError, Extensions, RawEvent};
+pub use hash_embedding::{hash_embedding, hash_model_name};
 pub use ids::{PageId, SourceKey};
 pub use payloads::*;
 pub use subjects::{EventKind, ParsedSubject, Subjects};

@@ -50,6 +50,17 @@ pub enum HintReason {
     Removed,
 }
 
+impl HintReason {
+    /// The reason's part of a hint's event id: spelled out here, so that renaming a variant never
+    /// changes the ids of hints already in the stream (and their deduplication).
+    pub fn id_part(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::Removed => "removed",
+        }
+    }
+}
+
 /// `page.hinted`: a webhook said something happened to a page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageHinted {
@@ -221,7 +232,7 @@ impl Payload for PageHinted {
         Some(&self.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        let reason = format!("{:?}", self.reason);
+        let reason = self.reason.id_part().to_owned();
         match self.version {
             // Hints of the same version are the same fact: a burst collapses to one.
             Some(version) => vec![reason, version.to_string()],
@@ -345,4 +356,24 @@ pub enum EmbedQueryReply {
     Failed {
         error: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_ids_are_built_from_spelled_out_reasons() {
+        let hint = |reason| PageHinted {
+            source: SourceKey::new("eng").expect("key"),
+            page_id: PageId::new("42").expect("page id"),
+            reason,
+            version: Some(7),
+            space_key: None,
+            webhook_event: None,
+            received_at: Utc::now(),
+        };
+        assert_eq!(hint(HintReason::Changed).fact(), ["changed", "7"]);
+        assert_eq!(hint(HintReason::Removed).fact(), ["removed", "7"]);
+    }
 }
