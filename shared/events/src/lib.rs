@@ -2,12 +2,14 @@
 //! event, the subjects they travel on and their deterministic ids. No I/O lives here.
 
 mod envelope;
+mod failure;
 mod ids;
 mod payloads;
 mod subjects;
 mod vector;
 
 pub use envelope::{Envelope, EventError, Extensions, RawEvent};
+pub use failure::Retryable;
 pub use ids::{PageId, SourceKey};
 pub use payloads::*;
 pub use subjects::{EventKind, ParsedSubject, Subjects};
