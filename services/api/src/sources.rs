@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, SpaceKey,
 };
-use pagestream_events::{Envelope, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus};
+use pagestream_events::{
+    Envelope, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+};
 use pagestream_sources::{AuthKind, Credentials, Secret, SourceRecord, SourceSettings};
 use serde::Serialize;
 use utoipa::ToSchema;

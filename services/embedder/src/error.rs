@@ -1,14 +1,8 @@
-//! Embedding errors, split by what the caller should do: a transient one (server overloaded or
-//! unreachable) is worth retrying later; a permanent one will fail the same way again.
+//! Embedding errors, split by what the caller should do ([`Retryable`]): a transient one (server
+//! overloaded or unreachable, or refusing the credentials until an operator fixes them) is worth
+//! retrying later; a permanent one will fail the same way again.
 
-/// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Back off and retry (429, 5xx, timeouts, connection failures).
-    Transient,
-    /// Retrying gives the same answer (bad configuration, bad input, a model that cannot load).
-    Permanent,
-}
+use pagestream_events::Retryable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -24,6 +18,9 @@ pub enum EmbedError {
     Inference(String),
     #[error("embedding server rejected the request with status {status}: {message}")]
     Rejected { status: u16, message: String },
+    /// 401/403: the key is wrong, expired or lacks a permission.
+    #[error("embedding server refused the credentials with status {status}: {message}")]
+    Credentials { status: u16, message: String },
     #[error("embedding server unavailable: {0}")]
     Unavailable(String),
     #[error("embedding server answered with something unusable: {0}")]
@@ -34,21 +31,19 @@ pub enum EmbedError {
     Config(String),
 }
 
-impl EmbedError {
-    pub fn class(&self) -> ErrorClass {
+impl Retryable for EmbedError {
+    /// 429, 5xx, timeouts and connection failures pass; so do refused credentials (an outage of
+    /// configuration). Bad input, a bad answer or a model that cannot load do not.
+    fn is_transient(&self) -> bool {
         match self {
-            EmbedError::Unavailable(_) => ErrorClass::Transient,
+            EmbedError::Unavailable(_) | EmbedError::Credentials { .. } => true,
             EmbedError::Model(_)
             | EmbedError::InputTooLong { .. }
             | EmbedError::Inference(_)
             | EmbedError::Rejected { .. }
             | EmbedError::Protocol(_)
             | EmbedError::VectorCount { .. }
-            | EmbedError::Config(_) => ErrorClass::Permanent,
+            | EmbedError::Config(_) => false,
         }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        self.class() == ErrorClass::Transient
     }
 }

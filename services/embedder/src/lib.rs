@@ -19,7 +19,7 @@ mod tokens;
 use async_trait::async_trait;
 
 pub use chunk::{Chunker, TextChunk, content_hash};
-pub use error::{EmbedError, ErrorClass};
+pub use error::EmbedError;
 pub use tokens::{EstimatedTokenCounter, TokenCounter};
 
 /// Turns texts into vectors. Implementations do their CPU-heavy work off the async runtime.

@@ -245,6 +245,12 @@ impl OpenAiProvider {
                 error: EmbedError::Unavailable(format!("status {}: {message}", status.as_u16())),
                 after: retry_after,
             })
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // Retrying now gives the same answer; the stage waits until an operator fixes the key.
+            Err(EmbedError::Credentials {
+                status: status.as_u16(),
+                message,
+            })
         } else {
             Err(EmbedError::Rejected {
                 status: status.as_u16(),

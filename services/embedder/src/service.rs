@@ -4,7 +4,9 @@
 //! A batch of pages is chunked, the chunks whose text and model are unchanged take their vectors
 //! from what the stream already holds for the page ([`crate::reuse`]), and the rest of the whole
 //! batch is embedded in one call (the provider sorts by length and works off the async runtime).
-//! A provider outage naks the batch with backoff; an input the model refuses is dead-lettered.
+//! A provider outage fails the batch transiently (the runner waits it out); if the provider
+//! refuses the batch for good, its pages are embedded one by one so that only the bad page is
+//! dead-lettered.
 
 use std::sync::Arc;
 
@@ -12,22 +14,15 @@ use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Stage, StageConfig};
 use pagestream_events::{
-    ChunksReady, EmbedQueryReply, EmbedQueryRequest, Envelope, PageConverted, Vector,
+    ChunksReady, EmbedQueryReply, EmbedQueryRequest, Envelope, PageConverted, Retryable, Vector,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::reuse::ReusePlan;
-use crate::{Chunker, EmbedError, EmbeddingProvider, ErrorClass};
+use crate::{Chunker, EmbedError, EmbeddingProvider};
 
 /// The durable consumer shared by every embedder replica.
 pub const STAGE_NAME: &str = "embedder";
-
-fn handler_error(error: EmbedError) -> HandlerError {
-    match error.class() {
-        ErrorClass::Transient => HandlerError::transient(error),
-        ErrorClass::Permanent => HandlerError::permanent(error),
-    }
-}
 
 pub struct EmbedderHandler {
     bus: Bus,
@@ -70,7 +65,7 @@ impl EmbedderHandler {
     ) -> Result<(), HandlerError> {
         let page = &delivery.event.data.page;
         let reused = plan.reused();
-        let chunks = plan.complete(vectors).map_err(handler_error)?;
+        let chunks = plan.complete(vectors)?;
         metrics::counter!("pagestream_embedder_chunks_reused_total").increment(reused as u64);
         let event = Envelope::new(ChunksReady {
             source: page.source.clone(),
@@ -108,36 +103,60 @@ impl Handler<PageConverted> for EmbedderHandler {
             .flatten()
             .flat_map(ReusePlan::texts_to_embed)
             .collect();
-        let total = texts.len();
-        let mut vectors = match self.provider.embed(texts).await {
-            Ok(vectors) if vectors.len() == total => vectors.into_iter(),
-            Ok(vectors) => {
-                let error = EmbedError::VectorCount {
-                    expected: total,
-                    got: vectors.len(),
-                };
-                let error = handler_error(error);
+        let embedded = match self.embed(texts).await {
+            Ok(vectors) => Some(vectors),
+            Err(error) if error.is_transient() => {
+                let error = HandlerError::from(error);
                 return batch.iter().map(|_| Err(error.clone())).collect();
             }
             Err(error) => {
-                let error = handler_error(error);
-                return batch.iter().map(|_| Err(error.clone())).collect();
+                // One page may spoil the call for all: find it by embedding them one by one.
+                if batch.len() > 1 {
+                    tracing::warn!(%error, pages = batch.len(), "batch refused; embedding its pages one by one");
+                }
+                None
             }
         };
-        metrics::counter!("pagestream_embedder_chunks_embedded_total").increment(total as u64);
+        let mut vectors = embedded.map(Vec::into_iter);
         let mut results = Vec::with_capacity(batch.len());
         for (delivery, plan) in batch.iter().zip(plans) {
             let result = match plan {
                 Ok(plan) => {
-                    let own: Vec<Vec<f32>> =
-                        vectors.by_ref().take(plan.texts_to_embed().len()).collect();
-                    self.publish(delivery, plan, own).await
+                    let own = match vectors.as_mut() {
+                        Some(vectors) => {
+                            Ok(vectors.by_ref().take(plan.texts_to_embed().len()).collect())
+                        }
+                        None => self.embed(plan.texts_to_embed()).await,
+                    };
+                    match own {
+                        Ok(own) => self.publish(delivery, plan, own).await,
+                        Err(error) => Err(error.into()),
+                    }
                 }
                 Err(error) => Err(error),
             };
             results.push(result);
         }
         results
+    }
+}
+
+impl EmbedderHandler {
+    /// Embeds texts, checking that every text got its vector.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let total = texts.len();
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let vectors = self.provider.embed(texts).await?;
+        if vectors.len() != total {
+            return Err(EmbedError::VectorCount {
+                expected: total,
+                got: vectors.len(),
+            });
+        }
+        metrics::counter!("pagestream_embedder_chunks_embedded_total").increment(total as u64);
+        Ok(vectors)
     }
 }
 

@@ -13,8 +13,8 @@ use pagestream_confluence::{
     MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceKey,
 };
 use pagestream_events::{
-    Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, SourceKey, SyncMode,
-    SyncProgress, SyncRequested, SyncStatus,
+    Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable, SourceKey,
+    SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_sources::{AuthKind, SecretKey, SourceRegistry, SourceSettings};
 use uuid::Uuid;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use pagestream_bus::{Bus, BusConfig, BusError, HandlerError, Stage, StageConfig};
 use pagestream_confluence::ConfluenceError;
-use pagestream_events::{PageHinted, SyncRequested};
+use pagestream_events::{PageHinted, Retryable, SyncRequested};
 use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
 use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
 
@@ -51,25 +51,15 @@ pub enum FetcherError {
     InvalidPage(String),
 }
 
-impl FetcherError {
+impl Retryable for FetcherError {
     /// Whether retrying the command later can succeed.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             FetcherError::UnknownSource(_) | FetcherError::InvalidPage(_) => false,
             FetcherError::Source(error) => matches!(error, SourceError::Registry(_)),
             FetcherError::Confluence(error) => error.is_transient(),
-            FetcherError::Bus(error) => !matches!(error, BusError::Event(_) | BusError::Config(_)),
+            FetcherError::Bus(error) => error.is_transient(),
             FetcherError::State { .. } => true,
-        }
-    }
-}
-
-impl From<FetcherError> for HandlerError {
-    fn from(error: FetcherError) -> Self {
-        if error.is_transient() {
-            HandlerError::transient(error)
-        } else {
-            HandlerError::permanent(error)
         }
     }
 }
@@ -127,6 +117,9 @@ pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
     // after ack_wait to another one.
     sync.ack_wait = Duration::from_secs(60);
     sync.max_deliveries = 10;
+    // A full sync of a large space under rate limits takes hours; a run that outlives this is
+    // taken as hung and redelivered (it resumes where it stopped).
+    sync.handler_timeout = Duration::from_secs(6 * 3600);
     let mut hints = StageConfig::new("fetcher-hints");
     hints.concurrency = 8;
     (sync, hints)

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
-use pagestream_bus::{Bus, Delivery, HandlerError, Stage, StageConfig};
+use pagestream_bus::{Bus, Delivery, HandlerError, ProgressSnapshots, Stage, StageConfig};
 use pagestream_events::{
     ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, SourceKey,
 };
@@ -61,14 +61,6 @@ projected! {
     PageDeleted => projection::apply_deleted, counts &[],
 }
 
-fn handler_error(error: ProjectionError) -> HandlerError {
-    if error.is_transient() {
-        HandlerError::transient(error)
-    } else {
-        HandlerError::permanent(error)
-    }
-}
-
 /// Applies a batch of events in one transaction with the stream's checkpoint. If the batch fails,
 /// each event is applied on its own, so that one bad event fails alone.
 pub async fn apply_batch<T: Projected>(
@@ -76,18 +68,17 @@ pub async fn apply_batch<T: Projected>(
     ids: &SourceIds,
     stream: &str,
     events: &[(&Envelope<T>, u64)],
-) -> Vec<Result<(), HandlerError>> {
+) -> Vec<Result<(), ProjectionError>> {
     match apply_in_transaction(pool, ids, stream, events).await {
         Ok(()) => return events.iter().map(|_| Ok(())).collect(),
-        Err(error) if events.len() == 1 => return vec![Err(handler_error(error))],
+        Err(error) if events.len() == 1 => return vec![Err(error)],
         Err(error) => {
             tracing::debug!(%error, "batch failed; applying its events one by one");
         }
     }
     let mut results = Vec::with_capacity(events.len());
     for event in events {
-        let single = apply_in_transaction(pool, ids, stream, std::slice::from_ref(event)).await;
-        results.push(single.map_err(handler_error));
+        results.push(apply_in_transaction(pool, ids, stream, std::slice::from_ref(event)).await);
     }
     results
 }
@@ -122,10 +113,41 @@ async fn apply_in_transaction<T: Projected>(
     Ok(())
 }
 
+/// What to do with an event whose source is not in the database: wait for the registry's
+/// projection to bring a source that is registered, drop the event of a source that is gone (its
+/// stream data was purged with it; the event would otherwise be retried for as long as an outage).
+async fn unknown_source(registry: &SourceRegistry, key: &SourceKey) -> Result<(), HandlerError> {
+    match registry.get(key).await {
+        Ok(Some(_)) => Err(HandlerError::transient(format!(
+            "source {key} is not projected yet"
+        ))),
+        Ok(None) => {
+            tracing::debug!(source = %key, "event of a removed source dropped");
+            metrics::counter!("pagestream_indexer_dropped_total", "reason" => "source_removed")
+                .increment(1);
+            Ok(())
+        }
+        Err(error) => Err(HandlerError::transient(error)),
+    }
+}
+
+/// The outcome of projecting one event.
+async fn outcome(
+    registry: &SourceRegistry,
+    result: Result<(), ProjectionError>,
+) -> Result<(), HandlerError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(ProjectionError::UnknownSource(key)) => unknown_source(registry, &key).await,
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The stage handler of one fact stream.
 struct ProjectionHandler<T> {
     pool: PgPool,
     ids: SourceIds,
+    registry: SourceRegistry,
     stream: String,
     _kind: std::marker::PhantomData<fn() -> T>,
 }
@@ -146,7 +168,29 @@ impl<T: Projected> Handler<T> for ProjectionHandler<T> {
         let results = apply_batch(&self.pool, &self.ids, &self.stream, &events).await;
         metrics::counter!("pagestream_indexer_events_total", "kind" => T::KIND.name())
             .increment(batch.len() as u64);
-        results
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(outcome(&self.registry, result).await);
+        }
+        outcomes
+    }
+}
+
+/// The stage handler of the sync-progress stream.
+struct ProgressHandler {
+    pool: PgPool,
+    ids: SourceIds,
+    registry: SourceRegistry,
+}
+
+impl Handler<ProgressSnapshots> for ProgressHandler {
+    async fn handle(&self, delivery: &Delivery<ProgressSnapshots>) -> Result<(), HandlerError> {
+        let applied: Result<_, ProjectionError> = async {
+            let mut conn = self.pool.acquire().await?;
+            projection::apply_progress(&mut conn, &self.ids, &delivery.event).await
+        }
+        .await;
+        outcome(&self.registry, applied.map(|_| ())).await
     }
 }
 
@@ -172,6 +216,7 @@ async fn run_stage<T: Projected>(
     bus: Bus,
     pool: PgPool,
     ids: SourceIds,
+    registry: SourceRegistry,
     config: IndexerConfig,
     cancel: CancellationToken,
 ) -> Result<(), pagestream_bus::BusError> {
@@ -188,6 +233,7 @@ async fn run_stage<T: Projected>(
     let handler = Arc::new(ProjectionHandler::<T> {
         pool,
         ids,
+        registry,
         stream,
         _kind: std::marker::PhantomData,
     });
@@ -246,86 +292,16 @@ pub async fn project_progress(
     bus: Bus,
     pool: PgPool,
     ids: SourceIds,
+    registry: SourceRegistry,
     cancel: CancellationToken,
-) -> Result<(), IndexerError> {
-    use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let stream = bus
-        .jetstream()
-        .get_stream(bus.streams().sync_progress())
-        .await
-        .map_err(|error| pagestream_bus::BusError::JetStream {
-            operation: "get stream",
-            reason: error.to_string(),
-        })?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("indexer-sync-progress".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| pagestream_bus::BusError::JetStream {
-            operation: "create consumer",
-            reason: error.to_string(),
-        })?;
-    while !cancel.is_cancelled() {
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "cannot pull progress; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "error item from the progress stream");
-                    continue;
-                }
-                None => break,
-            };
-            let outcome = match serde_json::from_slice::<pagestream_events::SyncProgress>(
-                &message.payload,
-            ) {
-                Ok(progress) => {
-                    let mut conn = match pool.acquire().await {
-                        Ok(conn) => conn,
-                        Err(error) => {
-                            tracing::warn!(%error, "database unavailable; progress retried later");
-                            let _ = message
-                                .ack_with(async_nats::jetstream::AckKind::Nak(Some(
-                                    Duration::from_secs(1),
-                                )))
-                                .await;
-                            continue;
-                        }
-                    };
-                    projection::apply_progress(&mut conn, &ids, &progress).await
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "unreadable progress snapshot dropped");
-                    Ok(false)
-                }
-            };
-            let ack = match outcome {
-                Ok(_) => async_nats::jetstream::AckKind::Ack,
-                Err(error) => {
-                    tracing::warn!(%error, "progress not projected yet; retrying");
-                    async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(1)))
-                }
-            };
-            if let Err(error) = message.ack_with(ack).await {
-                tracing::warn!(%error, "progress ack failed");
-            }
-        }
-    }
-    Ok(())
+) -> Result<(), pagestream_bus::BusError> {
+    let stage = Stage::<ProgressSnapshots>::new(bus, StageConfig::new("indexer-sync-progress"));
+    let handler = Arc::new(ProgressHandler {
+        pool,
+        ids,
+        registry,
+    });
+    stage.run(handler, cancel).await
 }
 
 /// Spawns every projection task of the indexer on `supervisor`.
@@ -340,11 +316,17 @@ pub fn spawn_all(
     let cancel = supervisor.token();
     supervisor.spawn(
         "sources",
-        project_sources(registry, pool.clone(), ids.clone(), cancel.clone()),
+        project_sources(registry.clone(), pool.clone(), ids.clone(), cancel.clone()),
     );
     supervisor.spawn(
         "sync-progress",
-        project_progress(bus.clone(), pool.clone(), ids.clone(), cancel.clone()),
+        project_progress(
+            bus.clone(),
+            pool.clone(),
+            ids.clone(),
+            registry.clone(),
+            cancel.clone(),
+        ),
     );
     supervisor.spawn(
         "page.changed",
@@ -352,6 +334,7 @@ pub fn spawn_all(
             bus.clone(),
             pool.clone(),
             ids.clone(),
+            registry.clone(),
             config.clone(),
             cancel.clone(),
         ),
@@ -362,6 +345,7 @@ pub fn spawn_all(
             bus.clone(),
             pool.clone(),
             ids.clone(),
+            registry.clone(),
             config.clone(),
             cancel.clone(),
         ),
@@ -372,12 +356,20 @@ pub fn spawn_all(
             bus.clone(),
             pool.clone(),
             ids.clone(),
+            registry.clone(),
             config.clone(),
             cancel.clone(),
         ),
     );
     supervisor.spawn(
         "page.deleted",
-        run_stage::<PageDeleted>(bus.clone(), pool.clone(), ids, config.clone(), cancel),
+        run_stage::<PageDeleted>(
+            bus.clone(),
+            pool.clone(),
+            ids,
+            registry,
+            config.clone(),
+            cancel,
+        ),
     );
 }

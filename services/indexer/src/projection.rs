@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pagestream_events::{
-    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, PageInfo, SourceKey,
+    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, PageInfo, Retryable, SourceKey,
     SyncProgress,
 };
 use sqlx::{PgConnection, PgPool};
@@ -29,10 +29,16 @@ pub enum ProjectionError {
     Store(#[from] pagestream_store::StoreError),
 }
 
-impl ProjectionError {
-    /// An unknown source or a database hiccup may pass; an invalid event will not.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, ProjectionError::Invalid(_))
+impl pagestream_events::Retryable for ProjectionError {
+    /// An unknown source or a database outage may pass; an invalid event or data the database
+    /// refuses will not.
+    fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::UnknownSource(_) => true,
+            ProjectionError::Invalid(_) => false,
+            ProjectionError::Database(error) => pagestream_store::is_transient(error),
+            ProjectionError::Store(error) => error.is_transient(),
+        }
     }
 }
 

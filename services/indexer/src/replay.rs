@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
-use pagestream_bus::{Bus, claim_check};
+use pagestream_bus::Bus;
 use pagestream_events::{
-    ChunksReady, Envelope, EventKind, PageChanged, PageConverted, PageDeleted, RawEvent,
+    ChunksReady, Envelope, EventKind, PageChanged, PageConverted, PageDeleted,
 };
 use pagestream_sources::SourceRegistry;
 use sqlx::PgPool;
@@ -214,18 +214,14 @@ async fn read_batches<T: Projected>(
             .map_err(|error| jetstream_error("message info", error))?;
         // Purges leave gaps, so the last sequence may never come: stop when nothing is pending.
         done = sequence >= last_sequence || pending == 0;
-        let body = claim_check::resolve(
-            &bus,
-            &message.subject,
-            message.headers.as_ref(),
-            message.payload.clone(),
-        )
-        .await;
-        match body.map_err(|error| error.to_string()).and_then(|body| {
-            RawEvent::from_json(&body)
-                .and_then(RawEvent::into_typed::<T>)
-                .map_err(|error| error.to_string())
-        }) {
+        match bus
+            .read::<T>(
+                &message.subject,
+                message.headers.as_ref(),
+                message.payload.clone(),
+            )
+            .await
+        {
             Ok(event) => batch.push((event, sequence)),
             Err(error) => {
                 tracing::warn!(subject = %message.subject, sequence, %error, "event skipped by replay");

@@ -374,3 +374,106 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
             .expect("count");
     assert_eq!(deleted_pages, (pages / 10) as i64);
 }
+
+fn progress(run_id: uuid::Uuid) -> SyncProgress {
+    SyncProgress {
+        source: source(),
+        run_id,
+        mode: SyncMode::Full,
+        status: SyncStatus::Running,
+        pages_seen: 3,
+        pages_changed: 2,
+        pages_deleted: 0,
+        pages_failed: 0,
+        requests: 4,
+        rate_limit_wait_ms: 0,
+        started_at: Utc::now(),
+        finished_at: None,
+        last_error: None,
+        updated_at: Utc::now(),
+    }
+}
+
+/// The progress projection runs on the stage runner: a snapshot of a removed source is settled
+/// (dropped), not nak'd for the stream's 30 days.
+#[tokio::test]
+async fn progress_of_a_removed_source_is_dropped_not_retried() {
+    let bus: Bus = pagestream_testkit::bus().await;
+    let registry = SourceRegistry::open(&bus).await.expect("registry");
+    registry.put(&record()).await.expect("put source");
+    let (pool, _) = pagestream_testkit::database().await;
+    let supervisor = pagestream_telemetry::Supervisor::new();
+    pagestream_indexer::spawn_all(
+        &supervisor,
+        &bus,
+        registry.clone(),
+        &pool,
+        &IndexerConfig::default(),
+    );
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    let eventually = |what: &'static str, sql: &'static str, expected: i64| {
+        let count = count.clone();
+        async move {
+            for _ in 0..300 {
+                if count(sql).await == expected {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("timed out waiting for {what}");
+        }
+    };
+
+    bus.publish_progress(&progress(uuid::Uuid::new_v4()))
+        .await
+        .expect("publish");
+    eventually("the first run", "SELECT count(*) FROM sync_runs", 1).await;
+    registry.remove(&source()).await.expect("remove source");
+    eventually("the source's removal", "SELECT count(*) FROM sources", 0).await;
+
+    bus.publish_progress(&progress(uuid::Uuid::new_v4()))
+        .await
+        .expect("publish");
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.streams().sync_progress())
+        .await
+        .expect("stream");
+    let mut settled = false;
+    for _ in 0..100 {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer("indexer-sync-progress")
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled,
+        "the snapshot of the removed source is still pending"
+    );
+    assert_eq!(count("SELECT count(*) FROM sync_runs").await, 0);
+    assert!(
+        pagestream_bus::dead_letter::list(&bus, 10)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+    supervisor.token().cancel();
+    supervisor
+        .run(Duration::from_secs(10))
+        .await
+        .expect("stops");
+}

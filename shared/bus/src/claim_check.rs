@@ -71,7 +71,9 @@ pub async fn resolve(
     let store = bucket(bus).await?;
     let mut object = store.get(&name).await.map_err(|error| {
         if matches!(error.kind(), GetErrorKind::NotFound) {
-            claim_error(&name, format!("object for {subject} is gone"))
+            BusError::PayloadGone {
+                subject: subject.to_owned(),
+            }
         } else {
             claim_error(&name, error)
         }

@@ -1,29 +1,83 @@
-//! A stage's consumer runner: a durable pull consumer shared by every replica of the stage.
+//! A stage's consumer runner: a durable pull consumer shared by every replica of the stage, the
+//! one loop every consumer of Pagestream runs on (CloudEvents and plain JSON snapshots alike, see
+//! [`Decode`]).
 //!
-//! The handler's result decides the acknowledgement: done → ack (after the handler's own output is
-//! durable, since the handler awaits its publishes); transient → nak with a growing delay; permanent →
-//! term plus a dead-letter record. An event that keeps failing transiently, or that was delivered
-//! more than `max_deliveries` times without an outcome (a crashing replica), is dead-lettered too.
-//! Long work is kept alive with in-progress acks. Error items from the message stream are logged and
-//! skipped. On cancellation the runner stops pulling, finishes what is in flight (bounded by
-//! `shutdown_grace`), and naks what it had pulled but not started so another replica takes it.
+//! - The runner pulls only as many messages as it starts at once (a free slot pulls up to one
+//!   batch), so no message waits in a buffer while its ack wait runs out.
+//! - Messages in hand, running or waiting for a retry, are kept alive with in-progress acks by a
+//!   task that lives exactly as long as the batch's handling does.
+//! - The handler's result decides the acknowledgement: done → ack (after the handler's own output
+//!   is durable, since the handler awaits its publishes); permanent → a dead-letter record, then
+//!   term; transient → an outage: the batch keeps its slot and is retried with capped backoff for
+//!   up to `retry_for` (a day by default), so a stage whose dependency is down stops pulling rather
+//!   than emptying its stream into the dead-letter stream.
+//! - A handler that panics or outlives `handler_timeout` gives no outcome: the event is nak'd and
+//!   redelivered, and one delivered more than `max_deliveries` times without an outcome (it crashes
+//!   or hangs every replica) is dead-lettered.
+//! - On cancellation the runner stops pulling, naks what waits for a retry, lets what runs finish
+//!   within `shutdown_grace`, then naks the rest, so another replica takes it at once.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::message::Message;
-use futures::StreamExt;
-use pagestream_events::Payload;
-use pagestream_events::{Envelope, EventError, RawEvent};
+use async_nats::jetstream::message::{Acker, Message};
+use futures::{FutureExt, StreamExt};
+use pagestream_events::{Envelope, Payload, Retryable};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
-use crate::{Bus, BusError, claim_check, dead_letter, trace};
+use crate::{Bus, BusError, dead_letter, trace};
+
+/// What a stage consumes: the stream its messages are on and how to read one. Every event kind
+/// is one (its messages are CloudEvents); [`crate::ProgressSnapshots`] reads plain JSON.
+pub trait Decode: Send + Sync + 'static {
+    /// What a handler receives.
+    type Event: Send + Sync + 'static;
+
+    /// For logs.
+    fn name() -> &'static str;
+
+    fn stream(bus: &Bus) -> String;
+
+    /// The subjects a stage of this kind consumes unless told otherwise.
+    fn subjects(bus: &Bus) -> String;
+
+    /// Decodes a message body (its claim check already resolved).
+    fn decode(body: &[u8]) -> Result<Self::Event, BusError>;
+
+    /// Names the event in logs and spans.
+    fn event_id(event: &Self::Event) -> String;
+}
+
+impl<T: Payload> Decode for T {
+    type Event = Envelope<T>;
+
+    fn name() -> &'static str {
+        T::KIND.name()
+    }
+
+    fn stream(bus: &Bus) -> String {
+        bus.streams().for_kind(T::KIND)
+    }
+
+    fn subjects(bus: &Bus) -> String {
+        bus.subjects().all_of(T::KIND)
+    }
+
+    fn decode(body: &[u8]) -> Result<Envelope<T>, BusError> {
+        Ok(Envelope::from_json(body)?)
+    }
+
+    fn event_id(event: &Envelope<T>) -> String {
+        event.id.to_string()
+    }
+}
 
 /// What a handler reports when it could not finish an event.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,30 +100,33 @@ impl HandlerError {
     }
 }
 
-impl From<BusError> for HandlerError {
-    /// Failing to publish or read the bus is worth retrying; a malformed event is not.
-    fn from(error: BusError) -> Self {
-        match error {
-            BusError::Event(_) | BusError::Config(_) => Self::permanent(error),
-            _ => Self::transient(error),
+/// Every stage's error converts by its one classification.
+impl<E: Retryable + std::fmt::Display> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        if error.is_transient() {
+            Self::transient(error)
+        } else {
+            Self::permanent(error)
         }
     }
 }
 
 /// One event handed to a handler.
 #[derive(Debug)]
-pub struct Delivery<T> {
-    pub event: Envelope<T>,
+pub struct Delivery<T: Decode> {
+    pub event: T::Event,
     pub subject: String,
     pub stream_sequence: u64,
     /// 1 on the first delivery.
     pub delivered: u64,
+    /// 1 on the first try of this delivery; one more after each transient failure.
+    pub attempt: u32,
     /// The span of this event's handling, a child of the publisher's span.
     pub span: Span,
 }
 
 /// A stage's logic. Implement `handle`; batch-minded stages override `handle_batch` too.
-pub trait Handler<T: Payload>: Send + Sync + 'static {
+pub trait Handler<T: Decode>: Send + Sync + 'static {
     fn handle(
         &self,
         delivery: &Delivery<T>,
@@ -101,14 +158,23 @@ pub struct StageConfig {
     pub max_batch: usize,
     /// How long to wait for more events to fill a batch.
     pub batch_linger: Duration,
-    /// Deliveries before an event that keeps failing goes to the dead-letter stream.
+    /// Deliveries without an outcome (the handler panicked, hung or its replica died) before the
+    /// event goes to the dead-letter stream.
     pub max_deliveries: u64,
-    /// The server redelivers an event not acknowledged within this time.
+    /// The server redelivers an event not acknowledged within this time; events in hand are kept
+    /// alive with in-progress acks.
     pub ack_wait: Duration,
-    /// Nak delay after the first failure; doubles with each delivery up to `max_retry_delay`.
+    /// Wait after the first transient failure; doubles with each further one up to
+    /// `max_retry_delay`.
     pub retry_delay: Duration,
     pub max_retry_delay: Duration,
-    /// How long shutdown waits for in-flight events.
+    /// How long an event that keeps failing transiently (an outage) is retried before it goes to
+    /// the dead-letter stream: as long as an operator would wait.
+    pub retry_for: Duration,
+    /// A handler that has not finished a batch within this time is abandoned and the batch
+    /// redelivered (a delivery without an outcome).
+    pub handler_timeout: Duration,
+    /// How long shutdown waits for in-flight events before it naks them.
     pub shutdown_grace: Duration,
 }
 
@@ -124,17 +190,23 @@ impl StageConfig {
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(60),
+            retry_for: Duration::from_secs(24 * 3600),
+            handler_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(20),
         }
     }
 
-    fn nak_delay(&self, delivered: u64) -> Duration {
-        let exponent = delivered.saturating_sub(1).min(16) as u32;
+    /// The wait before try `attempt + 1`.
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
         self.retry_delay
             .saturating_mul(2u32.saturating_pow(exponent))
             .min(self.max_retry_delay)
     }
 }
+
+/// How long the runner waits for a message in one pull request when none is available.
+const PULL_WAIT: Duration = Duration::from_secs(5);
 
 /// A stage's consumer on the bus.
 pub struct Stage<T> {
@@ -143,7 +215,7 @@ pub struct Stage<T> {
     _kind: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: Payload> Stage<T> {
+impl<T: Decode> Stage<T> {
     pub fn new(bus: Bus, config: StageConfig) -> Self {
         Self {
             bus,
@@ -156,12 +228,17 @@ impl<T: Payload> Stage<T> {
     pub async fn consumer(
         &self,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
-        let stream = self.bus.stream(T::KIND).await?;
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(T::stream(&self.bus))
+            .await
+            .map_err(|error| BusError::jetstream("get stream", error))?;
         let filter = self
             .config
             .filter
             .clone()
-            .unwrap_or_else(|| self.bus.subjects().all_of(T::KIND));
+            .unwrap_or_else(|| T::subjects(&self.bus));
         let max_ack_pending = (self.config.concurrency * self.config.max_batch * 2).max(64);
         stream
             .create_consumer(pull::Config {
@@ -210,78 +287,50 @@ impl<T: Payload> Stage<T> {
     ) -> Result<(), BusError> {
         let mut consumer = self.consumer().await?;
         let config = &self.config;
-        let prefetch = config.concurrency * config.max_batch;
-        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let tracker = TaskTracker::new();
-        tracing::info!(stage = %config.name, kind = T::KIND.name(), "consuming");
+        // Fires when the shutdown grace is over: what still runs is nak'd.
+        let abandon = CancellationToken::new();
+        tracing::info!(stage = %config.name, kind = T::name(), "consuming");
 
-        'pull: while !cancel.is_cancelled() {
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(prefetch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
+        loop {
+            let slot = tokio::select! {
+                () = cancel.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let batch = match pull(&consumer, config, &cancel).await {
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(stage = %config.name, %error, "cannot pull; retrying");
                     if !self
-                        .recover(&mut consumer, Duration::from_secs(1), &cancel)
+                        .recover(&mut consumer, Duration::from_millis(500), &cancel)
                         .await
                     {
-                        break 'pull;
+                        break;
                     }
-                    continue 'pull;
+                    continue;
                 }
             };
-            loop {
-                let slot = tokio::select! {
-                    () = cancel.cancelled() => break 'pull,
-                    slot = slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break 'pull,
-                    },
-                };
-                let first = tokio::select! {
-                    () = cancel.cancelled() => break 'pull,
-                    next = messages.next() => next,
-                };
-                let mut batch = match first {
-                    Some(Ok(message)) => vec![message],
-                    Some(Err(error)) => {
-                        tracing::warn!(stage = %config.name, %error, "error item from the message stream; pulling again");
-                        if !self
-                            .recover(&mut consumer, Duration::from_millis(500), &cancel)
-                            .await
-                        {
-                            break 'pull;
-                        }
-                        continue 'pull;
-                    }
-                    // The server ended the pull: start a new one.
-                    None => continue 'pull,
-                };
-                while batch.len() < config.max_batch {
-                    match tokio::time::timeout(config.batch_linger, messages.next()).await {
-                        Ok(Some(Ok(message))) => batch.push(message),
-                        Ok(Some(Err(error))) => {
-                            // The next read meets the stream's state and deals with it.
-                            tracing::warn!(stage = %config.name, %error, "error item from the message stream");
-                            break;
-                        }
-                        _ => break,
-                    }
-                }
-                let bus = self.bus.clone();
-                let config = self.config.clone();
-                let handler = handler.clone();
-                tracker.spawn(async move {
-                    process_batch::<T, H>(&bus, &config, handler.as_ref(), batch).await;
-                    drop(slot);
-                });
+            if cancel.is_cancelled() {
+                nak_all(config, batch.iter()).await;
+                break;
             }
+            if batch.is_empty() {
+                continue;
+            }
+            let bus = self.bus.clone();
+            let config = self.config.clone();
+            let handler = handler.clone();
+            let cancel = cancel.clone();
+            let abandon = abandon.clone();
+            tracker.spawn(async move {
+                process_batch::<T, H>(&bus, &config, handler.as_ref(), batch, &cancel, &abandon)
+                    .await;
+                drop(slot);
+            });
         }
 
         tracker.close();
@@ -289,36 +338,92 @@ impl<T: Payload> Stage<T> {
             .await
             .is_err()
         {
-            tracing::warn!(stage = %config.name, "shutdown grace elapsed with events in flight; they will be redelivered");
+            tracing::warn!(stage = %config.name, "shutdown grace elapsed with events in flight; nak'ing them");
+            abandon.cancel();
+            tracker.wait().await;
         }
         tracing::info!(stage = %config.name, "stopped consuming");
         Ok(())
     }
 }
 
+/// Pulls at most one batch: what is available now, else waits for one message (up to
+/// [`PULL_WAIT`], or until cancelled) and lingers for more. Empty when nothing came.
+async fn pull(
+    consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
+    config: &StageConfig,
+    cancel: &CancellationToken,
+) -> Result<Vec<Message>, BusError> {
+    let max_batch = config.max_batch.max(1);
+    let mut batch = fetch_available(consumer, max_batch).await?;
+    if batch.is_empty() {
+        let waiting = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_WAIT)
+            .messages()
+            .await
+            .map_err(|error| BusError::jetstream("pull", error))?;
+        let mut waiting = std::pin::pin!(waiting);
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(batch),
+            next = waiting.next() => match next {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(error)) => return Err(BusError::jetstream("pull", error)),
+                None => return Ok(batch),
+            },
+        }
+        if max_batch > 1 {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(batch),
+                () = tokio::time::sleep(config.batch_linger) => {}
+            }
+        }
+    }
+    if batch.len() < max_batch {
+        batch.extend(fetch_available(consumer, max_batch - batch.len()).await?);
+    }
+    Ok(batch)
+}
+
+/// Up to `max` messages that are available now, without waiting.
+async fn fetch_available(
+    consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
+    max: usize,
+) -> Result<Vec<Message>, BusError> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(max)
+        .messages()
+        .await
+        .map_err(|error| BusError::jetstream("fetch", error))?;
+    let mut batch = Vec::new();
+    while let Some(message) = messages.next().await {
+        batch.push(message.map_err(|error| BusError::jetstream("fetch", error))?);
+    }
+    Ok(batch)
+}
+
 /// Decodes a message into a typed delivery.
-async fn decode<T: Payload>(
+async fn decode<T: Decode>(
     bus: &Bus,
     config: &StageConfig,
     message: &Message,
     stream_sequence: u64,
     delivered: u64,
 ) -> Result<Delivery<T>, BusError> {
-    let body = claim_check::resolve(
-        bus,
-        &message.subject,
-        message.headers.as_ref(),
-        message.payload.clone(),
-    )
-    .await?;
-    let event: Envelope<T> = RawEvent::from_json(&body)
-        .and_then(RawEvent::into_typed)
-        .map_err(BusError::from)?;
+    let event = bus
+        .read::<T>(
+            &message.subject,
+            message.headers.as_ref(),
+            message.payload.clone(),
+        )
+        .await?;
     let span = tracing::info_span!(
         "handle",
         stage = %config.name,
         subject = %message.subject,
-        event_id = %event.id,
+        event_id = %T::event_id(&event),
         delivered,
     );
     trace::set_parent(&span, message.headers.as_ref());
@@ -327,17 +432,55 @@ async fn decode<T: Payload>(
         subject: message.subject.to_string(),
         stream_sequence,
         delivered,
+        attempt: 1,
         span,
     })
 }
 
-async fn process_batch<T: Payload, H: Handler<T>>(
+/// Sends in-progress acks for `ackers` every third of the ack wait; never returns, so it lives
+/// exactly as long as the future it is raced with.
+async fn keep_alive(ackers: Vec<Acker>, ack_wait: Duration) {
+    let mut ticker = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(10)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        for acker in &ackers {
+            let _ = acker.ack_with(AckKind::Progress).await;
+        }
+    }
+}
+
+/// Runs `work` while keeping `messages` alive.
+async fn kept_alive<F: Future>(messages: &[Message], ack_wait: Duration, work: F) -> F::Output {
+    let ackers = messages
+        .iter()
+        .map(|message| message.clone().split().1)
+        .collect();
+    tokio::select! {
+        output = work => output,
+        () = keep_alive(ackers, ack_wait) => unreachable!("keep_alive never returns"),
+    }
+}
+
+/// How one try of a batch ended.
+enum Attempt {
+    Results(Vec<Result<(), HandlerError>>),
+    /// Panicked or timed out: no outcome.
+    NoOutcome(String),
+    /// Still running when the shutdown grace ran out.
+    Abandoned,
+}
+
+async fn process_batch<T: Decode, H: Handler<T>>(
     bus: &Bus,
     config: &StageConfig,
     handler: &H,
     messages: Vec<Message>,
+    cancel: &CancellationToken,
+    abandon: &CancellationToken,
 ) {
-    let mut pending = Vec::with_capacity(messages.len());
+    // The messages of `deliveries`, in the same order.
+    let mut in_hand = Vec::with_capacity(messages.len());
     let mut deliveries = Vec::with_capacity(messages.len());
     for message in messages {
         let (stream_sequence, delivered) = match message.info() {
@@ -355,112 +498,210 @@ async fn process_batch<T: Payload, H: Handler<T>>(
             give_up(bus, config, &message, stream_sequence, delivered, &reason).await;
             continue;
         }
-        match decode::<T>(bus, config, &message, stream_sequence, delivered).await {
+        match kept_alive(
+            std::slice::from_ref(&message),
+            config.ack_wait,
+            decode::<T>(bus, config, &message, stream_sequence, delivered),
+        )
+        .await
+        {
             Ok(delivery) => {
                 deliveries.push(delivery);
-                pending.push(message);
+                in_hand.push(message);
             }
-            Err(error @ BusError::Event(_)) => {
-                give_up(
-                    bus,
-                    config,
-                    &message,
-                    stream_sequence,
-                    delivered,
-                    &error.to_string(),
-                )
-                .await;
+            Err(error) if !error.is_transient() => {
+                let reason = error.to_string();
+                give_up(bus, config, &message, stream_sequence, delivered, &reason).await;
             }
             Err(error) => {
-                let outcome = HandlerError::transient(error);
-                settle(
-                    bus,
-                    config,
-                    &message,
-                    stream_sequence,
-                    delivered,
-                    Err(outcome),
-                )
-                .await;
+                // The bus itself is out: another try later, by redelivery.
+                tracing::warn!(stage = %config.name, %error, "cannot read the event; retrying later");
+                nak(config, &message, Some(config.retry_delay)).await;
             }
         }
     }
+
     if deliveries.is_empty() {
         return;
     }
-
-    // In-progress acks keep long work from being redelivered to another replica.
-    let keep_alive = {
-        let acks: Vec<_> = pending
-            .iter()
-            .map(|message| message.clone().split().1)
-            .collect();
-        let every = config.ack_wait / 3;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                for acker in &acks {
-                    let _ = acker.ack_with(AckKind::Progress).await;
-                }
-            }
-        })
-    };
-    let mut results = handler.handle_batch(&deliveries).await;
-    keep_alive.abort();
-    results.resize_with(deliveries.len(), || {
-        Err(HandlerError::permanent(
-            "handler returned no result for this event",
-        ))
-    });
-
-    for ((message, delivery), result) in pending.iter().zip(&deliveries).zip(results) {
-        let _entered = delivery.span.enter();
-        settle(
-            bus,
-            config,
-            message,
-            delivery.stream_sequence,
-            delivery.delivered,
-            result,
-        )
-        .await;
+    // One keep-alive for as long as any of them is in hand (in-progress acks for the ones settled
+    // meanwhile are ignored by the server).
+    let ackers = in_hand
+        .iter()
+        .map(|message| message.clone().split().1)
+        .collect();
+    tokio::select! {
+        () = handle(bus, config, handler, in_hand, deliveries, cancel, abandon) => {}
+        () = keep_alive(ackers, config.ack_wait) => unreachable!("keep_alive never returns"),
     }
 }
 
-/// Acknowledges a message according to its outcome.
-async fn settle(
+/// Runs the handler over a batch until each event is settled: done, dead-lettered, given back
+/// (no outcome, shutdown), or retried after transient failures for up to `retry_for`.
+async fn handle<T: Decode, H: Handler<T>>(
     bus: &Bus,
     config: &StageConfig,
-    message: &Message,
-    stream_sequence: u64,
-    delivered: u64,
-    result: Result<(), HandlerError>,
+    handler: &H,
+    mut in_hand: Vec<Message>,
+    mut deliveries: Vec<Delivery<T>>,
+    cancel: &CancellationToken,
+    abandon: &CancellationToken,
 ) {
+    let mut first_failure: Option<Instant> = None;
+    while !deliveries.is_empty() {
+        let attempt = async {
+            let run = AssertUnwindSafe(handler.handle_batch(&deliveries)).catch_unwind();
+            let run = tokio::time::timeout(config.handler_timeout, run);
+            let finished = tokio::select! {
+                finished = run => finished,
+                () = abandon.cancelled() => return Attempt::Abandoned,
+            };
+            match finished {
+                Ok(Ok(results)) => Attempt::Results(results),
+                Ok(Err(panic)) => Attempt::NoOutcome(format!(
+                    "handler panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
+                Err(_) => Attempt::NoOutcome(format!(
+                    "handler did not finish within {:?}",
+                    config.handler_timeout
+                )),
+            }
+        }
+        .await;
+        let mut results = match attempt {
+            Attempt::Results(results) => results,
+            Attempt::Abandoned => {
+                // The shutdown grace is over: another replica takes them now.
+                nak_all(config, in_hand.iter()).await;
+                return;
+            }
+            Attempt::NoOutcome(reason) => {
+                tracing::error!(stage = %config.name, %reason, "no outcome; the batch will be redelivered");
+                metrics::counter!("pagestream_events_total", "stage" => config.name.clone(), "outcome" => "no_outcome").increment(deliveries.len() as u64);
+                let messages = std::mem::take(&mut in_hand);
+                nak_all_after(config, messages.iter(), Some(config.retry_delay)).await;
+                return;
+            }
+        };
+        results.resize_with(deliveries.len(), || {
+            Err(HandlerError::permanent(
+                "handler returned no result for this event",
+            ))
+        });
+
+        let messages = std::mem::take(&mut in_hand);
+        let mut retry = Vec::new();
+        let mut reasons = Vec::new();
+        for ((message, delivery), result) in messages.into_iter().zip(deliveries).zip(results) {
+            let span = delivery.span.clone();
+            match result {
+                Ok(()) => ack(config, &message).instrument(span).await,
+                Err(HandlerError::Permanent(reason)) => {
+                    give_up(
+                        bus,
+                        config,
+                        &message,
+                        delivery.stream_sequence,
+                        delivery.delivered,
+                        &reason,
+                    )
+                    .instrument(span)
+                    .await;
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    in_hand.push(message);
+                    reasons.push(reason);
+                    retry.push(delivery);
+                }
+            }
+        }
+        deliveries = retry;
+        if deliveries.is_empty() {
+            return;
+        }
+
+        let attempt = deliveries[0].attempt;
+        let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+        if failing_for >= config.retry_for {
+            let messages = std::mem::take(&mut in_hand);
+            for ((message, delivery), reason) in messages.iter().zip(&deliveries).zip(&reasons) {
+                let reason = format!(
+                    "gave up after {attempt} tries over {}s of transient failures: {reason}",
+                    failing_for.as_secs()
+                );
+                give_up(
+                    bus,
+                    config,
+                    message,
+                    delivery.stream_sequence,
+                    delivery.delivered,
+                    &reason,
+                )
+                .await;
+            }
+            return;
+        }
+        let delay = config.retry_delay(attempt);
+        metrics::counter!("pagestream_events_total", "stage" => config.name.clone(), "outcome" => "retried").increment(deliveries.len() as u64);
+        tracing::warn!(
+            stage = %config.name,
+            events = deliveries.len(),
+            attempt,
+            failing_for_s = failing_for.as_secs(),
+            retry_in_ms = delay.as_millis() as u64,
+            reason = %reasons[0],
+            "transient failure; retrying"
+        );
+        let waited = tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        };
+        if !waited {
+            // Shutting down: another replica takes them now.
+            nak_all(config, in_hand.iter()).await;
+            return;
+        }
+        for delivery in &mut deliveries {
+            delivery.attempt += 1;
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+async fn ack(config: &StageConfig, message: &Message) {
     let stage = config.name.as_str();
-    match result {
-        Ok(()) => {
-            metrics::counter!("pagestream_events_total", "stage" => stage.to_owned(), "outcome" => "done").increment(1);
-            if let Err(error) = message.double_ack().await {
-                tracing::warn!(stage, %error, "ack failed; the event will be redelivered");
-            }
-        }
-        Err(HandlerError::Transient(reason)) if delivered < config.max_deliveries => {
-            let delay = config.nak_delay(delivered);
-            metrics::counter!("pagestream_events_total", "stage" => stage.to_owned(), "outcome" => "retried").increment(1);
-            tracing::warn!(stage, delivered, retry_in_ms = delay.as_millis() as u64, %reason, "transient failure");
-            if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                tracing::warn!(stage, %error, "nak failed; the event will be redelivered after ack wait");
-            }
-        }
-        Err(HandlerError::Transient(reason)) => {
-            let reason = format!("gave up after {delivered} deliveries: {reason}");
-            give_up(bus, config, message, stream_sequence, delivered, &reason).await;
-        }
-        Err(HandlerError::Permanent(reason)) => {
-            give_up(bus, config, message, stream_sequence, delivered, &reason).await;
-        }
+    metrics::counter!("pagestream_events_total", "stage" => stage.to_owned(), "outcome" => "done")
+        .increment(1);
+    if let Err(error) = message.double_ack().await {
+        tracing::warn!(stage, %error, "ack failed; the event will be redelivered");
+    }
+}
+
+async fn nak(config: &StageConfig, message: &Message, delay: Option<Duration>) {
+    if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
+        tracing::warn!(stage = %config.name, %error, "nak failed; the event will be redelivered after ack wait");
+    }
+}
+
+async fn nak_all(config: &StageConfig, messages: impl Iterator<Item = &Message>) {
+    nak_all_after(config, messages, None).await;
+}
+
+async fn nak_all_after(
+    config: &StageConfig,
+    messages: impl Iterator<Item = &Message>,
+    delay: Option<Duration>,
+) {
+    for message in messages {
+        nak(config, message, delay).await;
     }
 }
 
@@ -485,15 +726,7 @@ async fn give_up(
         }
         Err(error) => {
             tracing::error!(stage, %error, "cannot store the dead letter; retrying the event later");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(config.max_retry_delay)))
-                .await;
+            nak(config, message, Some(config.max_retry_delay)).await;
         }
-    }
-}
-
-impl From<EventError> for HandlerError {
-    fn from(error: EventError) -> Self {
-        Self::permanent(error)
     }
 }

@@ -16,12 +16,14 @@ pub mod trace;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
-use pagestream_events::Payload;
-use pagestream_events::{Envelope, EventKind, PageId, RawEvent, SourceKey, Subjects, SyncProgress};
+use pagestream_events::{
+    Envelope, EventKind, PageId, Payload, Retryable, SourceKey, Subjects, SyncProgress,
+};
 
-pub use consumer::{Delivery, HandlerError, Stage, StageConfig};
+pub use consumer::{Decode, Delivery, HandlerError, Stage, StageConfig};
 pub use dead_letter::DeadLetter;
 pub use topology::StreamNames;
 
@@ -68,6 +70,26 @@ pub enum BusError {
     Event(#[from] pagestream_events::EventError),
     #[error("claim check {name:?}: {reason}")]
     ClaimCheck { name: String, reason: String },
+    /// The claim-checked payload of a message was removed (its page or source was purged).
+    #[error("the payload of {subject} is gone")]
+    PayloadGone { subject: String },
+    #[error("undecodable message: {0}")]
+    Decode(String),
+}
+
+impl Retryable for BusError {
+    /// NATS being out or slow passes; a bad event or configuration does not.
+    fn is_transient(&self) -> bool {
+        match self {
+            BusError::Connect { .. } | BusError::JetStream { .. } | BusError::ClaimCheck { .. } => {
+                true
+            }
+            BusError::Config(_)
+            | BusError::Event(_)
+            | BusError::PayloadGone { .. }
+            | BusError::Decode(_) => false,
+        }
+    }
 }
 
 impl BusError {
@@ -85,6 +107,30 @@ pub struct Published {
     pub stream_sequence: u64,
     /// The server already held a message with this id (inside the duplicate window).
     pub duplicate: bool,
+    /// The stream holds a newer version of this fact for the page (at `stream_sequence`): nothing
+    /// was published.
+    pub superseded: bool,
+}
+
+/// Header of fact messages: the page version they state, read by the publish guard.
+pub const VERSION_HEADER: &str = "Pagestream-Version";
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    ClaimCheck(BusError),
+    #[error(transparent)]
+    Publish(#[from] async_nats::jetstream::context::PublishError),
+}
+
+impl From<SendError> for BusError {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::ClaimCheck(error) => error,
+            SendError::Publish(error) => BusError::jetstream("publish", error),
+        }
+    }
 }
 
 /// A connected bus: JetStream context, subjects and stream names under one root.
@@ -143,7 +189,8 @@ impl Bus {
     }
 
     /// Publishes an event and waits until JetStream has stored it. The current span's trace context
-    /// goes with it, in the headers and in the `traceparent` extension.
+    /// goes with it, in the headers and in the `traceparent` extension. A fact older than the one
+    /// its stream holds for the page is not published ([`Published::superseded`]).
     pub async fn publish<T: Payload>(&self, envelope: &Envelope<T>) -> Result<Published, BusError> {
         let mut headers = HeaderMap::new();
         trace::inject(&mut headers);
@@ -154,9 +201,79 @@ impl Bus {
         let subject =
             self.subjects
                 .for_event(T::KIND, envelope.data.source(), envelope.data.page_id());
-        let body = envelope.to_json_traced(traceparent.as_deref())?;
-        self.publish_bytes(subject, envelope.id.to_string(), headers, Bytes::from(body))
-            .await
+        let body = Bytes::from(envelope.to_json_traced(traceparent.as_deref())?);
+        let id = envelope.id.to_string();
+        match envelope.data.version() {
+            Some(version) if !topology::is_command(T::KIND) => {
+                self.publish_fact(T::KIND, subject, id, headers, body, version)
+                    .await
+            }
+            _ => self.publish_bytes(subject, id, headers, body).await,
+        }
+    }
+
+    /// Publishes version `version` of a page's fact unless the stream holds a newer one, expecting
+    /// the subject's last sequence to be the one just read: of two replicas publishing
+    /// back-to-back versions at once, the one that loses the race reads again and either
+    /// publishes after the winner or finds itself superseded. The fact never moves backwards.
+    async fn publish_fact(
+        &self,
+        kind: EventKind,
+        subject: String,
+        message_id: String,
+        mut headers: HeaderMap,
+        body: Bytes,
+        version: u64,
+    ) -> Result<Published, BusError> {
+        const RACES: usize = 16;
+        let stream = self.stream(kind).await?;
+        headers.insert(VERSION_HEADER, version.to_string().as_str());
+        for _ in 0..RACES {
+            let last = match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => Some(message),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    None
+                }
+                Err(error) => return Err(BusError::jetstream("get last message", error)),
+            };
+            let last_sequence = last.as_ref().map_or(0, |message| message.sequence);
+            let last_version = last
+                .as_ref()
+                .and_then(|message| message.headers.get(VERSION_HEADER))
+                .and_then(|value| value.as_str().parse::<u64>().ok());
+            if last_version.is_some_and(|last| last > version) {
+                return Ok(Published {
+                    stream_sequence: last_sequence,
+                    duplicate: false,
+                    superseded: true,
+                });
+            }
+            let mut headers = headers.clone();
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                last_sequence.to_string().as_str(),
+            );
+            match self
+                .send(subject.clone(), message_id.clone(), headers, body.clone())
+                .await
+            {
+                Err(SendError::Publish(error))
+                    if error.kind() == PublishErrorKind::WrongLastSequence =>
+                {
+                    continue;
+                }
+                result => return result.map_err(BusError::from),
+            }
+        }
+        Err(BusError::jetstream(
+            "publish",
+            format!("{subject} changed {RACES} times while publishing"),
+        ))
     }
 
     /// Publishes already-encoded bytes under a message id (also used to retry dead letters).
@@ -164,21 +281,34 @@ impl Bus {
         &self,
         subject: String,
         message_id: String,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<Published, BusError> {
-        let body = claim_check::store_if_large(self, &subject, &mut headers, body).await?;
+        Ok(self.send(subject, message_id, headers, body).await?)
+    }
+
+    async fn send(
+        &self,
+        subject: String,
+        message_id: String,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Published, SendError> {
+        let body = claim_check::store_if_large(self, &subject, &mut headers, body)
+            .await
+            .map_err(SendError::ClaimCheck)?;
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
         let ack = self
             .jetstream
             .publish_with_headers(subject, headers, body)
             .await
-            .map_err(|error| BusError::jetstream("publish", error))?
+            .map_err(SendError::Publish)?
             .await
-            .map_err(|error| BusError::jetstream("publish ack", error))?;
+            .map_err(SendError::Publish)?;
         Ok(Published {
             stream_sequence: ack.sequence,
             duplicate: ack.duplicate,
+            superseded: false,
         })
     }
 
@@ -203,6 +333,18 @@ impl Bus {
             .map_err(|error| BusError::jetstream("create key-value bucket", error))
     }
 
+    /// Reads a message of a `T` stream: resolves its claim check, then decodes it. Every reader
+    /// (stages, [`Bus::last_for_page`], replay) goes through here.
+    pub async fn read<T: Decode>(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        body: Bytes,
+    ) -> Result<T::Event, BusError> {
+        let body = claim_check::resolve(self, subject, headers, body).await?;
+        T::decode(&body)
+    }
+
     /// Publishes a sync run's progress snapshot (the stream keeps the latest per run).
     pub async fn publish_progress(&self, progress: &SyncProgress) -> Result<Published, BusError> {
         let subject = self.progress_subject(&progress.source, progress.run_id);
@@ -218,6 +360,7 @@ impl Bus {
         Ok(Published {
             stream_sequence: ack.sequence,
             duplicate: ack.duplicate,
+            superseded: false,
         })
     }
 
@@ -281,14 +424,9 @@ impl Bus {
             }
             Err(error) => return Err(BusError::jetstream("get last message", error)),
         };
-        let body = claim_check::resolve(
-            self,
-            &message.subject,
-            Some(&message.headers),
-            message.payload,
-        )
-        .await?;
-        Ok(Some(RawEvent::from_json(&body)?.into_typed()?))
+        self.read::<T>(&message.subject, Some(&message.headers), message.payload)
+            .await
+            .map(Some)
     }
 
     /// Removes what the fact streams hold for a page, except its `page.deleted` tombstone, and its
@@ -333,5 +471,33 @@ impl Bus {
             .get_stream(self.streams.for_kind(kind))
             .await
             .map_err(|error| BusError::jetstream("get stream", error))
+    }
+}
+
+/// The sync-progress stream as a stage consumes it: plain JSON [`SyncProgress`] snapshots, the
+/// latest per run.
+pub struct ProgressSnapshots;
+
+impl Decode for ProgressSnapshots {
+    type Event = SyncProgress;
+
+    fn name() -> &'static str {
+        "sync.progress"
+    }
+
+    fn stream(bus: &Bus) -> String {
+        bus.streams().sync_progress()
+    }
+
+    fn subjects(bus: &Bus) -> String {
+        bus.subjects().internal("sync.progress.>")
+    }
+
+    fn decode(body: &[u8]) -> Result<SyncProgress, BusError> {
+        serde_json::from_slice(body).map_err(|error| BusError::Decode(error.to_string()))
+    }
+
+    fn event_id(progress: &SyncProgress) -> String {
+        format!("{}:{}", progress.source, progress.run_id)
     }
 }

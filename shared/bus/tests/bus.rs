@@ -63,41 +63,80 @@ async fn stream_messages(bus: &Bus, kind: EventKind) -> u64 {
     stream.info().await.expect("info").state.messages
 }
 
-/// Records deliveries and answers with a scripted outcome per page id and delivery count.
+/// What a scripted handler does with one try of an event.
+enum Outcome {
+    Done,
+    Fail(HandlerError),
+    Panic,
+    /// Never finishes.
+    Hang,
+    /// Finishes after a while.
+    Slow(Duration),
+}
+
+/// One call of a scripted handler.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    page: String,
+    delivered: u64,
+    attempt: u32,
+}
+
+/// Records deliveries and answers with a scripted outcome per page id and try (1 on the first
+/// call for the page, counting every delivery and retry).
 struct Scripted {
-    seen: Mutex<Vec<(String, u64)>>,
-    outcome: fn(&str, u64) -> Result<(), HandlerError>,
+    seen: Mutex<Vec<Seen>>,
+    outcome: fn(&str, u64) -> Outcome,
 }
 
 impl Scripted {
-    fn new(outcome: fn(&str, u64) -> Result<(), HandlerError>) -> Arc<Self> {
+    fn new(outcome: fn(&str, u64) -> Outcome) -> Arc<Self> {
         Arc::new(Self {
             seen: Mutex::new(Vec::new()),
             outcome,
         })
     }
 
-    fn seen(&self) -> Vec<(String, u64)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
+    }
+
+    fn tries(&self, page: &str) -> usize {
+        self.seen().iter().filter(|seen| seen.page == page).count()
     }
 }
 
 impl Handler<PageChanged> for Scripted {
     async fn handle(&self, delivery: &Delivery<PageChanged>) -> Result<(), HandlerError> {
-        let id = delivery.event.data.page.page_id.to_string();
-        self.seen
-            .lock()
-            .expect("lock")
-            .push((id.clone(), delivery.delivered));
-        (self.outcome)(&id, delivery.delivered)
+        let page = delivery.event.data.page.page_id.to_string();
+        let tries = {
+            let mut seen = self.seen.lock().expect("lock");
+            seen.push(Seen {
+                page: page.clone(),
+                delivered: delivery.delivered,
+                attempt: delivery.attempt,
+            });
+            seen.iter().filter(|seen| seen.page == page).count() as u64
+        };
+        match (self.outcome)(&page, tries) {
+            Outcome::Done => Ok(()),
+            Outcome::Fail(error) => Err(error),
+            Outcome::Panic => panic!("scripted panic on page {page}"),
+            Outcome::Hang => std::future::pending().await,
+            Outcome::Slow(time) => {
+                tokio::time::sleep(time).await;
+                Ok(())
+            }
+        }
     }
 }
 
 fn fast_stage(name: &str) -> StageConfig {
     StageConfig {
-        retry_delay: Duration::from_millis(200),
-        max_retry_delay: Duration::from_millis(400),
+        retry_delay: Duration::from_millis(100),
+        max_retry_delay: Duration::from_millis(200),
         max_deliveries: 3,
+        retry_for: Duration::from_secs(60),
         ..StageConfig::new(name)
     }
 }
@@ -114,6 +153,19 @@ fn start<H: Handler<PageChanged>>(
         stage.run(handler, token).await.expect("stage runs");
     });
     (cancel, task)
+}
+
+/// The dead letters, once there are `count` of them (fails after 15 s).
+async fn dead_letters(bus: &Bus, count: usize) -> Vec<(u64, dead_letter::DeadLetter)> {
+    let mut letters = Vec::new();
+    for _ in 0..300 {
+        letters = dead_letter::list(bus, 100).await.expect("list");
+        if letters.len() >= count {
+            return letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {count} dead letters, found {letters:?}");
 }
 
 #[tokio::test]
@@ -221,21 +273,24 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
 }
 
 #[tokio::test]
-async fn transient_failures_are_redelivered_after_the_delay() {
+async fn transient_failures_are_retried_after_the_delay() {
     let bus = pagestream_testkit::bus().await;
-    let handler = Scripted::new(|_, delivered| {
-        if delivered < 2 {
-            Err(HandlerError::transient("dependency down"))
+    let handler = Scripted::new(|_, tries| {
+        if tries < 2 {
+            Outcome::Fail(HandlerError::transient("dependency down"))
         } else {
-            Ok(())
+            Outcome::Done
         }
     });
     let (cancel, task) = start(&bus, fast_stage("flaky"), handler.clone());
     bus.publish(&changed(1, 1, "<p>x</p>".into()))
         .await
         .expect("publish");
-    eventually("the redelivery", || handler.seen().len() == 2).await;
-    assert_eq!(handler.seen(), vec![("1".into(), 1), ("1".into(), 2)]);
+    eventually("the retry", || handler.seen().len() == 2).await;
+    // The stage kept the event and tried again: no redelivery.
+    let seen = handler.seen();
+    assert_eq!((seen[0].delivered, seen[0].attempt), (1, 1));
+    assert_eq!((seen[1].delivered, seen[1].attempt), (1, 2));
     cancel.cancel();
     task.await.expect("stage stops");
     assert!(dead_letter::list(&bus, 10).await.expect("list").is_empty());
@@ -246,24 +301,21 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
     let bus = pagestream_testkit::bus().await;
     // Page 1 is poison (permanent), page 2 always fails transiently, page 3 is fine.
     let handler = Scripted::new(|id, _| match id {
-        "1" => Err(HandlerError::permanent("cannot parse body")),
-        "2" => Err(HandlerError::transient("timeout")),
-        _ => Ok(()),
+        "1" => Outcome::Fail(HandlerError::permanent("cannot parse body")),
+        "2" => Outcome::Fail(HandlerError::transient("timeout")),
+        _ => Outcome::Done,
     });
-    let (cancel, task) = start(&bus, fast_stage("conv"), handler.clone());
+    let config = StageConfig {
+        retry_for: Duration::from_secs(1),
+        ..fast_stage("conv")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
     for id in 1..=3 {
         bus.publish(&changed(id, 1, "<p>x</p>".into()))
             .await
             .expect("publish");
     }
-    let mut letters = Vec::new();
-    for _ in 0..300 {
-        letters = dead_letter::list(&bus, 10).await.expect("list");
-        if letters.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let letters = dead_letters(&bus, 2).await;
     assert_eq!(letters.len(), 2, "dead letters: {letters:?}");
     let by_page: HashMap<String, &dead_letter::DeadLetter> = letters
         .iter()
@@ -278,17 +330,21 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
     assert_eq!(poison.stage, "conv");
     assert_eq!(poison.deliveries, 1);
     assert!(poison.reason.contains("cannot parse body"));
+    // The outage outlasted `retry_for`: retried within one delivery, then given up.
     let flaky = by_page["2"];
-    assert_eq!(flaky.deliveries, 3, "dead-lettered after max deliveries");
-    assert!(flaky.reason.contains("gave up after 3 deliveries"));
+    assert_eq!(flaky.deliveries, 1);
+    assert!(
+        flaky.reason.contains("of transient failures: timeout"),
+        "{}",
+        flaky.reason
+    );
     // The body is the original event, so it can be inspected and retried.
     let event = RawEvent::from_json(&flaky.body_bytes().expect("body")).expect("event");
     assert_eq!(event.kind, EventKind::PageChanged);
 
-    let seen = handler.seen();
-    assert_eq!(seen.iter().filter(|(id, _)| id == "1").count(), 1);
-    assert_eq!(seen.iter().filter(|(id, _)| id == "2").count(), 3);
-    assert_eq!(seen.iter().filter(|(id, _)| id == "3").count(), 1);
+    assert_eq!(handler.tries("1"), 1);
+    assert!(handler.tries("2") >= 3, "{:?}", handler.seen());
+    assert_eq!(handler.tries("3"), 1);
 
     // A poison message that is not even an event goes to the dead-letter stream too.
     bus.jetstream()
@@ -304,11 +360,8 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
     bus.publish(&changed(5, 1, "<p>x</p>".into()))
         .await
         .expect("publish");
-    eventually("the event after the poison one", || {
-        handler.seen().iter().any(|(id, _)| id == "5")
-    })
-    .await;
-    let letters = dead_letter::list(&bus, 10).await.expect("list");
+    eventually("the event after the poison one", || handler.tries("5") == 1).await;
+    let letters = dead_letters(&bus, 3).await;
     assert_eq!(letters.len(), 3);
     assert!(letters[2].1.reason.contains("malformed cloudevent"));
 
@@ -318,12 +371,184 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
         .find(|(_, letter)| letter.subject.ends_with(".1"))
         .expect("poison letter");
     dead_letter::retry(&bus, *sequence).await.expect("retry");
-    eventually("the retried event", || {
-        handler.seen().iter().filter(|(id, _)| id == "1").count() == 2
+    eventually("the retried event", || handler.tries("1") == 2).await;
+    cancel.cancel();
+    task.await.expect("stage stops");
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_delivery_limit_is_waited_out() {
+    let bus = pagestream_testkit::bus().await;
+    // Failing for 12 tries (over 2 s) is far beyond `max_deliveries` (3) and the ack wait (1 s).
+    let handler = Scripted::new(|_, tries| {
+        if tries <= 12 {
+            Outcome::Fail(HandlerError::transient("database unavailable"))
+        } else {
+            Outcome::Done
+        }
+    });
+    let config = StageConfig {
+        ack_wait: Duration::from_secs(1),
+        ..fast_stage("outage")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
+    bus.publish(&changed(1, 1, "<p>x</p>".into()))
+        .await
+        .expect("publish");
+    eventually("the success after the outage", || handler.tries("1") == 13).await;
+    // Give a wrong redelivery time to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cancel.cancel();
+    task.await.expect("stage stops");
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 13, "{seen:?}");
+    // Kept alive in hand all along: never redelivered.
+    assert!(seen.iter().all(|seen| seen.delivered == 1), "{seen:?}");
+    assert_eq!(seen[12].attempt, 13);
+    assert!(dead_letter::list(&bus, 10).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_its_event_back() {
+    let bus = pagestream_testkit::bus().await;
+    // Page 1 panics once, page 2 every time.
+    let handler = Scripted::new(|page, tries| match (page, tries) {
+        ("1", 1) | ("2", _) => Outcome::Panic,
+        _ => Outcome::Done,
+    });
+    // A long ack wait: only the runner's nak can bring the event back in time.
+    let config = StageConfig {
+        ack_wait: Duration::from_secs(60),
+        ..fast_stage("panicky")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
+    for id in 1..=2 {
+        bus.publish(&changed(id, 1, "<p>x</p>".into()))
+            .await
+            .expect("publish");
+    }
+    eventually("page 1 redelivered", || handler.tries("1") == 2).await;
+    let letters = dead_letters(&bus, 1).await;
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].1.subject.ends_with(".2"));
+    assert!(
+        letters[0].1.reason.contains("without an outcome"),
+        "{}",
+        letters[0].1.reason
+    );
+    let page_1: Vec<u64> = handler
+        .seen()
+        .iter()
+        .filter(|seen| seen.page == "1")
+        .map(|seen| seen.delivered)
+        .collect();
+    assert_eq!(page_1, vec![1, 2]);
+    assert_eq!(handler.tries("2"), 3, "one per delivery up to the limit");
+    cancel.cancel();
+    task.await.expect("stage stops");
+}
+
+#[tokio::test]
+async fn a_hanging_handler_is_bounded_by_the_timeout() {
+    let bus = pagestream_testkit::bus().await;
+    let handler = Scripted::new(|_, tries| {
+        if tries == 1 {
+            Outcome::Hang
+        } else {
+            Outcome::Done
+        }
+    });
+    let config = StageConfig {
+        ack_wait: Duration::from_secs(60),
+        handler_timeout: Duration::from_millis(300),
+        ..fast_stage("hanging")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
+    bus.publish(&changed(1, 1, "<p>x</p>".into()))
+        .await
+        .expect("publish");
+    eventually("the redelivery after the timeout", || {
+        handler.tries("1") == 2
+    })
+    .await;
+    assert_eq!(handler.seen()[1].delivered, 2);
+    cancel.cancel();
+    task.await.expect("stage stops");
+    assert!(dead_letter::list(&bus, 10).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_gives_back_what_waits_or_still_runs() {
+    let bus = pagestream_testkit::bus().await;
+    // Page 1 waits for a retry far away, page 2 hangs: neither ever finishes on this replica.
+    let stuck = Scripted::new(|page, _| match page {
+        "1" => Outcome::Fail(HandlerError::transient("dependency down")),
+        _ => Outcome::Hang,
+    });
+    let slow_everything = StageConfig {
+        ack_wait: Duration::from_secs(60),
+        retry_delay: Duration::from_secs(60),
+        max_retry_delay: Duration::from_secs(60),
+        shutdown_grace: Duration::from_millis(300),
+        ..fast_stage("shutdown")
+    };
+    let (cancel, task) = start(&bus, slow_everything.clone(), stuck.clone());
+    for id in 1..=2 {
+        bus.publish(&changed(id, 1, "<p>x</p>".into()))
+            .await
+            .expect("publish");
+    }
+    eventually("both events in hand", || {
+        stuck.tries("1") == 1 && stuck.tries("2") == 1
+    })
+    .await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops within the grace")
+        .expect("stage stops");
+
+    // Another replica takes both at once, long before the ack wait would bring them back.
+    let healthy = Scripted::new(|_, _| Outcome::Done);
+    let (cancel, task) = start(&bus, slow_everything, healthy.clone());
+    eventually("the events given back", || {
+        healthy.tries("1") == 1 && healthy.tries("2") == 1
     })
     .await;
     cancel.cancel();
     task.await.expect("stage stops");
+}
+
+#[tokio::test]
+async fn nothing_is_redelivered_for_waiting_behind_slow_work() {
+    let bus = pagestream_testkit::bus().await;
+    // One slot and a short ack wait; page 1 takes twice the ack wait.
+    let handler = Scripted::new(|page, _| match page {
+        "1" => Outcome::Slow(Duration::from_secs(2)),
+        _ => Outcome::Done,
+    });
+    let config = StageConfig {
+        concurrency: 1,
+        ack_wait: Duration::from_secs(1),
+        ..fast_stage("one-slot")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
+    bus.publish(&changed(1, 1, "<p>x</p>".into()))
+        .await
+        .expect("publish");
+    eventually("page 1 started", || handler.tries("1") == 1).await;
+    for id in 2..=4 {
+        bus.publish(&changed(id, 1, "<p>x</p>".into()))
+            .await
+            .expect("publish");
+    }
+    eventually("every page", || handler.seen().len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cancel.cancel();
+    task.await.expect("stage stops");
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|seen| seen.delivered == 1), "{seen:?}");
 }
 
 #[tokio::test]
@@ -467,7 +692,7 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         .await
         .expect("publish");
 
-    let handler = Scripted::new(|_, _| Ok(()));
+    let handler = Scripted::new(|_, _| Outcome::Done);
     let (cancel, task) = start(&bus, fast_stage("traced"), handler.clone());
     eventually("the delivery", || handler.seen().len() == 1).await;
     cancel.cancel();
@@ -488,4 +713,58 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         })
         .expect("a consumer span in the publisher's trace");
     assert_eq!(consumer.parent_span_id, publisher.span_context.span_id());
+}
+
+#[tokio::test]
+async fn a_page_fact_never_moves_backwards() {
+    let replica_a = pagestream_testkit::bus().await;
+    let replica_b = Bus::connect(replica_a.config().clone())
+        .await
+        .expect("second connection");
+    let latest = |bus: Bus| async move {
+        bus.last_for_page::<PageChanged>(&source(), &page(7))
+            .await
+            .expect("read")
+            .expect("present")
+            .data
+            .page
+            .version
+    };
+
+    // Back to back, out of order: the older version arrives last and is refused.
+    let newer = replica_a
+        .publish(&changed(7, 6, "<p>v6</p>".into()))
+        .await
+        .expect("publish v6");
+    let older = replica_b
+        .publish(&changed(7, 5, "<p>v5</p>".into()))
+        .await
+        .expect("publish v5");
+    assert!(!newer.superseded);
+    assert!(older.superseded);
+    assert_eq!(older.stream_sequence, newer.stream_sequence);
+    assert_eq!(latest(replica_a.clone()).await, 6);
+    // The same version again is the same fact: deduplicated, not refused.
+    let again = replica_b
+        .publish(&changed(7, 6, "<p>v6</p>".into()))
+        .await
+        .expect("publish v6 again");
+    assert!(again.duplicate && !again.superseded);
+
+    // Two replicas racing with consecutive versions: the newer always stays.
+    for round in 0..20u64 {
+        let (low, high) = (7 + 2 * round, 8 + 2 * round);
+        let (high_event, low_event) = (
+            changed(7, high, format!("<p>v{high}</p>")),
+            changed(7, low, format!("<p>v{low}</p>")),
+        );
+        let (first, second) = tokio::join!(
+            replica_a.publish(&high_event),
+            replica_b.publish(&low_event),
+        );
+        first.expect("publish high");
+        second.expect("publish low");
+        assert_eq!(latest(replica_a.clone()).await, high, "round {round}");
+    }
+    assert_eq!(stream_messages(&replica_a, EventKind::PageChanged).await, 1);
 }

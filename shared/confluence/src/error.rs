@@ -1,7 +1,9 @@
 //! The client's errors. Messages name the endpoint (method and path, never the query or the
-//! credentials) and are split into permanent and transient by [`ConfluenceError::is_transient`].
+//! credentials) and are split into permanent and transient by their [`Retryable`] impl.
 
 use std::time::Duration;
+
+use pagestream_events::Retryable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfluenceError {
@@ -59,16 +61,23 @@ pub enum ConfluenceError {
     InvalidResponse { endpoint: String, reason: String },
 }
 
-impl ConfluenceError {
-    /// Whether trying again later may succeed (rate limits, server errors, transport failures).
-    /// Everything else needs a change of configuration, permissions or input.
-    pub fn is_transient(&self) -> bool {
+impl Retryable for ConfluenceError {
+    /// Whether trying again later may succeed: rate limits, server errors, transport failures, and
+    /// refused credentials or permissions (401/403), an outage of configuration that an operator
+    /// fixes without touching the event. Everything else fails the same way again.
+    fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport { .. }
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Transport { .. }
+                | Self::Unauthorized { .. }
+                | Self::Forbidden { .. }
         )
     }
+}
 
+impl ConfluenceError {
     /// Whether the error is a 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
@@ -98,13 +107,20 @@ mod tests {
             }
             .is_transient()
         );
-        for permanent in [
+        // Credentials an operator must fix: an outage of configuration, not a bad page.
+        assert!(
             ConfluenceError::Unauthorized {
                 endpoint: endpoint(),
-            },
+            }
+            .is_transient()
+        );
+        assert!(
             ConfluenceError::Forbidden {
                 endpoint: endpoint(),
-            },
+            }
+            .is_transient()
+        );
+        for permanent in [
             ConfluenceError::NotFound {
                 endpoint: endpoint(),
             },

@@ -50,8 +50,9 @@
 //!
 //! Errors are [`ConfluenceError`]: `Unauthorized` (401), `Forbidden` (403), `NotFound` (404),
 //! `Rejected` (other 4xx, e.g. bad CQL), `RateLimited`, `Server`, `Transport` (after all retries;
-//! these are [`ConfluenceError::is_transient`]), `ResponseTooLarge`, `InvalidResponse`, `Config`,
-//! `InvalidSpaceKey`. No message, `Debug` output or log line contains the token.
+//! these and 401/403 are transient by [`pagestream_events::Retryable`]), `ResponseTooLarge`,
+//! `InvalidResponse`, `Config`, `InvalidSpaceKey`. No message, `Debug` output or log line
+//! contains the token.
 
 mod client;
 mod config;

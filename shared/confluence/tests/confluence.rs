@@ -10,7 +10,7 @@ use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, ListOptions, RetryPolicy,
     SYNC_EXPAND, SpaceKey, quote_cql,
 };
-use pagestream_events::PageId;
+use pagestream_events::{PageId, Retryable};
 
 #[path = "confluence/decoding.rs"]
 mod decoding;
@@ -331,7 +331,8 @@ async fn auth_forbidden_and_not_found_are_typed_and_not_retried() {
         .await
         .expect_err("401");
     assert!(matches!(err, ConfluenceError::Unauthorized { .. }), "{err}");
-    assert!(!err.is_transient());
+    // Refused credentials are an outage of configuration: waited out, not a poison page.
+    assert!(err.is_transient());
 
     let client = client(&sim);
     let err = client

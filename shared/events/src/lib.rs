@@ -2,6 +2,7 @@
 //! event, the subjects they travel on and their deterministic ids. No I/O lives here.
 
 mod envelope;
+mod failure;
 mod hash_embedding;
 mod ids;
 pub mod jira;
@@ -10,6 +11,7 @@ mod subjects;
 mod vector;
 
 pub use envelope::{Envelope, EventError, Extensions, RawEvent};
+pub use failure::Retryable;
 pub use hash_embedding::{hash_embedding, hash_model_name};
 pub use ids::{PageId, SourceKey};
 pub use payloads::*;

@@ -20,6 +20,12 @@ pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The fact the event states, as the parts its id is derived from (besides type, source and
     /// page). Publishing the same fact twice gives the same id.
     fn fact(&self) -> Vec<String>;
+
+    /// The page version a fact event states: a page's fact in its stream never moves to a lower
+    /// one. None for commands.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +250,9 @@ impl Payload for PageHinted {
 
 impl Payload for PageChanged {
     const KIND: EventKind = EventKind::PageChanged;
+    fn version(&self) -> Option<u64> {
+        Some(self.page.version)
+    }
     fn source(&self) -> &SourceKey {
         &self.page.source
     }
@@ -257,6 +266,9 @@ impl Payload for PageChanged {
 
 impl Payload for PageConverted {
     const KIND: EventKind = EventKind::PageConverted;
+    fn version(&self) -> Option<u64> {
+        Some(self.page.version)
+    }
     fn source(&self) -> &SourceKey {
         &self.page.source
     }
@@ -270,6 +282,9 @@ impl Payload for PageConverted {
 
 impl Payload for ChunksReady {
     const KIND: EventKind = EventKind::ChunksReady;
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
     fn source(&self) -> &SourceKey {
         &self.source
     }
@@ -283,6 +298,9 @@ impl Payload for ChunksReady {
 
 impl Payload for PageDeleted {
     const KIND: EventKind = EventKind::PageDeleted;
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
     fn source(&self) -> &SourceKey {
         &self.source
     }

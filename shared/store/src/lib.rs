@@ -21,6 +21,37 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl pagestream_events::Retryable for StoreError {
+    fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Migrate(_) | StoreError::InvalidModel { .. } => false,
+            StoreError::Database(error) => is_transient(error),
+        }
+    }
+}
+
+/// Whether a database error may pass: Postgres down, restarting, overloaded, a lost connection or
+/// a conflict with a concurrent writer. Only data the database refuses (SQLSTATE classes 22, data
+/// exception, and 23, integrity constraint violation, but for a unique key two writers raced for)
+/// fails the same way on every retry.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => !error.code().is_some_and(|code| {
+            code.starts_with("22") || (code.starts_with("23") && code != "23505")
+        }),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::RowNotFound
+        | sqlx::Error::InvalidArgument(_) => false,
+        _ => true,
+    }
+}
+
 /// Connects with a pool of at most `max_connections`.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()

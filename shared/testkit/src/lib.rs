@@ -48,7 +48,47 @@ pub async fn database() -> (PgPool, String) {
     (pool, url)
 }
 
-/// A new, empty database with only the `vector` extension.
+/// Drops a test's database when the runtime it was made on ends, as a `#[tokio::test]` does when
+/// the test returns or fails, so that the suite's disk use stays flat.
+struct DropWhenDone {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for DropWhenDone {
+    fn drop(&mut self) {
+        let admin_url = std::mem::take(&mut self.admin_url);
+        let name = std::mem::take(&mut self.name);
+        // The test's runtime is shutting down: drop the database from a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let admin = pagestream_store::connect(&admin_url, 1)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                // FORCE ends the connections the test's pool left behind.
+                let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await
+                .map_err(|error| error.to_string());
+                admin.close().await;
+                dropped.map(|_| ())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("cannot drop a test database: {error}");
+        }
+    }
+}
+
+/// A new, empty database with only the `vector` extension. It is dropped when the test's
+/// runtime ends.
 pub async fn empty_database() -> (PgPool, String) {
     let admin_url = database_url();
     let admin = pagestream_store::connect(&admin_url, 1)
@@ -60,6 +100,15 @@ pub async fn empty_database() -> (PgPool, String) {
         .await
         .expect("create database");
     admin.close().await;
+    let guard = DropWhenDone {
+        admin_url: admin_url.clone(),
+        name: name.clone(),
+    };
+    // A task that never ends: the runtime drops it, and the guard with it, when it shuts down.
+    tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    });
     let url = match admin_url.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("DATABASE_URL has no database name: {admin_url}"),
@@ -72,4 +121,37 @@ pub async fn empty_database() -> (PgPool, String) {
         .await
         .expect("create extension");
     (pool, url)
+}
+
+#[cfg(test)]
+mod tests {
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_test_database_is_dropped_when_its_test_ends() {
+        let test = runtime();
+        let (pool, url) = test.block_on(super::database());
+        let name = url.rsplit('/').next().expect("database name").to_owned();
+        let exists = |name: String| async move {
+            let admin = pagestream_store::connect(&super::database_url(), 1)
+                .await
+                .expect("connect");
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&admin)
+            .await
+            .expect("query")
+        };
+        assert!(test.block_on(exists(name.clone())), "made");
+        drop(pool);
+        drop(test);
+        assert!(!runtime().block_on(exists(name)), "dropped");
+    }
 }

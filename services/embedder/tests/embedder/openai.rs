@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use pagestream_embedder::hash::HashProvider;
 use pagestream_embedder::openai::{ApiKey, OpenAiConfig, OpenAiProvider};
-use pagestream_embedder::{EmbedError, EmbeddingProvider, ErrorClass};
+use pagestream_embedder::{EmbedError, EmbeddingProvider};
+use pagestream_events::Retryable;
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-0123456789";
@@ -183,14 +184,14 @@ async fn gives_up_as_transient_when_retries_are_spent() {
     let provider = OpenAiProvider::new(config(&url)).expect("provider");
     let error = provider.embed(texts(1)).await.expect_err("unavailable");
     assert!(matches!(error, EmbedError::Unavailable(_)), "{error}");
-    assert_eq!(error.class(), ErrorClass::Transient);
+    assert!(error.is_transient());
     assert!(!error.to_string().contains(KEY), "{error}");
     assert_eq!(server.seen.lock().expect("lock").len(), 4);
 }
 
 #[tokio::test]
 async fn client_errors_are_permanent_and_not_retried() {
-    for status in [400, 401, 404, 422] {
+    for status in [400, 404, 422] {
         let (server, url) = start(vec![Answer::Status(status, None)]).await;
         let provider = OpenAiProvider::new(config(&url)).expect("provider");
         let error = provider.embed(texts(1)).await.expect_err("rejected");
@@ -198,10 +199,27 @@ async fn client_errors_are_permanent_and_not_retried() {
             matches!(error, EmbedError::Rejected { status: s, .. } if s == status),
             "{error}"
         );
-        assert_eq!(error.class(), ErrorClass::Permanent);
+        assert!(!error.is_transient());
         let message = error.to_string();
         assert!(!message.contains(KEY), "{message}");
         assert!(message.contains("[redacted]"), "{message}");
+        assert_eq!(server.seen.lock().expect("lock").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn refused_credentials_are_an_outage_and_not_retried_at_once() {
+    for status in [401, 403] {
+        let (server, url) = start(vec![Answer::Status(status, None)]).await;
+        let provider = OpenAiProvider::new(config(&url)).expect("provider");
+        let error = provider.embed(texts(1)).await.expect_err("refused");
+        assert!(
+            matches!(error, EmbedError::Credentials { status: s, .. } if s == status),
+            "{error}"
+        );
+        // Waited out by the stage (with backoff), not dead-lettered.
+        assert!(error.is_transient());
+        assert!(!error.to_string().contains(KEY), "{error}");
         assert_eq!(server.seen.lock().expect("lock").len(), 1);
     }
 }
@@ -213,7 +231,7 @@ async fn unusable_answers_are_permanent() {
         let provider = OpenAiProvider::new(config(&url)).expect("provider");
         let error = provider.embed(texts(3)).await.expect_err("protocol");
         assert!(matches!(error, EmbedError::Protocol(_)), "{error}");
-        assert_eq!(error.class(), ErrorClass::Permanent);
+        assert!(!error.is_transient());
     }
 }
 
@@ -229,7 +247,7 @@ async fn unreachable_server_is_transient() {
     config.max_retries = 1;
     let provider = OpenAiProvider::new(config).expect("provider");
     let error = provider.embed(texts(1)).await.expect_err("unreachable");
-    assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+    assert!(error.is_transient(), "{error}");
 }
 
 #[test]

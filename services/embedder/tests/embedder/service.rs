@@ -16,12 +16,14 @@ use pagestream_events::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Counts embedded texts, and fails every other call when asked to.
+/// Counts embedded texts, fails every other call when asked to, and refuses any call with a text
+/// that contains `refuse` (as a server refuses an input it cannot take).
 struct Flaky {
     inner: HashProvider,
     calls: AtomicUsize,
     texts: AtomicUsize,
     fail_every_other: bool,
+    refuse: Option<&'static str>,
 }
 
 #[async_trait]
@@ -40,6 +42,14 @@ impl EmbeddingProvider for Flaky {
         if self.fail_every_other && call.is_multiple_of(2) {
             return Err(EmbedError::Unavailable("provider overloaded".into()));
         }
+        if let Some(marker) = self.refuse
+            && texts.iter().any(|text| text.contains(marker))
+        {
+            return Err(EmbedError::Rejected {
+                status: 400,
+                message: "input refused".into(),
+            });
+        }
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts).await
     }
@@ -51,6 +61,7 @@ fn flaky(fail_every_other: bool) -> Arc<Flaky> {
         calls: AtomicUsize::new(0),
         texts: AtomicUsize::new(0),
         fail_every_other,
+        refuse: None,
     })
 }
 
@@ -178,6 +189,39 @@ async fn a_provider_failing_half_its_calls_loses_no_page() {
     }
     assert!(provider.calls.load(Ordering::SeqCst) >= 2);
     assert!(dead_letter::list(&bus, 10).await.expect("list").is_empty());
+    cancel.cancel();
+    task.await.expect("join");
+}
+
+#[tokio::test]
+async fn one_bad_page_in_a_batch_is_dead_lettered_alone() {
+    let bus = pagestream_testkit::bus().await;
+    // Published before the stage starts, so that one batch holds them all.
+    for id in 1..=6 {
+        let text = if id == 3 { "POISON" } else { "fine" };
+        bus.publish(&page(id, 1, format!("# Page {id}\n\nSome {text} text.")))
+            .await
+            .expect("publish");
+    }
+    let provider = Arc::new(Flaky {
+        refuse: Some("POISON"),
+        ..Arc::into_inner(flaky(false)).expect("sole owner")
+    });
+    let (cancel, task) = start(&bus, provider.clone());
+    for id in [1, 2, 4, 5, 6] {
+        assert!(!chunks_of(&bus, id, 1).await.chunks.is_empty());
+    }
+    let mut letters = Vec::new();
+    for _ in 0..100 {
+        letters = dead_letter::list(&bus, 10).await.expect("list");
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].1.subject.ends_with(".3"), "{letters:?}");
+    assert!(letters[0].1.reason.contains("input refused"), "{letters:?}");
     cancel.cancel();
     task.await.expect("join");
 }

@@ -14,23 +14,19 @@ pub fn model_dir() -> PathBuf {
         })
 }
 
-/// The local provider, loaded once for all tests; `None` (with a message) when the model
-/// directory is missing.
-pub fn local_provider() -> Option<&'static LocalProvider> {
-    static PROVIDER: OnceLock<Option<LocalProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let dir = model_dir();
-            if !dir.join("model.safetensors").exists() {
-                eprintln!(
-                    "SKIPPED: model directory {} is missing; run ops/fetch-model",
-                    dir.display()
-                );
-                return None;
-            }
-            Some(LocalProvider::load(&LocalConfig::new(dir)).expect("model loads"))
-        })
-        .as_ref()
+/// The local provider, loaded once for all tests. A missing model fails the test: `ops/test`
+/// fetches it (`ops/fetch-model`).
+pub fn local_provider() -> &'static LocalProvider {
+    static PROVIDER: OnceLock<LocalProvider> = OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        let dir = model_dir();
+        assert!(
+            dir.join("model.safetensors").exists(),
+            "model directory {} is missing: run ops/fetch-model (ops/test does)",
+            dir.display()
+        );
+        LocalProvider::load(&LocalConfig::new(dir)).expect("model loads")
+    })
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
