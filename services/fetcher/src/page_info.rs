@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use pagestream_confluence::{Content, ContentLinks, Page};
+use pagestream_confluence::{Content, ContentLinks, Page, SpaceId};
 use pagestream_events::{Ancestor, Author, PageChanged, PageId, PageInfo, SourceKey};
 
 use crate::FetcherError;
@@ -20,6 +20,8 @@ pub(crate) struct Site {
     pub base: String,
     /// Data Center has no v2 API: listings and confirmations go through v1.
     pub data_center: bool,
+    /// The space's v2 id (Cloud), to tell a page moved to another space.
+    pub space_id: Option<SpaceId>,
 }
 
 struct Node {
@@ -151,6 +153,7 @@ pub(crate) fn from_page(
                 .and_then(|v| v.created_at)
                 .or(page.created_at)
                 .unwrap_or_else(Utc::now),
+            incarnation: 0,
         },
         body_storage: body.to_owned(),
     })
@@ -194,6 +197,7 @@ pub(crate) fn from_content(site: &Site, content: &Content) -> Result<PageChanged
             author,
             created_at: history.and_then(|h| h.created_date),
             last_modified: content.last_modified().unwrap_or_else(Utc::now),
+            incarnation: 0,
         },
         body_storage: body.to_owned(),
     })
@@ -248,6 +252,7 @@ mod tests {
             space_key: "ENG".into(),
             base: "https://x.atlassian.net/wiki".into(),
             data_center: false,
+            space_id: None,
         };
         let mut page = listed(7, None, "T");
         page.links.webui = Some("/spaces/ENG/pages/7/T".into());

@@ -1128,6 +1128,7 @@ pub(crate) async fn mutate(
             let body = webhook::payload(
                 event,
                 &page,
+                state.last_label.as_deref(),
                 &state.config.space_key,
                 state.config.space_id,
                 &shared.site,
