@@ -987,3 +987,43 @@ async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
     let run = h.fetcher.sync(&later[0]).await.expect("scheduled run");
     assert_eq!(run.status, SyncStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_label_change_reaches_the_page_event_through_its_webhook() {
+    let h = harness(15).await;
+    h.sync(SyncMode::Full).await;
+    let id = h.sim.handle.current_page_ids()[4];
+    let version = h.sim.handle.page(id).expect("page").version;
+    h.sim
+        .handle
+        .label(id, "runbook", true)
+        .await
+        .expect("label");
+    assert_eq!(
+        h.sim.handle.page(id).expect("page").version,
+        version,
+        "no new version"
+    );
+    let mut hint = hint_of(&h, id, HintReason::Changed, "label_added");
+    hint.version = None;
+    h.fetcher.hint(&hint).await.expect("hint");
+    let event = last_changed(&h, id).await;
+    assert!(event.data.page.labels.contains(&"runbook".to_owned()));
+    h.sim
+        .handle
+        .label(id, "runbook", false)
+        .await
+        .expect("unlabel");
+    h.fetcher
+        .hint(&hint_of(&h, id, HintReason::Changed, "label_removed"))
+        .await
+        .expect("hint");
+    assert!(
+        !last_changed(&h, id)
+            .await
+            .data
+            .page
+            .labels
+            .contains(&"runbook".to_owned())
+    );
+}

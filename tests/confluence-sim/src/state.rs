@@ -63,6 +63,9 @@ pub struct Faults {
     /// The last page of a listing still carries a `next` link, which leads to empty pages that
     /// carry `next` again (Confluence does this; clients must stop at an empty page).
     pub trailing_empty_page: bool,
+    /// Pages the API user may not see: CQL search drops them from each page of results after
+    /// paging, as Cloud does, so a page may come back short or empty while `next` is still there.
+    pub cql_hidden: Vec<u64>,
     /// Fraction of responses that carry `X-RateLimit-NearLimit: true`.
     pub near_limit_rate: f64,
     /// Where v2 listings put the next link.
