@@ -26,10 +26,11 @@ use crate::state::{FetcherState, PageRecord, Window};
 /// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
 const SEARCH_LIMIT: u32 = 50;
 
-/// What a v1 listing (Data Center) needs: versions and parents, no bodies.
-const LISTING_EXPAND: &[&str] = &["version", "ancestors"];
+/// What a v1 listing (Data Center) needs: versions, parents and labels, no bodies.
+const LISTING_EXPAND: &[&str] = &["version", "ancestors", "metadata.labels"];
 
-/// The incarnation to emit a page as, or none when what Confluence shows was already emitted: a
+/// The incarnation to emit a page as (bumped for every new fact of the same version), or none
+/// when what Confluence shows was already emitted: a
 /// new version, a restore (the same version after a tombstone), a move or a label change (no new
 /// version) are emitted; `labels` is none where Confluence did not say.
 fn incarnation_to_emit(
@@ -49,8 +50,15 @@ fn incarnation_to_emit(
         (Some(known), Some(labels)) => known != labels,
         _ => false,
     };
-    (version > record.version || (version == record.version && (moved || relabelled)))
-        .then_some(record.incarnation)
+    if version > record.version {
+        Some(record.incarnation)
+    } else if version == record.version && (moved || relabelled) {
+        // A new fact of the same version: a move back within JetStream's duplicate window must
+        // not collide with the earlier event, and an older placement arriving late must lose.
+        Some(record.incarnation + 1)
+    } else {
+        None
+    }
 }
 
 fn is_page(content: &Content) -> bool {
@@ -582,6 +590,19 @@ impl Run<'_> {
                 self.progress.pages_seen += batch.len() as u64;
                 self.report_if_due().await;
             }
+            // The v2 listing and bulk bodies carry no labels, and a label change creates no
+            // version: one CQL pass with labels only (250 pages a request) tells them.
+            let cql = CqlQuery::pages_in_space(self.space_key()?);
+            let mut labelled =
+                self.client
+                    .search(&cql.to_string(), &["metadata.labels"], MAX_LIMIT);
+            while let Some(batch) = labelled.next_page().await? {
+                for content in &batch {
+                    let mut labels = content.label_names();
+                    labels.sort();
+                    tree.set_labels(&content.id, labels);
+                }
+            }
         }
         Ok(tree)
     }
@@ -614,7 +635,7 @@ impl Run<'_> {
             .versions()
             .filter_map(|(id, version)| {
                 let path = page_info::path(&tree.ancestors(id), id);
-                incarnation_to_emit(known.get(id), version, &path, None)
+                incarnation_to_emit(known.get(id), version, &path, tree.labels(id))
                     .map(|incarnation| (id.clone(), incarnation))
             })
             .collect();
@@ -628,8 +649,18 @@ impl Run<'_> {
                 .iter()
                 .map(|page| {
                     let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
+                    let labels = tree.labels(&page.id);
                     let changed = page_info::from_page(&self.site, page, tree.ancestors(&page.id))
-                        .map(|changed| (changed, incarnation, page.labels.is_some()));
+                        .map(|mut changed| {
+                            if let Some(labels) = labels {
+                                changed.page.labels = labels.to_vec();
+                            }
+                            (
+                                changed,
+                                incarnation,
+                                labels.is_some() || page.labels.is_some(),
+                            )
+                        });
                     (page.id.clone(), changed)
                 })
                 .collect();
@@ -699,8 +730,14 @@ impl Run<'_> {
         self.search_and_emit(&cql, &known).await?;
         if reconcile_deletions || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
-            let tree = self.list_space().await?;
             let known = self.fetcher.state.records(&self.site.source).await?;
+            // On Cloud the listing also brings back what changed without a version (moves,
+            // labels, restores) and what the windows missed.
+            let tree = if self.site.data_center {
+                self.list_space().await?
+            } else {
+                self.list_and_fetch(&known).await?
+            };
             self.reconcile(&tree, &known).await?;
             self.fetcher
                 .state

@@ -28,6 +28,8 @@ struct Node {
     parent: Option<PageId>,
     title: String,
     version: u64,
+    /// Sorted; none where the listing did not say.
+    labels: Option<Vec<String>>,
 }
 
 /// Parent, title and version of every listed page, to derive ancestors without a request per page.
@@ -45,6 +47,7 @@ impl Tree {
                 parent: page.parent_id.clone(),
                 title: page.title.clone(),
                 version: page.version_number(),
+                labels: None,
             },
         );
     }
@@ -57,8 +60,29 @@ impl Tree {
                 parent: content.ancestors.last().map(|a| a.id.clone()),
                 title: content.title.clone(),
                 version: content.version_number(),
+                labels: content
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref())
+                    .map(|_| {
+                        let mut labels = content.label_names();
+                        labels.sort();
+                        labels
+                    }),
             },
         );
+    }
+
+    /// Records a listed page's labels (sorted).
+    pub fn set_labels(&mut self, id: &PageId, labels: Vec<String>) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.labels = Some(labels);
+        }
+    }
+
+    /// A listed page's labels, sorted, where the listing said.
+    pub fn labels(&self, id: &PageId) -> Option<&[String]> {
+        self.nodes.get(id).and_then(|node| node.labels.as_deref())
     }
 
     /// Every listed page with its version.

@@ -989,16 +989,16 @@ async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
 }
 
 #[tokio::test]
-async fn a_label_change_reaches_the_page_event_through_its_webhook() {
+async fn a_label_change_reaches_the_page_event_through_its_webhook_or_the_reconciliation() {
+    const LABEL: &str = "converged-label";
     let h = harness(15).await;
     h.sync(SyncMode::Full).await;
-    let id = h.sim.handle.current_page_ids()[4];
+    let ids = h.sim.handle.current_page_ids();
+    let (id, other) = (ids[4], ids[7]);
+    let has_label =
+        |event: &Envelope<PageChanged>| event.data.page.labels.iter().any(|l| l == LABEL);
     let version = h.sim.handle.page(id).expect("page").version;
-    h.sim
-        .handle
-        .label(id, "runbook", true)
-        .await
-        .expect("label");
+    h.sim.handle.label(id, LABEL, true).await.expect("label");
     assert_eq!(
         h.sim.handle.page(id).expect("page").version,
         version,
@@ -1007,23 +1007,45 @@ async fn a_label_change_reaches_the_page_event_through_its_webhook() {
     let mut hint = hint_of(&h, id, HintReason::Changed, "label_added");
     hint.version = None;
     h.fetcher.hint(&hint).await.expect("hint");
-    let event = last_changed(&h, id).await;
-    assert!(event.data.page.labels.contains(&"runbook".to_owned()));
-    h.sim
-        .handle
-        .label(id, "runbook", false)
-        .await
-        .expect("unlabel");
+    assert!(has_label(&last_changed(&h, id).await));
+    h.sim.handle.label(id, LABEL, false).await.expect("unlabel");
     h.fetcher
         .hint(&hint_of(&h, id, HintReason::Changed, "label_removed"))
         .await
         .expect("hint");
-    assert!(
-        !last_changed(&h, id)
-            .await
-            .data
-            .page
-            .labels
-            .contains(&"runbook".to_owned())
-    );
+    assert!(!has_label(&last_changed(&h, id).await));
+
+    // Without a webhook: the next reconciliation sees it.
+    h.sim.handle.label(other, LABEL, true).await.expect("label");
+    let run = h
+        .fetcher
+        .sync(&SyncRequested {
+            reconcile_deletions: true,
+            ..h.request(SyncMode::Incremental)
+        })
+        .await
+        .expect("reconciliation");
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(has_label(&last_changed(&h, other).await));
+}
+
+#[tokio::test]
+async fn a_first_full_sync_carries_every_page_s_labels() {
+    let h = harness(40).await;
+    h.sync(SyncMode::Full).await;
+    let pages = h.sim.handle.pages();
+    assert!(pages.iter().any(|page| !page.labels.is_empty()));
+    for page in pages
+        .into_iter()
+        .filter(|page| page.status == confluence_sim::PageStatus::Current)
+    {
+        let mut labels = page.labels.clone();
+        labels.sort();
+        assert_eq!(
+            last_changed(&h, page.id).await.data.page.labels,
+            labels,
+            "page {}",
+            page.id
+        );
+    }
 }

@@ -101,9 +101,10 @@ pub struct PageInfo {
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
     pub last_modified: DateTime<Utc>,
-    /// How many times the page came back after a deletion the fetcher emitted: Confluence keeps
-    /// the version when a trashed page is restored, so the version alone cannot tell the restored
-    /// page from the deleted one.
+    /// Counts the page's changes that keep its version: a restore after a deletion the fetcher
+    /// emitted (Confluence keeps the version), a move, a label change. `(version, incarnation)`
+    /// orders a page's facts, so a restore outlives its tombstone and a late older placement
+    /// loses.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incarnation: u64,
 }
