@@ -43,6 +43,8 @@ pub struct SourceView {
     /// Whether the indexer has projected the source into Postgres yet.
     pub projected: bool,
     pub last_sync: Option<SyncRunView>,
+    /// When the next scheduled sync is due (RFC 3339); none when scheduled syncs are off.
+    pub next_sync_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -366,6 +368,7 @@ async fn check_credentials(
 
 fn view_unprojected(record: SourceRecord) -> SourceView {
     SourceView {
+        next_sync_at: record.next_sync_at(Utc::now()),
         id: record.id,
         key: record.key.to_string(),
         site_url: record.site_url,

@@ -52,6 +52,7 @@ fn page_events(
         author: None,
         created_at: None,
         last_modified: Utc::now(),
+        incarnation: 0,
     };
     let texts: Vec<String> = (0..chunks).map(|_| words.sentence(rng, 120)).collect();
     let markdown = texts.join("\n\n");
@@ -87,6 +88,7 @@ fn page_events(
                 vector: Vector(random_unit_vector(rng, DIMENSION)),
             })
             .collect(),
+        incarnation: 0,
     });
     (changed, converted, ready)
 }

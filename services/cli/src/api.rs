@@ -200,6 +200,9 @@ pub struct Source {
     pub pages: i64,
     pub chunks: i64,
     pub last_sync: Option<SyncRun>,
+    /// When the next scheduled sync is due; none when scheduled syncs are off.
+    #[serde(default)]
+    pub next_sync_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,14 +160,17 @@ pub async fn status(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let list: SourceList = api
+        .get("/api/confluence/sources", &[], "list sources")
+        .await?;
+    let next_syncs: std::collections::HashMap<String, Option<chrono::DateTime<chrono::Utc>>> = list
+        .sources
+        .iter()
+        .map(|source| (source.key.clone(), source.next_sync_at))
+        .collect();
     let keys = match source {
         Some(source) => vec![source.to_owned()],
-        None => {
-            let list: SourceList = api
-                .get("/api/confluence/sources", &[], "list sources")
-                .await?;
-            list.sources.into_iter().map(|source| source.key).collect()
-        }
+        None => list.sources.into_iter().map(|source| source.key).collect(),
     };
     let mut runs = Vec::new();
     for key in &keys {
@@ -180,10 +183,18 @@ pub async fn status(
             Err(error) => return Err(error),
         }
     }
+    // A source named by its uuid: the run says its key.
+    let next_sync_of = |key: &str, run: &Option<SyncRun>| {
+        next_syncs
+            .get(key)
+            .or_else(|| run.as_ref().and_then(|run| next_syncs.get(&run.source)))
+            .copied()
+            .flatten()
+    };
     if json {
         let value: Vec<Value> = runs
             .iter()
-            .map(|(key, run)| json!({"source": key, "run": run}))
+            .map(|(key, run)| json!({"source": key, "run": run, "next_sync_at": next_sync_of(key, run)}))
             .collect();
         return print_json(out, &value);
     }
@@ -200,6 +211,15 @@ pub async fn status(
                 "{key}: never synced\n  start with `pagestream sync {key} --full --wait`"
             )?,
             Some(run) => write_run(out, run)?,
+        }
+        match next_sync_of(key, run) {
+            Some(at) => writeln!(
+                out,
+                "  next scheduled sync {} (in {} min)",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                (at - chrono::Utc::now()).num_minutes().max(0)
+            )?,
+            None => writeln!(out, "  scheduled syncs off")?,
         }
     }
     Ok(())

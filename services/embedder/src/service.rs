@@ -75,6 +75,7 @@ impl EmbedderHandler {
             model: self.provider.model().to_owned(),
             dimension: self.provider.dimension() as u32,
             chunks,
+            incarnation: page.incarnation,
         })
         .with_sync_run(delivery.event.extensions.syncrun);
         self.bus.publish(&event).await?;

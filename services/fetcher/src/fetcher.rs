@@ -10,7 +10,7 @@ use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError};
 use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery, ListOptions,
-    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceKey,
+    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey,
 };
 use pagestream_events::{
     Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable, SourceKey,
@@ -21,13 +21,45 @@ use uuid::Uuid;
 
 use crate::FetcherError;
 use crate::page_info::{self, Site, Tree};
-use crate::state::{FetcherState, Window};
+use crate::state::{FetcherState, PageRecord, Window};
 
 /// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
 const SEARCH_LIMIT: u32 = 50;
 
-/// What a v1 listing (Data Center) needs: versions and parents, no bodies.
-const LISTING_EXPAND: &[&str] = &["version", "ancestors"];
+/// What a v1 listing (Data Center) needs: versions, parents and labels, no bodies.
+const LISTING_EXPAND: &[&str] = &["version", "ancestors", "metadata.labels"];
+
+/// The incarnation to emit a page as (bumped for every new fact of the same version), or none
+/// when what Confluence shows was already emitted: a
+/// new version, a restore (the same version after a tombstone), a move or a label change (no new
+/// version) are emitted; `labels` is none where Confluence did not say.
+fn incarnation_to_emit(
+    record: Option<&PageRecord>,
+    version: u64,
+    path: &str,
+    labels: Option<&[String]>,
+) -> Option<u64> {
+    let Some(record) = record else {
+        return Some(0);
+    };
+    if record.deleted {
+        return Some(record.incarnation + 1);
+    }
+    let moved = record.path.as_deref().is_some_and(|known| known != path);
+    let relabelled = match (record.labels.as_deref(), labels) {
+        (Some(known), Some(labels)) => known != labels,
+        _ => false,
+    };
+    if version > record.version {
+        Some(record.incarnation)
+    } else if version == record.version && (moved || relabelled) {
+        // A new fact of the same version: a move back within JetStream's duplicate window must
+        // not collide with the earlier event, and an older placement arriving late must lose.
+        Some(record.incarnation + 1)
+    } else {
+        None
+    }
+}
 
 fn is_page(content: &Content) -> bool {
     content
@@ -124,6 +156,7 @@ impl Fetcher {
         let cached = match cached {
             Some(cached) => cached,
             None => {
+                self.state.claim_for(&record.key, record.id).await?;
                 let credentials = record.credentials(&self.secret_key)?;
                 let auth = match (record.auth_kind, credentials.email) {
                     (AuthKind::Cloud, Some(email)) => {
@@ -145,11 +178,14 @@ impl Fetcher {
                     config.retry = retry.clone();
                 }
                 let client = ConfluenceClient::new(config)?;
+                let data_center = record.auth_kind == AuthKind::DataCenter;
                 let site = Site {
                     source: record.key.clone(),
                     space_key: record.space_key.clone(),
                     base: client.base_url().as_str().trim_end_matches('/').to_owned(),
-                    data_center: record.auth_kind == AuthKind::DataCenter,
+                    data_center,
+                    // Learnt from the first listing, or when a confirmation needs it.
+                    space_id: None,
                 };
                 let cached = Arc::new(CachedSource {
                     updated_at: record.updated_at,
@@ -238,14 +274,32 @@ impl Fetcher {
         }
     }
 
-    /// Handles a webhook hint: fetch the page and emit it if its version is new, or confirm a
-    /// removal and emit the deletion.
+    /// Handles a webhook hint: fetch the page and emit it if it changed (a new version, a restore,
+    /// a move, a label change), or confirm a removal and emit the deletion. A page of another
+    /// space (Data Center and Connect webhooks are site-wide) is never indexed into the source; a
+    /// page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
-        let known = self.state.version(&hint.source, &hint.page_id).await?;
+        let record = self.state.record(&hint.source, &hint.page_id).await?;
+        let known = record.as_ref().and_then(PageRecord::live_version);
         match hint.reason {
             HintReason::Changed => {
-                if hint.version.is_some_and(|version| known >= Some(version)) {
+                // Moves and label changes keep the version: only a plain edit hint can be
+                // skipped on its version alone.
+                let same_version_change = hint.webhook_event.as_deref().is_some_and(|event| {
+                    event.contains("move") || event.contains("label") || event.contains("restore")
+                });
+                if !same_version_change
+                    && hint.version.is_some_and(|version| known >= Some(version))
+                {
+                    return Ok(());
+                }
+                if record.is_none()
+                    && hint
+                        .space_key
+                        .as_deref()
+                        .is_some_and(|space| space != source.site.space_key)
+                {
                     return Ok(());
                 }
                 let content = match source.client.content(&hint.page_id, SYNC_EXPAND).await {
@@ -255,50 +309,115 @@ impl Fetcher {
                     Err(error) if error.is_not_found() => return Ok(()),
                     Err(error) => return Err(error.into()),
                 };
-                if known >= Some(content.version_number()) {
+                if !is_page(&content)
+                    || matches!(
+                        content.status.as_deref(),
+                        Some("trashed" | "deleted" | "draft")
+                    )
+                {
+                    return Ok(());
+                }
+                let in_space = content
+                    .space
+                    .as_ref()
+                    .is_none_or(|space| space.key == source.site.space_key);
+                if !in_space {
+                    if known.is_some() {
+                        return self
+                            .emit_deleted(
+                                &source.site,
+                                &hint.page_id,
+                                record.as_ref(),
+                                content.version_number(),
+                                "moved to another space",
+                                None,
+                            )
+                            .await;
+                    }
                     return Ok(());
                 }
                 let changed = page_info::from_content(&source.site, &content)?;
-                self.emit_changed(changed, None).await
+                let labels = content
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref())
+                    .map(|_| changed.page.labels.as_slice());
+                match incarnation_to_emit(
+                    record.as_ref(),
+                    changed.page.version,
+                    &changed.page.path,
+                    labels,
+                ) {
+                    Some(incarnation) => {
+                        let labels_known = labels.is_some();
+                        self.emit_changed(changed, incarnation, labels_known, None)
+                            .await
+                    }
+                    None => Ok(()),
+                }
             }
             HintReason::Removed => {
-                if confirm_gone(&source.client, &source.site, &hint.page_id).await? {
-                    let version = known.or(hint.version).unwrap_or(0);
-                    self.emit_deleted(&source.site, &hint.page_id, version, "removed", None)
+                match confirm_gone(&source.client, &source.site, &hint.page_id).await? {
+                    Presence::Gone { version } => {
+                        let version = version.or(hint.version).unwrap_or(0);
+                        self.emit_deleted(
+                            &source.site,
+                            &hint.page_id,
+                            record.as_ref(),
+                            version,
+                            "removed",
+                            None,
+                        )
                         .await
-                } else {
-                    Ok(())
+                    }
+                    Presence::Present => Ok(()),
                 }
             }
         }
     }
 
-    /// Publishes a new version, then records it: a crash in between re-publishes the same event
-    /// id, which JetStream drops as a duplicate.
+    /// Publishes a page's new state, then records it: a crash in between re-publishes the same
+    /// event id, which JetStream drops as a duplicate.
     async fn emit_changed(
         &self,
-        changed: PageChanged,
+        mut changed: PageChanged,
+        incarnation: u64,
+        labels_known: bool,
         run_id: Option<Uuid>,
     ) -> Result<(), FetcherError> {
+        changed.page.incarnation = incarnation;
+        changed.page.labels.sort();
         let source = changed.page.source.clone();
         let page = changed.page.page_id.clone();
-        let version = changed.page.version;
+        let record = PageRecord {
+            version: changed.page.version,
+            incarnation,
+            path: Some(changed.page.path.clone()),
+            labels: labels_known.then(|| changed.page.labels.clone()),
+            space_key: Some(changed.page.space_key.clone()),
+            deleted: false,
+        };
         self.bus
             .publish(&Envelope::new(changed).with_sync_run(run_id))
             .await?;
-        self.state.set_version(&source, &page, version).await
+        self.state.set_record(&source, &page, &record).await?;
+        Ok(())
     }
 
     /// Publishes the deletion, purges what the streams hold for the page (so that a replay cannot
-    /// bring it back), then forgets its version.
+    /// bring it back), then records the tombstone (so that a restore of the same version is told
+    /// apart from the deleted page).
     async fn emit_deleted(
         &self,
         site: &Site,
         page: &PageId,
+        record: Option<&PageRecord>,
         version: u64,
         reason: &str,
         run_id: Option<Uuid>,
     ) -> Result<(), FetcherError> {
+        let version = record.map_or(version, |record| record.version.max(version));
+        let incarnation = record.map_or(0, |record| record.incarnation);
         let deleted = PageDeleted {
             source: site.source.clone(),
             page_id: page.clone(),
@@ -306,32 +425,86 @@ impl Fetcher {
             space_key: Some(site.space_key.clone()),
             deleted_at: Utc::now(),
             reason: Some(reason.to_owned()),
+            incarnation,
         };
         self.bus
             .publish(&Envelope::new(deleted).with_sync_run(run_id))
             .await?;
         self.bus.purge_page(&site.source, page).await?;
-        self.state.forget(&site.source, page).await
+        let tombstone = PageRecord {
+            version,
+            incarnation,
+            deleted: true,
+            ..PageRecord::default()
+        };
+        self.state
+            .set_record(&site.source, page, &tombstone)
+            .await?;
+        Ok(())
     }
 }
 
-/// Whether a page is really gone: on Cloud a 404 may also mean "no permission", so callers only
-/// ask about pages the space listing no longer shows, or that a removal hint named.
+/// What Confluence says of a page a listing no longer shows or a removal hint named.
+enum Presence {
+    /// Trashed, purged, or moved to another space; the version when Confluence still shows it.
+    Gone {
+        version: Option<u64>,
+    },
+    Present,
+}
+
+/// Whether a page is really gone from the source: on Cloud a 404 may also mean "no
+/// permission", so callers only ask about pages the space listing no longer shows, or that a
+/// removal hint named.
 async fn confirm_gone(
     client: &ConfluenceClient,
     site: &Site,
     page: &PageId,
-) -> Result<bool, FetcherError> {
-    let status = if site.data_center {
-        client.content(page, &[]).await.map(|found| found.status)
+) -> Result<Presence, FetcherError> {
+    let found = if site.data_center {
+        client
+            .content(page, &["version", "space"])
+            .await
+            .map(|found| {
+                let version = found.version_number();
+                let space = found.space.map(|space| SpaceOf::Key(space.key));
+                (found.status, version, space)
+            })
     } else {
-        client.page(page).await.map(|found| found.status)
+        client.page(page).await.map(|found| {
+            let version = found.version_number();
+            (found.status, version, found.space_id.map(SpaceOf::Id))
+        })
     };
-    match status {
-        Ok(status) => Ok(matches!(status.as_deref(), Some("trashed" | "deleted"))),
-        Err(error) if error.is_not_found() => Ok(true),
+    match found {
+        Ok((status, version, space)) => {
+            let elsewhere = match space {
+                Some(SpaceOf::Key(key)) => key != site.space_key,
+                Some(SpaceOf::Id(id)) => match &site.space_id {
+                    Some(own) => *own != id,
+                    None => {
+                        let own = SpaceKey::new(site.space_key.clone())?;
+                        client.space_by_key(&own).await?.id != id
+                    }
+                },
+                None => false,
+            };
+            if elsewhere || matches!(status.as_deref(), Some("trashed" | "deleted")) {
+                Ok(Presence::Gone {
+                    version: (version > 0).then_some(version),
+                })
+            } else {
+                Ok(Presence::Present)
+            }
+        }
+        Err(error) if error.is_not_found() => Ok(Presence::Gone { version: None }),
         Err(error) => Err(error.into()),
     }
+}
+
+enum SpaceOf {
+    Key(String),
+    Id(SpaceId),
 }
 
 /// One sync run in progress.
@@ -408,6 +581,7 @@ impl Run<'_> {
             }
         } else {
             let space = self.client.space_by_key(&self.space_key()?).await?;
+            self.site.space_id = Some(space.id.clone());
             let mut listing = self.client.space_pages(&space.id, &ListOptions::default());
             while let Some(batch) = listing.next_page().await? {
                 for page in &batch {
@@ -416,13 +590,26 @@ impl Run<'_> {
                 self.progress.pages_seen += batch.len() as u64;
                 self.report_if_due().await;
             }
+            // The v2 listing and bulk bodies carry no labels, and a label change creates no
+            // version: one CQL pass with labels only (250 pages a request) tells them.
+            let cql = CqlQuery::pages_in_space(self.space_key()?);
+            let mut labelled =
+                self.client
+                    .search(&cql.to_string(), &["metadata.labels"], MAX_LIMIT);
+            while let Some(batch) = labelled.next_page().await? {
+                for content in &batch {
+                    let mut labels = content.label_names();
+                    labels.sort();
+                    tree.set_labels(&content.id, labels);
+                }
+            }
         }
         Ok(tree)
     }
 
     async fn full(&mut self) -> Result<(), FetcherError> {
         let started_at = self.progress.started_at;
-        let known = self.fetcher.state.versions(&self.site.source).await?;
+        let known = self.fetcher.state.records(&self.site.source).await?;
         let tree = if self.site.data_center {
             // Data Center has no bulk bodies by id: one search with bodies, 50 pages a request.
             let everything = CqlQuery::pages_in_space(self.space_key()?);
@@ -437,22 +624,43 @@ impl Run<'_> {
         state.set_watermark(&self.site.source, started_at).await
     }
 
-    /// Lists the space cheaply, then fetches bodies in bulk for the versions not yet emitted.
-    async fn list_and_fetch(&mut self, known: &HashMap<PageId, u64>) -> Result<Tree, FetcherError> {
+    /// Lists the space cheaply, then fetches bodies in bulk for the pages whose version, place or
+    /// life (a restore) differs from what was emitted.
+    async fn list_and_fetch(
+        &mut self,
+        known: &HashMap<PageId, PageRecord>,
+    ) -> Result<Tree, FetcherError> {
         let tree = self.list_space().await?;
-        let wanted: Vec<PageId> = tree
+        let wanted: HashMap<PageId, u64> = tree
             .versions()
-            .filter(|(id, version)| known.get(*id).is_none_or(|known| version > known))
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, version)| {
+                let path = page_info::path(&tree.ancestors(id), id);
+                incarnation_to_emit(known.get(id), version, &path, tree.labels(id))
+                    .map(|incarnation| (id.clone(), incarnation))
+            })
             .collect();
         tracing::info!(run_id = %self.run_id, listed = tree.len(), known = known.len(), wanted = wanted.len(), "space listed");
-        for ids in wanted.chunks(MAX_LIMIT as usize) {
+        let mut ids: Vec<PageId> = wanted.keys().cloned().collect();
+        ids.sort();
+        for ids in ids.chunks(MAX_LIMIT as usize) {
             // Ids missing from the answer were removed since the listing: the next run deletes them.
             let pages = self.client.pages_by_id(ids).await?;
             let changes: Vec<_> = pages
                 .iter()
                 .map(|page| {
-                    let changed = page_info::from_page(&self.site, page, tree.ancestors(&page.id));
+                    let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
+                    let labels = tree.labels(&page.id);
+                    let changed = page_info::from_page(&self.site, page, tree.ancestors(&page.id))
+                        .map(|mut changed| {
+                            if let Some(labels) = labels {
+                                changed.page.labels = labels.to_vec();
+                            }
+                            (
+                                changed,
+                                incarnation,
+                                labels.is_some() || page.labels.is_some(),
+                            )
+                        });
                     (page.id.clone(), changed)
                 })
                 .collect();
@@ -461,11 +669,12 @@ impl Run<'_> {
         Ok(tree)
     }
 
-    /// Runs a CQL search with bodies and emits the versions not yet emitted; returns what it saw.
+    /// Runs a CQL search with bodies and emits what differs from what was emitted; returns what
+    /// it saw.
     async fn search_and_emit(
         &mut self,
         cql: &CqlQuery,
-        known: &HashMap<PageId, u64>,
+        known: &HashMap<PageId, PageRecord>,
     ) -> Result<Tree, FetcherError> {
         let mut tree = Tree::default();
         let mut search = self
@@ -476,14 +685,26 @@ impl Run<'_> {
             let mut changes = Vec::new();
             for content in batch.iter().filter(|content| is_page(content)) {
                 tree.insert_content(content);
-                if known
-                    .get(&content.id)
-                    .is_none_or(|known| content.version_number() > *known)
-                {
-                    changes.push((
-                        content.id.clone(),
-                        page_info::from_content(&self.site, content),
-                    ));
+                let changed = match page_info::from_content(&self.site, content) {
+                    Ok(changed) => changed,
+                    Err(error) => {
+                        changes.push((content.id.clone(), Err(error)));
+                        continue;
+                    }
+                };
+                let mut labels = changed.page.labels.clone();
+                labels.sort();
+                let labels_known = content
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.labels.is_some());
+                if let Some(incarnation) = incarnation_to_emit(
+                    known.get(&content.id),
+                    changed.page.version,
+                    &changed.page.path,
+                    labels_known.then_some(labels.as_slice()),
+                ) {
+                    changes.push((content.id.clone(), Ok((changed, incarnation, labels_known))));
                 }
             }
             self.emit_all(changes).await?;
@@ -505,12 +726,18 @@ impl Run<'_> {
         if let Some(from) = window.from {
             cql = cql.modified_from(from);
         }
-        let known = self.fetcher.state.versions(&self.site.source).await?;
+        let known = self.fetcher.state.records(&self.site.source).await?;
         self.search_and_emit(&cql, &known).await?;
         if reconcile_deletions || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
-            let tree = self.list_space().await?;
-            let known = self.fetcher.state.versions(&self.site.source).await?;
+            let known = self.fetcher.state.records(&self.site.source).await?;
+            // On Cloud the listing also brings back what changed without a version (moves,
+            // labels, restores) and what the windows missed.
+            let tree = if self.site.data_center {
+                self.list_space().await?
+            } else {
+                self.list_and_fetch(&known).await?
+            };
             self.reconcile(&tree, &known).await?;
             self.fetcher
                 .state
@@ -560,17 +787,22 @@ impl Run<'_> {
         Ok(window)
     }
 
-    /// Emits pages concurrently; each version is recorded once its event is stored.
+    /// Emits pages concurrently (each with its incarnation, and whether Confluence sent its
+    /// labels); each is recorded once its event is stored.
     async fn emit_all(
         &mut self,
-        changes: Vec<(PageId, Result<PageChanged, FetcherError>)>,
+        changes: Vec<(PageId, Result<(PageChanged, u64, bool), FetcherError>)>,
     ) -> Result<(), FetcherError> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
         let mut outcomes =
             futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
                 let outcome = match changed {
-                    Ok(changed) => fetcher.emit_changed(changed, Some(run_id)).await,
+                    Ok((changed, incarnation, labels_known)) => {
+                        fetcher
+                            .emit_changed(changed, incarnation, labels_known, Some(run_id))
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 (id, outcome)
@@ -591,32 +823,37 @@ impl Run<'_> {
         first_transient.map_or(Ok(()), Err)
     }
 
-    /// Deletes the known pages the listing no longer shows, once Confluence confirms they are gone.
+    /// Deletes the known pages the listing no longer shows, once Confluence confirms they are gone
+    /// (trashed, purged, or moved to another space).
     async fn reconcile(
         &mut self,
         listed: &Tree,
-        known: &HashMap<PageId, u64>,
+        known: &HashMap<PageId, PageRecord>,
     ) -> Result<(), FetcherError> {
-        let mut missing: Vec<(&PageId, u64)> = known
+        let mut missing: Vec<(&PageId, &PageRecord)> = known
             .iter()
-            .filter(|(id, _)| !listed.contains(id))
-            .map(|(id, version)| (id, *version))
+            .filter(|(id, record)| !record.deleted && !listed.contains(id))
             .collect();
-        missing.sort();
-        for (page, version) in missing {
-            let gone = match confirm_gone(&self.client, &self.site, page).await {
-                Ok(gone) => gone,
+        missing.sort_by_key(|(id, _)| *id);
+        for (page, record) in missing {
+            let version = match confirm_gone(&self.client, &self.site, page).await {
+                Ok(Presence::Gone { version }) => version.unwrap_or(record.version),
+                Ok(Presence::Present) => continue,
                 Err(error) => {
                     self.page_failed(page, error)?;
                     continue;
                 }
             };
-            if !gone {
-                continue;
-            }
             match self
                 .fetcher
-                .emit_deleted(&self.site, page, version, "not listed", Some(self.run_id))
+                .emit_deleted(
+                    &self.site,
+                    page,
+                    Some(record),
+                    version,
+                    "not listed",
+                    Some(self.run_id),
+                )
                 .await
             {
                 Ok(()) => self.progress.pages_deleted += 1,

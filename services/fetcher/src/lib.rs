@@ -16,6 +16,7 @@
 
 mod fetcher;
 mod page_info;
+pub mod schedule;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -23,13 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures::StreamExt;
 use pagestream_bus::{Bus, BusConfig, BusError, HandlerError, Stage, StageConfig};
 use pagestream_confluence::ConfluenceError;
 use pagestream_events::{PageHinted, Retryable, SyncRequested};
-use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
+use pagestream_sources::{SecretKey, SourceChange, SourceError, SourceRegistry};
 use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+use tokio_util::sync::CancellationToken;
 
 pub use fetcher::{Fetcher, FetcherOptions, HintHandler, SyncHandler, SyncOutcome};
+pub use schedule::Scheduler;
 pub use state::FetcherState;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,10 @@ pub struct Config {
     /// Sync runs handled at once by this replica.
     #[arg(long, env = "PAGESTREAM_FETCHER_SYNC_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub sync_concurrency: u32,
+    /// Seconds between two looks at the sources' schedules (scheduled syncs start at most this
+    /// late).
+    #[arg(long, env = "PAGESTREAM_FETCHER_SCHEDULE_TICK_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub schedule_tick_secs: u64,
     /// Log format: human or json.
     #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
@@ -136,8 +144,17 @@ pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<()
         overlap: Duration::from_secs(config.overlap_secs),
         ..FetcherOptions::default()
     };
-    let fetcher =
-        Arc::new(Fetcher::new(bus.clone(), registry, config.secret_key.clone(), options).await?);
+    let fetcher = Arc::new(
+        Fetcher::new(
+            bus.clone(),
+            registry.clone(),
+            config.secret_key.clone(),
+            options,
+        )
+        .await?,
+    );
+    let scheduler = Scheduler::new(bus.clone(), registry.clone(), fetcher.state().clone());
+    let state = fetcher.state().clone();
     let (sync_config, hint_config) = stage_configs(config.sync_concurrency as usize);
     let sync_stage = Stage::<SyncRequested>::new(bus.clone(), sync_config);
     let hint_stage = Stage::<PageHinted>::new(bus, hint_config);
@@ -154,6 +171,15 @@ pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<()
     supervisor.spawn("hints", async move {
         hint_stage.run(hint_handler, hint_cancel).await
     });
+    let schedule_cancel = cancel.clone();
+    let tick = Duration::from_secs(config.schedule_tick_secs);
+    supervisor.spawn("schedule", async move {
+        scheduler.run(tick, schedule_cancel).await
+    });
+    let forget_cancel = cancel.clone();
+    supervisor.spawn("forget-removed-sources", async move {
+        forget_removed_sources(registry, state, forget_cancel).await
+    });
     supervisor.spawn(
         "ops",
         pagestream_telemetry::serve(config.http_addr, ops, cancel),
@@ -162,4 +188,33 @@ pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<()
     tracing::info!(http_addr = %config.http_addr, "fetcher ready");
     supervisor.run(Duration::from_secs(30)).await?;
     Ok(())
+}
+
+/// Drops the fetcher state of each removed source (its versions, watermark and schedule), also of
+/// those removed while no fetcher ran: the registry's history replays their removal.
+async fn forget_removed_sources(
+    registry: SourceRegistry,
+    state: FetcherState,
+    cancel: CancellationToken,
+) -> Result<(), FetcherError> {
+    let mut changes = registry.watch().await?;
+    loop {
+        let change = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            change = changes.next() => change,
+        };
+        match change {
+            Some(Ok(SourceChange::Removed(key))) => {
+                state.purge_source(&key).await?;
+                tracing::info!(source = %key, "removed source's fetcher state dropped");
+            }
+            Some(Ok(SourceChange::Upserted(_))) => {}
+            Some(Err(error)) => tracing::warn!(%error, "unreadable registry change"),
+            None => {
+                return Err(FetcherError::Source(SourceError::Registry(
+                    "registry watch ended".into(),
+                )));
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use pagestream_confluence::{Content, ContentLinks, Page};
+use pagestream_confluence::{Content, ContentLinks, Page, SpaceId};
 use pagestream_events::{Ancestor, Author, PageChanged, PageId, PageInfo, SourceKey};
 
 use crate::FetcherError;
@@ -20,12 +20,16 @@ pub(crate) struct Site {
     pub base: String,
     /// Data Center has no v2 API: listings and confirmations go through v1.
     pub data_center: bool,
+    /// The space's v2 id (Cloud), to tell a page moved to another space.
+    pub space_id: Option<SpaceId>,
 }
 
 struct Node {
     parent: Option<PageId>,
     title: String,
     version: u64,
+    /// Sorted; none where the listing did not say.
+    labels: Option<Vec<String>>,
 }
 
 /// Parent, title and version of every listed page, to derive ancestors without a request per page.
@@ -43,6 +47,7 @@ impl Tree {
                 parent: page.parent_id.clone(),
                 title: page.title.clone(),
                 version: page.version_number(),
+                labels: None,
             },
         );
     }
@@ -55,8 +60,29 @@ impl Tree {
                 parent: content.ancestors.last().map(|a| a.id.clone()),
                 title: content.title.clone(),
                 version: content.version_number(),
+                labels: content
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref())
+                    .map(|_| {
+                        let mut labels = content.label_names();
+                        labels.sort();
+                        labels
+                    }),
             },
         );
+    }
+
+    /// Records a listed page's labels (sorted).
+    pub fn set_labels(&mut self, id: &PageId, labels: Vec<String>) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.labels = Some(labels);
+        }
+    }
+
+    /// A listed page's labels, sorted, where the listing said.
+    pub fn labels(&self, id: &PageId) -> Option<&[String]> {
+        self.nodes.get(id).and_then(|node| node.labels.as_deref())
     }
 
     /// Every listed page with its version.
@@ -151,6 +177,7 @@ pub(crate) fn from_page(
                 .and_then(|v| v.created_at)
                 .or(page.created_at)
                 .unwrap_or_else(Utc::now),
+            incarnation: 0,
         },
         body_storage: body.to_owned(),
     })
@@ -194,6 +221,7 @@ pub(crate) fn from_content(site: &Site, content: &Content) -> Result<PageChanged
             author,
             created_at: history.and_then(|h| h.created_date),
             last_modified: content.last_modified().unwrap_or_else(Utc::now),
+            incarnation: 0,
         },
         body_storage: body.to_owned(),
     })
@@ -248,6 +276,7 @@ mod tests {
             space_key: "ENG".into(),
             base: "https://x.atlassian.net/wiki".into(),
             data_center: false,
+            space_id: None,
         };
         let mut page = listed(7, None, "T");
         page.links.webui = Some("/spaces/ENG/pages/7/T".into());

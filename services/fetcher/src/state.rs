@@ -1,11 +1,15 @@
 //! The fetcher's state in a NATS key-value bucket (`<PREFIX>_FETCHER_STATE`), so that any replica
 //! can pick up any source and a restarted fetcher resumes where it stopped:
 //!
-//! - `<source>.<page>`: the last page version whose `page.changed` JetStream acknowledged;
+//! - `<source>.<page>`: the last [`PageRecord`] whose event JetStream acknowledged (version,
+//!   incarnation, where the page stood, or a tombstone); it only moves forward (compare-and-set);
 //! - `<source>.watermark`: where the next incremental window starts (RFC 3339);
 //! - `<source>.reconciled`: when deletions were last reconciled against a full listing (RFC 3339);
 //! - `<source>.window`: the window of the incremental run in progress, frozen at its start, so a
-//!   run redelivered after a crash queries the same bounds.
+//!   run redelivered after a crash queries the same bounds;
+//! - `<source>.source`: the id of the source the state belongs to (a source removed and added
+//!   again under its key starts afresh);
+//! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +29,58 @@ use crate::FetcherError;
 const WATERMARK: &str = "watermark";
 const WINDOW: &str = "window";
 const RECONCILED: &str = "reconciled";
+const SOURCE_ID: &str = "source";
+const SCHEDULE: &str = "schedule";
+
+/// Compare-and-set attempts before a write racing other replicas gives up (transient).
+const CAS_ATTEMPTS: usize = 16;
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// What the fetcher last emitted for a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PageRecord {
+    pub version: u64,
+    /// How many times the page came back after a deletion (Confluence keeps the version).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+    /// Where the page stood: a move or a label change creates no version. None when unknown
+    /// (recorded before these were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_key: Option<String>,
+    /// The fetcher emitted the page's deletion (a tombstone, kept so that a restore of the same
+    /// version is recognised and emitted as the next incarnation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl PageRecord {
+    /// Records are ordered by version, then incarnation, then a tombstone after the live page.
+    fn order(&self) -> (u64, u64, bool) {
+        (self.version, self.incarnation, self.deleted)
+    }
+
+    /// The live version known, if the page is not deleted.
+    pub fn live_version(&self) -> Option<u64> {
+        (!self.deleted).then_some(self.version)
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        // Versions were once stored as a bare number.
+        serde_json::from_slice(bytes).ok().or_else(|| {
+            parse_version(bytes).map(|version| PageRecord {
+                version,
+                ..PageRecord::default()
+            })
+        })
+    }
+}
 
 fn state_error(operation: &'static str, error: impl std::fmt::Display) -> FetcherError {
     FetcherError::State {
@@ -68,46 +124,150 @@ impl FetcherState {
         format!("{source}.{page}")
     }
 
-    /// The last emitted version of a page.
-    pub async fn version(
+    /// What was last emitted for a page.
+    pub async fn record(
         &self,
         source: &SourceKey,
         page: &PageId,
-    ) -> Result<Option<u64>, FetcherError> {
+    ) -> Result<Option<PageRecord>, FetcherError> {
         let value = self
             .store
             .get(Self::page_key(source, page))
             .await
             .map_err(|error| state_error("get version", error))?;
-        Ok(value.and_then(|bytes| parse_version(&bytes)))
+        Ok(value.and_then(|bytes| PageRecord::parse(&bytes)))
     }
 
-    pub async fn set_version(
+    /// The last emitted live version of a page (none when unknown or deleted).
+    pub async fn version(
         &self,
         source: &SourceKey,
         page: &PageId,
-        version: u64,
-    ) -> Result<(), FetcherError> {
+    ) -> Result<Option<u64>, FetcherError> {
+        Ok(self
+            .record(source, page)
+            .await?
+            .and_then(|record| record.live_version()))
+    }
+
+    /// Records what was emitted, unless a replica already recorded something newer: the record
+    /// only moves forward (compare-and-set on the key's revision). Returns whether it was written.
+    pub async fn set_record(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+        record: &PageRecord,
+    ) -> Result<bool, FetcherError> {
+        let key = Self::page_key(source, page);
+        let value = Bytes::from(
+            serde_json::to_vec(record).map_err(|error| state_error("encode version", error))?,
+        );
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .store
+                .entry(key.as_str())
+                .await
+                .map_err(|error| state_error("get version", error))?;
+            let written = match entry.filter(|entry| entry.operation == kv::Operation::Put) {
+                Some(entry) => {
+                    if PageRecord::parse(&entry.value)
+                        .is_some_and(|stored| stored.order() > record.order())
+                    {
+                        return Ok(false);
+                    }
+                    self.store
+                        .update(key.as_str(), value.clone(), entry.revision)
+                        .await
+                        .is_ok()
+                }
+                None => self.store.create(key.as_str(), value.clone()).await.is_ok(),
+            };
+            if written {
+                return Ok(true);
+            }
+        }
+        Err(state_error(
+            "put version",
+            "lost the race to other replicas",
+        ))
+    }
+
+    /// Drops every key of a source: its versions, watermark, window and schedule.
+    pub async fn purge_source(&self, source: &SourceKey) -> Result<(), FetcherError> {
         self.store
-            .put(
-                Self::page_key(source, page),
-                Bytes::from(version.to_string()),
-            )
+            .stream
+            .purge()
+            .filter(format!("{}{source}.>", self.store.prefix))
             .await
-            .map_err(|error| state_error("put version", error))?;
+            .map_err(|error| state_error("purge source", error))?;
         Ok(())
     }
 
-    pub async fn forget(&self, source: &SourceKey, page: &PageId) -> Result<(), FetcherError> {
-        self.store
-            .purge(Self::page_key(source, page))
+    /// Makes the state belong to the source with this id: a source removed and added again under
+    /// its key must not inherit the removed one's versions (it would skip every page).
+    pub async fn claim_for(&self, source: &SourceKey, id: Uuid) -> Result<(), FetcherError> {
+        let key = format!("{source}.{SOURCE_ID}");
+        let owner = self
+            .store
+            .get(key.as_str())
             .await
-            .map_err(|error| state_error("purge version", error))
+            .map_err(|error| state_error("get source id", error))?;
+        let id_text = id.to_string();
+        if owner.as_deref() == Some(id_text.as_bytes()) {
+            return Ok(());
+        }
+        if owner.is_some() {
+            tracing::info!(%source, "source re-created: its previous fetcher state is dropped");
+            self.purge_source(source).await?;
+        }
+        self.store
+            .put(key, Bytes::from(id_text))
+            .await
+            .map_err(|error| state_error("put source id", error))?;
+        Ok(())
     }
 
-    /// Every emitted version of a source's pages. Reads the bucket's stream through a throwaway
-    /// consumer (last message per key) rather than one `get` per key.
-    pub async fn versions(&self, source: &SourceKey) -> Result<HashMap<PageId, u64>, FetcherError> {
+    /// The last slot of the source's schedule that was claimed.
+    pub async fn last_slot(&self, source: &SourceKey) -> Result<Option<i64>, FetcherError> {
+        let value = self
+            .store
+            .get(format!("{source}.{SCHEDULE}"))
+            .await
+            .map_err(|error| state_error("get schedule", error))?;
+        Ok(value.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()))
+    }
+
+    /// Claims a schedule slot of a source: true for exactly one caller per slot, across replicas
+    /// and restarts (compare-and-set of the last scheduled slot).
+    pub async fn claim_slot(&self, source: &SourceKey, slot: i64) -> Result<bool, FetcherError> {
+        let key = format!("{source}.{SCHEDULE}");
+        let entry = self
+            .store
+            .entry(key.as_str())
+            .await
+            .map_err(|error| state_error("get schedule", error))?;
+        let value = Bytes::from(slot.to_string());
+        let claimed = match entry.filter(|entry| entry.operation == kv::Operation::Put) {
+            Some(entry) => {
+                let last = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok());
+                if last.is_some_and(|last| last >= slot) {
+                    return Ok(false);
+                }
+                self.store.update(key, value, entry.revision).await.is_ok()
+            }
+            None => self.store.create(key, value).await.is_ok(),
+        };
+        Ok(claimed)
+    }
+
+    /// What was emitted for each of a source's pages, tombstones included. Reads the bucket's
+    /// stream through a throwaway consumer (last message per key) rather than one `get` per key.
+    pub async fn records(
+        &self,
+        source: &SourceKey,
+    ) -> Result<HashMap<PageId, PageRecord>, FetcherError> {
         let consumer = self
             .store
             .stream
@@ -146,10 +306,10 @@ impl FetcherState {
                 .rsplit('.')
                 .next()
                 .and_then(|token| PageId::new(token).ok());
-            if let (false, Some(page), Some(version)) =
-                (deleted, page, parse_version(&message.payload))
+            if let (false, Some(page), Some(record)) =
+                (deleted, page, PageRecord::parse(&message.payload))
             {
-                versions.insert(page, version);
+                versions.insert(page, record);
             }
         }
         Ok(versions)

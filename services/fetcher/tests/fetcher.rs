@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use confluence_sim::{EditPage, FaultRule, Faults, RunningSim, SimConfig};
+use confluence_sim::{EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig};
 use futures::StreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::{Bus, Stage};
@@ -14,7 +14,10 @@ use pagestream_events::{
     Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId, RawEvent,
     Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
-use pagestream_fetcher::{Fetcher, FetcherOptions, SyncHandler, SyncOutcome, stage_configs};
+use pagestream_fetcher::state::PageRecord;
+use pagestream_fetcher::{
+    Fetcher, FetcherOptions, Scheduler, SyncHandler, SyncOutcome, stage_configs,
+};
 use pagestream_sources::{
     AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings,
 };
@@ -356,7 +359,24 @@ async fn trashed_and_purged_pages_are_deleted_and_purged_from_the_streams() {
     let run = h.sync(SyncMode::Full).await;
     let gone: BTreeSet<PageId> = [PageId::from(trashed), PageId::from(purged)].into();
     assert_eq!(ids(&deleted.drain().await), gone);
-    assert!(changed.drain().await.is_empty());
+    // The trashed pages' children moved up to their grandparents: new paths, nothing else.
+    let moved = ids(&changed.drain().await);
+    assert!(moved.is_disjoint(&gone));
+    for page in &moved {
+        let event: Envelope<PageChanged> = h
+            .bus
+            .last_for_page(&h.source, page)
+            .await
+            .expect("read")
+            .expect("event");
+        assert_eq!(
+            event.data.page.ancestors.len(),
+            h.sim
+                .handle
+                .ancestors(page.as_str().parse().expect("id"))
+                .len()
+        );
+    }
     assert_eq!(run.pages_deleted, 2);
     for page in &gone {
         let tombstone: Envelope<PageDeleted> = h
@@ -518,7 +538,7 @@ async fn a_sync_killed_midway_and_redelivered_stores_every_page_exactly_once() {
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let recorded = h.fetcher.state().versions(&h.source).await.expect("state");
+        let recorded = h.fetcher.state().records(&h.source).await.expect("state");
         if recorded.len() >= 40 {
             break;
         }
@@ -527,7 +547,7 @@ async fn a_sync_killed_midway_and_redelivered_stores_every_page_exactly_once() {
     }
     killed.abort();
     let _ = killed.await;
-    let recorded = h.fetcher.state().versions(&h.source).await.expect("state");
+    let recorded = h.fetcher.state().records(&h.source).await.expect("state");
     assert!(recorded.len() < 300, "the run was killed before its end");
 
     // The command is redelivered: the same run resumes.
@@ -671,4 +691,363 @@ async fn data_center_sources_sync_through_cql() {
     assert!(changed.drain().await.is_empty());
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!((second.pages_changed, second.pages_deleted), (0, 1));
+}
+
+async fn last_changed(h: &Harness, id: u64) -> Envelope<PageChanged> {
+    h.bus
+        .last_for_page(&h.source, &PageId::from(id))
+        .await
+        .expect("read")
+        .expect("a page.changed")
+}
+
+fn hint_of(h: &Harness, id: u64, reason: HintReason, event: &str) -> PageHinted {
+    PageHinted {
+        source: h.source.clone(),
+        page_id: PageId::from(id),
+        reason,
+        version: h.sim.handle.page(id).map(|page| page.version),
+        space_key: Some(h.sim.handle.space_key()),
+        webhook_event: Some(event.into()),
+        received_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_page_restored_with_its_version_is_emitted_again_and_stored_by_jetstream() {
+    let h = harness(30).await;
+    h.sync(SyncMode::Full).await;
+    let current = h.sim.handle.current_page_ids();
+    let (by_hint, by_sync) = (current[12], current[13]);
+    for id in [by_hint, by_sync] {
+        h.sim.handle.trash(id).await.expect("trash");
+    }
+    h.fetcher
+        .hint(&hint_of(&h, by_hint, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("hint");
+    h.sync(SyncMode::Full).await;
+    for id in [by_hint, by_sync] {
+        assert!(
+            h.bus
+                .last_for_page::<PageChanged>(&h.source, &PageId::from(id))
+                .await
+                .expect("read")
+                .is_none()
+        );
+        h.sim.handle.restore(id).await.expect("restore");
+    }
+    // Seconds after trashing, well inside JetStream's duplicate window: a new fact all the same.
+    let version = h.sim.handle.page(by_hint).expect("page").version;
+    h.fetcher
+        .hint(&hint_of(&h, by_hint, HintReason::Changed, "page_restored"))
+        .await
+        .expect("hint");
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(run.pages_changed, 1, "the page restored without webhook");
+    for id in [by_hint, by_sync] {
+        let event = last_changed(&h, id).await;
+        assert_eq!(event.data.page.incarnation, 1, "page {id}");
+        assert_eq!(
+            event.data.page.version,
+            h.sim.handle.page(id).expect("page").version
+        );
+    }
+    assert_eq!(last_changed(&h, by_hint).await.data.page.version, version);
+    // Trashed again: the tombstone of the second life is a new fact too.
+    h.sim.handle.trash(by_hint).await.expect("trash");
+    h.fetcher
+        .hint(&hint_of(&h, by_hint, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("hint");
+    let tombstone: Envelope<PageDeleted> = h
+        .bus
+        .last_for_page(&h.source, &PageId::from(by_hint))
+        .await
+        .expect("read")
+        .expect("tombstone");
+    assert_eq!(tombstone.data.incarnation, 1);
+}
+
+#[tokio::test]
+async fn a_moved_page_gets_its_new_path_from_the_hint_or_the_next_sync() {
+    let h = harness(40).await;
+    h.sync(SyncMode::Full).await;
+    let current = h.sim.handle.current_page_ids();
+    let parent = current[1];
+    let movable: Vec<u64> = current
+        .iter()
+        .copied()
+        .filter(|id| {
+            *id != parent && !h.sim.handle.ancestors(parent).contains(id) && *id != current[0]
+        })
+        .filter(|id| !h.sim.handle.ancestors(*id).contains(&parent))
+        .take(3)
+        .collect();
+    let expected_path = |id: u64| -> String {
+        h.sim
+            .handle
+            .ancestors(id)
+            .into_iter()
+            .chain([id])
+            .map(|id| format!("/{id}"))
+            .collect()
+    };
+    for id in &movable {
+        h.sim
+            .handle
+            .move_page(
+                *id,
+                MovePage {
+                    parent_id: Some(parent),
+                },
+            )
+            .await
+            .expect("move");
+    }
+    // One through its webhook, one through an incremental sync, one through a full sync.
+    h.fetcher
+        .hint(&hint_of(&h, movable[0], HintReason::Changed, "page_moved"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, movable[0]).await;
+    assert_eq!(event.data.page.path, expected_path(movable[0]));
+    assert_eq!(
+        event.data.page.ancestors.last().map(|a| a.id.clone()),
+        Some(PageId::from(parent))
+    );
+
+    let incremental = h.sync(SyncMode::Incremental).await;
+    assert!(incremental.pages_changed >= 2, "{incremental:?}");
+    assert_eq!(
+        last_changed(&h, movable[1]).await.data.page.path,
+        expected_path(movable[1])
+    );
+
+    // A full sync sees the move in the listing alone (a move keeps the version).
+    h.sim
+        .handle
+        .move_page(movable[2], MovePage { parent_id: None })
+        .await
+        .expect("move to the root");
+    let full = h.sync(SyncMode::Full).await;
+    // The page and its subtree have new paths.
+    let subtree = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .filter(|id| h.sim.handle.ancestors(*id).contains(&movable[2]))
+        .count() as u64;
+    assert_eq!(full.pages_changed, 1 + subtree);
+    assert_eq!(
+        last_changed(&h, movable[2]).await.data.page.path,
+        format!("/{}", movable[2])
+    );
+}
+
+#[tokio::test]
+async fn hints_of_other_spaces_are_not_indexed_and_removals_of_unrecorded_pages_delete() {
+    let h = harness(20).await;
+    let id = h.sim.handle.current_page_ids()[5];
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    // A site-wide webhook about a page of another space.
+    let elsewhere = PageHinted {
+        space_key: Some("OTHER".into()),
+        ..hint_of(&h, id, HintReason::Changed, "page_updated")
+    };
+    h.fetcher.hint(&elsewhere).await.expect("hint");
+    assert!(
+        changed.drain().await.is_empty(),
+        "another space's page indexed"
+    );
+
+    // Never synced, never recorded: trashed, its removal hint still deletes it (whatever
+    // version the index holds).
+    h.sim.handle.trash(id).await.expect("trash");
+    let mut removal = hint_of(&h, id, HintReason::Removed, "page_trashed");
+    removal.version = None;
+    h.fetcher.hint(&removal).await.expect("hint");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(id)].into());
+}
+
+#[tokio::test]
+async fn a_source_removed_and_added_again_under_its_key_syncs_every_page_again() {
+    let h = harness(25).await;
+    h.sync(SyncMode::Full).await;
+    assert_eq!(
+        h.fetcher
+            .state()
+            .records(&h.source)
+            .await
+            .expect("state")
+            .len(),
+        25
+    );
+    h.registry.remove(&h.source).await.expect("remove");
+    h.bus.purge_source(&h.source).await.expect("purge");
+    let again = SourceRecord {
+        id: Uuid::new_v4(),
+        updated_at: Utc::now(),
+        ..h.record.clone()
+    };
+    h.registry.put(&again).await.expect("re-create");
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(
+        run.pages_changed, 25,
+        "the new source inherited the old one's versions"
+    );
+}
+
+#[tokio::test]
+async fn recorded_versions_only_move_forward() {
+    let h = harness(1).await;
+    let state = h.fetcher.state();
+    let page = PageId::from(42);
+    let record = |version| PageRecord {
+        version,
+        ..PageRecord::default()
+    };
+    assert!(
+        state
+            .set_record(&h.source, &page, &record(6))
+            .await
+            .expect("set")
+    );
+    // A replica that fetched v5 before v6 was recorded finishes last.
+    assert!(
+        !state
+            .set_record(&h.source, &page, &record(5))
+            .await
+            .expect("set")
+    );
+    assert_eq!(state.version(&h.source, &page).await.expect("get"), Some(6));
+    // Replicas racing to record: the newest wins.
+    let writes = (1..=20).map(|version| {
+        let state = state.clone();
+        let source = h.source.clone();
+        let page = page.clone();
+        async move { state.set_record(&source, &page, &record(version)).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.expect("set");
+    }
+    assert_eq!(
+        state.version(&h.source, &page).await.expect("get"),
+        Some(20)
+    );
+}
+
+#[tokio::test]
+async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
+    let h = harness(10).await;
+    let mut record = h.record.clone();
+    record.settings.incremental_interval_secs = 60;
+    record.updated_at = Utc::now();
+    h.registry.put(&record).await.expect("update");
+    let replica = || Scheduler::new(h.bus.clone(), h.registry.clone(), h.fetcher.state().clone());
+    let (first, second) = (replica(), replica());
+    let now = Utc::now();
+    // The first slot only starts the schedule: the owner asks for the first sync.
+    assert!(first.tick(now).await.expect("tick").is_empty());
+    let next = record.next_sync_at(now).expect("scheduled");
+    let (a, b) = tokio::join!(first.tick(next), second.tick(next));
+    let mut requested = a.expect("tick");
+    requested.extend(b.expect("tick"));
+    assert_eq!(
+        requested.len(),
+        1,
+        "exactly one run for the slot: {requested:?}"
+    );
+    assert_eq!(requested[0].mode, SyncMode::Incremental);
+    assert_eq!(
+        requested[0].run_id,
+        record.scheduled_run_id(record.schedule_slot(next).expect("slot"))
+    );
+    // Later in the same slot, and a restarted replica: nothing more.
+    assert!(
+        second
+            .tick(next + chrono::Duration::seconds(30))
+            .await
+            .expect("tick")
+            .is_empty()
+    );
+    assert!(replica().tick(next).await.expect("tick").is_empty());
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(h.bus.streams().for_kind(EventKind::SyncRequested))
+        .await
+        .expect("stream");
+    assert_eq!(stream.get_info().await.expect("info").state.messages, 1);
+    // The next slot runs again, and the run goes through the fetcher.
+    let after = record.next_sync_at(next).expect("next");
+    let later = replica().tick(after).await.expect("tick");
+    assert_eq!(later.len(), 1);
+    assert_ne!(later[0].run_id, requested[0].run_id);
+    let run = h.fetcher.sync(&later[0]).await.expect("scheduled run");
+    assert_eq!(run.status, SyncStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_label_change_reaches_the_page_event_through_its_webhook_or_the_reconciliation() {
+    const LABEL: &str = "converged-label";
+    let h = harness(15).await;
+    h.sync(SyncMode::Full).await;
+    let ids = h.sim.handle.current_page_ids();
+    let (id, other) = (ids[4], ids[7]);
+    let has_label =
+        |event: &Envelope<PageChanged>| event.data.page.labels.iter().any(|l| l == LABEL);
+    let version = h.sim.handle.page(id).expect("page").version;
+    h.sim.handle.label(id, LABEL, true).await.expect("label");
+    assert_eq!(
+        h.sim.handle.page(id).expect("page").version,
+        version,
+        "no new version"
+    );
+    let mut hint = hint_of(&h, id, HintReason::Changed, "label_added");
+    hint.version = None;
+    h.fetcher.hint(&hint).await.expect("hint");
+    assert!(has_label(&last_changed(&h, id).await));
+    h.sim.handle.label(id, LABEL, false).await.expect("unlabel");
+    h.fetcher
+        .hint(&hint_of(&h, id, HintReason::Changed, "label_removed"))
+        .await
+        .expect("hint");
+    assert!(!has_label(&last_changed(&h, id).await));
+
+    // Without a webhook: the next reconciliation sees it.
+    h.sim.handle.label(other, LABEL, true).await.expect("label");
+    let run = h
+        .fetcher
+        .sync(&SyncRequested {
+            reconcile_deletions: true,
+            ..h.request(SyncMode::Incremental)
+        })
+        .await
+        .expect("reconciliation");
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(has_label(&last_changed(&h, other).await));
+}
+
+#[tokio::test]
+async fn a_first_full_sync_carries_every_page_s_labels() {
+    let h = harness(40).await;
+    h.sync(SyncMode::Full).await;
+    let pages = h.sim.handle.pages();
+    assert!(pages.iter().any(|page| !page.labels.is_empty()));
+    for page in pages
+        .into_iter()
+        .filter(|page| page.status == confluence_sim::PageStatus::Current)
+    {
+        let mut labels = page.labels.clone();
+        labels.sort();
+        assert_eq!(
+            last_changed(&h, page.id).await.data.page.labels,
+            labels,
+            "page {}",
+            page.id
+        );
+    }
 }

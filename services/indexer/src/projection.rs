@@ -2,7 +2,9 @@
 //! events may arrive in any order, twice, or from a replay, and the result is the same:
 //!
 //! - a page's row moves only forward: an event older than the stored `version` changes nothing;
-//! - a deleted page stays deleted until an event of a strictly newer version arrives;
+//! - a deleted page stays deleted until an event of a strictly newer version, or of the same
+//!   version and a later incarnation (a restore), arrives;
+//! - a deletion of version 0 (the fetcher never knew the version) deletes whatever is stored;
 //! - a page's chunks for a model are replaced in one statement group inside the caller's
 //!   transaction, so readers see the old set or the new one.
 
@@ -76,6 +78,10 @@ impl SourceIds {
 /// Whether an event changed the projection (a stale or repeated one does not).
 pub type Applied = bool;
 
+fn as_bigint(what: &str, value: u64) -> Result<i64, ProjectionError> {
+    i64::try_from(value).map_err(|_| ProjectionError::Invalid(format!("{what} {value} too large")))
+}
+
 fn page_metadata(
     page: &PageInfo,
     content: Option<&pagestream_events::ContentMetadata>,
@@ -102,23 +108,28 @@ async fn upsert_page(
     page: &PageInfo,
     converted: Option<&PageConverted>,
 ) -> Result<Applied, ProjectionError> {
-    let version = i64::try_from(page.version)
-        .map_err(|_| ProjectionError::Invalid(format!("version {} too large", page.version)))?;
+    let version = as_bigint("version", page.version)?;
     let metadata = page_metadata(page, converted.map(|event| &event.metadata));
     let markdown = converted.map(|event| event.markdown.as_str());
     // On conflict the row changes only for a version at least the stored one, and a deleted row
     // only for a strictly newer version. Converted metadata replaces the stored one; page.changed
     // merges into it (keeping the converter's fields).
+    let incarnation = as_bigint("incarnation", page.incarnation)?;
+    // On conflict the row changes only for a (version, incarnation) at least the stored one, and a
+    // deleted row only for a strictly newer one. The same version and incarnation again updates
+    // where the page stands (a move or a label change creates no version); converted metadata
+    // replaces the stored one, page.changed merges into it (keeping the converter's fields).
     let result = sqlx::query(
         r#"
         INSERT INTO confluence_pages AS p
             (source_id, page_id, space_key, title, version, last_modified, path, url, metadata,
-             markdown, markdown_version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE $5 END)
+             markdown, markdown_version, incarnation)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE $5 END, $11)
         ON CONFLICT (source_id, page_id) DO UPDATE SET
             space_key = EXCLUDED.space_key,
             title = EXCLUDED.title,
             version = EXCLUDED.version,
+            incarnation = EXCLUDED.incarnation,
             last_modified = EXCLUDED.last_modified,
             path = EXCLUDED.path,
             url = EXCLUDED.url,
@@ -127,9 +138,11 @@ async fn upsert_page(
             markdown = COALESCE($10, p.markdown),
             markdown_version = CASE WHEN $10::text IS NULL THEN p.markdown_version ELSE $5 END,
             updated_at = now()
-        WHERE p.version < EXCLUDED.version
-           OR (p.version = EXCLUDED.version AND NOT p.is_deleted
-               AND ($10::text IS NULL OR p.markdown_version IS DISTINCT FROM EXCLUDED.version))
+        WHERE (p.version, p.incarnation) < (EXCLUDED.version, EXCLUDED.incarnation)
+           OR ((p.version, p.incarnation) = (EXCLUDED.version, EXCLUDED.incarnation) AND NOT p.is_deleted
+               AND ($10::text IS NULL OR p.markdown_version IS DISTINCT FROM EXCLUDED.version
+                    OR p.path IS DISTINCT FROM EXCLUDED.path
+                    OR p.metadata -> 'labels' IS DISTINCT FROM EXCLUDED.metadata -> 'labels'))
         "#,
     )
     .bind(source_id)
@@ -142,6 +155,7 @@ async fn upsert_page(
     .bind(&page.url)
     .bind(metadata)
     .bind(markdown)
+    .bind(incarnation)
     .execute(&mut *conn)
     .await?;
     Ok(result.rows_affected() > 0)
@@ -172,8 +186,8 @@ pub async fn apply_chunks(
 ) -> Result<Applied, ProjectionError> {
     let data = &event.data;
     let source_id = ids.resolve(conn, &data.source).await?;
-    let version = i64::try_from(data.version)
-        .map_err(|_| ProjectionError::Invalid(format!("version {} too large", data.version)))?;
+    let version = as_bigint("version", data.version)?;
+    let incarnation = as_bigint("incarnation", data.incarnation)?;
     let dimension = i32::try_from(data.dimension)
         .map_err(|_| ProjectionError::Invalid(format!("dimension {} too large", data.dimension)))?;
     for chunk in &data.chunks {
@@ -188,24 +202,25 @@ pub async fn apply_chunks(
     }
     // The page row must exist for search to join it; a minimal one waits for page.changed.
     sqlx::query(
-        "INSERT INTO confluence_pages (source_id, page_id, space_key, version) VALUES ($1, $2, $3, $4)
+        "INSERT INTO confluence_pages (source_id, page_id, space_key, version, incarnation) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (source_id, page_id) DO NOTHING",
     )
     .bind(source_id)
     .bind(data.page_id.as_str())
     .bind(&data.space_key)
     .bind(version)
+    .bind(incarnation)
     .execute(&mut *conn)
     .await?;
     // Lock the page row: concurrent replicas replace one page's chunks one after the other.
-    let (stored_version, is_deleted): (i64, bool) = sqlx::query_as(
-        "SELECT version, is_deleted FROM confluence_pages WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
+    let (stored_version, stored_incarnation, is_deleted): (i64, i64, bool) = sqlx::query_as(
+        "SELECT version, incarnation, is_deleted FROM confluence_pages WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
     )
     .bind(source_id)
     .bind(data.page_id.as_str())
     .fetch_one(&mut *conn)
     .await?;
-    if is_deleted && stored_version >= version {
+    if is_deleted && (stored_version, stored_incarnation) >= (version, incarnation) {
         return Ok(false);
     }
     let newest_chunks: Option<i64> = sqlx::query_scalar(
@@ -295,35 +310,47 @@ pub async fn apply_deleted(
 ) -> Result<Applied, ProjectionError> {
     let data = &event.data;
     let source_id = ids.resolve(conn, &data.source).await?;
-    let version = i64::try_from(data.version)
-        .map_err(|_| ProjectionError::Invalid(format!("version {} too large", data.version)))?;
+    let version = as_bigint("version", data.version)?;
+    let incarnation = as_bigint("incarnation", data.incarnation)?;
+    // Version 0: the fetcher confirmed the page gone without ever knowing its version (a removal
+    // hint for a page it never recorded); whatever is stored goes.
     let result = sqlx::query(
         r#"
-        INSERT INTO confluence_pages AS p (source_id, page_id, space_key, version, is_deleted)
-        VALUES ($1, $2, COALESCE($3, ''), $4, true)
+        INSERT INTO confluence_pages AS p (source_id, page_id, space_key, version, incarnation, is_deleted)
+        VALUES ($1, $2, COALESCE($3, ''), $4, $5, true)
         ON CONFLICT (source_id, page_id) DO UPDATE SET
-            is_deleted = true, version = GREATEST(p.version, EXCLUDED.version),
+            is_deleted = true,
+            version = CASE WHEN EXCLUDED.version = 0 THEN p.version ELSE EXCLUDED.version END,
+            incarnation = CASE WHEN EXCLUDED.version = 0 THEN p.incarnation ELSE EXCLUDED.incarnation END,
             -- a tombstone keeps nothing of the content: as a replay (which never sees the purged
             -- events) would build it
             title = '', path = '', url = '', metadata = '{}'::jsonb, last_modified = NULL,
             markdown = NULL, markdown_version = NULL, chunks_version = NULL, updated_at = now()
-        WHERE p.version <= EXCLUDED.version AND NOT p.is_deleted
+        WHERE NOT p.is_deleted
+          AND ((p.version, p.incarnation) <= (EXCLUDED.version, EXCLUDED.incarnation) OR EXCLUDED.version = 0)
         "#,
     )
     .bind(source_id)
     .bind(data.page_id.as_str())
     .bind(data.space_key.as_deref())
     .bind(version)
+    .bind(incarnation)
     .execute(&mut *conn)
     .await?;
-    // Chunks of versions up to the deleted one go; a newer version's chunks stay.
-    sqlx::query("DELETE FROM chunks WHERE source_id = $1 AND page_id = $2 AND page_version <= $3")
-        .bind(source_id)
-        .bind(data.page_id.as_str())
-        .bind(version)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() > 0)
+    let applied = result.rows_affected() > 0;
+    // Chunks of versions up to the deleted one go (a newer version's chunks stay); a stale
+    // tombstone leaves a restored page's chunks alone.
+    if applied {
+        sqlx::query(
+            "DELETE FROM chunks WHERE source_id = $1 AND page_id = $2 AND ($3 = 0 OR page_version <= $3)",
+        )
+            .bind(source_id)
+            .bind(data.page_id.as_str())
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(applied)
 }
 
 /// Adds `count` to each of a sync run's stage counters; the run's row appears with the first

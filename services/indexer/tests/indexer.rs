@@ -30,6 +30,7 @@ fn info(id: u64, version: u64) -> PageInfo {
         author: None,
         created_at: None,
         last_modified: Utc::now(),
+        incarnation: 0,
     }
 }
 
@@ -62,6 +63,7 @@ fn chunks(id: u64, version: u64, count: u32) -> Envelope<ChunksReady> {
                 ),
             })
             .collect(),
+        incarnation: 0,
     })
 }
 
@@ -73,6 +75,7 @@ fn deleted(id: u64, version: u64) -> Envelope<PageDeleted> {
         space_key: Some("ENG".into()),
         deleted_at: Utc::now(),
         reason: None,
+        incarnation: 0,
     })
 }
 
@@ -167,6 +170,76 @@ async fn a_deleted_page_stays_deleted_until_a_newer_version() {
     apply(&pool, &deleted(3, 1)).await;
     apply(&pool, &changed(3, 1)).await;
     assert!(page_state(&pool, 3).await.1);
+}
+
+fn restored(
+    id: u64,
+    version: u64,
+    incarnation: u64,
+) -> (Envelope<PageChanged>, Envelope<ChunksReady>) {
+    let changed = Envelope::new(PageChanged {
+        page: PageInfo {
+            incarnation,
+            ..info(id, version)
+        },
+        body_storage: format!("<p>v{version}</p>"),
+    });
+    let mut ready = chunks(id, version, 2).data;
+    ready.incarnation = incarnation;
+    (changed, Envelope::new(ready))
+}
+
+#[tokio::test]
+async fn a_page_restored_with_its_version_comes_back_and_a_stale_tombstone_keeps_it() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(7, 4)).await;
+    apply(&pool, &chunks(7, 4, 3)).await;
+    apply(&pool, &deleted(7, 4)).await;
+    // Confluence keeps the version on restore: the fetcher emits the next incarnation.
+    let (changed_again, chunks_again) = restored(7, 4, 1);
+    apply(&pool, &chunks_again).await;
+    apply(&pool, &changed_again).await;
+    let (version, is_deleted, _, chunk_count) = page_state(&pool, 7).await;
+    assert_eq!((version, is_deleted, chunk_count), (4, false, 2));
+    // The first tombstone again (a redelivery, a replay) changes nothing; the second trash does.
+    apply(&pool, &deleted(7, 4)).await;
+    assert_eq!(page_state(&pool, 7).await.1, false);
+    assert_eq!(page_state(&pool, 7).await.3, 2);
+    let mut second = deleted(7, 4).data;
+    second.incarnation = 1;
+    apply(&pool, &Envelope::new(second)).await;
+    assert_eq!(page_state(&pool, 7).await.1, true);
+}
+
+#[tokio::test]
+async fn a_move_or_a_label_change_of_the_same_version_is_applied() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(8, 2)).await;
+    let mut moved = changed(8, 2).data;
+    moved.page.path = "/1/5/8".into();
+    moved.page.labels = vec!["runbook".into()];
+    apply(&pool, &Envelope::new(moved)).await;
+    let (path, labels): (String, serde_json::Value) = sqlx::query_as(
+        "SELECT path, metadata -> 'labels' FROM confluence_pages WHERE page_id = '8'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!(path, "/1/5/8");
+    assert_eq!(labels, serde_json::json!(["runbook"]));
+}
+
+#[tokio::test]
+async fn a_deletion_whose_version_the_fetcher_never_knew_still_deletes() {
+    let pool = database_with_source().await;
+    apply(&pool, &changed(9, 6)).await;
+    apply(&pool, &chunks(9, 6, 2)).await;
+    apply(&pool, &deleted(9, 0)).await;
+    let (version, is_deleted, _, chunk_count) = page_state(&pool, 9).await;
+    assert_eq!((version, is_deleted, chunk_count), (6, true, 0));
+    // Late events of the known version stay deleted.
+    apply(&pool, &changed(9, 6)).await;
+    assert!(page_state(&pool, 9).await.1);
 }
 
 #[tokio::test]

@@ -35,9 +35,10 @@ pub enum EventAction {
 /// Maps a Confluence webhook event name to what Pagestream does with it.
 pub fn action_for(event: &str) -> EventAction {
     match event {
-        "page_created" | "page_updated" | "page_restored" | "page_moved" => {
-            EventAction::Hint(HintReason::Changed)
-        }
+        // A move and a label change create no version: the fetcher compares where the page
+        // stands and its labels.
+        "page_created" | "page_updated" | "page_restored" | "page_moved" | "label_added"
+        | "label_removed" => EventAction::Hint(HintReason::Changed),
         // The fetcher confirms with Confluence before it emits `page.deleted`.
         "page_trashed" | "page_removed" => EventAction::Hint(HintReason::Removed),
         _ => EventAction::Ignore,
@@ -67,6 +68,9 @@ struct RawDelivery {
     event: Option<Value>,
     #[serde(default)]
     page: Option<RawPage>,
+    /// What a label event labelled (Atlassian names it `labeled`).
+    #[serde(default)]
+    labeled: Option<RawPage>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +86,8 @@ struct RawPage {
     space: Option<RawSpace>,
     #[serde(default)]
     version: Option<Value>,
+    #[serde(default)]
+    content_type: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -105,11 +111,20 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
     if !is_event_name(&event) {
         return Err(PayloadError::InvalidEvent);
     }
-    let action = action_for(&event);
+    let mut action = action_for(&event);
+    let raw_page = raw.page.or(raw.labeled);
+    // A label on a blog post or an attachment is none of the index's business.
+    if raw_page
+        .as_ref()
+        .and_then(|page| page.content_type.as_ref())
+        .is_some_and(|kind| kind.as_str().is_some_and(|kind| kind != "page"))
+    {
+        action = EventAction::Ignore;
+    }
     let page = match action {
         EventAction::Ignore => None,
         EventAction::Hint(_) => {
-            let page = raw.page.ok_or_else(|| PayloadError::NoPage {
+            let page = raw_page.ok_or_else(|| PayloadError::NoPage {
                 event: event.clone(),
             })?;
             Some(page.resolve()?)
@@ -205,6 +220,8 @@ mod tests {
             "page_updated",
             "page_restored",
             "page_moved",
+            "label_added",
+            "label_removed",
         ] {
             assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
         }
@@ -215,10 +232,28 @@ mod tests {
             "comment_created",
             "content_created",
             "blog_created",
-            "label_added",
+            "label_created",
         ] {
             assert_eq!(action_for(event), EventAction::Ignore);
         }
+    }
+
+    #[test]
+    fn label_events_hint_the_labelled_page_only() {
+        let labelled = decode(
+            br#"{"label":{"name":"runbook","prefix":"global"},"labeled":{"id":65601,"spaceKey":"ENG","contentType":"page"},"timestamp":1}"#,
+            Some("label_added"),
+        )
+        .expect("label on a page");
+        assert_eq!(labelled.action, EventAction::Hint(HintReason::Changed));
+        assert_eq!(page(&labelled).id.as_str(), "65601");
+        assert_eq!(page(&labelled).version, None);
+        let blog = decode(
+            br#"{"label":{"name":"news"},"labeled":{"id":7,"contentType":"blogpost"}}"#,
+            Some("label_removed"),
+        )
+        .expect("label on a blog post");
+        assert_eq!(blog.action, EventAction::Ignore);
     }
 
     #[test]

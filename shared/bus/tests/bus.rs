@@ -33,6 +33,7 @@ fn info(id: u64, version: u64) -> PageInfo {
         author: None,
         created_at: None,
         last_modified: Utc::now(),
+        incarnation: 0,
     }
 }
 
@@ -216,6 +217,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
             token_count: 1,
             vector: Vector(vec![0.6, 0.8]),
         }],
+        incarnation: 0,
     });
     let deleted = Envelope::new(PageDeleted {
         source: source(),
@@ -224,6 +226,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
         space_key: None,
         deleted_at: now,
         reason: Some("trashed".into()),
+        incarnation: 0,
     });
 
     assert!(!bus.publish(&sync).await.expect("publish").duplicate);
@@ -651,6 +654,7 @@ async fn a_page_keeps_one_message_and_deletion_leaves_nothing_to_resurrect() {
         space_key: None,
         deleted_at: Utc::now(),
         reason: None,
+        incarnation: 0,
     }))
     .await
     .expect("publish deleted");

@@ -34,6 +34,11 @@ pub const MAX_LIMIT: u32 = 250;
 /// Pages of a paginated listing a pager follows at most, in case a server keeps inventing cursors.
 const MAX_PAGES: u64 = 1_000_000;
 
+/// Consecutive empty CQL result pages followed while they still carry `next`: Cloud filters
+/// search results by permission after paging, so a page may come back empty or short in the
+/// middle of a listing; an endless run of empty pages ends it.
+pub const MAX_EMPTY_SEARCH_PAGES: u32 = 10;
+
 /// A Confluence REST client for one source. Cheap to clone; clones share the connection pool,
 /// the rate limiter and the statistics.
 #[derive(Clone)]
@@ -99,7 +104,9 @@ impl ConfluenceClient {
 
     /// v1 CQL search (`GET /rest/api/content/search?cql=…&expand=…&limit=…`). Build `cql` with
     /// [`crate::CqlQuery`] (or quote every value with [`crate::quote_cql`]). The pager follows
-    /// `_links.next` relative to `_links.base` and stops when it is absent or a page is empty.
+    /// `_links.next` relative to `_links.base` until it is absent, through empty or short pages
+    /// (Cloud filters results by permission after paging), at most [`MAX_EMPTY_SEARCH_PAGES`]
+    /// empty ones in a row.
     pub fn search(&self, cql: &str, expand: &[&str], limit: u32) -> Pager<Content> {
         let mut url = self.endpoint(&["rest", "api", "content", "search"]);
         {
@@ -110,7 +117,7 @@ impl ConfluenceClient {
             }
             query.append_pair("limit", &limit.clamp(1, MAX_LIMIT).to_string());
         }
-        Pager::new(self.clone(), url, decode_search_hits)
+        Pager::new(self.clone(), url, decode_search_hits).following_empty(MAX_EMPTY_SEARCH_PAGES)
     }
 
     /// v1 `GET /rest/api/content/{id}?expand=…` (works on Cloud and Data Center).
@@ -344,6 +351,8 @@ pub struct Pager<T> {
     decode: Decode<T>,
     visited: HashSet<String>,
     pages: u64,
+    /// Empty pages followed in a row at most (0: an empty page ends the listing).
+    follow_empty: u32,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -355,14 +364,37 @@ impl<T: DeserializeOwned> Pager<T> {
             decode,
             visited: HashSet::new(),
             pages: 0,
+            follow_empty: 0,
             _item: PhantomData,
         }
     }
 
+    fn following_empty(mut self, pages: u32) -> Self {
+        self.follow_empty = pages;
+        self
+    }
+
     /// The next page of results, or `None` when the listing is exhausted.
     pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, ConfluenceError> {
+        let mut empty_in_a_row = 0;
+        loop {
+            match self.fetch_next().await? {
+                Fetch::Items(items) => return Ok(Some(items)),
+                Fetch::End => return Ok(None),
+                Fetch::Empty if self.next.is_some() && empty_in_a_row < self.follow_empty => {
+                    empty_in_a_row += 1;
+                }
+                Fetch::Empty => {
+                    self.next = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    async fn fetch_next(&mut self) -> Result<Fetch<T>, ConfluenceError> {
         let Some(url) = self.next.take() else {
-            return Ok(None);
+            return Ok(Fetch::End);
         };
         if !self.visited.insert(url.as_str().to_owned()) || self.pages >= MAX_PAGES {
             return Err(ConfluenceError::InvalidResponse {
@@ -377,9 +409,6 @@ impl<T: DeserializeOwned> Pager<T> {
                 endpoint: format!("GET {}", url.path()),
                 reason: self.client.transport.scrub(&e.to_string()),
             })?;
-        if items.is_empty() {
-            return Ok(None);
-        }
         let header_links = parse_link_header(&fetched.headers);
         let next = links.next.or(header_links.next);
         let server_base = links.base.or(header_links.base);
@@ -389,7 +418,11 @@ impl<T: DeserializeOwned> Pager<T> {
                     .resolve_next(&url, &next, server_base.as_deref())?,
             );
         }
-        Ok(Some(items))
+        Ok(if items.is_empty() {
+            Fetch::Empty
+        } else {
+            Fetch::Items(items)
+        })
     }
 
     /// Follows the listing to its end.
@@ -405,6 +438,12 @@ impl<T: DeserializeOwned> Pager<T> {
     pub fn pages_fetched(&self) -> u64 {
         self.pages
     }
+}
+
+enum Fetch<T> {
+    Items(Vec<T>),
+    Empty,
+    End,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -63,7 +63,9 @@ mod secret;
 mod stats;
 mod transport;
 
-pub use client::{ConfluenceClient, ListOptions, MAX_LIMIT, Pager, SYNC_EXPAND};
+pub use client::{
+    ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
+};
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use cql::{CqlQuery, SpaceKey, quote_cql};
 pub use error::ConfluenceError;

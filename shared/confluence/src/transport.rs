@@ -172,7 +172,14 @@ impl Transport {
         match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 Counters::bump(&counters.rate_limited);
-                let retry_after = parse_retry_after(response.headers());
+                let retry_after = server_wait(response.headers());
+                if let Some(reason) = response
+                    .headers()
+                    .get("ratelimit-reason")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    tracing::info!(endpoint = %endpoint, reason = %reason.chars().take(100).collect::<String>(), "confluence rate limit");
+                }
                 Attempt::Retry(Retry::RateLimited {
                     status: status.as_u16(),
                     retry_after,
@@ -180,7 +187,7 @@ impl Transport {
             }
             s if s.is_server_error() => {
                 Counters::bump(&counters.server_errors);
-                let retry_after = parse_retry_after(response.headers());
+                let retry_after = server_wait(response.headers());
                 Attempt::Retry(Retry::Server {
                     status: s.as_u16(),
                     retry_after,
@@ -386,7 +393,35 @@ fn near_limit(headers: &HeaderMap) -> bool {
 }
 
 /// `Retry-After` as seconds (integer or decimal) or an HTTP date; anything else is ignored.
-pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// How long the server asks a client to wait, from the first header that says: `Retry-After`
+/// (seconds or an HTTP date); `X-RateLimit-Reset` (an ISO 8601 instant; Atlassian's gateway sends
+/// it on 429s that lack `Retry-After`); then the `t=` (seconds to reset) of the draft-standard
+/// `Beta-RateLimit` / `RateLimit` headers of the points-based quotas, read loosely. None: back off.
+pub(crate) fn server_wait(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers)
+        .or_else(|| rate_limit_reset(headers))
+        .or_else(|| rate_limit_t(headers))
+}
+
+fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("x-ratelimit-reset")?.to_str().ok()?.trim();
+    let at = chrono::DateTime::parse_from_rfc3339(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn rate_limit_t(headers: &HeaderMap) -> Option<Duration> {
+    ["beta-ratelimit", "ratelimit"]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
+        .flat_map(|value| value.split([';', ',']))
+        .filter_map(|part| part.trim().strip_prefix("t="))
+        .filter_map(|seconds| seconds.trim().parse::<u64>().ok())
+        .max()
+        .map(Duration::from_secs)
+}
+
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         // Beyond what a Duration holds is still "a very long time": the caller clamps it.
@@ -428,6 +463,33 @@ pub(crate) type SharedTransport = Arc<Transport>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_retry_after_the_reset_instant_then_the_quota_reset_says_how_long() {
+        let mut headers = HeaderMap::new();
+        let reset = chrono::Utc::now() + chrono::Duration::seconds(30);
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_str(&reset.to_rfc3339()).expect("header"),
+        );
+        headers.insert(
+            "beta-ratelimit",
+            HeaderValue::from_static("\"global\";r=0;t=5"),
+        );
+        let wait = server_wait(&headers).expect("a wait");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        headers.remove("x-ratelimit-reset");
+        assert_eq!(server_wait(&headers), Some(Duration::from_secs(5)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(server_wait(&headers), Some(Duration::from_secs(2)));
+        let mut junk = HeaderMap::new();
+        junk.insert("x-ratelimit-reset", HeaderValue::from_static("soon"));
+        junk.insert("beta-ratelimit", HeaderValue::from_static("r=0"));
+        assert_eq!(server_wait(&junk), None, "backoff with jitter then");
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates() {

@@ -220,6 +220,7 @@ mod tests {
             author: None,
             created_at: None,
             last_modified: Utc::now(),
+            incarnation: 0,
         }
     }
 
@@ -250,10 +251,50 @@ mod tests {
                 model: model.into(),
                 dimension: 2,
                 chunks: vec![],
+                incarnation: 0,
             })
         };
         assert_ne!(chunks("all-MiniLM-L6-v2").id, chunks("other").id);
         assert_ne!(chunks("all-MiniLM-L6-v2").id, a.id);
+    }
+
+    #[test]
+    fn a_restore_a_move_and_a_label_change_are_new_facts_of_the_same_version() {
+        let changed = |page: PageInfo| {
+            Envelope::new(PageChanged {
+                page,
+                body_storage: "<p>a</p>".into(),
+            })
+            .id
+        };
+        let before = changed(page_info(3));
+        let restored = changed(PageInfo {
+            incarnation: 1,
+            ..page_info(3)
+        });
+        let moved = changed(PageInfo {
+            path: "/2/65601".into(),
+            ..page_info(3)
+        });
+        let relabelled = changed(PageInfo {
+            labels: vec!["ops".into(), "runbook".into()],
+            ..page_info(3)
+        });
+        let ids = std::collections::HashSet::from([before, restored, moved, relabelled]);
+        assert_eq!(ids.len(), 4);
+        let deleted = |incarnation| {
+            Envelope::new(PageDeleted {
+                source: source(),
+                page_id: PageId::new("65601").expect("page"),
+                version: 3,
+                space_key: None,
+                deleted_at: Utc::now(),
+                reason: None,
+                incarnation,
+            })
+            .id
+        };
+        assert_ne!(deleted(0), deleted(1));
     }
 
     #[test]
@@ -274,6 +315,7 @@ mod tests {
                 token_count: 1,
                 vector: Vector(vec![0.25, -0.5, 1.0]),
             }],
+            incarnation: 0,
         })
         .with_sync_run(Some(run));
         envelope.extensions.traceparent =
@@ -299,6 +341,7 @@ mod tests {
             space_key: None,
             deleted_at: Utc::now(),
             reason: None,
+            incarnation: 0,
         })
         .to_json()
         .expect("encode");

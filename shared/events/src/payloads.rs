@@ -118,6 +118,39 @@ pub struct PageInfo {
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
     pub last_modified: DateTime<Utc>,
+    /// Counts the page's changes that keep its version: a restore after a deletion the fetcher
+    /// emitted (Confluence keeps the version), a move, a label change. `(version, incarnation)`
+    /// orders a page's facts, so a restore outlives its tombstone and a late older placement
+    /// loses.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl PageInfo {
+    /// The parts of a page event's id: the version and incarnation, and where the page stands
+    /// (path, labels, space), which change without a new version when a page is moved or
+    /// labelled.
+    fn fact(&self) -> Vec<String> {
+        let mut fact = version_fact(self.version, self.incarnation);
+        fact.push(format!("in:{}", self.space_key));
+        fact.push(format!("at:{}", self.path));
+        fact.push(format!("labels:{}", self.labels.join(",")));
+        fact
+    }
+}
+
+/// `version`, then the incarnation when the page was ever restored (ids of pages never deleted
+/// stay what they were before incarnations existed).
+fn version_fact(version: u64, incarnation: u64) -> Vec<String> {
+    let mut fact = vec![version.to_string()];
+    if incarnation > 0 {
+        fact.push(format!("i{incarnation}"));
+    }
+    fact
 }
 
 /// `page.changed`: a new version of a page, with its storage-format body.
@@ -200,6 +233,9 @@ pub struct ChunksReady {
     pub model: String,
     pub dimension: u32,
     pub chunks: Vec<Chunk>,
+    /// The page's incarnation (see [`PageInfo::incarnation`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
 }
 
 /// `page.deleted`: the page is gone (trashed, purged, or no longer listed).
@@ -214,6 +250,10 @@ pub struct PageDeleted {
     pub deleted_at: DateTime<Utc>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The incarnation deleted (see [`PageInfo::incarnation`]): a restored page's later
+    /// incarnation outlives this tombstone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
 }
 
 impl Payload for SyncRequested {
@@ -260,7 +300,7 @@ impl Payload for PageChanged {
         Some(&self.page.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        vec![self.page.version.to_string()]
+        self.page.fact()
     }
 }
 
@@ -276,7 +316,7 @@ impl Payload for PageConverted {
         Some(&self.page.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        vec![self.page.version.to_string()]
+        self.page.fact()
     }
 }
 
@@ -292,7 +332,9 @@ impl Payload for ChunksReady {
         Some(&self.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        vec![self.version.to_string(), self.model.clone()]
+        let mut fact = version_fact(self.version, self.incarnation);
+        fact.push(self.model.clone());
+        fact
     }
 }
 
@@ -308,7 +350,7 @@ impl Payload for PageDeleted {
         Some(&self.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        vec![self.version.to_string()]
+        version_fact(self.version, self.incarnation)
     }
 }
 

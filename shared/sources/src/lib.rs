@@ -219,6 +219,40 @@ impl SourceRecord {
         // Serializing a struct of strings cannot fail.
         key.seal(&serde_json::to_vec(credentials).unwrap_or_default())
     }
+
+    /// Seconds between the source's scheduled syncs: its incremental interval, or where that is
+    /// off, its reconciliation interval (a scheduled incremental run reconciles when that is due);
+    /// none when both are off.
+    fn schedule_interval(&self) -> Option<i64> {
+        [
+            self.settings.incremental_interval_secs,
+            self.settings.reconcile_interval_secs,
+        ]
+        .into_iter()
+        .find(|interval| *interval > 0)
+        .and_then(|interval| i64::try_from(interval).ok())
+    }
+
+    /// The slot of the source's schedule at `at`: slots are one interval long and phased by the
+    /// source's id, so that sources added together do not all sync at the same second.
+    pub fn schedule_slot(&self, at: DateTime<Utc>) -> Option<i64> {
+        let interval = self.schedule_interval()?;
+        let phase = (self.id.as_u128() % interval as u128) as i64;
+        Some((at.timestamp() - phase).div_euclid(interval))
+    }
+
+    /// When the scheduled sync after `at` is due.
+    pub fn next_sync_at(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let interval = self.schedule_interval()?;
+        let phase = (self.id.as_u128() % interval as u128) as i64;
+        let slot = self.schedule_slot(at)?;
+        DateTime::from_timestamp((slot + 1) * interval + phase, 0)
+    }
+
+    /// The run id of a slot's scheduled sync: the same for every replica that schedules it.
+    pub fn scheduled_run_id(&self, slot: i64) -> Uuid {
+        Uuid::new_v5(&self.id, format!("scheduled-sync|{slot}").as_bytes())
+    }
 }
 
 /// A change to the registry, as a watcher sees it.
@@ -358,5 +392,50 @@ mod tests {
         assert!(SecretKey::parse(&"ab".repeat(32)).is_ok());
         assert!(SecretKey::parse("c2hvcnQ=").is_err());
         assert!(SecretKey::parse("not a key").is_err());
+    }
+
+    #[test]
+    fn scheduled_slots_are_one_interval_long_and_phased_by_the_source() {
+        let record = |id: u128, incremental: u64| SourceRecord {
+            id: Uuid::from_u128(id),
+            key: SourceKey::new("eng").expect("key"),
+            site_url: "https://x.atlassian.net/wiki".into(),
+            space_key: "ENG".into(),
+            auth_kind: AuthKind::Cloud,
+            sealed_credentials: String::new(),
+            settings: SourceSettings {
+                incremental_interval_secs: incremental,
+                ..SourceSettings::default()
+            },
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let at = DateTime::from_timestamp(1_000_000, 0).expect("time");
+        let source = record(100, 900);
+        let slot = source.schedule_slot(at).expect("scheduled");
+        let next = source.next_sync_at(at).expect("next");
+        assert!(next > at && next - at <= chrono::Duration::seconds(900));
+        assert_eq!(source.schedule_slot(next), Some(slot + 1));
+        assert_eq!(
+            source.schedule_slot(next - chrono::Duration::seconds(1)),
+            Some(slot)
+        );
+        assert_ne!(
+            source.scheduled_run_id(slot),
+            source.scheduled_run_id(slot + 1)
+        );
+        assert_eq!(
+            source.scheduled_run_id(slot),
+            record(100, 900).scheduled_run_id(slot)
+        );
+        // Another source's phase differs; both intervals off: no schedule.
+        assert_ne!(record(101, 900).next_sync_at(at), Some(next));
+        let mut off = record(100, 0);
+        off.settings.reconcile_interval_secs = 0;
+        assert_eq!(off.next_sync_at(at), None);
+        // Incremental syncs off: the reconciliation interval paces the schedule.
+        assert!(
+            record(100, 0).next_sync_at(at).expect("next") - at > chrono::Duration::seconds(900)
+        );
     }
 }

@@ -234,6 +234,16 @@ impl SimHandle {
         server::mutate(&self.shared, WebhookEvent::PageRemoved, |s| s.purge(id)).await
     }
 
+    /// Adds (`add`) or removes a label: no new version, a `label_added` / `label_removed` webhook.
+    pub async fn label(&self, id: u64, label: &str, add: bool) -> Result<Mutation, MutationError> {
+        let event = if add {
+            WebhookEvent::LabelAdded
+        } else {
+            WebhookEvent::LabelRemoved
+        };
+        server::mutate(&self.shared, event, |s| s.label(id, label, add)).await
+    }
+
     pub async fn restore(&self, id: u64) -> Result<Mutation, MutationError> {
         server::mutate(&self.shared, WebhookEvent::PageRestored, |s| s.restore(id)).await
     }

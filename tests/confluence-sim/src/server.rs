@@ -669,6 +669,7 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
         let mut bodies = Bodies::new();
         let results: Vec<Value> = page_ids
             .iter()
+            .filter(|id| !state.faults.cql_hidden.contains(id))
             .filter_map(|id| state.pages.get(id))
             .enumerate()
             .map(|(i, p)| {
@@ -1128,6 +1129,7 @@ pub(crate) async fn mutate(
             let body = webhook::payload(
                 event,
                 &page,
+                state.last_label.as_deref(),
                 &state.config.space_key,
                 state.config.space_id,
                 &shared.site,

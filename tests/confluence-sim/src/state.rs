@@ -63,6 +63,9 @@ pub struct Faults {
     /// The last page of a listing still carries a `next` link, which leads to empty pages that
     /// carry `next` again (Confluence does this; clients must stop at an empty page).
     pub trailing_empty_page: bool,
+    /// Pages the API user may not see: CQL search drops them from each page of results after
+    /// paging, as Cloud does, so a page may come back short or empty while `next` is still there.
+    pub cql_hidden: Vec<u64>,
     /// Fraction of responses that carry `X-RateLimit-NearLimit: true`.
     pub near_limit_rate: f64,
     /// Where v2 listings put the next link.
@@ -197,6 +200,8 @@ pub(crate) struct SimState {
     /// Distinguishes the cursors of successive trailing empty pages.
     pub empty_cursor_serial: u64,
     pub in_flight: u64,
+    /// The label of the last label mutation, for its webhook.
+    pub last_label: Option<String>,
 }
 
 impl SimState {
@@ -216,6 +221,7 @@ impl SimState {
             fault_rng,
             empty_cursor_serial: 0,
             in_flight: 0,
+            last_label: None,
         }
     }
 
@@ -431,6 +437,23 @@ impl SimState {
         page.parent_id = parent;
         page.modified_at = Utc::now();
         Ok(page.clone())
+    }
+
+    /// Adds or removes one label. Confluence creates no version and leaves the modification date
+    /// (CQL's `lastmodified`) as it was: only the label webhook or a listing tells.
+    pub fn label(&mut self, id: u64, label: &str, add: bool) -> Result<SimPage, MutationError> {
+        let page = self
+            .pages
+            .get_mut(&id)
+            .filter(|p| p.status == PageStatus::Current)
+            .ok_or(MutationError::NotFound(id))?;
+        page.labels.retain(|known| known != label);
+        if add {
+            page.labels.push(label.to_owned());
+        }
+        let page = page.clone();
+        self.last_label = Some(label.to_owned());
+        Ok(page)
     }
 
     /// Moves a page under another parent. The version is unchanged; the modification date moves.

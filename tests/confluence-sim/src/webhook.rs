@@ -19,6 +19,8 @@ pub enum WebhookEvent {
     PageRemoved,
     PageRestored,
     PageMoved,
+    LabelAdded,
+    LabelRemoved,
 }
 
 impl WebhookEvent {
@@ -30,6 +32,8 @@ impl WebhookEvent {
             Self::PageRemoved => "page_removed",
             Self::PageRestored => "page_restored",
             Self::PageMoved => "page_moved",
+            Self::LabelAdded => "label_added",
+            Self::LabelRemoved => "label_removed",
         }
     }
 }
@@ -50,10 +54,12 @@ impl WebhookDelivery {
     }
 }
 
-/// The payload, shaped like the Cloud Connect samples (`page_updated` adds `updateTrigger`).
+/// The payload, shaped like the Cloud Connect samples (`page_updated` adds `updateTrigger`). Label
+/// events name the label and carry the page as `labeled`, as Atlassian documents them.
 pub fn payload(
     event: WebhookEvent,
     page: &SimPage,
+    label: Option<&str>,
     space_key: &str,
     space_id: u64,
     site: &str,
@@ -83,6 +89,22 @@ pub fn payload(
         },
         "timestamp": chrono::Utc::now().timestamp_millis(),
     });
+    if matches!(event, WebhookEvent::LabelAdded | WebhookEvent::LabelRemoved)
+        && let Some(map) = body.as_object_mut()
+    {
+        if let Some(mut labeled) = map.remove("page") {
+            if let Some(labeled) = labeled.as_object_mut() {
+                // Labelling creates no version: the body does not say one.
+                labeled.remove("version");
+            }
+            map.insert("labeled".into(), labeled);
+        }
+        let name = label.unwrap_or_default();
+        map.insert(
+            "label".into(),
+            json!({"name": name, "prefix": "global", "id": "0", "self": format!("{site}/rest/api/label?name={name}")}),
+        );
+    }
     if event == WebhookEvent::PageUpdated
         && let Some(map) = body.as_object_mut()
     {

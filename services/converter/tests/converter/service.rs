@@ -23,6 +23,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
             author: None,
             created_at: None,
             last_modified: Utc::now(),
+            incarnation: 0,
         },
         body_storage: body,
     })

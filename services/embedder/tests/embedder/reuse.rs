@@ -67,6 +67,7 @@ async fn process(
         model: provider.model().into(),
         dimension: u32::try_from(provider.dimension()).expect("dimension"),
         chunks: plan.complete(vectors).expect("complete"),
+        incarnation: 0,
     }
 }
 

@@ -80,6 +80,7 @@ fn page(id: u64, version: u64, markdown: String) -> Envelope<PageConverted> {
             author: None,
             created_at: None,
             last_modified: Utc::now(),
+            incarnation: 0,
         },
         markdown,
         metadata: ContentMetadata::default(),
