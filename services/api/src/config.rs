@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pagestream_telemetry::LogFormat;
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -13,22 +14,30 @@ use pagestream_telemetry::LogFormat;
     about = "Pagestream's REST api: sources, sync runs, pages and hybrid search"
 )]
 pub struct ApiConfig {
-    /// Address the api listens on (also serves /healthz, /readyz, /metrics).
+    /// Address the api listens on (also serves /healthz and /readyz).
     #[arg(long, env = "PAGESTREAM_API_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Address of /healthz, /readyz and /metrics, kept off the public port.
+    #[arg(
+        long,
+        env = "PAGESTREAM_API_OPS_LISTEN",
+        default_value = "127.0.0.1:9080"
+    )]
+    pub ops_listen: SocketAddr,
 
     /// The key every `/api` request must present as `Authorization: Bearer <key>` (at least 16
     /// characters).
     #[arg(long, env = "PAGESTREAM_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub api_key: SecretString,
 
     /// 32-byte key (base64 or 64 hex digits) that seals Confluence credentials at rest.
     #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: String,
+    pub secret_key: SecretString,
 
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: String,
+    pub nats_url: SecretString,
 
     /// Subject root and stream-name prefix (`pagestream` in production).
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
@@ -36,7 +45,7 @@ pub struct ApiConfig {
 
     /// Postgres with pgvector, holding the projection.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Postgres connections in the api's pool.
     #[arg(long, env = "PAGESTREAM_API_DB_CONNECTIONS", default_value_t = 16)]
@@ -138,7 +147,7 @@ impl Default for SearchSettings {
 impl ApiConfig {
     /// Checks what clap cannot without echoing a secret in its message.
     pub fn validate(&self) -> Result<(), String> {
-        if self.api_key.trim().len() < 16 {
+        if self.api_key.expose_secret().trim().len() < 16 {
             return Err("PAGESTREAM_API_KEY must be at least 16 characters".into());
         }
         Ok(())
@@ -154,5 +163,30 @@ impl ApiConfig {
             hnsw_ef_search: self.hnsw_ef_search.clamp(1, 1000),
             embed_timeout: Duration::from_millis(self.query_embed_timeout_ms.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_every_secret() {
+        let config = ApiConfig::try_parse_from([
+            "pagestream-api",
+            "--api-key",
+            "canary-api-key-0123456789",
+            "--secret-key",
+            "canary-secret-key-base64",
+            "--nats-url",
+            "nats://app:canary-nats-password@127.0.0.1:4222",
+            "--database-url",
+            "postgres://app:canary-db-password@127.0.0.1/pagestream",
+        ])
+        .expect("config");
+        let debug = format!("{config:?}");
+        assert!(debug.contains("listen"), "{debug}");
+        assert!(!debug.contains("canary"), "{debug}");
+        assert_eq!(config.api_key.expose_secret(), "canary-api-key-0123456789");
     }
 }

@@ -1,7 +1,7 @@
 //! Api: sources, sync runs, pages and hybrid search over HTTP (DESIGN §4, §6, §7).
 //!
-//! Every `/api` route requires `Authorization: Bearer <PAGESTREAM_API_KEY>`; `/healthz`, `/readyz`
-//! and `/metrics` do not. The api writes nothing to Postgres: sources go to the source registry
+//! Every `/api` route requires `Authorization: Bearer <PAGESTREAM_API_KEY>`; `/healthz` and
+//! `/readyz` do not. `/metrics` is not on this router: the main serves it on the ops listener. The api writes nothing to Postgres: sources go to the source registry
 //! (NATS key-value), sync requests to the bus, and the indexer projects both. It reads Postgres for
 //! pages, counts, sync runs and search.
 //!
@@ -30,7 +30,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use metrics_exporter_prometheus::PrometheusHandle;
 use pagestream_bus::Bus;
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_telemetry::Readiness;
@@ -117,8 +116,8 @@ pub async fn connect_pool(
         .await
 }
 
-/// The whole HTTP surface: `/api/...` behind the key, plus the ops endpoints.
-pub fn router(state: AppState, metrics: Option<PrometheusHandle>, readiness: Readiness) -> Router {
+/// The public HTTP surface: `/api/...` behind the key, plus `/healthz` and `/readyz`.
+pub fn router(state: AppState, readiness: Readiness) -> Router {
     let api = Router::new()
         .route(
             "/api/confluence/sources",
@@ -140,7 +139,7 @@ pub fn router(state: AppState, metrics: Option<PrometheusHandle>, readiness: Rea
         ))
         .route_layer(middleware::from_fn(observe))
         .with_state(state);
-    api.merge(pagestream_telemetry::ops_router(metrics, readiness))
+    api.merge(pagestream_telemetry::health_router(readiness))
 }
 
 /// Refuses `/api` requests without the right bearer key. Digests are compared, in constant time,

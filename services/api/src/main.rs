@@ -12,6 +12,7 @@ use pagestream_api::{
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_telemetry::{Readiness, Supervisor};
+use secrecy::ExposeSecret;
 
 /// Dimension of the in-process hash embedder (that of the default model).
 const HASH_DIMENSION: usize = 384;
@@ -21,14 +22,21 @@ async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
     config.validate().map_err(anyhow::Error::msg)?;
     let telemetry = pagestream_telemetry::init("pagestream-api", config.log_format)?;
-    let secret_key = SecretKey::parse(&config.secret_key).context("PAGESTREAM_SECRET_KEY")?;
+    let secret_key =
+        SecretKey::parse(config.secret_key.expose_secret()).context("PAGESTREAM_SECRET_KEY")?;
     let search = config.search_settings();
-    let pool = pagestream_api::connect_pool(&config.database_url, config.db_connections, &search)
-        .await
-        .context("DATABASE_URL: cannot connect to postgres")?;
-    let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
-        .await
-        .context("PAGESTREAM_NATS_URL")?;
+    let pool = pagestream_api::connect_pool(
+        config.database_url.expose_secret(),
+        config.db_connections,
+        &search,
+    )
+    .await
+    .context("DATABASE_URL: cannot connect to postgres")?;
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.expose_secret()).with_root(&config.subject_root),
+    )
+    .await
+    .context("PAGESTREAM_NATS_URL")?;
     let registry = SourceRegistry::open(&bus).await?;
     let embedder: Arc<dyn QueryEmbedder> = match config.query_embedder {
         QueryEmbedderKind::Nats => Arc::new(NatsQueryEmbedder::new(
@@ -46,17 +54,22 @@ async fn main() -> anyhow::Result<()> {
         bus,
         registry,
         secret_key,
-        api_key: config.api_key.clone(),
+        api_key: config.api_key.expose_secret().to_owned(),
         embedder,
         search,
         confluence_timeout: Duration::from_secs(config.confluence_timeout_secs.max(1)),
     });
     let readiness = Readiness::default();
-    let router = pagestream_api::router(state, Some(telemetry.metrics.clone()), readiness.clone());
+    let router = pagestream_api::router(state, readiness.clone());
+    let ops = pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone());
     let supervisor = Supervisor::new();
     supervisor.spawn(
         "http",
         pagestream_telemetry::serve(config.listen, router, supervisor.token()),
+    );
+    supervisor.spawn(
+        "ops",
+        pagestream_telemetry::serve(config.ops_listen, ops, supervisor.token()),
     );
     readiness.set(true);
     let result = supervisor.run(Duration::from_secs(10)).await;

@@ -15,7 +15,9 @@ use pagestream_confluence::{
 use pagestream_events::{
     Envelope, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
-use pagestream_sources::{AuthKind, Credentials, Secret, SourceRecord, SourceSettings};
+use pagestream_sources::{
+    AuthKind, Credentials, MIN_WEBHOOK_SECRET_CHARS, Secret, SourceRecord, SourceSettings,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -131,8 +133,10 @@ pub struct CreateSource {
     site_url: String,
     space_key: String,
     auth: CreateSourceAuth,
-    /// Shared secret of webhook deliveries.
+    /// Shared secret of webhook deliveries, at least 24 characters.
     webhook_secret: Option<String>,
+    /// The Connect app's `clientKey` from its installation: the issuer its JWTs must name.
+    connect_client_key: Option<String>,
     #[schema(value_type = Option<Object>)]
     settings: Option<SourceSettings>,
 }
@@ -224,6 +228,23 @@ pub async fn create(
     };
     auth_fields.finish()?;
     let webhook_secret: Option<String> = fields.optional("webhook_secret")?;
+    if let Some(secret) = &webhook_secret
+        && !(MIN_WEBHOOK_SECRET_CHARS..=4096).contains(&secret.chars().count())
+    {
+        return Err(ApiError::invalid(
+            "webhook_secret",
+            format!("must be {MIN_WEBHOOK_SECRET_CHARS} to 4096 characters"),
+        ));
+    }
+    let connect_client_key: Option<String> = fields.optional("connect_client_key")?;
+    if let Some(client_key) = &connect_client_key
+        && !(1..=256).contains(&client_key.len())
+    {
+        return Err(ApiError::invalid(
+            "connect_client_key",
+            "must be 1 to 256 characters",
+        ));
+    }
     let settings: SourceSettings = fields.optional("settings")?.unwrap_or_default();
     validate_settings(&settings)?;
     fields.finish()?;
@@ -251,6 +272,7 @@ pub async fn create(
         email: credentials.0,
         token: Secret::new(credentials.1),
         webhook_secret: webhook_secret.map(Secret::new),
+        connect_client_key,
     };
     let record = SourceRecord {
         id: Uuid::new_v4(),

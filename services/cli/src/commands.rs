@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::api::{
@@ -40,9 +41,11 @@ pub async fn add_source(
 ) -> Result<(), CliError> {
     let auth = match (&args.email, &args.api_token, &args.personal_token) {
         (Some(email), Some(token), None) => {
-            json!({"kind": "cloud", "email": email, "api_token": token})
+            json!({"kind": "cloud", "email": email, "api_token": token.expose_secret()})
         }
-        (None, None, Some(token)) => json!({"kind": "data_center", "personal_access_token": token}),
+        (None, None, Some(token)) => {
+            json!({"kind": "data_center", "personal_access_token": token.expose_secret()})
+        }
         _ => {
             return Err(CliError::Usage(
                 "give either --email with --api-token (Confluence Cloud) or --personal-token (Data Center)\n  tokens can come from CONFLUENCE_API_TOKEN / CONFLUENCE_PERSONAL_TOKEN instead of the command line".into(),
@@ -54,7 +57,10 @@ pub async fn add_source(
         body["key"] = json!(key);
     }
     if let Some(secret) = &args.webhook_secret {
-        body["webhook_secret"] = json!(secret);
+        body["webhook_secret"] = json!(secret.expose_secret());
+    }
+    if let Some(client_key) = &args.connect_client_key {
+        body["connect_client_key"] = json!(client_key);
     }
     if let Some(interval) = args.incremental_interval_secs {
         body["settings"] = json!({"incremental_interval_secs": interval});

@@ -17,6 +17,7 @@ use std::io::Write;
 
 use clap::{Args, Parser, Subcommand};
 use pagestream_bus::{Bus, BusConfig};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use api::ApiClient;
 pub use error::CliError;
@@ -52,7 +53,7 @@ pub struct Connection {
         hide_env_values = true,
         global = true
     )]
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     /// NATS server with JetStream (replay, dlq).
     #[arg(
         long,
@@ -60,7 +61,7 @@ pub struct Connection {
         default_value = "nats://127.0.0.1:4222",
         global = true
     )]
-    pub nats_url: String,
+    pub nats_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(
         long,
@@ -71,7 +72,7 @@ pub struct Connection {
     pub subject_root: String,
     /// Postgres with pgvector (replay writes here).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,13 +138,16 @@ pub struct AddSourceArgs {
         requires = "email",
         conflicts_with = "personal_token"
     )]
-    pub api_token: Option<String>,
+    pub api_token: Option<SecretString>,
     /// Confluence Data Center: a personal access token.
     #[arg(long, env = "CONFLUENCE_PERSONAL_TOKEN", hide_env_values = true)]
-    pub personal_token: Option<String>,
-    /// Shared secret of this space's webhook deliveries.
+    pub personal_token: Option<SecretString>,
+    /// Shared secret of this space's webhook deliveries (at least 24 characters).
     #[arg(long, env = "CONFLUENCE_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
+    /// The Connect app's `clientKey` (from its installation): the issuer its JWTs must name.
+    #[arg(long)]
+    pub connect_client_key: Option<String>,
     /// Seconds between scheduled incremental syncs (0: off; the api's default is 900).
     #[arg(long)]
     pub incremental_interval_secs: Option<u64>,
@@ -258,11 +262,16 @@ pub enum DlqCommand {
 
 impl Connection {
     pub fn api(&self) -> ApiClient {
-        ApiClient::new(&self.api_url, self.api_key.clone())
+        ApiClient::new(
+            &self.api_url,
+            self.api_key
+                .as_ref()
+                .map(|key| key.expose_secret().to_owned()),
+        )
     }
 
     pub async fn bus(&self) -> Result<Bus, CliError> {
-        Bus::connect(BusConfig::new(&self.nats_url).with_root(&self.subject_root))
+        Bus::connect(BusConfig::new(self.nats_url.expose_secret()).with_root(&self.subject_root))
             .await
             .map_err(|error| match error {
                 pagestream_bus::BusError::Connect { url, reason } => {

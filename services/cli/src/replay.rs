@@ -11,6 +11,7 @@ use pagestream_bus::Bus;
 use pagestream_events::EventKind;
 use pagestream_indexer::replay::{ReplayProgress, replay};
 use pagestream_sources::SourceRegistry;
+use secrecy::ExposeSecret;
 
 use crate::commands::print_json;
 use crate::error::CliError;
@@ -28,7 +29,11 @@ pub async fn run(
     if args.reembed {
         return reembed(&bus, out).await;
     }
-    let database_url = connection.database_url.as_deref().ok_or_else(|| {
+    let database_url = connection
+        .database_url
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .ok_or_else(|| {
         CliError::Usage(
             "no database to replay into\n  set DATABASE_URL (or --database-url) to an empty Postgres database with pgvector".into(),
         )

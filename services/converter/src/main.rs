@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_telemetry::{LogFormat, Supervisor};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Converts `page.changed` events into `page.converted`.
 #[derive(Debug, Parser)]
@@ -14,7 +15,7 @@ use pagestream_telemetry::{LogFormat, Supervisor};
 struct Config {
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    nats_url: String,
+    nats_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     subject_root: String,
@@ -37,9 +38,11 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = pagestream_telemetry::init("pagestream-converter", config.log_format)?;
-    let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
-        .await
-        .context("connect to nats (PAGESTREAM_NATS_URL)")?;
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.expose_secret()).with_root(&config.subject_root),
+    )
+    .await
+    .context("connect to nats (PAGESTREAM_NATS_URL)")?;
     let concurrency = config
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));

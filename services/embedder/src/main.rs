@@ -15,6 +15,7 @@ use pagestream_embedder::local::{LocalConfig, LocalProvider};
 use pagestream_embedder::openai::{ApiKey, OpenAiConfig, OpenAiProvider};
 use pagestream_embedder::service::{self, EmbedderConfig};
 use pagestream_telemetry::{LogFormat, Supervisor};
+use secrecy::{ExposeSecret, SecretString};
 
 // Embedding allocates large temporaries; mimalloc reuses them far better than the system allocator.
 #[global_allocator]
@@ -36,7 +37,7 @@ enum ProviderKind {
 struct Config {
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    nats_url: String,
+    nats_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     subject_root: String,
@@ -77,7 +78,7 @@ struct Config {
     openai_dimension: usize,
     /// API key of that server.
     #[arg(long, env = "PAGESTREAM_OPENAI_API_KEY", hide_env_values = true)]
-    openai_api_key: Option<String>,
+    openai_api_key: Option<SecretString>,
     /// Pages per embedding call.
     #[arg(long, env = "PAGESTREAM_EMBEDDER_BATCH_PAGES", default_value_t = 16)]
     batch_pages: usize,
@@ -117,7 +118,10 @@ async fn provider(config: &Config) -> anyhow::Result<Arc<dyn EmbeddingProvider>>
                 config.openai_model.clone(),
                 config.openai_dimension,
             );
-            openai.api_key = config.openai_api_key.clone().map(ApiKey::new);
+            openai.api_key = config
+                .openai_api_key
+                .as_ref()
+                .map(|key| ApiKey::new(key.expose_secret()));
             Arc::new(OpenAiProvider::new(openai)?)
         }
     })
@@ -133,9 +137,11 @@ async fn main() -> anyhow::Result<()> {
         dimension = provider.dimension(),
         "provider ready"
     );
-    let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
-        .await
-        .context("connect to nats (PAGESTREAM_NATS_URL)")?;
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.expose_secret()).with_root(&config.subject_root),
+    )
+    .await
+    .context("connect to nats (PAGESTREAM_NATS_URL)")?;
     let supervisor = Supervisor::new();
     let readiness =
         pagestream_telemetry::spawn_ops_server(&supervisor, config.ops_listen, &telemetry);

@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         email: Some("sim@example.com".into()),
         token: Secret::new("sim-api-token"),
         webhook_secret: None,
+        connect_client_key: None,
     };
     registry
         .put(&SourceRecord {

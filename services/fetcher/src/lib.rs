@@ -30,6 +30,7 @@ use pagestream_confluence::ConfluenceError;
 use pagestream_events::{PageHinted, Retryable, SyncRequested};
 use pagestream_sources::{SecretKey, SourceChange, SourceError, SourceRegistry};
 use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 pub use fetcher::{Fetcher, FetcherOptions, HintHandler, SyncHandler, SyncOutcome};
@@ -76,7 +77,7 @@ impl Retryable for FetcherError {
 pub struct Config {
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: String,
+    pub nats_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     pub subject_root: String,
@@ -136,7 +137,7 @@ pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
 /// Runs the fetcher service until a signal or a task failure.
 pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
     let bus = Bus::connect(
-        BusConfig::new(config.nats_url.clone()).with_root(config.subject_root.clone()),
+        BusConfig::new(config.nats_url.expose_secret()).with_root(config.subject_root.clone()),
     )
     .await?;
     let registry = SourceRegistry::open(&bus).await?;

@@ -60,11 +60,13 @@ async fn harness_with(pages: usize, options: FetcherOptions, auth_kind: AuthKind
             email: Some("sim@example.com".into()),
             token: Secret::new("sim-api-token"),
             webhook_secret: None,
+            connect_client_key: None,
         },
         AuthKind::DataCenter => Credentials {
             email: None,
             token: Secret::new(PERSONAL_ACCESS_TOKEN),
             webhook_secret: None,
+            connect_client_key: None,
         },
     };
     let record = SourceRecord {
@@ -620,6 +622,7 @@ async fn tokens_never_reach_logs_errors_or_progress() {
         email: Some("sim@example.com".into()),
         token: Secret::new(wrong),
         webhook_secret: None,
+        connect_client_key: None,
     };
     h.registry
         .put(&SourceRecord {

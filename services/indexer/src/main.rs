@@ -9,6 +9,7 @@ use pagestream_bus::{Bus, BusConfig};
 use pagestream_indexer::IndexerConfig;
 use pagestream_sources::SourceRegistry;
 use pagestream_telemetry::{LogFormat, Supervisor};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Projects Pagestream's event streams into Postgres.
 #[derive(Debug, Parser)]
@@ -16,10 +17,10 @@ use pagestream_telemetry::{LogFormat, Supervisor};
 struct Config {
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    nats_url: String,
+    nats_url: SecretString,
     /// Postgres with pgvector.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    database_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     subject_root: String,
@@ -46,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = pagestream_telemetry::init("pagestream-indexer", config.log_format)?;
     let pool = pagestream_store::connect(
-        &config.database_url,
+        config.database_url.expose_secret(),
         (config.concurrency as u32 * 4 + 4).max(8),
     )
     .await
@@ -54,9 +55,11 @@ async fn main() -> anyhow::Result<()> {
     pagestream_store::migrate(&pool)
         .await
         .context("apply migrations")?;
-    let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
-        .await
-        .context("connect to nats (PAGESTREAM_NATS_URL)")?;
+    let bus = Bus::connect(
+        BusConfig::new(config.nats_url.expose_secret()).with_root(&config.subject_root),
+    )
+    .await
+    .context("connect to nats (PAGESTREAM_NATS_URL)")?;
     let registry = SourceRegistry::open(&bus).await?;
 
     let supervisor = Supervisor::new();

@@ -5,7 +5,9 @@
 //! - Data Center: `X-Hub-Signature: sha256=<hex>`, HMAC-SHA256 of the raw body.
 //! - Cloud Connect: a JWT (HS256 with the app's shared secret) in `Authorization: JWT <token>` or the
 //!   `jwt` query parameter, whose `qsh` claim hashes the canonical request (method, path, query)
-//!   so that a token cannot be replayed against another URL; `exp` is checked.
+//!   so that a token cannot be replayed against another URL. The issuer must be the Connect app's
+//!   `clientKey` stored with the source; `iat` and `exp` must hold now (with a leeway) and be at most
+//!   a maximum lifetime apart. Signature and algorithm are checked by `jsonwebtoken`.
 //! - Confluence Automation: `X-Automation-Webhook-Token: <secret>`.
 //!
 //! Every comparison with a secret-derived value is constant-time. The signing half ([`hub_signature`],
@@ -14,8 +16,6 @@
 use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
@@ -69,10 +69,18 @@ pub enum AuthError {
     JwtAlgorithm,
     #[error("jwt has expired")]
     JwtExpired,
+    #[error("jwt is not valid yet")]
+    JwtNotYetValid,
+    #[error("jwt lives longer than allowed")]
+    JwtLifetime,
+    #[error("jwt issuer is not the source's connect client key")]
+    JwtIssuer,
     #[error("jwt query string hash does not match the request")]
     QshMismatch,
     #[error("token does not match")]
     BadToken,
+    #[error("no such source")]
+    UnknownSource,
 }
 
 impl AuthError {
@@ -85,7 +93,11 @@ impl AuthError {
             AuthError::BadSignature | AuthError::BadToken => "mismatch",
             AuthError::JwtAlgorithm => "jwt_algorithm",
             AuthError::JwtExpired => "jwt_expired",
+            AuthError::JwtNotYetValid => "jwt_not_yet_valid",
+            AuthError::JwtLifetime => "jwt_lifetime",
+            AuthError::JwtIssuer => "jwt_issuer",
             AuthError::QshMismatch => "qsh_mismatch",
+            AuthError::UnknownSource => "unknown_source",
         }
     }
 }
@@ -105,7 +117,7 @@ pub fn authenticate(
     request: &SignedRequest<'_>,
     secret: Option<&str>,
     now: i64,
-    jwt_leeway_secs: i64,
+    jwt: &JwtPolicy<'_>,
 ) -> Result<Scheme, AuthError> {
     let header = |name: &str| {
         request
@@ -113,10 +125,10 @@ pub fn authenticate(
             .get(name)
             .map(|value| value.to_str().map_err(|_| AuthError::Missing))
     };
-    let jwt = jwt_of(request);
+    let token = jwt_of(request);
     let (scheme, credential) = if let Some(signature) = header(HUB_SIGNATURE_HEADER) {
         (Scheme::HubSignature, signature?)
-    } else if let Some(token) = jwt.as_deref() {
+    } else if let Some(token) = token.as_deref() {
         (Scheme::ConnectJwt, token)
     } else if let Some(token) = header(AUTOMATION_TOKEN_HEADER) {
         (Scheme::AutomationToken, token?)
@@ -128,7 +140,7 @@ pub fn authenticate(
         .ok_or(AuthError::NoSecret)?;
     match scheme {
         Scheme::HubSignature => verify_hub_signature(credential, secret, request.body),
-        Scheme::ConnectJwt => verify_connect_jwt(credential, secret, request, now, jwt_leeway_secs),
+        Scheme::ConnectJwt => verify_connect_jwt(credential, secret, request, now, jwt),
         Scheme::AutomationToken => verify_token(credential, secret),
     }?;
     Ok(scheme)
@@ -179,15 +191,25 @@ fn verify_token(token: &str, secret: &str) -> Result<(), AuthError> {
     }
 }
 
-#[derive(Deserialize)]
-struct JwtHeader {
-    alg: String,
-}
-
-#[derive(Deserialize)]
-struct JwtClaims {
+/// The claims of a Connect JWT that are checked.
+#[derive(Deserialize, serde::Serialize)]
+struct ConnectClaims {
+    iss: String,
+    iat: i64,
     exp: i64,
     qsh: String,
+}
+
+/// What a Connect JWT must satisfy besides its signature.
+#[derive(Debug, Clone, Copy)]
+pub struct JwtPolicy<'a> {
+    /// The Connect app's `clientKey`, stored with the source at install time: the only issuer
+    /// accepted. `None` refuses every JWT.
+    pub issuer: Option<&'a str>,
+    /// Clock skew tolerated on `iat` and `exp`, in seconds.
+    pub leeway_secs: i64,
+    /// Longest `exp - iat` accepted, in seconds (Confluence issues tokens for 3 minutes).
+    pub max_lifetime_secs: i64,
 }
 
 fn verify_connect_jwt(
@@ -195,38 +217,41 @@ fn verify_connect_jwt(
     secret: &str,
     request: &SignedRequest<'_>,
     now: i64,
-    leeway_secs: i64,
+    policy: &JwtPolicy<'_>,
 ) -> Result<(), AuthError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(claims), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::MalformedJwt);
-    };
-    let decode = |part: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part.trim_end_matches('='))
-            .map_err(|_| AuthError::MalformedJwt)
-    };
-    let jwt_header: JwtHeader =
-        serde_json::from_slice(&decode(header)?).map_err(|_| AuthError::MalformedJwt)?;
-    // Only HS256: never `none`, never an algorithm the sender picks.
-    if jwt_header.alg != "HS256" {
-        return Err(AuthError::JwtAlgorithm);
-    }
-    let mut mac = mac(secret);
-    mac.update(header.as_bytes());
-    mac.update(b".");
-    mac.update(claims.as_bytes());
-    mac.verify_slice(&decode(signature)?)
-        .map_err(|_| AuthError::BadSignature)?;
-    let claims: JwtClaims =
-        serde_json::from_slice(&decode(claims)?).map_err(|_| AuthError::MalformedJwt)?;
-    if claims.exp.saturating_add(leeway_secs) < now {
+    use jsonwebtoken::errors::ErrorKind;
+    let issuer = policy.issuer.ok_or(AuthError::JwtIssuer)?;
+    // HS256 only: never `none`, never an algorithm the sender picks. Times are checked below
+    // against `now`, so that they are checked against one clock, with one leeway.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iss"]);
+    validation.set_issuer(&[issuer]);
+    let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes())
+        .map_err(|_| AuthError::NoSecret)?;
+    let claims = jsonwebtoken::decode::<ConnectClaims>(token, &key, &validation)
+        .map_err(|error| match error.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::UnsupportedAlgorithm => AuthError::JwtAlgorithm,
+            ErrorKind::InvalidIssuer => AuthError::JwtIssuer,
+            _ => AuthError::MalformedJwt,
+        })?
+        .claims;
+    if claims.exp.saturating_add(policy.leeway_secs) < now {
         return Err(AuthError::JwtExpired);
     }
+    if claims.iat.saturating_sub(policy.leeway_secs) > now {
+        return Err(AuthError::JwtNotYetValid);
+    }
+    if claims.exp.saturating_sub(claims.iat) > policy.max_lifetime_secs || claims.exp < claims.iat {
+        return Err(AuthError::JwtLifetime);
+    }
     let expected = query_string_hash(request.method, request.path, request.query);
-    if claims.qsh != expected {
+    if !bool::from(claims.qsh.as_bytes().ct_eq(expected.as_bytes())) {
         return Err(AuthError::QshMismatch);
     }
     Ok(())
@@ -318,20 +343,16 @@ pub fn connect_jwt(
     issued_at: i64,
     lifetime_secs: i64,
 ) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = serde_json::json!({
-        "iss": issuer,
-        "iat": issued_at,
-        "exp": issued_at + lifetime_secs,
-        "qsh": query_string_hash(method, path, query),
-    });
-    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = mac(secret);
-    mac.update(header.as_bytes());
-    mac.update(b".");
-    mac.update(claims.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{header}.{claims}.{signature}")
+    let claims = ConnectClaims {
+        iss: issuer.to_owned(),
+        iat: issued_at,
+        exp: issued_at + lifetime_secs,
+        qsh: query_string_hash(method, path, query),
+    };
+    // Signing with HMAC fails only for an empty key, which no sender has.
+    jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .and_then(|key| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -340,6 +361,17 @@ mod tests {
     use axum::http::HeaderValue;
 
     const SECRET: &str = "s3cr3t-shared";
+    const CLIENT_KEY: &str = "client-key";
+    const POLICY: JwtPolicy<'static> = JwtPolicy {
+        issuer: Some(CLIENT_KEY),
+        leeway_secs: 30,
+        max_lifetime_secs: 600,
+    };
+    const NO_JWT: JwtPolicy<'static> = JwtPolicy {
+        issuer: None,
+        leeway_secs: 0,
+        max_lifetime_secs: 0,
+    };
 
     fn request<'a>(
         headers: &'a HeaderMap,
@@ -391,7 +423,7 @@ mod tests {
             HeaderValue::from_str(&signature.to_uppercase().replace("SHA256=", "sha256="))
                 .expect("header"),
         );
-        let ok = authenticate(&request(&headers, None, body), Some(SECRET), 0, 0);
+        let ok = authenticate(&request(&headers, None, body), Some(SECRET), 0, &NO_JWT);
         assert_eq!(ok, Ok(Scheme::HubSignature));
         for (value, expected) in [
             (hub_signature("other", body), AuthError::BadSignature),
@@ -405,7 +437,7 @@ mod tests {
                 HUB_SIGNATURE_HEADER,
                 HeaderValue::from_str(&value).expect("header"),
             );
-            let result = authenticate(&request(&headers, None, body), Some(SECRET), 0, 0);
+            let result = authenticate(&request(&headers, None, body), Some(SECRET), 0, &NO_JWT);
             assert_eq!(result, Err(expected));
         }
         headers.insert(
@@ -414,70 +446,133 @@ mod tests {
         );
         let tampered = br#"{"event":"page_removed"}"#;
         assert_eq!(
-            authenticate(&request(&headers, None, tampered), Some(SECRET), 0, 0),
+            authenticate(&request(&headers, None, tampered), Some(SECRET), 0, &NO_JWT),
             Err(AuthError::BadSignature)
         );
         assert_eq!(
-            authenticate(&request(&headers, None, body), None, 0, 0),
+            authenticate(&request(&headers, None, body), None, 0, &NO_JWT),
             Err(AuthError::NoSecret)
         );
     }
 
+    /// A token with the given header and claims, signed with `secret` over HS256 whatever the header
+    /// says (a forger's tool).
+    fn forged(secret: &str, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut mac = mac(secret);
+        mac.update(signing_input.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{signature}")
+    }
+
     #[test]
-    fn connect_jwts_are_checked_for_signature_expiry_algorithm_and_qsh() {
+    fn connect_jwts_are_checked_for_signature_times_issuer_algorithm_and_qsh() {
         let path = "/webhooks/confluence/eng/page_updated";
         let now = 1_700_000_000;
-        let token = connect_jwt(SECRET, "client-key", "POST", path, Some("a=1"), now, 180);
-        let check = |headers: &HeaderMap, query: Option<&str>, at: i64| {
-            authenticate(&request(headers, query, b"{}"), Some(SECRET), at, 30)
+        let token = connect_jwt(SECRET, CLIENT_KEY, "POST", path, Some("a=1"), now, 180);
+        let check_with = |token: &str, query: &str, at: i64, policy: &JwtPolicy<'_>| {
+            let query = format!("{query}&jwt={token}");
+            authenticate(
+                &request(&HeaderMap::new(), Some(&query), b"{}"),
+                Some(SECRET),
+                at,
+                policy,
+            )
         };
+        let check = |token: &str, query: &str, at: i64| check_with(token, query, at, &POLICY);
         let mut headers = HeaderMap::new();
         headers.insert(
             axum::http::header::AUTHORIZATION,
             HeaderValue::from_str(&format!("JWT {token}")).expect("header"),
         );
         assert_eq!(
-            check(&headers, Some("a=1"), now + 10),
+            authenticate(
+                &request(&headers, Some("a=1"), b"{}"),
+                Some(SECRET),
+                now + 10,
+                &POLICY
+            ),
             Ok(Scheme::ConnectJwt)
-        );
-        // Within the leeway, then past it.
-        assert_eq!(
-            check(&headers, Some("a=1"), now + 200),
-            Ok(Scheme::ConnectJwt)
-        );
-        assert_eq!(
-            check(&headers, Some("a=1"), now + 211),
-            Err(AuthError::JwtExpired)
-        );
-        // The token was issued for another query string.
-        assert_eq!(
-            check(&headers, Some("a=2"), now),
-            Err(AuthError::QshMismatch)
         );
         // In the query instead of the header; the jwt parameter is not part of the hash.
-        let query = format!("a=1&jwt={token}");
+        assert_eq!(check(&token, "a=1", now), Ok(Scheme::ConnectJwt));
+        // Within the leeway, then past it.
+        assert_eq!(check(&token, "a=1", now + 200), Ok(Scheme::ConnectJwt));
+        assert_eq!(check(&token, "a=1", now + 211), Err(AuthError::JwtExpired));
+        // Issued in the future: within the leeway, then beyond it.
+        assert_eq!(check(&token, "a=1", now - 30), Ok(Scheme::ConnectJwt));
         assert_eq!(
-            check(&HeaderMap::new(), Some(&query), now),
-            Ok(Scheme::ConnectJwt)
+            check(&token, "a=1", now - 31),
+            Err(AuthError::JwtNotYetValid)
+        );
+        // The token was issued for another query string.
+        assert_eq!(check(&token, "a=2", now), Err(AuthError::QshMismatch));
+        // Longer-lived than allowed, or expiring before it was issued.
+        let long = connect_jwt(SECRET, CLIENT_KEY, "POST", path, Some("a=1"), now, 601);
+        assert_eq!(check(&long, "a=1", now), Err(AuthError::JwtLifetime));
+        let backwards = connect_jwt(SECRET, CLIENT_KEY, "POST", path, Some("a=1"), now, -1);
+        assert_eq!(check(&backwards, "a=1", now), Err(AuthError::JwtLifetime));
+        // Another app's token, signed with the right secret, or any token for a source without a
+        // stored client key.
+        let stranger = connect_jwt(SECRET, "another-app", "POST", path, Some("a=1"), now, 180);
+        assert_eq!(check(&stranger, "a=1", now), Err(AuthError::JwtIssuer));
+        let no_issuer = JwtPolicy {
+            issuer: None,
+            ..POLICY
+        };
+        assert_eq!(
+            check_with(&token, "a=1", now, &no_issuer),
+            Err(AuthError::JwtIssuer)
         );
 
-        let forged = connect_jwt("wrong", "client-key", "POST", path, Some("a=1"), now, 180);
-        let query = format!("a=1&jwt={forged}");
+        let wrong_secret = connect_jwt("wrong", CLIENT_KEY, "POST", path, Some("a=1"), now, 180);
         assert_eq!(
-            check(&HeaderMap::new(), Some(&query), now),
+            check(&wrong_secret, "a=1", now),
             Err(AuthError::BadSignature)
         );
-
-        let (_, rest) = token.split_once('.').expect("token");
-        let none_alg = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#));
-        let query = format!("a=1&jwt={none_alg}");
-        assert_eq!(
-            check(&HeaderMap::new(), Some(&query), now),
-            Err(AuthError::JwtAlgorithm)
+        // Other algorithms, however signed, and `none`.
+        let claims = serde_json::json!({
+            "iss": CLIENT_KEY, "iat": now, "exp": now + 180,
+            "qsh": query_string_hash("POST", path, Some("a=1")),
+        });
+        for alg in ["HS512", "RS256", "HS384"] {
+            let token = forged(
+                SECRET,
+                &serde_json::json!({"alg": alg, "typ": "JWT"}),
+                &claims,
+            );
+            assert_eq!(
+                check(&token, "a=1", now),
+                Err(AuthError::JwtAlgorithm),
+                "{alg}"
+            );
+        }
+        let none = forged(SECRET, &serde_json::json!({"alg": "none"}), &claims);
+        let (unsigned, _) = none.rsplit_once('.').expect("token");
+        assert!(check(&format!("{unsigned}."), "a=1", now).is_err());
+        // The forger's tool makes valid HS256 tokens (the cases above fail for what they claim).
+        let genuine = forged(SECRET, &serde_json::json!({"alg": "HS256"}), &claims);
+        assert_eq!(check(&genuine, "a=1", now), Ok(Scheme::ConnectJwt));
+        // Claims altered after signing.
+        let (header_part, rest) = genuine.split_once('.').expect("token");
+        let (_, signature) = rest.split_once('.').expect("token");
+        let altered = forged(
+            SECRET,
+            &serde_json::json!({"alg": "HS256"}),
+            &serde_json::json!({"iss": CLIENT_KEY, "iat": now, "exp": now + 9000, "qsh": "x"}),
         );
-        let query = "a=1&jwt=not-a-token";
+        let (_, altered_rest) = altered.split_once('.').expect("token");
+        let (altered_claims, _) = altered_rest.split_once('.').expect("token");
+        let spliced = format!("{header_part}.{altered_claims}.{signature}");
+        assert_eq!(check(&spliced, "a=1", now), Err(AuthError::BadSignature));
         assert_eq!(
-            check(&HeaderMap::new(), Some(query), now),
+            check("not-a-token", "a=1", now),
             Err(AuthError::MalformedJwt)
         );
     }
@@ -485,8 +580,9 @@ mod tests {
     #[test]
     fn automation_tokens_compare_whole() {
         let mut headers = HeaderMap::new();
-        let check =
-            |headers: &HeaderMap| authenticate(&request(headers, None, b"{}"), Some(SECRET), 0, 0);
+        let check = |headers: &HeaderMap| {
+            authenticate(&request(headers, None, b"{}"), Some(SECRET), 0, &NO_JWT)
+        };
         assert_eq!(check(&headers), Err(AuthError::Missing));
         headers.insert(AUTOMATION_TOKEN_HEADER, HeaderValue::from_static(SECRET));
         assert_eq!(check(&headers), Ok(Scheme::AutomationToken));

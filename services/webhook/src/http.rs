@@ -1,10 +1,15 @@
 //! The public endpoint: `POST /webhooks/confluence/{source}[/{event}]`.
 //!
-//! Each delivery goes through, in order: the source must exist (404), the body must fit (413), the
-//! delivery must be authentic (401), the source must be within its rate (429), the body must name a
-//! page event and a page (400). A page event becomes a `page.hinted` command, and the answer (202
-//! with the event id) goes out once JetStream has stored it; other events are answered 202 and
-//! counted. Nothing is published for a rejected delivery.
+//! Each delivery goes through, in order: the source key must be within its rate (429), the body must
+//! fit (413), the delivery must be authentic for a known source (401), the body must name a page
+//! event and a page (400). A page event becomes a `page.hinted` command, and the answer (202 with
+//! the event id) goes out once JetStream has stored it; other events are answered 202 and counted.
+//! Nothing is published for a rejected delivery.
+//!
+//! The rate limit comes first so that a stranger gets a bounded amount of HMAC work per key. An
+//! unknown source is verified against a random decoy secret and answered exactly like a bad
+//! signature on a known one, so that answers (and their timing) do not tell which keys exist.
+//! Rejections before authentication are counted in metrics, never logged one by one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +24,12 @@ use axum::routing::post;
 use chrono::Utc;
 use pagestream_bus::{Bus, BusError};
 use pagestream_events::{Envelope, PageHinted, SourceKey};
+use pagestream_sources::{Secret, SecretKey};
 use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::auth::{self, AuthError, SignedRequest};
+use crate::auth::{self, AuthError, JwtPolicy, SignedRequest};
 use crate::limit::RateLimiter;
 use crate::payload::{self, EventAction, PayloadError};
 use crate::sources::{SourceCache, WebhookSource};
@@ -32,8 +38,10 @@ use crate::sources::{SourceCache, WebhookSource};
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub max_body_bytes: usize,
-    /// Clock skew tolerated on a Connect JWT's `exp`.
+    /// Clock skew tolerated on a Connect JWT's `iat` and `exp`.
     pub jwt_leeway_secs: i64,
+    /// Longest lifetime (`exp - iat`) of an accepted Connect JWT.
+    pub jwt_max_lifetime_secs: i64,
 }
 
 #[derive(Clone)]
@@ -42,6 +50,8 @@ struct AppState {
     sources: SourceCache,
     limiter: Arc<RateLimiter>,
     settings: Arc<HttpSettings>,
+    /// What unknown sources are verified against: a secret nobody knows.
+    decoy: Arc<WebhookSource>,
 }
 
 /// The webhook routes.
@@ -64,18 +74,22 @@ pub fn router(
             sources,
             limiter,
             settings: Arc::new(settings),
+            decoy: Arc::new(WebhookSource {
+                secret: Some(Secret::new(SecretKey::generate())),
+                connect_client_key: Some(SecretKey::generate()),
+            }),
         })
 }
 
 #[derive(Debug, thiserror::Error)]
 enum WebhookError {
-    #[error("unknown source")]
-    UnknownSource,
     #[error("body exceeds {limit} bytes")]
     TooLarge { limit: usize },
     #[error("body cannot be read")]
     Unreadable,
-    #[error("unauthorized: {0}")]
+    /// The reason stays in metrics: the answer is the same for every reason, an unknown source
+    /// included.
+    #[error("unauthorized")]
     Unauthorized(#[from] AuthError),
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
@@ -88,7 +102,6 @@ enum WebhookError {
 impl WebhookError {
     fn status(&self) -> StatusCode {
         match self {
-            WebhookError::UnknownSource => StatusCode::NOT_FOUND,
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Unreadable | WebhookError::Payload(_) => StatusCode::BAD_REQUEST,
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -99,7 +112,6 @@ impl WebhookError {
 
     fn outcome(&self) -> &'static str {
         match self {
-            WebhookError::UnknownSource => "unknown_source",
             WebhookError::TooLarge { .. } => "too_large",
             WebhookError::Unreadable | WebhookError::Payload(_) => "invalid",
             WebhookError::Unauthorized(_) => "unauthorized",
@@ -161,16 +173,16 @@ async fn receive(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let known = SourceKey::new(source)
-        .ok()
-        .and_then(|key| state.sources.get(&key).map(|found| (key, found)));
+    let key = SourceKey::new(source).ok();
+    let known = key.as_ref().and_then(|key| state.sources.get(key));
     // Only known sources label metrics: a caller must not grow their cardinality.
-    let source_label = known
-        .as_ref()
-        .map_or_else(|| "unknown".to_owned(), |(key, _)| key.to_string());
+    let source_label = match (&key, &known) {
+        (Some(key), Some(_)) => key.to_string(),
+        _ => "unknown".to_owned(),
+    };
     let span =
         tracing::info_span!("webhook", source = %source_label, event = tracing::field::Empty);
-    let result = handle(&state, known, path_event.as_deref(), request)
+    let result = handle(&state, key, known, path_event.as_deref(), request)
         .instrument(span.clone())
         .await;
     let outcome = match &result {
@@ -203,9 +215,15 @@ async fn receive(
                 WebhookError::Publish(cause) => {
                     tracing::error!(error = %cause, "cannot publish hint");
                 }
-                // Anyone can knock; only deliveries for a known source are worth an info line.
-                WebhookError::UnknownSource => tracing::debug!(outcome, "delivery rejected"),
-                other => tracing::info!(outcome, reason = %other, "delivery rejected"),
+                // Authenticated, yet unusable: worth a line.
+                WebhookError::Payload(cause) => {
+                    tracing::info!(outcome, reason = %cause, "delivery rejected");
+                }
+                // Anyone can knock: rejections before authentication are only counted.
+                WebhookError::TooLarge { .. }
+                | WebhookError::Unreadable
+                | WebhookError::Unauthorized(_)
+                | WebhookError::RateLimited { .. } => {}
             });
             error.into_response()
         }
@@ -214,11 +232,17 @@ async fn receive(
 
 async fn handle(
     state: &AppState,
-    known: Option<(SourceKey, Arc<WebhookSource>)>,
+    key: Option<SourceKey>,
+    known: Option<Arc<WebhookSource>>,
     path_event: Option<&str>,
     request: Request,
 ) -> Result<Accepted, WebhookError> {
-    let (source, known) = known.ok_or(WebhookError::UnknownSource)?;
+    // Not even a key: nothing to look up, and the key syntax is public.
+    let source = key.ok_or(AuthError::UnknownSource)?;
+    state
+        .limiter
+        .acquire(&source)
+        .map_err(|retry_after| WebhookError::RateLimited { retry_after })?;
     let method = request.method().clone();
     let uri = request.uri().clone();
     let headers = request.headers().clone();
@@ -240,16 +264,24 @@ async fn handle(
         headers: &headers,
         body: &body,
     };
+    let verified_against = known.as_ref().unwrap_or(&state.decoy);
     let scheme = auth::authenticate(
         &signed,
-        known.secret.as_ref().map(|secret| secret.expose()),
+        verified_against
+            .secret
+            .as_ref()
+            .map(|secret| secret.expose()),
         Utc::now().timestamp(),
-        state.settings.jwt_leeway_secs,
-    )?;
-    state
-        .limiter
-        .acquire(&source)
-        .map_err(|retry_after| WebhookError::RateLimited { retry_after })?;
+        &JwtPolicy {
+            issuer: verified_against.connect_client_key.as_deref(),
+            leeway_secs: state.settings.jwt_leeway_secs,
+            max_lifetime_secs: state.settings.jwt_max_lifetime_secs,
+        },
+    );
+    if known.is_none() {
+        return Err(AuthError::UnknownSource.into());
+    }
+    let scheme = scheme?;
     let delivery = payload::decode(&body, path_event)?;
     tracing::Span::current().record("event", delivery.event.as_str());
     let (EventAction::Hint(reason), Some(page)) = (delivery.action, delivery.page) else {

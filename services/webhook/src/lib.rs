@@ -20,6 +20,7 @@ use axum::Router;
 use pagestream_bus::{Bus, BusConfig, BusError};
 use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
 use pagestream_telemetry::{LogFormat, Readiness, Supervisor, SupervisorError};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use http::{HttpSettings, router};
 pub use limit::RateLimiter;
@@ -34,7 +35,7 @@ pub use sources::SourceCache;
 pub struct Config {
     /// NATS server with JetStream.
     #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: String,
+    pub nats_url: SecretString,
     /// Subject root and stream-name prefix.
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     pub subject_root: String,
@@ -58,15 +59,24 @@ pub struct Config {
     /// Largest accepted body; larger deliveries get 413.
     #[arg(long, env = "PAGESTREAM_WEBHOOK_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
-    /// Deliveries per second per source, sustained; beyond it (and the burst) deliveries get 429.
+    /// Deliveries per second per source key, sustained, counted before authentication; beyond it
+    /// (and the burst) deliveries get 429.
     #[arg(long, env = "PAGESTREAM_WEBHOOK_RATE_PER_SEC", default_value_t = 20.0, value_parser = parse_rate)]
     pub rate_per_sec: f64,
     /// Deliveries per source accepted at once above the sustained rate.
     #[arg(long, env = "PAGESTREAM_WEBHOOK_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
-    /// Clock skew tolerated on a Connect JWT's expiry, in seconds.
+    /// Clock skew tolerated on a Connect JWT's issue and expiry times, in seconds.
     #[arg(long, env = "PAGESTREAM_WEBHOOK_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u32,
+    /// Longest lifetime of an accepted Connect JWT (`exp - iat`), in seconds; Confluence issues
+    /// tokens for 3 minutes.
+    #[arg(
+        long,
+        env = "PAGESTREAM_WEBHOOK_JWT_MAX_LIFETIME_SECS",
+        default_value_t = 600
+    )]
+    pub jwt_max_lifetime_secs: u32,
     /// Log format: human or json.
     #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
@@ -84,6 +94,7 @@ impl Config {
         HttpSettings {
             max_body_bytes: self.max_body_bytes,
             jwt_leeway_secs: i64::from(self.jwt_leeway_secs),
+            jwt_max_lifetime_secs: i64::from(self.jwt_max_lifetime_secs),
         }
     }
 }
@@ -103,7 +114,7 @@ pub enum ServiceError {
 /// registry.
 pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
     let bus = Bus::connect(
-        BusConfig::new(config.nats_url.clone()).with_root(config.subject_root.clone()),
+        BusConfig::new(config.nats_url.expose_secret()).with_root(config.subject_root.clone()),
     )
     .await?;
     let registry = SourceRegistry::open(&bus).await?;

@@ -1,10 +1,17 @@
-//! Per-source rate limit: a token bucket per source, refilled at a steady rate up to a burst.
+//! Per-source rate limit: a token bucket per source key, refilled at a steady rate up to a burst.
+//!
+//! It runs before authentication, so callers choose the keys: the map holds at most
+//! [`MAX_TRACKED_KEYS`] buckets. When it is full, buckets that have refilled (they carry no state)
+//! are dropped; if none has, a new key waits like a limited one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pagestream_events::SourceKey;
+
+/// Buckets kept at most.
+pub const MAX_TRACKED_KEYS: usize = 10_000;
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -40,14 +47,17 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(source) {
+            buckets.retain(|_, bucket| self.refilled(bucket, now) < self.burst);
+            if buckets.len() >= MAX_TRACKED_KEYS {
+                return Err(Duration::from_secs_f64(1.0 / self.per_second));
+            }
+        }
         let bucket = buckets.entry(source.clone()).or_insert(Bucket {
             tokens: self.burst,
             refreshed: now,
         });
-        let elapsed = now
-            .saturating_duration_since(bucket.refreshed)
-            .as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.tokens = self.refilled(bucket, now);
         bucket.refreshed = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -57,6 +67,13 @@ impl RateLimiter {
                 (1.0 - bucket.tokens) / self.per_second,
             ))
         }
+    }
+
+    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
+        let elapsed = now
+            .saturating_duration_since(bucket.refreshed)
+            .as_secs_f64();
+        (bucket.tokens + elapsed * self.per_second).min(self.burst)
     }
 
     /// Forgets a removed source's bucket.
@@ -95,5 +112,25 @@ mod tests {
             assert!(limiter.acquire_at(&eng, much_later).is_ok());
         }
         assert!(limiter.acquire_at(&eng, much_later).is_err());
+    }
+
+    #[test]
+    fn callers_cannot_grow_the_map_without_bound() {
+        let limiter = RateLimiter::new(1.0, 2);
+        let start = Instant::now();
+        let key = |i: usize| SourceKey::new(format!("k{i}")).expect("key");
+        // Every key spends a token, so none has refilled yet.
+        for i in 0..MAX_TRACKED_KEYS {
+            assert!(limiter.acquire_at(&key(i), start).is_ok());
+        }
+        assert!(limiter.acquire_at(&key(MAX_TRACKED_KEYS), start).is_err());
+        // Known keys keep their buckets meanwhile.
+        assert!(limiter.acquire_at(&key(0), start).is_ok());
+        assert!(limiter.acquire_at(&key(0), start).is_err());
+        // Once buckets have refilled they are dropped to make room.
+        let later = start + Duration::from_secs(5);
+        assert!(limiter.acquire_at(&key(MAX_TRACKED_KEYS), later).is_ok());
+        let tracked = limiter.buckets.lock().expect("buckets").len();
+        assert_eq!(tracked, 1);
     }
 }

@@ -18,6 +18,8 @@ pub struct WebhookSource {
     /// `None` when the source has none, or its credentials cannot be opened: its deliveries are
     /// rejected.
     pub secret: Option<Secret>,
+    /// The Connect app's client key: the issuer its JWTs must name.
+    pub connect_client_key: Option<String>,
 }
 
 /// Known sources by key.
@@ -113,12 +115,17 @@ impl SourceCache {
 }
 
 fn open(record: &SourceRecord, key: &SecretKey) -> WebhookSource {
-    let secret = match record.credentials(key) {
-        Ok(credentials) => credentials.webhook_secret,
+    match record.credentials(key) {
+        Ok(credentials) => WebhookSource {
+            secret: credentials.webhook_secret,
+            connect_client_key: credentials.connect_client_key,
+        },
         Err(error) => {
             tracing::warn!(source = %record.key, %error, "webhooks of this source will be rejected");
-            None
+            WebhookSource {
+                secret: None,
+                connect_client_key: None,
+            }
         }
-    };
-    WebhookSource { secret }
+    }
 }

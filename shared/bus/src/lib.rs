@@ -27,9 +27,10 @@ pub use consumer::{Decode, Delivery, HandlerError, Stage, StageConfig};
 pub use dead_letter::DeadLetter;
 pub use topology::StreamNames;
 
-/// How to reach the bus and how it behaves.
-#[derive(Debug, Clone)]
+/// How to reach the bus and how it behaves. Its `Debug` hides the credentials a NATS URL may hold.
+#[derive(Clone)]
 pub struct BusConfig {
+    /// One or more comma-separated server URLs, possibly with `user:password@` or `token@`.
     pub nats_url: String,
     /// Subject root and stream-name prefix: `pagestream` in production.
     pub root: String,
@@ -37,6 +38,61 @@ pub struct BusConfig {
     pub claim_check_threshold: usize,
     /// How long the server waits for a publish acknowledgement.
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("root", &self.root)
+            .field("claim_check_threshold", &self.claim_check_threshold)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// `url` (one or more comma-separated URLs) with the user info's password, or a bare token, replaced
+/// by `***`: what may be printed of a server address.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return one.to_owned();
+            };
+            let userinfo = match rest[..at].split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}{userinfo}{}", &rest[at..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `text` with every credential of `url` replaced by `***`, for messages that may quote the URL.
+fn redact_credentials_in(text: &str, url: &str) -> String {
+    let mut redacted = text.to_owned();
+    for one in url.split(',') {
+        let rest = one.split_once("://").map_or(one, |(_, rest)| rest);
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            let secret = userinfo
+                .split_once(':')
+                .map_or(userinfo, |(_, password)| password);
+            if !secret.is_empty() {
+                redacted = redacted.replace(secret, "***");
+            }
+        }
+    }
+    redacted
 }
 
 impl BusConfig {
@@ -57,6 +113,7 @@ impl BusConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// `url` and `reason` have the URL's credentials redacted.
     #[error("cannot connect to nats at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("invalid bus configuration: {0}")]
@@ -153,8 +210,8 @@ impl Bus {
             .connect(config.nats_url.as_str())
             .await
             .map_err(|error| BusError::Connect {
-                url: config.nats_url.clone(),
-                reason: error.to_string(),
+                url: redact_url(&config.nats_url),
+                reason: redact_credentials_in(&error.to_string(), &config.nats_url),
             })?;
         let jetstream = jetstream::new(client.clone());
         let bus = Self {
@@ -499,5 +556,38 @@ impl Decode for ProgressSnapshots {
 
     fn event_id(progress: &SyncProgress) -> String {
         format!("{}:{}", progress.source, progress.run_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_and_tokens() {
+        assert_eq!(
+            redact_url("nats://app:hunter2@nats:4222,tls://s3cret-token@10.0.0.2:4222/x@y"),
+            "nats://app:***@nats:4222,tls://***@10.0.0.2:4222/x@y"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("app:pw@host:4222"), "app:***@host:4222");
+        let debug = format!("{:?}", BusConfig::new("nats://app:hunter2@nats:4222"));
+        assert!(
+            !debug.contains("hunter2") && debug.contains("app:***@"),
+            "{debug}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_does_not_print_the_password() {
+        // Nothing listens on port 1; the error quotes the server address.
+        let url = "nats://pagestream:canary-nats-password@127.0.0.1:1";
+        let Err(error) = Bus::connect(BusConfig::new(url)).await else {
+            panic!("connected to port 1");
+        };
+        let message = format!("{error} {error:?}");
+        assert!(matches!(error, BusError::Connect { .. }), "{message}");
+        assert!(!message.contains("canary-nats-password"), "{message}");
+        assert!(message.contains("pagestream:***@127.0.0.1:1"), "{message}");
     }
 }

@@ -152,6 +152,10 @@ impl AuthKind {
     }
 }
 
+/// Shortest webhook secret a source may have: HMAC and the Automation token are only as strong as
+/// the secret.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 24;
+
 /// A source's secrets, sealed together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
@@ -164,6 +168,10 @@ pub struct Credentials {
     /// of Automation deliveries (header).
     #[serde(default)]
     pub webhook_secret: Option<Secret>,
+    /// The Connect app's `clientKey` (from its installation): the only issuer accepted on Connect
+    /// JWTs. Without it, JWT deliveries are refused.
+    #[serde(default)]
+    pub connect_client_key: Option<String>,
 }
 
 /// How a source is synced.
@@ -359,6 +367,7 @@ mod tests {
             email: Some("ops@example.com".into()),
             token: Secret::new("ATATT3xFfGF0-very-secret"),
             webhook_secret: None,
+            connect_client_key: None,
         };
         let sealed = SourceRecord::seal_credentials(&key, &credentials);
         assert!(!sealed.contains("very-secret"));

@@ -133,37 +133,41 @@ impl Readiness {
     }
 }
 
-#[derive(Clone)]
-struct OpsState {
-    metrics: Option<PrometheusHandle>,
-    readiness: Readiness,
-}
-
 /// `/healthz` (the process answers), `/readyz` (503 until ready) and `/metrics` (Prometheus text).
 pub fn ops_router(metrics: Option<PrometheusHandle>, readiness: Readiness) -> Router {
+    health_router(readiness).merge(
+        Router::new()
+            .route(
+                "/metrics",
+                get(
+                    |State(metrics): State<Option<PrometheusHandle>>| async move {
+                        metrics
+                            .as_ref()
+                            .map(PrometheusHandle::render)
+                            .unwrap_or_default()
+                    },
+                ),
+            )
+            .with_state(metrics),
+    )
+}
+
+/// `/healthz` and `/readyz` alone: what a public listener may answer (metrics stay on the ops
+/// listener).
+pub fn health_router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(state): State<OpsState>| async move {
-                if state.readiness.is_ready() {
+            get(|State(readiness): State<Readiness>| async move {
+                if readiness.is_ready() {
                     (StatusCode::OK, "ready")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready")
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(|State(state): State<OpsState>| async move {
-                state
-                    .metrics
-                    .as_ref()
-                    .map(PrometheusHandle::render)
-                    .unwrap_or_default()
-            }),
-        )
-        .with_state(OpsState { metrics, readiness })
+        .with_state(readiness)
 }
 
 /// Serves `router` on `addr` until `cancel` fires.

@@ -22,13 +22,16 @@ async fn sim() -> confluence_sim::RunningSim {
         .expect("simulator")
 }
 
+const WEBHOOK_SECRET: &str = "whsec-also-secret-0f3a9c1d7e";
+
 fn cloud_source(site: &str, key: &str, space: &str, token: &str) -> Value {
     json!({
         "key": key,
         "site_url": site,
         "space_key": space,
         "auth": {"kind": "cloud", "email": "sim@example.com", "api_token": token},
-        "webhook_secret": "whsec-also-secret",
+        "webhook_secret": WEBHOOK_SECRET,
+        "connect_client_key": "connect-client-key-1",
         "settings": {"incremental_interval_secs": 600},
     })
 }
@@ -64,6 +67,11 @@ async fn every_api_route_requires_the_key() {
     assert_eq!(health.0.as_u16(), 200);
     let ready = api.call_with(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.0.as_u16(), 200);
+    // Metrics are served on the ops listener only, never on the public port.
+    for key in [None, Some(support::API_KEY)] {
+        let metrics = api.call_with(Method::GET, "/metrics", None, key).await;
+        assert_eq!(metrics.0.as_u16(), 404, "{:?}", metrics.1);
+    }
     let (status, document) = api.get("/api/openapi.json").await;
     assert_eq!(status.as_u16(), 200);
     for path in [
@@ -151,7 +159,11 @@ async fn creating_a_source_checks_the_token_seals_it_and_never_shows_it() {
     assert_eq!(credentials.email.as_deref(), Some("sim@example.com"));
     assert_eq!(
         credentials.webhook_secret.as_ref().map(|s| s.expose()),
-        Some("whsec-also-secret")
+        Some(WEBHOOK_SECRET)
+    );
+    assert_eq!(
+        credentials.connect_client_key.as_deref(),
+        Some("connect-client-key-1")
     );
 
     let duplicate = api
@@ -255,6 +267,15 @@ async fn bad_source_input_names_the_field() {
             "settings",
         ),
         (|b| b["extra"] = json!(true), "extra"),
+        // 23 characters: one short of the minimum.
+        (
+            |b| b["webhook_secret"] = json!("x".repeat(23)),
+            "webhook_secret",
+        ),
+        (
+            |b| b["connect_client_key"] = json!(""),
+            "connect_client_key",
+        ),
     ];
     for (edit, field) in cases {
         let mut body = base();
@@ -293,6 +314,7 @@ async fn register(api: &support::TestApi, key: &str) -> Uuid {
                 email: Some("a@example.com".into()),
                 token: pagestream_sources::Secret::new(TOKEN),
                 webhook_secret: None,
+                connect_client_key: None,
             },
         ),
         settings: Default::default(),

@@ -73,7 +73,7 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
     });
     let readiness = Readiness::default();
     readiness.set(true);
-    let router = pagestream_api::router(state, None, readiness);
+    let router = pagestream_api::router(state, readiness);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");

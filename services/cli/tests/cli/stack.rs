@@ -216,7 +216,7 @@ impl Stack {
         });
         let readiness = Readiness::default();
         readiness.set(true);
-        let router = pagestream_api::router(state, None, readiness);
+        let router = pagestream_api::router(state, readiness);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind api");

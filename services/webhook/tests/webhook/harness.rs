@@ -23,6 +23,8 @@ use tower::ServiceExt;
 
 pub const CLOUD_SECRET: &str = "connect-shared-secret-5e1f";
 pub const DC_SECRET: &str = "dc-webhook-secret-a90c";
+/// The Connect app's client key, stored with every test source.
+pub const CLIENT_KEY: &str = "client-key";
 
 pub struct Options {
     pub max_body_bytes: usize,
@@ -85,6 +87,7 @@ pub async fn start(options: Options) -> Harness {
         HttpSettings {
             max_body_bytes: options.max_body_bytes,
             jwt_leeway_secs: 30,
+            jwt_max_lifetime_secs: 600,
         },
     );
     Harness {
@@ -107,6 +110,7 @@ pub async fn put_source(
         email: None,
         token: Secret::new("api-token-not-used-here"),
         webhook_secret: webhook_secret.map(Secret::new),
+        connect_client_key: Some(CLIENT_KEY.to_owned()),
     };
     let record = SourceRecord {
         id: uuid::Uuid::new_v4(),
@@ -155,7 +159,7 @@ pub fn cloud_request(source: &str, event: &str, body: Vec<u8>, secret: &str) -> 
     let path = path(source, Some(event));
     let token = connect_jwt(
         secret,
-        "client-key",
+        CLIENT_KEY,
         "POST",
         &path,
         None,

@@ -88,15 +88,65 @@ async fn each_source_is_held_to_its_rate() {
         ))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    // Forged deliveries do not spend a source's budget, and the limited one was not published.
+    // The limit comes before verification: a forged delivery is limited like a genuine one, and
+    // the limited one was not published.
     assert_eq!(
         harness
             .send(dc_request("dc", None, dc_update(7, 5), "guess"))
             .await
             .0,
-        StatusCode::UNAUTHORIZED
+        StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(harness.hinted_count().await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forgeries_is_bounded_and_other_sources_still_deliver() {
+    const FLOOD: usize = 2_000;
+    let harness = start(Options {
+        rate_per_sec: 5.0,
+        burst: 20,
+        ..Options::default()
+    })
+    .await;
+    let app = harness.app.clone();
+    let flood = tokio::spawn(async move {
+        futures::stream::iter(0..FLOOD)
+            .map(|i| {
+                let app = app.clone();
+                let request = dc_request("dc", None, dc_update(7, i as u64), "forged-secret");
+                async move { send(&app, request).await.0 }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<StatusCode>>()
+            .await
+    });
+    // During the flood, another source's genuine delivery goes through.
+    let (status, _) = harness
+        .send(cloud_request(
+            "cloud",
+            "page_updated",
+            fixture("cloud_page_updated.json"),
+            CLOUD_SECRET,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let statuses = flood.await.expect("flood");
+    let verified = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(verified + limited, FLOOD, "only 401 and 429");
+    // The burst plus what the rate refilled during the flood: a bounded number of verifications.
+    assert!(
+        (20..200).contains(&verified),
+        "{verified} forgeries were verified"
+    );
+    assert_eq!(harness.hinted_count().await, 1);
 }
 
 #[tokio::test]

@@ -249,7 +249,7 @@ async fn deliveries_without_a_page_or_an_event_are_refused() {
 }
 
 #[tokio::test]
-async fn unknown_sources_are_not_found() {
+async fn unknown_sources_are_refused_like_bad_credentials() {
     let harness = start(Options::default()).await;
     for source in ["nope", "Not-A-Key", "dc.x"] {
         let (status, _) = harness
@@ -260,7 +260,7 @@ async fn unknown_sources_are_not_found() {
                 DC_SECRET,
             ))
             .await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{source}");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{source}");
     }
     assert_eq!(harness.hinted_count().await, 0);
 }
