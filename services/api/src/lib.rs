@@ -117,7 +117,8 @@ pub async fn connect_pool(
         .await
 }
 
-/// The whole HTTP surface: `/api/...` behind the key, plus the ops endpoints.
+/// The whole HTTP surface: `/api/...` and the MCP endpoint `/mcp` behind the key, plus the ops
+/// endpoints.
 pub fn router(state: AppState, metrics: Option<PrometheusHandle>, readiness: Readiness) -> Router {
     let api = Router::new()
         .route(
@@ -133,7 +134,13 @@ pub fn router(state: AppState, metrics: Option<PrometheusHandle>, readiness: Rea
         .route("/api/openapi.json", get(openapi::document))
         .fallback(|| async {
             ApiError::new(ErrorCode::RouteNotFound, "no such route").into_response()
-        })
+        });
+    // MCP answers from the `/api` routes in process; a request reaching it has shown the key.
+    let mcp = pagestream_mcp::http_service(Arc::new(pagestream_mcp::RouterBackend::new(
+        api.clone().with_state(state.clone()),
+    )));
+    let api = api
+        .route_service("/mcp", mcp)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
