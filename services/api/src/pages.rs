@@ -156,13 +156,10 @@ impl PageRelations {
                 .push(")");
         }
         if let Some(parent) = &self.parent {
-            // A child's path is its parent's path and its own id.
-            sql.push(
-                " AND p.path = (SELECT t.path FROM confluence_pages t \
-                 WHERE t.source_id = p.source_id AND t.page_id = ",
-            )
-            .push_bind(parent.as_str().to_owned())
-            .push(") || '/' || p.page_id");
+            // A child's path ends with its parent's id and its own (ids are digits: no wildcards).
+            sql.push(" AND p.path LIKE '%/' || ")
+                .push_bind(parent.as_str().to_owned())
+                .push(" || '/' || p.page_id");
         }
         if self.top_level {
             sql.push(" AND p.path = '/' || p.page_id");
