@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
         search,
         confluence_timeout: Duration::from_secs(5),
     });
-    let router = pagestream_api::router(state, None, Readiness::default());
+    let router = pagestream_api::router(state, Readiness::default());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });

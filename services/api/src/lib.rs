@@ -116,7 +116,8 @@ pub async fn connect_pool(
         .await
 }
 
-/// The public HTTP surface: `/api/...` behind the key, plus `/healthz` and `/readyz`.
+/// The public HTTP surface: `/api/...` and the MCP endpoint `/mcp` behind the key, plus `/healthz`
+/// and `/readyz`.
 pub fn router(state: AppState, readiness: Readiness) -> Router {
     let api = Router::new()
         .route(
@@ -132,7 +133,13 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .fallback(|| async {
             ApiError::new(ErrorCode::RouteNotFound, "no such route").into_response()
-        })
+        });
+    // MCP answers from the `/api` routes in process; a request reaching it has shown the key.
+    let mcp = pagestream_mcp::http_service(Arc::new(pagestream_mcp::RouterBackend::new(
+        api.clone().with_state(state.clone()),
+    )));
+    let api = api
+        .route_service("/mcp", mcp)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

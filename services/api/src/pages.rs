@@ -62,6 +62,13 @@ const SUMMARY_COLUMNS: &str = "s.key AS source, p.page_id, p.space_key, p.title,
         ("path" = Option<String>, Query, description = "subtree: a materialized path such as /65601/65602"),
         ("label" = Option<String>, Query),
         ("updated_after" = Option<String>, Query, description = "RFC 3339 timestamp or date"),
+        ("space" = Option<String>, Query, description = "Confluence space key"),
+        ("jira" = Option<String>, Query, description = "Jira issue key linked from the page"),
+        ("mention" = Option<String>, Query, description = "user mentioned on the page"),
+        ("title" = Option<String>, Query, description = "the page titled so (case-insensitive)"),
+        ("parent" = Option<String>, Query, description = "the direct children of this page id"),
+        ("top_level" = Option<bool>, Query, description = "only pages without a parent"),
+        ("links_to" = Option<String>, Query, description = "pages whose links point at this page id"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous response"),
     ),
@@ -77,7 +84,8 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageList>, ApiError> {
     let mut params = QueryParams::parse(query.as_deref())?;
-    let filters = PageFilters::parse(&mut params, false)?;
+    let filters = PageFilters::parse(&mut params, true)?;
+    let relations = PageRelations::parse(&mut params)?;
     let limit = params.integer("limit", 1..=500)?.unwrap_or(50);
     let cursor = params
         .text("cursor", 40)?
@@ -92,6 +100,7 @@ pub async fn list(
     ));
     sql.push_bind(source_id);
     push_page_filters(&mut sql, &filters);
+    relations.push_conditions(&mut sql);
     // Keyset pagination in numeric id order (ids are decimal strings).
     if let Some((length, id)) = &cursor {
         sql.push(" AND (length(p.page_id), p.page_id) > (");
@@ -110,6 +119,67 @@ pub async fn list(
         None
     };
     Ok(Json(PageList { pages, next_cursor }))
+}
+
+/// Where a listed page stands: its title, its place in the tree, its links.
+#[derive(Debug, Default)]
+struct PageRelations {
+    title: Option<String>,
+    parent: Option<PageId>,
+    top_level: bool,
+    links_to: Option<PageId>,
+}
+
+impl PageRelations {
+    fn parse(params: &mut QueryParams) -> Result<Self, ApiError> {
+        let page_id = |value: Option<String>, field: &str| {
+            value
+                .map(|id| {
+                    PageId::new(id)
+                        .map_err(|_| ApiError::invalid(field, "not a Confluence page id"))
+                })
+                .transpose()
+        };
+        Ok(Self {
+            title: params.text("title", 255)?,
+            parent: page_id(params.text("parent", 40)?, "parent")?,
+            top_level: params.boolean("top_level")?.unwrap_or(false),
+            links_to: page_id(params.text("links_to", 40)?, "links_to")?,
+        })
+    }
+
+    /// Appends the conditions as ` AND ...` on `p` (confluence_pages).
+    fn push_conditions(&self, sql: &mut QueryBuilder<Postgres>) {
+        if let Some(title) = &self.title {
+            sql.push(" AND lower(p.title) = lower(")
+                .push_bind(title.clone())
+                .push(")");
+        }
+        if let Some(parent) = &self.parent {
+            // A child's path ends with its parent's id and its own (ids are digits: no wildcards).
+            sql.push(" AND p.path LIKE '%/' || ")
+                .push_bind(parent.as_str().to_owned())
+                .push(" || '/' || p.page_id");
+        }
+        if self.top_level {
+            sql.push(" AND p.path = '/' || p.page_id");
+        }
+        if let Some(target) = &self.links_to {
+            // A link names its target by id, or by title (and space, when another one).
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM confluence_pages t, jsonb_array_elements(\
+                 CASE WHEN jsonb_typeof(p.metadata -> 'internal_links') = 'array' \
+                 THEN p.metadata -> 'internal_links' ELSE '[]'::jsonb END) AS link \
+                 WHERE t.source_id = p.source_id AND NOT t.is_deleted AND t.page_id = ",
+            )
+            .push_bind(target.as_str().to_owned())
+            .push(
+                " AND p.page_id <> t.page_id AND (link ->> 'page_id' = t.page_id \
+                 OR (link ->> 'title' = t.title \
+                 AND COALESCE(link ->> 'space_key', p.space_key) = t.space_key)))",
+            );
+        }
+    }
 }
 
 fn parse_cursor(cursor: &str) -> Result<(i32, String), ApiError> {

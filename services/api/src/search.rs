@@ -159,6 +159,53 @@ pub struct SearchHit {
     /// 1-based rank in the full-text leg, if the chunk made its cut.
     pub text_rank: Option<i64>,
     pub last_modified: Option<DateTime<Utc>>,
+    /// `section` (a part of the page) or `code` (one code block of it).
+    pub kind: String,
+    /// A code block's language and title, when it has them.
+    pub language: Option<String>,
+    pub code_title: Option<String>,
+}
+
+/// Which chunks a search ranks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// The page's sections (the default).
+    #[default]
+    Section,
+    /// The page's code blocks (`code` and `noformat` macros), optionally of one language.
+    Code { language: Option<String> },
+}
+
+impl ChunkKind {
+    fn parse(params: &mut QueryParams) -> Result<Self, ApiError> {
+        let language = params
+            .text("language", 40)?
+            .map(|language| language.to_ascii_lowercase());
+        match params.text("kind", 20)?.as_deref() {
+            None | Some("section") if language.is_none() => Ok(Self::Section),
+            None | Some("code") => Ok(Self::Code { language }),
+            Some("section") => Err(ApiError::invalid("language", "applies to kind=code only")),
+            Some(_) => Err(ApiError::invalid("kind", "must be section or code")),
+        }
+    }
+
+    /// Appends the kind as an ` AND ...` condition on `c` (chunks).
+    fn push_condition(&self, sql: &mut QueryBuilder<Postgres>) {
+        match self {
+            Self::Section => {
+                sql.push(" AND NOT c.metadata ? 'code'");
+            }
+            Self::Code { language: None } => {
+                sql.push(" AND c.metadata ? 'code'");
+            }
+            Self::Code {
+                language: Some(language),
+            } => {
+                sql.push(" AND c.metadata -> 'code' ->> 'language' = ")
+                    .push_bind(language.clone());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -178,6 +225,7 @@ pub struct SearchRequest {
     pub query: String,
     pub limit: u32,
     pub filters: PageFilters,
+    pub kind: ChunkKind,
 }
 
 #[utoipa::path(
@@ -192,6 +240,8 @@ pub struct SearchRequest {
         ("jira" = Option<String>, Query, description = "Jira issue key linked from the page"),
         ("mention" = Option<String>, Query, description = "user mentioned on the page"),
         ("updated_after" = Option<String>, Query, description = "RFC 3339 timestamp or date"),
+        ("kind" = Option<String>, Query, description = "section (default) or code: the code blocks"),
+        ("language" = Option<String>, Query, description = "code blocks of this language (implies kind=code)"),
     ),
     responses(
         (status = 200, body = SearchResponse),
@@ -211,6 +261,7 @@ pub async fn handler(
     let limit = params.integer("limit", 1..=100)?.unwrap_or(10);
     let source = params.text("source", 100)?;
     let mut filters = PageFilters::parse(&mut params, true)?;
+    let kind = ChunkKind::parse(&mut params)?;
     params.finish()?;
     if let Some(source) = source {
         filters.source_id = Some(projected_source_id(&state, &source, "source").await?);
@@ -221,6 +272,7 @@ pub async fn handler(
             query,
             limit,
             filters,
+            kind,
         },
     )
     .await?;
@@ -316,6 +368,7 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
                  WHERE c.embedding_model = {model_literal} AND NOT p.is_deleted"
             ));
             push_page_filters(&mut sql, &request.filters);
+            request.kind.push_condition(&mut sql);
             // `+ 0` hides the ordering from the HNSW index: an exact scan of the filtered rows.
             let exact = if leg.exact { " + 0" } else { "" };
             sql.push(format!(
@@ -349,6 +402,7 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
          AND NOT p.is_deleted"
     ));
     push_page_filters(&mut sql, &request.filters);
+    request.kind.push_condition(&mut sql);
     if settings.text_candidates > 0 {
         sql.push(" LIMIT ");
         sql.push_bind(i64::from(settings.text_candidates.max(settings.leg_depth)));
@@ -381,7 +435,10 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
     sql.push("), ");
     sql.push_bind(headline_options());
     sql.push(format!(
-        ") AS snippet, f.score::float8 AS score, f.vector_rank, f.text_rank, p.last_modified \
+        ") AS snippet, f.score::float8 AS score, f.vector_rank, f.text_rank, p.last_modified, \
+         CASE WHEN c.metadata ? 'code' THEN 'code' ELSE 'section' END AS kind, \
+         c.metadata -> 'code' ->> 'language' AS language, \
+         c.metadata -> 'code' ->> 'title' AS code_title \
          FROM fused f \
          JOIN chunks c ON c.source_id = f.source_id AND c.page_id = f.page_id \
          AND c.embedding_model = {model_literal} AND c.chunk_index = f.chunk_index \

@@ -86,6 +86,7 @@ fn page_events(
                 token_count: 160,
                 text,
                 vector: Vector(random_unit_vector(rng, DIMENSION)),
+                code: None,
             })
             .collect(),
         incarnation: 0,

@@ -46,6 +46,8 @@ pub enum CliError {
     Indexer(#[from] IndexerError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Mcp(#[from] pagestream_mcp::ServeError),
     #[error(
         "sync run {run} failed: {reason}\n  see `pagestream status {source_key}` and the fetcher's log"
     )]

@@ -98,6 +98,9 @@ pub enum Command {
     /// Events a stage gave up on.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Serve the knowledge base to an AI assistant over MCP on stdin/stdout (the assistant
+    /// spawns this; it talks to the api).
+    Mcp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,5 +311,13 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         Command::Dlq(DlqCommand::Retry { sequences, all }) => {
             dlq::retry(&connection.bus().await?, &sequences, all, out).await
         }
+        // Without a key the server still starts: every tool then says how to set one.
+        Command::Mcp => Ok(pagestream_mcp::serve_stdio(std::sync::Arc::new(
+            pagestream_mcp::HttpBackend::new(
+                &connection.api_url,
+                connection.api_key.as_deref().unwrap_or_default(),
+            ),
+        ))
+        .await?),
     }
 }

@@ -4,5 +4,6 @@
 mod cli {
     mod commands;
     mod end_to_end;
+    mod mcp;
     mod stack;
 }

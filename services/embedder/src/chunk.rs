@@ -13,11 +13,18 @@
 //! embedded text, its `content_hash` the hex SHA-256 of it and its `token_count` what the model
 //! sees, special tokens included; the count never exceeds the model's maximum, so nothing is
 //! truncated. Chunking is a pure function of the title and the Markdown.
+//!
+//! [`Chunker::chunk_page`] adds, after the sections' chunks, one chunk per top-level fenced code
+//! block (the converter's rendering of `code` and `noformat` macros), with the block's language and
+//! title: code is then searchable as a kind of its own, while the sections still hold it in
+//! context.
 
 use std::collections::VecDeque;
 
 use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 use sha2::{Digest, Sha256};
+
+use pagestream_events::CodeBlock;
 
 use crate::tokens::TokenCounter;
 
@@ -33,6 +40,8 @@ pub struct TextChunk {
     pub content_hash: String,
     /// Tokens the model sees for `text`, special tokens included.
     pub token_count: u32,
+    /// Set on a chunk that is one code block (or a piece of one).
+    pub code: Option<CodeBlock>,
 }
 
 impl TextChunk {
@@ -44,8 +53,57 @@ impl TextChunk {
             content_hash: self.content_hash,
             token_count: self.token_count,
             vector: pagestream_events::Vector(vector),
+            code: self.code,
         }
     }
+}
+
+fn text_chunk(
+    index: usize,
+    text: String,
+    heading_path: Vec<String>,
+    tokens: usize,
+    code: Option<CodeBlock>,
+) -> TextChunk {
+    TextChunk {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        content_hash: content_hash(&text),
+        text,
+        heading_path,
+        token_count: u32::try_from(tokens).unwrap_or(u32::MAX),
+        code,
+    }
+}
+
+/// The language of a fenced block: the first word of its info string, lowercase.
+fn fence_language(source: &str) -> Option<String> {
+    let opening = source.lines().next()?.trim_start();
+    let info = opening.trim_start_matches(['`', '~']).trim();
+    info.split_whitespace()
+        .next()
+        .map(str::to_ascii_lowercase)
+        .filter(|language| !language.is_empty())
+}
+
+/// A paragraph that is one bold span (`**Title**`): the line and its text, unescaped.
+fn bold_line(source: &str) -> Option<(String, String)> {
+    let line = source.trim();
+    let inner = line.strip_prefix("**")?.strip_suffix("**")?;
+    if inner.is_empty() || inner.contains("**") || line.contains('\n') {
+        return None;
+    }
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(escaped) = chars.next() {
+                text.push(escaped);
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    Some((line.to_owned(), text))
 }
 
 /// Hex SHA-256 of an embedded text.
@@ -92,26 +150,101 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    /// The chunks of a page, in page order; `title` heads every heading path.
+    /// The chunks of a page's sections, in page order; `title` heads every heading path.
     pub fn chunk(&self, title: &str, markdown: &str) -> Vec<TextChunk> {
         let sections = parse_sections(title, markdown);
+        self.section_chunks(title, &sections)
+            .into_iter()
+            .enumerate()
+            .map(|(index, (text, heading_path, tokens))| {
+                text_chunk(index, text, heading_path, tokens, None)
+            })
+            .collect()
+    }
+
+    /// What the embedder indexes for a page: the sections' chunks ([`Chunker::chunk`]), then one
+    /// chunk per top-level code block (pieces of whole lines if it is too large), with the
+    /// block's language and title.
+    pub fn chunk_page(&self, title: &str, markdown: &str) -> Vec<TextChunk> {
+        let sections = parse_sections(title, markdown);
+        let prose = self
+            .section_chunks(title, &sections)
+            .into_iter()
+            .map(|(text, path, tokens)| (text, path, tokens, None));
+        let code = sections
+            .iter()
+            .flat_map(|section| self.code_chunks(title, section));
+        prose
+            .chain(code)
+            .enumerate()
+            .map(|(index, (text, heading_path, tokens, code))| {
+                text_chunk(index, text, heading_path, tokens, code)
+            })
+            .collect()
+    }
+
+    fn section_chunks(
+        &self,
+        title: &str,
+        sections: &[Section<'_>],
+    ) -> Vec<(String, Vec<String>, usize)> {
         let mut drafts = Vec::new();
-        for section in &sections {
+        for section in sections {
             self.pack_section(title, section, &mut drafts);
         }
         let drafts = self.merge_small(title, drafts);
         drafts
             .into_iter()
             .flat_map(|draft| self.finish(title, draft))
-            .enumerate()
-            .map(|(index, (text, heading_path, tokens))| TextChunk {
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                content_hash: content_hash(&text),
-                text,
-                heading_path,
-                token_count: u32::try_from(tokens).unwrap_or(u32::MAX),
-            })
             .collect()
+    }
+
+    /// Each fenced code block of a section as chunks of its own: the heading context, the
+    /// block's title line if it has one, then the block.
+    fn code_chunks(
+        &self,
+        title: &str,
+        section: &Section<'_>,
+    ) -> Vec<(String, Vec<String>, usize, Option<CodeBlock>)> {
+        let mut chunks = Vec::new();
+        let context = self.context_for(title, &section.headings);
+        let path = heading_path(title, &section.headings);
+        for (position, block) in section.blocks.iter().enumerate() {
+            if !matches!(block.kind, BlockKind::FencedCode) {
+                continue;
+            }
+            // The converter writes a macro's title as a bold paragraph right above the fence.
+            let block_title = position
+                .checked_sub(1)
+                .and_then(|previous| section.blocks.get(previous))
+                .and_then(|previous| bold_line(previous.source));
+            let info = CodeBlock {
+                language: fence_language(block.source),
+                title: block_title.as_ref().map(|(_, text)| text.clone()),
+            };
+            let lead = block_title
+                .map(|(line, _)| format!("{line}{BLOCK_SEPARATOR}"))
+                .unwrap_or_default();
+            let head = if context.is_empty() {
+                lead
+            } else {
+                format!("{context}{BLOCK_SEPARATOR}{lead}")
+            };
+            let budget = (self.max_tokens - self.special_tokens)
+                .saturating_sub(self.content_tokens(&head))
+                .max(1);
+            let pieces = if self.content_tokens(block.source) <= budget {
+                vec![block.source.to_owned()]
+            } else {
+                self.split_fenced_code(block.source, budget)
+            };
+            for piece in pieces {
+                let text = format!("{head}{piece}");
+                let tokens = self.counter.count_tokens(&text);
+                chunks.push((text, path.clone(), tokens, Some(info.clone())));
+            }
+        }
+        chunks
     }
 
     /// Tokens of `text` without the special tokens.

@@ -41,7 +41,7 @@ impl EmbedderHandler {
         let markdown = page.markdown.clone();
         // Tokenizing a large page is CPU work: keep it off the async workers.
         let chunks = tokio::task::spawn_blocking(move || {
-            Chunker::new(provider.token_counter()).chunk(&title, &markdown)
+            Chunker::new(provider.token_counter()).chunk_page(&title, &markdown)
         })
         .await
         .map_err(|error| HandlerError::transient(format!("chunking task: {error}")))?;

@@ -264,6 +264,15 @@ pub async fn apply_chunks(
         .iter()
         .map(|chunk| chunk.token_count as i32)
         .collect();
+    // A code chunk's block (language, title) is its metadata; search filters on it.
+    let metadata: Vec<serde_json::Value> = data
+        .chunks
+        .iter()
+        .map(|chunk| match &chunk.code {
+            Some(code) => serde_json::json!({ "code": code }),
+            None => serde_json::json!({}),
+        })
+        .collect();
     let vectors: Vec<pgvector::Vector> = data
         .chunks
         .iter()
@@ -272,11 +281,14 @@ pub async fn apply_chunks(
     sqlx::query(
         r#"
         INSERT INTO chunks (source_id, page_id, embedding_model, chunk_index, page_version, text,
-                            heading_path, content_hash, token_count, embedding_dim, embedding)
+                            heading_path, content_hash, token_count, metadata, embedding_dim,
+                            embedding)
         SELECT $1, $2, $3, c.idx, $4, c.text,
-               ARRAY(SELECT jsonb_array_elements_text(c.heading)), c.hash, c.tokens, $5, c.embedding
-        FROM unnest($6::int[], $7::text[], $8::jsonb[], $9::text[], $10::int[], $11::vector[])
-             AS c(idx, text, heading, hash, tokens, embedding)
+               ARRAY(SELECT jsonb_array_elements_text(c.heading)), c.hash, c.tokens, c.metadata, $5,
+               c.embedding
+        FROM unnest($6::int[], $7::text[], $8::jsonb[], $9::text[], $10::int[], $11::vector[],
+                    $12::jsonb[])
+             AS c(idx, text, heading, hash, tokens, embedding, metadata)
         "#,
     )
     .bind(source_id)
@@ -290,6 +302,7 @@ pub async fn apply_chunks(
     .bind(hashes)
     .bind(tokens)
     .bind(vectors)
+    .bind(metadata)
     .execute(&mut *conn)
     .await?;
     sqlx::query(

@@ -61,6 +61,7 @@ fn chunks(id: u64, version: u64, count: u32) -> Envelope<ChunksReady> {
                         .map(|d| ((d + index as usize) % 7) as f32 / 7.0)
                         .collect(),
                 ),
+                code: None,
             })
             .collect(),
         incarnation: 0,

@@ -216,6 +216,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
             content_hash: "h".into(),
             token_count: 1,
             vector: Vector(vec![0.6, 0.8]),
+            code: None,
         }],
         incarnation: 0,
     });

@@ -314,6 +314,7 @@ mod tests {
                 content_hash: "abc".into(),
                 token_count: 1,
                 vector: Vector(vec![0.25, -0.5, 1.0]),
+                code: None,
             }],
             incarnation: 0,
         })

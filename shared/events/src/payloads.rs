@@ -221,6 +221,21 @@ pub struct Chunk {
     pub content_hash: String,
     pub token_count: u32,
     pub vector: Vector,
+    /// Set when the chunk is one code block of the page (a `code` or `noformat` macro), indexed
+    /// as its own searchable kind besides the section it sits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeBlock>,
+}
+
+/// What a code chunk's block says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CodeBlock {
+    /// The macro's language, lowercase (`python`, `bash`); absent for `noformat` and plain blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The macro's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// `chunks.ready`: a page version's chunks with their embeddings from one model.

@@ -316,6 +316,8 @@ async fn bad_search_input_names_the_parameter() {
         ("q=x&updated_after=yesterday", "updated_after"),
         ("q=x&colour=red", "colour"),
         ("q=x&q=y", "q"),
+        ("q=x&kind=prose", "kind"),
+        ("q=x&kind=section&language=python", "language"),
     ];
     for (query, field) in cases {
         let response = api.get(&format!("/api/search?{query}")).await;
@@ -366,13 +368,34 @@ async fn pages_are_listed_with_filters_and_shown_with_their_markdown() {
         ))
         .await;
     assert_eq!(page_ids_of(&recent), vec!["101"]);
+    // Where a page stands: by title, parent, Jira key and mention (the MCP tools' lookups).
+    for (query, expected) in [
+        ("title=payments%20RUNBOOK", vec!["100"]),
+        ("title=Payments", vec![]),
+        ("parent=100", vec!["101"]),
+        ("parent=1", vec!["100", "102"]),
+        ("jira=pay-42", vec!["100"]),
+        ("mention=acc-bob", vec!["102"]),
+        ("top_level=true", vec![]),
+        ("jira=PAY-99", vec![]),
+    ] {
+        let (status, listed) = api
+            .get(&format!("/api/confluence/docs/pages?{query}"))
+            .await;
+        assert_eq!(status.as_u16(), 200, "{query}: {listed}");
+        assert_eq!(page_ids_of(&listed), expected, "{query}");
+    }
 
     for (query, field) in [
         ("limit=0", "limit"),
         ("path=x", "path"),
         ("cursor=abc", "cursor"),
         ("updated_after=soon", "updated_after"),
-        ("jira=PAY-1", "jira"),
+        ("jira=PAY", "jira"),
+        ("parent=x", "parent"),
+        ("links_to=x", "links_to"),
+        ("top_level=maybe", "top_level"),
+        ("colour=red", "colour"),
     ] {
         let response = api
             .get(&format!("/api/confluence/docs/pages?{query}"))

@@ -227,3 +227,38 @@ fn degenerate_pages() {
     assert_eq!(chunks[0].heading_path, vec![title.trim().to_owned()]);
     assert!(chunks[0].text.ends_with("Some text."));
 }
+
+#[test]
+fn code_blocks_become_chunks_of_their_own_with_language_and_title() {
+    let counter = EstimatedTokenCounter::new(256);
+    let markdown = "Intro paragraph about deploying.\n\n## Deploy\n\nRun this:\n\n\
+        **Deploy \\*script\\***\n\n```python\nimport deploy\ndeploy.run()\n```\n\n\
+        Then check.\n\n```\nplain noformat text\n```\n";
+    let sections = Chunker::new(&counter).chunk(TITLE, markdown);
+    let page = Chunker::new(&counter).chunk_page(TITLE, markdown);
+    // The sections' chunks come first, unchanged and without code information.
+    assert_eq!(&page[..sections.len()], &sections[..]);
+    assert!(sections.iter().all(|chunk| chunk.code.is_none()));
+    let code: Vec<&TextChunk> = page[sections.len()..].iter().collect();
+    assert_eq!(code.len(), 2, "{code:#?}");
+    for (i, chunk) in page.iter().enumerate() {
+        assert_eq!(chunk.index as usize, i);
+        assert_eq!(chunk.content_hash, content_hash(&chunk.text));
+    }
+    let python = code[0].code.as_ref().expect("code info");
+    assert_eq!(python.language.as_deref(), Some("python"));
+    assert_eq!(python.title.as_deref(), Some("Deploy *script*"));
+    assert_eq!(code[0].heading_path, vec![TITLE, "Deploy"]);
+    assert!(
+        code[0]
+            .text
+            .ends_with("```python\nimport deploy\ndeploy.run()\n```"),
+        "{}",
+        code[0].text
+    );
+    assert!(!code[0].text.contains("Then check"), "{}", code[0].text);
+    let plain = code[1].code.as_ref().expect("code info");
+    assert_eq!(plain.language, None);
+    assert_eq!(plain.title, None);
+    assert!(code[1].text.contains("plain noformat text"));
+}

@@ -1,0 +1,169 @@
+//! Where the tools get their answers: the api's `/api` routes, over HTTP (`pagestream mcp`, a
+//! process an assistant spawns) or in the api's own process (its `/mcp` route). The tools are
+//! written once over [`Backend`]; both kinds see the same routes and the same error JSON.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+/// The most an answer of the api may weigh (a page's Markdown is bounded well below this).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why the api gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The api answered with its error JSON (`{"error": {"code", "message", "field"}}`).
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("the pagestream api at {url} cannot be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the api's answer was not understood: {0}")]
+    Decode(String),
+}
+
+/// GETs of `/api/...` paths.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The body of a successful answer to `GET path_and_query`.
+    async fn get(&self, path_and_query: &str) -> Result<Vec<u8>, BackendError>;
+}
+
+/// The api over HTTP, with its key.
+pub struct HttpBackend {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    // The key stays out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpBackend {
+    pub fn new(base: &str, key: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.trim().to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for HttpBackend {
+    async fn get(&self, path_and_query: &str) -> Result<Vec<u8>, BackendError> {
+        let unreachable = |reason: String| BackendError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(&self.key)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            // The kind of failure only: the error's text would carry the url and its query.
+            .map_err(|error| {
+                unreachable(
+                    if error.is_connect() {
+                        "connection refused (is it running? check PAGESTREAM_API_URL)"
+                    } else if error.is_timeout() {
+                        "no answer within 60 s"
+                    } else {
+                        "the request failed"
+                    }
+                    .to_owned(),
+                )
+            })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| unreachable("the answer was cut off".to_owned()))?;
+        answer(status, body.to_vec())
+    }
+}
+
+/// The api's routes in this process: what its `/mcp` route answers from. The routes are called
+/// without the key check, which the request to `/mcp` has passed already.
+#[derive(Clone)]
+pub struct RouterBackend {
+    routes: axum::Router,
+}
+
+impl RouterBackend {
+    pub fn new(routes: axum::Router) -> Self {
+        Self { routes }
+    }
+}
+
+#[async_trait]
+impl Backend for RouterBackend {
+    async fn get(&self, path_and_query: &str) -> Result<Vec<u8>, BackendError> {
+        let unreachable = |reason: String| BackendError::Unreachable {
+            url: "(in process)".to_owned(),
+            reason,
+        };
+        let request = Request::get(path_and_query)
+            .body(Body::empty())
+            .map_err(|error| unreachable(error.to_string()))?;
+        let response = match self.routes.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
+            .await
+            .map_err(|error| unreachable(error.to_string()))?;
+        answer(status, body.to_vec())
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+/// A 2xx body, or the api's error.
+fn answer(status: StatusCode, body: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    match serde_json::from_slice::<ErrorEnvelope>(&body) {
+        Ok(ErrorEnvelope { error }) => Err(BackendError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+            field: error.field,
+        }),
+        Err(_) => Err(BackendError::Api {
+            status: status.as_u16(),
+            code: "http_error".to_owned(),
+            message: format!("the api answered {status}"),
+            field: None,
+        }),
+    }
+}
