@@ -107,6 +107,11 @@ pub struct ApiConfig {
     #[arg(long, env = "PAGESTREAM_CONFLUENCE_TIMEOUT_SECS", default_value_t = 15)]
     pub confluence_timeout_secs: u64,
 
+    /// Where Confluence reaches the webhook service (`https://hooks.example.com`); the web UI shows
+    /// each source's webhook URL under it.
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
+    pub webhook_public_url: Option<String>,
+
     /// Log format: `human` or `json`.
     #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,

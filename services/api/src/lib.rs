@@ -1,7 +1,8 @@
 //! Api: sources, sync runs, pages and hybrid search over HTTP (DESIGN §4, §6, §7).
 //!
-//! Every `/api` route requires `Authorization: Bearer <PAGESTREAM_API_KEY>`; `/healthz` and
-//! `/readyz` do not. `/metrics` is not on this router: the main serves it on the ops listener. The api writes nothing to Postgres: sources go to the source registry
+//! The web UI ([`ui`]) is served at `/` with its own sign-in. Every `/api` route requires
+//! `Authorization: Bearer <PAGESTREAM_API_KEY>`; `/healthz` and `/readyz` do not. `/metrics` is not
+//! on this router: the main serves it on the ops listener. The api writes nothing to Postgres: sources go to the source registry
 //! (NATS key-value), sync requests to the bus, and the indexer projects both. It reads Postgres for
 //! pages, counts, sync runs and search.
 //!
@@ -19,9 +20,10 @@ mod pages;
 mod params;
 pub mod search;
 mod sources;
+pub mod ui;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -57,6 +59,8 @@ struct Inner {
     confluence_timeout: Duration,
     /// Dimension of each embedding model that has stored vectors (`embedding_models`).
     model_dimensions: Mutex<HashMap<String, i32>>,
+    /// Where Confluence reaches the webhook service (the UI shows each source's webhook URL).
+    webhook_base_url: OnceLock<String>,
 }
 
 /// The parts an [`AppState`] is made of.
@@ -84,8 +88,29 @@ impl AppState {
                 search: parts.search,
                 confluence_timeout: parts.confluence_timeout,
                 model_dimensions: Mutex::new(HashMap::new()),
+                webhook_base_url: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets the webhook service's public base URL, once.
+    pub fn set_webhook_base_url(&self, url: String) {
+        let _ = self.inner.webhook_base_url.set(url);
+    }
+
+    pub(crate) fn webhook_base_url(&self) -> Option<&str> {
+        self.inner.webhook_base_url.get().map(String::as_str)
+    }
+
+    /// Whether `presented` is the api key. Digests are compared, in constant time, so neither the
+    /// key's bytes nor its length leak through timing.
+    pub(crate) fn key_matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let difference = digest
+            .iter()
+            .zip(self.inner.api_key_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        difference == 0
     }
 }
 
@@ -145,12 +170,12 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
             require_api_key,
         ))
         .route_layer(middleware::from_fn(observe))
-        .with_state(state);
-    api.merge(pagestream_telemetry::health_router(readiness))
+        .with_state(state.clone());
+    api.merge(ui::router(state))
+        .merge(pagestream_telemetry::health_router(readiness))
 }
 
-/// Refuses `/api` requests without the right bearer key. Digests are compared, in constant time,
-/// so neither the key's bytes nor its length leak through timing.
+/// Refuses `/api` requests without the right bearer key.
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
@@ -169,19 +194,14 @@ async fn require_api_key(State(state): State<AppState>, request: Request, next: 
         )
         .into_response();
     };
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    let difference = digest
-        .iter()
-        .zip(state.inner.api_key_digest.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if difference != 0 {
+    if !state.key_matches(presented) {
         return ApiError::new(ErrorCode::InvalidApiKey, "the api key is not valid").into_response();
     }
     next.run(request).await
 }
 
 /// Logs and measures every request by route (never the query string or the body).
-async fn observe(request: Request, next: Next) -> Response {
+pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request

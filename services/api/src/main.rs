@@ -59,6 +59,13 @@ async fn main() -> anyhow::Result<()> {
         search,
         confluence_timeout: Duration::from_secs(config.confluence_timeout_secs.max(1)),
     });
+    if let Some(url) = config
+        .webhook_public_url
+        .clone()
+        .filter(|url| !url.trim().is_empty())
+    {
+        state.set_webhook_base_url(url);
+    }
     let readiness = Readiness::default();
     let router = pagestream_api::router(state, readiness.clone());
     let ops = pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone());

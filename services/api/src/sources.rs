@@ -13,7 +13,7 @@ use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, SpaceKey,
 };
 use pagestream_events::{
-    Envelope, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    Envelope, Retryable, RunPipeline, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_sources::{
     AuthKind, Credentials, MIN_WEBHOOK_SECRET_CHARS, Secret, SourceRecord, SourceSettings,
@@ -72,8 +72,15 @@ pub struct SyncRunView {
     pub source: String,
     /// `full` or `incremental`.
     pub mode: String,
-    /// `queued`, `running`, `completed` or `failed`.
+    /// The fetch stage's status: `queued`, `running`, `completed` or `failed`.
     pub status: String,
+    /// Where the run stands in the whole pipeline: `{"state": "queued" | "fetching" | "done" |
+    /// "failed"}`, `{"state": "processing", "done", "total"}` or
+    /// `{"state": "done_with_failures", "failed"}`. A run is finished when its pages are indexed.
+    #[schema(value_type = Object)]
+    pub pipeline: RunPipeline,
+    /// The pipeline state in words (`processing 12 of 300`).
+    pub pipeline_label: String,
     pub counts: StageCounts,
     pub confluence_requests: i64,
     pub rate_limit_wait_ms: i64,
@@ -403,6 +410,7 @@ fn view_unprojected(record: SourceRecord) -> SourceView {
         chunks: 0,
         projected: false,
         last_sync: None,
+        next_sync_at: None,
     }
 }
 
@@ -429,11 +437,20 @@ const SYNC_RUN_COLUMNS: &str = "id, source_id, mode, status, pages_seen AS seen,
 
 impl SyncRunRow {
     fn into_view(self, source: &str) -> SyncRunView {
+        let status = match self.status.as_str() {
+            "queued" => SyncStatus::Queued,
+            "completed" => SyncStatus::Completed,
+            "failed" => SyncStatus::Failed,
+            _ => SyncStatus::Running,
+        };
+        let pipeline = pipeline_of(status, &self.counts);
         SyncRunView {
             run_id: self.id,
             source: source.to_owned(),
             mode: self.mode,
             status: self.status,
+            pipeline,
+            pipeline_label: pipeline.to_string(),
             counts: self.counts,
             confluence_requests: self.confluence_requests,
             rate_limit_wait_ms: self.rate_limit_wait_ms,
@@ -445,8 +462,42 @@ impl SyncRunRow {
     }
 }
 
+/// A source's latest runs, newest first.
+pub(crate) async fn recent_runs(
+    state: &AppState,
+    source_id: Uuid,
+    key: &str,
+    limit: i64,
+) -> Result<Vec<SyncRunView>, ApiError> {
+    let rows: Vec<SyncRunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE source_id = $1 \
+         ORDER BY started_at DESC LIMIT $2"
+    )))
+    .bind(source_id)
+    .bind(limit)
+    .fetch_all(&state.inner.pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.into_view(key)).collect())
+}
+
+fn pipeline_of(status: SyncStatus, counts: &StageCounts) -> RunPipeline {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    RunPipeline::of(
+        status,
+        count(counts.changed),
+        count(counts.indexed),
+        count(counts.failed),
+    )
+}
+
 fn progress_view(progress: SyncProgress) -> SyncRunView {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let pipeline = RunPipeline::of(
+        progress.status,
+        progress.pages_changed,
+        0,
+        progress.pages_failed,
+    );
     SyncRunView {
         run_id: progress.run_id,
         source: progress.source.to_string(),
@@ -458,6 +509,8 @@ fn progress_view(progress: SyncProgress) -> SyncRunView {
             SyncStatus::Failed => "failed",
         }
         .to_owned(),
+        pipeline,
+        pipeline_label: pipeline.to_string(),
         counts: StageCounts {
             seen: clamp(progress.pages_seen),
             changed: clamp(progress.pages_changed),

@@ -5,6 +5,7 @@ mod api {
     pub mod search;
     pub mod sources;
     pub mod support;
+    pub mod ui;
 }
 
 use api::support;

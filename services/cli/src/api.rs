@@ -1,6 +1,7 @@
 //! A small client of the api (`/api/...`), with the shapes of the answers the CLI reads.
 
 use chrono::{DateTime, Utc};
+use pagestream_events::RunPipeline;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde::Deserialize;
@@ -169,7 +170,10 @@ pub struct SyncRun {
     pub run_id: Uuid,
     pub source: String,
     pub mode: String,
+    /// The fetch stage's status.
     pub status: String,
+    /// Where the run stands in the whole pipeline (finished when its pages are indexed).
+    pub pipeline: RunPipeline,
     pub counts: StageCounts,
     pub confluence_requests: i64,
     pub rate_limit_wait_ms: i64,
@@ -179,14 +183,9 @@ pub struct SyncRun {
 }
 
 impl SyncRun {
-    /// The run is over and every changed page has gone through every stage (or failed).
+    /// The run is over and every changed page is indexed (or the fetch failed).
     pub fn settled(&self) -> bool {
-        let counts = &self.counts;
-        match self.status.as_str() {
-            "failed" => true,
-            "completed" => counts.indexed + counts.failed >= counts.changed,
-            _ => false,
-        }
+        self.pipeline.is_finished()
     }
 }
 

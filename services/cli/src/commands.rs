@@ -131,7 +131,7 @@ fn run_summary(run: &SyncRun) -> String {
     format!(
         "{} {} {}",
         run.mode,
-        run.status,
+        run.pipeline,
         run.finished_at
             .unwrap_or(run.started_at)
             .format("%Y-%m-%d %H:%M")
@@ -251,9 +251,10 @@ pub fn write_run(out: &mut dyn Write, run: &SyncRun) -> Result<(), CliError> {
     };
     writeln!(
         out,
-        "{}: {} sync {} ({}), started {}, {timing}",
+        "{}: {} sync {} (fetch {}; run {}), started {}, {timing}",
         run.source,
         run.mode,
+        run.pipeline,
         run.status,
         run.run_id,
         run.started_at.format("%Y-%m-%d %H:%M:%S UTC"),

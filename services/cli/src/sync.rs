@@ -155,8 +155,9 @@ impl Progress {
     fn show(&mut self, run: &SyncRun) {
         let counts = &run.counts;
         let header = format!(
-            "{} {}: seen {}, changed {}, deleted {}, failed {}, {} Confluence requests",
+            "{} {} (fetch {}): seen {}, changed {}, deleted {}, failed {}, {} Confluence requests",
             run.mode,
+            run.pipeline,
             run.status,
             counts.seen,
             counts.changed,

@@ -2,6 +2,7 @@
 //! NATS and Postgres, with the Confluence simulator.
 
 mod cli {
+    mod browser;
     mod commands;
     mod end_to_end;
     mod mcp;

@@ -409,6 +409,63 @@ pub struct SyncProgress {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where a sync run stands in the whole pipeline, not only in fetching: a run is finished when
+/// every page it changed is indexed. The api, the CLI and the UI show it beside the fetch status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunPipeline {
+    /// No fetcher has picked the run up yet.
+    Queued,
+    /// The fetcher is still listing and fetching pages.
+    Fetching,
+    /// Fetching is over; `done` of the `total` changed pages are indexed.
+    Processing { done: u64, total: u64 },
+    /// Every changed page is indexed.
+    Done,
+    /// Every page that could be fetched is indexed; `failed` pages could not be.
+    DoneWithFailures { failed: u64 },
+    /// The fetch itself failed (see the run's last error).
+    Failed,
+}
+
+impl RunPipeline {
+    /// The pipeline state from the fetch status and the run's page counts.
+    pub fn of(status: SyncStatus, changed: u64, indexed: u64, failed: u64) -> Self {
+        match status {
+            SyncStatus::Queued => Self::Queued,
+            SyncStatus::Running => Self::Fetching,
+            SyncStatus::Failed => Self::Failed,
+            SyncStatus::Completed if indexed < changed => Self::Processing {
+                done: indexed,
+                total: changed,
+            },
+            SyncStatus::Completed if failed > 0 => Self::DoneWithFailures { failed },
+            SyncStatus::Completed => Self::Done,
+        }
+    }
+
+    /// Nothing more will happen to the run.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Done | Self::DoneWithFailures { .. } | Self::Failed
+        )
+    }
+}
+
+impl std::fmt::Display for RunPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Queued => f.write_str("queued"),
+            Self::Fetching => f.write_str("fetching"),
+            Self::Processing { done, total } => write!(f, "processing {done} of {total}"),
+            Self::Done => f.write_str("done"),
+            Self::DoneWithFailures { failed } => write!(f, "done with {failed} failed"),
+            Self::Failed => f.write_str("failed"),
+        }
+    }
+}
+
 /// Request on `<root>.embed.query` (NATS request/reply): embed a search query with the model the
 /// embedder serves, so api replicas need no model of their own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -450,5 +507,32 @@ mod tests {
         };
         assert_eq!(hint(HintReason::Changed).fact(), ["changed", "7"]);
         assert_eq!(hint(HintReason::Removed).fact(), ["removed", "7"]);
+    }
+
+    #[test]
+    fn a_run_is_finished_when_its_pages_are_indexed() {
+        let of = RunPipeline::of;
+        assert_eq!(of(SyncStatus::Queued, 0, 0, 0), RunPipeline::Queued);
+        assert_eq!(of(SyncStatus::Running, 40, 40, 0), RunPipeline::Fetching);
+        let processing = of(SyncStatus::Completed, 300, 12, 0);
+        assert_eq!(
+            processing,
+            RunPipeline::Processing {
+                done: 12,
+                total: 300
+            }
+        );
+        assert!(!processing.is_finished());
+        assert_eq!(processing.to_string(), "processing 12 of 300");
+        assert_eq!(of(SyncStatus::Completed, 300, 300, 0), RunPipeline::Done);
+        assert!(of(SyncStatus::Completed, 300, 300, 0).is_finished());
+        let partly = of(SyncStatus::Completed, 298, 298, 2);
+        assert_eq!(partly, RunPipeline::DoneWithFailures { failed: 2 });
+        assert!(partly.is_finished());
+        assert_eq!(of(SyncStatus::Failed, 10, 3, 0), RunPipeline::Failed);
+        assert_eq!(
+            serde_json::to_value(processing).expect("json"),
+            serde_json::json!({"state": "processing", "done": 12, "total": 300})
+        );
     }
 }

@@ -419,6 +419,7 @@ async fn sync_publishes_the_request_and_status_follows_the_run() {
     assert_eq!(status.as_u16(), 200, "{queued}");
     assert_eq!(queued["run_id"], run_id.to_string());
     assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["pipeline"], json!({"state": "queued"}));
     assert_eq!(queued["mode"], "full");
 
     // Projected: the per-stage counts come from sync_runs.
@@ -445,7 +446,31 @@ async fn sync_publishes_the_request_and_status_follows_the_run() {
         assert_eq!(running["confluence_requests"], 14);
         assert_eq!(running["rate_limit_wait_ms"], 3500);
         assert_eq!(running["last_error"], "page 7: too large");
+        assert_eq!(running["pipeline"], json!({"state": "fetching"}));
     }
+    // Fetching is over, but the run is not finished until its pages are indexed.
+    sqlx::query("UPDATE sync_runs SET status = 'completed', finished_at = now() WHERE id = $1")
+        .bind(run_id)
+        .execute(&api.pool)
+        .await
+        .expect("complete the fetch");
+    let (_, processing) = api.get(&status_url).await;
+    assert_eq!(processing["status"], "completed");
+    assert_eq!(
+        processing["pipeline"],
+        json!({"state": "processing", "done": 20, "total": 30})
+    );
+    assert_eq!(processing["pipeline_label"], "processing 20 of 30");
+    sqlx::query("UPDATE sync_runs SET pages_indexed = 30 WHERE id = $1")
+        .bind(run_id)
+        .execute(&api.pool)
+        .await
+        .expect("index the rest");
+    let (_, done) = api.get(&status_url).await;
+    assert_eq!(
+        done["pipeline"],
+        json!({"state": "done_with_failures", "failed": 1})
+    );
     let (_, listed) = api.get("/api/confluence/sources").await;
     assert_eq!(
         listed["sources"][0]["last_sync"]["run_id"],

@@ -39,7 +39,7 @@ async fn synced(pages: usize) -> Stack {
         .cli(&["sync", SOURCE, "--full", "--wait"])
         .await
         .expect("sync --wait");
-    assert!(output.contains("completed"), "{output}");
+    assert!(output.contains("sync done (fetch completed"), "{output}");
     stack
 }
 

@@ -47,7 +47,10 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         .cli(&["sync", SOURCE, "--full", "--wait", "--timeout-secs", "600"])
         .await
         .expect("sync --wait");
-    assert!(synced.contains("full sync completed"), "{synced}");
+    assert!(
+        synced.contains("full sync done (fetch completed"),
+        "{synced}"
+    );
     assert!(synced.contains("changed 15"), "{synced}");
     assert!(synced.contains("indexed 15"), "{synced}");
     assert!(synced.contains("failed 0"), "{synced}");
@@ -136,7 +139,10 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
     }
 
     let status = stack.cli(&["status", SOURCE]).await.expect("status");
-    assert!(status.contains("docs: full sync completed"), "{status}");
+    assert!(
+        status.contains("docs: full sync done (fetch completed"),
+        "{status}"
+    );
     let sources = stack.cli(&["sources", "list"]).await.expect("sources list");
     let row = sources
         .lines()

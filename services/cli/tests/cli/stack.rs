@@ -214,6 +214,7 @@ impl Stack {
             search,
             confluence_timeout: Duration::from_secs(5),
         });
+        state.set_webhook_base_url(format!("http://127.0.0.1:{webhook_port}"));
         let readiness = Readiness::default();
         readiness.set(true);
         let router = pagestream_api::router(state, readiness);
