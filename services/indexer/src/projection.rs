@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pagestream_events::{
-    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, PageInfo, Retryable, SourceKey,
+    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, PageInfo, SourceKey,
     SyncProgress,
 };
 use sqlx::{PgConnection, PgPool};

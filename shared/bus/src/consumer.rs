@@ -190,7 +190,7 @@ impl StageConfig {
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(60),
-            retry_for: Duration::from_secs(24 * 3600),
+            retry_for: retry_for_default(),
             handler_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(20),
         }
@@ -203,6 +203,18 @@ impl StageConfig {
             .saturating_mul(2u32.saturating_pow(exponent))
             .min(self.max_retry_delay)
     }
+}
+
+/// How long every stage waits out an outage unless told otherwise: `PAGESTREAM_RETRY_FOR_SECS`, or
+/// a day. Read from the environment here, once, so that each service honours it alike.
+fn retry_for_default() -> Duration {
+    static RETRY_FOR: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *RETRY_FOR.get_or_init(|| {
+        std::env::var("PAGESTREAM_RETRY_FOR_SECS")
+            .ok()
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map_or(Duration::from_secs(24 * 3600), Duration::from_secs)
+    })
 }
 
 /// How long the runner waits for a message in one pull request when none is available.
@@ -508,6 +520,11 @@ async fn process_batch<T: Decode, H: Handler<T>>(
             Ok(delivery) => {
                 deliveries.push(delivery);
                 in_hand.push(message);
+            }
+            Err(BusError::PayloadGone { subject }) => {
+                // A newer fact replaced it, or its page or source was purged: nothing to do.
+                tracing::debug!(stage = %config.name, %subject, "superseded event skipped");
+                ack(config, &message).await;
             }
             Err(error) if !error.is_transient() => {
                 let reason = error.to_string();
