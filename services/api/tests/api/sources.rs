@@ -200,6 +200,16 @@ async fn creating_a_source_checks_the_token_seals_it_and_never_shows_it() {
     assert_eq!(listed["sources"][0]["projected"], true);
     assert_eq!(listed["sources"][0]["pages"], 0);
     assert!(listed["sources"][0]["last_sync"].is_null());
+    // The scheduled sync (every 900 s by default) is due within its interval.
+    let next = listed["sources"][0]["next_sync_at"]
+        .as_str()
+        .expect("next_sync_at");
+    let next = chrono::DateTime::parse_from_rfc3339(next).expect("rfc 3339");
+    let until = next.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        until > chrono::Duration::zero() && until <= chrono::Duration::seconds(900),
+        "{until:?}"
+    );
 
     // The token is nowhere: not in a response, not in a log line.
     for response in [&created, &dc, &listed, &wrong_token.1, &wrong_space.1] {
