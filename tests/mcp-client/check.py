@@ -42,8 +42,8 @@ async def call(session, tool, arguments, expect_error=False):
     result = await session.call_tool(tool, arguments)
     text = text_of(result)
     check(
-        bool(result.isError) == expect_error,
-        f"{tool}({arguments}): isError is {result.isError}, expected {expect_error}",
+        bool(result.is_error) == expect_error,
+        f"{tool}({arguments}): isError is {result.is_error}, expected {expect_error}",
         text,
     )
     return text
@@ -55,13 +55,13 @@ def hits(text):
 
 
 def page_of(hit):
-    found = re.search(r"page `(\d+)` in source", hit)
+    found = re.search(r"`(\d+)` in source", hit)
     return found.group(1) if found else None
 
 
 async def exercise(session, transport):
     info = await session.initialize()
-    check(info.serverInfo.name == "pagestream", f"{transport}: server name", info)
+    check(info.server_info.name == "pagestream", f"{transport}: server name", info)
     check(info.capabilities.tools is not None, f"{transport}: tools capability", info)
     check(info.capabilities.resources is not None, f"{transport}: resources capability", info)
 
@@ -69,8 +69,8 @@ async def exercise(session, transport):
     check({tool.name for tool in tools} == TOOLS, f"{transport}: the tools", [t.name for t in tools])
     for tool in tools:
         check(len(tool.description or "") > 80, f"{transport}: {tool.name} is described", tool)
-        check(tool.inputSchema.get("type") == "object", f"{transport}: {tool.name} schema", tool)
-    search_schema = next(t for t in tools if t.name == "search").inputSchema["properties"]
+        check(tool.input_schema.get("type") == "object", f"{transport}: {tool.name} schema", tool)
+    search_schema = next(t for t in tools if t.name == "search").input_schema["properties"]
     for name in ["query", "source", "space", "label", "path", "jira", "mention", "updated_after"]:
         check(name in search_schema, f"{transport}: search takes {name}", search_schema)
 
@@ -82,9 +82,9 @@ async def exercise(session, transport):
     check(len(resources) == EXPECT["live_pages"], f"{transport}: every live page is a resource", len(resources))
     removed_uri = f"confluence://{SOURCE}/{EXPECT['removed_page']}"
     check(removed_uri not in uris, f"{transport}: the removed page is not listed", sorted(uris))
-    templates = (await session.list_resource_templates()).resourceTemplates
+    templates = (await session.list_resource_templates()).resource_templates
     check(
-        [t.uriTemplate for t in templates] == ["confluence://{source}/{page_id}"],
+        [t.uri_template for t in templates] == ["confluence://{source}/{page_id}"],
         f"{transport}: the resource template",
         templates,
     )
@@ -106,8 +106,8 @@ async def exercise(session, transport):
     check("~~~~markdown" in first, f"{transport}: section text is quoted as data", first)
     text = await call(session, "search", {"query": "deploy release", "jira": EXPECT["jira"], "source": SOURCE})
     check(
-        hits(text) and all(page_of(hit) == EXPECT["jira_page"] for hit in hits(text)),
-        f"{transport}: the jira filter keeps only its page",
+        hits(text) and {page_of(hit) for hit in hits(text)} <= {EXPECT["jira_page"], EXPECT["jira_twin"]},
+        f"{transport}: the jira filter keeps only the key's pages",
         text,
     )
     text = await call(session, "search", {"query": EXPECT["removed_phrase"]})

@@ -197,8 +197,10 @@ impl Stack {
             spawn_embedder(&bus, provider, embedder_cancel.clone());
         }
 
+        // Search the model the embedders write (the hash provider's too).
         let search = SearchSettings {
             embed_timeout: Duration::from_secs(10),
+            embedding_model: model.clone(),
             ..SearchSettings::default()
         };
         let api_pool = pagestream_api::connect_pool(&database_url, 4, &search)
