@@ -97,9 +97,8 @@ fn parse_path(path: &str) -> Result<String, ApiError> {
 }
 
 fn parse_jira_key(key: &str) -> Result<String, ApiError> {
-    pagestream_events::jira::normalize_issue_key(key).ok_or_else(|| {
-        ApiError::invalid("jira", "must be a Jira issue key such as PROJ-123")
-    })
+    pagestream_events::jira::normalize_issue_key(key)
+        .ok_or_else(|| ApiError::invalid("jira", "must be a Jira issue key such as PROJ-123"))
 }
 
 /// Appends the filters as ` AND ...` conditions on `p` (confluence_pages).

@@ -410,7 +410,6 @@ fn view_unprojected(record: SourceRecord) -> SourceView {
         chunks: 0,
         projected: false,
         last_sync: None,
-        next_sync_at: None,
     }
 }
 

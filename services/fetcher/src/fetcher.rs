@@ -508,6 +508,9 @@ enum SpaceOf {
 }
 
 /// One sync run in progress.
+/// A page's event to emit, with its incarnation and whether Confluence sent its labels.
+type PageToEmit = (PageChanged, u64, bool);
+
 struct Run<'a> {
     fetcher: &'a Fetcher,
     /// This run's view of the source's client: its own statistics, the shared rate limiter.
@@ -787,11 +790,10 @@ impl Run<'_> {
         Ok(window)
     }
 
-    /// Emits pages concurrently (each with its incarnation, and whether Confluence sent its
-    /// labels); each is recorded once its event is stored.
+    /// Emits pages concurrently; each is recorded once its event is stored.
     async fn emit_all(
         &mut self,
-        changes: Vec<(PageId, Result<(PageChanged, u64, bool), FetcherError>)>,
+        changes: Vec<(PageId, Result<PageToEmit, FetcherError>)>,
     ) -> Result<(), FetcherError> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
