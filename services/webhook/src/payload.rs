@@ -68,8 +68,9 @@ struct RawDelivery {
     event: Option<Value>,
     #[serde(default)]
     page: Option<RawPage>,
-    /// What a label event labelled (Atlassian names it `labeled`).
-    #[serde(default)]
+    /// What a label event labelled (`labeled` in Cloud's payloads, `labelled` in older Data
+    /// Center ones).
+    #[serde(default, alias = "labelled")]
     labeled: Option<RawPage>,
 }
 

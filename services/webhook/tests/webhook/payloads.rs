@@ -143,7 +143,8 @@ async fn every_payload_shape_maps_to_the_right_event() {
         ),
         (
             dc_request("dc", None, fixture("dc_label_added.json"), DC_SECRET),
-            Expect::Ignored("label_added"),
+            // A label creates no version: the hint makes the fetcher read the page's labels.
+            hint("dc", "98305", Changed, None, Some("DOCS"), "label_added"),
         ),
         (
             automation_request(
