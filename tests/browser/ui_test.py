@@ -122,9 +122,8 @@ def watches_the_run(page: Page) -> None:
     expect(page).to_have_url(re.compile(rf"/sources/{SOURCE}\?run="))
     page.evaluate("window.__sameDocument = 'still here'")
     shot(page, "04-source-run-started")
-    page.wait_for_function(
-        "document.getElementById('live').dataset.finished === 'true'", timeout=120_000
-    )
+    # A locator, not wait_for_function: the UI's CSP (no 'unsafe-eval') refuses evaluated strings.
+    expect(page.locator("#live")).to_have_attribute("data-finished", "true", timeout=120_000)
     assert page.evaluate("window.__sameDocument") == "still here", "the page was reloaded"
     expect(page.locator("#run [data-field=label]")).to_have_text("done")
     for stage in ["fetched", "converted", "embedded", "indexed"]:
