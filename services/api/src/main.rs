@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pagestream_api::{
-    ApiConfig, AppParts, AppState, HashEmbedder, NatsQueryEmbedder, QueryEmbedder,
-    QueryEmbedderKind,
+    ApiConfig, AppParts, AppState, CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder,
+    QueryEmbedder, QueryEmbedderKind,
 };
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_sources::{SecretKey, SourceRegistry};
@@ -23,14 +23,18 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = pagestream_telemetry::init("pagestream-api", config.log_format)?;
     let secret_key = SecretKey::parse(&config.secret_key).context("PAGESTREAM_SECRET_KEY")?;
     let search = config.search_settings();
-    let pool = pagestream_api::connect_pool(&config.database_url, config.db_connections, &search)
-        .await
-        .context("DATABASE_URL: cannot connect to postgres")?;
+    let pool = pagestream_store::connect_for_search(
+        &config.database_url,
+        config.db_connections,
+        search.hnsw_ef_search,
+    )
+    .await
+    .context("DATABASE_URL: cannot connect to postgres")?;
     let bus = Bus::connect(BusConfig::new(&config.nats_url).with_root(&config.subject_root))
         .await
         .context("PAGESTREAM_NATS_URL")?;
     let registry = SourceRegistry::open(&bus).await?;
-    let embedder: Arc<dyn QueryEmbedder> = match config.query_embedder {
+    let uncached: Arc<dyn QueryEmbedder> = match config.query_embedder {
         QueryEmbedderKind::Nats => Arc::new(NatsQueryEmbedder::new(
             &bus,
             search.embedding_model.clone(),
@@ -41,6 +45,10 @@ async fn main() -> anyhow::Result<()> {
             HASH_DIMENSION,
         )),
     };
+    let embedder: Arc<dyn QueryEmbedder> = Arc::new(CachedQueryEmbedder::new(
+        uncached,
+        config.query_cache_entries,
+    ));
     let state = AppState::new(AppParts {
         pool,
         bus,

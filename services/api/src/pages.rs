@@ -5,18 +5,18 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, Utc};
 use pagestream_events::PageId;
+use pagestream_store::pages;
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::QueryParams;
-use crate::search::{PageFilters, push_page_filters};
+use crate::search::parse_filters;
 use crate::sources::projected_source_id;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageSummary {
     pub source: String,
     pub page_id: String,
@@ -27,8 +27,23 @@ pub struct PageSummary {
     /// Ancestor ids and the page itself: `/root/parent/page`.
     pub path: String,
     pub url: String,
-    #[schema(value_type = Vec<String>)]
-    pub labels: sqlx::types::Json<Vec<String>>,
+    pub labels: Vec<String>,
+}
+
+impl From<pages::PageSummary> for PageSummary {
+    fn from(page: pages::PageSummary) -> Self {
+        Self {
+            source: page.source,
+            page_id: page.page_id,
+            space_key: page.space_key,
+            title: page.title,
+            version: page.version,
+            last_modified: page.last_modified,
+            path: page.path,
+            url: page.url,
+            labels: page.labels,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,22 +53,16 @@ pub struct PageList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageDetail {
-    #[sqlx(flatten)]
     #[serde(flatten)]
     pub page: PageSummary,
     pub markdown: Option<String>,
     /// Ancestors, labels, author, jira_issue_links, user_mentions, links, attachments, word_count.
     #[schema(value_type = Object)]
-    pub metadata: sqlx::types::Json<serde_json::Value>,
+    pub metadata: serde_json::Value,
     pub updated_at: DateTime<Utc>,
 }
-
-const SUMMARY_COLUMNS: &str = "s.key AS source, p.page_id, p.space_key, p.title, p.version, \
-    p.last_modified, p.path, p.url, \
-    COALESCE(CASE WHEN jsonb_typeof(p.metadata -> 'labels') = 'array' \
-        THEN p.metadata -> 'labels' END, '[]'::jsonb) AS labels";
 
 #[utoipa::path(
     get, path = "/api/confluence/{id}/pages", tag = "pages",
@@ -77,7 +86,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageList>, ApiError> {
     let mut params = QueryParams::parse(query.as_deref())?;
-    let filters = PageFilters::parse(&mut params, false)?;
+    let filters = parse_filters(&mut params, false)?;
     let limit = params.integer("limit", 1..=500)?.unwrap_or(50);
     let cursor = params
         .text("cursor", 40)?
@@ -86,23 +95,18 @@ pub async fn list(
     params.finish()?;
     let source_id = projected_source_id(&state, &id, "id").await?;
 
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {SUMMARY_COLUMNS} FROM confluence_pages p JOIN sources s ON s.id = p.source_id \
-         WHERE NOT p.is_deleted AND p.source_id = "
-    ));
-    sql.push_bind(source_id);
-    push_page_filters(&mut sql, &filters);
     // Keyset pagination in numeric id order (ids are decimal strings).
-    if let Some((length, id)) = &cursor {
-        sql.push(" AND (length(p.page_id), p.page_id) > (");
-        sql.push_bind(*length);
-        sql.push(", ");
-        sql.push_bind(id.clone());
-        sql.push(")");
-    }
-    sql.push(" ORDER BY length(p.page_id), p.page_id LIMIT ");
-    sql.push_bind(i64::from(limit) + 1);
-    let mut pages: Vec<PageSummary> = sql.build_query_as().fetch_all(&state.inner.pool).await?;
+    let mut pages: Vec<PageSummary> = pages::list(
+        &state.inner.pool,
+        source_id,
+        &filters,
+        cursor.as_deref(),
+        i64::from(limit) + 1,
+    )
+    .await?
+    .into_iter()
+    .map(PageSummary::from)
+    .collect();
     let next_cursor = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|page| page.page_id.clone())
@@ -112,9 +116,9 @@ pub async fn list(
     Ok(Json(PageList { pages, next_cursor }))
 }
 
-fn parse_cursor(cursor: &str) -> Result<(i32, String), ApiError> {
+fn parse_cursor(cursor: &str) -> Result<String, ApiError> {
     let id = PageId::new(cursor).map_err(|_| ApiError::invalid("cursor", "not a cursor"))?;
-    Ok((id.as_str().len() as i32, id.as_str().to_owned()))
+    Ok(id.as_str().to_owned())
 }
 
 #[utoipa::path(
@@ -136,15 +140,14 @@ pub async fn detail(
     let page =
         PageId::new(page).map_err(|_| ApiError::invalid("page", "not a Confluence page id"))?;
     let source_id: Uuid = projected_source_id(&state, &source, "source").await?;
-    let detail: Option<PageDetail> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY_COLUMNS}, p.markdown, p.metadata, p.updated_at \
-         FROM confluence_pages p JOIN sources s ON s.id = p.source_id \
-         WHERE p.source_id = $1 AND p.page_id = $2 AND NOT p.is_deleted"
-    )))
-    .bind(source_id)
-    .bind(page.as_str())
-    .fetch_optional(&state.inner.pool)
-    .await?;
+    let detail = pages::detail(&state.inner.pool, source_id, page.as_str())
+        .await?
+        .map(|detail| PageDetail {
+            page: detail.page.into(),
+            markdown: detail.markdown,
+            metadata: detail.metadata.0,
+            updated_at: detail.updated_at,
+        });
     detail.map(Json).ok_or_else(|| {
         ApiError::new(
             ErrorCode::PageNotFound,
