@@ -315,7 +315,11 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         Command::Mcp => Ok(pagestream_mcp::serve_stdio(std::sync::Arc::new(
             pagestream_mcp::HttpBackend::new(
                 &connection.api_url,
-                connection.api_key.as_deref().unwrap_or_default(),
+                connection
+                    .api_key
+                    .as_ref()
+                    .map(ExposeSecret::expose_secret)
+                    .unwrap_or_default(),
             ),
         ))
         .await?),

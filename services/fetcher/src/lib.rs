@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use futures::StreamExt;
-use pagestream_bus::{Bus, BusConfig, BusError, HandlerError, Stage, StageConfig};
+use pagestream_bus::{Bus, BusConfig, BusError, Stage, StageConfig};
 use pagestream_confluence::ConfluenceError;
 use pagestream_events::{PageHinted, Retryable, SyncRequested};
 use pagestream_sources::{SecretKey, SourceChange, SourceError, SourceRegistry};
