@@ -288,9 +288,10 @@ mod tests {
             cached.embed(text).await.expect("embed");
         }
         assert_eq!(calls(), 6);
-        let generations = cached.generations.lock().expect("lock");
-        assert!(generations.newer.len() + generations.older.len() <= 4);
-        drop(generations);
+        {
+            let generations = cached.generations.lock().expect("lock");
+            assert!(generations.newer.len() + generations.older.len() <= 4);
+        }
         cached.embed("alpha").await.expect("embed");
         assert_eq!(calls(), 7, "an evicted query is embedded again");
     }

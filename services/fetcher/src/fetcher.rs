@@ -507,6 +507,9 @@ enum SpaceOf {
     Id(SpaceId),
 }
 
+/// A page's event to emit, with its incarnation and whether Confluence sent its labels.
+type PageToEmit = (PageChanged, u64, bool);
+
 /// One sync run in progress.
 struct Run<'a> {
     fetcher: &'a Fetcher,
@@ -791,7 +794,7 @@ impl Run<'_> {
     /// labels); each is recorded once its event is stored.
     async fn emit_all(
         &mut self,
-        changes: Vec<(PageId, Result<(PageChanged, u64, bool), FetcherError>)>,
+        changes: Vec<(PageId, Result<PageToEmit, FetcherError>)>,
     ) -> Result<(), FetcherError> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;

@@ -204,12 +204,12 @@ async fn a_page_restored_with_its_version_comes_back_and_a_stale_tombstone_keeps
     assert_eq!((version, is_deleted, chunk_count), (4, false, 2));
     // The first tombstone again (a redelivery, a replay) changes nothing; the second trash does.
     apply(&pool, &deleted(7, 4)).await;
-    assert_eq!(page_state(&pool, 7).await.1, false);
+    assert!(!page_state(&pool, 7).await.1);
     assert_eq!(page_state(&pool, 7).await.3, 2);
     let mut second = deleted(7, 4).data;
     second.incarnation = 1;
     apply(&pool, &Envelope::new(second)).await;
-    assert_eq!(page_state(&pool, 7).await.1, true);
+    assert!(page_state(&pool, 7).await.1);
 }
 
 #[tokio::test]
@@ -493,17 +493,14 @@ async fn progress_of_a_removed_source_is_dropped_not_retried() {
                 .expect("count")
         }
     };
-    let eventually = |what: &'static str, sql: &'static str, expected: i64| {
-        let count = count.clone();
-        async move {
-            for _ in 0..300 {
-                if count(sql).await == expected {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let eventually = |what: &'static str, sql: &'static str, expected: i64| async move {
+        for _ in 0..300 {
+            if count(sql).await == expected {
+                return;
             }
-            panic!("timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("timed out waiting for {what}");
     };
 
     bus.publish_progress(&progress(uuid::Uuid::new_v4()))
