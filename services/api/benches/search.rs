@@ -91,9 +91,14 @@ async fn load(
             json!({"labels": labels, "jira_issue_links": jira, "user_mentions": mentions});
         let modified = now - chrono::Duration::minutes(rng.random_range(0..525_600));
         let title = words.sentence(rng, 3);
+        let array = |items: &[String]| format!("{{{}}}", items.join(","));
+        let labels: Vec<String> = labels.iter().map(|label| label.to_string()).collect();
         page_rows.push_str(&format!(
-            "{source_id}\t{id}\tBENCH\t{title}\t1\t{}\tf\t{path}\thttps://bench.atlassian.net/wiki/pages/{id}\t{metadata}\n",
-            modified.to_rfc3339()
+            "{source_id}\t{id}\tBENCH\t{title}\t1\t{}\tf\t{path}\thttps://bench.atlassian.net/wiki/pages/{id}\t{metadata}\t{}\t{}\t{}\n",
+            modified.to_rfc3339(),
+            array(&labels),
+            array(&jira),
+            array(&mentions),
         ));
         page_paths.push(path);
     }
@@ -101,7 +106,7 @@ async fn load(
     let mut copy = connection
         .copy_in_raw(
             "COPY confluence_pages (source_id, page_id, space_key, title, version, last_modified, \
-             is_deleted, path, url, metadata) FROM STDIN",
+             is_deleted, path, url, metadata, labels, jira_keys, mentions) FROM STDIN",
         )
         .await?;
     copy.send(page_rows.into_bytes()).await?;
@@ -222,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (_, database_url) = pagestream_testkit::database().await;
     let search = SearchSettings::default();
-    let pool = pagestream_api::connect_pool(&database_url, 16, &search).await?;
+    let pool =
+        pagestream_store::connect_for_search(&database_url, 16, search.hnsw_ef_search).await?;
     let corpus = load(&pool, &words, chunks, &mut rng).await?;
     let load_s = started.elapsed().as_secs_f64();
     let indexing = Instant::now();

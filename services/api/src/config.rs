@@ -73,6 +73,11 @@ pub struct ApiConfig {
     )]
     pub query_embed_timeout_ms: u64,
 
+    /// How many recent query vectors the api keeps, so that a repeated query is not embedded
+    /// again (0: none).
+    #[arg(long, env = "PAGESTREAM_QUERY_CACHE_ENTRIES", default_value_t = 4096)]
+    pub query_cache_entries: usize,
+
     /// The reciprocal rank fusion constant k (score = Σ 1 / (k + rank)).
     #[arg(long, env = "PAGESTREAM_SEARCH_RRF_K", default_value_t = 60)]
     pub rrf_k: u32,

@@ -2,6 +2,8 @@
 //! that no api replica loads a model of its own; [`HashEmbedder`] embeds in-process by feature
 //! hashing, for demos and benchmarks without a model and as the responder in tests.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,6 +106,66 @@ impl QueryEmbedder for NatsQueryEmbedder {
     }
 }
 
+/// Remembers the vectors of recent queries: a repeated query (paging, a refresh, a popular
+/// question) skips the embedding, the largest cost of a search on a real model. Two generations
+/// of at most `capacity / 2` entries each: a hit in the older one moves to the newer, and when
+/// the newer fills up the older is dropped, so memory stays bounded without per-entry bookkeeping.
+pub struct CachedQueryEmbedder {
+    inner: Arc<dyn QueryEmbedder>,
+    generation_size: usize,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    newer: HashMap<String, QueryEmbedding>,
+    older: HashMap<String, QueryEmbedding>,
+}
+
+impl Generations {
+    fn insert(&mut self, text: String, embedding: QueryEmbedding, generation_size: usize) {
+        if self.newer.len() >= generation_size {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(text, embedding);
+    }
+}
+
+impl CachedQueryEmbedder {
+    /// Keeps at most `capacity` vectors (0: none, every query is embedded).
+    pub fn new(inner: Arc<dyn QueryEmbedder>, capacity: usize) -> Self {
+        Self {
+            inner,
+            generation_size: capacity / 2,
+            generations: Mutex::new(Generations::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryEmbedder for CachedQueryEmbedder {
+    async fn embed(&self, text: &str) -> Result<QueryEmbedding, EmbedError> {
+        if self.generation_size == 0 {
+            return self.inner.embed(text).await;
+        }
+        if let Ok(mut generations) = self.generations.lock() {
+            if let Some(embedding) = generations.newer.get(text) {
+                return Ok(embedding.clone());
+            }
+            if let Some(embedding) = generations.older.remove(text) {
+                generations.insert(text.to_owned(), embedding.clone(), self.generation_size);
+                return Ok(embedding);
+            }
+        }
+        // Failures are not cached: the embedder may be back for the next query.
+        let embedding = self.inner.embed(text).await?;
+        if let Ok(mut generations) = self.generations.lock() {
+            generations.insert(text.to_owned(), embedding.clone(), self.generation_size);
+        }
+        Ok(embedding)
+    }
+}
+
 /// The `hash-<dimension>` model in process ([`pagestream_events::hash_embedding`], the same function
 /// the embedder stores chunk vectors with): for demos and benchmarks without a model.
 #[derive(Debug, Clone)]
@@ -201,5 +263,36 @@ mod tests {
         assert!(cosine(&a, &b) > cosine(&a, &c) + 0.2);
         assert_eq!(embedder.vector("Same words"), embedder.vector("same WORDS"));
         assert_eq!(embedder.vector("").len(), 384);
+    }
+
+    /// Counts the queries that reach it.
+    struct Counting(std::sync::atomic::AtomicUsize, HashEmbedder);
+
+    #[async_trait]
+    impl QueryEmbedder for Counting {
+        async fn embed(&self, text: &str) -> Result<QueryEmbedding, EmbedError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.1.embed(text).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_repeated_queries_and_stays_bounded() {
+        let counting = Arc::new(Counting(Default::default(), HashEmbedder::new("hash", 8)));
+        let calls = || counting.0.load(std::sync::atomic::Ordering::SeqCst);
+        let cached = CachedQueryEmbedder::new(counting.clone(), 4);
+        let first = cached.embed("alpha").await.expect("embed");
+        assert_eq!(cached.embed("alpha").await.expect("embed"), first);
+        assert_eq!(calls(), 1, "a repeated query is answered from the cache");
+        for text in ["beta", "gamma", "delta", "epsilon", "zeta"] {
+            cached.embed(text).await.expect("embed");
+        }
+        assert_eq!(calls(), 6);
+        {
+            let generations = cached.generations.lock().expect("lock");
+            assert!(generations.newer.len() + generations.older.len() <= 4);
+        }
+        cached.embed("alpha").await.expect("embed");
+        assert_eq!(calls(), 7, "an evicted query is embedded again");
     }
 }

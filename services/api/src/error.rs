@@ -129,8 +129,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<pagestream_store::StoreError> for ApiError {
+    fn from(error: pagestream_store::StoreError) -> Self {
         Self::dependency("postgres", error)
     }
 }

@@ -36,10 +36,10 @@ use pagestream_bus::Bus;
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_telemetry::Readiness;
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 
 pub use config::{ApiConfig, QueryEmbedderKind, SearchSettings};
-pub use embed::{HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
+pub use embed::{CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
 use error::{ApiError, ErrorCode};
 
 /// What the handlers share.
@@ -112,33 +112,6 @@ impl AppState {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         difference == 0
     }
-}
-
-/// Opens a Postgres pool tuned for search: every connection gets the HNSW settings, so that no
-/// query needs a transaction of its own to set them.
-pub async fn connect_pool(
-    database_url: &str,
-    max_connections: u32,
-    search: &SearchSettings,
-) -> Result<PgPool, sqlx::Error> {
-    let ef_search = search.hnsw_ef_search;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .after_connect(move |connection, _meta| {
-            Box::pin(async move {
-                // pgvector's settings; iterative scans keep filtered vector queries from coming back
-                // short when the filter rejects most of the nearest neighbours.
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "SET hnsw.ef_search = {ef_search}; SET hnsw.iterative_scan = relaxed_order;"
-                )))
-                .execute(&mut *connection)
-                .await?;
-                Ok(())
-            })
-        })
-        .connect(database_url)
-        .await
 }
 
 /// The public HTTP surface: `/api/...` and the MCP endpoint `/mcp` behind the key, plus `/healthz`

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pagestream_api::{
-    ApiConfig, AppParts, AppState, HashEmbedder, NatsQueryEmbedder, QueryEmbedder,
-    QueryEmbedderKind,
+    ApiConfig, AppParts, AppState, CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder,
+    QueryEmbedder, QueryEmbedderKind,
 };
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_sources::{SecretKey, SourceRegistry};
@@ -25,10 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let secret_key =
         SecretKey::parse(config.secret_key.expose_secret()).context("PAGESTREAM_SECRET_KEY")?;
     let search = config.search_settings();
-    let pool = pagestream_api::connect_pool(
+    let pool = pagestream_store::connect_for_search(
         config.database_url.expose_secret(),
         config.db_connections,
-        &search,
+        search.hnsw_ef_search,
     )
     .await
     .context("DATABASE_URL: cannot connect to postgres")?;
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("PAGESTREAM_NATS_URL")?;
     let registry = SourceRegistry::open(&bus).await?;
-    let embedder: Arc<dyn QueryEmbedder> = match config.query_embedder {
+    let uncached: Arc<dyn QueryEmbedder> = match config.query_embedder {
         QueryEmbedderKind::Nats => Arc::new(NatsQueryEmbedder::new(
             &bus,
             search.embedding_model.clone(),
@@ -49,6 +49,10 @@ async fn main() -> anyhow::Result<()> {
             HASH_DIMENSION,
         )),
     };
+    let embedder: Arc<dyn QueryEmbedder> = Arc::new(CachedQueryEmbedder::new(
+        uncached,
+        config.query_cache_entries,
+    ));
     let state = AppState::new(AppParts {
         pool,
         bus,

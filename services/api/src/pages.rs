@@ -5,18 +5,18 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, Utc};
 use pagestream_events::PageId;
+use pagestream_store::pages;
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::QueryParams;
-use crate::search::{PageFilters, push_page_filters};
+use crate::search::parse_filters;
 use crate::sources::projected_source_id;
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageSummary {
     pub source: String,
     pub page_id: String,
@@ -27,8 +27,23 @@ pub struct PageSummary {
     /// Ancestor ids and the page itself: `/root/parent/page`.
     pub path: String,
     pub url: String,
-    #[schema(value_type = Vec<String>)]
-    pub labels: sqlx::types::Json<Vec<String>>,
+    pub labels: Vec<String>,
+}
+
+impl From<pages::PageSummary> for PageSummary {
+    fn from(page: pages::PageSummary) -> Self {
+        Self {
+            source: page.source,
+            page_id: page.page_id,
+            space_key: page.space_key,
+            title: page.title,
+            version: page.version,
+            last_modified: page.last_modified,
+            path: page.path,
+            url: page.url,
+            labels: page.labels,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,22 +53,16 @@ pub struct PageList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageDetail {
-    #[sqlx(flatten)]
     #[serde(flatten)]
     pub page: PageSummary,
     pub markdown: Option<String>,
     /// Ancestors, labels, author, jira_issue_links, user_mentions, links, attachments, word_count.
     #[schema(value_type = Object)]
-    pub metadata: sqlx::types::Json<serde_json::Value>,
+    pub metadata: serde_json::Value,
     pub updated_at: DateTime<Utc>,
 }
-
-const SUMMARY_COLUMNS: &str = "s.key AS source, p.page_id, p.space_key, p.title, p.version, \
-    p.last_modified, p.path, p.url, \
-    COALESCE(CASE WHEN jsonb_typeof(p.metadata -> 'labels') = 'array' \
-        THEN p.metadata -> 'labels' END, '[]'::jsonb) AS labels";
 
 #[utoipa::path(
     get, path = "/api/confluence/{id}/pages", tag = "pages",
@@ -84,8 +93,8 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageList>, ApiError> {
     let mut params = QueryParams::parse(query.as_deref())?;
-    let filters = PageFilters::parse(&mut params, true)?;
-    let relations = PageRelations::parse(&mut params)?;
+    let filters = parse_filters(&mut params, true)?;
+    let relations = parse_relations(&mut params)?;
     let limit = params.integer("limit", 1..=500)?.unwrap_or(50);
     let cursor = params
         .text("cursor", 40)?
@@ -94,24 +103,19 @@ pub async fn list(
     params.finish()?;
     let source_id = projected_source_id(&state, &id, "id").await?;
 
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {SUMMARY_COLUMNS} FROM confluence_pages p JOIN sources s ON s.id = p.source_id \
-         WHERE NOT p.is_deleted AND p.source_id = "
-    ));
-    sql.push_bind(source_id);
-    push_page_filters(&mut sql, &filters);
-    relations.push_conditions(&mut sql);
     // Keyset pagination in numeric id order (ids are decimal strings).
-    if let Some((length, id)) = &cursor {
-        sql.push(" AND (length(p.page_id), p.page_id) > (");
-        sql.push_bind(*length);
-        sql.push(", ");
-        sql.push_bind(id.clone());
-        sql.push(")");
-    }
-    sql.push(" ORDER BY length(p.page_id), p.page_id LIMIT ");
-    sql.push_bind(i64::from(limit) + 1);
-    let mut pages: Vec<PageSummary> = sql.build_query_as().fetch_all(&state.inner.pool).await?;
+    let mut pages: Vec<PageSummary> = pages::list(
+        &state.inner.pool,
+        source_id,
+        &filters,
+        &relations,
+        cursor.as_deref(),
+        i64::from(limit) + 1,
+    )
+    .await?
+    .into_iter()
+    .map(PageSummary::from)
+    .collect();
     let next_cursor = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|page| page.page_id.clone())
@@ -121,70 +125,28 @@ pub async fn list(
     Ok(Json(PageList { pages, next_cursor }))
 }
 
-/// Where a listed page stands: its title, its place in the tree, its links.
-#[derive(Debug, Default)]
-struct PageRelations {
-    title: Option<String>,
-    parent: Option<PageId>,
-    top_level: bool,
-    links_to: Option<PageId>,
+/// Reads `title`, `parent`, `top_level` and `links_to`.
+fn parse_relations(params: &mut QueryParams) -> Result<pages::PageRelations, ApiError> {
+    let page_id = |value: Option<String>, field: &str| {
+        value
+            .map(|id| {
+                PageId::new(id)
+                    .map(|id| id.as_str().to_owned())
+                    .map_err(|_| ApiError::invalid(field, "not a Confluence page id"))
+            })
+            .transpose()
+    };
+    Ok(pages::PageRelations {
+        title: params.text("title", 255)?,
+        parent: page_id(params.text("parent", 40)?, "parent")?,
+        top_level: params.boolean("top_level")?.unwrap_or(false),
+        links_to: page_id(params.text("links_to", 40)?, "links_to")?,
+    })
 }
 
-impl PageRelations {
-    fn parse(params: &mut QueryParams) -> Result<Self, ApiError> {
-        let page_id = |value: Option<String>, field: &str| {
-            value
-                .map(|id| {
-                    PageId::new(id)
-                        .map_err(|_| ApiError::invalid(field, "not a Confluence page id"))
-                })
-                .transpose()
-        };
-        Ok(Self {
-            title: params.text("title", 255)?,
-            parent: page_id(params.text("parent", 40)?, "parent")?,
-            top_level: params.boolean("top_level")?.unwrap_or(false),
-            links_to: page_id(params.text("links_to", 40)?, "links_to")?,
-        })
-    }
-
-    /// Appends the conditions as ` AND ...` on `p` (confluence_pages).
-    fn push_conditions(&self, sql: &mut QueryBuilder<Postgres>) {
-        if let Some(title) = &self.title {
-            sql.push(" AND lower(p.title) = lower(")
-                .push_bind(title.clone())
-                .push(")");
-        }
-        if let Some(parent) = &self.parent {
-            // A child's path ends with its parent's id and its own (ids are digits: no wildcards).
-            sql.push(" AND p.path LIKE '%/' || ")
-                .push_bind(parent.as_str().to_owned())
-                .push(" || '/' || p.page_id");
-        }
-        if self.top_level {
-            sql.push(" AND p.path = '/' || p.page_id");
-        }
-        if let Some(target) = &self.links_to {
-            // A link names its target by id, or by title (and space, when another one).
-            sql.push(
-                " AND EXISTS (SELECT 1 FROM confluence_pages t, jsonb_array_elements(\
-                 CASE WHEN jsonb_typeof(p.metadata -> 'internal_links') = 'array' \
-                 THEN p.metadata -> 'internal_links' ELSE '[]'::jsonb END) AS link \
-                 WHERE t.source_id = p.source_id AND NOT t.is_deleted AND t.page_id = ",
-            )
-            .push_bind(target.as_str().to_owned())
-            .push(
-                " AND p.page_id <> t.page_id AND (link ->> 'page_id' = t.page_id \
-                 OR (link ->> 'title' = t.title \
-                 AND COALESCE(link ->> 'space_key', p.space_key) = t.space_key)))",
-            );
-        }
-    }
-}
-
-fn parse_cursor(cursor: &str) -> Result<(i32, String), ApiError> {
+fn parse_cursor(cursor: &str) -> Result<String, ApiError> {
     let id = PageId::new(cursor).map_err(|_| ApiError::invalid("cursor", "not a cursor"))?;
-    Ok((id.as_str().len() as i32, id.as_str().to_owned()))
+    Ok(id.as_str().to_owned())
 }
 
 #[utoipa::path(
@@ -206,15 +168,14 @@ pub async fn detail(
     let page =
         PageId::new(page).map_err(|_| ApiError::invalid("page", "not a Confluence page id"))?;
     let source_id: Uuid = projected_source_id(&state, &source, "source").await?;
-    let detail: Option<PageDetail> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY_COLUMNS}, p.markdown, p.metadata, p.updated_at \
-         FROM confluence_pages p JOIN sources s ON s.id = p.source_id \
-         WHERE p.source_id = $1 AND p.page_id = $2 AND NOT p.is_deleted"
-    )))
-    .bind(source_id)
-    .bind(page.as_str())
-    .fetch_optional(&state.inner.pool)
-    .await?;
+    let detail = pages::detail(&state.inner.pool, source_id, page.as_str())
+        .await?
+        .map(|detail| PageDetail {
+            page: detail.page.into(),
+            markdown: detail.markdown,
+            metadata: detail.metadata.0,
+            updated_at: detail.updated_at,
+        });
     detail.map(Json).ok_or_else(|| {
         ApiError::new(
             ErrorCode::PageNotFound,

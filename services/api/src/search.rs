@@ -1,8 +1,5 @@
-//! Hybrid search (DESIGN §6): a vector leg (cosine distance through the search model's partial
-//! HNSW index) and a full-text leg (`websearch_to_tsquery` over the chunk tsvector, ranked by
-//! `ts_rank_cd`), each cut to the leg depth, fused by reciprocal rank fusion
-//! (score = Σ 1 / (k + rank)). Filters apply inside both legs, so that each leg ranks only what
-//! may be shown. The whole search is one SQL statement.
+//! Hybrid search over HTTP (DESIGN §6): the query is validated and embedded here; the store runs
+//! the hybrid query ([`pagestream_store::search`]).
 
 use std::time::Instant;
 
@@ -10,10 +7,10 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use pagestream_confluence::SpaceKey;
+use pagestream_store::pages::PageFilters;
+use pagestream_store::search::{self, ChunkKind, HybridQuery, QueryVector};
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -25,59 +22,34 @@ use crate::sources::projected_source_id;
 const MARK_START: char = '\u{E000}';
 const MARK_END: char = '\u{E001}';
 
-/// Filters on the page a chunk belongs to, shared by search and the page listing.
-#[derive(Debug, Default, Clone)]
-pub struct PageFilters {
-    pub source_id: Option<Uuid>,
-    pub space: Option<String>,
-    pub label: Option<String>,
-    /// A materialized path: the page at its end and everything below it.
-    pub path: Option<String>,
-    pub jira: Option<String>,
-    pub mention: Option<String>,
-    pub updated_after: Option<DateTime<Utc>>,
-}
-
-impl PageFilters {
-    pub fn is_empty(&self) -> bool {
-        self.source_id.is_none()
-            && self.space.is_none()
-            && self.label.is_none()
-            && self.path.is_none()
-            && self.jira.is_none()
-            && self.mention.is_none()
-            && self.updated_after.is_none()
+/// Reads `path`, `label` and `updated_after`, and with `all` also `space`, `jira` and `mention`
+/// (`source` is resolved by the caller).
+pub fn parse_filters(params: &mut QueryParams, all: bool) -> Result<PageFilters, ApiError> {
+    let mut filters = PageFilters {
+        label: params.text("label", 255)?.map(|label| label.to_lowercase()),
+        path: params
+            .text("path", 2000)?
+            .map(|path| parse_path(&path))
+            .transpose()?,
+        updated_after: params.timestamp("updated_after")?,
+        ..PageFilters::default()
+    };
+    if all {
+        filters.space = params
+            .text("space", 255)?
+            .map(|space| {
+                SpaceKey::new(space.as_str())
+                    .map(|_| space)
+                    .map_err(|_| ApiError::invalid("space", "not a Confluence space key"))
+            })
+            .transpose()?;
+        filters.jira = params
+            .text("jira", 64)?
+            .map(|key| parse_jira_key(&key))
+            .transpose()?;
+        filters.mention = params.text("mention", 200)?;
     }
-
-    /// Reads `path`, `label` and `updated_after`, and with `all` also `space`, `jira` and
-    /// `mention` (`source` is resolved by the caller).
-    pub fn parse(params: &mut QueryParams, all: bool) -> Result<Self, ApiError> {
-        let mut filters = Self {
-            label: params.text("label", 255)?.map(|label| label.to_lowercase()),
-            path: params
-                .text("path", 2000)?
-                .map(|path| parse_path(&path))
-                .transpose()?,
-            updated_after: params.timestamp("updated_after")?,
-            ..Self::default()
-        };
-        if all {
-            filters.space = params
-                .text("space", 255)?
-                .map(|space| {
-                    SpaceKey::new(space.as_str())
-                        .map(|_| space)
-                        .map_err(|_| ApiError::invalid("space", "not a Confluence space key"))
-                })
-                .transpose()?;
-            filters.jira = params
-                .text("jira", 64)?
-                .map(|key| parse_jira_key(&key))
-                .transpose()?;
-            filters.mention = params.text("mention", 200)?;
-        }
-        Ok(filters)
-    }
+    Ok(filters)
 }
 
 fn parse_path(path: &str) -> Result<String, ApiError> {
@@ -101,41 +73,7 @@ fn parse_jira_key(key: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid("jira", "must be a Jira issue key such as PROJ-123"))
 }
 
-/// Appends the filters as ` AND ...` conditions on `p` (confluence_pages).
-pub fn push_page_filters(sql: &mut QueryBuilder<Postgres>, filters: &PageFilters) {
-    if let Some(source_id) = filters.source_id {
-        sql.push(" AND p.source_id = ").push_bind(source_id);
-    }
-    if let Some(space) = &filters.space {
-        sql.push(" AND p.space_key = ").push_bind(space.clone());
-    }
-    if let Some(label) = &filters.label {
-        sql.push(" AND p.metadata -> 'labels' ? ")
-            .push_bind(label.clone());
-    }
-    if let Some(path) = &filters.path {
-        // `path text_pattern_ops` serves the prefix match; ids are digits, so nothing to escape.
-        sql.push(" AND (p.path = ")
-            .push_bind(path.clone())
-            .push(" OR p.path LIKE ")
-            .push_bind(format!("{path}/%"))
-            .push(")");
-    }
-    if let Some(jira) = &filters.jira {
-        sql.push(" AND p.metadata -> 'jira_issue_links' ? ")
-            .push_bind(jira.clone());
-    }
-    if let Some(mention) = &filters.mention {
-        sql.push(" AND p.metadata -> 'user_mentions' ? ")
-            .push_bind(mention.clone());
-    }
-    if let Some(updated_after) = filters.updated_after {
-        sql.push(" AND p.last_modified >= ")
-            .push_bind(updated_after);
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SearchHit {
     pub source: String,
     pub page_id: String,
@@ -165,45 +103,16 @@ pub struct SearchHit {
     pub code_title: Option<String>,
 }
 
-/// Which chunks a search ranks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ChunkKind {
-    /// The page's sections (the default).
-    #[default]
-    Section,
-    /// The page's code blocks (`code` and `noformat` macros), optionally of one language.
-    Code { language: Option<String> },
-}
-
-impl ChunkKind {
-    fn parse(params: &mut QueryParams) -> Result<Self, ApiError> {
-        let language = params
-            .text("language", 40)?
-            .map(|language| language.to_ascii_lowercase());
-        match params.text("kind", 20)?.as_deref() {
-            None | Some("section") if language.is_none() => Ok(Self::Section),
-            None | Some("code") => Ok(Self::Code { language }),
-            Some("section") => Err(ApiError::invalid("language", "applies to kind=code only")),
-            Some(_) => Err(ApiError::invalid("kind", "must be section or code")),
-        }
-    }
-
-    /// Appends the kind as an ` AND ...` condition on `c` (chunks).
-    fn push_condition(&self, sql: &mut QueryBuilder<Postgres>) {
-        match self {
-            Self::Section => {
-                sql.push(" AND NOT c.metadata ? 'code'");
-            }
-            Self::Code { language: None } => {
-                sql.push(" AND c.metadata ? 'code'");
-            }
-            Self::Code {
-                language: Some(language),
-            } => {
-                sql.push(" AND c.metadata -> 'code' ->> 'language' = ")
-                    .push_bind(language.clone());
-            }
-        }
+/// Reads `kind` (section or code) and `language` (implies code).
+fn parse_kind(params: &mut QueryParams) -> Result<ChunkKind, ApiError> {
+    let language = params
+        .text("language", 40)?
+        .map(|language| language.to_ascii_lowercase());
+    match params.text("kind", 20)?.as_deref() {
+        None | Some("section") if language.is_none() => Ok(ChunkKind::Section),
+        None | Some("code") => Ok(ChunkKind::Code { language }),
+        Some("section") => Err(ApiError::invalid("language", "applies to kind=code only")),
+        Some(_) => Err(ApiError::invalid("kind", "must be section or code")),
     }
 }
 
@@ -259,8 +168,8 @@ pub async fn handler(
         .ok_or_else(|| ApiError::invalid("q", "is required"))?;
     let limit = params.integer("limit", 1..=100)?.unwrap_or(10);
     let source = params.text("source", 100)?;
-    let mut filters = PageFilters::parse(&mut params, true)?;
-    let kind = ChunkKind::parse(&mut params)?;
+    let mut filters = parse_filters(&mut params, true)?;
+    let kind = parse_kind(&mut params)?;
     params.finish()?;
     if let Some(source) = source {
         filters.source_id = Some(projected_source_id(&state, &source, "source").await?);
@@ -279,45 +188,15 @@ pub async fn handler(
     Ok(Json(response))
 }
 
-/// The search model's vector leg, when it can run.
-struct VectorLeg {
-    dimension: i32,
-    vector: Vec<f32>,
-    /// Rank the filtered chunks exactly instead of walking the HNSW graph: when a filter leaves
-    /// few pages, an iterative index scan would visit far more vectors than there are to rank.
-    exact: bool,
-}
-
-/// How many live pages pass the filters, counted up to `cap + 1`.
-async fn filtered_pages(
-    state: &AppState,
-    filters: &PageFilters,
-    cap: u32,
-) -> Result<i64, ApiError> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT count(*) FROM (SELECT 1 FROM confluence_pages p WHERE NOT p.is_deleted",
-    );
-    push_page_filters(&mut sql, filters);
-    sql.push(" LIMIT ");
-    sql.push_bind(i64::from(cap) + 1);
-    sql.push(") passing");
-    Ok(sql
-        .build_query_scalar()
-        .fetch_one(&state.inner.pool)
-        .await?)
-}
-
 pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchResponse, ApiError> {
     let settings = &state.inner.search;
     let model = settings.embedding_model.as_str();
     let mut warnings = Vec::new();
-    let mut vector_leg = match state.inner.embedder.embed(&request.query).await {
+    let vector = match state.inner.embedder.embed(&request.query).await {
         Ok(embedding) => match model_dimension(state, model).await? {
-            Some(dimension) if dimension as usize == embedding.vector.len() => Some(VectorLeg {
-                dimension,
-                vector: embedding.vector,
-                exact: false,
-            }),
+            Some(dimension) if dimension as usize == embedding.vector.len() => {
+                Some((dimension, embedding.vector))
+            }
             Some(dimension) => {
                 warnings.push(format!(
                     "the query vector has {} dimensions, the stored vectors {dimension}: full-text results only",
@@ -338,117 +217,57 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             None
         }
     };
-    let depth = i64::from(settings.leg_depth.max(request.limit));
-    if let Some(leg) = &mut vector_leg {
-        leg.exact = settings.exact_filter_pages > 0
-            && !request.filters.is_empty()
-            && filtered_pages(state, &request.filters, settings.exact_filter_pages).await?
-                <= i64::from(settings.exact_filter_pages);
-    }
-    // The model is inlined (quoted) and the dimension is an integer: the planner can only match
-    // the model's partial HNSW index against literals, not parameters.
-    let model_literal = format!("'{}'", model.replace('\'', "''"));
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("WITH vector_leg AS (");
-    match &vector_leg {
-        Some(leg) => {
-            let dimension = leg.dimension;
-            sql.push(format!(
-                "SELECT source_id, page_id, chunk_index, \
-                 row_number() OVER (ORDER BY distance, source_id, page_id, chunk_index) AS rank \
-                 FROM (SELECT c.source_id, c.page_id, c.chunk_index, \
-                 c.embedding::vector({dimension}) <=> q.embedding AS distance \
-                 FROM chunks c \
-                 JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id, \
-                 (SELECT "
-            ));
-            sql.push_bind(leg.vector.clone());
-            sql.push(format!(
-                "::real[]::vector({dimension}) AS embedding) q \
-                 WHERE c.embedding_model = {model_literal} AND NOT p.is_deleted"
-            ));
-            push_page_filters(&mut sql, &request.filters);
-            request.kind.push_condition(&mut sql);
-            // `+ 0` hides the ordering from the HNSW index: an exact scan of the filtered rows.
-            let exact = if leg.exact { " + 0" } else { "" };
-            sql.push(format!(
-                " ORDER BY (c.embedding::vector({dimension}) <=> q.embedding){exact} LIMIT "
-            ));
-            sql.push_bind(depth);
-            sql.push(") nearest)");
+    let exact = match &vector {
+        Some(_) if settings.exact_filter_pages > 0 && !request.filters.is_empty() => {
+            let cap = i64::from(settings.exact_filter_pages);
+            search::count_live_pages(&state.inner.pool, &request.filters, cap).await? <= cap
         }
-        None => {
-            sql.push(
-                "SELECT NULL::uuid AS source_id, NULL::text AS page_id, NULL::integer AS chunk_index, \
-                 NULL::bigint AS rank WHERE false)",
-            );
-        }
-    }
-    // The text leg ranks at most `text_candidates` matching chunks: a term in a third of the
-    // corpus would otherwise cost a rank computation (and a tsvector read) per match, and such a
-    // term hardly discriminates; the vector leg still ranks the whole corpus.
-    sql.push(
-        ", text_leg AS (SELECT source_id, page_id, chunk_index, \
-         row_number() OVER (ORDER BY score DESC, source_id, page_id, chunk_index) AS rank \
-         FROM (SELECT * FROM (SELECT c.source_id, c.page_id, c.chunk_index, \
-         ts_rank_cd(c.tsv, q.query) AS score \
-         FROM chunks c \
-         JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id, \
-         (SELECT websearch_to_tsquery('english', ",
-    );
-    sql.push_bind(request.query.clone());
-    sql.push(format!(
-        ") AS query) q WHERE c.tsv @@ q.query AND c.embedding_model = {model_literal} \
-         AND NOT p.is_deleted"
-    ));
-    push_page_filters(&mut sql, &request.filters);
-    request.kind.push_condition(&mut sql);
-    if settings.text_candidates > 0 {
-        sql.push(" LIMIT ");
-        sql.push_bind(i64::from(settings.text_candidates.max(settings.leg_depth)));
-    }
-    sql.push(") candidates ORDER BY score DESC LIMIT ");
-    sql.push_bind(depth);
-    sql.push(
-        ") matched), fused AS (SELECT \
-         COALESCE(v.source_id, t.source_id) AS source_id, \
-         COALESCE(v.page_id, t.page_id) AS page_id, \
-         COALESCE(v.chunk_index, t.chunk_index) AS chunk_index, \
-         v.rank AS vector_rank, t.rank AS text_rank, \
-         COALESCE(1.0 / (",
-    );
-    sql.push_bind(f64::from(settings.rrf_k));
-    sql.push("::float8 + v.rank), 0) + COALESCE(1.0 / (");
-    sql.push_bind(f64::from(settings.rrf_k));
-    sql.push(
-        "::float8 + t.rank), 0) AS score \
-         FROM vector_leg v FULL OUTER JOIN text_leg t \
-         ON v.source_id = t.source_id AND v.page_id = t.page_id AND v.chunk_index = t.chunk_index \
-         ORDER BY score DESC, source_id, page_id, chunk_index LIMIT ",
-    );
-    sql.push_bind(i64::from(request.limit));
-    sql.push(
-        ") SELECT s.key AS source, f.page_id, f.chunk_index, p.title, p.url, p.space_key, p.path, \
-         c.heading_path, c.text, ts_headline('english', c.text, websearch_to_tsquery('english', ",
-    );
-    sql.push_bind(request.query.clone());
-    sql.push("), ");
-    sql.push_bind(headline_options());
-    sql.push(format!(
-        ") AS snippet, f.score::float8 AS score, f.vector_rank, f.text_rank, p.last_modified, \
-         CASE WHEN c.metadata ? 'code' THEN 'code' ELSE 'section' END AS kind, \
-         c.metadata -> 'code' ->> 'language' AS language, \
-         c.metadata -> 'code' ->> 'title' AS code_title \
-         FROM fused f \
-         JOIN chunks c ON c.source_id = f.source_id AND c.page_id = f.page_id \
-         AND c.embedding_model = {model_literal} AND c.chunk_index = f.chunk_index \
-         JOIN confluence_pages p ON p.source_id = f.source_id AND p.page_id = f.page_id \
-         JOIN sources s ON s.id = f.source_id \
-         ORDER BY f.score DESC, f.source_id, f.page_id, f.chunk_index"
-    ));
-    let mut hits: Vec<SearchHit> = sql.build_query_as().fetch_all(&state.inner.pool).await?;
-    for hit in &mut hits {
-        hit.snippet = highlight_html(&hit.snippet);
-    }
+        _ => false,
+    };
+    let headline_options = headline_options();
+    let rows = search::hybrid(
+        &state.inner.pool,
+        &HybridQuery {
+            text: &request.query,
+            model,
+            vector: vector.as_ref().map(|(dimension, vector)| QueryVector {
+                dimension: *dimension,
+                vector,
+                exact,
+            }),
+            filters: &request.filters,
+            kind: &request.kind,
+            depth: i64::from(settings.leg_depth.max(request.limit)),
+            text_candidates: (settings.text_candidates > 0)
+                .then(|| i64::from(settings.text_candidates.max(settings.leg_depth))),
+            rrf_k: f64::from(settings.rrf_k),
+            limit: i64::from(request.limit),
+            headline_options: &headline_options,
+        },
+    )
+    .await?;
+    let hits = rows
+        .into_iter()
+        .map(|row| SearchHit {
+            snippet: highlight_html(&row.snippet),
+            source: row.source,
+            page_id: row.page_id,
+            chunk_index: row.chunk_index,
+            title: row.title,
+            url: row.url,
+            space_key: row.space_key,
+            path: row.path,
+            heading_path: row.heading_path,
+            text: row.text,
+            score: row.score,
+            vector_rank: row.vector_rank,
+            text_rank: row.text_rank,
+            last_modified: row.last_modified,
+            kind: row.kind,
+            language: row.language,
+            code_title: row.code_title,
+        })
+        .collect();
     Ok(SearchResponse {
         query: request.query.clone(),
         model: model.to_owned(),
@@ -465,11 +284,7 @@ async fn model_dimension(state: &AppState, model: &str) -> Result<Option<i32>, A
     {
         return Ok(Some(*dimension));
     }
-    let dimension: Option<i32> =
-        sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
-            .bind(model)
-            .fetch_optional(&state.inner.pool)
-            .await?;
+    let dimension = pagestream_store::model_dimension(&state.inner.pool, model).await?;
     if let (Some(dimension), Ok(mut known)) = (dimension, state.inner.model_dimensions.lock()) {
         known.insert(model.to_owned(), dimension);
     }

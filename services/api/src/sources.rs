@@ -18,6 +18,8 @@ use pagestream_events::{
 use pagestream_sources::{
     AuthKind, Credentials, MIN_WEBHOOK_SECRET_CHARS, Secret, SourceRecord, SourceSettings,
 };
+use pagestream_store::runs;
+use pagestream_store::sources as store_sources;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -55,7 +57,7 @@ pub struct SourceList {
 }
 
 /// Per-stage page counts of a sync run.
-#[derive(Debug, Default, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct StageCounts {
     pub seen: i64,
     pub changed: i64,
@@ -413,51 +415,38 @@ fn view_unprojected(record: SourceRecord) -> SourceView {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct SyncRunRow {
-    id: Uuid,
-    source_id: Uuid,
-    mode: String,
-    status: String,
-    #[sqlx(flatten)]
-    counts: StageCounts,
-    confluence_requests: i64,
-    rate_limit_wait_ms: i64,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    updated_at: DateTime<Utc>,
-}
-
-const SYNC_RUN_COLUMNS: &str = "id, source_id, mode, status, pages_seen AS seen, \
-    pages_changed AS changed, pages_deleted AS deleted, pages_converted AS converted, \
-    pages_embedded AS embedded, pages_indexed AS indexed, pages_failed AS failed, \
-    confluence_requests, rate_limit_wait_ms, started_at, finished_at, last_error, updated_at";
-
-impl SyncRunRow {
-    fn into_view(self, source: &str) -> SyncRunView {
-        let status = match self.status.as_str() {
-            "queued" => SyncStatus::Queued,
-            "completed" => SyncStatus::Completed,
-            "failed" => SyncStatus::Failed,
-            _ => SyncStatus::Running,
-        };
-        let pipeline = pipeline_of(status, &self.counts);
-        SyncRunView {
-            run_id: self.id,
-            source: source.to_owned(),
-            mode: self.mode,
-            status: self.status,
-            pipeline,
-            pipeline_label: pipeline.to_string(),
-            counts: self.counts,
-            confluence_requests: self.confluence_requests,
-            rate_limit_wait_ms: self.rate_limit_wait_ms,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            last_error: self.last_error,
-            updated_at: self.updated_at,
-        }
+fn run_view(run: runs::SyncRun, source: &str) -> SyncRunView {
+    let counts = run.counts;
+    let counts = StageCounts {
+        seen: counts.seen,
+        changed: counts.changed,
+        deleted: counts.deleted,
+        converted: counts.converted,
+        embedded: counts.embedded,
+        indexed: counts.indexed,
+        failed: counts.failed,
+    };
+    let status = match run.status.as_str() {
+        "queued" => SyncStatus::Queued,
+        "completed" => SyncStatus::Completed,
+        "failed" => SyncStatus::Failed,
+        _ => SyncStatus::Running,
+    };
+    let pipeline = pipeline_of(status, &counts);
+    SyncRunView {
+        run_id: run.id,
+        source: source.to_owned(),
+        mode: run.mode,
+        status: run.status,
+        pipeline,
+        pipeline_label: pipeline.to_string(),
+        counts,
+        confluence_requests: run.confluence_requests,
+        rate_limit_wait_ms: run.rate_limit_wait_ms,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+        last_error: run.last_error,
+        updated_at: run.updated_at,
     }
 }
 
@@ -468,15 +457,8 @@ pub(crate) async fn recent_runs(
     key: &str,
     limit: i64,
 ) -> Result<Vec<SyncRunView>, ApiError> {
-    let rows: Vec<SyncRunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE source_id = $1 \
-         ORDER BY started_at DESC LIMIT $2"
-    )))
-    .bind(source_id)
-    .bind(limit)
-    .fetch_all(&state.inner.pool)
-    .await?;
-    Ok(rows.into_iter().map(|row| row.into_view(key)).collect())
+    let runs = runs::recent(&state.inner.pool, source_id, limit).await?;
+    Ok(runs.into_iter().map(|run| run_view(run, key)).collect())
 }
 
 fn pipeline_of(status: SyncStatus, counts: &StageCounts) -> RunPipeline {
@@ -546,29 +528,17 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, Api
         .await
         .map_err(|e| ApiError::dependency("source registry", e))?;
     let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
-    let counts: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT s.id, \
-            (SELECT count(*) FROM confluence_pages p WHERE p.source_id = s.id AND NOT p.is_deleted), \
-            (SELECT count(*) FROM chunks c WHERE c.source_id = s.id AND c.embedding_model = $2) \
-         FROM sources s WHERE s.id = ANY($1)",
-    )
-    .bind(&ids)
-    .bind(&state.inner.search.embedding_model)
-    .fetch_all(&state.inner.pool)
-    .await?;
+    let counts =
+        store_sources::counts(&state.inner.pool, &ids, &state.inner.search.embedding_model).await?;
     let counts: HashMap<Uuid, (i64, i64)> = counts
         .into_iter()
         .map(|(id, pages, chunks)| (id, (pages, chunks)))
         .collect();
-    let runs: Vec<SyncRunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT DISTINCT ON (source_id) {SYNC_RUN_COLUMNS} FROM sync_runs \
-         WHERE source_id = ANY($1) ORDER BY source_id, started_at DESC"
-    )))
-    .bind(&ids)
-    .fetch_all(&state.inner.pool)
-    .await?;
-    let mut runs: HashMap<Uuid, SyncRunRow> =
-        runs.into_iter().map(|run| (run.source_id, run)).collect();
+    let mut runs: HashMap<Uuid, runs::SyncRun> = runs::latest_per_source(&state.inner.pool, &ids)
+        .await?
+        .into_iter()
+        .map(|run| (run.source_id, run))
+        .collect();
     let sources = records
         .into_iter()
         .map(|record| {
@@ -580,7 +550,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, Api
                 view.chunks = *chunks;
                 view.projected = true;
             }
-            view.last_sync = runs.remove(&id).map(|run| run.into_view(&key));
+            view.last_sync = runs.remove(&id).map(|run| run_view(run, &key));
             view
         })
         .collect();
@@ -689,28 +659,12 @@ pub async fn status(
     params.finish()?;
     let record = resolve(&state, &id).await?;
     let key = record.key.to_string();
-    let projected: Option<SyncRunRow> = match run {
-        Some(run) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE id = $1 AND source_id = $2"
-            )))
-            .bind(run)
-            .bind(record.id)
-            .fetch_optional(&state.inner.pool)
-            .await?
-        }
-        None => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {SYNC_RUN_COLUMNS} FROM sync_runs WHERE source_id = $1 \
-                 ORDER BY started_at DESC LIMIT 1"
-            )))
-            .bind(record.id)
-            .fetch_optional(&state.inner.pool)
-            .await?
-        }
+    let projected = match run {
+        Some(run) => runs::get(&state.inner.pool, record.id, run).await?,
+        None => runs::latest(&state.inner.pool, record.id).await?,
     };
     if let Some(row) = projected {
-        return Ok(Json(row.into_view(&key)));
+        return Ok(Json(run_view(row, &key)));
     }
     // Not projected yet (just queued, or the indexer lags): the progress stream knows.
     if let Some(run) = run
@@ -775,19 +729,10 @@ pub(crate) async fn projected_source_id(
     id: &str,
     field: &str,
 ) -> Result<Uuid, ApiError> {
+    let pool = &state.inner.pool;
     let found: Option<Uuid> = match Uuid::parse_str(id) {
-        Ok(uuid) => {
-            sqlx::query_scalar("SELECT id FROM sources WHERE id = $1")
-                .bind(uuid)
-                .fetch_optional(&state.inner.pool)
-                .await?
-        }
-        Err(_) => {
-            sqlx::query_scalar("SELECT id FROM sources WHERE key = $1")
-                .bind(id)
-                .fetch_optional(&state.inner.pool)
-                .await?
-        }
+        Ok(uuid) => store_sources::exists(pool, uuid).await?.then_some(uuid),
+        Err(_) => store_sources::id_by_key(pool, id).await?,
     };
     found.ok_or_else(|| ApiError::source_not_found(&truncated(id)).with_field(field))
 }

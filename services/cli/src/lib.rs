@@ -318,7 +318,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
                 connection
                     .api_key
                     .as_ref()
-                    .map(|key| key.expose_secret())
+                    .map(ExposeSecret::expose_secret)
                     .unwrap_or_default(),
             ),
         ))

@@ -48,9 +48,11 @@ pub async fn run(
         .map_err(|error| CliError::DatabaseUnreachable {
             reason: error.to_string(),
         })?;
-    let pages: i64 = sqlx::query_scalar("SELECT count(*) FROM confluence_pages")
-        .fetch_one(&pool)
-        .await?;
+    let pages = pagestream_store::pages::count_all(&pool)
+        .await
+        .map_err(|error| CliError::DatabaseUnreachable {
+            reason: error.to_string(),
+        })?;
     if pages > 0 && !args.allow_existing {
         return Err(CliError::DatabaseNotEmpty { pages });
     }

@@ -507,6 +507,9 @@ enum SpaceOf {
     Id(SpaceId),
 }
 
+/// A page's event to emit, with its incarnation and whether Confluence sent its labels.
+type PageToEmit = (PageChanged, u64, bool);
+
 /// One sync run in progress.
 /// A page's event to emit, with its incarnation and whether Confluence sent its labels.
 type PageToEmit = (PageChanged, u64, bool);

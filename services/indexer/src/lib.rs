@@ -3,8 +3,7 @@
 //!
 //! One durable consumer per fact stream (`page.changed`, `page.converted`, `chunks.ready`,
 //! `page.deleted`) plus the sync-progress stream and the sources registry. Events are applied in
-//! batches, one transaction per batch with the stream's checkpoint, and acknowledged only after the
-//! commit. Application is idempotent and version-guarded ([`projection`]), so replicas, redeliveries
+//! batches, one transaction per batch, and acknowledged only after the commit. Application is idempotent and version-guarded ([`projection`]), so replicas, redeliveries
 //! and replays all converge on the same state. [`replay`] rebuilds a database from the streams.
 
 pub mod projection;
@@ -21,14 +20,15 @@ use pagestream_events::{
     ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, SourceKey,
 };
 use pagestream_sources::{SourceChange, SourceRegistry};
+use pagestream_store::runs;
 use projection::{Applied, ProjectionError, SourceIds};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// An event the indexer projects.
 pub trait Projected: Payload {
-    /// The sync-run counters (`sync_runs` columns) an applied event of this kind adds one to.
-    const COUNTS: &'static [&'static str];
+    /// The sync-run stage counters an applied event of this kind adds one to.
+    const COUNTS: &'static [runs::Stage];
 
     fn apply<'a>(
         conn: &'a mut PgConnection,
@@ -41,7 +41,7 @@ pub trait Projected: Payload {
 macro_rules! projected {
     ($($payload:ty => $apply:path, counts $counts:expr),+ $(,)?) => {$(
         impl Projected for $payload {
-            const COUNTS: &'static [&'static str] = $counts;
+            const COUNTS: &'static [runs::Stage] = $counts;
 
             fn apply<'a>(
                 conn: &'a mut PgConnection,
@@ -56,20 +56,19 @@ macro_rules! projected {
 
 projected! {
     PageChanged => projection::apply_changed, counts &[],
-    PageConverted => projection::apply_converted, counts &["pages_converted"],
-    ChunksReady => projection::apply_chunks, counts &["pages_embedded", "pages_indexed"],
+    PageConverted => projection::apply_converted, counts &[runs::Stage::Converted],
+    ChunksReady => projection::apply_chunks, counts &[runs::Stage::Embedded, runs::Stage::Indexed],
     PageDeleted => projection::apply_deleted, counts &[],
 }
 
-/// Applies a batch of events in one transaction with the stream's checkpoint. If the batch fails,
-/// each event is applied on its own, so that one bad event fails alone.
+/// Applies a batch of events in one transaction. If the batch fails, each event is applied on its
+/// own, so that one bad event fails alone.
 pub async fn apply_batch<T: Projected>(
     pool: &PgPool,
     ids: &SourceIds,
-    stream: &str,
-    events: &[(&Envelope<T>, u64)],
+    events: &[&Envelope<T>],
 ) -> Vec<Result<(), ProjectionError>> {
-    match apply_in_transaction(pool, ids, stream, events).await {
+    match apply_in_transaction(pool, ids, events).await {
         Ok(()) => return events.iter().map(|_| Ok(())).collect(),
         Err(error) if events.len() == 1 => return vec![Err(error)],
         Err(error) => {
@@ -78,23 +77,22 @@ pub async fn apply_batch<T: Projected>(
     }
     let mut results = Vec::with_capacity(events.len());
     for event in events {
-        results.push(apply_in_transaction(pool, ids, stream, std::slice::from_ref(event)).await);
+        results.push(apply_in_transaction(pool, ids, std::slice::from_ref(event)).await);
     }
     results
 }
 
-/// Applies events and the checkpoint in one transaction. Sync-run counters are added at the end,
+/// Applies events in one transaction. Sync-run counters are added at the end,
 /// one statement per run in run order, so that concurrent transactions hold a run's row only for
 /// a moment and always lock rows in the same order.
 async fn apply_in_transaction<T: Projected>(
     pool: &PgPool,
     ids: &SourceIds,
-    stream: &str,
-    events: &[(&Envelope<T>, u64)],
+    events: &[&Envelope<T>],
 ) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     let mut counts: BTreeMap<(uuid::Uuid, SourceKey), i64> = BTreeMap::new();
-    for (event, _) in events {
+    for event in events {
         let applied = T::apply(&mut tx, ids, event).await?;
         if let (true, Some(run)) = (applied, event.extensions.syncrun) {
             *counts
@@ -104,10 +102,7 @@ async fn apply_in_transaction<T: Projected>(
     }
     for ((run, source), count) in counts {
         let source_id = ids.resolve(&mut tx, &source).await?;
-        projection::count_stages(&mut tx, source_id, run, T::COUNTS, count).await?;
-    }
-    if let Some(last) = events.iter().map(|(_, sequence)| *sequence).max() {
-        projection::checkpoint(&mut tx, stream, last).await?;
+        runs::count_stages(&mut tx, source_id, run, T::COUNTS, count).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -148,7 +143,6 @@ struct ProjectionHandler<T> {
     pool: PgPool,
     ids: SourceIds,
     registry: SourceRegistry,
-    stream: String,
     _kind: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -161,11 +155,8 @@ impl<T: Projected> Handler<T> for ProjectionHandler<T> {
     }
 
     async fn handle_batch(&self, batch: &[Delivery<T>]) -> Vec<Result<(), HandlerError>> {
-        let events: Vec<(&Envelope<T>, u64)> = batch
-            .iter()
-            .map(|delivery| (&delivery.event, delivery.stream_sequence))
-            .collect();
-        let results = apply_batch(&self.pool, &self.ids, &self.stream, &events).await;
+        let events: Vec<&Envelope<T>> = batch.iter().map(|delivery| &delivery.event).collect();
+        let results = apply_batch(&self.pool, &self.ids, &events).await;
         metrics::counter!("pagestream_indexer_events_total", "kind" => T::KIND.name())
             .increment(batch.len() as u64);
         let mut outcomes = Vec::with_capacity(results.len());
@@ -220,7 +211,6 @@ async fn run_stage<T: Projected>(
     config: IndexerConfig,
     cancel: CancellationToken,
 ) -> Result<(), pagestream_bus::BusError> {
-    let stream = bus.streams().for_kind(T::KIND);
     let stage = Stage::<T>::new(
         bus,
         StageConfig {
@@ -234,7 +224,6 @@ async fn run_stage<T: Projected>(
         pool,
         ids,
         registry,
-        stream,
         _kind: std::marker::PhantomData,
     });
     stage.run(handler, cancel).await

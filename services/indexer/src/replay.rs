@@ -52,10 +52,7 @@ pub async fn replay(
     mut progress: impl FnMut(ReplayProgress),
 ) -> Result<ReplayReport, IndexerError> {
     let started = Instant::now();
-    let bulk = sqlx::query_scalar::<_, bool>("SELECT NOT EXISTS (SELECT 1 FROM chunks)")
-        .fetch_one(pool)
-        .await
-        .map_err(projection::ProjectionError::from)?;
+    let bulk = pagestream_store::chunks::none_stored(pool).await?;
     if bulk {
         pagestream_store::drop_embedding_indexes(pool).await?;
     }
@@ -154,11 +151,8 @@ async fn replay_kind<T: Projected>(
     });
     let applied_batches = batches
         .map(|batch: Vec<(Envelope<T>, u64)>| async {
-            let events: Vec<(&Envelope<T>, u64)> = batch
-                .iter()
-                .map(|(event, sequence)| (event, *sequence))
-                .collect();
-            let results = crate::apply_batch(pool, ids, &name, &events).await;
+            let events: Vec<&Envelope<T>> = batch.iter().map(|(event, _)| event).collect();
+            let results = crate::apply_batch(pool, ids, &events).await;
             (batch, results)
         })
         .buffer_unordered(APPLY_CONCURRENCY);

@@ -103,7 +103,7 @@ async fn database_with_source() -> PgPool {
 }
 
 async fn apply<T: Projected>(pool: &PgPool, event: &Envelope<T>) {
-    let results = apply_batch(pool, &SourceIds::default(), "test", &[(event, 1)]).await;
+    let results = apply_batch(pool, &SourceIds::default(), &[event]).await;
     for result in results {
         result.expect("applied");
     }
@@ -316,7 +316,7 @@ async fn deleting_a_source_removes_its_pages_and_chunks() {
 
 async fn snapshot(pool: &PgPool) -> Vec<String> {
     let mut rows: Vec<String> = sqlx::query_scalar(
-        "SELECT concat_ws('|', page_id, title, version, is_deleted, path, metadata::text, markdown, markdown_version, chunks_version) FROM confluence_pages ORDER BY page_id",
+        "SELECT concat_ws('|', page_id, title, version, is_deleted, path, metadata::text, labels::text, jira_keys::text, mentions::text, markdown, markdown_version, chunks_version) FROM confluence_pages ORDER BY page_id",
     )
     .fetch_all(pool)
     .await

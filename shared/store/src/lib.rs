@@ -1,5 +1,13 @@
-//! The Postgres projection's schema (DESIGN §4): migrations, connections, and per-model vector
-//! indexes.
+//! The Postgres projection (DESIGN §4): its schema, connections, per-model vector indexes, and
+//! every typed read and write of its tables. No other crate spells a table or column name: the
+//! indexer writes through [`pages`], [`chunks`], [`sources`] and [`runs`], the api reads through
+//! those and [`search`].
+
+pub mod chunks;
+pub mod pages;
+pub mod runs;
+pub mod search;
+pub mod sources;
 
 use std::time::Duration;
 
@@ -17,6 +25,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid embedding model {model:?} of dimension {dimension}")]
     InvalidModel { model: String, dimension: i32 },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -25,7 +35,9 @@ impl pagestream_events::Retryable for StoreError {
     fn is_transient(&self) -> bool {
         match self {
             StoreError::Connect(_) => true,
-            StoreError::Migrate(_) | StoreError::InvalidModel { .. } => false,
+            StoreError::Migrate(_)
+            | StoreError::InvalidModel { .. }
+            | StoreError::Invalid { .. } => false,
             StoreError::Database(error) => is_transient(error),
         }
     }
@@ -52,14 +64,68 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A `u64` from an event as a Postgres `bigint`.
+pub(crate) fn bigint(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid {
+        what,
+        reason: format!("{value} too large"),
+    })
+}
+
 /// Connects with a pool of at most `max_connections`.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    PgPoolOptions::new()
+    connect_with(database_url, max_connections, None).await
+}
+
+/// Connects a pool for search: every connection gets the HNSW settings (`hnsw_ef_search`
+/// candidates, iterative scans), so that no query needs a transaction of its own to set them.
+pub async fn connect_for_search(
+    database_url: &str,
+    max_connections: u32,
+    hnsw_ef_search: u32,
+) -> Result<PgPool, StoreError> {
+    connect_with(database_url, max_connections, Some(hnsw_ef_search)).await
+}
+
+async fn connect_with(
+    database_url: &str,
+    max_connections: u32,
+    hnsw_ef_search: Option<u32>,
+) -> Result<PgPool, StoreError> {
+    let mut options = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10));
+    if let Some(ef_search) = hnsw_ef_search {
+        options = options.after_connect(move |connection, _meta| {
+            Box::pin(async move {
+                // pgvector's settings; iterative scans keep filtered vector queries from coming
+                // back short when the filter rejects most of the nearest neighbours.
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "SET hnsw.ef_search = {ef_search}; SET hnsw.iterative_scan = relaxed_order;"
+                )))
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            })
+        });
+    }
+    options
         .connect(database_url)
         .await
         .map_err(StoreError::Connect)
+}
+
+/// The dimension of a model's stored vectors, if any model of that name is known.
+pub async fn model_dimension<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    model: &str,
+) -> Result<Option<i32>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
+            .bind(model)
+            .fetch_optional(executor)
+            .await?,
+    )
 }
 
 /// Applies pending migrations; a second run changes nothing.
@@ -103,12 +169,7 @@ pub async fn ensure_embedding_index(
             dimension,
         });
     }
-    let known: Option<i32> =
-        sqlx::query_scalar("SELECT dimension FROM embedding_models WHERE model = $1")
-            .bind(model)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match known {
+    match model_dimension(&mut *conn, model).await? {
         Some(stored) if stored == dimension => return Ok(()),
         Some(_) => {
             return Err(StoreError::InvalidModel {

@@ -110,3 +110,64 @@ async fn a_new_model_gets_its_own_vector_index_and_both_models_coexist() {
         "plan does not use the model's index: {plan:#?}"
     );
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, files);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+/// The store owns the SQL: no other crate's code (its `src/`; tests and benchmarks may inspect
+/// the database) names a projection table after an SQL keyword.
+#[test]
+fn no_other_crate_speaks_sql_to_the_projection_tables() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = Vec::new();
+    for group in ["services", "shared", "tests"] {
+        let Ok(crates) = std::fs::read_dir(root.join(group)) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            if krate.path().ends_with("shared/store") {
+                continue;
+            }
+            rust_files(&krate.path().join("src"), &mut files);
+        }
+    }
+    assert!(files.len() > 50, "found only {} source files", files.len());
+    let tables = [
+        "sources",
+        "confluence_pages",
+        "chunks",
+        "sync_runs",
+        "embedding_models",
+    ];
+    let keywords = ["FROM", "INTO", "UPDATE", "JOIN", "TABLE"];
+    let mut offenders = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read source file");
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| !word.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            if keywords.contains(&pair[0]) && tables.contains(&pair[1]) {
+                offenders.push(format!("{}: {} {}", file.display(), pair[0], pair[1]));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SQL against projection tables outside shared/store:\n{}",
+        offenders.join("\n")
+    );
+}

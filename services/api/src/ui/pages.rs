@@ -250,7 +250,7 @@ pub async fn show(
     let rendered = tokio::task::spawn_blocking(move || render_markdown(&markdown))
         .await
         .map_err(|e| UiError::new(ApiError::internal(e), &session))?;
-    let metadata = &detail.metadata.0;
+    let metadata = &detail.metadata;
     let summary = &detail.page;
     let source_path = enc(&summary.source);
     let ancestors: Vec<String> = metadata["ancestors"]
@@ -270,7 +270,7 @@ pub async fn show(
                 .collect()
         })
         .unwrap_or_default();
-    let labels = list_or_none(&summary.labels.0, |label| {
+    let labels = list_or_none(&summary.labels, |label| {
         format!(r#"<span class="tag">{}</span>"#, esc(label))
     });
     let jira = list_or_none(&strings(metadata, "jira_issue_links"), |key| {

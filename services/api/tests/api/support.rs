@@ -50,7 +50,7 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
     capture_logs();
     let bus = pagestream_testkit::bus().await;
     let (_, database_url) = pagestream_testkit::database().await;
-    let pool = pagestream_api::connect_pool(&database_url, 4, &search)
+    let pool = pagestream_store::connect_for_search(&database_url, 4, search.hnsw_ef_search)
         .await
         .expect("pool");
     let registry = SourceRegistry::open(&bus).await.expect("registry");
@@ -208,8 +208,9 @@ pub async fn seed_page(pool: &PgPool, source_id: Uuid, page: &SeedPage<'_>) {
         .collect();
     sqlx::query(
         "INSERT INTO confluence_pages (source_id, page_id, space_key, title, version, \
-         last_modified, is_deleted, path, url, metadata, markdown, markdown_version, chunks_version) \
-         VALUES ($1, $2, 'DOCS', $3, 3, $4, $5, $6, $7, $8, $9, 3, 3)",
+         last_modified, is_deleted, path, url, metadata, markdown, markdown_version, chunks_version, \
+         labels, jira_keys, mentions) \
+         VALUES ($1, $2, 'DOCS', $3, 3, $4, $5, $6, $7, $8, $9, 3, 3, $10, $11, $12)",
     )
     .bind(source_id)
     .bind(page.page_id)
@@ -223,6 +224,9 @@ pub async fn seed_page(pool: &PgPool, source_id: Uuid, page: &SeedPage<'_>) {
     ))
     .bind(metadata)
     .bind(markdown)
+    .bind(page.labels)
+    .bind(page.jira)
+    .bind(page.mentions)
     .execute(pool)
     .await
     .expect("seed page");

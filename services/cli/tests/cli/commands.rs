@@ -18,7 +18,7 @@ async fn digest(pool: &PgPool) -> (i64, i64, String) {
         "SELECT (SELECT count(*) FROM confluence_pages), (SELECT count(*) FROM chunks), \
          md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM ( \
            SELECT concat_ws(',', s.key, p.page_id, p.space_key, p.title, p.version, \
-             p.last_modified, p.is_deleted, p.path, p.url, p.metadata::text, md5(p.markdown), \
+             p.incarnation, p.last_modified, p.is_deleted, p.path, p.url, p.metadata::text, p.labels::text, p.jira_keys::text, p.mentions::text, md5(p.markdown), \
              p.markdown_version, p.chunks_version) AS r \
            FROM confluence_pages p JOIN sources s ON s.id = p.source_id \
            UNION ALL \

@@ -203,9 +203,10 @@ impl Stack {
             embedding_model: model.clone(),
             ..SearchSettings::default()
         };
-        let api_pool = pagestream_api::connect_pool(&database_url, 4, &search)
-            .await
-            .expect("api pool");
+        let api_pool =
+            pagestream_store::connect_for_search(&database_url, 4, search.hnsw_ef_search)
+                .await
+                .expect("api pool");
         let state = AppState::new(AppParts {
             pool: api_pool,
             bus: bus.clone(),
