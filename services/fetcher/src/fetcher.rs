@@ -511,9 +511,6 @@ enum SpaceOf {
 type PageToEmit = (PageChanged, u64, bool);
 
 /// One sync run in progress.
-/// A page's event to emit, with its incarnation and whether Confluence sent its labels.
-type PageToEmit = (PageChanged, u64, bool);
-
 struct Run<'a> {
     fetcher: &'a Fetcher,
     /// This run's view of the source's client: its own statistics, the shared rate limiter.
