@@ -131,6 +131,8 @@ def watches_the_run(page: Page) -> None:
         value, maximum = int(bar.get_attribute("value")), int(bar.get_attribute("max"))
         assert value == maximum and maximum >= 40, (stage, value, maximum)
     assert page.locator("#bar-failed").get_attribute("value") == "0"
+    # The source's counts follow the run too.
+    expect(page.locator("#live p.site")).to_contain_text(f"{maximum} pages")
     expect(page.locator("table tbody tr").first).to_contain_text("done")
     shot(page, "05-source-run-done")
     page.get_by_role("link", name="Sources").click()
@@ -143,9 +145,9 @@ def watches_the_run(page: Page) -> None:
 def searches(page: Page) -> str:
     step("search by words, then by a Jira key; the URL holds the query")
     page.get_by_role("link", name="Search").click()
-    page.get_by_role("searchbox", name="Search").fill("payments release rollback")
+    page.get_by_role("searchbox", name="Search").fill("payments release checklist")
     page.keyboard.press("Enter")
-    expect(page).to_have_url(re.compile(r"/search\?q=payments\+release\+rollback"))
+    expect(page).to_have_url(re.compile(r"/search\?q=payments\+release\+checklist"))
     first = page.locator(".result").first
     expect(first.get_by_role("heading")).to_have_text(RELEASE_TITLE)
     expect(first.locator("mark").first).to_be_visible()

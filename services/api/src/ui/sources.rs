@@ -50,13 +50,14 @@ fn behind(source: &SourceView) -> String {
 }
 
 fn next_run(source: &SourceView) -> String {
+    let interval = source.settings.incremental_interval_secs;
+    let every = format!("scheduled every {}", html::span(interval as i64));
     match source.next_sync_at {
+        Some(at) if interval > 0 => format!("{every}, next {}", html::time(at)),
+        // Reconciliation alone is scheduled.
         Some(at) => format!("next scheduled run {}", html::time(at)),
-        None if source.settings.incremental_interval_secs == 0 => "no scheduled runs".to_owned(),
-        None => format!(
-            "scheduled every {}",
-            html::span(source.settings.incremental_interval_secs as i64)
-        ),
+        None if interval == 0 => "no scheduled runs".to_owned(),
+        None => every,
     }
 }
 
@@ -458,6 +459,67 @@ async fn find_source(state: &UiState, key: &str) -> Result<SourceView, ApiError>
         .ok_or_else(|| ApiError::source_not_found(key))
 }
 
+/// What the page's script swaps in while it follows a run: the source's counts, the run's panel,
+/// the recent runs and their errors (so that nothing keeps the state the page was loaded with).
+fn live_html(source: &SourceView, current: Option<&SyncRunView>, runs: &[SyncRunView]) -> String {
+    let mut rows = String::new();
+    for run in runs {
+        let duration = run
+            .finished_at
+            .map(|finished| html::span((finished - run.started_at).num_seconds()))
+            .unwrap_or_else(|| "–".to_owned());
+        rows.push_str(&format!(
+            r#"<tr><td>{started}</td><td>{mode}</td><td>{label}</td><td>{status}</td><td>{changed}</td><td>{indexed}</td><td>{failed}</td><td>{requests}</td><td>{waited:.1} s</td><td>{duration}</td></tr>"#,
+            started = html::time(run.started_at),
+            mode = esc(&run.mode),
+            label = esc(&run.pipeline_label),
+            status = esc(&run.status),
+            changed = run.counts.changed,
+            indexed = run.counts.indexed,
+            failed = run.counts.failed,
+            requests = run.confluence_requests,
+            waited = run.rate_limit_wait_ms as f64 / 1000.0,
+        ));
+    }
+    let table = if runs.is_empty() {
+        r#"<p class="empty">No runs yet.</p>"#.to_owned()
+    } else {
+        format!(
+            r#"<div class="scroll"><table><thead><tr><th scope="col">Started</th><th scope="col">Mode</th><th scope="col">State</th><th scope="col">Fetch</th><th scope="col">Changed</th><th scope="col">Indexed</th><th scope="col">Failed</th><th scope="col">Requests</th><th scope="col">Rate-limit waits</th><th scope="col">Fetch time</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        )
+    };
+    let errors: Vec<String> = runs
+        .iter()
+        .filter_map(|run| {
+            run.last_error
+                .as_ref()
+                .map(|error| format!("<li>{}: {}</li>", html::time(run.started_at), esc(error)))
+        })
+        .collect();
+    let errors = if errors.is_empty() {
+        r#"<p class="empty">No run reported an error.</p>"#.to_owned()
+    } else {
+        format!("<ul>{}</ul>", errors.join(""))
+    };
+    format!(
+        r#"<p class="site">{site} · {auth} · {pages} pages, {chunks} chunks · {next} · {behind}</p>
+{panel}
+<section><h2>Recent runs</h2>{table}</section>
+<section><h2>Errors</h2>{errors} <p><a href="/dead-letters">Dead letters</a> hold the events a stage gave up on.</p></section>"#,
+        site = esc(&source.site_url),
+        auth = if source.auth_kind == "cloud" {
+            "Cloud"
+        } else {
+            "Data Center"
+        },
+        pages = source.pages,
+        chunks = source.chunks,
+        next = next_run(source),
+        behind = esc(&behind(source)),
+        panel = run_panel(current),
+    )
+}
+
 pub async fn detail(
     State(state): State<UiState>,
     Extension(session): Extension<Session>,
@@ -503,73 +565,22 @@ pub async fn detail(
         Some(base) => format!("{}{webhook_path}", base.trim_end_matches('/')),
         None => format!("https://<your webhook ingress>{webhook_path}"),
     };
-    let mut rows = String::new();
-    for run in &runs {
-        let duration = run
-            .finished_at
-            .map(|finished| html::span((finished - run.started_at).num_seconds()))
-            .unwrap_or_else(|| "–".to_owned());
-        rows.push_str(&format!(
-            r#"<tr><td>{started}</td><td>{mode}</td><td>{label}</td><td>{status}</td><td>{changed}</td><td>{indexed}</td><td>{failed}</td><td>{requests}</td><td>{waited:.1} s</td><td>{duration}</td></tr>"#,
-            started = html::time(run.started_at),
-            mode = esc(&run.mode),
-            label = esc(&run.pipeline_label),
-            status = esc(&run.status),
-            changed = run.counts.changed,
-            indexed = run.counts.indexed,
-            failed = run.counts.failed,
-            requests = run.confluence_requests,
-            waited = run.rate_limit_wait_ms as f64 / 1000.0,
-        ));
-    }
-    let errors: Vec<String> = runs
-        .iter()
-        .filter_map(|run| {
-            run.last_error
-                .as_ref()
-                .map(|error| format!("<li>{}: {}</li>", html::time(run.started_at), esc(error)))
-        })
-        .collect();
     let body = format!(
         r#"{notice}<div class="title-row"><h1>{key} <span class="muted">space {space}</span></h1><div class="actions">{buttons}</div></div>
-<p class="site">{site} · {auth} · {pages} pages, {chunks} chunks · {next} · {behind}</p>
-<div id="live" data-progress-url="{progress_url}">{panel}</div>
-<section><h2>Webhook</h2><p>Point Confluence's webhooks (page created, updated, restored, moved, trashed, removed) at</p><p><code class="copy">{webhook_url}</code></p></section>
-<section><h2>Recent runs</h2>{table}</section>
-<section><h2>Errors</h2>{errors} <p><a href="/dead-letters">Dead letters</a> hold the events a stage gave up on.</p></section>"#,
+<div id="live" data-progress-url="{progress_url}">{live}</div>
+<section><h2>Webhook</h2><p>Point Confluence's webhooks (page created, updated, restored, moved, trashed, removed) at</p><p><code class="copy">{webhook_url}</code></p></section>"#,
         key = esc(&source.key),
         space = esc(&source.space_key),
         buttons = sync_buttons(&session, &source.key),
-        site = esc(&source.site_url),
-        auth = if source.auth_kind == "cloud" {
-            "Cloud"
-        } else {
-            "Data Center"
-        },
-        pages = source.pages,
-        chunks = source.chunks,
-        next = next_run(&source),
-        behind = esc(&behind(&source)),
         progress_url = esc(&progress_url),
-        panel = run_panel(current),
+        live = live_html(&source, current, &runs),
         webhook_url = esc(&webhook_url),
-        table = if runs.is_empty() {
-            r#"<p class="empty">No runs yet.</p>"#.to_owned()
-        } else {
-            format!(
-                r#"<div class="scroll"><table><thead><tr><th scope="col">Started</th><th scope="col">Mode</th><th scope="col">State</th><th scope="col">Fetch</th><th scope="col">Changed</th><th scope="col">Indexed</th><th scope="col">Failed</th><th scope="col">Requests</th><th scope="col">Rate-limit waits</th><th scope="col">Fetch time</th></tr></thead><tbody>{rows}</tbody></table></div>"#
-            )
-        },
-        errors = if errors.is_empty() {
-            r#"<p class="empty">No run reported an error.</p>"#.to_owned()
-        } else {
-            format!("<ul>{}</ul>", errors.join(""))
-        },
     );
     Ok(Html(page(&source.key, Some(&session), Nav::Sources, &body)))
 }
 
-/// The run as JSON for the page's script: `{"run": ..., "html": ...}` (null before the first run).
+/// The run as JSON for the page's script: `{"finished": bool, "html": ...}`, the html being the
+/// run's panel (empty before the first run) with the recent runs.
 pub async fn progress(
     State(state): State<UiState>,
     Path(key): Path<String>,
@@ -579,15 +590,22 @@ pub async fn progress(
         .as_deref()
         .and_then(|q| form_value(q.as_bytes(), "run"))
         .map(|run| format!("run={}", enc(&run)));
-    match api::status(State(state.app.clone()), Path(key), RawQuery(run)).await {
-        Ok(Json(run)) => Json(json!({
-            "finished": run.pipeline.is_finished(),
-            "html": run_panel(Some(&run)),
+    let current =
+        match api::status(State(state.app.clone()), Path(key.clone()), RawQuery(run)).await {
+            Ok(Json(run)) => Some(run),
+            Err(error) if error.code == crate::error::ErrorCode::SyncRunNotFound => None,
+            Err(error) => return error.into_response(),
+        };
+    let source = match find_source(&state, &key).await {
+        Ok(source) => source,
+        Err(error) => return error.into_response(),
+    };
+    match api::recent_runs(&state.app, source.id, &source.key, 10).await {
+        Ok(runs) => Json(json!({
+            "finished": current.as_ref().is_some_and(|run| run.pipeline.is_finished()),
+            "html": live_html(&source, current.as_ref(), &runs),
         }))
         .into_response(),
-        Err(error) if error.code == crate::error::ErrorCode::SyncRunNotFound => {
-            Json(json!({"finished": false, "html": run_panel(None)})).into_response()
-        }
         Err(error) => error.into_response(),
     }
 }
