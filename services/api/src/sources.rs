@@ -317,10 +317,12 @@ fn validate_settings(settings: &SourceSettings) -> Result<(), ApiError> {
             "must be from 1 to 64",
         ));
     }
-    if !(-14 * 60..=14 * 60).contains(&settings.cql_timezone_offset_minutes) {
+    if let Some(zone) = &settings.cql_time_zone
+        && pagestream_confluence::UserTimeZone::parse(zone).is_err()
+    {
         return Err(ApiError::invalid(
-            "settings.cql_timezone_offset_minutes",
-            "must be within ±840 minutes",
+            "settings.cql_time_zone",
+            "must be an IANA time zone name such as Europe/Berlin",
         ));
     }
     if settings.incremental_interval_secs != 0 && settings.incremental_interval_secs < 60 {

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError};
 use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery, ListOptions,
-    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey,
+    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
 };
 use pagestream_events::{
     Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable, SourceKey,
@@ -721,11 +721,9 @@ impl Run<'_> {
         reconcile_deletions: bool,
     ) -> Result<(), FetcherError> {
         let window = self.window().await?;
-        let offset = FixedOffset::east_opt(settings.cql_timezone_offset_minutes.saturating_mul(60))
-            .unwrap_or(Utc.fix());
         let mut cql = CqlQuery::pages_in_space(self.space_key()?)
             .modified_before(window.before)
-            .time_zone(offset);
+            .time_zone(self.user_time_zone(settings).await?);
         if let Some(from) = window.from {
             cql = cql.modified_from(from);
         }
@@ -751,6 +749,29 @@ impl Run<'_> {
             .state
             .set_watermark(&self.site.source, window.next_watermark)
             .await
+    }
+
+    /// The zone Confluence reads this source's CQL dates in: the source's setting, else the API
+    /// user's profile (asked on every run: a user may move), else UTC with a warning.
+    async fn user_time_zone(
+        &self,
+        settings: &SourceSettings,
+    ) -> Result<UserTimeZone, FetcherError> {
+        if let Some(name) = &settings.cql_time_zone {
+            return Ok(UserTimeZone::parse(name)?);
+        }
+        let unknown = match self.client.current_user_time_zone().await {
+            Ok(Some(zone)) => return Ok(zone),
+            Ok(None) => "the user's profile does not say it".to_owned(),
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(
+            source = %self.site.source,
+            reason = %unknown,
+            "the api user's time zone is unknown; cql dates are written in utc (set settings.cql_time_zone)"
+        );
+        Ok(UserTimeZone::UTC)
     }
 
     /// Whether the source's periodic deletion reconciliation is due (never reconciled, or longer

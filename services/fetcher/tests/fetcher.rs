@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{TimeZone, Utc};
 use confluence_sim::{EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig};
 use futures::StreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
@@ -40,17 +40,22 @@ async fn harness(pages: usize) -> Harness {
 
 const PERSONAL_ACCESS_TOKEN: &str = "dc-personal-access-token";
 
+fn sim_config(pages: usize) -> SimConfig {
+    SimConfig {
+        personal_access_token: Some(PERSONAL_ACCESS_TOKEN.into()),
+        ..SimConfig::new(11, pages)
+    }
+}
+
 async fn harness_with(pages: usize, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
+    harness_on(sim_config(pages), options, auth_kind).await
+}
+
+async fn harness_on(config: SimConfig, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
     captured_logs();
-    let sim = confluence_sim::start(
-        SimConfig {
-            personal_access_token: Some(PERSONAL_ACCESS_TOKEN.into()),
-            ..SimConfig::new(11, pages)
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("start simulator");
+    let sim = confluence_sim::start(config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start simulator");
     let bus = pagestream_testkit::bus().await;
     let registry = SourceRegistry::open(&bus).await.expect("registry");
     let secret_key = SecretKey::parse(&SecretKey::generate()).expect("secret key");
@@ -344,6 +349,61 @@ async fn incremental_sync_emits_exactly_the_edited_pages() {
         .expect("sync");
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!(reconciled.pages_deleted, 1);
+}
+
+#[tokio::test]
+async fn incremental_windows_are_read_in_the_api_user_s_time_zone_across_daylight_saving() {
+    // Sydney's API user: UTC+11 in its summer, UTC+10 before daylight saving began on 2026-10-04
+    // at 02:00 local (2026-10-03T16:00Z). The zone comes from the user's profile, not a setting.
+    let h = harness_on(
+        SimConfig {
+            time_zone: chrono_tz::Tz::Australia__Sydney,
+            ..sim_config(60)
+        },
+        FetcherOptions::default(),
+        AuthKind::Cloud,
+    )
+    .await;
+    h.sync(SyncMode::Full).await;
+    let ids_now = h.sim.handle.current_page_ids();
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+
+    // An edit now: a window written in UTC would end ten or eleven hours ago as Sydney reads it.
+    h.sim
+        .handle
+        .edit(ids_now[3], EditPage::default())
+        .await
+        .expect("edit");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&tap.drain().await), [PageId::from(ids_now[3])].into());
+    assert_eq!(run.pages_changed, 1);
+
+    // A window opened before daylight saving began: its lower bound is written at +10, although
+    // +11 is in force now (with today's offset it would start an hour late and miss the edit).
+    let at = |h, m| {
+        Utc.with_ymd_and_hms(2026, 10, 3, h, m, 0)
+            .single()
+            .expect("date")
+    };
+    h.fetcher
+        .state()
+        .set_watermark(&h.source, at(14, 10))
+        .await
+        .expect("watermark");
+    h.sim
+        .handle
+        .edit(
+            ids_now[7],
+            EditPage {
+                modified_at: Some(at(14, 30)),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("edit in the past");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&tap.drain().await), [PageId::from(ids_now[7])].into());
+    assert_eq!(run.pages_changed, 1);
 }
 
 #[tokio::test]

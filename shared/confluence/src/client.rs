@@ -9,12 +9,12 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
 use serde::de::DeserializeOwned;
 
-use crate::model::{Listing, ListingLinks};
+use crate::model::{CurrentUser, Listing, ListingLinks};
 use crate::stats::Counters;
 use crate::transport::{Fetched, SharedTransport, Transport};
 use crate::{
     AncestorRef, ClientConfig, ClientStats, ConfluenceError, Content, Page, SearchHit, Space,
-    SpaceId, SpaceKey,
+    SpaceId, SpaceKey, UserTimeZone,
 };
 
 /// Expansions for a v1 search that returns everything a `page.changed` needs in one request per
@@ -128,6 +128,18 @@ impl ConfluenceClient {
                 .append_pair("expand", &expand.join(","));
         }
         self.get_json(&url).await
+    }
+
+    /// v1 `GET /rest/api/user/current`: the API user's profile time zone, in which Confluence
+    /// reads CQL dates. `None` where the profile hides it (a privacy setting on Cloud), the site
+    /// does not say (Data Center) or names a zone this build does not know.
+    pub async fn current_user_time_zone(&self) -> Result<Option<UserTimeZone>, ConfluenceError> {
+        let url = self.endpoint(&["rest", "api", "user", "current"]);
+        let user: CurrentUser = self.get_json(&url).await?;
+        Ok(user
+            .time_zone
+            .as_deref()
+            .and_then(|name| UserTimeZone::parse(name).ok()))
     }
 
     // ----- v2 (Cloud) -------------------------------------------------------------------------

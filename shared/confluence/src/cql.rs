@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use crate::ConfluenceError;
 
@@ -60,6 +61,61 @@ pub fn quote_cql(value: &str) -> String {
 /// The CQL date format (minute precision, read in the API user's time zone).
 const CQL_DATE_FORMAT: &str = "%Y-%m-%d %H:%M";
 
+/// The time zone of the API user's profile, in which Confluence reads CQL dates: an IANA zone, so
+/// that a window is written with the offset in force at each of its bounds (daylight saving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserTimeZone(Tz);
+
+impl UserTimeZone {
+    pub const UTC: Self = Self(Tz::UTC);
+
+    /// An IANA zone name (`Australia/Sydney`, `UTC`).
+    pub fn parse(name: &str) -> Result<Self, ConfluenceError> {
+        name.parse::<Tz>()
+            .map(Self)
+            .map_err(|_| ConfluenceError::InvalidTimeZone(name.chars().take(80).collect()))
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// `at` as the local minute CQL compares with. Where daylight saving ends, a local time
+    /// occurs twice and Confluence may read either: a lower bound takes the reading that starts
+    /// the window no later than `at`, an upper bound the one that ends it no earlier.
+    fn local(&self, at: DateTime<Utc>, bound: Bound) -> NaiveDateTime {
+        let local = at.with_timezone(&self.0).naive_local();
+        match self.0.from_local_datetime(&local) {
+            LocalResult::Ambiguous(one, other) => {
+                let repeated = (one - other).abs();
+                match bound {
+                    Bound::Lower => local - repeated,
+                    Bound::Upper => local + repeated,
+                }
+            }
+            _ => local,
+        }
+    }
+}
+
+impl Default for UserTimeZone {
+    fn default() -> Self {
+        Self::UTC
+    }
+}
+
+impl fmt::Display for UserTimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Lower,
+    Upper,
+}
+
 /// Builds the discovery query: pages of one space, optionally within a `lastmodified` window,
 /// oldest first.
 ///
@@ -71,7 +127,7 @@ pub struct CqlQuery {
     space: SpaceKey,
     modified_from: Option<DateTime<Utc>>,
     modified_before: Option<DateTime<Utc>>,
-    time_zone: FixedOffset,
+    time_zone: UserTimeZone,
 }
 
 impl CqlQuery {
@@ -80,7 +136,7 @@ impl CqlQuery {
             space,
             modified_from: None,
             modified_before: None,
-            time_zone: Utc.fix(),
+            time_zone: UserTimeZone::UTC,
         }
     }
 
@@ -97,8 +153,8 @@ impl CqlQuery {
     }
 
     /// The time zone Confluence reads CQL dates in (the API user's profile zone).
-    pub fn time_zone(mut self, offset: FixedOffset) -> Self {
-        self.time_zone = offset;
+    pub fn time_zone(mut self, zone: UserTimeZone) -> Self {
+        self.time_zone = zone;
         self
     }
 
@@ -106,9 +162,11 @@ impl CqlQuery {
         &self.space
     }
 
-    fn date(&self, at: DateTime<Utc>) -> String {
+    fn date(&self, at: DateTime<Utc>, bound: Bound) -> String {
         quote_cql(
-            &at.with_timezone(&self.time_zone)
+            &self
+                .time_zone
+                .local(at, bound)
                 .format(CQL_DATE_FORMAT)
                 .to_string(),
         )
@@ -119,10 +177,10 @@ impl fmt::Display for CqlQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "type=page and space={}", quote_cql(self.space.as_str()))?;
         if let Some(from) = self.modified_from {
-            write!(f, " and lastmodified >= {}", self.date(from))?;
+            write!(f, " and lastmodified >= {}", self.date(from, Bound::Lower))?;
         }
         if let Some(before) = self.modified_before {
-            write!(f, " and lastmodified < {}", self.date(before))?;
+            write!(f, " and lastmodified < {}", self.date(before, Bound::Upper))?;
         }
         f.write_str(" order by lastmodified asc")
     }
@@ -183,10 +241,58 @@ mod tests {
         let window = plain
             .modified_from(from)
             .modified_before(before)
-            .time_zone(FixedOffset::east_opt(2 * 3600).expect("offset"));
+            .time_zone(UserTimeZone::parse("Europe/Berlin").expect("zone"));
         assert_eq!(
             window.to_string(),
-            r#"type=page and space="ENG" and lastmodified >= "2024-03-02 01:30" and lastmodified < "2024-03-02 03:00" order by lastmodified asc"#
+            r#"type=page and space="ENG" and lastmodified >= "2024-03-02 00:30" and lastmodified < "2024-03-02 02:00" order by lastmodified asc"#
         );
+    }
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("date")
+    }
+
+    #[test]
+    fn a_window_across_a_daylight_saving_change_has_each_bound_in_its_own_offset() {
+        let sydney = UserTimeZone::parse("Australia/Sydney").expect("zone");
+        // Daylight saving began on 2026-10-04 at 02:00 AEST (+10), then 03:00 AEDT (+11).
+        let window = CqlQuery::pages_in_space(SpaceKey::new("ENG").expect("key"))
+            .modified_from(at(2026, 10, 3, 14, 5))
+            .modified_before(at(2026, 12, 3, 1, 0))
+            .time_zone(sydney);
+        assert_eq!(
+            window.to_string(),
+            r#"type=page and space="ENG" and lastmodified >= "2026-10-04 00:05" and lastmodified < "2026-12-03 12:00" order by lastmodified asc"#
+        );
+    }
+
+    #[test]
+    fn a_repeated_local_hour_widens_the_window() {
+        let berlin = UserTimeZone::parse("Europe/Berlin").expect("zone");
+        // 2026-10-25: 03:00 CEST became 02:00 CET, so 02:30 local happened at 00:30 and 01:30 UTC.
+        let window = CqlQuery::pages_in_space(SpaceKey::new("ENG").expect("key"))
+            .modified_from(at(2026, 10, 25, 0, 30))
+            .modified_before(at(2026, 10, 25, 1, 30))
+            .time_zone(berlin);
+        assert_eq!(
+            window.to_string(),
+            r#"type=page and space="ENG" and lastmodified >= "2026-10-25 01:30" and lastmodified < "2026-10-25 03:30" order by lastmodified asc"#
+        );
+    }
+
+    #[test]
+    fn zone_names_are_validated() {
+        assert_eq!(
+            UserTimeZone::parse("America/New_York")
+                .expect("zone")
+                .name(),
+            "America/New_York"
+        );
+        assert_eq!(UserTimeZone::default(), UserTimeZone::UTC);
+        for bad in ["", "UTC+10", "Mars/Olympus", "+02:00"] {
+            assert!(UserTimeZone::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -13,6 +13,9 @@ pub enum ConfluenceError {
     /// A space key that Confluence would not accept (also guards the CQL and URLs built from it).
     #[error("invalid space key {0:?}")]
     InvalidSpaceKey(String),
+    /// A time zone that is not an IANA zone name.
+    #[error("unknown time zone {0:?} (an IANA name such as Europe/Berlin is expected)")]
+    InvalidTimeZone(String),
     /// Status 401: wrong or expired credentials.
     #[error("confluence rejected the credentials (401) on {endpoint}")]
     Unauthorized { endpoint: String },

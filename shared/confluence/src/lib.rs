@@ -67,7 +67,7 @@ pub use client::{
     ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
 };
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
-pub use cql::{CqlQuery, SpaceKey, quote_cql};
+pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};
 pub use error::ConfluenceError;
 pub use model::{
     AncestorRef, Body, BodyValue, Content, ContentAncestor, ContentLinks, ContentVersion, History,

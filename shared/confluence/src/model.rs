@@ -173,6 +173,15 @@ pub struct Space {
     pub homepage_id: Option<PageId>,
 }
 
+/// The API user, from v1 `/rest/api/user/current` (only what the fetcher reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentUser {
+    /// An IANA zone name; null when the user's privacy settings hide it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub time_zone: Option<String>,
+}
+
 /// One ancestor from v2 `/pages/{id}/ancestors` (ids only; titles come from the pages themselves).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AncestorRef {

@@ -182,8 +182,10 @@ pub struct SourceSettings {
     pub incremental_interval_secs: u64,
     /// Seconds between deletion reconciliations (a full id listing); a week by default.
     pub reconcile_interval_secs: u64,
-    /// Offset of the Confluence API user's time zone from UTC, in minutes (CQL dates are local).
-    pub cql_timezone_offset_minutes: i32,
+    /// The Confluence API user's time zone (an IANA name), in which CQL dates are read: set it
+    /// only where Confluence does not say it (Data Center; a Cloud profile that hides it). By
+    /// default the fetcher reads it from the user's profile before each incremental run.
+    pub cql_time_zone: Option<String>,
     /// Client-side limits on Confluence requests.
     pub requests_per_second: f64,
     pub concurrent_requests: usize,
@@ -194,7 +196,7 @@ impl Default for SourceSettings {
         Self {
             incremental_interval_secs: 900,
             reconcile_interval_secs: 7 * 24 * 3600,
-            cql_timezone_offset_minutes: 0,
+            cql_time_zone: None,
             requests_per_second: 10.0,
             concurrent_requests: 4,
         }

@@ -3,7 +3,8 @@
 //! optional `order by lastmodified [asc|desc]`. Anything else is rejected, as Confluence rejects
 //! what it cannot parse (400).
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CqlFilter {
@@ -105,7 +106,7 @@ fn tokenize(cql: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-fn parse_date(value: &str, zone: FixedOffset) -> Option<DateTime<Utc>> {
+fn parse_date(value: &str, zone: Tz) -> Option<DateTime<Utc>> {
     let naive = ["%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
@@ -115,13 +116,19 @@ fn parse_date(value: &str, zone: FixedOffset) -> Option<DateTime<Utc>> {
                 .find_map(|f| NaiveDate::parse_from_str(value, f).ok())
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
+    // As Java's `ZonedDateTime.of` (Confluence's own reading): a repeated local hour (daylight
+    // saving ends) is its first occurrence, a skipped one (daylight saving begins) an hour later.
     zone.from_local_datetime(&naive)
-        .single()
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                .earliest()
+        })
         .map(|d| d.with_timezone(&Utc))
 }
 
 /// Parses the supported subset; the error is the reason Confluence-style (`Could not parse cql`).
-pub fn parse(cql: &str, zone: FixedOffset) -> Result<CqlFilter, String> {
+pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
     let tokens = tokenize(cql)?;
     let mut filter = CqlFilter {
         space: None,
@@ -206,8 +213,8 @@ pub fn parse(cql: &str, zone: FixedOffset) -> Result<CqlFilter, String> {
 mod tests {
     use super::*;
 
-    fn utc() -> FixedOffset {
-        FixedOffset::east_opt(0).expect("utc")
+    fn utc() -> Tz {
+        Tz::UTC
     }
 
     #[test]
@@ -240,10 +247,18 @@ mod tests {
     fn time_zone_shifts_the_bounds() {
         let f = parse(
             r#"type=page and lastmodified >= "2024-03-01 02:00""#,
-            FixedOffset::east_opt(2 * 3600).expect("tz"),
+            Tz::Europe__Helsinki,
         )
         .expect("parse");
         assert_eq!(f.modified[0].1.to_rfc3339(), "2024-03-01T00:00:00+00:00");
+        // The same zone in summer, a day after daylight saving began (03:00 became 04:00).
+        let f = parse(
+            r#"type=page and lastmodified >= "2024-04-01 02:00" and lastmodified < "2024-03-31 03:30""#,
+            Tz::Europe__Helsinki,
+        )
+        .expect("parse");
+        assert_eq!(f.modified[0].1.to_rfc3339(), "2024-03-31T23:00:00+00:00");
+        assert_eq!(f.modified[1].1.to_rfc3339(), "2024-03-31T01:30:00+00:00");
     }
 
     #[test]

@@ -44,14 +44,9 @@ struct Args {
     /// Where mutations POST Cloud webhooks (`{url}/{event}`).
     #[arg(long, env = "CONFLUENCE_SIM_WEBHOOK_URL")]
     webhook_url: Option<String>,
-    /// The API user's time zone as minutes east of UTC (CQL dates are read in it).
-    #[arg(
-        long,
-        env = "CONFLUENCE_SIM_TZ_OFFSET_MINUTES",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    tz_offset_minutes: i32,
+    /// The API user's profile time zone, an IANA name (CQL dates are read in it).
+    #[arg(long, env = "CONFLUENCE_SIM_TIME_ZONE", default_value = "UTC")]
+    time_zone: chrono_tz::Tz,
     /// Sign webhooks with `X-Hub-Signature: sha256=…` using this secret.
     #[arg(long, env = "CONFLUENCE_SIM_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -76,8 +71,7 @@ async fn main() -> anyhow::Result<()> {
     config.personal_access_token = args.pat;
     config.webhook_target = args.webhook_url;
     config.webhook_secret = args.webhook_secret;
-    config.time_zone = chrono::FixedOffset::east_opt(args.tz_offset_minutes * 60)
-        .context("--tz-offset-minutes must be within a day")?;
+    config.time_zone = args.time_zone;
     let sim = confluence_sim::start(config, SocketAddr::new(args.bind, args.port))
         .await
         .context("starting the confluence simulator")?;

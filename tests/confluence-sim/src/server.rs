@@ -49,6 +49,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/wiki/rest/api/content/search", get(v1_search))
         .route("/wiki/rest/api/content/{id}", get(v1_content))
+        .route("/wiki/rest/api/user/current", get(v1_current_user))
         .route("/wiki/api/v2/pages", get(v2_pages))
         .route("/wiki/api/v2/pages/{id}", get(v2_page))
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
@@ -743,6 +744,43 @@ async fn v1_content(
             &format!("No content found with id: ContentId{{id={id}}}"),
         ),
     }
+}
+
+/// v1 `GET /rest/api/user/current`: the API user (the first of the simulated users), with the
+/// profile time zone CQL dates are read in (null when the profile hides it).
+async fn v1_current_user(State(shared): App, headers: HeaderMap) -> Response {
+    let path = "/wiki/rest/api/user/current";
+    let near = match guard(&shared, &headers, path, "v1.user.current", Api::V1).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let (account_id, name) = USERS.first().copied().unwrap_or(("", ""));
+    let (email, time_zone) = {
+        let state = shared.lock();
+        (
+            state.config.email.clone(),
+            state
+                .config
+                .time_zone_visible
+                .then(|| state.config.time_zone.name()),
+        )
+    };
+    ok(
+        json!({
+            "type": "known",
+            "accountId": account_id,
+            "accountType": "atlassian",
+            "email": email,
+            "publicName": name,
+            "displayName": name,
+            "timeZone": time_zone,
+            "isExternalCollaborator": false,
+            "_links": {"self": format!("{site}/rest/api/user?accountId={account_id}"), "base": site},
+        }),
+        near,
+        None,
+    )
 }
 
 async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{FixedOffset, Offset as _, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::content::{self, LinkTargets, PageStatus, SimPage, USERS};
@@ -27,8 +28,10 @@ pub struct SimConfig {
     pub webhook_target: Option<String>,
     /// When set, webhooks carry `X-Hub-Signature: sha256=<hmac of the body>`.
     pub webhook_secret: Option<String>,
-    /// The API user's time zone, in which CQL dates are read.
-    pub time_zone: FixedOffset,
+    /// The API user's profile time zone, in which CQL dates are read (daylight saving included).
+    pub time_zone: Tz,
+    /// Whether `/rest/api/user/current` shows the zone (a Cloud privacy setting can hide it).
+    pub time_zone_visible: bool,
 }
 
 impl SimConfig {
@@ -45,7 +48,8 @@ impl SimConfig {
             personal_access_token: None,
             webhook_target: None,
             webhook_secret: None,
-            time_zone: Utc.fix(),
+            time_zone: Tz::UTC,
+            time_zone_visible: true,
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct EditPage {
     /// New storage body; without one the next generated body is used.
     pub body: Option<String>,
     pub labels: Option<Vec<String>>,
+    /// When the edit happened (now by default): tests of windows in the past set it.
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -366,7 +372,7 @@ impl SimState {
             .filter(|p| p.status == PageStatus::Current)
             .ok_or(MutationError::NotFound(id))?;
         page.version += 1;
-        page.modified_at = Utc::now();
+        page.modified_at = request.modified_at.unwrap_or_else(Utc::now);
         page.last_modifier = actor;
         if let Some(title) = request.title {
             page.title = title;
