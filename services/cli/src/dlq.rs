@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use pagestream_bus::Bus;
-use pagestream_bus::dead_letter;
+use pagestream_bus::dead_letter::{self, RetryOutcome};
 
 use crate::commands::print_json;
 use crate::error::CliError;
@@ -86,12 +86,20 @@ pub async fn retry(
         ));
     }
     for sequence in sequences {
-        let letter = dead_letter::retry(bus, sequence).await?;
-        writeln!(
-            out,
-            "retried {sequence}: {} again on {}",
-            letter.stage, letter.subject
-        )?;
+        let retried = dead_letter::retry(bus, sequence).await?;
+        let letter = &retried.letter;
+        match retried.outcome {
+            RetryOutcome::Published => writeln!(
+                out,
+                "retried {sequence}: {} again on {}",
+                letter.stage, letter.subject
+            )?,
+            RetryOutcome::Superseded { reason } => writeln!(
+                out,
+                "dropped {sequence}: {reason}, so publishing {} again would take the page back",
+                letter.subject
+            )?,
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -217,6 +217,7 @@ impl Fetcher {
             site: source.site,
             run_id: request.run_id,
             reported_at: 0,
+            failed: BTreeSet::new(),
             progress: SyncProgress {
                 source: request.source.clone(),
                 run_id: request.run_id,
@@ -520,6 +521,8 @@ struct Run<'a> {
     progress: SyncProgress,
     /// Pages handled when progress was last published.
     reported_at: u64,
+    /// Pages that failed in this run: the next incremental run fetches them again.
+    failed: BTreeSet<PageId>,
 }
 
 impl Run<'_> {
@@ -558,6 +561,7 @@ impl Run<'_> {
             return Err(error);
         }
         tracing::warn!(run_id = %self.run_id, page = %page, %error, "page skipped");
+        self.failed.insert(page.clone());
         self.progress.pages_failed += 1;
         self.progress.last_error = Some(error.to_string());
         Ok(())
@@ -623,6 +627,9 @@ impl Run<'_> {
         self.reconcile(&tree, &known).await?;
         let state = &self.fetcher.state;
         state.set_reconciled(&self.site.source, started_at).await?;
+        state
+            .set_failed_pages(&self.site.source, &self.failed)
+            .await?;
         // An incremental run after this one only needs what changed since it started.
         state.set_watermark(&self.site.source, started_at).await
     }
@@ -688,31 +695,60 @@ impl Run<'_> {
             let mut changes = Vec::new();
             for content in batch.iter().filter(|content| is_page(content)) {
                 tree.insert_content(content);
-                let changed = match page_info::from_content(&self.site, content) {
-                    Ok(changed) => changed,
-                    Err(error) => {
-                        changes.push((content.id.clone(), Err(error)));
-                        continue;
-                    }
-                };
-                let mut labels = changed.page.labels.clone();
-                labels.sort();
-                let labels_known = content
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.labels.is_some());
-                if let Some(incarnation) = incarnation_to_emit(
-                    known.get(&content.id),
-                    changed.page.version,
-                    &changed.page.path,
-                    labels_known.then_some(labels.as_slice()),
-                ) {
-                    changes.push((content.id.clone(), Ok((changed, incarnation, labels_known))));
-                }
+                changes.extend(self.change_of(content, known));
             }
             self.emit_all(changes).await?;
         }
         Ok(tree)
+    }
+
+    /// What a page's content asks to emit: nothing when the fetcher already emitted it as it
+    /// stands, else the page's next version or incarnation (or why it cannot be emitted).
+    fn change_of(
+        &self,
+        content: &Content,
+        known: &HashMap<PageId, PageRecord>,
+    ) -> Option<(PageId, Result<PageToEmit, FetcherError>)> {
+        let changed = match page_info::from_content(&self.site, content) {
+            Ok(changed) => changed,
+            Err(error) => return Some((content.id.clone(), Err(error))),
+        };
+        let mut labels = changed.page.labels.clone();
+        labels.sort();
+        let labels_known = content
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.labels.is_some());
+        let incarnation = incarnation_to_emit(
+            known.get(&content.id),
+            changed.page.version,
+            &changed.page.path,
+            labels_known.then_some(labels.as_slice()),
+        )?;
+        Some((content.id.clone(), Ok((changed, incarnation, labels_known))))
+    }
+
+    /// Fetches again, by id, the pages that failed in the last run and that this run's window
+    /// did not bring back: the watermark has moved past them.
+    async fn retry_failed(
+        &mut self,
+        failed_before: BTreeSet<PageId>,
+        seen: &Tree,
+        known: &HashMap<PageId, PageRecord>,
+    ) -> Result<(), FetcherError> {
+        let mut changes = Vec::new();
+        for page in failed_before.iter().filter(|page| !seen.contains(page)) {
+            match self.client.content(page, SYNC_EXPAND).await {
+                Ok(content) if is_page(&content) => {
+                    self.progress.pages_seen += 1;
+                    changes.extend(self.change_of(&content, known));
+                }
+                // Gone or no longer a page: the deletion reconciliation deals with it.
+                Ok(_) | Err(ConfluenceError::NotFound { .. }) => {}
+                Err(error) => changes.push((page.clone(), Err(error.into()))),
+            }
+        }
+        self.emit_all(changes).await
     }
 
     async fn incremental(
@@ -727,8 +763,10 @@ impl Run<'_> {
         if let Some(from) = window.from {
             cql = cql.modified_from(from);
         }
+        let failed_before = self.fetcher.state.failed_pages(&self.site.source).await?;
         let known = self.fetcher.state.records(&self.site.source).await?;
-        self.search_and_emit(&cql, &known).await?;
+        let seen = self.search_and_emit(&cql, &known).await?;
+        self.retry_failed(failed_before, &seen, &known).await?;
         if reconcile_deletions || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
             let known = self.fetcher.state.records(&self.site.source).await?;
@@ -745,6 +783,10 @@ impl Run<'_> {
                 .set_reconciled(&self.site.source, started_at)
                 .await?;
         }
+        self.fetcher
+            .state
+            .set_failed_pages(&self.site.source, &self.failed)
+            .await?;
         self.fetcher
             .state
             .set_watermark(&self.site.source, window.next_watermark)

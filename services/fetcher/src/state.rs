@@ -9,9 +9,11 @@
 //!   run redelivered after a crash queries the same bounds;
 //! - `<source>.source`: the id of the source the state belongs to (a source removed and added
 //!   again under its key starts afresh);
-//! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs.
+//! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs;
+//! - `<source>.failed`: the pages that failed in the last run, which the next incremental run
+//!   fetches again whatever its window (the watermark moves on without them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -31,6 +33,7 @@ const WINDOW: &str = "window";
 const RECONCILED: &str = "reconciled";
 const SOURCE_ID: &str = "source";
 const SCHEDULE: &str = "schedule";
+const FAILED: &str = "failed";
 
 /// Compare-and-set attempts before a write racing other replicas gives up (transient).
 const CAS_ATTEMPTS: usize = 16;
@@ -374,6 +377,32 @@ impl FetcherState {
             .put(format!("{source}.{name}"), Bytes::from(at.to_rfc3339()))
             .await
             .map_err(|error| state_error("put timestamp", error))?;
+        Ok(())
+    }
+
+    /// The pages that failed in the source's last run.
+    pub async fn failed_pages(&self, source: &SourceKey) -> Result<BTreeSet<PageId>, FetcherError> {
+        let value = self
+            .store
+            .get(format!("{source}.{FAILED}"))
+            .await
+            .map_err(|error| state_error("get failed pages", error))?;
+        Ok(value
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default())
+    }
+
+    pub async fn set_failed_pages(
+        &self,
+        source: &SourceKey,
+        pages: &BTreeSet<PageId>,
+    ) -> Result<(), FetcherError> {
+        let value =
+            serde_json::to_vec(pages).map_err(|error| state_error("encode failed pages", error))?;
+        self.store
+            .put(format!("{source}.{FAILED}"), Bytes::from(value))
+            .await
+            .map_err(|error| state_error("put failed pages", error))?;
         Ok(())
     }
 

@@ -407,6 +407,60 @@ async fn incremental_windows_are_read_in_the_api_user_s_time_zone_across_dayligh
 }
 
 #[tokio::test]
+async fn a_page_that_failed_is_fetched_again_by_the_next_run_after_the_watermark_passed_it() {
+    let options = FetcherOptions {
+        overlap: Duration::ZERO,
+        ..FetcherOptions::default()
+    };
+    let h = harness_with(40, options, AuthKind::Cloud).await;
+    h.sync(SyncMode::Full).await;
+    let page = h.sim.handle.current_page_ids()[9];
+    // The window of the next run starts 20 minutes ago; the page was edited 10 minutes ago and
+    // Confluence cannot render it for now.
+    h.fetcher
+        .state()
+        .set_watermark(&h.source, Utc::now() - chrono::Duration::minutes(20))
+        .await
+        .expect("watermark");
+    let (edited, _) = h
+        .sim
+        .handle
+        .edit(
+            page,
+            EditPage {
+                modified_at: Some(Utc::now() - chrono::Duration::minutes(10)),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("edit");
+    h.sim.handle.set_faults(Faults {
+        bodiless: vec![page],
+        ..Faults::default()
+    });
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+    let failed = h.sync(SyncMode::Incremental).await;
+    assert_eq!(failed.pages_failed, 1);
+    assert!(tap.drain().await.is_empty());
+
+    // Confluence renders it again. The window of the next run starts where the last one ended,
+    // after the edit: the page comes from the run's list of failed pages.
+    h.sim.handle.clear_faults();
+    let retried = h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&tap.drain().await), [PageId::from(page)].into());
+    assert_eq!((retried.pages_changed, retried.pages_failed), (1, 0));
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.version, edited.version);
+
+    // Once emitted, it is not fetched again.
+    h.sim.handle.reset_stats();
+    let after = h.sync(SyncMode::Incremental).await;
+    assert!(tap.drain().await.is_empty());
+    assert_eq!((after.pages_changed, after.pages_failed), (0, 0));
+    assert_eq!(h.sim.handle.stats().endpoint("v1.content"), 0);
+}
+
+#[tokio::test]
 async fn trashed_and_purged_pages_are_deleted_and_purged_from_the_streams() {
     let h = harness(60).await;
     h.sync(SyncMode::Full).await;

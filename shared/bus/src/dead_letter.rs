@@ -9,8 +9,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use async_nats::jetstream::context::PublishErrorKind;
+
 use crate::claim_check::CLAIM_CHECK_HEADER;
-use crate::{Bus, BusError};
+use crate::topology::is_command;
+use crate::{Bus, BusError, SendError};
 
 /// One dead letter: the event as it was delivered, and why the stage gave up on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,8 +119,28 @@ pub async fn list(bus: &Bus, limit: usize) -> Result<Vec<(u64, DeadLetter)>, Bus
     Ok(letters)
 }
 
-/// Publishes a dead letter's event again on its subject and removes the letter.
-pub async fn retry(bus: &Bus, sequence: u64) -> Result<DeadLetter, BusError> {
+/// What retrying a dead letter did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    /// The event was published again on its subject.
+    Published,
+    /// The letter was a page's fact that the stream no longer holds as the page's latest: a
+    /// newer fact replaced it, or the page's facts were purged. Publishing it again would take
+    /// the page back (or bring a purged page back), so it was dropped.
+    Superseded { reason: &'static str },
+}
+
+/// A retried dead letter and what became of it (the letter is removed either way).
+#[derive(Debug, Clone)]
+pub struct Retried {
+    pub letter: DeadLetter,
+    pub outcome: RetryOutcome,
+}
+
+/// Publishes a dead letter's event again on its subject and removes the letter. A page's fact is
+/// published again only while it is still the page's latest message in its stream (checked and
+/// published atomically, with the subject's expected last sequence).
+pub async fn retry(bus: &Bus, sequence: u64) -> Result<Retried, BusError> {
     let stream = bus
         .jetstream()
         .get_stream(bus.streams().dead_letters())
@@ -135,16 +158,51 @@ pub async fn retry(bus: &Bus, sequence: u64) -> Result<DeadLetter, BusError> {
     }
     // A fresh message id: the original one may still be inside the duplicate window.
     let id = format!("retry:{sequence}:{}", uuid::Uuid::new_v4());
-    bus.publish_bytes(
-        letter.subject.clone(),
-        id,
-        headers,
-        Bytes::from(letter.body_bytes()?),
-    )
-    .await?;
+    let body = Bytes::from(letter.body_bytes()?);
+    let fact_kind = bus
+        .subjects()
+        .parse(&letter.subject)
+        .ok()
+        .map(|parsed| parsed.kind)
+        .filter(|kind| !is_command(*kind));
+    let outcome = match fact_kind {
+        Some(kind) => {
+            let last = bus.last_sequence_of(kind, &letter.subject).await?;
+            match last {
+                None => RetryOutcome::Superseded {
+                    reason: "the page's facts were purged",
+                },
+                Some(last) if last != letter.stream_sequence => RetryOutcome::Superseded {
+                    reason: "a newer fact of the page is in the stream",
+                },
+                Some(last) => {
+                    headers.insert(
+                        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                        last.to_string().as_str(),
+                    );
+                    match bus.send(letter.subject.clone(), id, headers, body).await {
+                        Ok(_) => RetryOutcome::Published,
+                        Err(SendError::Publish(error))
+                            if error.kind() == PublishErrorKind::WrongLastSequence =>
+                        {
+                            RetryOutcome::Superseded {
+                                reason: "a newer fact of the page is in the stream",
+                            }
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+        }
+        None => {
+            bus.publish_bytes(letter.subject.clone(), id, headers, body)
+                .await?;
+            RetryOutcome::Published
+        }
+    };
     stream
         .delete_message(sequence)
         .await
         .map_err(|error| BusError::jetstream("delete dead letter", error))?;
-    Ok(letter)
+    Ok(Retried { letter, outcome })
 }

@@ -172,6 +172,25 @@ pub struct Published {
 /// Header of fact messages: the page version they state, read by the publish guard.
 pub const VERSION_HEADER: &str = "Pagestream-Version";
 
+/// The last message on a subject of a stream, if any.
+async fn last_message(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(BusError::jetstream("get last message", error)),
+    }
+}
+
 /// Why a message could not be sent.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
@@ -286,18 +305,7 @@ impl Bus {
         let stream = self.stream(kind).await?;
         headers.insert(VERSION_HEADER, version.to_string().as_str());
         for _ in 0..RACES {
-            let last = match stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(message) => Some(message),
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                    ) =>
-                {
-                    None
-                }
-                Err(error) => return Err(BusError::jetstream("get last message", error)),
-            };
+            let last = last_message(&stream, &subject).await?;
             let last_sequence = last.as_ref().map_or(0, |message| message.sequence);
             let last_version = last
                 .as_ref()
@@ -331,6 +339,19 @@ impl Bus {
             "publish",
             format!("{subject} changed {RACES} times while publishing"),
         ))
+    }
+
+    /// The stream sequence of the last message on a subject of a kind's stream (none when the
+    /// subject holds nothing: never published, or purged).
+    pub(crate) async fn last_sequence_of(
+        &self,
+        kind: EventKind,
+        subject: &str,
+    ) -> Result<Option<u64>, BusError> {
+        let stream = self.stream(kind).await?;
+        Ok(last_message(&stream, subject)
+            .await?
+            .map(|message| message.sequence))
     }
 
     /// Publishes already-encoded bytes under a message id (also used to retry dead letters).

@@ -381,6 +381,79 @@ async fn failures_end_in_the_dead_letter_stream_and_the_stage_goes_on() {
 }
 
 #[tokio::test]
+async fn retrying_a_dead_letter_never_takes_a_page_back() {
+    let bus = pagestream_testkit::bus().await;
+    // Every page's first delivery is poison; later ones are fine.
+    let handler = Scripted::new(|_, tries| {
+        if tries == 1 {
+            Outcome::Fail(HandlerError::permanent("cannot parse body"))
+        } else {
+            Outcome::Done
+        }
+    });
+    let (cancel, task) = start(&bus, fast_stage("conv"), handler.clone());
+    for id in 1..=3 {
+        bus.publish(&changed(id, 1, "<p>v1</p>".into()))
+            .await
+            .expect("publish");
+    }
+    let letters = dead_letters(&bus, 3).await;
+    let letter_of = |id: u64| {
+        letters
+            .iter()
+            .find(|(_, letter)| letter.subject.ends_with(&format!(".{id}")))
+            .map(|(sequence, _)| *sequence)
+            .expect("letter")
+    };
+    // Page 1 moves on to version 2; page 2 is purged (deleted and purged in Confluence).
+    bus.publish(&changed(1, 2, "<p>v2</p>".into()))
+        .await
+        .expect("publish v2");
+    eventually("version 2 of page 1", || handler.tries("1") == 2).await;
+    bus.purge_page(&source(), &page(2)).await.expect("purge");
+
+    let retried = dead_letter::retry(&bus, letter_of(1))
+        .await
+        .expect("retry 1");
+    assert_eq!(
+        retried.outcome,
+        dead_letter::RetryOutcome::Superseded {
+            reason: "a newer fact of the page is in the stream"
+        }
+    );
+    let retried = dead_letter::retry(&bus, letter_of(2))
+        .await
+        .expect("retry 2");
+    assert_eq!(
+        retried.outcome,
+        dead_letter::RetryOutcome::Superseded {
+            reason: "the page's facts were purged"
+        }
+    );
+    let retried = dead_letter::retry(&bus, letter_of(3))
+        .await
+        .expect("retry 3");
+    assert_eq!(retried.outcome, dead_letter::RetryOutcome::Published);
+    eventually("the retried page 3", || handler.tries("3") == 2).await;
+
+    // Page 1's fact is still version 2, page 2 stays purged, and no letter is left.
+    let fact: Envelope<PageChanged> = bus
+        .last_for_page(&source(), &page(1))
+        .await
+        .expect("read")
+        .expect("page 1 fact");
+    assert_eq!(fact.data.page.version, 2);
+    let purged: Option<Envelope<PageChanged>> =
+        bus.last_for_page(&source(), &page(2)).await.expect("read");
+    assert!(purged.is_none(), "the purged page came back");
+    assert_eq!(handler.tries("1"), 2, "version 1 was not delivered again");
+    assert_eq!(handler.tries("2"), 1);
+    assert!(dead_letter::list(&bus, 10).await.expect("list").is_empty());
+    cancel.cancel();
+    task.await.expect("stage stops");
+}
+
+#[tokio::test]
 async fn an_outage_longer_than_the_delivery_limit_is_waited_out() {
     let bus = pagestream_testkit::bus().await;
     // Failing for 12 tries (over 2 s) is far beyond `max_deliveries` (3) and the ack wait (1 s).

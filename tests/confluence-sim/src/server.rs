@@ -457,7 +457,7 @@ fn content_v1(
     } else {
         expandable.insert("ancestors".into(), json!(""));
     }
-    if has("body") {
+    if has("body") && !state.faults.bodiless.contains(&page.id) {
         bodies.push((format!("{at}/body/storage/value"), state.body_job(page)));
         map.insert("body".into(), json!({"storage": {"value": "", "representation": "storage",
             "embeddedContent": []}, "_expandable": {"view": "", "export_view": "", "atlas_doc_format": ""}}));

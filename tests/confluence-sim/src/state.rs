@@ -70,6 +70,9 @@ pub struct Faults {
     /// Pages the API user may not see: CQL search drops them from each page of results after
     /// paging, as Cloud does, so a page may come back short or empty while `next` is still there.
     pub cql_hidden: Vec<u64>,
+    /// Pages whose storage body v1 responses leave out (`body` stays expandable), as Confluence
+    /// does for a page it cannot render: the client sees that page fail, the others not.
+    pub bodiless: Vec<u64>,
     /// Fraction of responses that carry `X-RateLimit-NearLimit: true`.
     pub near_limit_rate: f64,
     /// Where v2 listings put the next link.

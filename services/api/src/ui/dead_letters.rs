@@ -4,7 +4,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{Html, Response};
-use pagestream_bus::dead_letter;
+use pagestream_bus::dead_letter::{self, RetryOutcome};
 
 use super::html::{self, Nav, esc, page};
 use super::{Session, UiError, UiState, form_value, redirect};
@@ -25,8 +25,19 @@ pub async fn list(
         .as_deref()
         .and_then(|q| form_value(q.as_bytes(), "retried"))
         .and_then(|n| n.parse::<usize>().ok());
+    let superseded = query
+        .as_deref()
+        .and_then(|q| form_value(q.as_bytes(), "superseded"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
     let mut body = String::new();
-    if let Some(retried) = retried {
+    if superseded > 0 {
+        body.push_str(&format!(
+            r#"<p class="notice" role="status">Dropped {superseded} {}: the page has a newer fact, or was purged, so publishing again would take it back.</p>"#,
+            if superseded == 1 { "dead letter" } else { "dead letters" },
+        ));
+    }
+    if let Some(retried) = retried.filter(|n| *n > 0 || superseded == 0) {
         body.push_str(&format!(
             r#"<p class="notice" role="status">Retried {retried} {}: published again on {}.</p>"#,
             if retried == 1 { "event" } else { "events" },
@@ -101,12 +112,20 @@ pub async fn retry(
             })?;
         vec![sequence]
     };
+    let (mut published, mut superseded) = (0, 0);
     for sequence in &sequences {
-        let letter = dead_letter::retry(bus, *sequence).await.map_err(fail)?;
+        let retried = dead_letter::retry(bus, *sequence).await.map_err(fail)?;
+        let letter = &retried.letter;
+        match retried.outcome {
+            RetryOutcome::Published => published += 1,
+            RetryOutcome::Superseded { reason } => {
+                superseded += 1;
+                tracing::info!(sequence, subject = %letter.subject, reason, "dead letter dropped: superseded");
+            }
+        }
         tracing::info!(sequence, stage = %letter.stage, subject = %letter.subject, "dead letter retried from the ui");
     }
     Ok(redirect(&format!(
-        "/dead-letters?retried={}",
-        sequences.len()
+        "/dead-letters?retried={published}&superseded={superseded}"
     )))
 }
