@@ -79,6 +79,8 @@ pub struct FetcherOptions {
     pub publish_concurrency: usize,
     /// Replaces the client's retry policy (tests shorten the backoff).
     pub retry: Option<RetryPolicy>,
+    /// Largest Confluence response read, in bytes (a page over it fails alone).
+    pub max_response_bytes: usize,
 }
 
 impl Default for FetcherOptions {
@@ -88,6 +90,7 @@ impl Default for FetcherOptions {
             progress_every: 50,
             publish_concurrency: 16,
             retry: None,
+            max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -177,6 +180,7 @@ impl Fetcher {
                 if let Some(retry) = &self.options.retry {
                     config.retry = retry.clone();
                 }
+                config.max_response_bytes = self.options.max_response_bytes;
                 let client = ConfluenceClient::new(config)?;
                 let data_center = record.auth_kind == AuthKind::DataCenter;
                 let site = Site {
@@ -654,8 +658,13 @@ impl Run<'_> {
         ids.sort();
         for ids in ids.chunks(MAX_LIMIT as usize) {
             // Ids missing from the answer were removed since the listing: the next run deletes them.
-            let pages = self.client.pages_by_id(ids).await?;
-            let changes: Vec<_> = pages
+            let bulk = self.client.pages_by_id(ids).await?;
+            // A page over the response bound fails alone (the next run tries it again).
+            for (page, error) in bulk.too_large {
+                self.page_failed(&page, error.into())?;
+            }
+            let changes: Vec<_> = bulk
+                .pages
                 .iter()
                 .map(|page| {
                     let incarnation = wanted.get(&page.id).copied().unwrap_or(0);

@@ -94,6 +94,10 @@ pub struct Config {
     /// Overlap of successive incremental windows, in seconds (edits indexed late by CQL).
     #[arg(long, env = "PAGESTREAM_FETCHER_OVERLAP_SECS", default_value_t = 300)]
     pub overlap_secs: u64,
+    /// Largest Confluence response read, in MiB: a page whose body exceeds it fails alone (its
+    /// run goes on; the next run tries it again).
+    #[arg(long, env = "PAGESTREAM_FETCHER_MAX_RESPONSE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_response_mib: u32,
     /// Sync runs handled at once by this replica.
     #[arg(long, env = "PAGESTREAM_FETCHER_SYNC_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub sync_concurrency: u32,
@@ -143,6 +147,7 @@ pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<()
     let registry = SourceRegistry::open(&bus).await?;
     let options = FetcherOptions {
         overlap: Duration::from_secs(config.overlap_secs),
+        max_response_bytes: config.max_response_mib as usize * 1024 * 1024,
         ..FetcherOptions::default()
     };
     let fetcher = Arc::new(

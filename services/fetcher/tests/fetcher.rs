@@ -461,6 +461,46 @@ async fn a_page_that_failed_is_fetched_again_by_the_next_run_after_the_watermark
 }
 
 #[tokio::test]
+async fn a_page_over_the_response_bound_fails_alone_and_comes_once_it_fits() {
+    let options = FetcherOptions {
+        max_response_bytes: 100_000,
+        ..FetcherOptions::default()
+    };
+    let h = harness_with(40, options, AuthKind::Cloud).await;
+    let large = h
+        .sim
+        .handle
+        .pages()
+        .into_iter()
+        .find(|page| page.body_target > 1_000_000)
+        .expect("a page over 1 MB")
+        .id;
+    let mut tap = Tap::open(&h, EventKind::PageChanged).await;
+    let full = h.sync(SyncMode::Full).await;
+    assert_eq!(full.pages_failed, 1);
+    assert!(full.last_error.is_some_and(|e| e.contains("exceeds")));
+    let mut expected = h.current_ids();
+    expected.remove(&PageId::from(large));
+    assert_eq!(ids(&tap.drain().await), expected);
+
+    // Someone splits the page: the next incremental run emits it.
+    h.sim
+        .handle
+        .edit(
+            large,
+            EditPage {
+                body: Some("<p>Split into child pages.</p>".into()),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("edit");
+    let next = h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&tap.drain().await), [PageId::from(large)].into());
+    assert_eq!(next.pages_failed, 0);
+}
+
+#[tokio::test]
 async fn trashed_and_purged_pages_are_deleted_and_purged_from_the_streams() {
     let h = harness(60).await;
     h.sync(SyncMode::Full).await;

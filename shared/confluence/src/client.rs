@@ -39,6 +39,14 @@ const MAX_PAGES: u64 = 1_000_000;
 /// middle of a listing; an endless run of empty pages ends it.
 pub const MAX_EMPTY_SEARCH_PAGES: u32 = 10;
 
+/// What [`ConfluenceClient::pages_by_id`] brought back.
+#[derive(Debug, Default)]
+pub struct BulkPages {
+    pub pages: Vec<Page>,
+    /// Pages whose response alone exceeds the size bound, with that error.
+    pub too_large: Vec<(PageId, ConfluenceError)>,
+}
+
 /// A Confluence REST client for one source. Cheap to clone; clones share the connection pool,
 /// the rate limiter and the statistics.
 #[derive(Clone)]
@@ -176,22 +184,27 @@ impl ConfluenceClient {
 
     /// v2 `GET /api/v2/pages?id=…&body-format=storage`: pages with their storage bodies, in
     /// batches of up to 250 ids (`bulk_batch_size`); a batch whose response exceeds the size bound
-    /// is split in halves. Ids Confluence does not return (deleted, trashed, not visible) are simply
-    /// absent from the result; duplicates are fetched once.
-    pub async fn pages_by_id(&self, ids: &[PageId]) -> Result<Vec<Page>, ConfluenceError> {
+    /// is split in halves, and a page that exceeds it alone is returned in
+    /// [`BulkPages::too_large`] (that page fails, not the others). Ids Confluence does not return
+    /// (deleted, trashed, not visible) are simply absent from the result; duplicates are fetched
+    /// once.
+    pub async fn pages_by_id(&self, ids: &[PageId]) -> Result<BulkPages, ConfluenceError> {
         let mut seen = HashSet::new();
         let unique: Vec<&PageId> = ids.iter().filter(|id| seen.insert(*id)).collect();
-        let mut pages = Vec::with_capacity(unique.len());
+        let mut bulk = BulkPages {
+            pages: Vec::with_capacity(unique.len()),
+            too_large: Vec::new(),
+        };
         for batch in unique.chunks(self.transport.bulk_batch_size) {
-            self.fetch_batch(batch, &mut pages).await?;
+            self.fetch_batch(batch, &mut bulk).await?;
         }
-        Ok(pages)
+        Ok(bulk)
     }
 
     async fn fetch_batch(
         &self,
         batch: &[&PageId],
-        into: &mut Vec<Page>,
+        into: &mut BulkPages,
     ) -> Result<(), ConfluenceError> {
         let mut url = self.endpoint(&["api", "v2", "pages"]);
         {
@@ -213,7 +226,7 @@ impl ConfluenceClient {
             .await
         {
             Ok(pages) => {
-                into.extend(pages);
+                into.pages.extend(pages);
                 Ok(())
             }
             Err(ConfluenceError::ResponseTooLarge { .. }) if batch.len() > 1 => {
@@ -221,6 +234,12 @@ impl ConfluenceClient {
                 tracing::info!(ids = batch.len(), "bulk page response too large, splitting");
                 Box::pin(self.fetch_batch(left, into)).await?;
                 Box::pin(self.fetch_batch(right, into)).await
+            }
+            Err(error @ ConfluenceError::ResponseTooLarge { .. }) => {
+                if let Some(id) = batch.first() {
+                    into.too_large.push(((*id).clone(), error));
+                }
+                Ok(())
             }
             Err(error) => Err(error),
         }

@@ -22,7 +22,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Connection timeout (default 10 s).
     pub connect_timeout: Duration,
-    /// Largest response body accepted (default 64 MiB). Bulk page fetches that exceed it are split.
+    /// Largest response body accepted (default 64 MiB). Bulk page fetches that exceed it are split
+    /// down to the page that exceeds it alone.
     pub max_response_bytes: usize,
     /// Ids per v2 bulk request (1 to 250, default 250).
     pub bulk_batch_size: usize,
@@ -32,13 +33,16 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The default bound on a response body: 64 MiB.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
     pub fn new(base_url: impl Into<String>, auth: Auth) -> Self {
         Self {
             base_url: base_url.into(),
             auth,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            max_response_bytes: 64 * 1024 * 1024,
+            max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
             bulk_batch_size: 250,
             retry: RetryPolicy::default(),
             limits: RateLimits::default(),

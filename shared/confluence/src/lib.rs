@@ -24,7 +24,7 @@
 //!     for page in &batch { let _ = (&page.id, page.version_number(), &page.parent_id, &page.title); }
 //! }
 //! let ids: Vec<PageId> = vec![PageId::new("65601").expect("id")];
-//! let bodies = run.pages_by_id(&ids).await?; // Vec<Page> with page.storage(); missing ids absent
+//! let bodies = run.pages_by_id(&ids).await?.pages; // Vec<Page> with page.storage(); missing ids absent
 //!
 //! // Incremental sync: a CQL window (values quoted and escaped), oldest first, with everything a
 //! // page event needs expanded (body, version, space, ancestors with titles, labels, history).
@@ -64,7 +64,7 @@ mod stats;
 mod transport;
 
 pub use client::{
-    ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
+    BulkPages, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
 };
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};

@@ -172,7 +172,7 @@ async fn bulk_fetch_batches_ids_and_returns_bodies() {
     let mut wanted = ids(&all[..300]);
     wanted.push(PageId::from(999_999_999));
     wanted.push(wanted[0].clone());
-    let pages = client.pages_by_id(&wanted).await.expect("bulk");
+    let pages = client.pages_by_id(&wanted).await.expect("bulk").pages;
     let got: BTreeSet<u64> = pages
         .iter()
         .map(|p| p.id.as_str().parse().expect("id"))
@@ -210,7 +210,11 @@ async fn bulk_fetch_follows_next_inside_a_batch_and_splits_oversized_responses()
         ..Faults::default()
     });
     let client = client(&sim);
-    let pages = client.pages_by_id(&ids(&all)).await.expect("capped bulk");
+    let pages = client
+        .pages_by_id(&ids(&all))
+        .await
+        .expect("capped bulk")
+        .pages;
     assert_eq!(pages.len(), all.len());
     assert_eq!(sim.handle.stats().endpoint("v2.pages"), 5);
 
@@ -221,7 +225,11 @@ async fn bulk_fetch_follows_next_inside_a_batch_and_splits_oversized_responses()
     // Room for the large page alone (JSON escaping included), not for the whole batch.
     config.max_response_bytes = large_len * 13 / 10 + 20_000;
     let bounded = ConfluenceClient::new(config).expect("client");
-    let pages = bounded.pages_by_id(&ids(&all)).await.expect("split bulk");
+    let pages = bounded
+        .pages_by_id(&ids(&all))
+        .await
+        .expect("split bulk")
+        .pages;
     assert_eq!(pages.len(), all.len());
     assert!(
         sim.handle.stats().endpoint("v2.pages") > 2,
@@ -237,14 +245,21 @@ async fn bulk_fetch_follows_next_inside_a_batch_and_splits_oversized_responses()
         .pages_by_id(&ids(&[large.id]))
         .await
         .expect("alone it fits");
-    assert_eq!(single.len(), 1);
+    assert_eq!(single.pages.len(), 1);
+    // A page over the bound alone fails alone: the rest of its batch is fetched.
     let mut tiny = fast_config(&sim);
     tiny.max_response_bytes = 100_000;
-    let err = ConfluenceClient::new(tiny)
+    let bulk = ConfluenceClient::new(tiny)
         .expect("client")
-        .pages_by_id(&ids(&[large.id]))
+        .pages_by_id(&ids(&all))
         .await
-        .expect_err("a single page over the bound cannot be split");
+        .expect("the others are fetched");
+    assert_eq!(bulk.pages.len(), all.len() - 1);
+    assert!(bulk.pages.iter().all(|p| p.id != PageId::from(large.id)));
+    let [(id, err)] = bulk.too_large.as_slice() else {
+        panic!("one page too large: {:?}", bulk.too_large);
+    };
+    assert_eq!(*id, PageId::from(large.id));
     assert!(
         matches!(err, ConfluenceError::ResponseTooLarge { .. }),
         "{err}"
@@ -506,7 +521,7 @@ async fn a_thirty_percent_429_storm_still_yields_every_page() {
     });
     let listed = space_listing(&client, 50).await;
     assert_eq!(listed, sim.handle.current_page_ids());
-    let pages = client.pages_by_id(&ids(&listed)).await.expect("bulk");
+    let pages = client.pages_by_id(&ids(&listed)).await.expect("bulk").pages;
     assert_eq!(pages.len(), 500);
     assert!(
         pages
