@@ -125,7 +125,9 @@ impl ConfluenceClient {
             }
             query.append_pair("limit", &limit.clamp(1, MAX_LIMIT).to_string());
         }
-        Pager::new(self.clone(), url, decode_search_hits).following_empty(MAX_EMPTY_SEARCH_PAGES)
+        Pager::new(self.clone(), url, decode_search_hits)
+            .following_empty(MAX_EMPTY_SEARCH_PAGES)
+            .shrinking()
     }
 
     /// v1 `GET /rest/api/content/{id}?expand=…` (works on Cloud and Data Center).
@@ -384,6 +386,13 @@ pub struct Pager<T> {
     pages: u64,
     /// Empty pages followed in a row at most (0: an empty page ends the listing).
     follow_empty: u32,
+    /// A page of results over the size bound is asked again smaller (see [`Pager::shrinking`]).
+    shrink: bool,
+    /// The request's `limit` and `expand` before it was made smaller: put back into the link
+    /// that follows the bodiless answer, so the listing goes on at full size past the huge page.
+    full_size: Vec<(String, String)>,
+    /// The request in flight leaves the body out.
+    bodiless: bool,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -396,12 +405,23 @@ impl<T: DeserializeOwned> Pager<T> {
             visited: HashSet::new(),
             pages: 0,
             follow_empty: 0,
+            shrink: false,
+            full_size: Vec::new(),
+            bodiless: false,
             _item: PhantomData,
         }
     }
 
     fn following_empty(mut self, pages: u32) -> Self {
         self.follow_empty = pages;
+        self
+    }
+
+    /// A page of results whose response exceeds the size bound is asked again with half the
+    /// `limit`, down to one result; one result still over the bound is asked again without its
+    /// body, so that one huge page fails alone (it comes without a body) instead of the listing.
+    fn shrinking(mut self) -> Self {
+        self.shrink = true;
         self
     }
 
@@ -412,6 +432,7 @@ impl<T: DeserializeOwned> Pager<T> {
             match self.fetch_next().await? {
                 Fetch::Items(items) => return Ok(Some(items)),
                 Fetch::End => return Ok(None),
+                Fetch::Again => {}
                 Fetch::Empty if self.next.is_some() && empty_in_a_row < self.follow_empty => {
                     empty_in_a_row += 1;
                 }
@@ -434,7 +455,24 @@ impl<T: DeserializeOwned> Pager<T> {
             });
         }
         self.pages += 1;
-        let fetched = self.client.fetch(&url).await?;
+        let fetched = match self.client.fetch(&url).await {
+            Ok(fetched) => fetched,
+            Err(error @ ConfluenceError::ResponseTooLarge { .. }) if self.shrink => {
+                let smaller = smaller_request(&url).ok_or(error)?;
+                tracing::info!(path = url.path(), "response too large, asking for less");
+                if self.full_size.is_empty() {
+                    self.full_size = ["limit", "expand"]
+                        .into_iter()
+                        .filter_map(|name| Some((name.to_owned(), query_value(&url, name)?)))
+                        .collect();
+                }
+                self.bodiless = query_value(&smaller, "expand") != query_value(&url, "expand");
+                self.visited.remove(url.as_str());
+                self.next = Some(smaller);
+                return Ok(Fetch::Again);
+            }
+            Err(error) => return Err(error),
+        };
         let (items, links) =
             (self.decode)(&fetched.body).map_err(|e| ConfluenceError::InvalidResponse {
                 endpoint: format!("GET {}", url.path()),
@@ -444,10 +482,15 @@ impl<T: DeserializeOwned> Pager<T> {
         let next = links.next.or(header_links.next);
         let server_base = links.base.or(header_links.base);
         if let Some(next) = next {
-            self.next = Some(
-                self.client
-                    .resolve_next(&url, &next, server_base.as_deref())?,
-            );
+            let mut next = self
+                .client
+                .resolve_next(&url, &next, server_base.as_deref())?;
+            if std::mem::take(&mut self.bodiless) {
+                for (name, value) in std::mem::take(&mut self.full_size) {
+                    next = with_query_value(&next, &name, &value);
+                }
+            }
+            self.next = Some(next);
         }
         Ok(if items.is_empty() {
             Fetch::Empty
@@ -475,6 +518,64 @@ enum Fetch<T> {
     Items(Vec<T>),
     Empty,
     End,
+    /// The request is to be made again, smaller.
+    Again,
+}
+
+fn query_value(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// `url` with the query parameter `name` set to `value`.
+fn with_query_value(url: &Url, name: &str, value: &str) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| key != name)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    let mut url = url.clone();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair(name, value);
+    url
+}
+
+/// The same request for less: half the `limit`, or at one result, without the storage body.
+fn smaller_request(url: &Url) -> Option<Url> {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    let limit = pairs
+        .iter()
+        .find(|(key, _)| key == "limit")
+        .and_then(|(_, value)| value.parse::<u32>().ok())
+        .unwrap_or(25);
+    let mut changed = false;
+    let smaller: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(key, value)| match key.as_str() {
+            "limit" if limit > 1 => {
+                changed = true;
+                (key, (limit / 2).to_string())
+            }
+            "expand" if limit <= 1 && value.split(',').any(|e| e == "body.storage") => {
+                changed = true;
+                let rest: Vec<&str> = value.split(',').filter(|e| *e != "body.storage").collect();
+                (key, rest.join(","))
+            }
+            _ => (key, value),
+        })
+        .collect();
+    if !changed {
+        return None;
+    }
+    let mut url = url.clone();
+    url.query_pairs_mut().clear().extend_pairs(smaller);
+    Some(url)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -196,6 +196,58 @@ async fn bulk_fetch_batches_ids_and_returns_bodies() {
 }
 
 #[tokio::test]
+async fn a_search_over_the_bound_asks_for_less_and_the_huge_page_alone_comes_without_its_body() {
+    let sim = sim(40).await;
+    let large = sim
+        .handle
+        .pages()
+        .into_iter()
+        .find(|p| p.body_target > 1_000_000)
+        .expect("a page over 1 MB")
+        .id;
+    // Just under the huge page's body alone; the other pages together fit.
+    let large_len = sim.handle.body(large).map_or(0, |b| b.len());
+    let others: usize = sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .filter(|id| *id != large)
+        .filter_map(|id| sim.handle.body(id))
+        .map(|b| b.len())
+        .sum();
+    assert!(others * 2 < large_len, "{others} bytes beside {large_len}");
+    let mut config = fast_config(&sim);
+    config.max_response_bytes = large_len * 9 / 10;
+    let client = ConfluenceClient::new(config).expect("client");
+    let cql = CqlQuery::pages_in_space(SpaceKey::new("ENG").expect("key")).to_string();
+    let found = client
+        .search(&cql, SYNC_EXPAND, 50)
+        .collect_all()
+        .await
+        .expect("the search completes");
+    let found_ids: BTreeSet<u64> = found
+        .iter()
+        .map(|c| c.id.as_str().parse().expect("id"))
+        .collect();
+    assert_eq!(
+        found_ids,
+        sim.handle
+            .current_page_ids()
+            .into_iter()
+            .collect::<BTreeSet<u64>>()
+    );
+    for content in &found {
+        let huge = content.id == PageId::from(large);
+        assert_eq!(content.storage().is_none(), huge, "{}", content.id);
+        assert!(content.version.is_some(), "the rest of the expansion stays");
+    }
+    // Halving down to the huge page, then back to full pages after it: a few requests, not one
+    // per page.
+    let requests = sim.handle.stats().endpoint("v1.search");
+    assert!(requests <= 14, "{requests} search requests for 40 pages");
+}
+
+#[tokio::test]
 async fn bulk_fetch_follows_next_inside_a_batch_and_splits_oversized_responses() {
     let sim = sim(40).await;
     let all = sim.handle.current_page_ids();
