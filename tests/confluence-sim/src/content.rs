@@ -174,10 +174,31 @@ pub enum PageStatus {
     Trashed,
 }
 
-/// One page of the simulated space.
+/// What a piece of content is (Confluence ids are unique across both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKind {
+    #[default]
+    Page,
+    /// A blog post: no parent, no position, its own v2 endpoints and `blog_*` webhooks.
+    Blogpost,
+}
+
+impl ContentKind {
+    /// The v1 `type` / webhook `contentType`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Blogpost => "blogpost",
+        }
+    }
+}
+
+/// One page (or blog post) of the simulated space.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimPage {
     pub id: u64,
+    pub kind: ContentKind,
     pub title: String,
     pub parent_id: Option<u64>,
     pub position: u32,
@@ -257,6 +278,7 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
             SimPage {
                 id,
                 title,
+                kind: ContentKind::Page,
                 parent_id: parent_index.map(|p| FIRST_PAGE_ID + p as u64),
                 position,
                 status: PageStatus::Current,
@@ -272,6 +294,45 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
         );
     }
     pages
+}
+
+/// Generates `count` blog posts with ids from `first_id`: no parent, a dated title, a body like a
+/// page's (1–75 KB).
+pub fn generate_blog_posts(seed: u64, first_id: u64, count: usize) -> Vec<SimPage> {
+    let mut rng = SplitMix64::derive(seed, &[0xb106]);
+    let epoch = Utc
+        .with_ymd_and_hms(2023, 1, 2, 9, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let ln_min = MIN_BODY.ln();
+    let ln_span = MAX_BODY.ln() - ln_min;
+    (0..count)
+        .map(|index| {
+            let created_at = epoch + Duration::minutes(rng.below(400 * 24 * 60) as i64);
+            let modified_at = created_at
+                + Duration::minutes(rng.below(30 * 24 * 60) as i64)
+                + Duration::seconds(rng.below(60) as i64);
+            let author = rng.below(USERS.len());
+            let mut labels = vec![rng.pick(LABELS).to_string()];
+            labels.sort();
+            SimPage {
+                id: first_id + index as u64,
+                kind: ContentKind::Blogpost,
+                title: format!("{} update {}", rng.pick(TOPICS), index + 1),
+                parent_id: None,
+                position: 0,
+                status: PageStatus::Current,
+                version: 1 + rng.below(4) as u64,
+                created_at,
+                modified_at,
+                author,
+                last_modifier: author,
+                labels,
+                body_target: (ln_min + rng.unit() * ln_span).exp() as usize,
+                body: None,
+            }
+        })
+        .collect()
 }
 
 /// Escapes text for XML content and attribute values.

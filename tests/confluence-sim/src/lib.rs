@@ -1,8 +1,10 @@
 //! A Confluence Cloud simulator for tests, benchmarks and the demo.
 //!
 //! It serves what the fetcher uses, as Cloud does: v1 CQL search and content (`/wiki/rest/api/…`,
-//! `_links.next` relative to `_links.base`) and v2 pages, page, ancestors, spaces and space pages
-//! (`/wiki/api/v2/…`, cursors in `Link` headers and `_links.next`), with Basic auth (and Bearer
+//! `_links.next` relative to `_links.base`) and v2 pages, page, ancestors, spaces and space pages,
+//! and the same for blog posts (`/wiki/api/v2/blogposts`, `/blogposts/{id}`,
+//! `/spaces/{id}/blogposts`; ids are unique across both types) (`/wiki/api/v2/…`, cursors in
+//! `Link` headers and `_links.next`), with Basic auth (and Bearer
 //! for Data Center style), v1/v2 error bodies and a 400 for CQL outside the supported subset.
 //! The space is generated from a seed: a tree up to seven levels deep, bodies of 1–75 KB (and a
 //! few over 1 MB) rendered on demand with every storage construct the converter handles.
@@ -11,14 +13,15 @@
 //! `confluence-sim` binary serves the same thing, steered over HTTP:
 //!
 //! - `GET|DELETE /_sim/stats`: request counters per endpoint (`v1.search`, `v1.content`,
-//!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`), faults injected,
-//!   webhooks sent.
+//!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`, `v2.blogposts`,
+//!   `v2.blogpost`, `v2.space_blogposts`), faults injected, webhooks sent.
 //! - `GET|PUT|DELETE /_sim/faults`: a [`Faults`] document (error rules with rate, count and
 //!   `Retry-After`, latency, page-size cap, trailing empty pages, near-limit signals, link style).
 //! - `GET /_sim/pages`, `POST /_sim/pages` (create), `POST /_sim/pages/{id}/{edit|move|trash|
 //!   purge|restore}`: mutations that change versions and dates as Confluence does (create: 1,
 //!   edit: +1; trash, restore and move keep the version) and POST the matching Cloud webhook to
-//!   `{webhook_target}/{event}` before answering.
+//!   `{webhook_target}/{event}` before answering. `POST /_sim/blogposts` publishes a blog post;
+//!   the page mutations apply to blog posts too (but move), with `blog_*` webhooks.
 
 mod content;
 mod cql;
@@ -33,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use content::{FIRST_PAGE_ID, MAX_DEPTH, PageStatus, SimPage, USERS};
+pub use content::{ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, SimPage, USERS};
 pub use state::{
     CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError, SimConfig,
     SimStats,
@@ -176,13 +179,22 @@ impl SimHandle {
         self.shared.lock().pages.values().cloned().collect()
     }
 
-    /// Ids of the current (not trashed) pages, ascending.
+    /// Ids of the current (not trashed) pages, ascending (blog posts excluded).
     pub fn current_page_ids(&self) -> Vec<u64> {
+        self.current_ids(ContentKind::Page)
+    }
+
+    /// Ids of the current (not trashed) blog posts, ascending.
+    pub fn current_blog_post_ids(&self) -> Vec<u64> {
+        self.current_ids(ContentKind::Blogpost)
+    }
+
+    fn current_ids(&self, kind: ContentKind) -> Vec<u64> {
         let state = self.shared.lock();
         state
             .pages
             .values()
-            .filter(|p| p.status == PageStatus::Current)
+            .filter(|p| p.status == PageStatus::Current && p.kind == kind)
             .map(|p| p.id)
             .collect()
     }
@@ -212,6 +224,15 @@ impl SimHandle {
         .await
     }
 
+    /// Publishes a blog post (a `blog_created` webhook).
+    pub async fn create_blog_post(&self, request: CreatePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| {
+            s.create_blog_post(request)
+        })
+        .await
+    }
+
+    /// Edits a page or a blog post (`page_updated` or `blog_updated`).
     pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
         server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| {
             s.edit(id, request)

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::content::{PageStatus, SimPage, USERS};
+use crate::content::{ContentKind, PageStatus, SimPage, USERS};
 use crate::cql::{self, SortOrder};
 use crate::state::{
     BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
@@ -49,11 +49,52 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/wiki/rest/api/content/search", get(v1_search))
         .route("/wiki/rest/api/content/{id}", get(v1_content))
-        .route("/wiki/api/v2/pages", get(v2_pages))
-        .route("/wiki/api/v2/pages/{id}", get(v2_page))
+        .route(
+            "/wiki/api/v2/pages",
+            get(|app: App, headers: HeaderMap, params: Params| {
+                v2_bulk(app, headers, params, ContentKind::Page)
+            }),
+        )
+        .route(
+            "/wiki/api/v2/blogposts",
+            get(|app: App, headers: HeaderMap, params: Params| {
+                v2_bulk(app, headers, params, ContentKind::Blogpost)
+            }),
+        )
+        .route(
+            "/wiki/api/v2/pages/{id}",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_single(app, headers, id, params, ContentKind::Page)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_single(app, headers, id, params, ContentKind::Blogpost)
+                },
+            ),
+        )
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
         .route("/wiki/api/v2/spaces", get(v2_spaces))
-        .route("/wiki/api/v2/spaces/{id}/pages", get(v2_space_pages))
+        .route(
+            "/wiki/api/v2/spaces/{id}/pages",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_space_content(app, headers, id, params, ContentKind::Page)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/spaces/{id}/blogposts",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_space_content(app, headers, id, params, ContentKind::Blogpost)
+                },
+            ),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             track_in_flight,
@@ -65,6 +106,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(sim_faults).put(sim_set_faults).delete(sim_clear_faults),
         )
         .route("/_sim/pages", get(sim_pages).post(sim_create))
+        .route("/_sim/blogposts", post(sim_create_blog_post))
         .route("/_sim/pages/{id}/{action}", post(sim_mutate));
     api.merge(control).with_state(shared)
 }
@@ -393,15 +435,16 @@ fn content_v1(
             .any(|e| e == name || e.starts_with(&format!("{name}.")))
     };
     let key = &state.config.space_key;
+    let webui = webui(key, page);
     let mut value = json!({
         "id": page.id.to_string(),
-        "type": "page",
+        "type": page.kind.name(),
         "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
         "title": page.title,
         "macroRenderedOutput": {},
         "extensions": {"position": page.position},
         "_links": {
-            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "webui": webui,
             "self": format!("{site}/rest/api/content/{}", page.id),
             "tinyui": format!("/x/{}", page.id),
             "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
@@ -493,6 +536,7 @@ fn page_v2(
 ) -> Value {
     let key = &state.config.space_key;
     let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    let webui = webui(key, page);
     let mut value = json!({
         "id": page.id.to_string(),
         "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
@@ -520,10 +564,18 @@ fn page_v2(
         },
         "_links": {
             "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
-            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "webui": webui,
             "tinyui": format!("/x/{}", page.id),
         },
     });
+    // A v2 blog post has no place in the tree (BlogPostSingle / BlogPostBulk).
+    if page.kind == ContentKind::Blogpost
+        && let Some(map) = value.as_object_mut()
+    {
+        for field in ["parentId", "parentType", "position"] {
+            map.remove(field);
+        }
+    }
     if with_labels && let Some(map) = value.as_object_mut() {
         let labels: Vec<Value> = page.labels.iter().enumerate()
             .map(|(i, l)| json!({"id": (page.id * 16 + i as u64).to_string(), "name": l, "prefix": "global"}))
@@ -535,6 +587,22 @@ fn page_v2(
         );
     }
     value
+}
+
+/// A page's or blog post's place in the web UI, relative to the wiki root.
+fn webui(space_key: &str, page: &SimPage) -> String {
+    match page.kind {
+        ContentKind::Page => format!("/spaces/{space_key}/pages/{}", page.id),
+        ContentKind::Blogpost => format!("/spaces/{space_key}/{}", webhook::blog_path(page)),
+    }
+}
+
+/// The v2 collection of a kind, and the stats name of its endpoints.
+fn v2_collection(kind: ContentKind) -> (&'static str, &'static str) {
+    match kind {
+        ContentKind::Page => ("pages", "page"),
+        ContentKind::Blogpost => ("blogposts", "blogpost"),
+    }
 }
 
 fn wants_body(params: &[(String, String)]) -> Result<bool, String> {
@@ -659,6 +727,7 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             .pages
             .values()
             .filter(|p| p.status == PageStatus::Current)
+            .filter(|p| filter.types.contains(&p.kind))
             .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
             .collect();
         matching.sort_by_key(|p| key(p));
@@ -745,8 +814,16 @@ async fn v1_content(
     }
 }
 
-async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
-    let near = match guard(&shared, &headers, "/wiki/api/v2/pages", "v2.pages", Api::V2).await {
+async fn v2_bulk(
+    State(shared): App,
+    headers: HeaderMap,
+    Query(params): Params,
+    kind: ContentKind,
+) -> Response {
+    let (collection, _) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/{collection}");
+    let endpoint = format!("v2.{collection}");
+    let near = match guard(&shared, &headers, &path, &endpoint, Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -795,7 +872,7 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
         let matching: Vec<&SimPage> = state
             .pages
             .values()
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
             .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
             .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
             .collect();
@@ -816,20 +893,22 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
                 )
             })
             .collect();
-        let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
+        let next = next.map(|c| next_link(&format!("/api/v2/{collection}"), &params, &c, &[]));
         v2_listing(state, results, bodies, next, &site, near)
     };
     reply.send().await
 }
 
-async fn v2_page(
+async fn v2_single(
     State(shared): App,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
+    kind: ContentKind,
 ) -> Response {
-    let path = format!("/wiki/api/v2/pages/{id}");
-    let near = match guard(&shared, &headers, &path, "v2.page", Api::V2).await {
+    let (collection, single) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/{collection}/{id}");
+    let near = match guard(&shared, &headers, &path, &format!("v2.{single}"), Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -844,10 +923,11 @@ async fn v2_page(
             (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
         };
         let with_labels = param(&params, "include-labels") == Some("true");
+        // Each type answers for its own ids only: a blog post is not found among the pages.
         let Some(page) = state
             .pages
             .get(&id)
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
         else {
             return error(Api::V2, StatusCode::NOT_FOUND, "");
         };
@@ -879,7 +959,10 @@ async fn v2_ancestors(
         Err(response) => return response,
     };
     let state = shared.lock();
-    if state.current(id).is_none() {
+    if state
+        .current(id)
+        .is_none_or(|page| page.kind != ContentKind::Page)
+    {
         return error(Api::V2, StatusCode::NOT_FOUND, "");
     }
     let limit = param(&params, "limit")
@@ -940,14 +1023,17 @@ async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params
     reply.send().await
 }
 
-async fn v2_space_pages(
+async fn v2_space_content(
     State(shared): App,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
+    kind: ContentKind,
 ) -> Response {
-    let path = format!("/wiki/api/v2/spaces/{id}/pages");
-    let near = match guard(&shared, &headers, &path, "v2.space_pages", Api::V2).await {
+    let (collection, _) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/spaces/{id}/{collection}");
+    let endpoint = format!("v2.space_{collection}");
+    let near = match guard(&shared, &headers, &path, &endpoint, Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -977,7 +1063,7 @@ async fn v2_space_pages(
         let matching: Vec<&SimPage> = state
             .pages
             .values()
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
             .filter(|p| !root_only || p.parent_id.is_none())
             .collect();
         let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
@@ -997,7 +1083,14 @@ async fn v2_space_pages(
                 )
             })
             .collect();
-        let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
+        let next = next.map(|c| {
+            next_link(
+                &format!("/api/v2/spaces/{id}/{collection}"),
+                &params,
+                &c,
+                &[],
+            )
+        });
         v2_listing(state, results, bodies, next, &site, near)
     };
     reply.send().await
@@ -1038,7 +1131,7 @@ async fn sim_clear_faults(State(shared): App) -> StatusCode {
 }
 
 pub(crate) fn summary(page: &SimPage) -> Value {
-    json!({"id": page.id, "title": page.title, "version": page.version, "status": page.status,
+    json!({"id": page.id, "type": page.kind.name(), "title": page.title, "version": page.version, "status": page.status,
            "parent_id": page.parent_id, "modified_at": page.modified_at, "labels": page.labels})
 }
 
@@ -1087,6 +1180,19 @@ async fn sim_create(State(shared): App, body: Bytes) -> Response {
     mutation_response(mutate(&shared, WebhookEvent::PageCreated, |s| s.create(request)).await)
 }
 
+async fn sim_create_blog_post(State(shared): App, body: Bytes) -> Response {
+    let request: CreatePage = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    mutation_response(
+        mutate(&shared, WebhookEvent::PageCreated, |s| {
+            s.create_blog_post(request)
+        })
+        .await,
+    )
+}
+
 async fn sim_mutate(
     State(shared): App,
     Path((id, action)): Path<(u64, String)>,
@@ -1122,9 +1228,10 @@ pub(crate) async fn mutate(
     event: WebhookEvent,
     apply: impl FnOnce(&mut SimState) -> Result<SimPage, MutationError>,
 ) -> Result<(SimPage, Option<WebhookDelivery>), MutationError> {
-    let (page, outgoing) = {
+    let (page, event, outgoing) = {
         let mut state = shared.lock();
         let page = apply(&mut state)?;
+        let event = event.for_kind(page.kind);
         let outgoing = state.config.webhook_target.clone().map(|target| {
             let body = webhook::payload(
                 event,
@@ -1136,7 +1243,7 @@ pub(crate) async fn mutate(
             );
             (target, state.config.webhook_secret.clone(), body)
         });
-        (page, outgoing)
+        (page, event, outgoing)
     };
     let Some((target, secret, body)) = outgoing else {
         return Ok((page, None));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{FixedOffset, Offset as _, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::content::{self, LinkTargets, PageStatus, SimPage, USERS};
+use crate::content::{self, ContentKind, LinkTargets, PageStatus, SimPage, USERS};
 use crate::rng::SplitMix64;
 
 /// How the simulator is set up.
@@ -13,6 +13,8 @@ use crate::rng::SplitMix64;
 pub struct SimConfig {
     pub seed: u64,
     pub page_count: usize,
+    /// Blog posts of the space, generated after the pages (ids continue the sequence).
+    pub blog_post_count: usize,
     /// Pages with bodies over 1 MB (default: one per 500 pages, at least one).
     pub large_pages: usize,
     pub space_key: String,
@@ -36,6 +38,7 @@ impl SimConfig {
         Self {
             seed,
             page_count,
+            blog_post_count: 0,
             large_pages: (page_count / 500).max(1).min(page_count),
             space_key: "ENG".into(),
             space_name: "Engineering".into(),
@@ -206,7 +209,16 @@ pub(crate) struct SimState {
 
 impl SimState {
     pub fn new(config: SimConfig) -> Self {
-        let pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
+        let mut pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
+        let first_blog_post = pages
+            .keys()
+            .next_back()
+            .map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        pages.extend(
+            content::generate_blog_posts(config.seed, first_blog_post, config.blog_post_count)
+                .into_iter()
+                .map(|post| (post.id, post)),
+        );
         let next_id = pages
             .keys()
             .next_back()
@@ -266,6 +278,19 @@ impl SimState {
             .filter(|p| p.status == PageStatus::Current)
     }
 
+    /// The current page (not blog post) of that id.
+    fn current_page(&self, id: u64) -> Option<&SimPage> {
+        self.current(id).filter(|p| p.kind == ContentKind::Page)
+    }
+
+    /// The space's homepage: its first page.
+    fn homepage(&self) -> Option<u64> {
+        self.pages
+            .values()
+            .find(|p| p.kind == ContentKind::Page)
+            .map(|p| p.id)
+    }
+
     /// Ancestor ids, top-down.
     pub fn ancestors(&self, id: u64) -> Vec<u64> {
         let mut chain = Vec::new();
@@ -305,6 +330,22 @@ impl SimState {
     }
 
     pub fn create(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        self.create_content(ContentKind::Page, request)
+    }
+
+    /// Publishes a blog post (no parent; version 1).
+    pub fn create_blog_post(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        if request.parent_id.is_some() {
+            return Err(MutationError::Invalid("a blog post has no parent".into()));
+        }
+        self.create_content(ContentKind::Blogpost, request)
+    }
+
+    fn create_content(
+        &mut self,
+        kind: ContentKind,
+        request: CreatePage,
+    ) -> Result<SimPage, MutationError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(MutationError::Invalid("title must not be empty".into()));
@@ -314,13 +355,14 @@ impl SimState {
                 "a page titled {title:?} already exists in the space"
             )));
         }
-        let parent_id = match request.parent_id {
-            Some(parent) => Some(
-                self.current(parent)
+        let parent_id = match (kind, request.parent_id) {
+            (ContentKind::Blogpost, _) => None,
+            (ContentKind::Page, Some(parent)) => Some(
+                self.current_page(parent)
                     .ok_or(MutationError::NotFound(parent))?
                     .id,
             ),
-            None => self.pages.keys().next().copied(),
+            (ContentKind::Page, None) => self.homepage(),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -334,6 +376,7 @@ impl SimState {
             + 1;
         let page = SimPage {
             id,
+            kind,
             title,
             parent_id,
             position,
@@ -381,11 +424,9 @@ impl SimState {
     /// Moves the page to the trash; its children move up to its parent, as Confluence does.
     /// The version is unchanged (Confluence does not version a trash).
     pub fn trash(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let parent = self
-            .current(id)
-            .ok_or(MutationError::NotFound(id))?
-            .parent_id;
-        if parent.is_none() {
+        let page = self.current(id).ok_or(MutationError::NotFound(id))?;
+        let parent = page.parent_id;
+        if page.kind == ContentKind::Page && parent.is_none() {
             return Err(MutationError::Invalid(
                 "the space homepage cannot be trashed".into(),
             ));
@@ -415,7 +456,7 @@ impl SimState {
     /// Restores a trashed page (to the root when its parent is gone). The version is unchanged; the
     /// modification date moves, as in Cloud's `page_restored`.
     pub fn restore(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let homepage = self.pages.keys().next().copied();
+        let homepage = self.homepage();
         let parent_alive =
             |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
         let parent = match self.pages.get(&id) {
@@ -458,9 +499,9 @@ impl SimState {
 
     /// Moves a page under another parent. The version is unchanged; the modification date moves.
     pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
-        self.current(id).ok_or(MutationError::NotFound(id))?;
+        self.current_page(id).ok_or(MutationError::NotFound(id))?;
         if let Some(parent) = request.parent_id {
-            self.current(parent)
+            self.current_page(parent)
                 .ok_or(MutationError::NotFound(parent))?;
             if parent == id || self.ancestors(parent).contains(&id) {
                 return Err(MutationError::Invalid(
