@@ -11,8 +11,8 @@ use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::{Bus, Stage};
 use pagestream_confluence::RetryPolicy;
 use pagestream_events::{
-    ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId, RawEvent,
-    Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId,
+    RawEvent, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_fetcher::state::PageRecord;
 use pagestream_fetcher::{
@@ -1093,7 +1093,11 @@ async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
     assert_eq!((first.pages_seen, first.pages_changed), (65, 65));
     let stats = h.sim.handle.stats();
     assert_eq!(stats.endpoint("v2.space_blogposts"), 1);
-    assert_eq!(stats.endpoint("v2.blogposts"), 1, "one bulk request for 25 bodies");
+    assert_eq!(
+        stats.endpoint("v2.blogposts"),
+        1,
+        "one bulk request for 25 bodies"
+    );
     let post = h.sim.handle.current_blog_post_ids()[7];
     let event = last_changed(&h, post).await;
     let sim_post = h.sim.handle.page(post).expect("sim post");
@@ -1103,10 +1107,17 @@ async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
     assert_eq!(event.data.page.title, sim_post.title);
     assert_eq!(event.data.page.version, sim_post.version);
     assert_eq!(event.data.page.labels, sim_post.labels);
-    assert!(event.data.page.url.contains("/blog/"), "{}", event.data.page.url);
+    assert!(
+        event.data.page.url.contains("/blog/"),
+        "{}",
+        event.data.page.url
+    );
     assert_eq!(Some(event.data.body_storage), h.sim.handle.body(post));
     let page = h.sim.handle.current_page_ids()[3];
-    assert_eq!(last_changed(&h, page).await.data.page.content_type, ContentType::Page);
+    assert_eq!(
+        last_changed(&h, page).await.data.page.content_type,
+        ContentType::Page
+    );
     let record = h
         .fetcher
         .state()
@@ -1157,7 +1168,10 @@ async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
         .hint(&blog_hint(hinted, HintReason::Removed, "blog_removed"))
         .await
         .expect("hint");
-    assert!(deleted.drain().await.is_empty(), "the blog post still exists");
+    assert!(
+        deleted.drain().await.is_empty(),
+        "the blog post still exists"
+    );
     h.sim.handle.trash(hinted).await.expect("trash");
     h.fetcher
         .hint(&blog_hint(hinted, HintReason::Removed, "blog_trashed"))
