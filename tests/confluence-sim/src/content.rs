@@ -335,6 +335,106 @@ pub fn generate_blog_posts(seed: u64, first_id: u64, count: usize) -> Vec<SimPag
         .collect()
 }
 
+/// Where a comment sits on its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommentLocation {
+    /// Below the page (`/footer-comments`).
+    Footer,
+    /// On a highlighted selection of the page (`/inline-comments`).
+    Inline,
+}
+
+/// An inline comment's `resolutionStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    Open,
+    Reopened,
+    Resolved,
+}
+
+/// A comment on a page or blog post, or a reply to one (`parent_comment_id`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimComment {
+    pub id: u64,
+    /// The page or blog post it is on.
+    pub container_id: u64,
+    pub location: CommentLocation,
+    pub parent_comment_id: Option<u64>,
+    /// Index into [`USERS`].
+    pub author: usize,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    pub version: u64,
+    /// Storage format.
+    pub body: String,
+    /// Top-level inline comments only.
+    pub resolution: Option<Resolution>,
+    /// The text an inline comment highlights.
+    pub selection: Option<String>,
+}
+
+/// Generates `count` comments with ids from `first_id` on `containers` (id, creation date): a
+/// quarter of them replies to an earlier comment of the same container, three in ten inline (of
+/// which a third resolved).
+pub fn generate_comments(
+    seed: u64,
+    first_id: u64,
+    count: usize,
+    containers: &[(u64, DateTime<Utc>)],
+) -> Vec<SimComment> {
+    let mut rng = SplitMix64::derive(seed, &[0xc033]);
+    let mut comments: Vec<SimComment> = Vec::with_capacity(count);
+    let mut top_level: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    if containers.is_empty() {
+        return comments;
+    }
+    for index in 0..count {
+        let (container_id, container_created) = *rng.pick(containers);
+        let earlier = top_level.get(&container_id);
+        let parent = match earlier {
+            Some(earlier) if rng.below(4) == 0 => Some(&comments[*rng.pick(earlier)]),
+            _ => None,
+        };
+        let location = match parent {
+            Some(parent) => parent.location,
+            None if rng.below(10) < 3 => CommentLocation::Inline,
+            None => CommentLocation::Footer,
+        };
+        let created_at = parent.map_or(container_created, |p| p.created_at)
+            + Duration::minutes(1 + rng.below(60 * 24 * 30) as i64);
+        let author = rng.below(USERS.len());
+        let resolution = (location == CommentLocation::Inline && parent.is_none()).then(|| {
+            if rng.below(3) == 0 {
+                Resolution::Resolved
+            } else {
+                Resolution::Open
+            }
+        });
+        let words = 8 + rng.below(16);
+        let comment = SimComment {
+            id: first_id + index as u64,
+            container_id,
+            location,
+            parent_comment_id: parent.map(|p| p.id),
+            author,
+            created_at,
+            modified_at: created_at,
+            version: 1,
+            body: format!("<p>{}.</p>", sentence(&mut rng, words)),
+            resolution,
+            selection: (location == CommentLocation::Inline && parent.is_none())
+                .then(|| sentence(&mut rng, 3)),
+        };
+        if comment.parent_comment_id.is_none() {
+            top_level.entry(container_id).or_default().push(index);
+        }
+        comments.push(comment);
+    }
+    comments
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -22,6 +22,12 @@
 //!   edit: +1; trash, restore and move keep the version) and POST the matching Cloud webhook to
 //!   `{webhook_target}/{event}` before answering. `POST /_sim/blogposts` publishes a blog post;
 //!   the page mutations apply to blog posts too (but move), with `blog_*` webhooks.
+//! - Comments (`SimConfig::comment_count`, generated with replies and resolved inline ones):
+//!   `/wiki/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments` (top level, with
+//!   `resolutionStatus` and the highlighted selection for inline ones) and
+//!   `/wiki/api/v2/{footer|inline}-comments/{id}/children` (replies); [`SimHandle::add_comment`]
+//!   and its siblings send `comment_*` webhooks carrying the page under `parent`, and leave the
+//!   page's version alone, as Confluence does.
 
 mod content;
 mod cql;
@@ -36,10 +42,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use content::{ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, SimPage, USERS};
+pub use content::{
+    CommentLocation, ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, Resolution, SimComment,
+    SimPage, USERS,
+};
 pub use state::{
-    CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError, SimConfig,
-    SimStats,
+    CreateComment, CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError,
+    SimConfig, SimStats,
 };
 pub use webhook::{WebhookDelivery, WebhookEvent, signature as webhook_signature};
 
@@ -135,6 +144,9 @@ pub struct SimHandle {
 
 /// A mutation's result: the page after it, and the webhook it sent (when a target is set).
 pub type Mutation = (SimPage, Option<WebhookDelivery>);
+
+/// A comment mutation's result: the comment, and the webhook it sent.
+pub type CommentMutation = (SimComment, Option<WebhookDelivery>);
 
 impl SimHandle {
     pub fn base_url(&self) -> String {
@@ -263,6 +275,60 @@ impl SimHandle {
             WebhookEvent::LabelRemoved
         };
         server::mutate(&self.shared, event, |s| s.label(id, label, add)).await
+    }
+
+    /// Every comment and reply on a page or blog post, in id order.
+    pub fn comments(&self, container_id: u64) -> Vec<SimComment> {
+        let state = self.shared.lock();
+        state
+            .comments
+            .values()
+            .filter(|c| c.container_id == container_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Comments on a page or blog post (a `comment_created` webhook; the page keeps its version).
+    pub async fn add_comment(
+        &self,
+        container_id: u64,
+        request: CreateComment,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentCreated, |s| {
+            s.add_comment(container_id, request)
+        })
+        .await
+    }
+
+    pub async fn edit_comment(
+        &self,
+        id: u64,
+        body: String,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentUpdated, |s| {
+            s.edit_comment(id, body)
+        })
+        .await
+    }
+
+    /// Resolves (`true`) or reopens an inline comment (a `comment_updated` webhook).
+    pub async fn resolve_comment(
+        &self,
+        id: u64,
+        resolved: bool,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentUpdated, |s| {
+            s.resolve_comment(id, resolved)
+        })
+        .await
+    }
+
+    /// Deletes a comment and its replies (a `comment_removed` webhook).
+    pub async fn remove_comment(&self, id: u64) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentRemoved, |s| {
+            s.remove_comment(id)
+        })
+        .await
     }
 
     pub async fn restore(&self, id: u64) -> Result<Mutation, MutationError> {

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::content::{ContentKind, PageStatus, SimPage, USERS};
+use crate::content::{CommentLocation, ContentKind, PageStatus, SimComment, SimPage, USERS};
 use crate::cql::{self, SortOrder};
 use crate::state::{
     BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
@@ -78,6 +78,82 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             ),
         )
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
+        .route(
+            "/wiki/api/v2/pages/{id}/footer-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Page,
+                        CommentLocation::Footer,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/pages/{id}/inline-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Page,
+                        CommentLocation::Inline,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}/footer-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Blogpost,
+                        CommentLocation::Footer,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}/inline-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Blogpost,
+                        CommentLocation::Inline,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/footer-comments/{id}/children",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comment_children(app, headers, id, params, CommentLocation::Footer)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/inline-comments/{id}/children",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comment_children(app, headers, id, params, CommentLocation::Inline)
+                },
+            ),
+        )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
         .route(
             "/wiki/api/v2/spaces/{id}/pages",
@@ -351,9 +427,9 @@ fn limit(params: &[(String, String)], state: &SimState) -> Result<usize, String>
 }
 
 /// One page of `items` (already in order, keyed by `key`) after `cursor`, and the next cursor.
-fn paginate(
-    items: Vec<&SimPage>,
-    key: impl Fn(&SimPage) -> (i64, u64),
+fn paginate<T>(
+    items: Vec<&T>,
+    key: impl Fn(&T) -> (i64, u64),
     cursor: Option<Cursor>,
     limit: usize,
     descending: bool,
@@ -374,7 +450,7 @@ fn paginate(
             })
             .unwrap_or(items.len()),
     };
-    let page: Vec<&SimPage> = items.iter().skip(start).take(limit).copied().collect();
+    let page: Vec<&T> = items.iter().skip(start).take(limit).copied().collect();
     let more = start + page.len() < items.len();
     let next = match (page.last(), trailing_empty) {
         (Some(last), _) if more => {
@@ -387,7 +463,8 @@ fn paginate(
         }
         _ => None,
     };
-    (page.iter().map(|p| p.id).collect(), next)
+    // Every key ends with the item's id.
+    (page.iter().map(|p| key(p).1).collect(), next)
 }
 
 /// `path?query` with `cursor` replaced, as a relative link.
@@ -979,6 +1056,204 @@ async fn v2_ancestors(
     ok(json!({"results": results, "_links": {}}), near, None)
 }
 
+fn location_name(location: CommentLocation) -> &'static str {
+    match location {
+        CommentLocation::Footer => "footer",
+        CommentLocation::Inline => "inline",
+    }
+}
+
+/// A v2 comment (`PageCommentModel`, `PageInlineCommentModel`, `ChildrenCommentModel`).
+fn comment_v2(state: &SimState, comment: &SimComment, with_body: bool) -> Value {
+    let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    let container = state.pages.get(&comment.container_id);
+    let title = container.map_or(String::new(), |p| format!("Re: {}", p.title));
+    let webui = container.map_or(String::new(), |p| {
+        format!(
+            "{}?focusedCommentId={}",
+            webui(&state.config.space_key, p),
+            comment.id
+        )
+    });
+    let mut value = json!({
+        "id": comment.id.to_string(),
+        "status": "current",
+        "title": title,
+        "version": {
+            "createdAt": comment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "",
+            "number": comment.version,
+            "minorEdit": false,
+            "authorId": account(comment.author),
+        },
+        "body": if with_body {
+            json!({"storage": {"representation": "storage", "value": comment.body}})
+        } else {
+            json!({})
+        },
+        "_links": {"webui": webui},
+    });
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    match comment.parent_comment_id {
+        Some(parent) => {
+            map.insert("parentCommentId".into(), json!(parent.to_string()));
+        }
+        None => {
+            let holder = match container.map(|p| p.kind) {
+                Some(ContentKind::Blogpost) => "blogPostId",
+                _ => "pageId",
+            };
+            map.insert(holder.into(), json!(comment.container_id.to_string()));
+        }
+    }
+    if let Some(resolution) = comment.resolution {
+        map.insert("resolutionStatus".into(), json!(resolution));
+        map.insert(
+            "properties".into(),
+            json!({"inlineMarkerRef": format!("marker-{}", comment.id),
+                   "inlineOriginalSelection": comment.selection.clone().unwrap_or_default()}),
+        );
+    }
+    value
+}
+
+/// One page of comments (already in id order) as a v2 listing.
+fn comment_listing(
+    state: &mut SimState,
+    matching: Vec<u64>,
+    params: &[(String, String)],
+    path: &str,
+    site: &str,
+    near: bool,
+) -> Result<Reply, Response> {
+    let (limit, cursor, with_body) = match (
+        limit(params, state),
+        decode_cursor(param(params, "cursor")),
+        wants_body(params),
+    ) {
+        (Ok(l), Ok(c), Ok(b)) => (l, c, b),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            return Err(error(Api::V2, StatusCode::BAD_REQUEST, &e));
+        }
+    };
+    let trailing = state
+        .faults
+        .trailing_empty_page
+        .then_some(&mut state.empty_cursor_serial);
+    let (ids, next) = paginate(
+        matching.iter().collect(),
+        |id: &u64| (0, *id),
+        cursor,
+        limit,
+        false,
+        trailing,
+    );
+    let results = ids
+        .iter()
+        .filter_map(|id| state.comments.get(id))
+        .map(|comment| comment_v2(state, comment, with_body))
+        .collect();
+    let next = next.map(|c| next_link(path, params, &c, &[]));
+    Ok(v2_listing(state, results, Bodies::new(), next, site, near))
+}
+
+async fn v2_comments(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    kind: ContentKind,
+    location: CommentLocation,
+) -> Response {
+    let (collection, _) = v2_collection(kind);
+    let where_ = location_name(location);
+    let path = format!("/api/v2/{collection}/{id}/{where_}-comments");
+    let endpoint = format!("v2.{where_}_comments");
+    let near = match guard(
+        &shared,
+        &headers,
+        &format!("/wiki{path}"),
+        &endpoint,
+        Api::V2,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let mut state = shared.lock();
+        if state.current(id).is_none_or(|p| p.kind != kind) {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        }
+        let matching = state
+            .comments_of(Some(id), None, location)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        match comment_listing(&mut state, matching, &params, &path, &site, near) {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        }
+    };
+    reply.send().await
+}
+
+async fn v2_comment_children(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    location: CommentLocation,
+) -> Response {
+    let where_ = location_name(location);
+    let path = format!("/api/v2/{where_}-comments/{id}/children");
+    let near = match guard(
+        &shared,
+        &headers,
+        &format!("/wiki{path}"),
+        "v2.comment_children",
+        Api::V2,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let mut state = shared.lock();
+        if !state
+            .comments
+            .get(&id)
+            .is_some_and(|c| c.location == location)
+        {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        }
+        let matching = state
+            .comments_of(None, Some(id), location)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        match comment_listing(&mut state, matching, &params, &path, &site, near) {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        }
+    };
+    reply.send().await
+}
+
 async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
     let near = match guard(
         &shared,
@@ -1219,6 +1494,50 @@ async fn sim_mutate(
         }
     };
     mutation_response(result)
+}
+
+/// Applies a comment mutation and delivers its `comment_*` webhook (the comment with its page
+/// under `parent`) when a target is configured.
+pub(crate) async fn mutate_comment(
+    shared: &Shared,
+    event: WebhookEvent,
+    apply: impl FnOnce(&mut SimState) -> Result<SimComment, MutationError>,
+) -> Result<(SimComment, Option<WebhookDelivery>), MutationError> {
+    let (comment, outgoing) = {
+        let mut state = shared.lock();
+        let comment = apply(&mut state)?;
+        let outgoing = match (
+            state.config.webhook_target.clone(),
+            state.pages.get(&comment.container_id),
+        ) {
+            (Some(target), Some(container)) => Some((
+                target,
+                state.config.webhook_secret.clone(),
+                webhook::comment_payload(
+                    &comment,
+                    container,
+                    &state.config.space_key,
+                    state.config.space_id,
+                    &shared.site,
+                ),
+            )),
+            _ => None,
+        };
+        (comment, outgoing)
+    };
+    let Some((target, secret, body)) = outgoing else {
+        return Ok((comment, None));
+    };
+    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
+    {
+        let mut state = shared.lock();
+        if delivery.delivered() {
+            state.stats.webhooks_delivered += 1;
+        } else {
+            state.stats.webhooks_failed += 1;
+        }
+    }
+    Ok((comment, Some(delivery)))
 }
 
 /// Applies a mutation and, when a webhook target is configured, delivers the matching webhook

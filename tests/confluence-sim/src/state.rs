@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use chrono::{FixedOffset, Offset as _, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::content::{self, ContentKind, LinkTargets, PageStatus, SimPage, USERS};
+use crate::content::{
+    self, CommentLocation, ContentKind, LinkTargets, PageStatus, Resolution, SimComment, SimPage,
+    USERS,
+};
 use crate::rng::SplitMix64;
 
 /// How the simulator is set up.
@@ -15,6 +18,8 @@ pub struct SimConfig {
     pub page_count: usize,
     /// Blog posts of the space, generated after the pages (ids continue the sequence).
     pub blog_post_count: usize,
+    /// Comments on the pages and blog posts (with replies), generated after them.
+    pub comment_count: usize,
     /// Pages with bodies over 1 MB (default: one per 500 pages, at least one).
     pub large_pages: usize,
     pub space_key: String,
@@ -39,6 +44,7 @@ impl SimConfig {
             seed,
             page_count,
             blog_post_count: 0,
+            comment_count: 0,
             large_pages: (page_count / 500).max(1).min(page_count),
             space_key: "ENG".into(),
             space_name: "Engineering".into(),
@@ -186,6 +192,24 @@ pub struct EditPage {
     pub labels: Option<Vec<String>>,
 }
 
+/// A new comment: on the page or blog post, or a reply to `reply_to` (same location).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateComment {
+    /// Storage format.
+    pub body: String,
+    #[serde(default = "footer")]
+    pub location: CommentLocation,
+    #[serde(default)]
+    pub reply_to: Option<u64>,
+    /// The text an inline comment highlights.
+    #[serde(default)]
+    pub selection: Option<String>,
+}
+
+fn footer() -> CommentLocation {
+    CommentLocation::Footer
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MovePage {
@@ -196,6 +220,7 @@ pub struct MovePage {
 pub(crate) struct SimState {
     pub config: SimConfig,
     pub pages: BTreeMap<u64, SimPage>,
+    pub comments: BTreeMap<u64, SimComment>,
     pub next_id: u64,
     pub faults: Faults,
     pub stats: SimStats,
@@ -219,14 +244,29 @@ impl SimState {
                 .into_iter()
                 .map(|post| (post.id, post)),
         );
-        let next_id = pages
+        let first_comment = pages
             .keys()
             .next_back()
             .map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        let containers: Vec<_> = pages.values().map(|p| (p.id, p.created_at)).collect();
+        let comments: BTreeMap<u64, SimComment> = content::generate_comments(
+            config.seed,
+            first_comment,
+            config.comment_count,
+            &containers,
+        )
+        .into_iter()
+        .map(|comment| (comment.id, comment))
+        .collect();
+        let next_id = comments
+            .keys()
+            .next_back()
+            .map_or(first_comment, |id| id + 1);
         let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
         Self {
             config,
             pages,
+            comments,
             next_id,
             faults: Faults::default(),
             stats: SimStats::default(),
@@ -450,7 +490,115 @@ impl SimState {
             }
             None => return Err(MutationError::NotFound(id)),
         }
+        // Purging takes the page's comments with it.
+        self.comments
+            .retain(|_, comment| comment.container_id != id);
         self.pages.remove(&id).ok_or(MutationError::NotFound(id))
+    }
+
+    /// Comments on a page or blog post: top-level ones of `location`, or the replies to `parent`.
+    pub fn comments_of(
+        &self,
+        container: Option<u64>,
+        parent: Option<u64>,
+        location: CommentLocation,
+    ) -> Vec<&SimComment> {
+        self.comments
+            .values()
+            .filter(|c| c.location == location && c.parent_comment_id == parent)
+            .filter(|c| container.is_none_or(|id| c.container_id == id))
+            .collect()
+    }
+
+    /// Adds a comment (version 1). The page's version does not change, as in Confluence.
+    pub fn add_comment(
+        &mut self,
+        container_id: u64,
+        request: CreateComment,
+    ) -> Result<SimComment, MutationError> {
+        self.current(container_id)
+            .ok_or(MutationError::NotFound(container_id))?;
+        let location = match request.reply_to {
+            Some(parent) => {
+                let parent = self
+                    .comments
+                    .get(&parent)
+                    .filter(|c| c.container_id == container_id && c.parent_comment_id.is_none())
+                    .ok_or(MutationError::NotFound(parent))?;
+                parent.location
+            }
+            None => request.location,
+        };
+        let top_inline = location == CommentLocation::Inline && request.reply_to.is_none();
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Utc::now();
+        let comment = SimComment {
+            id,
+            container_id,
+            location,
+            parent_comment_id: request.reply_to,
+            author: self.actor(id),
+            created_at: now,
+            modified_at: now,
+            version: 1,
+            body: request.body,
+            resolution: top_inline.then_some(Resolution::Open),
+            selection: if top_inline {
+                Some(request.selection.unwrap_or_default())
+            } else {
+                None
+            },
+        };
+        self.comments.insert(id, comment.clone());
+        Ok(comment)
+    }
+
+    /// Edits a comment's body (its version + 1).
+    pub fn edit_comment(&mut self, id: u64, body: String) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .get_mut(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        comment.body = body;
+        comment.version += 1;
+        comment.modified_at = Utc::now();
+        Ok(comment.clone())
+    }
+
+    /// Resolves (or reopens) a top-level inline comment.
+    pub fn resolve_comment(
+        &mut self,
+        id: u64,
+        resolved: bool,
+    ) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .get_mut(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        if comment.resolution.is_none() {
+            return Err(MutationError::Invalid(
+                "only a top-level inline comment can be resolved".into(),
+            ));
+        }
+        comment.resolution = Some(if resolved {
+            Resolution::Resolved
+        } else {
+            Resolution::Reopened
+        });
+        comment.modified_at = Utc::now();
+        Ok(comment.clone())
+    }
+
+    /// Deletes a comment and its replies.
+    pub fn remove_comment(&mut self, id: u64) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .remove(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        self.comments
+            .retain(|_, reply| reply.parent_comment_id != Some(id));
+        Ok(comment)
     }
 
     /// Restores a trashed page (to the root when its parent is gone). The version is unchanged; the

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::content::{ContentKind, SimPage, USERS};
+use crate::content::{ContentKind, SimComment, SimPage, USERS};
 
 /// A page (or blog post) event Confluence Cloud sends a webhook for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,6 +26,9 @@ pub enum WebhookEvent {
     BlogTrashed,
     BlogRemoved,
     BlogRestored,
+    CommentCreated,
+    CommentUpdated,
+    CommentRemoved,
 }
 
 impl WebhookEvent {
@@ -44,6 +47,9 @@ impl WebhookEvent {
             Self::BlogTrashed => "blog_trashed",
             Self::BlogRemoved => "blog_removed",
             Self::BlogRestored => "blog_restored",
+            Self::CommentCreated => "comment_created",
+            Self::CommentUpdated => "comment_updated",
+            Self::CommentRemoved => "comment_removed",
         }
     }
 
@@ -140,6 +146,53 @@ pub fn payload(
         map.insert("suppressNotifications".into(), json!(false));
     }
     body
+}
+
+/// A comment event's payload, as in the Cloud capture: the comment, with its page (or blog post)
+/// under `parent`.
+pub fn comment_payload(
+    comment: &SimComment,
+    container: &SimPage,
+    space_key: &str,
+    space_id: u64,
+    site: &str,
+) -> serde_json::Value {
+    let account = |index: usize| USERS.get(index).map_or("", |u| u.0);
+    let page = payload(
+        WebhookEvent::PageCreated,
+        container,
+        None,
+        space_key,
+        space_id,
+        site,
+    );
+    let parent = page
+        .get(match container.kind {
+            ContentKind::Page => "page",
+            ContentKind::Blogpost => "blog",
+        })
+        .cloned()
+        .unwrap_or_default();
+    let container_self = parent["self"].as_str().unwrap_or_default().to_owned();
+    json!({
+        "comment": {
+            "idAsString": comment.id.to_string(),
+            "creatorAccountId": account(comment.author),
+            "spaceKey": space_key,
+            "spaceId": space_id,
+            "parent": parent,
+            "modificationDate": comment.modified_at.timestamp_millis(),
+            "lastModifierAccountId": account(comment.author),
+            "self": format!("{container_self}?focusedCommentId={}", comment.id),
+            "id": comment.id.to_string(),
+            "creationDate": comment.created_at.timestamp_millis(),
+            "contentType": "comment",
+            "version": comment.version,
+        },
+        "accountType": "customer",
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "userAccountId": account(comment.author),
+    })
 }
 
 /// A blog post's place in Cloud's web UI: `blog/YYYY/MM/DD/{id}` (its creation date).

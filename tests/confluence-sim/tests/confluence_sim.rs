@@ -511,3 +511,115 @@ async fn blog_posts_have_their_own_endpoints_cql_type_and_webhooks() {
         assert!(body.get("page").is_none(), "{event}");
     }
 }
+
+#[tokio::test]
+async fn comments_are_listed_per_page_with_replies_resolution_and_webhooks() {
+    let (target, received) = receiver().await;
+    let mut config = SimConfig::new(21, 10);
+    config.comment_count = 200;
+    config.webhook_target = Some(target);
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
+    // The page with the most comments.
+    let page = sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .max_by_key(|id| sim.handle.comments(*id).len())
+        .expect("a page");
+    let all = sim.handle.comments(page);
+    assert!(all.iter().any(|c| c.parent_comment_id.is_some()), "replies");
+
+    // Footer and inline comments at their endpoints (top level only), paginated, with bodies.
+    let mut listed = Vec::new();
+    for location in ["footer", "inline"] {
+        let mut next = Some(format!(
+            "/wiki/api/v2/pages/{page}/{location}-comments?body-format=storage&limit=3"
+        ));
+        while let Some(path) = next.take() {
+            let body: Value = get(&sim, &path).await.json().await.expect("json");
+            for comment in body["results"].as_array().expect("results") {
+                assert_eq!(comment["pageId"], page.to_string());
+                assert!(
+                    comment["body"]["storage"]["value"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with("<p>"))
+                );
+                assert!(comment["version"]["authorId"].is_string());
+                if location == "inline" {
+                    assert!(comment["resolutionStatus"].is_string(), "{comment}");
+                    assert!(comment["properties"]["inlineOriginalSelection"].is_string());
+                } else {
+                    assert!(comment.get("resolutionStatus").is_none());
+                }
+                let id = comment["id"].as_str().expect("id").to_owned();
+                // Replies at the comment's children endpoint.
+                let children: Value = get(
+                    &sim,
+                    &format!("/wiki/api/v2/{location}-comments/{id}/children?body-format=storage"),
+                )
+                .await
+                .json()
+                .await
+                .expect("json");
+                for reply in children["results"].as_array().expect("results") {
+                    assert_eq!(reply["parentCommentId"], id.as_str());
+                    listed.push(reply["id"].as_str().expect("id").to_owned());
+                }
+                listed.push(id);
+            }
+            next = body["_links"]["next"].as_str().map(str::to_owned);
+        }
+    }
+    listed.sort();
+    let mut expected: Vec<String> = all.iter().map(|c| c.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let blog_id = page;
+    assert_eq!(
+        get(
+            &sim,
+            &format!("/wiki/api/v2/blogposts/{blog_id}/footer-comments")
+        )
+        .await
+        .status(),
+        404,
+        "a page is no blog post"
+    );
+
+    // Comment mutations send comment_* webhooks naming the page; the page keeps its version.
+    let version = sim.handle.page(page).expect("page").version;
+    let (created, _) = sim
+        .handle
+        .add_comment(
+            page,
+            confluence_sim::CreateComment {
+                body: "<p>Is the rollback step still right?</p>".into(),
+                location: confluence_sim::CommentLocation::Inline,
+                reply_to: None,
+                selection: Some("rollback".into()),
+            },
+        )
+        .await
+        .expect("comment");
+    assert_eq!(created.resolution, Some(confluence_sim::Resolution::Open));
+    sim.handle
+        .resolve_comment(created.id, true)
+        .await
+        .expect("resolve");
+    sim.handle.remove_comment(created.id).await.expect("remove");
+    assert_eq!(sim.handle.page(page).expect("page").version, version);
+    let received = received.0.lock().expect("received").clone();
+    let events: Vec<&str> = received.iter().map(|(e, ..)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        ["comment_created", "comment_updated", "comment_removed"]
+    );
+    for (event, body, ..) in &received {
+        assert_eq!(body["comment"]["contentType"], "comment", "{event}");
+        assert_eq!(body["comment"]["id"], created.id.to_string(), "{event}");
+        assert_eq!(body["comment"]["parent"]["id"], page, "{event}");
+        assert_eq!(body["comment"]["parent"]["contentType"], "page", "{event}");
+    }
+}
