@@ -28,6 +28,8 @@ pub struct PageSummary {
     pub path: String,
     pub url: String,
     pub labels: Vec<String>,
+    /// `page` or `blogpost`.
+    pub content_type: String,
 }
 
 impl From<pages::PageSummary> for PageSummary {
@@ -42,6 +44,7 @@ impl From<pages::PageSummary> for PageSummary {
             path: page.path,
             url: page.url,
             labels: page.labels,
+            content_type: page.content_type,
         }
     }
 }
@@ -74,9 +77,10 @@ pub struct PageDetail {
         ("space" = Option<String>, Query, description = "Confluence space key"),
         ("jira" = Option<String>, Query, description = "Jira issue key linked from the page"),
         ("mention" = Option<String>, Query, description = "user mentioned on the page"),
+        ("content_type" = Option<String>, Query, description = "page or blogpost: only pages, or only blog posts"),
         ("title" = Option<String>, Query, description = "the page titled so (case-insensitive)"),
         ("parent" = Option<String>, Query, description = "the direct children of this page id"),
-        ("top_level" = Option<bool>, Query, description = "only pages without a parent"),
+        ("top_level" = Option<bool>, Query, description = "only pages without a parent (no blog posts)"),
         ("links_to" = Option<String>, Query, description = "pages whose links point at this page id"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous response"),

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use pagestream_confluence::SpaceKey;
+use pagestream_events::ContentType;
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{self, ChunkKind, HybridQuery, QueryVector};
 use serde::Serialize;
@@ -22,8 +23,8 @@ use crate::sources::projected_source_id;
 const MARK_START: char = '\u{E000}';
 const MARK_END: char = '\u{E001}';
 
-/// Reads `path`, `label` and `updated_after`, and with `all` also `space`, `jira` and `mention`
-/// (`source` is resolved by the caller).
+/// Reads `path`, `label` and `updated_after`, and with `all` also `space`, `jira`, `mention` and
+/// `content_type` (`source` is resolved by the caller).
 pub fn parse_filters(params: &mut QueryParams, all: bool) -> Result<PageFilters, ApiError> {
     let mut filters = PageFilters {
         label: params.text("label", 255)?.map(|label| label.to_lowercase()),
@@ -48,6 +49,13 @@ pub fn parse_filters(params: &mut QueryParams, all: bool) -> Result<PageFilters,
             .map(|key| parse_jira_key(&key))
             .transpose()?;
         filters.mention = params.text("mention", 200)?;
+        filters.content_type = params
+            .text("content_type", 20)?
+            .map(|kind| {
+                kind.parse::<ContentType>()
+                    .map_err(|reason| ApiError::invalid("content_type", reason))
+            })
+            .transpose()?;
     }
     Ok(filters)
 }
@@ -98,6 +106,8 @@ pub struct SearchHit {
     pub last_modified: Option<DateTime<Utc>>,
     /// `section` (a part of the page) or `code` (one code block of it).
     pub kind: String,
+    /// What the chunk's page is: `page` or `blogpost`.
+    pub content_type: String,
     /// A code block's language and title, when it has them.
     pub language: Option<String>,
     pub code_title: Option<String>,
@@ -148,6 +158,7 @@ pub struct SearchRequest {
         ("jira" = Option<String>, Query, description = "Jira issue key linked from the page"),
         ("mention" = Option<String>, Query, description = "user mentioned on the page"),
         ("updated_after" = Option<String>, Query, description = "RFC 3339 timestamp or date"),
+        ("content_type" = Option<String>, Query, description = "page or blogpost: only pages, or only blog posts"),
         ("kind" = Option<String>, Query, description = "section (default) or code: the code blocks"),
         ("language" = Option<String>, Query, description = "code blocks of this language (implies kind=code)"),
     ),
@@ -264,6 +275,7 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             text_rank: row.text_rank,
             last_modified: row.last_modified,
             kind: row.kind,
+            content_type: row.content_type,
             language: row.language,
             code_title: row.code_title,
         })

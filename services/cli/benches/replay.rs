@@ -11,8 +11,8 @@ use chrono::Utc;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use pagestream_events::{
-    Chunk, ChunksReady, ContentMetadata, Envelope, PageChanged, PageConverted, PageId, PageInfo,
-    SourceKey, Vector,
+    Chunk, ChunksReady, ContentMetadata, ContentType, Envelope, PageChanged, PageConverted, PageId,
+    PageInfo, SourceKey, Vector,
 };
 use pagestream_sources::{AuthKind, SourceRecord, SourceRegistry, SourceSettings};
 use pagestream_testkit::bench::{
@@ -42,6 +42,7 @@ fn page_events(
     let page = PageInfo {
         source: source.clone(),
         page_id: PageId::from(id),
+        content_type: ContentType::Page,
         space_key: "BENCH".into(),
         title: title.clone(),
         version: 1,

@@ -251,6 +251,9 @@ pub struct SearchHit {
     pub score: f64,
     pub vector_rank: Option<i64>,
     pub text_rank: Option<i64>,
+    /// `page` or `blogpost` (absent from an older api).
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -303,6 +303,7 @@ pub async fn search(
         ("jira", args.jira.as_ref()),
         ("mention", args.mention.as_ref()),
         ("updated_after", args.updated_after.as_ref()),
+        ("content_type", args.content_type.as_ref()),
     ]));
     if args.json {
         let body: Value = api.get("/api/search", &query, "search").await?;
@@ -336,7 +337,10 @@ pub async fn search(
             format!("{:.4}", hit.score),
             rank(hit.vector_rank),
             rank(hit.text_rank),
-            hit.title.clone(),
+            match hit.content_type.as_deref() {
+                Some("blogpost") => format!("[blog] {}", hit.title),
+                _ => hit.title.clone(),
+            },
             hit.heading_path
                 .iter()
                 .skip(1)

@@ -195,6 +195,9 @@ pub struct SearchArgs {
     /// RFC 3339 timestamp or date.
     #[arg(long)]
     pub updated_after: Option<String>,
+    /// Only pages (`page`) or only blog posts (`blogpost`).
+    #[arg(long, value_parser = ["page", "blogpost"])]
+    pub content_type: Option<String>,
     /// The api's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,

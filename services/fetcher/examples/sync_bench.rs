@@ -1,8 +1,10 @@
 //! Full sync of a simulated space into JetStream, then a no-change re-sync. Prints one JSON object:
-//! pages, wall time, pages/s, Confluence requests (and per page) of both runs, events of the re-sync.
+//! pages and blog posts, wall time, items/s, Confluence requests (and per item) of both runs, events
+//! of the re-sync.
 //!
-//! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES]` with the dev stack up
-//! (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the end.
+//! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES] [BLOG_POSTS]` with the
+//! dev stack up (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the
+//! end.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +25,16 @@ async fn main() -> anyhow::Result<()> {
         Some(value) => value.parse().context("PAGES must be a number")?,
         None => 4000,
     };
-    let sim = confluence_sim::start(SimConfig::new(42, pages), "127.0.0.1:0".parse()?).await?;
+    let blog_posts: usize = match std::env::args().nth(2) {
+        Some(value) => value.parse().context("BLOG_POSTS must be a number")?,
+        None => 2000,
+    };
+    let config = SimConfig {
+        blog_post_count: blog_posts,
+        ..SimConfig::new(42, pages)
+    };
+    let items = pages + blog_posts;
+    let sim = confluence_sim::start(config, "127.0.0.1:0".parse()?).await?;
     let bus = pagestream_testkit::bus().await;
     let registry = SourceRegistry::open(&bus).await?;
     let secret_key = SecretKey::parse(&SecretKey::generate())?;
@@ -91,10 +102,11 @@ async fn main() -> anyhow::Result<()> {
 
     let report = serde_json::json!({
         "pages": pages,
+        "blog_posts": blog_posts,
         "full_sync_wall_s": full_secs,
-        "full_sync_pages_per_s": pages as f64 / full_secs,
+        "full_sync_items_per_s": items as f64 / full_secs,
         "full_sync_requests": full.requests,
-        "full_sync_requests_per_page": full.requests as f64 / pages as f64,
+        "full_sync_requests_per_item": full.requests as f64 / items as f64,
         "full_sync_events": full.pages_changed,
         "page_changed_stored": stored,
         "resync_wall_s": resync_secs,

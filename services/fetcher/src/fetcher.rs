@@ -13,8 +13,8 @@ use pagestream_confluence::{
     MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
 };
 use pagestream_events::{
-    Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable, SourceKey,
-    SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    ContentType, Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable,
+    SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_sources::{AuthKind, SecretKey, SourceRegistry, SourceSettings};
 use uuid::Uuid;
@@ -61,11 +61,13 @@ fn incarnation_to_emit(
     }
 }
 
-fn is_page(content: &Content) -> bool {
-    content
-        .content_type
-        .as_deref()
-        .is_none_or(|kind| kind == "page")
+/// What v1 content is, if the index holds its kind (pages and blog posts; not comments or
+/// attachments). Content without a type is a page.
+fn indexed_type(content: &Content) -> Option<ContentType> {
+    match content.content_type.as_deref() {
+        None => Some(ContentType::Page),
+        Some(kind) => ContentType::from_confluence(kind),
+    }
 }
 
 /// How the fetcher behaves beyond each source's own settings.
@@ -279,8 +281,8 @@ impl Fetcher {
         }
     }
 
-    /// Handles a webhook hint: fetch the page and emit it if it changed (a new version, a restore,
-    /// a move, a label change), or confirm a removal and emit the deletion. A page of another
+    /// Handles a webhook hint: fetch the page (or blog post) and emit it if it changed (a new
+    /// version, a restore, a move, a label change), or confirm a removal and emit the deletion. A page of another
     /// space (Data Center and Connect webhooks are site-wide) is never indexed into the source; a
     /// page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
@@ -314,12 +316,13 @@ impl Fetcher {
                     Err(error) if error.is_not_found() => return Ok(()),
                     Err(error) => return Err(error.into()),
                 };
-                if !is_page(&content)
-                    || matches!(
-                        content.status.as_deref(),
-                        Some("trashed" | "deleted" | "draft")
-                    )
-                {
+                let Some(content_type) = indexed_type(&content) else {
+                    return Ok(());
+                };
+                if matches!(
+                    content.status.as_deref(),
+                    Some("trashed" | "deleted" | "draft")
+                ) {
                     return Ok(());
                 }
                 let in_space = content
@@ -341,7 +344,7 @@ impl Fetcher {
                     }
                     return Ok(());
                 }
-                let changed = page_info::from_content(&source.site, &content)?;
+                let changed = page_info::from_content(&source.site, &content, content_type)?;
                 let labels = content
                     .metadata
                     .as_ref()
@@ -362,7 +365,13 @@ impl Fetcher {
                 }
             }
             HintReason::Removed => {
-                match confirm_gone(&source.client, &source.site, &hint.page_id).await? {
+                // What the fetcher emitted knows the type best; the webhook's word otherwise.
+                let content_type = record
+                    .as_ref()
+                    .map_or(hint.content_type, |record| record.content_type);
+                match confirm_gone(&source.client, &source.site, &hint.page_id, content_type)
+                    .await?
+                {
                     Presence::Gone { version } => {
                         let version = version.or(hint.version).unwrap_or(0);
                         self.emit_deleted(
@@ -396,6 +405,7 @@ impl Fetcher {
         let page = changed.page.page_id.clone();
         let record = PageRecord {
             version: changed.page.version,
+            content_type: changed.page.content_type,
             incarnation,
             path: Some(changed.page.path.clone()),
             labels: labels_known.then(|| changed.page.labels.clone()),
@@ -438,6 +448,7 @@ impl Fetcher {
         self.bus.purge_page(&site.source, page).await?;
         let tombstone = PageRecord {
             version,
+            content_type: record.map_or(ContentType::Page, |record| record.content_type),
             incarnation,
             deleted: true,
             ..PageRecord::default()
@@ -458,13 +469,14 @@ enum Presence {
     Present,
 }
 
-/// Whether a page is really gone from the source: on Cloud a 404 may also mean "no
-/// permission", so callers only ask about pages the space listing no longer shows, or that a
-/// removal hint named.
+/// Whether a page (or blog post, `content_type`) is really gone from the source: on Cloud a 404
+/// may also mean "no permission", so callers only ask about pages the space listing no longer
+/// shows, or that a removal hint named.
 async fn confirm_gone(
     client: &ConfluenceClient,
     site: &Site,
     page: &PageId,
+    content_type: ContentType,
 ) -> Result<Presence, FetcherError> {
     let found = if site.data_center {
         client
@@ -476,7 +488,7 @@ async fn confirm_gone(
                 (found.status, version, space)
             })
     } else {
-        client.page(page).await.map(|found| {
+        client.content_v2(content_type, page).await.map(|found| {
             let version = found.version_number();
             (found.status, version, found.space_id.map(SpaceOf::Id))
         })
@@ -575,17 +587,20 @@ impl Run<'_> {
         Ok(SpaceKey::new(self.site.space_key.clone())?)
     }
 
-    /// Every current page of the space: ids, versions, parents and titles, without bodies.
+    /// Every current page and blog post of the space: ids, versions, parents and titles, without
+    /// bodies.
     async fn list_space(&mut self) -> Result<Tree, FetcherError> {
         let mut tree = Tree::default();
         if self.site.data_center {
-            let cql = CqlQuery::pages_in_space(self.space_key()?);
+            let cql = CqlQuery::content_in_space(self.space_key()?);
             let mut search = self
                 .client
                 .search(&cql.to_string(), LISTING_EXPAND, MAX_LIMIT);
             while let Some(batch) = search.next_page().await? {
-                for content in batch.iter().filter(|content| is_page(content)) {
-                    tree.insert_content(content);
+                for content in &batch {
+                    if let Some(content_type) = indexed_type(content) {
+                        tree.insert_content(content, content_type);
+                    }
                 }
                 self.progress.pages_seen += batch.len() as u64;
                 self.report_if_due().await;
@@ -593,17 +608,26 @@ impl Run<'_> {
         } else {
             let space = self.client.space_by_key(&self.space_key()?).await?;
             self.site.space_id = Some(space.id.clone());
-            let mut listing = self.client.space_pages(&space.id, &ListOptions::default());
-            while let Some(batch) = listing.next_page().await? {
-                for page in &batch {
-                    tree.insert_page(page);
+            for content_type in ContentType::ALL {
+                let mut listing = match content_type {
+                    ContentType::Page => {
+                        self.client.space_pages(&space.id, &ListOptions::default())
+                    }
+                    ContentType::Blogpost => self
+                        .client
+                        .space_blog_posts(&space.id, &ListOptions::default()),
+                };
+                while let Some(batch) = listing.next_page().await? {
+                    for page in &batch {
+                        tree.insert_page(page, content_type);
+                    }
+                    self.progress.pages_seen += batch.len() as u64;
+                    self.report_if_due().await;
                 }
-                self.progress.pages_seen += batch.len() as u64;
-                self.report_if_due().await;
             }
-            // The v2 listing and bulk bodies carry no labels, and a label change creates no
-            // version: one CQL pass with labels only (250 pages a request) tells them.
-            let cql = CqlQuery::pages_in_space(self.space_key()?);
+            // The v2 listings and bulk bodies carry no labels, and a label change creates no
+            // version: one CQL pass with labels only (250 items a request) tells them.
+            let cql = CqlQuery::content_in_space(self.space_key()?);
             let mut labelled =
                 self.client
                     .search(&cql.to_string(), &["metadata.labels"], MAX_LIMIT);
@@ -623,7 +647,7 @@ impl Run<'_> {
         let known = self.fetcher.state.records(&self.site.source).await?;
         let tree = if self.site.data_center {
             // Data Center has no bulk bodies by id: one search with bodies, 50 pages a request.
-            let everything = CqlQuery::pages_in_space(self.space_key()?);
+            let everything = CqlQuery::content_in_space(self.space_key()?);
             self.search_and_emit(&everything, &known).await?
         } else {
             self.list_and_fetch(&known).await?
@@ -638,8 +662,9 @@ impl Run<'_> {
         state.set_watermark(&self.site.source, started_at).await
     }
 
-    /// Lists the space cheaply, then fetches bodies in bulk for the pages whose version, place or
-    /// life (a restore) differs from what was emitted.
+    /// Lists the space cheaply, then fetches bodies in bulk (pages and blog posts at their own
+    /// endpoints) for the items whose version, place or life (a restore) differs from what was
+    /// emitted.
     async fn list_and_fetch(
         &mut self,
         known: &HashMap<PageId, PageRecord>,
@@ -656,20 +681,45 @@ impl Run<'_> {
         tracing::info!(run_id = %self.run_id, listed = tree.len(), known = known.len(), wanted = wanted.len(), "space listed");
         let mut ids: Vec<PageId> = wanted.keys().cloned().collect();
         ids.sort();
-        for ids in ids.chunks(MAX_LIMIT as usize) {
-            // Ids missing from the answer were removed since the listing: the next run deletes them.
-            let bulk = self.client.pages_by_id(ids).await?;
-            // A page over the response bound fails alone (the next run tries it again).
-            for (page, error) in bulk.too_large {
-                self.page_failed(&page, error.into())?;
-            }
-            let changes: Vec<_> = bulk
-                .pages
+        for content_type in ContentType::ALL {
+            let of_type: Vec<PageId> = ids
                 .iter()
-                .map(|page| {
-                    let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
-                    let labels = tree.labels(&page.id);
-                    let changed = page_info::from_page(&self.site, page, tree.ancestors(&page.id))
+                .filter(|id| tree.content_type(id) == content_type)
+                .cloned()
+                .collect();
+            for ids in of_type.chunks(MAX_LIMIT as usize) {
+                self.fetch_and_emit(content_type, ids, &tree, &wanted)
+                    .await?;
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Fetches one batch of bodies of one type and emits them.
+    async fn fetch_and_emit(
+        &mut self,
+        content_type: ContentType,
+        ids: &[PageId],
+        tree: &Tree,
+        wanted: &HashMap<PageId, u64>,
+    ) -> Result<(), FetcherError> {
+        // Ids missing from the answer were removed since the listing: the next run deletes them.
+        let bulk = match content_type {
+            ContentType::Page => self.client.pages_by_id(ids).await?,
+            ContentType::Blogpost => self.client.blog_posts_by_id(ids).await?,
+        };
+        // A page over the response bound fails alone (the next run tries it again).
+        for (page, error) in bulk.too_large {
+            self.page_failed(&page, error.into())?;
+        }
+        let changes: Vec<_> = bulk
+            .pages
+            .iter()
+            .map(|page| {
+                let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
+                let labels = tree.labels(&page.id);
+                let changed =
+                    page_info::from_page(&self.site, page, content_type, tree.ancestors(&page.id))
                         .map(|mut changed| {
                             if let Some(labels) = labels {
                                 changed.page.labels = labels.to_vec();
@@ -680,12 +730,10 @@ impl Run<'_> {
                                 labels.is_some() || page.labels.is_some(),
                             )
                         });
-                    (page.id.clone(), changed)
-                })
-                .collect();
-            self.emit_all(changes).await?;
-        }
-        Ok(tree)
+                (page.id.clone(), changed)
+            })
+            .collect();
+        self.emit_all(changes).await
     }
 
     /// Runs a CQL search with bodies and emits what differs from what was emitted; returns what
@@ -702,9 +750,12 @@ impl Run<'_> {
         while let Some(batch) = search.next_page().await? {
             self.progress.pages_seen += batch.len() as u64;
             let mut changes = Vec::new();
-            for content in batch.iter().filter(|content| is_page(content)) {
-                tree.insert_content(content);
-                changes.extend(self.change_of(content, known));
+            for content in &batch {
+                let Some(content_type) = indexed_type(content) else {
+                    continue;
+                };
+                tree.insert_content(content, content_type);
+                changes.extend(self.change_of(content, content_type, known));
             }
             self.emit_all(changes).await?;
         }
@@ -716,9 +767,10 @@ impl Run<'_> {
     fn change_of(
         &self,
         content: &Content,
+        content_type: ContentType,
         known: &HashMap<PageId, PageRecord>,
     ) -> Option<(PageId, Result<PageToEmit, FetcherError>)> {
-        let changed = match page_info::from_content(&self.site, content) {
+        let changed = match page_info::from_content(&self.site, content, content_type) {
             Ok(changed) => changed,
             Err(error) => return Some((content.id.clone(), Err(error))),
         };
@@ -748,12 +800,15 @@ impl Run<'_> {
         let mut changes = Vec::new();
         for page in failed_before.iter().filter(|page| !seen.contains(page)) {
             match self.client.content(page, SYNC_EXPAND).await {
-                Ok(content) if is_page(&content) => {
-                    self.progress.pages_seen += 1;
-                    changes.extend(self.change_of(&content, known));
+                Ok(content) => {
+                    // Gone or not content that is indexed: the deletion reconciliation deals
+                    // with it.
+                    if let Some(content_type) = indexed_type(&content) {
+                        self.progress.pages_seen += 1;
+                        changes.extend(self.change_of(&content, content_type, known));
+                    }
                 }
-                // Gone or no longer a page: the deletion reconciliation deals with it.
-                Ok(_) | Err(ConfluenceError::NotFound { .. }) => {}
+                Err(ConfluenceError::NotFound { .. }) => {}
                 Err(error) => changes.push((page.clone(), Err(error.into()))),
             }
         }
@@ -766,7 +821,7 @@ impl Run<'_> {
         reconcile_deletions: bool,
     ) -> Result<(), FetcherError> {
         let window = self.window().await?;
-        let mut cql = CqlQuery::pages_in_space(self.space_key()?)
+        let mut cql = CqlQuery::content_in_space(self.space_key()?)
             .modified_before(window.before)
             .time_zone(self.user_time_zone(settings).await?);
         if let Some(from) = window.from {
@@ -910,14 +965,15 @@ impl Run<'_> {
             .collect();
         missing.sort_by_key(|(id, _)| *id);
         for (page, record) in missing {
-            let version = match confirm_gone(&self.client, &self.site, page).await {
-                Ok(Presence::Gone { version }) => version.unwrap_or(record.version),
-                Ok(Presence::Present) => continue,
-                Err(error) => {
-                    self.page_failed(page, error)?;
-                    continue;
-                }
-            };
+            let version =
+                match confirm_gone(&self.client, &self.site, page, record.content_type).await {
+                    Ok(Presence::Gone { version }) => version.unwrap_or(record.version),
+                    Ok(Presence::Present) => continue,
+                    Err(error) => {
+                        self.page_failed(page, error)?;
+                        continue;
+                    }
+                };
             match self
                 .fetcher
                 .emit_deleted(

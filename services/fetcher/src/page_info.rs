@@ -1,10 +1,11 @@
-//! Building `page.changed` payloads from what Confluence returns (v2 pages or v1 search content).
+//! Building `page.changed` payloads from what Confluence returns (v2 pages and blog posts, or v1
+//! search content).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use pagestream_confluence::{Content, ContentLinks, Page, SpaceId};
-use pagestream_events::{Ancestor, Author, PageChanged, PageId, PageInfo, SourceKey};
+use pagestream_events::{Ancestor, Author, ContentType, PageChanged, PageId, PageInfo, SourceKey};
 
 use crate::FetcherError;
 
@@ -25,6 +26,7 @@ pub(crate) struct Site {
 }
 
 struct Node {
+    content_type: ContentType,
     parent: Option<PageId>,
     title: String,
     version: u64,
@@ -32,18 +34,20 @@ struct Node {
     labels: Option<Vec<String>>,
 }
 
-/// Parent, title and version of every listed page, to derive ancestors without a request per page.
+/// Parent, title and version of every listed page (and blog post), to derive ancestors without a
+/// request per page.
 #[derive(Default)]
 pub(crate) struct Tree {
     nodes: HashMap<PageId, Node>,
 }
 
 impl Tree {
-    /// A page of a v2 listing.
-    pub fn insert_page(&mut self, page: &Page) {
+    /// A page or blog post of a v2 listing.
+    pub fn insert_page(&mut self, page: &Page, content_type: ContentType) {
         self.nodes.insert(
             page.id.clone(),
             Node {
+                content_type,
                 parent: page.parent_id.clone(),
                 title: page.title.clone(),
                 version: page.version_number(),
@@ -52,11 +56,12 @@ impl Tree {
         );
     }
 
-    /// A page of a v1 search expanded with its ancestors (the parent last).
-    pub fn insert_content(&mut self, content: &Content) {
+    /// A page or blog post of a v1 search expanded with its ancestors (the parent last).
+    pub fn insert_content(&mut self, content: &Content, content_type: ContentType) {
         self.nodes.insert(
             content.id.clone(),
             Node {
+                content_type,
                 parent: content.ancestors.last().map(|a| a.id.clone()),
                 title: content.title.clone(),
                 version: content.version_number(),
@@ -88,6 +93,13 @@ impl Tree {
     /// Every listed page with its version.
     pub fn versions(&self) -> impl Iterator<Item = (&PageId, u64)> {
         self.nodes.iter().map(|(id, node)| (id, node.version))
+    }
+
+    /// What a listed item is (a page where the listing did not say).
+    pub fn content_type(&self, id: &PageId) -> ContentType {
+        self.nodes
+            .get(id)
+            .map_or(ContentType::Page, |node| node.content_type)
     }
 
     pub fn contains(&self, id: &PageId) -> bool {
@@ -145,10 +157,12 @@ fn missing_body(id: &PageId) -> FetcherError {
     FetcherError::InvalidPage(format!("page {id} came without a storage body"))
 }
 
-/// From a v2 page fetched with its body; `ancestors` top-down.
+/// From a v2 page or blog post fetched with its body; `ancestors` top-down (none for a blog
+/// post).
 pub(crate) fn from_page(
     site: &Site,
     page: &Page,
+    content_type: ContentType,
     ancestors: Vec<Ancestor>,
 ) -> Result<PageChanged, FetcherError> {
     let body = page.storage().ok_or_else(|| missing_body(&page.id))?;
@@ -164,6 +178,7 @@ pub(crate) fn from_page(
         page: PageInfo {
             source: site.source.clone(),
             page_id: page.id.clone(),
+            content_type,
             space_key: site.space_key.clone(),
             title: page.title.clone(),
             version: page.version_number(),
@@ -183,8 +198,13 @@ pub(crate) fn from_page(
     })
 }
 
-/// From v1 content expanded with [`pagestream_confluence::SYNC_EXPAND`].
-pub(crate) fn from_content(site: &Site, content: &Content) -> Result<PageChanged, FetcherError> {
+/// From v1 content (a page or a blog post, `content_type`) expanded with
+/// [`pagestream_confluence::SYNC_EXPAND`].
+pub(crate) fn from_content(
+    site: &Site,
+    content: &Content,
+    content_type: ContentType,
+) -> Result<PageChanged, FetcherError> {
     let body = content.storage().ok_or_else(|| missing_body(&content.id))?;
     let ancestors: Vec<Ancestor> = content
         .ancestors
@@ -208,6 +228,7 @@ pub(crate) fn from_content(site: &Site, content: &Content) -> Result<PageChanged
         page: PageInfo {
             source: site.source.clone(),
             page_id: content.id.clone(),
+            content_type,
             space_key: content
                 .space
                 .as_ref()
@@ -244,9 +265,13 @@ mod tests {
     #[test]
     fn ancestors_and_path_follow_the_listing() {
         let mut tree = Tree::default();
-        tree.insert_page(&listed(1, None, "Home"));
-        tree.insert_page(&listed(2, Some(1), "Guides"));
-        tree.insert_page(&listed(3, Some(2), "Setup"));
+        tree.insert_page(&listed(1, None, "Home"), ContentType::Page);
+        tree.insert_page(&listed(2, Some(1), "Guides"), ContentType::Page);
+        tree.insert_page(&listed(3, Some(2), "Setup"), ContentType::Page);
+        tree.insert_page(&listed(9, None, "Release notes"), ContentType::Blogpost);
+        assert_eq!(tree.content_type(&PageId::from(9)), ContentType::Blogpost);
+        assert_eq!(tree.content_type(&PageId::from(2)), ContentType::Page);
+        assert!(tree.ancestors(&PageId::from(9)).is_empty());
         let ancestors = tree.ancestors(&PageId::from(3));
         assert_eq!(
             ancestors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
@@ -260,8 +285,8 @@ mod tests {
     #[test]
     fn a_parent_cycle_ends_the_chain() {
         let mut tree = Tree::default();
-        tree.insert_page(&listed(1, Some(2), "A"));
-        tree.insert_page(&listed(2, Some(1), "B"));
+        tree.insert_page(&listed(1, Some(2), "A"), ContentType::Page);
+        tree.insert_page(&listed(2, Some(1), "B"), ContentType::Page);
         let ancestors = tree.ancestors(&PageId::from(1));
         assert_eq!(
             ancestors.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
@@ -290,7 +315,7 @@ mod tests {
             "https://x.atlassian.net/wiki/pages/viewpage.action?pageId=7"
         );
         assert!(matches!(
-            from_page(&site, &page, Vec::new()),
+            from_page(&site, &page, ContentType::Page, Vec::new()),
             Err(FetcherError::InvalidPage(_))
         ));
     }

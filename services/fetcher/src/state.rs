@@ -22,7 +22,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pagestream_bus::Bus;
-use pagestream_events::{PageId, SourceKey};
+use pagestream_events::{ContentType, PageId, SourceKey};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -42,10 +42,15 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-/// What the fetcher last emitted for a page.
+/// What the fetcher last emitted for a page (or a blog post: ids are unique across types, so
+/// both share the `<source>.<id>` keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PageRecord {
     pub version: u64,
+    /// What the id names: a deletion is confirmed at its type's endpoint (a page's answers 404
+    /// for a blog post). Records written before blog posts were indexed are pages.
+    #[serde(default, skip_serializing_if = "ContentType::is_page")]
+    pub content_type: ContentType,
     /// How many times the page came back after a deletion (Confluence keeps the version).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incarnation: u64,

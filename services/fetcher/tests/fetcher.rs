@@ -11,8 +11,8 @@ use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::{Bus, Stage};
 use pagestream_confluence::RetryPolicy;
 use pagestream_events::{
-    Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId, RawEvent,
-    Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId,
+    RawEvent, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_fetcher::state::PageRecord;
 use pagestream_fetcher::{
@@ -40,22 +40,30 @@ async fn harness(pages: usize) -> Harness {
 
 const PERSONAL_ACCESS_TOKEN: &str = "dc-personal-access-token";
 
-fn sim_config(pages: usize) -> SimConfig {
-    SimConfig {
-        personal_access_token: Some(PERSONAL_ACCESS_TOKEN.into()),
-        ..SimConfig::new(11, pages)
-    }
-}
-
 async fn harness_with(pages: usize, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
-    harness_on(sim_config(pages), options, auth_kind).await
+    harness_of(SimConfig::new(11, pages), options, auth_kind).await
 }
 
-async fn harness_on(config: SimConfig, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
+/// A space of `pages` pages and `posts` blog posts.
+async fn blog_harness(pages: usize, posts: usize, auth_kind: AuthKind) -> Harness {
+    let config = SimConfig {
+        blog_post_count: posts,
+        ..SimConfig::new(13, pages)
+    };
+    harness_of(config, FetcherOptions::default(), auth_kind).await
+}
+
+async fn harness_of(config: SimConfig, options: FetcherOptions, auth_kind: AuthKind) -> Harness {
     captured_logs();
-    let sim = confluence_sim::start(config, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start simulator");
+    let sim = confluence_sim::start(
+        SimConfig {
+            personal_access_token: Some(PERSONAL_ACCESS_TOKEN.into()),
+            ..config
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("start simulator");
     let bus = pagestream_testkit::bus().await;
     let registry = SourceRegistry::open(&bus).await.expect("registry");
     let secret_key = SecretKey::parse(&SecretKey::generate()).expect("secret key");
@@ -355,10 +363,10 @@ async fn incremental_sync_emits_exactly_the_edited_pages() {
 async fn incremental_windows_are_read_in_the_api_user_s_time_zone_across_daylight_saving() {
     // Sydney's API user: UTC+11 in its summer, UTC+10 before daylight saving began on 2026-10-04
     // at 02:00 local (2026-10-03T16:00Z). The zone comes from the user's profile, not a setting.
-    let h = harness_on(
+    let h = harness_of(
         SimConfig {
             time_zone: chrono_tz::Tz::Australia__Sydney,
-            ..sim_config(60)
+            ..SimConfig::new(11, 60)
         },
         FetcherOptions::default(),
         AuthKind::Cloud,
@@ -571,6 +579,7 @@ async fn hints_emit_only_new_versions_and_confirmed_removals() {
     let hint = |reason| PageHinted {
         source: h.source.clone(),
         page_id: PageId::from(id),
+        content_type: ContentType::Page,
         reason,
         version: None,
         space_key: None,
@@ -862,6 +871,7 @@ fn hint_of(h: &Harness, id: u64, reason: HintReason, event: &str) -> PageHinted 
     PageHinted {
         source: h.source.clone(),
         page_id: PageId::from(id),
+        content_type: ContentType::Page,
         reason,
         version: h.sim.handle.page(id).map(|page| page.version),
         space_key: Some(h.sim.handle.space_key()),
@@ -1207,4 +1217,155 @@ async fn a_first_full_sync_carries_every_page_s_labels() {
             page.id
         );
     }
+}
+
+fn blog_post_ids(h: &Harness) -> BTreeSet<PageId> {
+    h.sim
+        .handle
+        .current_blog_post_ids()
+        .into_iter()
+        .map(PageId::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
+    let h = blog_harness(40, 25, AuthKind::Cloud).await;
+    let posts = blog_post_ids(&h);
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+
+    // A full sync lists both and fetches blog bodies in bulk at their own endpoint.
+    let first = h.sync(SyncMode::Full).await;
+    let everything: BTreeSet<PageId> = h.current_ids().union(&posts).cloned().collect();
+    assert_eq!(ids(&changed.drain().await), everything);
+    assert_eq!((first.pages_seen, first.pages_changed), (65, 65));
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.space_blogposts"), 1);
+    assert_eq!(
+        stats.endpoint("v2.blogposts"),
+        1,
+        "one bulk request for 25 bodies"
+    );
+    let post = h.sim.handle.current_blog_post_ids()[7];
+    let event = last_changed(&h, post).await;
+    let sim_post = h.sim.handle.page(post).expect("sim post");
+    assert_eq!(event.data.page.content_type, ContentType::Blogpost);
+    assert_eq!(event.data.page.path, format!("/{post}"));
+    assert!(event.data.page.ancestors.is_empty());
+    assert_eq!(event.data.page.title, sim_post.title);
+    assert_eq!(event.data.page.version, sim_post.version);
+    assert_eq!(event.data.page.labels, sim_post.labels);
+    assert!(
+        event.data.page.url.contains("/blog/"),
+        "{}",
+        event.data.page.url
+    );
+    assert_eq!(Some(event.data.body_storage), h.sim.handle.body(post));
+    let page = h.sim.handle.current_page_ids()[3];
+    assert_eq!(
+        last_changed(&h, page).await.data.page.content_type,
+        ContentType::Page
+    );
+    let record = h
+        .fetcher
+        .state()
+        .record(&h.source, &PageId::from(post))
+        .await
+        .expect("state")
+        .expect("record");
+    assert_eq!(record.content_type, ContentType::Blogpost);
+
+    // Nothing changed: nothing emitted, and no blog post mistaken for a missing page.
+    let again = h.sync(SyncMode::Full).await;
+    assert!(changed.drain().await.is_empty());
+    assert!(deleted.drain().await.is_empty());
+    assert_eq!((again.pages_changed, again.pages_deleted), (0, 0));
+
+    // An edited blog post is picked up by the incremental window (one CQL for both types).
+    let (edited, _) = h
+        .sim
+        .handle
+        .edit(post, EditPage::default())
+        .await
+        .expect("edit");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(post)].into());
+    assert_eq!(run.pages_changed, 1);
+    let event = last_changed(&h, post).await;
+    assert_eq!(event.data.page.version, edited.version);
+    assert_eq!(event.data.page.content_type, ContentType::Blogpost);
+
+    // Hints: `blog_updated` fetches it; `blog_removed` of a live post deletes nothing (its
+    // existence is checked at the blog post endpoint, where a page's would answer 404).
+    let hinted = h.sim.handle.current_blog_post_ids()[2];
+    h.sim
+        .handle
+        .edit(hinted, EditPage::default())
+        .await
+        .expect("edit");
+    let blog_hint = |id, reason, event: &str| PageHinted {
+        content_type: ContentType::Blogpost,
+        ..hint_of(&h, id, reason, event)
+    };
+    h.fetcher
+        .hint(&blog_hint(hinted, HintReason::Changed, "blog_updated"))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&changed.drain().await), [PageId::from(hinted)].into());
+    h.fetcher
+        .hint(&blog_hint(hinted, HintReason::Removed, "blog_removed"))
+        .await
+        .expect("hint");
+    assert!(
+        deleted.drain().await.is_empty(),
+        "the blog post still exists"
+    );
+    h.sim.handle.trash(hinted).await.expect("trash");
+    h.fetcher
+        .hint(&blog_hint(hinted, HintReason::Removed, "blog_trashed"))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(hinted)].into());
+
+    // A blog post trashed without a webhook is deleted by the reconciliation, like a page.
+    let trashed = h.sim.handle.current_blog_post_ids()[10];
+    h.sim.handle.trash(trashed).await.expect("trash");
+    let reconciled = h
+        .fetcher
+        .sync(&SyncRequested {
+            reconcile_deletions: true,
+            ..h.request(SyncMode::Incremental)
+        })
+        .await
+        .expect("sync");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
+    assert_eq!(reconciled.pages_deleted, 1);
+    assert!(changed.drain().await.is_empty());
+}
+
+#[tokio::test]
+async fn data_center_sources_sync_blog_posts_through_cql() {
+    let h = blog_harness(20, 10, AuthKind::DataCenter).await;
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    h.sync(SyncMode::Full).await;
+    let posts = blog_post_ids(&h);
+    let emitted = ids(&changed.drain().await);
+    assert_eq!(emitted, h.current_ids().union(&posts).cloned().collect());
+    for post in &posts {
+        let event: Envelope<PageChanged> = h
+            .bus
+            .last_for_page(&h.source, post)
+            .await
+            .expect("read")
+            .expect("event");
+        assert_eq!(event.data.page.content_type, ContentType::Blogpost);
+    }
+    let trashed = h.sim.handle.current_blog_post_ids()[4];
+    h.sim.handle.trash(trashed).await.expect("trash");
+    let second = h.sync(SyncMode::Full).await;
+    assert!(changed.drain().await.is_empty());
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
+    assert_eq!((second.pages_changed, second.pages_deleted), (0, 1));
 }

@@ -20,6 +20,7 @@ fn info(id: u64, version: u64) -> PageInfo {
     PageInfo {
         source: source(),
         page_id: PageId::from(id),
+        content_type: ContentType::Page,
         space_key: "ENG".into(),
         title: format!("Page {id} v{version}"),
         version,
@@ -228,6 +229,32 @@ async fn a_move_or_a_label_change_of_the_same_version_is_applied() {
     .expect("row");
     assert_eq!(path, "/1/5/8");
     assert_eq!(labels, serde_json::json!(["runbook"]));
+}
+
+#[tokio::test]
+async fn a_blog_post_is_projected_as_one_and_deleted_like_a_page() {
+    let pool = database_with_source().await;
+    let mut post = changed(12, 3).data;
+    post.page.content_type = ContentType::Blogpost;
+    post.page.path = "/12".into();
+    apply(&pool, &Envelope::new(post)).await;
+    apply(&pool, &chunks(12, 3, 2)).await;
+    apply(&pool, &changed(13, 1)).await;
+    let kinds: Vec<(String, String)> =
+        sqlx::query_as("SELECT page_id, content_type FROM confluence_pages ORDER BY page_id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        kinds,
+        [
+            ("12".to_owned(), "blogpost".to_owned()),
+            ("13".to_owned(), "page".to_owned())
+        ]
+    );
+    apply(&pool, &deleted(12, 3)).await;
+    let (_, is_deleted, _, chunk_count) = page_state(&pool, 12).await;
+    assert_eq!((is_deleted, chunk_count), (true, 0));
 }
 
 #[tokio::test]

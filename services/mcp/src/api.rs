@@ -26,6 +26,9 @@ pub struct SearchHit {
     pub language: Option<String>,
     #[serde(default)]
     pub code_title: Option<String>,
+    /// `page` or `blogpost`.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -69,6 +69,9 @@ pub struct SearchArgs {
     pub mention: Option<String>,
     /// Only pages modified on or after this date or RFC 3339 time.
     pub updated_after: Option<String>,
+    /// Only pages (`page`) or only blog posts (`blogpost`: release notes, announcements,
+    /// decisions posted by date).
+    pub content_type: Option<String>,
 }
 
 /// Arguments of `search_code`.
@@ -293,7 +296,8 @@ impl PagestreamMcp {
             Returns the best-matching page sections, each with its page title, Confluence URL, \
             source and page id, heading path, the section's Markdown, score, last modified time \
             and how fresh the index of its space is. Filter by source, space, label, subtree \
-            (path), Jira issue key, mentioned user or modification date. Use this first for any \
+            (path), Jira issue key, mentioned user, modification date, or to pages or blog \
+            posts only (content_type). Use this first for any \
             question about documented processes, designs, runbooks or decisions.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
@@ -405,6 +409,7 @@ impl PagestreamMcp {
                 ("jira", &args.jira),
                 ("mention", &args.mention),
                 ("updated_after", &args.updated_after),
+                ("content_type", &args.content_type),
             ],
         );
         let (response, freshness) =
@@ -426,10 +431,14 @@ impl PagestreamMcp {
         for (rank, hit) in response.hits.iter().enumerate() {
             let _ = write!(
                 out,
-                "\n## {}. {}\n- page: `{}` in source `{}` (space {}), {}\n- section: {}\n\
+                "\n## {}. {}\n- {}: `{}` in source `{}` (space {}), {}\n- section: {}\n\
                  - score: {:.4}; last modified {}\n- freshness: {}\n\n{}",
                 rank + 1,
                 inline(&hit.title),
+                match hit.content_type.as_deref() {
+                    Some("blogpost") => "blog post",
+                    _ => "page",
+                },
                 hit.page_id,
                 hit.source,
                 hit.space_key,

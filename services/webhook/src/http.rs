@@ -292,6 +292,7 @@ async fn handle(
     let envelope = Envelope::new(PageHinted {
         source,
         page_id: page.id,
+        content_type: page.content_type,
         reason,
         version: page.version,
         space_key: page.space_key,

@@ -1,11 +1,12 @@
-//! Webhook bodies: what Cloud Connect, Data Center and Automation deliveries say about a page.
+//! Webhook bodies: what Cloud Connect, Data Center and Automation deliveries say about a page or a
+//! blog post (`blog_*` events carry it as `blog`).
 //!
 //! Cloud Connect bodies name no event (the app routes by URL path); Data Center bodies carry an
 //! `event` field; Automation bodies are whatever the rule's author templated, so every field but the
 //! page id is optional. Ids arrive as strings or numbers (`id`, `idAsString`), versions as numbers,
 //! strings or `{"number": n}`; unknown fields are ignored.
 
-use pagestream_events::{HintReason, PageId};
+use pagestream_events::{ContentType, HintReason, PageId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,9 +39,13 @@ pub fn action_for(event: &str) -> EventAction {
         // A move and a label change create no version: the fetcher compares where the page
         // stands and its labels.
         "page_created" | "page_updated" | "page_restored" | "page_moved" | "label_added"
-        | "label_removed" => EventAction::Hint(HintReason::Changed),
+        | "label_removed" | "blog_created" | "blog_updated" | "blog_restored" => {
+            EventAction::Hint(HintReason::Changed)
+        }
         // The fetcher confirms with Confluence before it emits `page.deleted`.
-        "page_trashed" | "page_removed" => EventAction::Hint(HintReason::Removed),
+        "page_trashed" | "page_removed" | "blog_trashed" | "blog_removed" => {
+            EventAction::Hint(HintReason::Removed)
+        }
         _ => EventAction::Ignore,
     }
 }
@@ -49,6 +54,7 @@ pub fn action_for(event: &str) -> EventAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRef {
     pub id: PageId,
+    pub content_type: ContentType,
     pub space_key: Option<String>,
     pub version: Option<u64>,
 }
@@ -68,6 +74,8 @@ struct RawDelivery {
     event: Option<Value>,
     #[serde(default)]
     page: Option<RawPage>,
+    #[serde(default)]
+    blog: Option<RawPage>,
     /// What a label event labelled (`labeled` in Cloud's payloads, `labelled` in older Data
     /// Center ones).
     #[serde(default, alias = "labelled")]
@@ -113,22 +121,38 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
         return Err(PayloadError::InvalidEvent);
     }
     let mut action = action_for(&event);
-    let raw_page = raw.page.or(raw.labeled);
-    // A label on a blog post or an attachment is none of the index's business.
-    if raw_page
+    // `blog_*` events carry the blog post as `blog`; label events name what they labelled.
+    let (raw_page, implied) = match (raw.page, raw.blog, raw.labeled) {
+        (Some(page), ..) => (Some(page), ContentType::Page),
+        (None, Some(blog), _) => (Some(blog), ContentType::Blogpost),
+        (None, None, labeled) if event.starts_with("blog_") => (labeled, ContentType::Blogpost),
+        (None, None, labeled) => (labeled, ContentType::Page),
+    };
+    // What the body says it is wins; a label on an attachment (or any other content) is none
+    // of the index's business.
+    let content_type = match raw_page
         .as_ref()
         .and_then(|page| page.content_type.as_ref())
-        .is_some_and(|kind| kind.as_str().is_some_and(|kind| kind != "page"))
+        .and_then(Value::as_str)
     {
+        Some(kind) => ContentType::from_confluence(kind),
+        None => Some(implied),
+    };
+    let Some(content_type) = content_type else {
         action = EventAction::Ignore;
-    }
+        return Ok(Delivery {
+            event,
+            action,
+            page: None,
+        });
+    };
     let page = match action {
         EventAction::Ignore => None,
         EventAction::Hint(_) => {
             let page = raw_page.ok_or_else(|| PayloadError::NoPage {
                 event: event.clone(),
             })?;
-            Some(page.resolve()?)
+            Some(page.resolve(content_type)?)
         }
     };
     Ok(Delivery {
@@ -148,7 +172,7 @@ pub fn is_event_name(name: &str) -> bool {
 }
 
 impl RawPage {
-    fn resolve(self) -> Result<PageRef, PayloadError> {
+    fn resolve(self, content_type: ContentType) -> Result<PageRef, PayloadError> {
         // `idAsString` exists because `id` may not survive a JavaScript number; prefer it.
         let id = self
             .id_as_string
@@ -173,6 +197,7 @@ impl RawPage {
             });
         Ok(PageRef {
             id,
+            content_type,
             space_key,
             version: self.version.map(version_number).transpose()?.flatten(),
         })
@@ -226,15 +251,18 @@ mod tests {
         ] {
             assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
         }
-        for event in ["page_trashed", "page_removed"] {
+        for event in [
+            "page_trashed",
+            "page_removed",
+            "blog_trashed",
+            "blog_removed",
+        ] {
             assert_eq!(action_for(event), EventAction::Hint(HintReason::Removed));
         }
-        for event in [
-            "comment_created",
-            "content_created",
-            "blog_created",
-            "label_created",
-        ] {
+        for event in ["blog_created", "blog_updated", "blog_restored"] {
+            assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
+        }
+        for event in ["comment_created", "content_created", "label_created"] {
             assert_eq!(action_for(event), EventAction::Ignore);
         }
     }
@@ -249,12 +277,43 @@ mod tests {
         assert_eq!(labelled.action, EventAction::Hint(HintReason::Changed));
         assert_eq!(page(&labelled).id.as_str(), "65601");
         assert_eq!(page(&labelled).version, None);
+        assert_eq!(page(&labelled).content_type, ContentType::Page);
         let blog = decode(
             br#"{"label":{"name":"news"},"labeled":{"id":7,"contentType":"blogpost"}}"#,
             Some("label_removed"),
         )
         .expect("label on a blog post");
-        assert_eq!(blog.action, EventAction::Ignore);
+        assert_eq!(blog.action, EventAction::Hint(HintReason::Changed));
+        assert_eq!(page(&blog).content_type, ContentType::Blogpost);
+        let attachment = decode(
+            br#"{"label":{"name":"pdf"},"labeled":{"id":8,"contentType":"attachment"}}"#,
+            Some("label_added"),
+        )
+        .expect("label on an attachment");
+        assert_eq!(attachment.action, EventAction::Ignore);
+    }
+
+    #[test]
+    fn blog_events_hint_the_blog_post() {
+        let updated = decode(
+            br#"{"blog":{"idAsString":"2210000040","id":2210000040,"spaceKey":"ENG","contentType":"blogpost","version":3},"timestamp":1}"#,
+            Some("blog_updated"),
+        )
+        .expect("blog_updated");
+        assert_eq!(updated.action, EventAction::Hint(HintReason::Changed));
+        assert_eq!(page(&updated).id.as_str(), "2210000040");
+        assert_eq!(page(&updated).content_type, ContentType::Blogpost);
+        assert_eq!(page(&updated).version, Some(3));
+        let removed = decode(br#"{"blog":{"id":"41"}}"#, Some("blog_removed")).expect("removed");
+        assert_eq!(removed.action, EventAction::Hint(HintReason::Removed));
+        assert_eq!(page(&removed).content_type, ContentType::Blogpost);
+        let missing = decode(br#"{"page":null}"#, Some("blog_trashed")).expect_err("no blog");
+        assert_eq!(
+            missing,
+            PayloadError::NoPage {
+                event: "blog_trashed".into()
+            }
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn info(id: u64, version: u64) -> PageInfo {
     PageInfo {
         source: source(),
         page_id: page(id),
+        content_type: ContentType::Page,
         space_key: "ENG".into(),
         title: format!("Page {id}"),
         version,
@@ -186,6 +187,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
     let hinted = Envelope::new(PageHinted {
         source: source(),
         page_id: id.clone(),
+        content_type: ContentType::Page,
         reason: HintReason::Changed,
         version: Some(4),
         space_key: Some("ENG".into()),

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use pagestream_events::PageId;
+use pagestream_events::{ContentType, PageId};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
 use serde::de::DeserializeOwned;
@@ -173,7 +173,22 @@ impl ConfluenceClient {
     /// `Link` / `_links.next`. Without a body this is the cheap listing of ids, titles, parents and
     /// versions that a full sync diffs against what it knows.
     pub fn space_pages(&self, space: &SpaceId, options: &ListOptions) -> Pager<Page> {
-        let mut url = self.endpoint(&["api", "v2", "spaces", space.as_str(), "pages"]);
+        self.space_content(ContentType::Page, space, options)
+    }
+
+    /// v2 `GET /api/v2/spaces/{id}/blogposts`: every current blog post of a space, paginated like
+    /// [`Self::space_pages`]. Blog posts decode as [`Page`]s without a parent.
+    pub fn space_blog_posts(&self, space: &SpaceId, options: &ListOptions) -> Pager<Page> {
+        self.space_content(ContentType::Blogpost, space, options)
+    }
+
+    fn space_content(
+        &self,
+        kind: ContentType,
+        space: &SpaceId,
+        options: &ListOptions,
+    ) -> Pager<Page> {
+        let mut url = self.endpoint(&["api", "v2", "spaces", space.as_str(), v2_collection(kind)]);
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("limit", &options.limit.clamp(1, MAX_LIMIT).to_string());
@@ -191,6 +206,20 @@ impl ConfluenceClient {
     /// (deleted, trashed, not visible) are simply absent from the result; duplicates are fetched
     /// once.
     pub async fn pages_by_id(&self, ids: &[PageId]) -> Result<BulkPages, ConfluenceError> {
+        self.content_by_id(ContentType::Page, ids).await
+    }
+
+    /// v2 `GET /api/v2/blogposts?id=…&body-format=storage`: blog posts with their bodies, batched
+    /// and split like [`Self::pages_by_id`].
+    pub async fn blog_posts_by_id(&self, ids: &[PageId]) -> Result<BulkPages, ConfluenceError> {
+        self.content_by_id(ContentType::Blogpost, ids).await
+    }
+
+    async fn content_by_id(
+        &self,
+        kind: ContentType,
+        ids: &[PageId],
+    ) -> Result<BulkPages, ConfluenceError> {
         let mut seen = HashSet::new();
         let unique: Vec<&PageId> = ids.iter().filter(|id| seen.insert(*id)).collect();
         let mut bulk = BulkPages {
@@ -198,17 +227,18 @@ impl ConfluenceClient {
             too_large: Vec::new(),
         };
         for batch in unique.chunks(self.transport.bulk_batch_size) {
-            self.fetch_batch(batch, &mut bulk).await?;
+            self.fetch_batch(kind, batch, &mut bulk).await?;
         }
         Ok(bulk)
     }
 
     async fn fetch_batch(
         &self,
+        kind: ContentType,
         batch: &[&PageId],
         into: &mut BulkPages,
     ) -> Result<(), ConfluenceError> {
-        let mut url = self.endpoint(&["api", "v2", "pages"]);
+        let mut url = self.endpoint(&["api", "v2", v2_collection(kind)]);
         {
             let joined = batch
                 .iter()
@@ -234,8 +264,8 @@ impl ConfluenceClient {
             Err(ConfluenceError::ResponseTooLarge { .. }) if batch.len() > 1 => {
                 let (left, right) = batch.split_at(batch.len() / 2);
                 tracing::info!(ids = batch.len(), "bulk page response too large, splitting");
-                Box::pin(self.fetch_batch(left, into)).await?;
-                Box::pin(self.fetch_batch(right, into)).await
+                Box::pin(self.fetch_batch(kind, left, into)).await?;
+                Box::pin(self.fetch_batch(kind, right, into)).await
             }
             Err(error @ ConfluenceError::ResponseTooLarge { .. }) => {
                 if let Some(id) = batch.first() {
@@ -250,7 +280,23 @@ impl ConfluenceClient {
     /// v2 `GET /api/v2/pages/{id}?body-format=storage&include-labels=true`. A 404 may mean "no
     /// permission" on Cloud: confirm before treating the page as deleted.
     pub async fn page(&self, id: &PageId) -> Result<Page, ConfluenceError> {
-        let mut url = self.endpoint(&["api", "v2", "pages", id.as_str()]);
+        self.content_v2(ContentType::Page, id).await
+    }
+
+    /// v2 `GET /api/v2/blogposts/{id}?body-format=storage&include-labels=true`; a 404 may mean "no
+    /// permission", as for a page.
+    pub async fn blog_post(&self, id: &PageId) -> Result<Page, ConfluenceError> {
+        self.content_v2(ContentType::Blogpost, id).await
+    }
+
+    /// v2 `GET /api/v2/{pages|blogposts}/{id}`: ids are unique across content types, but each
+    /// type answers only for its own (a page's endpoint gives 404 for a blog post id).
+    pub async fn content_v2(
+        &self,
+        kind: ContentType,
+        id: &PageId,
+    ) -> Result<Page, ConfluenceError> {
+        let mut url = self.endpoint(&["api", "v2", v2_collection(kind), id.as_str()]);
         url.query_pairs_mut()
             .append_pair("body-format", "storage")
             .append_pair("include-labels", "true");
@@ -351,6 +397,14 @@ impl ConfluenceClient {
         };
         let joined = format!("{}{base_path}{rest}", base.origin().ascii_serialization());
         Url::parse(&joined).map_err(|_| invalid("malformed next link"))
+    }
+}
+
+/// The v2 collection of a content type.
+fn v2_collection(kind: ContentType) -> &'static str {
+    match kind {
+        ContentType::Page => "pages",
+        ContentType::Blogpost => "blogposts",
     }
 }
 

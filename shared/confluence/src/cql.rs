@@ -116,8 +116,8 @@ enum Bound {
     Upper,
 }
 
-/// Builds the discovery query: pages of one space, optionally within a `lastmodified` window,
-/// oldest first.
+/// Builds the discovery query: pages (and blog posts, with [`CqlQuery::content_in_space`]) of one
+/// space, optionally within a `lastmodified` window, oldest first.
 ///
 /// Bounds are instants; they are written in `time_zone` (the API user's zone, UTC by default) and
 /// truncated to the minute, so the lower bound (`>=`) may include a little more than asked and the
@@ -125,18 +125,29 @@ enum Bound {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CqlQuery {
     space: SpaceKey,
+    with_blog_posts: bool,
     modified_from: Option<DateTime<Utc>>,
     modified_before: Option<DateTime<Utc>>,
     time_zone: UserTimeZone,
 }
 
 impl CqlQuery {
+    /// `type=page`.
     pub fn pages_in_space(space: SpaceKey) -> Self {
         Self {
             space,
+            with_blog_posts: false,
             modified_from: None,
             modified_before: None,
             time_zone: UserTimeZone::UTC,
+        }
+    }
+
+    /// `type in (page,blogpost)`: both in one listing (one request a batch, not one per type).
+    pub fn content_in_space(space: SpaceKey) -> Self {
+        Self {
+            with_blog_posts: true,
+            ..Self::pages_in_space(space)
         }
     }
 
@@ -175,7 +186,12 @@ impl CqlQuery {
 
 impl fmt::Display for CqlQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "type=page and space={}", quote_cql(self.space.as_str()))?;
+        let types = if self.with_blog_posts {
+            "type in (page,blogpost)"
+        } else {
+            "type=page"
+        };
+        write!(f, "{types} and space={}", quote_cql(self.space.as_str()))?;
         if let Some(from) = self.modified_from {
             write!(f, " and lastmodified >= {}", self.date(from, Bound::Lower))?;
         }
@@ -245,6 +261,10 @@ mod tests {
         assert_eq!(
             window.to_string(),
             r#"type=page and space="ENG" and lastmodified >= "2024-03-02 00:30" and lastmodified < "2024-03-02 02:00" order by lastmodified asc"#
+        );
+        assert_eq!(
+            CqlQuery::content_in_space(space).to_string(),
+            r#"type in (page,blogpost) and space="ENG" order by lastmodified asc"#
         );
     }
 

@@ -39,7 +39,8 @@ impl<'de> Deserialize<'de> for SpaceId {
     }
 }
 
-/// A v2 page: an entry of `/api/v2/pages`, `/api/v2/pages/{id}` or `/api/v2/spaces/{id}/pages`.
+/// A v2 page: an entry of `/api/v2/pages`, `/api/v2/pages/{id}` or `/api/v2/spaces/{id}/pages`;
+/// v2 blog posts (`/api/v2/blogposts…`) have the same shape without a parent or a position.
 /// Listings without `body-format` leave `body` empty.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -207,6 +207,7 @@ mod tests {
         PageInfo {
             source: source(),
             page_id: PageId::new("65601").expect("page"),
+            content_type: ContentType::Page,
             space_key: "ENG".into(),
             title: "Runbook".into(),
             version,

@@ -67,11 +67,59 @@ impl HintReason {
     }
 }
 
-/// `page.hinted`: a webhook said something happened to a page.
+/// The kind of Confluence content an indexed item is, spelled as Confluence spells its types.
+/// Confluence ids are unique across content types, so a page id names one item of either kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    /// A page of the space's tree (events written before blog posts were indexed are pages).
+    #[default]
+    Page,
+    /// A blog post: no parent, dated, listed apart from the page tree.
+    Blogpost,
+}
+
+impl ContentType {
+    pub const ALL: [ContentType; 2] = [ContentType::Page, ContentType::Blogpost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Blogpost => "blogpost",
+        }
+    }
+
+    pub fn is_page(&self) -> bool {
+        *self == Self::Page
+    }
+
+    /// Confluence's `type` / `contentType` value; none for other content (comments, attachments).
+    pub fn from_confluence(kind: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.as_str() == kind)
+    }
+}
+
+impl std::fmt::Display for ContentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ContentType {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::from_confluence(value).ok_or_else(|| "must be page or blogpost".to_owned())
+    }
+}
+
+/// `page.hinted`: a webhook said something happened to a page (or a blog post).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageHinted {
     pub source: SourceKey,
     pub page_id: PageId,
+    /// What the webhook said the item is (`blog_*` events name blog posts).
+    #[serde(default, skip_serializing_if = "ContentType::is_page")]
+    pub content_type: ContentType,
     pub reason: HintReason,
     #[serde(default)]
     pub version: Option<u64>,
@@ -103,6 +151,9 @@ pub struct Author {
 pub struct PageInfo {
     pub source: SourceKey,
     pub page_id: PageId,
+    /// A page or a blog post (a blog post has no ancestors: its path is `/<id>`).
+    #[serde(default, skip_serializing_if = "ContentType::is_page")]
+    pub content_type: ContentType,
     pub space_key: String,
     pub title: String,
     pub version: u64,
@@ -499,6 +550,7 @@ mod tests {
         let hint = |reason| PageHinted {
             source: SourceKey::new("eng").expect("key"),
             page_id: PageId::new("42").expect("page id"),
+            content_type: ContentType::Page,
             reason,
             version: Some(7),
             space_key: None,
@@ -507,6 +559,33 @@ mod tests {
         };
         assert_eq!(hint(HintReason::Changed).fact(), ["changed", "7"]);
         assert_eq!(hint(HintReason::Removed).fact(), ["removed", "7"]);
+    }
+
+    #[test]
+    fn events_without_a_content_type_are_pages() {
+        let old = serde_json::json!({
+            "source": "eng", "page_id": "42", "space_key": "ENG", "title": "T", "version": 3,
+            "path": "/42", "url": "https://x/wiki/x/42", "last_modified": "2024-03-01T10:00:00Z",
+        });
+        let info: PageInfo = serde_json::from_value(old.clone()).expect("old page info");
+        assert_eq!(info.content_type, ContentType::Page);
+        // A page's events are written as before; a blog post's say what they are.
+        assert_eq!(
+            serde_json::to_value(&info)
+                .expect("json")
+                .get("content_type"),
+            None
+        );
+        let blog = PageInfo {
+            content_type: ContentType::Blogpost,
+            ..info
+        };
+        let json = serde_json::to_value(&blog).expect("json");
+        assert_eq!(json["content_type"], "blogpost");
+        let back: PageInfo = serde_json::from_value(json).expect("blog post info");
+        assert_eq!(back.content_type, ContentType::Blogpost);
+        assert_eq!("blogpost".parse::<ContentType>(), Ok(ContentType::Blogpost));
+        assert_eq!(ContentType::from_confluence("comment"), None);
     }
 
     #[test]

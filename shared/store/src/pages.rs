@@ -2,7 +2,7 @@
 //! tombstone that keeps nothing of its content.
 
 use chrono::{DateTime, Utc};
-use pagestream_events::{Ancestor, Author, ContentMetadata, PageConverted, PageInfo};
+use pagestream_events::{Ancestor, Author, ContentMetadata, ContentType, PageConverted, PageInfo};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -21,6 +21,8 @@ pub struct PageFilters {
     pub jira: Option<String>,
     pub mention: Option<String>,
     pub updated_after: Option<DateTime<Utc>>,
+    /// Only pages, or only blog posts.
+    pub content_type: Option<ContentType>,
 }
 
 impl PageFilters {
@@ -32,6 +34,7 @@ impl PageFilters {
             && self.jira.is_none()
             && self.mention.is_none()
             && self.updated_after.is_none()
+            && self.content_type.is_none()
     }
 
     /// Appends the filters as ` AND ...` conditions on `p` (confluence_pages).
@@ -69,6 +72,10 @@ impl PageFilters {
             sql.push(" AND p.last_modified >= ")
                 .push_bind(updated_after);
         }
+        if let Some(content_type) = self.content_type {
+            sql.push(" AND p.content_type = ")
+                .push_bind(content_type.as_str());
+        }
     }
 }
 
@@ -79,7 +86,7 @@ pub struct PageRelations {
     pub title: Option<String>,
     /// The direct children of this page id.
     pub parent: Option<String>,
-    /// Only pages without a parent.
+    /// Only pages without a parent (blog posts have none, and are no part of the tree).
     pub top_level: bool,
     /// Pages whose links point at this page id.
     pub links_to: Option<String>,
@@ -100,7 +107,7 @@ impl PageRelations {
                 .push(" || '/' || p.page_id");
         }
         if self.top_level {
-            sql.push(" AND p.path = '/' || p.page_id");
+            sql.push(" AND p.path = '/' || p.page_id AND p.content_type = 'page'");
         }
         if let Some(target) = &self.links_to {
             // A link names its target by id, or by title (and space, when another one).
@@ -166,11 +173,12 @@ pub async fn upsert(
         r#"
         INSERT INTO confluence_pages AS p
             (source_id, page_id, space_key, title, version, last_modified, path, url, metadata,
-             markdown, markdown_version, labels, jira_keys, mentions, incarnation)
+             markdown, markdown_version, labels, jira_keys, mentions, incarnation, content_type)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $10::text IS NULL THEN NULL ELSE $5 END,
-                $11, COALESCE($12, '{}'), COALESCE($13, '{}'), $14)
+                $11, COALESCE($12, '{}'), COALESCE($13, '{}'), $14, $15)
         ON CONFLICT (source_id, page_id) DO UPDATE SET
             space_key = EXCLUDED.space_key,
+            content_type = EXCLUDED.content_type,
             title = EXCLUDED.title,
             version = EXCLUDED.version,
             incarnation = EXCLUDED.incarnation,
@@ -206,6 +214,7 @@ pub async fn upsert(
     .bind(jira_keys)
     .bind(mentions)
     .bind(incarnation)
+    .bind(page.content_type.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(result.rows_affected() > 0)
@@ -281,6 +290,8 @@ pub struct PageSummary {
     pub path: String,
     pub url: String,
     pub labels: Vec<String>,
+    /// `page` or `blogpost`.
+    pub content_type: String,
 }
 
 /// A live page with its Markdown and metadata.
@@ -294,7 +305,7 @@ pub struct PageDetail {
 }
 
 const SUMMARY_COLUMNS: &str = "s.key AS source, p.page_id, p.space_key, p.title, p.version, \
-    p.last_modified, p.path, p.url, p.labels";
+    p.last_modified, p.path, p.url, p.labels, p.content_type";
 
 /// A source's live pages passing `filters` and `relations`, in numeric id order, after the page
 /// `after` (ids are decimal strings): at most `limit`.

@@ -91,6 +91,8 @@ pub struct SearchRow {
     pub last_modified: Option<DateTime<Utc>>,
     /// `section` or `code`.
     pub kind: String,
+    /// What the chunk's page is: `page` or `blogpost`.
+    pub content_type: String,
     /// A code block's language and title, when it has them.
     pub language: Option<String>,
     pub code_title: Option<String>,
@@ -204,6 +206,7 @@ pub async fn hybrid(pool: &PgPool, query: &HybridQuery<'_>) -> Result<Vec<Search
     sql.push_bind(query.headline_options.to_owned());
     sql.push(format!(
         ") AS snippet, f.score::float8 AS score, f.vector_rank, f.text_rank, p.last_modified, \
+         p.content_type, \
          CASE WHEN c.metadata ? 'code' THEN 'code' ELSE 'section' END AS kind, \
          c.metadata -> 'code' ->> 'language' AS language, \
          c.metadata -> 'code' ->> 'title' AS code_title \

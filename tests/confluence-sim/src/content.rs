@@ -174,10 +174,31 @@ pub enum PageStatus {
     Trashed,
 }
 
-/// One page of the simulated space.
+/// What a piece of content is (Confluence ids are unique across both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKind {
+    #[default]
+    Page,
+    /// A blog post: no parent, no position, its own v2 endpoints and `blog_*` webhooks.
+    Blogpost,
+}
+
+impl ContentKind {
+    /// The v1 `type` / webhook `contentType`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Page => "page",
+            Self::Blogpost => "blogpost",
+        }
+    }
+}
+
+/// One page (or blog post) of the simulated space.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimPage {
     pub id: u64,
+    pub kind: ContentKind,
     pub title: String,
     pub parent_id: Option<u64>,
     pub position: u32,
@@ -257,6 +278,7 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
             SimPage {
                 id,
                 title,
+                kind: ContentKind::Page,
                 parent_id: parent_index.map(|p| FIRST_PAGE_ID + p as u64),
                 position,
                 status: PageStatus::Current,
@@ -272,6 +294,145 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
         );
     }
     pages
+}
+
+/// Generates `count` blog posts with ids from `first_id`: no parent, a dated title, a body like a
+/// page's (1–75 KB).
+pub fn generate_blog_posts(seed: u64, first_id: u64, count: usize) -> Vec<SimPage> {
+    let mut rng = SplitMix64::derive(seed, &[0xb106]);
+    let epoch = Utc
+        .with_ymd_and_hms(2023, 1, 2, 9, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let ln_min = MIN_BODY.ln();
+    let ln_span = MAX_BODY.ln() - ln_min;
+    (0..count)
+        .map(|index| {
+            let created_at = epoch + Duration::minutes(rng.below(400 * 24 * 60) as i64);
+            let modified_at = created_at
+                + Duration::minutes(rng.below(30 * 24 * 60) as i64)
+                + Duration::seconds(rng.below(60) as i64);
+            let author = rng.below(USERS.len());
+            let mut labels = vec![rng.pick(LABELS).to_string()];
+            labels.sort();
+            SimPage {
+                id: first_id + index as u64,
+                kind: ContentKind::Blogpost,
+                title: format!("{} update {}", rng.pick(TOPICS), index + 1),
+                parent_id: None,
+                position: 0,
+                status: PageStatus::Current,
+                version: 1 + rng.below(4) as u64,
+                created_at,
+                modified_at,
+                author,
+                last_modifier: author,
+                labels,
+                body_target: (ln_min + rng.unit() * ln_span).exp() as usize,
+                body: None,
+            }
+        })
+        .collect()
+}
+
+/// Where a comment sits on its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommentLocation {
+    /// Below the page (`/footer-comments`).
+    Footer,
+    /// On a highlighted selection of the page (`/inline-comments`).
+    Inline,
+}
+
+/// An inline comment's `resolutionStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    Open,
+    Reopened,
+    Resolved,
+}
+
+/// A comment on a page or blog post, or a reply to one (`parent_comment_id`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimComment {
+    pub id: u64,
+    /// The page or blog post it is on.
+    pub container_id: u64,
+    pub location: CommentLocation,
+    pub parent_comment_id: Option<u64>,
+    /// Index into [`USERS`].
+    pub author: usize,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    pub version: u64,
+    /// Storage format.
+    pub body: String,
+    /// Top-level inline comments only.
+    pub resolution: Option<Resolution>,
+    /// The text an inline comment highlights.
+    pub selection: Option<String>,
+}
+
+/// Generates `count` comments with ids from `first_id` on `containers` (id, creation date): a
+/// quarter of them replies to an earlier comment of the same container, three in ten inline (of
+/// which a third resolved).
+pub fn generate_comments(
+    seed: u64,
+    first_id: u64,
+    count: usize,
+    containers: &[(u64, DateTime<Utc>)],
+) -> Vec<SimComment> {
+    let mut rng = SplitMix64::derive(seed, &[0xc033]);
+    let mut comments: Vec<SimComment> = Vec::with_capacity(count);
+    let mut top_level: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    if containers.is_empty() {
+        return comments;
+    }
+    for index in 0..count {
+        let (container_id, container_created) = *rng.pick(containers);
+        let earlier = top_level.get(&container_id);
+        let parent = match earlier {
+            Some(earlier) if rng.below(4) == 0 => Some(&comments[*rng.pick(earlier)]),
+            _ => None,
+        };
+        let location = match parent {
+            Some(parent) => parent.location,
+            None if rng.below(10) < 3 => CommentLocation::Inline,
+            None => CommentLocation::Footer,
+        };
+        let created_at = parent.map_or(container_created, |p| p.created_at)
+            + Duration::minutes(1 + rng.below(60 * 24 * 30) as i64);
+        let author = rng.below(USERS.len());
+        let resolution = (location == CommentLocation::Inline && parent.is_none()).then(|| {
+            if rng.below(3) == 0 {
+                Resolution::Resolved
+            } else {
+                Resolution::Open
+            }
+        });
+        let words = 8 + rng.below(16);
+        let comment = SimComment {
+            id: first_id + index as u64,
+            container_id,
+            location,
+            parent_comment_id: parent.map(|p| p.id),
+            author,
+            created_at,
+            modified_at: created_at,
+            version: 1,
+            body: format!("<p>{}.</p>", sentence(&mut rng, words)),
+            resolution,
+            selection: (location == CommentLocation::Inline && parent.is_none())
+                .then(|| sentence(&mut rng, 3)),
+        };
+        if comment.parent_comment_id.is_none() {
+            top_level.entry(container_id).or_default().push(index);
+        }
+        comments.push(comment);
+    }
+    comments
 }
 
 /// Escapes text for XML content and attribute values.

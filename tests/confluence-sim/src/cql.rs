@@ -1,4 +1,5 @@
-//! The CQL subset the fetcher uses: `type = page`, `space = "KEY"`, `lastmodified` compared with
+//! The CQL subset the fetcher uses: `type = page`, `type = blogpost` or
+//! `type in (page, blogpost)`, `space = "KEY"`, `lastmodified` compared with
 //! `"yyyy-MM-dd HH:mm"` (or `"yyyy-MM-dd"`) in the API user's time zone, joined by `and`, with an
 //! optional `order by lastmodified [asc|desc]`. Anything else is rejected, as Confluence rejects
 //! what it cannot parse (400).
@@ -6,8 +7,12 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use crate::content::ContentKind;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CqlFilter {
+    /// The content types asked for (`type` is required).
+    pub types: Vec<ContentKind>,
     pub space: Option<String>,
     pub modified: Vec<(Comparison, DateTime<Utc>)>,
     pub order: Option<SortOrder>,
@@ -131,50 +136,88 @@ fn parse_date(value: &str, zone: Tz) -> Option<DateTime<Utc>> {
 pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
     let tokens = tokenize(cql)?;
     let mut filter = CqlFilter {
+        types: Vec::new(),
         space: None,
         modified: Vec::new(),
         order: None,
     };
-    let mut saw_type = false;
     let mut i = 0;
     let word = |t: Option<&Token>| match t {
         Some(Token::Word(w)) => Some(w.to_ascii_lowercase()),
         _ => None,
     };
+    let content_kind = |value: &str| match value.to_ascii_lowercase().as_str() {
+        "page" => Ok(ContentKind::Page),
+        "blogpost" => Ok(ContentKind::Blogpost),
+        other => Err(format!(
+            "the simulator only searches pages and blog posts, not {other}"
+        )),
+    };
     loop {
         let field = word(tokens.get(i)).ok_or_else(|| "expected a field".to_owned())?;
-        let op = match tokens.get(i + 1) {
-            Some(Token::Op(op)) => op.clone(),
-            _ => return Err(format!("expected an operator after {field}")),
-        };
-        let value = match tokens.get(i + 2) {
-            Some(Token::Quoted(v)) => v.clone(),
-            Some(Token::Word(w)) => w.clone(),
-            _ => return Err(format!("expected a value after {field} {op}")),
-        };
-        i += 3;
-        match (field.as_str(), op.as_str()) {
-            ("type", "=") if value.eq_ignore_ascii_case("page") => saw_type = true,
-            ("type", _) => return Err(format!("unsupported type clause: type {op} {value}")),
-            ("space" | "space.key", "=") => {
-                if filter.space.replace(value).is_some() {
-                    return Err("space given twice".into());
+        if field == "type" && word(tokens.get(i + 1)).as_deref() == Some("in") {
+            if !filter.types.is_empty() {
+                return Err("type given twice".into());
+            }
+            if tokens.get(i + 2) != Some(&Token::Other('(')) {
+                return Err("expected ( after type in".into());
+            }
+            i += 3;
+            loop {
+                match tokens.get(i) {
+                    Some(Token::Word(value) | Token::Quoted(value)) => {
+                        filter.types.push(content_kind(value)?)
+                    }
+                    _ => return Err("expected a type in the list".into()),
+                }
+                i += 1;
+                match tokens.get(i) {
+                    Some(Token::Other(',')) => i += 1,
+                    Some(Token::Other(')')) => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return Err("expected , or ) in the type list".into()),
                 }
             }
-            ("lastmodified", _) => {
-                let comparison = match op.as_str() {
-                    "<" => Comparison::Lt,
-                    "<=" => Comparison::Le,
-                    ">" => Comparison::Gt,
-                    ">=" => Comparison::Ge,
-                    "=" => Comparison::Eq,
-                    other => return Err(format!("unsupported operator {other} for lastmodified")),
-                };
-                let at = parse_date(&value, zone)
-                    .ok_or_else(|| format!("invalid date {value:?} for lastmodified"))?;
-                filter.modified.push((comparison, at));
+        } else {
+            let op = match tokens.get(i + 1) {
+                Some(Token::Op(op)) => op.clone(),
+                _ => return Err(format!("expected an operator after {field}")),
+            };
+            let value = match tokens.get(i + 2) {
+                Some(Token::Quoted(v)) => v.clone(),
+                Some(Token::Word(w)) => w.clone(),
+                _ => return Err(format!("expected a value after {field} {op}")),
+            };
+            i += 3;
+            match (field.as_str(), op.as_str()) {
+                ("type", "=") if filter.types.is_empty() => {
+                    filter.types.push(content_kind(&value)?)
+                }
+                ("type", _) => return Err(format!("unsupported type clause: type {op} {value}")),
+                ("space" | "space.key", "=") => {
+                    if filter.space.replace(value).is_some() {
+                        return Err("space given twice".into());
+                    }
+                }
+                ("lastmodified", _) => {
+                    let comparison = match op.as_str() {
+                        "<" => Comparison::Lt,
+                        "<=" => Comparison::Le,
+                        ">" => Comparison::Gt,
+                        ">=" => Comparison::Ge,
+                        "=" => Comparison::Eq,
+                        other => {
+                            return Err(format!("unsupported operator {other} for lastmodified"));
+                        }
+                    };
+                    let at = parse_date(&value, zone)
+                        .ok_or_else(|| format!("invalid date {value:?} for lastmodified"))?;
+                    filter.modified.push((comparison, at));
+                }
+                _ => return Err(format!("unsupported clause: {field} {op} {value}")),
             }
-            _ => return Err(format!("unsupported clause: {field} {op} {value}")),
         }
         match word(tokens.get(i)).as_deref() {
             None if i == tokens.len() => break,
@@ -203,8 +246,8 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
             _ => return Err(format!("unexpected token at clause {}", i / 4 + 1)),
         }
     }
-    if !saw_type {
-        return Err("the simulator only searches type=page".into());
+    if filter.types.is_empty() {
+        return Err("the simulator needs a type clause (page, blogpost)".into());
     }
     Ok(filter)
 }
@@ -238,6 +281,22 @@ mod tests {
     }
 
     #[test]
+    fn parses_type_lists_of_pages_and_blog_posts() {
+        let both = parse(
+            r#"type in (page,blogpost) and space="ENG" order by lastmodified asc"#,
+            utc(),
+        )
+        .expect("parse");
+        assert_eq!(both.types, [ContentKind::Page, ContentKind::Blogpost]);
+        assert_eq!(both.space.as_deref(), Some("ENG"));
+        assert_eq!(both.order, Some(SortOrder::Asc));
+        let blog = parse(r#"type = blogpost and space = "ENG""#, utc()).expect("parse");
+        assert_eq!(blog.types, [ContentKind::Blogpost]);
+        let listed = parse(r#"space="ENG" and type in ("page")"#, utc()).expect("parse");
+        assert_eq!(listed.types, [ContentKind::Page]);
+    }
+
+    #[test]
     fn escaped_quotes_stay_inside_the_value() {
         let f = parse(r#"type=page and space="EN\"G\\" "#, utc()).expect("parse");
         assert_eq!(f.space.as_deref(), Some("EN\"G\\"));
@@ -266,7 +325,10 @@ mod tests {
         for bad in [
             "",
             "space=ENG",
-            "type=blogpost",
+            "type=comment",
+            "type in (page, comment)",
+            "type in (page",
+            "type in page",
             "type=page or space=ENG",
             "type=page and (space=ENG)",
             "type=page and title ~ \"x\"",

@@ -1,8 +1,10 @@
 //! A Confluence Cloud simulator for tests, benchmarks and the demo.
 //!
 //! It serves what the fetcher uses, as Cloud does: v1 CQL search and content (`/wiki/rest/api/…`,
-//! `_links.next` relative to `_links.base`) and v2 pages, page, ancestors, spaces and space pages
-//! (`/wiki/api/v2/…`, cursors in `Link` headers and `_links.next`), with Basic auth (and Bearer
+//! `_links.next` relative to `_links.base`) and v2 pages, page, ancestors, spaces and space pages,
+//! and the same for blog posts (`/wiki/api/v2/blogposts`, `/blogposts/{id}`,
+//! `/spaces/{id}/blogposts`; ids are unique across both types) (`/wiki/api/v2/…`, cursors in
+//! `Link` headers and `_links.next`), with Basic auth (and Bearer
 //! for Data Center style), v1/v2 error bodies and a 400 for CQL outside the supported subset.
 //! The space is generated from a seed: a tree up to seven levels deep, bodies of 1–75 KB (and a
 //! few over 1 MB) rendered on demand with every storage construct the converter handles.
@@ -11,14 +13,21 @@
 //! `confluence-sim` binary serves the same thing, steered over HTTP:
 //!
 //! - `GET|DELETE /_sim/stats`: request counters per endpoint (`v1.search`, `v1.content`,
-//!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`), faults injected,
-//!   webhooks sent.
+//!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`, `v2.blogposts`,
+//!   `v2.blogpost`, `v2.space_blogposts`), faults injected, webhooks sent.
 //! - `GET|PUT|DELETE /_sim/faults`: a [`Faults`] document (error rules with rate, count and
 //!   `Retry-After`, latency, page-size cap, trailing empty pages, near-limit signals, link style).
 //! - `GET /_sim/pages`, `POST /_sim/pages` (create), `POST /_sim/pages/{id}/{edit|move|trash|
 //!   purge|restore}`: mutations that change versions and dates as Confluence does (create: 1,
 //!   edit: +1; trash, restore and move keep the version) and POST the matching Cloud webhook to
-//!   `{webhook_target}/{event}` before answering.
+//!   `{webhook_target}/{event}` before answering. `POST /_sim/blogposts` publishes a blog post;
+//!   the page mutations apply to blog posts too (but move), with `blog_*` webhooks.
+//! - Comments (`SimConfig::comment_count`, generated with replies and resolved inline ones):
+//!   `/wiki/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments` (top level, with
+//!   `resolutionStatus` and the highlighted selection for inline ones) and
+//!   `/wiki/api/v2/{footer|inline}-comments/{id}/children` (replies); [`SimHandle::add_comment`]
+//!   and its siblings send `comment_*` webhooks carrying the page under `parent`, and leave the
+//!   page's version alone, as Confluence does.
 
 mod content;
 mod cql;
@@ -33,10 +42,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use content::{FIRST_PAGE_ID, MAX_DEPTH, PageStatus, SimPage, USERS};
+pub use content::{
+    CommentLocation, ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, Resolution, SimComment,
+    SimPage, USERS,
+};
 pub use state::{
-    CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError, SimConfig,
-    SimStats,
+    CreateComment, CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError,
+    SimConfig, SimStats,
 };
 pub use webhook::{WebhookDelivery, WebhookEvent, signature as webhook_signature};
 
@@ -133,6 +145,9 @@ pub struct SimHandle {
 /// A mutation's result: the page after it, and the webhook it sent (when a target is set).
 pub type Mutation = (SimPage, Option<WebhookDelivery>);
 
+/// A comment mutation's result: the comment, and the webhook it sent.
+pub type CommentMutation = (SimComment, Option<WebhookDelivery>);
+
 impl SimHandle {
     pub fn base_url(&self) -> String {
         self.shared.site.clone()
@@ -176,13 +191,22 @@ impl SimHandle {
         self.shared.lock().pages.values().cloned().collect()
     }
 
-    /// Ids of the current (not trashed) pages, ascending.
+    /// Ids of the current (not trashed) pages, ascending (blog posts excluded).
     pub fn current_page_ids(&self) -> Vec<u64> {
+        self.current_ids(ContentKind::Page)
+    }
+
+    /// Ids of the current (not trashed) blog posts, ascending.
+    pub fn current_blog_post_ids(&self) -> Vec<u64> {
+        self.current_ids(ContentKind::Blogpost)
+    }
+
+    fn current_ids(&self, kind: ContentKind) -> Vec<u64> {
         let state = self.shared.lock();
         state
             .pages
             .values()
-            .filter(|p| p.status == PageStatus::Current)
+            .filter(|p| p.status == PageStatus::Current && p.kind == kind)
             .map(|p| p.id)
             .collect()
     }
@@ -212,6 +236,15 @@ impl SimHandle {
         .await
     }
 
+    /// Publishes a blog post (a `blog_created` webhook).
+    pub async fn create_blog_post(&self, request: CreatePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| {
+            s.create_blog_post(request)
+        })
+        .await
+    }
+
+    /// Edits a page or a blog post (`page_updated` or `blog_updated`).
     pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
         server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| {
             s.edit(id, request)
@@ -242,6 +275,60 @@ impl SimHandle {
             WebhookEvent::LabelRemoved
         };
         server::mutate(&self.shared, event, |s| s.label(id, label, add)).await
+    }
+
+    /// Every comment and reply on a page or blog post, in id order.
+    pub fn comments(&self, container_id: u64) -> Vec<SimComment> {
+        let state = self.shared.lock();
+        state
+            .comments
+            .values()
+            .filter(|c| c.container_id == container_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Comments on a page or blog post (a `comment_created` webhook; the page keeps its version).
+    pub async fn add_comment(
+        &self,
+        container_id: u64,
+        request: CreateComment,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentCreated, |s| {
+            s.add_comment(container_id, request)
+        })
+        .await
+    }
+
+    pub async fn edit_comment(
+        &self,
+        id: u64,
+        body: String,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentUpdated, |s| {
+            s.edit_comment(id, body)
+        })
+        .await
+    }
+
+    /// Resolves (`true`) or reopens an inline comment (a `comment_updated` webhook).
+    pub async fn resolve_comment(
+        &self,
+        id: u64,
+        resolved: bool,
+    ) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentUpdated, |s| {
+            s.resolve_comment(id, resolved)
+        })
+        .await
+    }
+
+    /// Deletes a comment and its replies (a `comment_removed` webhook).
+    pub async fn remove_comment(&self, id: u64) -> Result<CommentMutation, MutationError> {
+        server::mutate_comment(&self.shared, WebhookEvent::CommentRemoved, |s| {
+            s.remove_comment(id)
+        })
+        .await
     }
 
     pub async fn restore(&self, id: u64) -> Result<Mutation, MutationError> {

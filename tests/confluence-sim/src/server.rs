@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::content::{PageStatus, SimPage, USERS};
+use crate::content::{CommentLocation, ContentKind, PageStatus, SimComment, SimPage, USERS};
 use crate::cql::{self, SortOrder};
 use crate::state::{
     BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
@@ -50,11 +50,128 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/wiki/rest/api/content/search", get(v1_search))
         .route("/wiki/rest/api/content/{id}", get(v1_content))
         .route("/wiki/rest/api/user/current", get(v1_current_user))
-        .route("/wiki/api/v2/pages", get(v2_pages))
-        .route("/wiki/api/v2/pages/{id}", get(v2_page))
+        .route(
+            "/wiki/api/v2/pages",
+            get(|app: App, headers: HeaderMap, params: Params| {
+                v2_bulk(app, headers, params, ContentKind::Page)
+            }),
+        )
+        .route(
+            "/wiki/api/v2/blogposts",
+            get(|app: App, headers: HeaderMap, params: Params| {
+                v2_bulk(app, headers, params, ContentKind::Blogpost)
+            }),
+        )
+        .route(
+            "/wiki/api/v2/pages/{id}",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_single(app, headers, id, params, ContentKind::Page)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_single(app, headers, id, params, ContentKind::Blogpost)
+                },
+            ),
+        )
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
+        .route(
+            "/wiki/api/v2/pages/{id}/footer-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Page,
+                        CommentLocation::Footer,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/pages/{id}/inline-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Page,
+                        CommentLocation::Inline,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}/footer-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Blogpost,
+                        CommentLocation::Footer,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}/inline-comments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comments(
+                        app,
+                        headers,
+                        id,
+                        params,
+                        ContentKind::Blogpost,
+                        CommentLocation::Inline,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/footer-comments/{id}/children",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comment_children(app, headers, id, params, CommentLocation::Footer)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/inline-comments/{id}/children",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_comment_children(app, headers, id, params, CommentLocation::Inline)
+                },
+            ),
+        )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
-        .route("/wiki/api/v2/spaces/{id}/pages", get(v2_space_pages))
+        .route(
+            "/wiki/api/v2/spaces/{id}/pages",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_space_content(app, headers, id, params, ContentKind::Page)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/spaces/{id}/blogposts",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_space_content(app, headers, id, params, ContentKind::Blogpost)
+                },
+            ),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             track_in_flight,
@@ -66,6 +183,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(sim_faults).put(sim_set_faults).delete(sim_clear_faults),
         )
         .route("/_sim/pages", get(sim_pages).post(sim_create))
+        .route("/_sim/blogposts", post(sim_create_blog_post))
         .route("/_sim/pages/{id}/{action}", post(sim_mutate));
     api.merge(control).with_state(shared)
 }
@@ -310,9 +428,9 @@ fn limit(params: &[(String, String)], state: &SimState) -> Result<usize, String>
 }
 
 /// One page of `items` (already in order, keyed by `key`) after `cursor`, and the next cursor.
-fn paginate(
-    items: Vec<&SimPage>,
-    key: impl Fn(&SimPage) -> (i64, u64),
+fn paginate<T>(
+    items: Vec<&T>,
+    key: impl Fn(&T) -> (i64, u64),
     cursor: Option<Cursor>,
     limit: usize,
     descending: bool,
@@ -333,7 +451,7 @@ fn paginate(
             })
             .unwrap_or(items.len()),
     };
-    let page: Vec<&SimPage> = items.iter().skip(start).take(limit).copied().collect();
+    let page: Vec<&T> = items.iter().skip(start).take(limit).copied().collect();
     let more = start + page.len() < items.len();
     let next = match (page.last(), trailing_empty) {
         (Some(last), _) if more => {
@@ -346,7 +464,8 @@ fn paginate(
         }
         _ => None,
     };
-    (page.iter().map(|p| p.id).collect(), next)
+    // Every key ends with the item's id.
+    (page.iter().map(|p| key(p).1).collect(), next)
 }
 
 /// `path?query` with `cursor` replaced, as a relative link.
@@ -394,15 +513,16 @@ fn content_v1(
             .any(|e| e == name || e.starts_with(&format!("{name}.")))
     };
     let key = &state.config.space_key;
+    let webui = webui(key, page);
     let mut value = json!({
         "id": page.id.to_string(),
-        "type": "page",
+        "type": page.kind.name(),
         "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
         "title": page.title,
         "macroRenderedOutput": {},
         "extensions": {"position": page.position},
         "_links": {
-            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "webui": webui,
             "self": format!("{site}/rest/api/content/{}", page.id),
             "tinyui": format!("/x/{}", page.id),
             "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
@@ -494,6 +614,7 @@ fn page_v2(
 ) -> Value {
     let key = &state.config.space_key;
     let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    let webui = webui(key, page);
     let mut value = json!({
         "id": page.id.to_string(),
         "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
@@ -521,10 +642,18 @@ fn page_v2(
         },
         "_links": {
             "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
-            "webui": format!("/spaces/{key}/pages/{}", page.id),
+            "webui": webui,
             "tinyui": format!("/x/{}", page.id),
         },
     });
+    // A v2 blog post has no place in the tree (BlogPostSingle / BlogPostBulk).
+    if page.kind == ContentKind::Blogpost
+        && let Some(map) = value.as_object_mut()
+    {
+        for field in ["parentId", "parentType", "position"] {
+            map.remove(field);
+        }
+    }
     if with_labels && let Some(map) = value.as_object_mut() {
         let labels: Vec<Value> = page.labels.iter().enumerate()
             .map(|(i, l)| json!({"id": (page.id * 16 + i as u64).to_string(), "name": l, "prefix": "global"}))
@@ -536,6 +665,22 @@ fn page_v2(
         );
     }
     value
+}
+
+/// A page's or blog post's place in the web UI, relative to the wiki root.
+fn webui(space_key: &str, page: &SimPage) -> String {
+    match page.kind {
+        ContentKind::Page => format!("/spaces/{space_key}/pages/{}", page.id),
+        ContentKind::Blogpost => format!("/spaces/{space_key}/{}", webhook::blog_path(page)),
+    }
+}
+
+/// The v2 collection of a kind, and the stats name of its endpoints.
+fn v2_collection(kind: ContentKind) -> (&'static str, &'static str) {
+    match kind {
+        ContentKind::Page => ("pages", "page"),
+        ContentKind::Blogpost => ("blogposts", "blogpost"),
+    }
 }
 
 fn wants_body(params: &[(String, String)]) -> Result<bool, String> {
@@ -660,6 +805,7 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             .pages
             .values()
             .filter(|p| p.status == PageStatus::Current)
+            .filter(|p| filter.types.contains(&p.kind))
             .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
             .collect();
         matching.sort_by_key(|p| key(p));
@@ -783,8 +929,16 @@ async fn v1_current_user(State(shared): App, headers: HeaderMap) -> Response {
     )
 }
 
-async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
-    let near = match guard(&shared, &headers, "/wiki/api/v2/pages", "v2.pages", Api::V2).await {
+async fn v2_bulk(
+    State(shared): App,
+    headers: HeaderMap,
+    Query(params): Params,
+    kind: ContentKind,
+) -> Response {
+    let (collection, _) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/{collection}");
+    let endpoint = format!("v2.{collection}");
+    let near = match guard(&shared, &headers, &path, &endpoint, Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -833,7 +987,7 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
         let matching: Vec<&SimPage> = state
             .pages
             .values()
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
             .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
             .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
             .collect();
@@ -854,20 +1008,22 @@ async fn v2_pages(State(shared): App, headers: HeaderMap, Query(params): Params)
                 )
             })
             .collect();
-        let next = next.map(|c| next_link("/api/v2/pages", &params, &c, &[]));
+        let next = next.map(|c| next_link(&format!("/api/v2/{collection}"), &params, &c, &[]));
         v2_listing(state, results, bodies, next, &site, near)
     };
     reply.send().await
 }
 
-async fn v2_page(
+async fn v2_single(
     State(shared): App,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
+    kind: ContentKind,
 ) -> Response {
-    let path = format!("/wiki/api/v2/pages/{id}");
-    let near = match guard(&shared, &headers, &path, "v2.page", Api::V2).await {
+    let (collection, single) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/{collection}/{id}");
+    let near = match guard(&shared, &headers, &path, &format!("v2.{single}"), Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -882,10 +1038,11 @@ async fn v2_page(
             (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
         };
         let with_labels = param(&params, "include-labels") == Some("true");
+        // Each type answers for its own ids only: a blog post is not found among the pages.
         let Some(page) = state
             .pages
             .get(&id)
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
         else {
             return error(Api::V2, StatusCode::NOT_FOUND, "");
         };
@@ -917,7 +1074,10 @@ async fn v2_ancestors(
         Err(response) => return response,
     };
     let state = shared.lock();
-    if state.current(id).is_none() {
+    if state
+        .current(id)
+        .is_none_or(|page| page.kind != ContentKind::Page)
+    {
         return error(Api::V2, StatusCode::NOT_FOUND, "");
     }
     let limit = param(&params, "limit")
@@ -932,6 +1092,204 @@ async fn v2_ancestors(
         .map(|a| json!({"id": a.to_string(), "type": "page"}))
         .collect();
     ok(json!({"results": results, "_links": {}}), near, None)
+}
+
+fn location_name(location: CommentLocation) -> &'static str {
+    match location {
+        CommentLocation::Footer => "footer",
+        CommentLocation::Inline => "inline",
+    }
+}
+
+/// A v2 comment (`PageCommentModel`, `PageInlineCommentModel`, `ChildrenCommentModel`).
+fn comment_v2(state: &SimState, comment: &SimComment, with_body: bool) -> Value {
+    let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    let container = state.pages.get(&comment.container_id);
+    let title = container.map_or(String::new(), |p| format!("Re: {}", p.title));
+    let webui = container.map_or(String::new(), |p| {
+        format!(
+            "{}?focusedCommentId={}",
+            webui(&state.config.space_key, p),
+            comment.id
+        )
+    });
+    let mut value = json!({
+        "id": comment.id.to_string(),
+        "status": "current",
+        "title": title,
+        "version": {
+            "createdAt": comment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "",
+            "number": comment.version,
+            "minorEdit": false,
+            "authorId": account(comment.author),
+        },
+        "body": if with_body {
+            json!({"storage": {"representation": "storage", "value": comment.body}})
+        } else {
+            json!({})
+        },
+        "_links": {"webui": webui},
+    });
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    match comment.parent_comment_id {
+        Some(parent) => {
+            map.insert("parentCommentId".into(), json!(parent.to_string()));
+        }
+        None => {
+            let holder = match container.map(|p| p.kind) {
+                Some(ContentKind::Blogpost) => "blogPostId",
+                _ => "pageId",
+            };
+            map.insert(holder.into(), json!(comment.container_id.to_string()));
+        }
+    }
+    if let Some(resolution) = comment.resolution {
+        map.insert("resolutionStatus".into(), json!(resolution));
+        map.insert(
+            "properties".into(),
+            json!({"inlineMarkerRef": format!("marker-{}", comment.id),
+                   "inlineOriginalSelection": comment.selection.clone().unwrap_or_default()}),
+        );
+    }
+    value
+}
+
+/// One page of comments (already in id order) as a v2 listing.
+fn comment_listing(
+    state: &mut SimState,
+    matching: Vec<u64>,
+    params: &[(String, String)],
+    path: &str,
+    site: &str,
+    near: bool,
+) -> Result<Reply, Response> {
+    let (limit, cursor, with_body) = match (
+        limit(params, state),
+        decode_cursor(param(params, "cursor")),
+        wants_body(params),
+    ) {
+        (Ok(l), Ok(c), Ok(b)) => (l, c, b),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            return Err(error(Api::V2, StatusCode::BAD_REQUEST, &e));
+        }
+    };
+    let trailing = state
+        .faults
+        .trailing_empty_page
+        .then_some(&mut state.empty_cursor_serial);
+    let (ids, next) = paginate(
+        matching.iter().collect(),
+        |id: &u64| (0, *id),
+        cursor,
+        limit,
+        false,
+        trailing,
+    );
+    let results = ids
+        .iter()
+        .filter_map(|id| state.comments.get(id))
+        .map(|comment| comment_v2(state, comment, with_body))
+        .collect();
+    let next = next.map(|c| next_link(path, params, &c, &[]));
+    Ok(v2_listing(state, results, Bodies::new(), next, site, near))
+}
+
+async fn v2_comments(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    kind: ContentKind,
+    location: CommentLocation,
+) -> Response {
+    let (collection, _) = v2_collection(kind);
+    let where_ = location_name(location);
+    let path = format!("/api/v2/{collection}/{id}/{where_}-comments");
+    let endpoint = format!("v2.{where_}_comments");
+    let near = match guard(
+        &shared,
+        &headers,
+        &format!("/wiki{path}"),
+        &endpoint,
+        Api::V2,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let mut state = shared.lock();
+        if state.current(id).is_none_or(|p| p.kind != kind) {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        }
+        let matching = state
+            .comments_of(Some(id), None, location)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        match comment_listing(&mut state, matching, &params, &path, &site, near) {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        }
+    };
+    reply.send().await
+}
+
+async fn v2_comment_children(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    location: CommentLocation,
+) -> Response {
+    let where_ = location_name(location);
+    let path = format!("/api/v2/{where_}-comments/{id}/children");
+    let near = match guard(
+        &shared,
+        &headers,
+        &format!("/wiki{path}"),
+        "v2.comment_children",
+        Api::V2,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let mut state = shared.lock();
+        if !state
+            .comments
+            .get(&id)
+            .is_some_and(|c| c.location == location)
+        {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        }
+        let matching = state
+            .comments_of(None, Some(id), location)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        match comment_listing(&mut state, matching, &params, &path, &site, near) {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        }
+    };
+    reply.send().await
 }
 
 async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params) -> Response {
@@ -978,14 +1336,17 @@ async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params
     reply.send().await
 }
 
-async fn v2_space_pages(
+async fn v2_space_content(
     State(shared): App,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
+    kind: ContentKind,
 ) -> Response {
-    let path = format!("/wiki/api/v2/spaces/{id}/pages");
-    let near = match guard(&shared, &headers, &path, "v2.space_pages", Api::V2).await {
+    let (collection, _) = v2_collection(kind);
+    let path = format!("/wiki/api/v2/spaces/{id}/{collection}");
+    let endpoint = format!("v2.space_{collection}");
+    let near = match guard(&shared, &headers, &path, &endpoint, Api::V2).await {
         Ok(near) => near,
         Err(response) => return response,
     };
@@ -1015,7 +1376,7 @@ async fn v2_space_pages(
         let matching: Vec<&SimPage> = state
             .pages
             .values()
-            .filter(|p| statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && statuses.contains(&p.status))
             .filter(|p| !root_only || p.parent_id.is_none())
             .collect();
         let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
@@ -1035,7 +1396,14 @@ async fn v2_space_pages(
                 )
             })
             .collect();
-        let next = next.map(|c| next_link(&format!("/api/v2/spaces/{id}/pages"), &params, &c, &[]));
+        let next = next.map(|c| {
+            next_link(
+                &format!("/api/v2/spaces/{id}/{collection}"),
+                &params,
+                &c,
+                &[],
+            )
+        });
         v2_listing(state, results, bodies, next, &site, near)
     };
     reply.send().await
@@ -1076,7 +1444,7 @@ async fn sim_clear_faults(State(shared): App) -> StatusCode {
 }
 
 pub(crate) fn summary(page: &SimPage) -> Value {
-    json!({"id": page.id, "title": page.title, "version": page.version, "status": page.status,
+    json!({"id": page.id, "type": page.kind.name(), "title": page.title, "version": page.version, "status": page.status,
            "parent_id": page.parent_id, "modified_at": page.modified_at, "labels": page.labels})
 }
 
@@ -1125,6 +1493,19 @@ async fn sim_create(State(shared): App, body: Bytes) -> Response {
     mutation_response(mutate(&shared, WebhookEvent::PageCreated, |s| s.create(request)).await)
 }
 
+async fn sim_create_blog_post(State(shared): App, body: Bytes) -> Response {
+    let request: CreatePage = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    mutation_response(
+        mutate(&shared, WebhookEvent::PageCreated, |s| {
+            s.create_blog_post(request)
+        })
+        .await,
+    )
+}
+
 async fn sim_mutate(
     State(shared): App,
     Path((id, action)): Path<(u64, String)>,
@@ -1153,6 +1534,50 @@ async fn sim_mutate(
     mutation_response(result)
 }
 
+/// Applies a comment mutation and delivers its `comment_*` webhook (the comment with its page
+/// under `parent`) when a target is configured.
+pub(crate) async fn mutate_comment(
+    shared: &Shared,
+    event: WebhookEvent,
+    apply: impl FnOnce(&mut SimState) -> Result<SimComment, MutationError>,
+) -> Result<(SimComment, Option<WebhookDelivery>), MutationError> {
+    let (comment, outgoing) = {
+        let mut state = shared.lock();
+        let comment = apply(&mut state)?;
+        let outgoing = match (
+            state.config.webhook_target.clone(),
+            state.pages.get(&comment.container_id),
+        ) {
+            (Some(target), Some(container)) => Some((
+                target,
+                state.config.webhook_secret.clone(),
+                webhook::comment_payload(
+                    &comment,
+                    container,
+                    &state.config.space_key,
+                    state.config.space_id,
+                    &shared.site,
+                ),
+            )),
+            _ => None,
+        };
+        (comment, outgoing)
+    };
+    let Some((target, secret, body)) = outgoing else {
+        return Ok((comment, None));
+    };
+    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
+    {
+        let mut state = shared.lock();
+        if delivery.delivered() {
+            state.stats.webhooks_delivered += 1;
+        } else {
+            state.stats.webhooks_failed += 1;
+        }
+    }
+    Ok((comment, Some(delivery)))
+}
+
 /// Applies a mutation and, when a webhook target is configured, delivers the matching webhook
 /// before answering (so tests know the hint is on its way).
 pub(crate) async fn mutate(
@@ -1160,9 +1585,10 @@ pub(crate) async fn mutate(
     event: WebhookEvent,
     apply: impl FnOnce(&mut SimState) -> Result<SimPage, MutationError>,
 ) -> Result<(SimPage, Option<WebhookDelivery>), MutationError> {
-    let (page, outgoing) = {
+    let (page, event, outgoing) = {
         let mut state = shared.lock();
         let page = apply(&mut state)?;
+        let event = event.for_kind(page.kind);
         let outgoing = state.config.webhook_target.clone().map(|target| {
             let body = webhook::payload(
                 event,
@@ -1174,7 +1600,7 @@ pub(crate) async fn mutate(
             );
             (target, state.config.webhook_secret.clone(), body)
         });
-        (page, outgoing)
+        (page, event, outgoing)
     };
     let Some((target, secret, body)) = outgoing else {
         return Ok((page, None));

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::content::{self, LinkTargets, PageStatus, SimPage, USERS};
+use crate::content::{
+    self, CommentLocation, ContentKind, LinkTargets, PageStatus, Resolution, SimComment, SimPage,
+    USERS,
+};
 use crate::rng::SplitMix64;
 
 /// How the simulator is set up.
@@ -14,6 +17,10 @@ use crate::rng::SplitMix64;
 pub struct SimConfig {
     pub seed: u64,
     pub page_count: usize,
+    /// Blog posts of the space, generated after the pages (ids continue the sequence).
+    pub blog_post_count: usize,
+    /// Comments on the pages and blog posts (with replies), generated after them.
+    pub comment_count: usize,
     /// Pages with bodies over 1 MB (default: one per 500 pages, at least one).
     pub large_pages: usize,
     pub space_key: String,
@@ -39,6 +46,8 @@ impl SimConfig {
         Self {
             seed,
             page_count,
+            blog_post_count: 0,
+            comment_count: 0,
             large_pages: (page_count / 500).max(1).min(page_count),
             space_key: "ENG".into(),
             space_name: "Engineering".into(),
@@ -192,6 +201,24 @@ pub struct EditPage {
     pub modified_at: Option<DateTime<Utc>>,
 }
 
+/// A new comment: on the page or blog post, or a reply to `reply_to` (same location).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateComment {
+    /// Storage format.
+    pub body: String,
+    #[serde(default = "footer")]
+    pub location: CommentLocation,
+    #[serde(default)]
+    pub reply_to: Option<u64>,
+    /// The text an inline comment highlights.
+    #[serde(default)]
+    pub selection: Option<String>,
+}
+
+fn footer() -> CommentLocation {
+    CommentLocation::Footer
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MovePage {
@@ -202,6 +229,7 @@ pub struct MovePage {
 pub(crate) struct SimState {
     pub config: SimConfig,
     pub pages: BTreeMap<u64, SimPage>,
+    pub comments: BTreeMap<u64, SimComment>,
     pub next_id: u64,
     pub faults: Faults,
     pub stats: SimStats,
@@ -215,15 +243,39 @@ pub(crate) struct SimState {
 
 impl SimState {
     pub fn new(config: SimConfig) -> Self {
-        let pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
-        let next_id = pages
+        let mut pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
+        let first_blog_post = pages
             .keys()
             .next_back()
             .map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        pages.extend(
+            content::generate_blog_posts(config.seed, first_blog_post, config.blog_post_count)
+                .into_iter()
+                .map(|post| (post.id, post)),
+        );
+        let first_comment = pages
+            .keys()
+            .next_back()
+            .map_or(content::FIRST_PAGE_ID, |id| id + 1);
+        let containers: Vec<_> = pages.values().map(|p| (p.id, p.created_at)).collect();
+        let comments: BTreeMap<u64, SimComment> = content::generate_comments(
+            config.seed,
+            first_comment,
+            config.comment_count,
+            &containers,
+        )
+        .into_iter()
+        .map(|comment| (comment.id, comment))
+        .collect();
+        let next_id = comments
+            .keys()
+            .next_back()
+            .map_or(first_comment, |id| id + 1);
         let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
         Self {
             config,
             pages,
+            comments,
             next_id,
             faults: Faults::default(),
             stats: SimStats::default(),
@@ -275,6 +327,19 @@ impl SimState {
             .filter(|p| p.status == PageStatus::Current)
     }
 
+    /// The current page (not blog post) of that id.
+    fn current_page(&self, id: u64) -> Option<&SimPage> {
+        self.current(id).filter(|p| p.kind == ContentKind::Page)
+    }
+
+    /// The space's homepage: its first page.
+    fn homepage(&self) -> Option<u64> {
+        self.pages
+            .values()
+            .find(|p| p.kind == ContentKind::Page)
+            .map(|p| p.id)
+    }
+
     /// Ancestor ids, top-down.
     pub fn ancestors(&self, id: u64) -> Vec<u64> {
         let mut chain = Vec::new();
@@ -314,6 +379,22 @@ impl SimState {
     }
 
     pub fn create(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        self.create_content(ContentKind::Page, request)
+    }
+
+    /// Publishes a blog post (no parent; version 1).
+    pub fn create_blog_post(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        if request.parent_id.is_some() {
+            return Err(MutationError::Invalid("a blog post has no parent".into()));
+        }
+        self.create_content(ContentKind::Blogpost, request)
+    }
+
+    fn create_content(
+        &mut self,
+        kind: ContentKind,
+        request: CreatePage,
+    ) -> Result<SimPage, MutationError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(MutationError::Invalid("title must not be empty".into()));
@@ -323,13 +404,14 @@ impl SimState {
                 "a page titled {title:?} already exists in the space"
             )));
         }
-        let parent_id = match request.parent_id {
-            Some(parent) => Some(
-                self.current(parent)
+        let parent_id = match (kind, request.parent_id) {
+            (ContentKind::Blogpost, _) => None,
+            (ContentKind::Page, Some(parent)) => Some(
+                self.current_page(parent)
                     .ok_or(MutationError::NotFound(parent))?
                     .id,
             ),
-            None => self.pages.keys().next().copied(),
+            (ContentKind::Page, None) => self.homepage(),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -343,6 +425,7 @@ impl SimState {
             + 1;
         let page = SimPage {
             id,
+            kind,
             title,
             parent_id,
             position,
@@ -390,11 +473,9 @@ impl SimState {
     /// Moves the page to the trash; its children move up to its parent, as Confluence does.
     /// The version is unchanged (Confluence does not version a trash).
     pub fn trash(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let parent = self
-            .current(id)
-            .ok_or(MutationError::NotFound(id))?
-            .parent_id;
-        if parent.is_none() {
+        let page = self.current(id).ok_or(MutationError::NotFound(id))?;
+        let parent = page.parent_id;
+        if page.kind == ContentKind::Page && parent.is_none() {
             return Err(MutationError::Invalid(
                 "the space homepage cannot be trashed".into(),
             ));
@@ -418,13 +499,121 @@ impl SimState {
             }
             None => return Err(MutationError::NotFound(id)),
         }
+        // Purging takes the page's comments with it.
+        self.comments
+            .retain(|_, comment| comment.container_id != id);
         self.pages.remove(&id).ok_or(MutationError::NotFound(id))
+    }
+
+    /// Comments on a page or blog post: top-level ones of `location`, or the replies to `parent`.
+    pub fn comments_of(
+        &self,
+        container: Option<u64>,
+        parent: Option<u64>,
+        location: CommentLocation,
+    ) -> Vec<&SimComment> {
+        self.comments
+            .values()
+            .filter(|c| c.location == location && c.parent_comment_id == parent)
+            .filter(|c| container.is_none_or(|id| c.container_id == id))
+            .collect()
+    }
+
+    /// Adds a comment (version 1). The page's version does not change, as in Confluence.
+    pub fn add_comment(
+        &mut self,
+        container_id: u64,
+        request: CreateComment,
+    ) -> Result<SimComment, MutationError> {
+        self.current(container_id)
+            .ok_or(MutationError::NotFound(container_id))?;
+        let location = match request.reply_to {
+            Some(parent) => {
+                let parent = self
+                    .comments
+                    .get(&parent)
+                    .filter(|c| c.container_id == container_id && c.parent_comment_id.is_none())
+                    .ok_or(MutationError::NotFound(parent))?;
+                parent.location
+            }
+            None => request.location,
+        };
+        let top_inline = location == CommentLocation::Inline && request.reply_to.is_none();
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Utc::now();
+        let comment = SimComment {
+            id,
+            container_id,
+            location,
+            parent_comment_id: request.reply_to,
+            author: self.actor(id),
+            created_at: now,
+            modified_at: now,
+            version: 1,
+            body: request.body,
+            resolution: top_inline.then_some(Resolution::Open),
+            selection: if top_inline {
+                Some(request.selection.unwrap_or_default())
+            } else {
+                None
+            },
+        };
+        self.comments.insert(id, comment.clone());
+        Ok(comment)
+    }
+
+    /// Edits a comment's body (its version + 1).
+    pub fn edit_comment(&mut self, id: u64, body: String) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .get_mut(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        comment.body = body;
+        comment.version += 1;
+        comment.modified_at = Utc::now();
+        Ok(comment.clone())
+    }
+
+    /// Resolves (or reopens) a top-level inline comment.
+    pub fn resolve_comment(
+        &mut self,
+        id: u64,
+        resolved: bool,
+    ) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .get_mut(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        if comment.resolution.is_none() {
+            return Err(MutationError::Invalid(
+                "only a top-level inline comment can be resolved".into(),
+            ));
+        }
+        comment.resolution = Some(if resolved {
+            Resolution::Resolved
+        } else {
+            Resolution::Reopened
+        });
+        comment.modified_at = Utc::now();
+        Ok(comment.clone())
+    }
+
+    /// Deletes a comment and its replies.
+    pub fn remove_comment(&mut self, id: u64) -> Result<SimComment, MutationError> {
+        let comment = self
+            .comments
+            .remove(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        self.comments
+            .retain(|_, reply| reply.parent_comment_id != Some(id));
+        Ok(comment)
     }
 
     /// Restores a trashed page (to the root when its parent is gone). The version is unchanged; the
     /// modification date moves, as in Cloud's `page_restored`.
     pub fn restore(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let homepage = self.pages.keys().next().copied();
+        let homepage = self.homepage();
         let parent_alive =
             |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
         let parent = match self.pages.get(&id) {
@@ -467,9 +656,9 @@ impl SimState {
 
     /// Moves a page under another parent. The version is unchanged; the modification date moves.
     pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
-        self.current(id).ok_or(MutationError::NotFound(id))?;
+        self.current_page(id).ok_or(MutationError::NotFound(id))?;
         if let Some(parent) = request.parent_id {
-            self.current(parent)
+            self.current_page(parent)
                 .ok_or(MutationError::NotFound(parent))?;
             if parent == id || self.ancestors(parent).contains(&id) {
                 return Err(MutationError::Invalid(

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::content::{SimPage, USERS};
+use crate::content::{ContentKind, SimComment, SimPage, USERS};
 
-/// A page event Confluence Cloud sends a webhook for.
+/// A page (or blog post) event Confluence Cloud sends a webhook for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEvent {
@@ -21,6 +21,14 @@ pub enum WebhookEvent {
     PageMoved,
     LabelAdded,
     LabelRemoved,
+    BlogCreated,
+    BlogUpdated,
+    BlogTrashed,
+    BlogRemoved,
+    BlogRestored,
+    CommentCreated,
+    CommentUpdated,
+    CommentRemoved,
 }
 
 impl WebhookEvent {
@@ -34,6 +42,27 @@ impl WebhookEvent {
             Self::PageMoved => "page_moved",
             Self::LabelAdded => "label_added",
             Self::LabelRemoved => "label_removed",
+            Self::BlogCreated => "blog_created",
+            Self::BlogUpdated => "blog_updated",
+            Self::BlogTrashed => "blog_trashed",
+            Self::BlogRemoved => "blog_removed",
+            Self::BlogRestored => "blog_restored",
+            Self::CommentCreated => "comment_created",
+            Self::CommentUpdated => "comment_updated",
+            Self::CommentRemoved => "comment_removed",
+        }
+    }
+
+    /// The event as Confluence names it for content of this kind (`page_updated` of a blog post
+    /// is `blog_updated`; label events are the same for both).
+    pub fn for_kind(self, kind: ContentKind) -> Self {
+        match (kind, self) {
+            (ContentKind::Blogpost, Self::PageCreated) => Self::BlogCreated,
+            (ContentKind::Blogpost, Self::PageUpdated) => Self::BlogUpdated,
+            (ContentKind::Blogpost, Self::PageTrashed) => Self::BlogTrashed,
+            (ContentKind::Blogpost, Self::PageRemoved) => Self::BlogRemoved,
+            (ContentKind::Blogpost, Self::PageRestored) => Self::BlogRestored,
+            (_, event) => event,
         }
     }
 }
@@ -55,7 +84,8 @@ impl WebhookDelivery {
 }
 
 /// The payload, shaped like the Cloud Connect samples (`page_updated` adds `updateTrigger`). Label
-/// events name the label and carry the page as `labeled`, as Atlassian documents them.
+/// events name the label and carry the page as `labeled`, as Atlassian documents them; blog events
+/// carry the blog post as `blog`.
 pub fn payload(
     event: WebhookEvent,
     page: &SimPage,
@@ -70,21 +100,25 @@ pub fn payload(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '+' })
         .collect();
+    let (holder, webui) = match page.kind {
+        ContentKind::Page => ("page", format!("pages/{}", page.id)),
+        ContentKind::Blogpost => ("blog", blog_path(page)),
+    };
     let mut body = json!({
         "userAccountId": account(page.last_modifier),
         "accountType": "customer",
-        "page": {
+        holder: {
             "idAsString": page.id.to_string(),
             "creatorAccountId": account(page.author),
             "spaceKey": space_key,
             "spaceId": space_id,
             "modificationDate": page.modified_at.timestamp_millis(),
             "lastModifierAccountId": account(page.last_modifier),
-            "self": format!("{site}/spaces/{space_key}/pages/{}/{slug}", page.id),
+            "self": format!("{site}/spaces/{space_key}/{webui}/{slug}"),
             "id": page.id,
             "title": page.title,
             "creationDate": page.created_at.timestamp_millis(),
-            "contentType": "page",
+            "contentType": page.kind.name(),
             "version": page.version,
         },
         "timestamp": chrono::Utc::now().timestamp_millis(),
@@ -92,7 +126,7 @@ pub fn payload(
     if matches!(event, WebhookEvent::LabelAdded | WebhookEvent::LabelRemoved)
         && let Some(map) = body.as_object_mut()
     {
-        if let Some(mut labeled) = map.remove("page") {
+        if let Some(mut labeled) = map.remove(holder) {
             if let Some(labeled) = labeled.as_object_mut() {
                 // Labelling creates no version: the body does not say one.
                 labeled.remove("version");
@@ -105,13 +139,65 @@ pub fn payload(
             json!({"name": name, "prefix": "global", "id": "0", "self": format!("{site}/rest/api/label?name={name}")}),
         );
     }
-    if event == WebhookEvent::PageUpdated
+    if matches!(event, WebhookEvent::PageUpdated | WebhookEvent::BlogUpdated)
         && let Some(map) = body.as_object_mut()
     {
         map.insert("updateTrigger".into(), json!("edit_page"));
         map.insert("suppressNotifications".into(), json!(false));
     }
     body
+}
+
+/// A comment event's payload, as in the Cloud capture: the comment, with its page (or blog post)
+/// under `parent`.
+pub fn comment_payload(
+    comment: &SimComment,
+    container: &SimPage,
+    space_key: &str,
+    space_id: u64,
+    site: &str,
+) -> serde_json::Value {
+    let account = |index: usize| USERS.get(index).map_or("", |u| u.0);
+    let page = payload(
+        WebhookEvent::PageCreated,
+        container,
+        None,
+        space_key,
+        space_id,
+        site,
+    );
+    let parent = page
+        .get(match container.kind {
+            ContentKind::Page => "page",
+            ContentKind::Blogpost => "blog",
+        })
+        .cloned()
+        .unwrap_or_default();
+    let container_self = parent["self"].as_str().unwrap_or_default().to_owned();
+    json!({
+        "comment": {
+            "idAsString": comment.id.to_string(),
+            "creatorAccountId": account(comment.author),
+            "spaceKey": space_key,
+            "spaceId": space_id,
+            "parent": parent,
+            "modificationDate": comment.modified_at.timestamp_millis(),
+            "lastModifierAccountId": account(comment.author),
+            "self": format!("{container_self}?focusedCommentId={}", comment.id),
+            "id": comment.id.to_string(),
+            "creationDate": comment.created_at.timestamp_millis(),
+            "contentType": "comment",
+            "version": comment.version,
+        },
+        "accountType": "customer",
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "userAccountId": account(comment.author),
+    })
+}
+
+/// A blog post's place in Cloud's web UI: `blog/YYYY/MM/DD/{id}` (its creation date).
+pub fn blog_path(post: &SimPage) -> String {
+    format!("blog/{}/{}", post.created_at.format("%Y/%m/%d"), post.id)
 }
 
 /// `{target}/{event}`, keeping a query string of the target after the path.

@@ -336,3 +336,290 @@ async fn a_large_space_is_generated_with_its_shape() {
             > 3
     );
 }
+
+#[tokio::test]
+async fn blog_posts_have_their_own_endpoints_cql_type_and_webhooks() {
+    let (target, received) = receiver().await;
+    let mut config = SimConfig::new(9, 12);
+    config.blog_post_count = 30;
+    config.webhook_target = Some(target);
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
+    let space = sim.handle.space_id();
+    let posts = sim.handle.current_blog_post_ids();
+    assert_eq!(posts.len(), 30);
+    assert_eq!(sim.handle.current_page_ids().len(), 12);
+    assert!(
+        posts
+            .iter()
+            .all(|id| !sim.handle.current_page_ids().contains(id)),
+        "ids are unique across types"
+    );
+
+    // The space's blog posts, paginated like its pages; no place in the tree.
+    let mut listed = Vec::new();
+    let mut next = Some(format!("/wiki/api/v2/spaces/{space}/blogposts?limit=7"));
+    while let Some(path) = next.take() {
+        let body: Value = get(&sim, &path).await.json().await.expect("json");
+        for post in body["results"].as_array().expect("results") {
+            assert!(post.get("parentId").is_none(), "{post}");
+            let webui = post["_links"]["webui"].as_str().expect("webui");
+            assert!(webui.starts_with("/spaces/ENG/blog/"), "{webui}");
+            listed.push(post["id"].as_str().expect("id").parse::<u64>().expect("id"));
+        }
+        next = body["_links"]["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(listed, posts);
+    let pages: Value = get(
+        &sim,
+        &format!("/wiki/api/v2/spaces/{space}/pages?limit=250"),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(pages["results"].as_array().expect("results").len(), 12);
+
+    // Bodies in bulk and one by one; each type answers for its own ids only.
+    let post = posts[3];
+    let bulk: Value = get(
+        &sim,
+        &format!(
+            "/wiki/api/v2/blogposts?id={post},{}&body-format=storage",
+            posts[4]
+        ),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let bodies = bulk["results"].as_array().expect("results");
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        bodies[0]["body"]["storage"]["value"].as_str(),
+        sim.handle.body(post).as_deref()
+    );
+    assert_eq!(
+        get(&sim, &format!("/wiki/api/v2/blogposts/{post}"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&sim, &format!("/wiki/api/v2/pages/{post}"))
+            .await
+            .status(),
+        404
+    );
+    let page = sim.handle.current_page_ids()[0];
+    assert_eq!(
+        get(&sim, &format!("/wiki/api/v2/blogposts/{page}"))
+            .await
+            .status(),
+        404
+    );
+    let stats = sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.space_blogposts"), 5);
+    assert_eq!(stats.endpoint("v2.blogposts"), 1);
+    assert_eq!(stats.endpoint("v2.blogpost"), 2);
+
+    // CQL: `type=blogpost`, or both types in one listing; v1 content says the type.
+    let cql = |types: &str| {
+        let cql = format!("{types} and space=\"ENG\" order by lastmodified asc");
+        format!(
+            "/wiki/rest/api/content/search?limit=250&cql={}",
+            cql.replace(' ', "%20")
+                .replace('"', "%22")
+                .replace(',', "%2C")
+        )
+    };
+    let count = |body: &Value, kind: &str| {
+        body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter(|c| c["type"] == kind)
+            .count()
+    };
+    let blog_only: Value = get(&sim, &cql("type=blogpost"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (count(&blog_only, "blogpost"), count(&blog_only, "page")),
+        (30, 0)
+    );
+    let both: Value = get(&sim, &cql("type in (page,blogpost)"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((count(&both, "blogpost"), count(&both, "page")), (30, 12));
+    let content: Value = get(
+        &sim,
+        &format!("/wiki/rest/api/content/{post}?expand=ancestors"),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(content["type"], "blogpost");
+    assert_eq!(content["ancestors"], json!([]));
+
+    // Mutations of a blog post send `blog_*` webhooks carrying it as `blog`; it cannot move.
+    let (created, _) = sim
+        .handle
+        .create_blog_post(confluence_sim::CreatePage {
+            title: "Release 4.0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("publish");
+    assert_eq!(created.parent_id, None);
+    sim.handle
+        .edit(created.id, confluence_sim::EditPage::default())
+        .await
+        .expect("edit");
+    assert!(
+        sim.handle
+            .move_page(created.id, confluence_sim::MovePage::default())
+            .await
+            .is_err()
+    );
+    sim.handle.trash(created.id).await.expect("trash");
+    sim.handle.restore(created.id).await.expect("restore");
+    sim.handle.trash(created.id).await.expect("trash");
+    sim.handle.purge(created.id).await.expect("purge");
+    let received = received.0.lock().expect("received").clone();
+    let events: Vec<&str> = received.iter().map(|(e, ..)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "blog_created",
+            "blog_updated",
+            "blog_trashed",
+            "blog_restored",
+            "blog_trashed",
+            "blog_removed"
+        ]
+    );
+    for (event, body, ..) in &received {
+        assert_eq!(body["blog"]["contentType"], "blogpost", "{event}");
+        assert_eq!(body["blog"]["id"], created.id, "{event}");
+        assert!(body.get("page").is_none(), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn comments_are_listed_per_page_with_replies_resolution_and_webhooks() {
+    let (target, received) = receiver().await;
+    let mut config = SimConfig::new(21, 10);
+    config.comment_count = 200;
+    config.webhook_target = Some(target);
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
+    // The page with the most comments.
+    let page = sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .max_by_key(|id| sim.handle.comments(*id).len())
+        .expect("a page");
+    let all = sim.handle.comments(page);
+    assert!(all.iter().any(|c| c.parent_comment_id.is_some()), "replies");
+
+    // Footer and inline comments at their endpoints (top level only), paginated, with bodies.
+    let mut listed = Vec::new();
+    for location in ["footer", "inline"] {
+        let mut next = Some(format!(
+            "/wiki/api/v2/pages/{page}/{location}-comments?body-format=storage&limit=3"
+        ));
+        while let Some(path) = next.take() {
+            let body: Value = get(&sim, &path).await.json().await.expect("json");
+            for comment in body["results"].as_array().expect("results") {
+                assert_eq!(comment["pageId"], page.to_string());
+                assert!(
+                    comment["body"]["storage"]["value"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with("<p>"))
+                );
+                assert!(comment["version"]["authorId"].is_string());
+                if location == "inline" {
+                    assert!(comment["resolutionStatus"].is_string(), "{comment}");
+                    assert!(comment["properties"]["inlineOriginalSelection"].is_string());
+                } else {
+                    assert!(comment.get("resolutionStatus").is_none());
+                }
+                let id = comment["id"].as_str().expect("id").to_owned();
+                // Replies at the comment's children endpoint.
+                let children: Value = get(
+                    &sim,
+                    &format!("/wiki/api/v2/{location}-comments/{id}/children?body-format=storage"),
+                )
+                .await
+                .json()
+                .await
+                .expect("json");
+                for reply in children["results"].as_array().expect("results") {
+                    assert_eq!(reply["parentCommentId"], id.as_str());
+                    listed.push(reply["id"].as_str().expect("id").to_owned());
+                }
+                listed.push(id);
+            }
+            next = body["_links"]["next"].as_str().map(str::to_owned);
+        }
+    }
+    listed.sort();
+    let mut expected: Vec<String> = all.iter().map(|c| c.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let blog_id = page;
+    assert_eq!(
+        get(
+            &sim,
+            &format!("/wiki/api/v2/blogposts/{blog_id}/footer-comments")
+        )
+        .await
+        .status(),
+        404,
+        "a page is no blog post"
+    );
+
+    // Comment mutations send comment_* webhooks naming the page; the page keeps its version.
+    let version = sim.handle.page(page).expect("page").version;
+    let (created, _) = sim
+        .handle
+        .add_comment(
+            page,
+            confluence_sim::CreateComment {
+                body: "<p>Is the rollback step still right?</p>".into(),
+                location: confluence_sim::CommentLocation::Inline,
+                reply_to: None,
+                selection: Some("rollback".into()),
+            },
+        )
+        .await
+        .expect("comment");
+    assert_eq!(created.resolution, Some(confluence_sim::Resolution::Open));
+    sim.handle
+        .resolve_comment(created.id, true)
+        .await
+        .expect("resolve");
+    sim.handle.remove_comment(created.id).await.expect("remove");
+    assert_eq!(sim.handle.page(page).expect("page").version, version);
+    let received = received.0.lock().expect("received").clone();
+    let events: Vec<&str> = received.iter().map(|(e, ..)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        ["comment_created", "comment_updated", "comment_removed"]
+    );
+    for (event, body, ..) in &received {
+        assert_eq!(body["comment"]["contentType"], "comment", "{event}");
+        assert_eq!(body["comment"]["id"], created.id.to_string(), "{event}");
+        assert_eq!(body["comment"]["parent"]["id"], page, "{event}");
+        assert_eq!(body["comment"]["parent"]["contentType"], "page", "{event}");
+    }
+}

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use pagestream_api::SearchSettings;
 
-use crate::support::{self, SeedPage, TestApi, assert_error, seed_page, seed_source};
+use crate::support::{
+    self, SeedPage, TestApi, assert_error, seed_blog_post, seed_page, seed_source,
+};
 
 /// A small space: runbook 100 with child 101 and sibling 102 under /1; 200 under /2; 300 deleted.
 async fn seeded(responder: bool) -> (TestApi, Uuid) {
@@ -336,6 +338,77 @@ async fn bad_search_input_names_the_parameter() {
         "source_not_found",
         Some("source"),
     );
+}
+
+#[tokio::test]
+async fn the_content_type_filter_tells_blog_posts_from_pages() {
+    let (api, source) = seeded(true).await;
+    seed_blog_post(
+        &api.pool,
+        source,
+        &SeedPage {
+            page_id: "400",
+            title: "Release 3.2 notes",
+            path: "/400",
+            labels: &["release-notes"],
+            jira: &[],
+            mentions: &[],
+            deleted: false,
+            last_modified: Utc::now(),
+            chunks: &[(
+                "Highlights",
+                "Checkout now retries failed refunds on its own.",
+            )],
+        },
+    )
+    .await;
+    let content_types = |body: &Value| -> Vec<(String, String)> {
+        body["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|hit| {
+                (
+                    hit["page_id"].as_str().expect("page id").to_owned(),
+                    hit["content_type"]
+                        .as_str()
+                        .expect("content type")
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let both = content_types(&search(&api, "q=checkout").await);
+    assert!(
+        both.contains(&("400".into(), "blogpost".into())),
+        "{both:?}"
+    );
+    assert!(both.contains(&("101".into(), "page".into())), "{both:?}");
+    let blog_posts = content_types(&search(&api, "q=checkout&content_type=blogpost").await);
+    assert_eq!(blog_posts, [("400".to_owned(), "blogpost".to_owned())]);
+    let pages = content_types(&search(&api, "q=checkout&content_type=page").await);
+    assert!(!pages.is_empty());
+    assert!(
+        pages.iter().all(|(id, kind)| id != "400" && kind == "page"),
+        "{pages:?}"
+    );
+    assert_error(
+        &api.get("/api/search?q=x&content_type=comment").await,
+        400,
+        "invalid_parameter",
+        Some("content_type"),
+    );
+
+    // The listing filters the same way and shows the type; a blog post is no top-level page.
+    let (_, listed) = api
+        .get("/api/confluence/docs/pages?content_type=blogpost")
+        .await;
+    assert_eq!(page_ids_of(&listed), vec!["400"]);
+    assert_eq!(listed["pages"][0]["content_type"], "blogpost");
+    let (_, top) = api.get("/api/confluence/docs/pages?top_level=true").await;
+    assert_eq!(page_ids_of(&top), Vec::<&str>::new());
+    let (_, post) = api.get("/api/pages/docs/400").await;
+    assert_eq!(post["content_type"], "blogpost");
 }
 
 #[tokio::test]

@@ -249,6 +249,20 @@ pub async fn seed_page(pool: &PgPool, source_id: Uuid, page: &SeedPage<'_>) {
     }
 }
 
+/// A blog post: seeded like a page (no parent: its path is `/<id>`), then marked as one.
+pub async fn seed_blog_post(pool: &PgPool, source_id: Uuid, post: &SeedPage<'_>) {
+    seed_page(pool, source_id, post).await;
+    sqlx::query(
+        "UPDATE confluence_pages SET content_type = 'blogpost' \
+         WHERE source_id = $1 AND page_id = $2",
+    )
+    .bind(source_id)
+    .bind(post.page_id)
+    .execute(pool)
+    .await
+    .expect("mark blog post");
+}
+
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 

@@ -1,6 +1,6 @@
 //! The demo's path with the real `local` model: add a source, sync it, search by meaning, by
 //! phrase and by Jira key, edit a page (the simulator posts the webhook) and find the new text,
-//! trash a page and see it disappear.
+//! trash a page and see it disappear; the same for a blog post, found with `--content-type`.
 
 use std::time::Duration;
 
@@ -16,9 +16,42 @@ and watch <code>kubectl rollout status</code> until the previous version serves 
 const BACKUPS: &str = "<p>The primary database takes a base backup every night with pg_basebackup. \
 Continuous write-ahead log archiving to object storage allows point-in-time recovery: restore \
 the base backup, then replay the archived WAL up to the moment before the incident.</p>";
+const RELEASE_NOTES: &str = "<p>Release 7.3 ships canary deployments: a new version first \
+takes five percent of the traffic, and the rollout stops on its own when the error rate rises.</p>";
 const ONBOARDING: &str = "<p>Welcome to the team! In your first week, pick up your laptop, \
 get your accounts from IT, meet your buddy, and shadow an on-call shift. By Friday you should \
 have merged a small change.</p>";
+
+/// The (page id, content type) of a search's hits with `--content-type`.
+async fn typed_hits(stack: &Stack, query: &str, content_type: &str) -> Vec<(String, String)> {
+    let output = stack
+        .cli(&[
+            "search",
+            query,
+            "--json",
+            "--limit",
+            "5",
+            "--content-type",
+            content_type,
+        ])
+        .await
+        .expect("search --content-type");
+    let body: serde_json::Value = serde_json::from_str(&output).expect("search json");
+    body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|hit| {
+            (
+                hit["page_id"].as_str().expect("page id").to_owned(),
+                hit["content_type"]
+                    .as_str()
+                    .expect("content type")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
 
 async fn create(stack: &Stack, title: &str, body: &str) -> String {
     let (page, _) = stack
@@ -40,6 +73,17 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
     let rollback = create(&stack, "Rolling back a deployment", ROLLBACK).await;
     let backups = create(&stack, "Database backups", BACKUPS).await;
     let onboarding = create(&stack, "New hire onboarding", ONBOARDING).await;
+    let (post, _) = stack
+        .sim
+        .handle
+        .create_blog_post(CreatePage {
+            title: "Release 7.3 notes".to_owned(),
+            body: Some(RELEASE_NOTES.to_owned()),
+            ..CreatePage::default()
+        })
+        .await
+        .expect("publish a blog post");
+    let post = post.id.to_string();
 
     let added = stack.add_source().await;
     assert!(added.contains("added source docs"), "{added}");
@@ -51,8 +95,8 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         synced.contains("full sync done (fetch completed"),
         "{synced}"
     );
-    assert!(synced.contains("changed 15"), "{synced}");
-    assert!(synced.contains("indexed 15"), "{synced}");
+    assert!(synced.contains("changed 16"), "{synced}");
+    assert!(synced.contains("indexed 16"), "{synced}");
     assert!(synced.contains("failed 0"), "{synced}");
 
     // By meaning (no word in common with the title), by Jira key, by phrase.
@@ -79,6 +123,26 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         .expect("search table");
     assert!(table.contains("Rolling back a deployment"), "{table}");
     assert!(table.contains(&format!("/pages/{rollback}")), "{table}");
+
+    // The blog post: found among blog posts only, marked as one in the table.
+    let canary = "roll out a new version to a small share of traffic first";
+    let blog_posts = typed_hits(&stack, canary, "blogpost").await;
+    assert_eq!(
+        blog_posts.first(),
+        Some(&(post.clone(), "blogpost".to_owned())),
+        "{blog_posts:?}"
+    );
+    assert!(
+        blog_posts.iter().all(|(id, _)| *id == post),
+        "{blog_posts:?}"
+    );
+    let pages = typed_hits(&stack, canary, "page").await;
+    assert!(
+        pages.iter().all(|(id, kind)| *id != post && kind == "page"),
+        "{pages:?}"
+    );
+    let table = stack.cli(&["search", canary]).await.expect("search table");
+    assert!(table.contains("[blog] Release 7.3 notes"), "{table}");
 
     // An edit reaches search through the webhook, without a sync.
     stack
@@ -137,6 +201,50 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         Err(CliError::Api { code, .. }) => assert_eq!(code, "page_not_found"),
         other => panic!("a trashed page is still shown: {other:?}"),
     }
+
+    // The blog post's `blog_updated` and `blog_trashed` webhooks reach search without a sync.
+    let post_id: u64 = post.parse().expect("id");
+    stack
+        .sim
+        .handle
+        .edit(
+            post_id,
+            EditPage {
+                body: Some(
+                    "<p>Release 7.3 also brings dark mode to the billing dashboard.</p>".to_owned(),
+                ),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("edit the blog post");
+    eventually(
+        "the edited blog post is searchable",
+        Duration::from_secs(120),
+        || async {
+            typed_hits(&stack, "dark mode billing dashboard", "blogpost")
+                .await
+                .first()
+                .is_some_and(|(id, _)| *id == post)
+        },
+    )
+    .await;
+    stack
+        .sim
+        .handle
+        .trash(post_id)
+        .await
+        .expect("trash the blog post");
+    eventually(
+        "the trashed blog post is gone",
+        Duration::from_secs(120),
+        || async {
+            typed_hits(&stack, "dark mode billing dashboard", "blogpost")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
 
     let status = stack.cli(&["status", SOURCE]).await.expect("status");
     assert!(

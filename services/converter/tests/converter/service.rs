@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pagestream_bus::dead_letter;
-use pagestream_events::{Envelope, PageChanged, PageConverted, PageId, PageInfo, SourceKey};
+use pagestream_events::{
+    ContentType, Envelope, PageChanged, PageConverted, PageId, PageInfo, SourceKey,
+};
 use tokio_util::sync::CancellationToken;
 
 fn changed(id: u64, body: String) -> Envelope<PageChanged> {
@@ -13,6 +15,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
         page: PageInfo {
             source: SourceKey::new("eng").expect("source"),
             page_id: PageId::from(id),
+            content_type: ContentType::Page,
             space_key: "ENG".into(),
             title: "Runbook".into(),
             version: 2,

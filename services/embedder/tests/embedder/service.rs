@@ -11,8 +11,8 @@ use pagestream_embedder::hash::HashProvider;
 use pagestream_embedder::service::{self, EmbedderConfig};
 use pagestream_embedder::{EmbedError, EmbeddingProvider, TokenCounter};
 use pagestream_events::{
-    ChunksReady, ContentMetadata, EmbedQueryReply, EmbedQueryRequest, Envelope, PageConverted,
-    PageId, PageInfo, SourceKey,
+    ChunksReady, ContentMetadata, ContentType, EmbedQueryReply, EmbedQueryRequest, Envelope,
+    PageConverted, PageId, PageInfo, SourceKey,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,7 @@ fn page(id: u64, version: u64, markdown: String) -> Envelope<PageConverted> {
         page: PageInfo {
             source: SourceKey::new("eng").expect("source"),
             page_id: PageId::from(id),
+            content_type: ContentType::Page,
             space_key: "ENG".into(),
             title: format!("Page {id}"),
             version,

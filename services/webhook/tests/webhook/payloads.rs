@@ -1,5 +1,5 @@
 use axum::http::StatusCode;
-use pagestream_events::{EventKind, HintReason};
+use pagestream_events::{ContentType, EventKind, HintReason};
 
 use crate::harness::{
     CLOUD_SECRET, DC_SECRET, Options, automation_request, cloud_request, dc_request, fixture, start,
@@ -112,6 +112,28 @@ async fn every_payload_shape_maps_to_the_right_event() {
             ),
         ),
         (
+            cloud("blog_updated", "cloud_blog_updated.json"),
+            hint(
+                "cloud",
+                "2210000040",
+                Changed,
+                Some(3),
+                Some("ENG"),
+                "blog_updated",
+            ),
+        ),
+        (
+            cloud("blog_removed", "cloud_blog_removed.json"),
+            hint(
+                "cloud",
+                "2210000041",
+                Removed,
+                Some(2),
+                Some("ENG"),
+                "blog_removed",
+            ),
+        ),
+        (
             cloud("comment_created", "cloud_comment_created.json"),
             Expect::Ignored("comment_created"),
         ),
@@ -198,6 +220,12 @@ async fn every_payload_shape_maps_to_the_right_event() {
                 assert_eq!(stored.data.version, version, "{uri}");
                 assert_eq!(stored.data.space_key.as_deref(), space, "{uri}");
                 assert_eq!(stored.data.webhook_event.as_deref(), Some(event), "{uri}");
+                let content_type = if event.starts_with("blog_") {
+                    ContentType::Blogpost
+                } else {
+                    ContentType::Page
+                };
+                assert_eq!(stored.data.content_type, content_type, "{uri}");
                 assert_eq!(stored.data.source.as_str(), source, "{uri}");
             }
             Expect::Ignored(event) => {
