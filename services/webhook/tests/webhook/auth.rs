@@ -489,13 +489,16 @@ async fn logs_and_counters(recorder: metrics_exporter_prometheus::PrometheusHand
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse::<u64>().ok())
     };
-    // Counted (some of the flood may be turned away by the rate limit first, depending on timing).
-    for (reason, source) in [("mismatch", "flood"), ("unknown_source", "unknown")] {
-        assert!(
-            counted(reason, source).is_some_and(|n| (1..=25).contains(&n)),
-            "{reason} of {source} not counted:\n{metrics}"
-        );
-    }
+    // Counted (some of the flood may be turned away by the rate limit first, depending on timing;
+    // the deliveries that waited for "flood" to reach the registry count as unknown too).
+    assert!(
+        counted("mismatch", "flood").is_some_and(|n| (1..=25).contains(&n)),
+        "mismatch of flood not counted:\n{metrics}"
+    );
+    assert!(
+        counted("unknown_source", "unknown").is_some_and(|n| n >= 1),
+        "unknown_source of unknown not counted:\n{metrics}"
+    );
     for secret in [CLOUD_SECRET, DC_SECRET, token.as_str()] {
         assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
     }
