@@ -167,18 +167,23 @@ pub async fn retry(bus: &Bus, sequence: u64) -> Result<Retried, BusError> {
         .filter(|kind| !is_command(*kind));
     let outcome = match fact_kind {
         Some(kind) => {
-            let last = bus.last_sequence_of(kind, &letter.subject).await?;
+            let last = bus.last_message_of(kind, &letter.subject).await?;
             match last {
                 None => RetryOutcome::Superseded {
                     reason: "the page's facts were purged",
                 },
-                Some(last) if last != letter.stream_sequence => RetryOutcome::Superseded {
+                // The same event, already published again by the retry of another stage's
+                // letter: every stage of the subject sees it again.
+                Some(last) if last.sequence != letter.stream_sequence && last.payload == body => {
+                    RetryOutcome::Published
+                }
+                Some(last) if last.sequence != letter.stream_sequence => RetryOutcome::Superseded {
                     reason: "a newer fact of the page is in the stream",
                 },
                 Some(last) => {
                     headers.insert(
                         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                        last.to_string().as_str(),
+                        last.sequence.to_string().as_str(),
                     );
                     match bus.send(letter.subject.clone(), id, headers, body).await {
                         Ok(_) => RetryOutcome::Published,

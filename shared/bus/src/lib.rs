@@ -341,17 +341,15 @@ impl Bus {
         ))
     }
 
-    /// The stream sequence of the last message on a subject of a kind's stream (none when the
-    /// subject holds nothing: never published, or purged).
-    pub(crate) async fn last_sequence_of(
+    /// The last message on a subject of a kind's stream (none when the subject holds nothing:
+    /// never published, or purged).
+    pub(crate) async fn last_message_of(
         &self,
         kind: EventKind,
         subject: &str,
-    ) -> Result<Option<u64>, BusError> {
+    ) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
         let stream = self.stream(kind).await?;
-        Ok(last_message(&stream, subject)
-            .await?
-            .map(|message| message.sequence))
+        last_message(&stream, subject).await
     }
 
     /// Publishes already-encoded bytes under a message id (also used to retry dead letters).
