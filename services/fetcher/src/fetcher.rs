@@ -1,6 +1,7 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,7 +122,14 @@ pub struct Fetcher {
     state: FetcherState,
     options: FetcherOptions,
     sources: Mutex<HashMap<SourceKey, Arc<CachedSource>>>,
+    /// Hints of one page are handled one at a time: two at once each decide on what they read
+    /// before the other wrote (a trash and a restore a moment apart left the page deleted).
+    /// Striped: pages share a lock only by their hash.
+    hint_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Locks that hints take, by page.
+const HINT_LOCKS: usize = 64;
 
 impl Fetcher {
     pub async fn new(
@@ -138,7 +146,16 @@ impl Fetcher {
             state,
             options,
             sources: Mutex::new(HashMap::new()),
+            hint_locks: (0..HINT_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
+    }
+
+    fn hint_lock(&self, source: &SourceKey, page: &PageId) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (source, page).hash(&mut hasher);
+        &self.hint_locks[hasher.finish() as usize % self.hint_locks.len()]
     }
 
     pub fn state(&self) -> &FetcherState {
@@ -286,6 +303,7 @@ impl Fetcher {
     /// space (Data Center and Connect webhooks are site-wide) is never indexed into the source; a
     /// page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
+        let _one_at_a_time = self.hint_lock(&hint.source, &hint.page_id).lock().await;
         let source = self.source(&hint.source).await?;
         let record = self.state.record(&hint.source, &hint.page_id).await?;
         let known = record.as_ref().and_then(PageRecord::live_version);

@@ -58,7 +58,10 @@ impl Scheduler {
             };
             let envelope = Envelope::new(request.clone()).with_sync_run(Some(request.run_id));
             let stored = self.bus.publish(&envelope).await?;
-            if self.state.claim_slot(&record.key, slot).await? && !stored.duplicate {
+            // The slot is claimed whoever wins the claim; the request is this call's when its
+            // publish was not the duplicate of another replica's.
+            self.state.claim_slot(&record.key, slot).await?;
+            if !stored.duplicate {
                 tracing::info!(source = %record.key, run_id = %request.run_id, slot, "scheduled sync requested");
                 published.push(request);
             }

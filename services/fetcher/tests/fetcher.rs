@@ -881,6 +881,48 @@ fn hint_of(h: &Harness, id: u64, reason: HintReason, event: &str) -> PageHinted 
 }
 
 #[tokio::test]
+async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() {
+    let h = harness(20).await;
+    h.sync(SyncMode::Full).await;
+    let page = h.sim.handle.current_page_ids()[5];
+    // Every Confluence answer takes 200 ms, so that the two hints overlap as they do when a
+    // user trashes and restores a page within a second.
+    h.sim.handle.set_faults(Faults {
+        latency_ms: 200,
+        ..Faults::default()
+    });
+    h.sim.handle.trash(page).await.expect("trash");
+    let trashed = hint_of(&h, page, HintReason::Removed, "page_trashed");
+    let restored = hint_of(&h, page, HintReason::Changed, "page_restored");
+    let trash_hint = h.fetcher.hint(&trashed);
+    let restore_hint = async {
+        // Starts while the trash hint waits for Confluence to confirm the page is gone...
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.fetcher.hint(&restored).await
+    };
+    let restore = async {
+        // ...and the page is restored after that confirmation, before the restore hint reads it.
+        tokio::time::sleep(Duration::from_millis(240)).await;
+        h.sim.handle.restore(page).await.map(|_| ())
+    };
+    let (trash_done, restore_done, restored_in_sim) =
+        tokio::join!(trash_hint, restore_hint, restore);
+    trash_done.expect("trash hint");
+    restore_done.expect("restore hint");
+    restored_in_sim.expect("restore");
+    h.sim.handle.clear_faults();
+    let record = h
+        .fetcher
+        .state()
+        .record(&h.source, &PageId::from(page))
+        .await
+        .expect("record")
+        .expect("a record");
+    assert!(!record.deleted, "the page stayed deleted: {record:?}");
+    assert_eq!(last_changed(&h, page).await.data.page.incarnation, 1);
+}
+
+#[tokio::test]
 async fn a_page_restored_with_its_version_is_emitted_again_and_stored_by_jetstream() {
     let h = harness(30).await;
     h.sync(SyncMode::Full).await;
