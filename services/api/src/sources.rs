@@ -529,6 +529,22 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, Api
         .list()
         .await
         .map_err(|e| ApiError::dependency("source registry", e))?;
+    Ok(Json(SourceList {
+        sources: views(&state, records).await?,
+    }))
+}
+
+/// One source's view, by key or id (its counts and last run read for it alone).
+pub(crate) async fn view(state: &AppState, id: &str) -> Result<SourceView, ApiError> {
+    let record = resolve(state, id).await?;
+    views(state, vec![record])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::source_not_found(id))
+}
+
+/// The views of registry records: their projected counts and last runs.
+async fn views(state: &AppState, records: Vec<SourceRecord>) -> Result<Vec<SourceView>, ApiError> {
     let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
     let counts =
         store_sources::counts(&state.inner.pool, &ids, &state.inner.search.embedding_model).await?;
@@ -556,7 +572,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<SourceList>, Api
             view
         })
         .collect();
-    Ok(Json(SourceList { sources }))
+    Ok(sources)
 }
 
 #[utoipa::path(

@@ -184,6 +184,17 @@ impl Harness {
             .expect("sync completes")
     }
 
+    /// An incremental sync that reconciles deletions against a full listing.
+    async fn reconcile(&self) -> SyncOutcome {
+        self.fetcher
+            .sync(&SyncRequested {
+                reconcile_deletions: true,
+                ..self.request(SyncMode::Incremental)
+            })
+            .await
+            .expect("reconciliation completes")
+    }
+
     fn request(&self, mode: SyncMode) -> SyncRequested {
         SyncRequested {
             source: self.source.clone(),
@@ -347,14 +358,7 @@ async fn incremental_sync_emits_exactly_the_edited_pages() {
     let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
     h.sync(SyncMode::Incremental).await;
     assert!(deleted.drain().await.is_empty(), "no reconciliation due");
-    let reconciled = h
-        .fetcher
-        .sync(&SyncRequested {
-            reconcile_deletions: true,
-            ..h.request(SyncMode::Incremental)
-        })
-        .await
-        .expect("sync");
+    let reconciled = h.reconcile().await;
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!(reconciled.pages_deleted, 1);
 }
@@ -1228,14 +1232,7 @@ async fn a_label_change_reaches_the_page_event_through_its_webhook_or_the_reconc
 
     // Without a webhook: the next reconciliation sees it.
     h.sim.handle.label(other, LABEL, true).await.expect("label");
-    let run = h
-        .fetcher
-        .sync(&SyncRequested {
-            reconcile_deletions: true,
-            ..h.request(SyncMode::Incremental)
-        })
-        .await
-        .expect("reconciliation");
+    let run = h.reconcile().await;
     assert_eq!(run.pages_changed, 1, "{run:?}");
     assert!(has_label(&last_changed(&h, other).await));
 }
@@ -1373,14 +1370,7 @@ async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
     // A blog post trashed without a webhook is deleted by the reconciliation, like a page.
     let trashed = h.sim.handle.current_blog_post_ids()[10];
     h.sim.handle.trash(trashed).await.expect("trash");
-    let reconciled = h
-        .fetcher
-        .sync(&SyncRequested {
-            reconcile_deletions: true,
-            ..h.request(SyncMode::Incremental)
-        })
-        .await
-        .expect("sync");
+    let reconciled = h.reconcile().await;
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!(reconciled.pages_deleted, 1);
     assert!(changed.drain().await.is_empty());

@@ -13,10 +13,6 @@ use super::{Session, UiError, UiState, form_value, redirect};
 use crate::error::ApiError;
 use crate::sources::{self as api, SourceView, SyncRunView};
 
-async fn all_sources(state: &UiState) -> Result<Vec<SourceView>, ApiError> {
-    Ok(api::list(State(state.app.clone())).await?.0.sources)
-}
-
 /// Last run in words: mode, pipeline state, fetch status and when.
 fn run_line(run: &SyncRunView) -> String {
     format!(
@@ -75,9 +71,11 @@ pub async fn list(
     State(state): State<UiState>,
     Extension(session): Extension<Session>,
 ) -> Result<Html<String>, UiError> {
-    let sources = all_sources(&state)
+    let sources = api::list(State(state.app.clone()))
         .await
-        .map_err(|e| UiError::new(e, &session))?;
+        .map_err(|e| UiError::new(e, &session))?
+        .0
+        .sources;
     let mut body = String::from(
         r#"<div class="title-row"><h1>Sources</h1><a class="button" href="/sources/new">Add a source</a></div>"#,
     );
@@ -450,15 +448,6 @@ fn run_panel(run: Option<&SyncRunView>) -> String {
     )
 }
 
-async fn find_source(state: &UiState, key: &str) -> Result<SourceView, ApiError> {
-    let record = api::resolve(&state.app, key).await?;
-    all_sources(state)
-        .await?
-        .into_iter()
-        .find(|source| source.id == record.id)
-        .ok_or_else(|| ApiError::source_not_found(key))
-}
-
 /// What the page's script swaps in while it follows a run: the source's counts, the run's panel,
 /// the recent runs and their errors (so that nothing keeps the state the page was loaded with).
 fn live_html(source: &SourceView, current: Option<&SyncRunView>, runs: &[SyncRunView]) -> String {
@@ -527,7 +516,7 @@ pub async fn detail(
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, UiError> {
     let fail = |e| UiError::new(e, &session);
-    let source = find_source(&state, &key).await.map_err(fail)?;
+    let source = api::view(&state.app, &key).await.map_err(fail)?;
     let runs = api::recent_runs(&state.app, source.id, &source.key, 10)
         .await
         .map_err(fail)?;
@@ -596,7 +585,7 @@ pub async fn progress(
             Err(error) if error.code == crate::error::ErrorCode::SyncRunNotFound => None,
             Err(error) => return error.into_response(),
         };
-    let source = match find_source(&state, &key).await {
+    let source = match api::view(&state.app, &key).await {
         Ok(source) => source,
         Err(error) => return error.into_response(),
     };
@@ -639,7 +628,7 @@ pub async fn confirm_remove(
     Extension(session): Extension<Session>,
     Path(key): Path<String>,
 ) -> Result<Html<String>, UiError> {
-    let source = find_source(&state, &key)
+    let source = api::view(&state.app, &key)
         .await
         .map_err(|e| UiError::new(e, &session))?;
     let body = format!(
