@@ -43,7 +43,7 @@ fn incarnation_to_emit(
     let Some(record) = record else {
         return Some(0);
     };
-    if record.deleted {
+    if record.deleted || record.deleting {
         return Some(record.incarnation + 1);
     }
     let moved = record.path.as_deref().is_some_and(|known| known != path);
@@ -429,6 +429,7 @@ impl Fetcher {
             labels: labels_known.then(|| changed.page.labels.clone()),
             space_key: Some(changed.page.space_key.clone()),
             deleted: false,
+            deleting: false,
         };
         self.bus
             .publish(&Envelope::new(changed).with_sync_run(run_id))
@@ -437,9 +438,11 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Publishes the deletion, purges what the streams hold for the page (so that a replay cannot
-    /// bring it back), then records the tombstone (so that a restore of the same version is told
-    /// apart from the deleted page).
+    /// Marks the page as being deleted, publishes the deletion, purges what the streams hold for
+    /// the page (so that a replay cannot bring it back), then records the tombstone (so that a
+    /// restore of the same version is told apart from the deleted page). The mark covers a crash
+    /// after the publish: without it the record would still say live, and a restore of the same
+    /// version would look like no change while the projection holds the tombstone.
     async fn emit_deleted(
         &self,
         site: &Site,
@@ -451,6 +454,15 @@ impl Fetcher {
     ) -> Result<(), FetcherError> {
         let version = record.map_or(version, |record| record.version.max(version));
         let incarnation = record.map_or(0, |record| record.incarnation);
+        let content_type = record.map_or(ContentType::Page, |record| record.content_type);
+        let marked = PageRecord {
+            version,
+            content_type,
+            incarnation,
+            deleting: true,
+            ..record.cloned().unwrap_or_default()
+        };
+        self.state.set_record(&site.source, page, &marked).await?;
         let deleted = PageDeleted {
             source: site.source.clone(),
             page_id: page.clone(),
@@ -466,7 +478,7 @@ impl Fetcher {
         self.bus.purge_page(&site.source, page).await?;
         let tombstone = PageRecord {
             version,
-            content_type: record.map_or(ContentType::Page, |record| record.content_type),
+            content_type,
             incarnation,
             deleted: true,
             ..PageRecord::default()

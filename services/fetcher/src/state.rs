@@ -66,17 +66,24 @@ pub struct PageRecord {
     /// version is recognised and emitted as the next incarnation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The fetcher was about to emit the page's deletion (marked before publishing it): a crash
+    /// after the publish leaves this mark instead of the tombstone, so the page counts as
+    /// possibly deleted: a restore is still emitted as the next incarnation, and a sync that
+    /// finds the page gone emits the deletion again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 impl PageRecord {
-    /// Records are ordered by version, then incarnation, then a tombstone after the live page.
-    fn order(&self) -> (u64, u64, bool) {
-        (self.version, self.incarnation, self.deleted)
+    /// Records are ordered by version, then incarnation, then the live page, its deletion mark,
+    /// its tombstone.
+    fn order(&self) -> (u64, u64, bool, bool) {
+        (self.version, self.incarnation, self.deleted, self.deleting)
     }
 
-    /// The live version known, if the page is not deleted.
+    /// The live version known, if the page is not (possibly) deleted.
     pub fn live_version(&self) -> Option<u64> {
-        (!self.deleted).then_some(self.version)
+        (!self.deleted && !self.deleting).then_some(self.version)
     }
 
     fn parse(bytes: &[u8]) -> Option<Self> {

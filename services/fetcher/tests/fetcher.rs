@@ -926,6 +926,123 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
     assert_eq!(last_changed(&h, page).await.data.page.incarnation, 1);
 }
 
+/// Leaves a page as a fetcher killed between publishing its deletion and recording the
+/// tombstone leaves it: the record marked as being deleted, the deletion in its stream.
+async fn deletion_published_then_killed(h: &Harness, id: u64) {
+    let page = PageId::from(id);
+    let live = h
+        .fetcher
+        .state()
+        .record(&h.source, &page)
+        .await
+        .expect("record")
+        .expect("a recorded page");
+    let marked = PageRecord {
+        deleting: true,
+        ..live.clone()
+    };
+    assert!(
+        h.fetcher
+            .state()
+            .set_record(&h.source, &page, &marked)
+            .await
+            .expect("mark")
+    );
+    h.bus
+        .publish(&Envelope::new(PageDeleted {
+            source: h.source.clone(),
+            page_id: page,
+            version: live.version,
+            space_key: Some(h.sim.handle.space_key()),
+            deleted_at: Utc::now(),
+            reason: Some("removed".into()),
+            incarnation: live.incarnation,
+        }))
+        .await
+        .expect("publish the deletion");
+}
+
+#[tokio::test]
+async fn a_deletion_published_just_before_a_kill_never_outlives_the_page() {
+    let h = harness(30).await;
+    h.sync(SyncMode::Full).await;
+    let current = h.sim.handle.current_page_ids();
+    // Leaves: trashing a page with children would move them too.
+    let leaves: Vec<u64> = current
+        .iter()
+        .copied()
+        .filter(|id| {
+            current
+                .iter()
+                .all(|other| h.sim.handle.page(*other).and_then(|page| page.parent_id) != Some(*id))
+        })
+        .collect();
+    let (restored_by_hint, restored_by_sync, gone) = (leaves[0], leaves[1], leaves[2]);
+    // Trashed, its deletion published, the fetcher killed; then restored before anything ran
+    // again (the removal hint, redelivered, finds the page present and emits nothing).
+    for id in [restored_by_hint, restored_by_sync, gone] {
+        deletion_published_then_killed(&h, id).await;
+    }
+    h.sim.handle.trash(gone).await.expect("trash");
+    h.fetcher
+        .hint(&hint_of(
+            &h,
+            restored_by_hint,
+            HintReason::Removed,
+            "page_trashed",
+        ))
+        .await
+        .expect("redelivered removal hint");
+    h.fetcher
+        .hint(&hint_of(
+            &h,
+            restored_by_hint,
+            HintReason::Changed,
+            "page_restored",
+        ))
+        .await
+        .expect("restore hint");
+    // The tombstone in the stream is (version, 0): the restore must be a later incarnation.
+    assert_eq!(
+        last_changed(&h, restored_by_hint)
+            .await
+            .data
+            .page
+            .incarnation,
+        1
+    );
+
+    // Without a webhook, the next sync emits the restored page and confirms the deletion of the
+    // page that stayed gone.
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!((run.pages_changed, run.pages_deleted), (1, 1));
+    assert_eq!(
+        last_changed(&h, restored_by_sync)
+            .await
+            .data
+            .page
+            .incarnation,
+        1
+    );
+    let record = |id: u64| {
+        let state = h.fetcher.state().clone();
+        let source = h.source.clone();
+        async move {
+            state
+                .record(&source, &PageId::from(id))
+                .await
+                .expect("record")
+                .expect("a record")
+        }
+    };
+    let gone_record = record(gone).await;
+    assert!(gone_record.deleted && !gone_record.deleting);
+    for id in [restored_by_hint, restored_by_sync] {
+        let live = record(id).await;
+        assert!(!live.deleted && !live.deleting, "page {id}: {live:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_page_restored_with_its_version_is_emitted_again_and_stored_by_jetstream() {
     let h = harness(30).await;

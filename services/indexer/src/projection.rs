@@ -8,6 +8,9 @@
 //! - a deletion of version 0 (the fetcher never knew the version) deletes whatever is stored;
 //! - a page's chunks for a model are replaced in one statement group inside the caller's
 //!   transaction, so readers see the old set or the new one.
+//! - of two statements of one fact (the same event id: same version, incarnation and placement),
+//!   the first stays, as in the streams, whose publish guard refuses the second: a replay then
+//!   builds what the live indexer built.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -162,7 +162,8 @@ impl BusError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     pub stream_sequence: u64,
-    /// The server already held a message with this id (inside the duplicate window).
+    /// The stream already held this event: a message with its id inside the duplicate window,
+    /// or, for a page's fact, as the page's latest fact.
     pub duplicate: bool,
     /// The stream holds a newer version of this fact for the page (at `stream_sequence`): nothing
     /// was published.
@@ -288,10 +289,11 @@ impl Bus {
         }
     }
 
-    /// Publishes version `version` of a page's fact unless the stream holds a newer one, expecting
-    /// the subject's last sequence to be the one just read: of two replicas publishing
-    /// back-to-back versions at once, the one that loses the race reads again and either
-    /// publishes after the winner or finds itself superseded. The fact never moves backwards.
+    /// Publishes version `version` of a page's fact unless the stream holds a newer one or this
+    /// very fact (the same event id), expecting the subject's last sequence to be the one just
+    /// read: of two replicas publishing back-to-back versions at once, the one that loses the
+    /// race reads again and either publishes after the winner or finds itself superseded. The
+    /// fact never moves backwards.
     async fn publish_fact(
         &self,
         kind: EventKind,
@@ -316,6 +318,21 @@ impl Bus {
                     stream_sequence: last_sequence,
                     duplicate: false,
                     superseded: true,
+                });
+            }
+            // The same fact stated again (an event id names a fact): its first statement stays,
+            // as the indexer keeps the first of equal facts. A restarted fetcher re-reading a page
+            // whose body changed without a new version (a linked page renamed) would otherwise
+            // replace, after JetStream's duplicate window, what the projection already holds.
+            let same_fact = last
+                .as_ref()
+                .and_then(|message| message.headers.get(async_nats::header::NATS_MESSAGE_ID))
+                .is_some_and(|id| id.as_str() == message_id);
+            if same_fact {
+                return Ok(Published {
+                    stream_sequence: last_sequence,
+                    duplicate: true,
+                    superseded: false,
                 });
             }
             let mut headers = headers.clone();

@@ -796,6 +796,60 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
 }
 
 #[tokio::test]
+async fn a_fact_stated_again_after_the_duplicate_window_keeps_its_first_statement() {
+    let bus = pagestream_testkit::bus().await;
+    // JetStream forgets message ids after its duplicate window: shorten it so the test outlives it.
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
+        .await
+        .expect("stream");
+    let mut config = stream.info().await.expect("stream info").config.clone();
+    config.duplicate_window = Duration::from_millis(200);
+    bus.jetstream()
+        .update_stream(config)
+        .await
+        .expect("a shorter duplicate window");
+    let body = |title: &str| {
+        format!("<p>see <ac:link><ri:page ri:content-title=\"{title}\"/></ac:link></p>")
+    };
+
+    let first = bus
+        .publish(&changed(7, 3, body("Old title")))
+        .await
+        .expect("first statement");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The same version read again once its linked page was renamed: the body differs, the fact
+    // (and so the event id) does not.
+    let again = bus
+        .publish(&changed(7, 3, body("New title")))
+        .await
+        .expect("second statement");
+    assert!(again.duplicate && !again.superseded);
+    assert_eq!(again.stream_sequence, first.stream_sequence);
+    let stored = bus
+        .last_for_page::<PageChanged>(&source(), &page(7))
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(stored.data.body_storage, body("Old title"));
+
+    // A new fact of the same version (moved: a new incarnation) is published.
+    let mut moved = info(7, 3);
+    moved.incarnation = 1;
+    moved.path = "/2/7".into();
+    let published = bus
+        .publish(&Envelope::new(PageChanged {
+            page: moved,
+            body_storage: body("New title"),
+        }))
+        .await
+        .expect("new fact");
+    assert!(!published.duplicate && !published.superseded);
+    assert!(published.stream_sequence > first.stream_sequence);
+}
+
+#[tokio::test]
 async fn a_page_fact_never_moves_backwards() {
     let replica_a = pagestream_testkit::bus().await;
     let replica_b = Bus::connect(replica_a.config().clone())
