@@ -454,11 +454,8 @@ impl Fetcher {
     ) -> Result<(), FetcherError> {
         let version = record.map_or(version, |record| record.version.max(version));
         let incarnation = record.map_or(0, |record| record.incarnation);
-        let content_type = record.map_or(ContentType::Page, |record| record.content_type);
         let marked = PageRecord {
             version,
-            content_type,
-            incarnation,
             deleting: true,
             ..record.cloned().unwrap_or_default()
         };
@@ -478,7 +475,7 @@ impl Fetcher {
         self.bus.purge_page(&site.source, page).await?;
         let tombstone = PageRecord {
             version,
-            content_type,
+            content_type: marked.content_type,
             incarnation,
             deleted: true,
             ..PageRecord::default()

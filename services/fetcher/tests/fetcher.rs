@@ -871,6 +871,16 @@ async fn last_changed(h: &Harness, id: u64) -> Envelope<PageChanged> {
         .expect("a page.changed")
 }
 
+/// What the fetcher recorded for a page (or blog post).
+async fn recorded(h: &Harness, id: u64) -> PageRecord {
+    h.fetcher
+        .state()
+        .record(&h.source, &PageId::from(id))
+        .await
+        .expect("state")
+        .expect("a record")
+}
+
 fn hint_of(h: &Harness, id: u64, reason: HintReason, event: &str) -> PageHinted {
     PageHinted {
         source: h.source.clone(),
@@ -915,13 +925,7 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
     restore_done.expect("restore hint");
     restored_in_sim.expect("restore");
     h.sim.handle.clear_faults();
-    let record = h
-        .fetcher
-        .state()
-        .record(&h.source, &PageId::from(page))
-        .await
-        .expect("record")
-        .expect("a record");
+    let record = recorded(&h, page).await;
     assert!(!record.deleted, "the page stayed deleted: {record:?}");
     assert_eq!(last_changed(&h, page).await.data.page.incarnation, 1);
 }
@@ -930,13 +934,7 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
 /// tombstone leaves it: the record marked as being deleted, the deletion in its stream.
 async fn deletion_published_then_killed(h: &Harness, id: u64) {
     let page = PageId::from(id);
-    let live = h
-        .fetcher
-        .state()
-        .record(&h.source, &page)
-        .await
-        .expect("record")
-        .expect("a recorded page");
+    let live = recorded(h, id).await;
     let marked = PageRecord {
         deleting: true,
         ..live.clone()
@@ -1024,21 +1022,10 @@ async fn a_deletion_published_just_before_a_kill_never_outlives_the_page() {
             .incarnation,
         1
     );
-    let record = |id: u64| {
-        let state = h.fetcher.state().clone();
-        let source = h.source.clone();
-        async move {
-            state
-                .record(&source, &PageId::from(id))
-                .await
-                .expect("record")
-                .expect("a record")
-        }
-    };
-    let gone_record = record(gone).await;
+    let gone_record = recorded(&h, gone).await;
     assert!(gone_record.deleted && !gone_record.deleting);
     for id in [restored_by_hint, restored_by_sync] {
-        let live = record(id).await;
+        let live = recorded(&h, id).await;
         assert!(!live.deleted && !live.deleting, "page {id}: {live:?}");
     }
 }
@@ -1423,13 +1410,7 @@ async fn blog_posts_are_synced_hinted_and_deleted_as_blog_posts() {
         last_changed(&h, page).await.data.page.content_type,
         ContentType::Page
     );
-    let record = h
-        .fetcher
-        .state()
-        .record(&h.source, &PageId::from(post))
-        .await
-        .expect("state")
-        .expect("record");
+    let record = recorded(&h, post).await;
     assert_eq!(record.content_type, ContentType::Blogpost);
 
     // Nothing changed: nothing emitted, and no blog post mistaken for a missing page.
