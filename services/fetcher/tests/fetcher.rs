@@ -1401,3 +1401,196 @@ async fn data_center_sources_sync_blog_posts_through_cql() {
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!((second.pages_changed, second.pages_deleted), (0, 1));
 }
+
+fn comment_texts(event: &Envelope<PageChanged>) -> Vec<&str> {
+    event
+        .data
+        .comments
+        .iter()
+        .map(|comment| comment.body_storage.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn comments_travel_with_their_page_and_their_changes_come_as_new_incarnations() {
+    let config = SimConfig {
+        comment_count: 60,
+        ..SimConfig::new(17, 30)
+    };
+    let h = harness_of(config, FetcherOptions::default(), AuthKind::Cloud).await;
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+
+    // A full sync: every page with its comments, from one comment search, not a request per page.
+    let first = h.sync(SyncMode::Full).await;
+    assert_eq!(first.pages_changed, 30);
+    changed.drain().await;
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 0);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 0);
+    assert!(first.requests < 12, "{} requests", first.requests);
+    let mut replies = 0;
+    let mut resolved = 0;
+    for id in h.sim.handle.current_page_ids() {
+        let sim_comments = h.sim.handle.comments(id);
+        let event = last_changed(&h, id).await;
+        let emitted: BTreeMap<String, _> = event
+            .data
+            .comments
+            .iter()
+            .map(|c| (c.id.as_str().to_owned(), c))
+            .collect();
+        assert_eq!(emitted.len(), sim_comments.len(), "page {id}");
+        for sim in &sim_comments {
+            let comment = emitted[&sim.id.to_string()];
+            assert_eq!(comment.body_storage, sim.body);
+            assert_eq!(comment.version, sim.version);
+            assert_eq!(
+                comment.parent_id.as_ref().map(PageId::as_str),
+                sim.parent_comment_id.map(|p| p.to_string()).as_deref()
+            );
+            assert_eq!(
+                comment.is_resolved(),
+                sim.resolution == Some(confluence_sim::Resolution::Resolved)
+            );
+            assert!(comment.author.is_some() && comment.last_modified.is_some());
+            replies += usize::from(sim.parent_comment_id.is_some());
+            resolved += usize::from(comment.is_resolved());
+        }
+        // A reply comes after the comment it answers.
+        let order: Vec<&str> = event.data.comments.iter().map(|c| c.id.as_str()).collect();
+        for comment in &event.data.comments {
+            if let Some(parent) = &comment.parent_id {
+                let at = |id: &str| order.iter().position(|o| *o == id);
+                assert!(at(parent.as_str()) < at(comment.id.as_str()));
+            }
+        }
+    }
+    assert!(
+        replies > 0 && resolved > 0,
+        "{replies} replies, {resolved} resolved"
+    );
+
+    // Nothing changed: a full re-sync and an incremental one emit nothing.
+    h.sync(SyncMode::Full).await;
+    h.sync(SyncMode::Incremental).await;
+    assert!(changed.drain().await.is_empty());
+
+    // A comment webhook: the page again, same version, next incarnation, with the comment.
+    let page = h.sim.handle.current_page_ids()[3];
+    let before = last_changed(&h, page).await.data.page;
+    let (added, _) = h
+        .sim
+        .handle
+        .add_comment(
+            page,
+            confluence_sim::CreateComment {
+                body: "<p>The zyxwvut rollback needs the flag off first.</p>".into(),
+                location: confluence_sim::CommentLocation::Footer,
+                reply_to: None,
+                selection: None,
+            },
+        )
+        .await
+        .expect("comment");
+    let comment_hint = |event: &str| PageHinted {
+        version: None,
+        ..hint_of(&h, page, HintReason::Changed, event)
+    };
+    h.fetcher
+        .hint(&comment_hint("comment_created"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.version, before.version);
+    assert_eq!(event.data.page.incarnation, before.incarnation + 1);
+    assert!(comment_texts(&event).iter().any(|t| t.contains("zyxwvut")));
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    // The same comments read through the page's v2 listings (hints) or the space's comment search
+    // (syncs) are the same fact: the next syncs emit nothing.
+    h.sync(SyncMode::Full).await;
+    h.reconcile().await;
+    assert!(changed.drain().await.is_empty());
+
+    // An edit without a webhook: the next incremental window finds it through its comment search.
+    h.sim
+        .handle
+        .edit_comment(
+            added.id,
+            "<p>The qwertyu rollback is automatic now.</p>".into(),
+        )
+        .await
+        .expect("edit comment");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.incarnation, before.incarnation + 2);
+    let texts = comment_texts(&event);
+    assert!(texts.iter().any(|t| t.contains("qwertyu")));
+    assert!(!texts.iter().any(|t| t.contains("zyxwvut")));
+
+    // A removal through its webhook: the page again without it.
+    h.sim
+        .handle
+        .remove_comment(added.id)
+        .await
+        .expect("remove comment");
+    h.fetcher
+        .hint(&comment_hint("comment_removed"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.incarnation, before.incarnation + 3);
+    assert!(!comment_texts(&event).iter().any(|t| t.contains("qwertyu")));
+    changed.drain().await;
+
+    // Resolved without a webhook: the incremental window sees the resolution's date.
+    let inline = h
+        .sim
+        .handle
+        .pages()
+        .iter()
+        .flat_map(|p| h.sim.handle.comments(p.id))
+        .find(|c| c.resolution == Some(confluence_sim::Resolution::Open))
+        .expect("an open inline comment");
+    h.sim
+        .handle
+        .resolve_comment(inline.id, true)
+        .await
+        .expect("resolve");
+    h.sync(SyncMode::Incremental).await;
+    assert_eq!(
+        ids(&changed.drain().await),
+        [PageId::from(inline.container_id)].into()
+    );
+    let event = last_changed(&h, inline.container_id).await;
+    let comment = event
+        .data
+        .comments
+        .iter()
+        .find(|c| c.id == PageId::from(inline.id))
+        .expect("the inline comment");
+    assert!(comment.is_resolved());
+
+    // A removal without a webhook shows in no window: the reconciliation's comment search sees it.
+    let other = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .find(|id| *id != page && !h.sim.handle.comments(*id).is_empty())
+        .expect("a page with comments");
+    let gone = h.sim.handle.comments(other)[0].id;
+    h.sim.handle.remove_comment(gone).await.expect("remove");
+    assert!(h.sync(SyncMode::Incremental).await.pages_changed == 0);
+    let run = h.reconcile().await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(
+        !last_changed(&h, other)
+            .await
+            .data
+            .comments
+            .iter()
+            .any(|c| c.id == PageId::from(gone))
+    );
+}

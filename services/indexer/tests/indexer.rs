@@ -39,6 +39,7 @@ fn changed(id: u64, version: u64) -> Envelope<PageChanged> {
     Envelope::new(PageChanged {
         page: info(id, version),
         body_storage: format!("<p>v{version}</p>"),
+        comments: Vec::new(),
     })
 }
 
@@ -185,6 +186,7 @@ fn restored(
             ..info(id, version)
         },
         body_storage: format!("<p>v{version}</p>"),
+        comments: Vec::new(),
     });
     let mut ready = chunks(id, version, 2).data;
     ready.incarnation = incarnation;

@@ -64,14 +64,17 @@ mod stats;
 mod transport;
 
 pub use client::{
-    BulkPages, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
+    BulkPages, COMMENT_EXPAND, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT,
+    Pager, SYNC_EXPAND,
 };
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};
 pub use error::ConfluenceError;
 pub use model::{
-    AncestorRef, Body, BodyValue, Content, ContentAncestor, ContentLinks, ContentVersion, History,
-    Label, LabelList, Metadata, Page, SearchHit, Space, SpaceId, SpaceRef, User, Version,
+    AncestorRef, Body, BodyValue, Comment, CommentResolution, Content, ContentAncestor,
+    ContentExtensions, ContentLinks, ContentVersion, History, InlineCommentProperties,
+    InlineProperties, Label, LabelList, Metadata, Page, SearchHit, Space, SpaceId, SpaceRef, User,
+    Version,
 };
 pub use secret::{Auth, Secret};
 pub use stats::ClientStats;
