@@ -30,6 +30,11 @@ const SEARCH_LIMIT: u32 = 50;
 /// What a v1 listing (Data Center) needs: versions, parents and labels, no bodies.
 const LISTING_EXPAND: &[&str] = &["version", "ancestors", "metadata.labels"];
 
+/// What a listing of the space's comments needs to tell which pages' comments changed (see
+/// [`page_info::comments_fingerprint`]): no bodies, so 250 a request.
+const COMMENT_LISTING_EXPAND: &[&str] =
+    &["version", "container", "ancestors", "extensions.resolution"];
+
 /// The incarnation to emit a page as (bumped for every new fact of the same version), or none
 /// when what Confluence shows was already emitted: a new version, a restore (the same version
 /// after a tombstone), a move, a label change or a comment change (no new version) are emitted.
@@ -766,14 +771,14 @@ impl Run<'_> {
         known: &HashMap<PageId, PageRecord>,
     ) -> Result<Tree, FetcherError> {
         let tree = self.list_space().await?;
-        let mut comments = self.space_comments().await?;
+        let listed = self.space_comments(false).await?;
         let no_comments = Vec::new();
         let wanted: HashMap<PageId, u64> = tree
             .versions()
             .filter_map(|(id, version)| {
                 let path = page_info::path(&tree.ancestors(id), id);
                 let fingerprint =
-                    page_info::comments_fingerprint(comments.get(id).unwrap_or(&no_comments));
+                    page_info::comments_fingerprint(listed.get(id).unwrap_or(&no_comments));
                 incarnation_to_emit(
                     known.get(id),
                     version,
@@ -785,6 +790,24 @@ impl Run<'_> {
             })
             .collect();
         tracing::info!(run_id = %self.run_id, listed = tree.len(), known = known.len(), wanted = wanted.len(), "space listed");
+        // The wanted pages' comment bodies: from one search of the whole space's comments (50 a
+        // request), or from each page's own listings (two requests and one per thread), whichever
+        // costs fewer requests. Pages without comments need neither.
+        let per_page: usize = wanted
+            .keys()
+            .filter_map(|id| listed.get(id))
+            .map(|comments| 2 + comments.iter().filter(|c| c.parent_id.is_none()).count())
+            .sum();
+        let whole_space = listed
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            .div_ceil(SEARCH_LIMIT as usize);
+        let mut comments = if per_page > whole_space {
+            Some(self.space_comments(true).await?)
+        } else {
+            None
+        };
         let mut ids: Vec<PageId> = wanted.keys().cloned().collect();
         ids.sort();
         for content_type in ContentType::ALL {
@@ -794,21 +817,28 @@ impl Run<'_> {
                 .cloned()
                 .collect();
             for ids in of_type.chunks(MAX_LIMIT as usize) {
-                self.fetch_and_emit(content_type, ids, &tree, &wanted, &mut comments)
+                self.fetch_and_emit(content_type, ids, &tree, &wanted, &listed, &mut comments)
                     .await?;
             }
         }
         Ok(tree)
     }
 
-    /// Every comment of the space (bodies included, 50 a request), by the page it is on, each
-    /// page's in canonical order.
-    async fn space_comments(&mut self) -> Result<HashMap<PageId, Vec<PageComment>>, FetcherError> {
+    /// Every comment of the space, by the page it is on, each page's in canonical order: with
+    /// their bodies (50 a request), or without (250 a request, enough for their fingerprint).
+    async fn space_comments(
+        &mut self,
+        with_bodies: bool,
+    ) -> Result<HashMap<PageId, Vec<PageComment>>, FetcherError> {
         let cql = CqlQuery::comments_in_space(self.space_key()?);
         let mut by_page: HashMap<PageId, Vec<PageComment>> = HashMap::new();
-        let mut search = self
-            .client
-            .search(&cql.to_string(), COMMENT_EXPAND, SEARCH_LIMIT);
+        let mut search = if with_bodies {
+            self.client
+                .search(&cql.to_string(), COMMENT_EXPAND, SEARCH_LIMIT)
+        } else {
+            self.client
+                .search(&cql.to_string(), COMMENT_LISTING_EXPAND, MAX_LIMIT)
+        };
         while let Some(batch) = search.next_page().await? {
             for (page, comment) in batch.iter().filter_map(page_info::comment_from_content) {
                 by_page.entry(page).or_default().push(comment);
@@ -827,7 +857,8 @@ impl Run<'_> {
         ids: &[PageId],
         tree: &Tree,
         wanted: &HashMap<PageId, u64>,
-        comments: &mut HashMap<PageId, Vec<PageComment>>,
+        listed: &HashMap<PageId, Vec<PageComment>>,
+        comments: &mut Option<HashMap<PageId, Vec<PageComment>>>,
     ) -> Result<(), FetcherError> {
         // Ids missing from the answer were removed since the listing: the next run deletes them.
         let bulk = match content_type {
@@ -844,19 +875,24 @@ impl Run<'_> {
             .map(|page| {
                 let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
                 let labels = tree.labels(&page.id);
-                let page_comments = comments.remove(&page.id).unwrap_or_default();
+                // Known here unless the page has comments whose bodies were not searched.
+                let page_comments = match comments.as_mut() {
+                    Some(comments) => Some(comments.remove(&page.id).unwrap_or_default()),
+                    None => (!listed.contains_key(&page.id)).then(Vec::new),
+                };
                 let changed =
                     page_info::from_page(&self.site, page, content_type, tree.ancestors(&page.id))
                         .map(|mut changed| {
                             if let Some(labels) = labels {
                                 changed.page.labels = labels.to_vec();
                             }
-                            changed.comments = page_comments;
+                            let comments_known = page_comments.is_some();
+                            changed.comments = page_comments.unwrap_or_default();
                             PageToEmit {
                                 changed,
                                 incarnation,
                                 labels_known: labels.is_some() || page.labels.is_some(),
-                                comments_known: true,
+                                comments_known,
                             }
                         });
                 (page.id.clone(), changed)

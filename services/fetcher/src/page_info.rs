@@ -359,10 +359,26 @@ pub(crate) fn canonical(mut comments: Vec<PageComment>) -> Vec<PageComment> {
 }
 
 /// What a page's comments are, in a few bytes: what the fetcher keeps to tell whether they
-/// changed (a comment changes no page version). Hex SHA-256 of the comments as emitted.
+/// changed (a comment changes no page version). Hex SHA-256 of each comment's identity, place,
+/// version and resolution, in canonical order: an edit bumps the comment's version, so a listing
+/// without bodies tells a change as well as one with them.
 pub(crate) fn comments_fingerprint(comments: &[PageComment]) -> String {
-    let encoded = serde_json::to_vec(comments).unwrap_or_default();
-    Sha256::digest(&encoded)
+    let mut hasher = Sha256::new();
+    for comment in comments {
+        let location = match comment.location {
+            CommentLocation::Footer => "footer",
+            CommentLocation::Inline => "inline",
+        };
+        hasher.update(format!(
+            "{}|{location}|{}|{}|{}\n",
+            comment.id,
+            comment.parent_id.as_ref().map_or("", PageId::as_str),
+            comment.version,
+            comment.resolution.as_deref().unwrap_or(""),
+        ));
+    }
+    hasher
+        .finalize()
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()

@@ -1593,4 +1593,32 @@ async fn comments_travel_with_their_page_and_their_changes_come_as_new_incarnati
             .iter()
             .any(|c| c.id == PageId::from(gone))
     );
+    changed.drain().await;
+
+    // An edited page found by the incremental window comes with its comments (its own listings).
+    h.sim
+        .handle
+        .edit(other, EditPage::default())
+        .await
+        .expect("edit");
+    h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(other)].into());
+    let event = last_changed(&h, other).await;
+    let mut emitted: Vec<String> = event
+        .data
+        .comments
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut expected: Vec<String> = h
+        .sim
+        .handle
+        .comments(other)
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    emitted.sort();
+    expected.sort();
+    assert_eq!(emitted, expected);
+    assert!(h.sim.handle.stats().endpoint("v2.footer_comments") > 0);
 }
