@@ -234,6 +234,40 @@ async fn a_move_or_a_label_change_of_the_same_version_is_applied() {
 }
 
 #[tokio::test]
+async fn a_comment_change_s_new_incarnation_replaces_the_markdown_of_the_same_version() {
+    let pool = database_with_source().await;
+    let converted = |incarnation: u64, markdown: &str| {
+        let mut page = info(9, 3);
+        page.incarnation = incarnation;
+        Envelope::new(PageConverted {
+            page,
+            markdown: markdown.to_owned(),
+            metadata: ContentMetadata::default(),
+        })
+    };
+    let markdown = || async {
+        sqlx::query_scalar::<_, String>("SELECT markdown FROM confluence_pages WHERE page_id = '9'")
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+    };
+    apply(&pool, &converted(0, "Body.\n")).await;
+    // The fetcher's page.changed of the next incarnation arrives first, then its conversion.
+    let mut recommented = changed(9, 3).data;
+    recommented.page.incarnation = 1;
+    apply(&pool, &Envelope::new(recommented)).await;
+    apply(
+        &pool,
+        &converted(1, "Body.\n\n## Comments\n\n### Comment by a\n\nShip it.\n"),
+    )
+    .await;
+    assert!(markdown().await.contains("Ship it."));
+    // A late conversion of the earlier incarnation changes nothing.
+    apply(&pool, &converted(0, "Body.\n")).await;
+    assert!(markdown().await.contains("Ship it."));
+}
+
+#[tokio::test]
 async fn a_blog_post_is_projected_as_one_and_deleted_like_a_page() {
     let pool = database_with_source().await;
     let mut post = changed(12, 3).data;
