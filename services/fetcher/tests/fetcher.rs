@@ -1622,3 +1622,74 @@ async fn comments_travel_with_their_page_and_their_changes_come_as_new_incarnati
     assert_eq!(emitted, expected);
     assert!(h.sim.handle.stats().endpoint("v2.footer_comments") > 0);
 }
+
+#[tokio::test]
+async fn a_reconciliation_reads_few_changed_pages_comments_from_their_own_listings() {
+    let config = SimConfig {
+        comment_count: 400,
+        ..SimConfig::new(19, 200)
+    };
+    let h = harness_of(config, FetcherOptions::default(), AuthKind::Cloud).await;
+    h.sync(SyncMode::Full).await;
+    let page = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .filter(|id| h.sim.handle.comments(*id).len() >= 2)
+        .min_by_key(|id| h.sim.handle.comments(*id).len())
+        .expect("a page with comments");
+    // A top-level comment's removal takes its replies: remove a reply, or the last thread.
+    let comments = h.sim.handle.comments(page);
+    let gone = comments
+        .iter()
+        .find(|c| c.parent_comment_id.is_some())
+        .unwrap_or(&comments[comments.len() - 1])
+        .id;
+    h.sim.handle.remove_comment(gone).await.expect("remove");
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    h.sim.handle.reset_stats();
+    let run = h.reconcile().await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    let event = last_changed(&h, page).await;
+    let mut emitted: Vec<String> = event
+        .data
+        .comments
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut expected: Vec<String> = h
+        .sim
+        .handle
+        .comments(page)
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    emitted.sort();
+    expected.sort();
+    assert_eq!(emitted, expected);
+    // The page's two listings (and its threads), not the 8 requests of every comment's body.
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 1);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 1);
+    assert!(run.requests < 20, "{run:?}");
+
+    // A page that lost its last comment needs no comment request at all.
+    let single = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .find(|id| h.sim.handle.comments(*id).len() == 1)
+        .expect("a page with one comment");
+    let last = h.sim.handle.comments(single)[0].id;
+    h.sim.handle.remove_comment(last).await.expect("remove");
+    h.sim.handle.reset_stats();
+    h.reconcile().await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(single)].into());
+    assert!(last_changed(&h, single).await.data.comments.is_empty());
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 0);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 0);
+}
