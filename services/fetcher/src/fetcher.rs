@@ -320,10 +320,11 @@ impl Fetcher {
         }
     }
 
-    /// Handles a webhook hint: fetch the page (or blog post) and emit it if it changed (a new
-    /// version, a restore, a move, a label change), or confirm a removal and emit the deletion. A page of another
-    /// space (Data Center and Connect webhooks are site-wide) is never indexed into the source; a
-    /// page it holds that moved to another space leaves it.
+    /// Handles a webhook hint: fetch the page (or blog post) and its comments and emit it if it
+    /// changed (a new version, a restore, a move, a label or comment change), or confirm a removal
+    /// and emit the deletion. A page of another space (Data Center and Connect webhooks are
+    /// site-wide) is never indexed into the source; a page it holds that moved to another space
+    /// leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
         self.apply_hint(hint, &source.client, &source.site, None)
@@ -345,8 +346,8 @@ impl Fetcher {
         let known = record.as_ref().and_then(PageRecord::live_version);
         match hint.reason {
             HintReason::Changed => {
-                // Moves and label changes keep the version: only a plain edit hint can be
-                // skipped on its version alone.
+                // Moves, label and comment changes keep the version: only a plain edit hint can
+                // be skipped on its version alone.
                 let same_version_change = hint.webhook_event.as_deref().is_some_and(|event| {
                     event.contains("move")
                         || event.contains("label")
