@@ -60,6 +60,7 @@ fn page_events(
     let changed = Envelope::new(PageChanged {
         page: page.clone(),
         body_storage: format!("<p>{markdown}</p>"),
+        comments: Vec::new(),
     });
     let converted = Envelope::new(PageConverted {
         page,

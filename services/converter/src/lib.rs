@@ -15,7 +15,9 @@ mod render;
 mod text;
 mod url;
 
-use pagestream_events::{ContentMetadata, PageChanged, PageConverted, PageInfo};
+use pagestream_events::{
+    CommentLocation, ContentMetadata, PageChanged, PageComment, PageConverted, PageInfo,
+};
 
 pub use jira::is_valid_issue_key;
 pub use parse::ParseMode;
@@ -146,14 +148,76 @@ pub fn convert_bytes(storage: &[u8], options: &ConvertOptions) -> Result<Convers
     convert(storage, options)
 }
 
-/// Converts the body of a `page.changed` into the `page.converted` that follows it.
+/// Converts the body of a `page.changed` into the `page.converted` that follows it. The page's
+/// comments follow the body under a `Comments` heading (see [`render_comments`]), so that they
+/// are chunked, embedded and found with the page, and shown with it.
 pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
-    let conversion = convert(&page.body_storage, &ConvertOptions::for_page(&page.page))?;
+    let options = ConvertOptions::for_page(&page.page);
+    let conversion = convert(&page.body_storage, &options)?;
+    let mut markdown = conversion.markdown;
+    let mut metadata = conversion.metadata;
+    if !page.comments.is_empty() {
+        let comments = render_comments(&page.comments, &options)?;
+        if !markdown.is_empty() && !markdown.ends_with("\n\n") {
+            markdown.push_str(if markdown.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            });
+        }
+        markdown.push_str(&comments);
+        metadata.word_count = text::word_count(&markdown);
+        metadata.content_length = markdown.chars().count() as u64;
+    }
     Ok(PageConverted {
         page: page.page.clone(),
-        markdown: conversion.markdown,
-        metadata: conversion.metadata,
+        markdown,
+        metadata,
     })
+}
+
+/// A page's comments as Markdown: `## Comments`, then one `###` section per top-level comment
+/// (who, when, whether inline and resolved, the text an inline one highlights) with its body
+/// converted like a page's, and one `####` section per reply after it. Comments come in the
+/// fetcher's order (threads, replies after their comment).
+pub fn render_comments(
+    comments: &[PageComment],
+    options: &ConvertOptions,
+) -> Result<String, ConvertError> {
+    let mut out = String::from("## Comments\n");
+    for comment in comments {
+        let (level, kind) = match (comment.parent_id.is_some(), comment.location) {
+            (true, _) => ("####", "Reply"),
+            (false, CommentLocation::Footer) => ("###", "Comment"),
+            (false, CommentLocation::Inline) => ("###", "Inline comment"),
+        };
+        let author = comment
+            .author
+            .as_ref()
+            .and_then(|a| a.display_name.as_deref().or(a.account_id.as_deref()))
+            .map_or_else(|| "unknown".to_owned(), text::escape_markdown);
+        out.push_str(&format!("\n{level} {kind} by {author}"));
+        if let Some(at) = comment.last_modified {
+            out.push_str(&format!(" on {}", at.format("%Y-%m-%d")));
+        }
+        if comment.is_resolved() {
+            out.push_str(" (resolved)");
+        }
+        out.push_str("\n\n");
+        if let Some(selection) = comment.selection.as_deref() {
+            out.push_str(&format!(
+                "> {}\n\n",
+                text::escape_markdown(&text::squash_whitespace(selection))
+            ));
+        }
+        let body = convert(&comment.body_storage, options)?.markdown;
+        let body = body.trim();
+        if !body.is_empty() {
+            out.push_str(body);
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 pub mod service;

@@ -1,8 +1,10 @@
-//! Full sync of a simulated space into JetStream, then a no-change re-sync. Prints one JSON object:
-//! pages and blog posts, wall time, items/s, Confluence requests (and per item) of both runs, events
-//! of the re-sync.
+//! Full sync of a simulated space (pages, blog posts, comments on both) into JetStream, then a
+//! no-change full re-sync and a no-change incremental one. Prints one JSON object: pages, blog
+//! posts and comments, wall time, items/s, Confluence requests (and per item) of each run, events
+//! of the re-syncs.
 //!
-//! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES] [BLOG_POSTS]` with the
+//! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES] [BLOG_POSTS]
+//! [COMMENTS]` with the
 //! dev stack up (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the
 //! end.
 
@@ -29,8 +31,13 @@ async fn main() -> anyhow::Result<()> {
         Some(value) => value.parse().context("BLOG_POSTS must be a number")?,
         None => 2000,
     };
+    let comments: usize = match std::env::args().nth(3) {
+        Some(value) => value.parse().context("COMMENTS must be a number")?,
+        None => 10_000,
+    };
     let config = SimConfig {
         blog_post_count: blog_posts,
+        comment_count: comments,
         ..SimConfig::new(42, pages)
     };
     let items = pages + blog_posts;
@@ -74,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let resync = fetcher.sync(&request(SyncMode::Full)).await?;
     let resync_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let incremental = fetcher.sync(&request(SyncMode::Incremental)).await?;
+    let incremental_secs = started.elapsed().as_secs_f64();
     let stored = bus
         .jetstream()
         .get_stream(bus.streams().for_kind(EventKind::PageChanged))
@@ -103,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "pages": pages,
         "blog_posts": blog_posts,
+        "comments": comments,
         "full_sync_wall_s": full_secs,
         "full_sync_items_per_s": items as f64 / full_secs,
         "full_sync_requests": full.requests,
@@ -112,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
         "resync_wall_s": resync_secs,
         "resync_requests": resync.requests,
         "resync_events": resync.pages_changed + resync.pages_deleted,
+        "incremental_resync_wall_s": incremental_secs,
+        "incremental_resync_requests": incremental.requests,
+        "incremental_resync_events": incremental.pages_changed + incremental.pages_deleted,
     });
     println!("{report}");
     Ok(())

@@ -1,6 +1,6 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,12 +10,12 @@ use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError};
 use pagestream_confluence::{
-    Auth, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery, ListOptions,
-    MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
+    Auth, COMMENT_EXPAND, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery,
+    ListOptions, MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
 };
 use pagestream_events::{
-    ContentType, Envelope, HintReason, PageChanged, PageDeleted, PageHinted, PageId, Retryable,
-    SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    ContentType, Envelope, HintReason, PageChanged, PageComment, PageDeleted, PageHinted, PageId,
+    Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_sources::{AuthKind, SecretKey, SourceRegistry, SourceSettings};
 use uuid::Uuid;
@@ -30,15 +30,21 @@ const SEARCH_LIMIT: u32 = 50;
 /// What a v1 listing (Data Center) needs: versions, parents and labels, no bodies.
 const LISTING_EXPAND: &[&str] = &["version", "ancestors", "metadata.labels"];
 
+/// What a listing of the space's comments needs to tell which pages' comments changed (see
+/// [`page_info::comments_fingerprint`]): no bodies, so 250 a request.
+const COMMENT_LISTING_EXPAND: &[&str] =
+    &["version", "container", "ancestors", "extensions.resolution"];
+
 /// The incarnation to emit a page as (bumped for every new fact of the same version), or none
-/// when what Confluence shows was already emitted: a
-/// new version, a restore (the same version after a tombstone), a move or a label change (no new
-/// version) are emitted; `labels` is none where Confluence did not say.
+/// when what Confluence shows was already emitted: a new version, a restore (the same version
+/// after a tombstone), a move, a label change or a comment change (no new version) are emitted.
+/// `labels` and `comments` (the comments' fingerprint) are none where Confluence was not asked.
 fn incarnation_to_emit(
     record: Option<&PageRecord>,
     version: u64,
     path: &str,
     labels: Option<&[String]>,
+    comments: Option<&str>,
 ) -> Option<u64> {
     let Some(record) = record else {
         return Some(0);
@@ -51,15 +57,30 @@ fn incarnation_to_emit(
         (Some(known), Some(labels)) => known != labels,
         _ => false,
     };
+    // A record without a fingerprint emitted no comments: a page first seen with comments after
+    // an upgrade is emitted again with them.
+    let recommented = comments.is_some_and(|comments| {
+        record
+            .comments
+            .as_deref()
+            .unwrap_or_else(|| no_comments_fingerprint())
+            != comments
+    });
     if version > record.version {
         Some(record.incarnation)
-    } else if version == record.version && (moved || relabelled) {
+    } else if version == record.version && (moved || relabelled || recommented) {
         // A new fact of the same version: a move back within JetStream's duplicate window must
         // not collide with the earlier event, and an older placement arriving late must lose.
         Some(record.incarnation + 1)
     } else {
         None
     }
+}
+
+/// The fingerprint of a page without comments.
+fn no_comments_fingerprint() -> &'static str {
+    static EMPTY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| page_info::comments_fingerprint(&[]))
 }
 
 /// What v1 content is, if the index holds its kind (pages and blog posts; not comments or
@@ -241,6 +262,7 @@ impl Fetcher {
             run_id: request.run_id,
             reported_at: 0,
             failed: BTreeSet::new(),
+            emitted: HashSet::new(),
             progress: SyncProgress {
                 source: request.source.clone(),
                 run_id: request.run_id,
@@ -298,88 +320,122 @@ impl Fetcher {
         }
     }
 
-    /// Handles a webhook hint: fetch the page (or blog post) and emit it if it changed (a new
-    /// version, a restore, a move, a label change), or confirm a removal and emit the deletion. A page of another
-    /// space (Data Center and Connect webhooks are site-wide) is never indexed into the source; a
-    /// page it holds that moved to another space leaves it.
+    /// Handles a webhook hint: fetch the page (or blog post) and its comments and emit it if it
+    /// changed (a new version, a restore, a move, a label or comment change), or confirm a removal
+    /// and emit the deletion. A page of another space (Data Center and Connect webhooks are
+    /// site-wide) is never indexed into the source; a page it holds that moved to another space
+    /// leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
-        let _one_at_a_time = self.hint_lock(&hint.source, &hint.page_id).lock().await;
         let source = self.source(&hint.source).await?;
+        self.apply_hint(hint, &source.client, &source.site, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::hint`] through a given client (a sync run's, which counts its requests); returns
+    /// whether it emitted an event.
+    async fn apply_hint(
+        &self,
+        hint: &PageHinted,
+        client: &ConfluenceClient,
+        site: &Site,
+        run_id: Option<Uuid>,
+    ) -> Result<bool, FetcherError> {
+        let _one_at_a_time = self.hint_lock(&hint.source, &hint.page_id).lock().await;
         let record = self.state.record(&hint.source, &hint.page_id).await?;
         let known = record.as_ref().and_then(PageRecord::live_version);
         match hint.reason {
             HintReason::Changed => {
-                // Moves and label changes keep the version: only a plain edit hint can be
-                // skipped on its version alone.
+                // Moves, label and comment changes keep the version: only a plain edit hint can
+                // be skipped on its version alone.
                 let same_version_change = hint.webhook_event.as_deref().is_some_and(|event| {
-                    event.contains("move") || event.contains("label") || event.contains("restore")
+                    event.contains("move")
+                        || event.contains("label")
+                        || event.contains("restore")
+                        || event.contains("comment")
                 });
                 if !same_version_change
                     && hint.version.is_some_and(|version| known >= Some(version))
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if record.is_none()
                     && hint
                         .space_key
                         .as_deref()
-                        .is_some_and(|space| space != source.site.space_key)
+                        .is_some_and(|space| space != site.space_key)
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
-                let content = match source.client.content(&hint.page_id, SYNC_EXPAND).await {
+                let content = match client.content(&hint.page_id, SYNC_EXPAND).await {
                     Ok(content) => content,
                     // Gone (or hidden) since the hint: deletions are confirmed by syncs and
                     // removal hints, not guessed from a change hint.
-                    Err(error) if error.is_not_found() => return Ok(()),
+                    Err(error) if error.is_not_found() => return Ok(false),
                     Err(error) => return Err(error.into()),
                 };
                 let Some(content_type) = indexed_type(&content) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if matches!(
                     content.status.as_deref(),
                     Some("trashed" | "deleted" | "draft")
                 ) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let in_space = content
                     .space
                     .as_ref()
-                    .is_none_or(|space| space.key == source.site.space_key);
+                    .is_none_or(|space| space.key == site.space_key);
                 if !in_space {
                     if known.is_some() {
                         return self
                             .emit_deleted(
-                                &source.site,
+                                site,
                                 &hint.page_id,
                                 record.as_ref(),
                                 content.version_number(),
                                 "moved to another space",
-                                None,
+                                run_id,
                             )
-                            .await;
+                            .await
+                            .map(|()| true);
                     }
-                    return Ok(());
+                    return Ok(false);
                 }
-                let changed = page_info::from_content(&source.site, &content, content_type)?;
-                let labels = content
+                let mut changed = page_info::from_content(site, &content, content_type)?;
+                let labels_known = content
                     .metadata
                     .as_ref()
-                    .and_then(|m| m.labels.as_ref())
-                    .map(|_| changed.page.labels.as_slice());
+                    .is_some_and(|m| m.labels.is_some());
+                let mut labels = changed.page.labels.clone();
+                labels.sort();
+                let comments = match fetch_comments(client, site, &mut changed).await {
+                    Ok(comments) => comments,
+                    // Gone (or hidden) since the page was read: as for the page itself.
+                    Err(FetcherError::Confluence(error)) if error.is_not_found() => {
+                        return Ok(false);
+                    }
+                    Err(error) => return Err(error),
+                };
                 match incarnation_to_emit(
                     record.as_ref(),
                     changed.page.version,
                     &changed.page.path,
-                    labels,
+                    labels_known.then_some(labels.as_slice()),
+                    comments.as_deref(),
                 ) {
-                    Some(incarnation) => {
-                        let labels_known = labels.is_some();
-                        self.emit_changed(changed, incarnation, labels_known, None)
-                            .await
-                    }
-                    None => Ok(()),
+                    Some(incarnation) => self
+                        .emit_changed(
+                            changed,
+                            incarnation,
+                            labels_known,
+                            comments.is_some(),
+                            run_id,
+                        )
+                        .await
+                        .map(|()| true),
+                    None => Ok(false),
                 }
             }
             HintReason::Removed => {
@@ -387,22 +443,21 @@ impl Fetcher {
                 let content_type = record
                     .as_ref()
                     .map_or(hint.content_type, |record| record.content_type);
-                match confirm_gone(&source.client, &source.site, &hint.page_id, content_type)
-                    .await?
-                {
+                match confirm_gone(client, site, &hint.page_id, content_type).await? {
                     Presence::Gone { version } => {
                         let version = version.or(hint.version).unwrap_or(0);
                         self.emit_deleted(
-                            &source.site,
+                            site,
                             &hint.page_id,
                             record.as_ref(),
                             version,
                             "removed",
-                            None,
+                            run_id,
                         )
                         .await
+                        .map(|()| true)
                     }
-                    Presence::Present => Ok(()),
+                    Presence::Present => Ok(false),
                 }
             }
         }
@@ -415,6 +470,7 @@ impl Fetcher {
         mut changed: PageChanged,
         incarnation: u64,
         labels_known: bool,
+        comments_known: bool,
         run_id: Option<Uuid>,
     ) -> Result<(), FetcherError> {
         changed.page.incarnation = incarnation;
@@ -428,6 +484,7 @@ impl Fetcher {
             path: Some(changed.page.path.clone()),
             labels: labels_known.then(|| changed.page.labels.clone()),
             space_key: Some(changed.page.space_key.clone()),
+            comments: comments_known.then(|| page_info::comments_fingerprint(&changed.comments)),
             deleted: false,
             deleting: false,
         };
@@ -485,6 +542,23 @@ impl Fetcher {
             .await?;
         Ok(())
     }
+}
+
+/// Fetches a page's comments into its event (Cloud: Data Center has no v2 comment listings) and
+/// returns their fingerprint, or none where comments are not fetched.
+async fn fetch_comments(
+    client: &ConfluenceClient,
+    site: &Site,
+    changed: &mut PageChanged,
+) -> Result<Option<String>, FetcherError> {
+    if site.data_center {
+        return Ok(None);
+    }
+    let listed = client
+        .comments(changed.page.content_type, &changed.page.page_id)
+        .await?;
+    changed.comments = page_info::comments(listed);
+    Ok(Some(page_info::comments_fingerprint(&changed.comments)))
 }
 
 /// What Confluence says of a page a listing no longer shows or a removal hint named.
@@ -551,8 +625,16 @@ enum SpaceOf {
     Id(SpaceId),
 }
 
-/// A page's event to emit, with its incarnation and whether Confluence sent its labels.
-type PageToEmit = (PageChanged, u64, bool);
+/// A page's event to emit.
+struct PageToEmit {
+    changed: PageChanged,
+    incarnation: u64,
+    /// Confluence sent the page's labels.
+    labels_known: bool,
+    /// The event carries the page's comments as a listing of the space's comments showed them;
+    /// otherwise they are fetched for the page before it is emitted (where the source can).
+    comments_known: bool,
+}
 
 /// One sync run in progress.
 struct Run<'a> {
@@ -566,6 +648,8 @@ struct Run<'a> {
     reported_at: u64,
     /// Pages that failed in this run: the next incremental run fetches them again.
     failed: BTreeSet<PageId>,
+    /// Pages this run emitted (with their comments as they stood).
+    emitted: HashSet<PageId>,
 }
 
 impl Run<'_> {
@@ -689,23 +773,51 @@ impl Run<'_> {
         state.set_watermark(&self.site.source, started_at).await
     }
 
-    /// Lists the space cheaply, then fetches bodies in bulk (pages and blog posts at their own
-    /// endpoints) for the items whose version, place or life (a restore) differs from what was
-    /// emitted.
+    /// Lists the space cheaply and its comments, then fetches bodies in bulk (pages and blog posts
+    /// at their own endpoints) for the items whose version, place, life (a restore) or comments
+    /// differ from what was emitted.
     async fn list_and_fetch(
         &mut self,
         known: &HashMap<PageId, PageRecord>,
     ) -> Result<Tree, FetcherError> {
         let tree = self.list_space().await?;
+        let listed = self.space_comments(false).await?;
+        let no_comments = Vec::new();
         let wanted: HashMap<PageId, u64> = tree
             .versions()
             .filter_map(|(id, version)| {
                 let path = page_info::path(&tree.ancestors(id), id);
-                incarnation_to_emit(known.get(id), version, &path, tree.labels(id))
-                    .map(|incarnation| (id.clone(), incarnation))
+                let fingerprint =
+                    page_info::comments_fingerprint(listed.get(id).unwrap_or(&no_comments));
+                incarnation_to_emit(
+                    known.get(id),
+                    version,
+                    &path,
+                    tree.labels(id),
+                    Some(&fingerprint),
+                )
+                .map(|incarnation| (id.clone(), incarnation))
             })
             .collect();
         tracing::info!(run_id = %self.run_id, listed = tree.len(), known = known.len(), wanted = wanted.len(), "space listed");
+        // The wanted pages' comment bodies: from one search of the whole space's comments (50 a
+        // request), or from each page's own listings (two requests and one per thread), whichever
+        // costs fewer requests. Pages without comments need neither.
+        let per_page: usize = wanted
+            .keys()
+            .filter_map(|id| listed.get(id))
+            .map(|comments| 2 + comments.iter().filter(|c| c.parent_id.is_none()).count())
+            .sum();
+        let whole_space = listed
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            .div_ceil(SEARCH_LIMIT as usize);
+        let mut comments = if per_page > whole_space {
+            Some(self.space_comments(true).await?)
+        } else {
+            None
+        };
         let mut ids: Vec<PageId> = wanted.keys().cloned().collect();
         ids.sort();
         for content_type in ContentType::ALL {
@@ -715,20 +827,48 @@ impl Run<'_> {
                 .cloned()
                 .collect();
             for ids in of_type.chunks(MAX_LIMIT as usize) {
-                self.fetch_and_emit(content_type, ids, &tree, &wanted)
+                self.fetch_and_emit(content_type, ids, &tree, &wanted, &listed, &mut comments)
                     .await?;
             }
         }
         Ok(tree)
     }
 
-    /// Fetches one batch of bodies of one type and emits them.
+    /// Every comment of the space, by the page it is on, each page's in canonical order: with
+    /// their bodies (50 a request), or without (250 a request, enough for their fingerprint).
+    async fn space_comments(
+        &mut self,
+        with_bodies: bool,
+    ) -> Result<HashMap<PageId, Vec<PageComment>>, FetcherError> {
+        let cql = CqlQuery::comments_in_space(self.space_key()?);
+        let mut by_page: HashMap<PageId, Vec<PageComment>> = HashMap::new();
+        let mut search = if with_bodies {
+            self.client
+                .search(&cql.to_string(), COMMENT_EXPAND, SEARCH_LIMIT)
+        } else {
+            self.client
+                .search(&cql.to_string(), COMMENT_LISTING_EXPAND, MAX_LIMIT)
+        };
+        while let Some(batch) = search.next_page().await? {
+            for (page, comment) in batch.iter().filter_map(page_info::comment_from_content) {
+                by_page.entry(page).or_default().push(comment);
+            }
+        }
+        Ok(by_page
+            .into_iter()
+            .map(|(page, comments)| (page, page_info::canonical(comments)))
+            .collect())
+    }
+
+    /// Fetches one batch of bodies of one type and emits them with their comments.
     async fn fetch_and_emit(
         &mut self,
         content_type: ContentType,
         ids: &[PageId],
         tree: &Tree,
         wanted: &HashMap<PageId, u64>,
+        listed: &HashMap<PageId, Vec<PageComment>>,
+        comments: &mut Option<HashMap<PageId, Vec<PageComment>>>,
     ) -> Result<(), FetcherError> {
         // Ids missing from the answer were removed since the listing: the next run deletes them.
         let bulk = match content_type {
@@ -745,22 +885,76 @@ impl Run<'_> {
             .map(|page| {
                 let incarnation = wanted.get(&page.id).copied().unwrap_or(0);
                 let labels = tree.labels(&page.id);
+                // Known here unless the page has comments whose bodies were not searched.
+                let page_comments = match comments.as_mut() {
+                    Some(comments) => Some(comments.remove(&page.id).unwrap_or_default()),
+                    None => (!listed.contains_key(&page.id)).then(Vec::new),
+                };
                 let changed =
                     page_info::from_page(&self.site, page, content_type, tree.ancestors(&page.id))
                         .map(|mut changed| {
                             if let Some(labels) = labels {
                                 changed.page.labels = labels.to_vec();
                             }
-                            (
+                            let comments_known = page_comments.is_some();
+                            changed.comments = page_comments.unwrap_or_default();
+                            PageToEmit {
                                 changed,
                                 incarnation,
-                                labels.is_some() || page.labels.is_some(),
-                            )
+                                labels_known: labels.is_some() || page.labels.is_some(),
+                                comments_known,
+                            }
                         });
                 (page.id.clone(), changed)
             })
             .collect();
         self.emit_all(changes).await
+    }
+
+    /// The pages whose comments changed within an incremental window (Cloud), read again with
+    /// their comments and emitted if these differ from what was emitted: a comment changes no
+    /// page version, so the page window does not show it. One request when nothing changed;
+    /// a removed comment shows in no window (its webhook or the next reconciliation tells).
+    async fn comments_window(&mut self, cql: CqlQuery) -> Result<(), FetcherError> {
+        let mut pages = BTreeSet::new();
+        let mut search = self
+            .client
+            .search(&cql.to_string(), &["container"], MAX_LIMIT);
+        while let Some(batch) = search.next_page().await? {
+            pages.extend(
+                batch
+                    .iter()
+                    .filter_map(|content| content.container.as_ref())
+                    .map(|container| container.id.clone())
+                    .filter(|page| !self.emitted.contains(page)),
+            );
+        }
+        for page in pages {
+            let hint = PageHinted {
+                source: self.site.source.clone(),
+                page_id: page.clone(),
+                content_type: ContentType::Page,
+                reason: HintReason::Changed,
+                version: None,
+                space_key: None,
+                webhook_event: Some("comment_updated".into()),
+                received_at: Utc::now(),
+            };
+            match self
+                .fetcher
+                .apply_hint(&hint, &self.client, &self.site, Some(self.run_id))
+                .await
+            {
+                Ok(true) => {
+                    self.progress.pages_changed += 1;
+                    self.emitted.insert(page);
+                }
+                Ok(false) => {}
+                Err(error) => self.page_failed(&page, error)?,
+            }
+            self.report_if_due().await;
+        }
+        Ok(())
     }
 
     /// Runs a CQL search with bodies and emits what differs from what was emitted; returns what
@@ -812,8 +1006,17 @@ impl Run<'_> {
             changed.page.version,
             &changed.page.path,
             labels_known.then_some(labels.as_slice()),
+            None,
         )?;
-        Some((content.id.clone(), Ok((changed, incarnation, labels_known))))
+        Some((
+            content.id.clone(),
+            Ok(PageToEmit {
+                changed,
+                incarnation,
+                labels_known,
+                comments_known: false,
+            }),
+        ))
     }
 
     /// Fetches again, by id, the pages that failed in the last run and that this run's window
@@ -858,6 +1061,10 @@ impl Run<'_> {
         let known = self.fetcher.state.records(&self.site.source).await?;
         let seen = self.search_and_emit(&cql, &known).await?;
         self.retry_failed(failed_before, &seen, &known).await?;
+        // Without a lower bound the page window emitted every page, with its comments.
+        if !self.site.data_center && window.from.is_some() {
+            self.comments_window(cql.comments()).await?;
+        }
         if reconcile_deletions || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
             let known = self.fetcher.state.records(&self.site.source).await?;
@@ -951,13 +1158,34 @@ impl Run<'_> {
     ) -> Result<(), FetcherError> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
+        // The run's own (cheap) copies: emitting borrows them while the run counts outcomes.
+        let (client, site) = (self.client.clone(), self.site.clone());
+        let (client, site) = (&client, &site);
         let mut outcomes =
             futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
                 let outcome = match changed {
-                    Ok((changed, incarnation, labels_known)) => {
-                        fetcher
-                            .emit_changed(changed, incarnation, labels_known, Some(run_id))
-                            .await
+                    Ok(mut emit) => {
+                        let comments_known = if emit.comments_known {
+                            Ok(true)
+                        } else {
+                            fetch_comments(client, site, &mut emit.changed)
+                                .await
+                                .map(|comments| comments.is_some())
+                        };
+                        match comments_known {
+                            Ok(comments_known) => {
+                                fetcher
+                                    .emit_changed(
+                                        emit.changed,
+                                        emit.incarnation,
+                                        emit.labels_known,
+                                        comments_known,
+                                        Some(run_id),
+                                    )
+                                    .await
+                            }
+                            Err(error) => Err(error),
+                        }
                     }
                     Err(error) => Err(error),
                 };
@@ -967,7 +1195,10 @@ impl Run<'_> {
         let mut first_transient = None;
         while let Some((id, outcome)) = outcomes.next().await {
             match outcome {
-                Ok(()) => self.progress.pages_changed += 1,
+                Ok(()) => {
+                    self.progress.pages_changed += 1;
+                    self.emitted.insert(id);
+                }
                 Err(error) => {
                     if let Err(error) = self.page_failed(&id, error) {
                         first_transient.get_or_insert(error);

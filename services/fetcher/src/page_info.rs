@@ -4,8 +4,12 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use pagestream_confluence::{Content, ContentLinks, Page, SpaceId};
-use pagestream_events::{Ancestor, Author, ContentType, PageChanged, PageId, PageInfo, SourceKey};
+use pagestream_confluence::{Comment, Content, ContentLinks, Page, SpaceId};
+use pagestream_events::{
+    Ancestor, Author, CommentLocation, ContentType, PageChanged, PageComment, PageId, PageInfo,
+    SourceKey,
+};
+use sha2::{Digest, Sha256};
 
 use crate::FetcherError;
 
@@ -195,6 +199,7 @@ pub(crate) fn from_page(
             incarnation: 0,
         },
         body_storage: body.to_owned(),
+        comments: Vec::new(),
     })
 }
 
@@ -245,7 +250,138 @@ pub(crate) fn from_content(
             incarnation: 0,
         },
         body_storage: body.to_owned(),
+        comments: Vec::new(),
     })
+}
+
+/// A page's comments from its v2 listings (top-level ones, each followed by its replies), in
+/// [`canonical`] order; comments that are not current are left out.
+pub(crate) fn comments(listed: Vec<(CommentLocation, Comment)>) -> Vec<PageComment> {
+    let comments = listed
+        .into_iter()
+        .filter(|(_, comment)| comment.status.as_deref().is_none_or(|s| s == "current"))
+        .map(|(location, comment)| {
+            let version = comment.version.as_ref();
+            PageComment {
+                location,
+                parent_id: comment.parent_comment_id.clone(),
+                author: account(version.and_then(|v| v.author_id.clone())),
+                last_modified: version.and_then(|v| v.created_at),
+                version: comment.version_number(),
+                body_storage: comment.storage().unwrap_or_default().to_owned(),
+                resolution: comment.resolution_status.clone(),
+                selection: comment
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.inline_original_selection.clone())
+                    .filter(|selection| !selection.is_empty()),
+                id: comment.id,
+            }
+        })
+        .collect();
+    canonical(comments)
+}
+
+/// A comment of a v1 comment search (expanded with
+/// [`pagestream_confluence::COMMENT_EXPAND`]) and the id of the page it is on; none for content
+/// that is not a current comment on a page or blog post.
+pub(crate) fn comment_from_content(content: &Content) -> Option<(PageId, PageComment)> {
+    if content.content_type.as_deref() != Some("comment")
+        || content.status.as_deref().is_some_and(|s| s != "current")
+    {
+        return None;
+    }
+    let container = content.container.as_ref()?;
+    if container
+        .content_type
+        .as_deref()
+        .is_some_and(|kind| ContentType::from_confluence(kind).is_none())
+    {
+        return None;
+    }
+    let extensions = content.extensions.as_ref();
+    let location = match extensions.and_then(|e| e.location.as_deref()) {
+        Some("inline") => CommentLocation::Inline,
+        _ => CommentLocation::Footer,
+    };
+    let version = content.version.as_ref();
+    let comment = PageComment {
+        id: content.id.clone(),
+        location,
+        // A reply's ancestors are the comments above it, the one it answers last.
+        parent_id: content
+            .ancestors
+            .iter()
+            .rev()
+            .find(|a| {
+                a.content_type
+                    .as_deref()
+                    .is_none_or(|kind| kind == "comment")
+            })
+            .map(|a| a.id.clone()),
+        author: account(version.and_then(|v| v.by.as_ref()?.account_id.clone())),
+        last_modified: version.and_then(|v| v.when),
+        version: content.version_number(),
+        body_storage: content.storage().unwrap_or_default().to_owned(),
+        resolution: extensions
+            .and_then(|e| e.resolution.as_ref())
+            .and_then(|r| r.status.clone()),
+        selection: extensions
+            .and_then(|e| e.inline_properties.as_ref())
+            .and_then(|p| p.original_selection.clone())
+            .filter(|selection| !selection.is_empty()),
+    };
+    Some((container.id.clone(), comment))
+}
+
+fn account(account_id: Option<String>) -> Option<Author> {
+    account_id.map(|account_id| Author {
+        account_id: Some(account_id),
+        display_name: None,
+    })
+}
+
+/// The one order of a page's comments, whichever API listed them: footer threads, then inline
+/// ones, each thread's top-level comment first and its replies after it, oldest (lowest id)
+/// first. The fingerprint depends on it.
+pub(crate) fn canonical(mut comments: Vec<PageComment>) -> Vec<PageComment> {
+    let number = |id: &PageId| id.as_str().parse::<u64>().unwrap_or(u64::MAX);
+    comments.sort_by_key(|comment| {
+        let thread = comment.parent_id.as_ref().unwrap_or(&comment.id);
+        (
+            comment.location == CommentLocation::Inline,
+            number(thread),
+            comment.parent_id.is_some(),
+            number(&comment.id),
+        )
+    });
+    comments
+}
+
+/// What a page's comments are, in a few bytes: what the fetcher keeps to tell whether they
+/// changed (a comment changes no page version). Hex SHA-256 of each comment's identity, place,
+/// version and resolution, in canonical order: an edit bumps the comment's version, so a listing
+/// without bodies tells a change as well as one with them.
+pub(crate) fn comments_fingerprint(comments: &[PageComment]) -> String {
+    let mut hasher = Sha256::new();
+    for comment in comments {
+        let location = match comment.location {
+            CommentLocation::Footer => "footer",
+            CommentLocation::Inline => "inline",
+        };
+        hasher.update(format!(
+            "{}|{location}|{}|{}|{}\n",
+            comment.id,
+            comment.parent_id.as_ref().map_or("", PageId::as_str),
+            comment.version,
+            comment.resolution.as_deref().unwrap_or(""),
+        ));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

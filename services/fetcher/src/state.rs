@@ -62,6 +62,10 @@ pub struct PageRecord {
     pub labels: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space_key: Option<String>,
+    /// Fingerprint of the comments emitted with the page (a comment changes no page version).
+    /// None when not fetched (recorded before comments were, or a source without the v2 API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comments: Option<String>,
     /// The fetcher emitted the page's deletion (a tombstone, kept so that a restore of the same
     /// version is recognised and emitted as the next incarnation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

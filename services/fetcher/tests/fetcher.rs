@@ -1499,3 +1499,295 @@ async fn data_center_sources_sync_blog_posts_through_cql() {
     assert_eq!(ids(&deleted.drain().await), [PageId::from(trashed)].into());
     assert_eq!((second.pages_changed, second.pages_deleted), (0, 1));
 }
+
+fn comment_texts(event: &Envelope<PageChanged>) -> Vec<&str> {
+    event
+        .data
+        .comments
+        .iter()
+        .map(|comment| comment.body_storage.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn comments_travel_with_their_page_and_their_changes_come_as_new_incarnations() {
+    let config = SimConfig {
+        comment_count: 60,
+        ..SimConfig::new(17, 30)
+    };
+    let h = harness_of(config, FetcherOptions::default(), AuthKind::Cloud).await;
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+
+    // A full sync: every page with its comments, from one comment search, not a request per page.
+    let first = h.sync(SyncMode::Full).await;
+    assert_eq!(first.pages_changed, 30);
+    changed.drain().await;
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 0);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 0);
+    assert!(first.requests < 12, "{} requests", first.requests);
+    let mut replies = 0;
+    let mut resolved = 0;
+    for id in h.sim.handle.current_page_ids() {
+        let sim_comments = h.sim.handle.comments(id);
+        let event = last_changed(&h, id).await;
+        let emitted: BTreeMap<String, _> = event
+            .data
+            .comments
+            .iter()
+            .map(|c| (c.id.as_str().to_owned(), c))
+            .collect();
+        assert_eq!(emitted.len(), sim_comments.len(), "page {id}");
+        for sim in &sim_comments {
+            let comment = emitted[&sim.id.to_string()];
+            assert_eq!(comment.body_storage, sim.body);
+            assert_eq!(comment.version, sim.version);
+            assert_eq!(
+                comment.parent_id.as_ref().map(PageId::as_str),
+                sim.parent_comment_id.map(|p| p.to_string()).as_deref()
+            );
+            assert_eq!(
+                comment.is_resolved(),
+                sim.resolution == Some(confluence_sim::Resolution::Resolved)
+            );
+            assert!(comment.author.is_some() && comment.last_modified.is_some());
+            replies += usize::from(sim.parent_comment_id.is_some());
+            resolved += usize::from(comment.is_resolved());
+        }
+        // A reply comes after the comment it answers.
+        let order: Vec<&str> = event.data.comments.iter().map(|c| c.id.as_str()).collect();
+        for comment in &event.data.comments {
+            if let Some(parent) = &comment.parent_id {
+                let at = |id: &str| order.iter().position(|o| *o == id);
+                assert!(at(parent.as_str()) < at(comment.id.as_str()));
+            }
+        }
+    }
+    assert!(
+        replies > 0 && resolved > 0,
+        "{replies} replies, {resolved} resolved"
+    );
+
+    // Nothing changed: a full re-sync and an incremental one emit nothing.
+    h.sync(SyncMode::Full).await;
+    h.sync(SyncMode::Incremental).await;
+    assert!(changed.drain().await.is_empty());
+
+    // A comment webhook: the page again, same version, next incarnation, with the comment.
+    let page = h.sim.handle.current_page_ids()[3];
+    let before = last_changed(&h, page).await.data.page;
+    let (added, _) = h
+        .sim
+        .handle
+        .add_comment(
+            page,
+            confluence_sim::CreateComment {
+                body: "<p>The zyxwvut rollback needs the flag off first.</p>".into(),
+                location: confluence_sim::CommentLocation::Footer,
+                reply_to: None,
+                selection: None,
+            },
+        )
+        .await
+        .expect("comment");
+    let comment_hint = |event: &str| PageHinted {
+        version: None,
+        ..hint_of(&h, page, HintReason::Changed, event)
+    };
+    h.fetcher
+        .hint(&comment_hint("comment_created"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.version, before.version);
+    assert_eq!(event.data.page.incarnation, before.incarnation + 1);
+    assert!(comment_texts(&event).iter().any(|t| t.contains("zyxwvut")));
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    // The same comments read through the page's v2 listings (hints) or the space's comment search
+    // (syncs) are the same fact: the next syncs emit nothing.
+    h.sync(SyncMode::Full).await;
+    h.reconcile().await;
+    assert!(changed.drain().await.is_empty());
+
+    // An edit without a webhook: the next incremental window finds it through its comment search.
+    h.sim
+        .handle
+        .edit_comment(
+            added.id,
+            "<p>The qwertyu rollback is automatic now.</p>".into(),
+        )
+        .await
+        .expect("edit comment");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.incarnation, before.incarnation + 2);
+    let texts = comment_texts(&event);
+    assert!(texts.iter().any(|t| t.contains("qwertyu")));
+    assert!(!texts.iter().any(|t| t.contains("zyxwvut")));
+
+    // A removal through its webhook: the page again without it.
+    h.sim
+        .handle
+        .remove_comment(added.id)
+        .await
+        .expect("remove comment");
+    h.fetcher
+        .hint(&comment_hint("comment_removed"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.incarnation, before.incarnation + 3);
+    assert!(!comment_texts(&event).iter().any(|t| t.contains("qwertyu")));
+    changed.drain().await;
+
+    // Resolved without a webhook: the incremental window sees the resolution's date.
+    let inline = h
+        .sim
+        .handle
+        .pages()
+        .iter()
+        .flat_map(|p| h.sim.handle.comments(p.id))
+        .find(|c| c.resolution == Some(confluence_sim::Resolution::Open))
+        .expect("an open inline comment");
+    h.sim
+        .handle
+        .resolve_comment(inline.id, true)
+        .await
+        .expect("resolve");
+    h.sync(SyncMode::Incremental).await;
+    assert_eq!(
+        ids(&changed.drain().await),
+        [PageId::from(inline.container_id)].into()
+    );
+    let event = last_changed(&h, inline.container_id).await;
+    let comment = event
+        .data
+        .comments
+        .iter()
+        .find(|c| c.id == PageId::from(inline.id))
+        .expect("the inline comment");
+    assert!(comment.is_resolved());
+
+    // A removal without a webhook shows in no window: the reconciliation's comment search sees it.
+    let other = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .find(|id| *id != page && !h.sim.handle.comments(*id).is_empty())
+        .expect("a page with comments");
+    let gone = h.sim.handle.comments(other)[0].id;
+    h.sim.handle.remove_comment(gone).await.expect("remove");
+    assert!(h.sync(SyncMode::Incremental).await.pages_changed == 0);
+    let run = h.reconcile().await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(
+        !last_changed(&h, other)
+            .await
+            .data
+            .comments
+            .iter()
+            .any(|c| c.id == PageId::from(gone))
+    );
+    changed.drain().await;
+
+    // An edited page found by the incremental window comes with its comments (its own listings).
+    h.sim
+        .handle
+        .edit(other, EditPage::default())
+        .await
+        .expect("edit");
+    h.sync(SyncMode::Incremental).await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(other)].into());
+    let event = last_changed(&h, other).await;
+    let mut emitted: Vec<String> = event
+        .data
+        .comments
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut expected: Vec<String> = h
+        .sim
+        .handle
+        .comments(other)
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    emitted.sort();
+    expected.sort();
+    assert_eq!(emitted, expected);
+    assert!(h.sim.handle.stats().endpoint("v2.footer_comments") > 0);
+}
+
+#[tokio::test]
+async fn a_reconciliation_reads_few_changed_pages_comments_from_their_own_listings() {
+    let config = SimConfig {
+        comment_count: 400,
+        ..SimConfig::new(19, 200)
+    };
+    let h = harness_of(config, FetcherOptions::default(), AuthKind::Cloud).await;
+    h.sync(SyncMode::Full).await;
+    let page = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .filter(|id| h.sim.handle.comments(*id).len() >= 2)
+        .min_by_key(|id| h.sim.handle.comments(*id).len())
+        .expect("a page with comments");
+    // A top-level comment's removal takes its replies: remove a reply, or the last thread.
+    let comments = h.sim.handle.comments(page);
+    let gone = comments
+        .iter()
+        .find(|c| c.parent_comment_id.is_some())
+        .unwrap_or(&comments[comments.len() - 1])
+        .id;
+    h.sim.handle.remove_comment(gone).await.expect("remove");
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    h.sim.handle.reset_stats();
+    let run = h.reconcile().await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(page)].into());
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    let event = last_changed(&h, page).await;
+    let mut emitted: Vec<String> = event
+        .data
+        .comments
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut expected: Vec<String> = h
+        .sim
+        .handle
+        .comments(page)
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    emitted.sort();
+    expected.sort();
+    assert_eq!(emitted, expected);
+    // The page's two listings (and its threads), not the 8 requests of every comment's body.
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 1);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 1);
+    assert!(run.requests < 20, "{run:?}");
+
+    // A page that lost its last comment needs no comment request at all.
+    let single = h
+        .sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .find(|id| h.sim.handle.comments(*id).len() == 1)
+        .expect("a page with one comment");
+    let last = h.sim.handle.comments(single)[0].id;
+    h.sim.handle.remove_comment(last).await.expect("remove");
+    h.sim.handle.reset_stats();
+    h.reconcile().await;
+    assert_eq!(ids(&changed.drain().await), [PageId::from(single)].into());
+    assert!(last_changed(&h, single).await.data.comments.is_empty());
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.footer_comments"), 0);
+    assert_eq!(stats.endpoint("v2.inline_comments"), 0);
+}

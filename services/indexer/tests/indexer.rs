@@ -39,6 +39,7 @@ fn changed(id: u64, version: u64) -> Envelope<PageChanged> {
     Envelope::new(PageChanged {
         page: info(id, version),
         body_storage: format!("<p>v{version}</p>"),
+        comments: Vec::new(),
     })
 }
 
@@ -185,6 +186,7 @@ fn restored(
             ..info(id, version)
         },
         body_storage: format!("<p>v{version}</p>"),
+        comments: Vec::new(),
     });
     let mut ready = chunks(id, version, 2).data;
     ready.incarnation = incarnation;
@@ -229,6 +231,40 @@ async fn a_move_or_a_label_change_of_the_same_version_is_applied() {
     .expect("row");
     assert_eq!(path, "/1/5/8");
     assert_eq!(labels, serde_json::json!(["runbook"]));
+}
+
+#[tokio::test]
+async fn a_comment_change_s_new_incarnation_replaces_the_markdown_of_the_same_version() {
+    let pool = database_with_source().await;
+    let converted = |incarnation: u64, markdown: &str| {
+        let mut page = info(9, 3);
+        page.incarnation = incarnation;
+        Envelope::new(PageConverted {
+            page,
+            markdown: markdown.to_owned(),
+            metadata: ContentMetadata::default(),
+        })
+    };
+    let markdown = || async {
+        sqlx::query_scalar::<_, String>("SELECT markdown FROM confluence_pages WHERE page_id = '9'")
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+    };
+    apply(&pool, &converted(0, "Body.\n")).await;
+    // The fetcher's page.changed of the next incarnation arrives first, then its conversion.
+    let mut recommented = changed(9, 3).data;
+    recommented.page.incarnation = 1;
+    apply(&pool, &Envelope::new(recommented)).await;
+    apply(
+        &pool,
+        &converted(1, "Body.\n\n## Comments\n\n### Comment by a\n\nShip it.\n"),
+    )
+    .await;
+    assert!(markdown().await.contains("Ship it."));
+    // A late conversion of the earlier incarnation changes nothing.
+    apply(&pool, &converted(0, "Body.\n")).await;
+    assert!(markdown().await.contains("Ship it."));
 }
 
 #[tokio::test]

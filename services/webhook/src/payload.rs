@@ -1,5 +1,5 @@
 //! Webhook bodies: what Cloud Connect, Data Center and Automation deliveries say about a page or a
-//! blog post (`blog_*` events carry it as `blog`).
+//! blog post (`blog_*` events carry it as `blog`, `comment_*` events as the comment's `parent`).
 //!
 //! Cloud Connect bodies name no event (the app routes by URL path); Data Center bodies carry an
 //! `event` field; Automation bodies are whatever the rule's author templated, so every field but the
@@ -42,6 +42,11 @@ pub fn action_for(event: &str) -> EventAction {
         | "label_removed" | "blog_created" | "blog_updated" | "blog_restored" => {
             EventAction::Hint(HintReason::Changed)
         }
+        // A comment is part of its page's searchable content: the fetcher fetches the page's
+        // comments again (a removed comment included) and compares them with what it emitted.
+        "comment_created" | "comment_updated" | "comment_removed" => {
+            EventAction::Hint(HintReason::Changed)
+        }
         // The fetcher confirms with Confluence before it emits `page.deleted`.
         "page_trashed" | "page_removed" | "blog_trashed" | "blog_removed" => {
             EventAction::Hint(HintReason::Removed)
@@ -80,6 +85,15 @@ struct RawDelivery {
     /// Center ones).
     #[serde(default, alias = "labelled")]
     labeled: Option<RawPage>,
+    #[serde(default)]
+    comment: Option<RawComment>,
+}
+
+/// A comment event's comment: the page (or blog post) it is on comes as its `parent`.
+#[derive(Deserialize)]
+struct RawComment {
+    #[serde(default)]
+    parent: Option<RawPage>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +136,13 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
     }
     let mut action = action_for(&event);
     // `blog_*` events carry the blog post as `blog`; label events name what they labelled.
+    let comment_event = event.starts_with("comment_");
     let (raw_page, implied) = match (raw.page, raw.blog, raw.labeled) {
+        // Comment events carry the commented page under `comment.parent`.
+        _ if comment_event => (
+            raw.comment.and_then(|comment| comment.parent),
+            ContentType::Page,
+        ),
         (Some(page), ..) => (Some(page), ContentType::Page),
         (None, Some(blog), _) => (Some(blog), ContentType::Blogpost),
         (None, None, labeled) if event.starts_with("blog_") => (labeled, ContentType::Blogpost),
@@ -152,7 +172,13 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
             let page = raw_page.ok_or_else(|| PayloadError::NoPage {
                 event: event.clone(),
             })?;
-            Some(page.resolve(content_type)?)
+            let mut page = page.resolve(content_type)?;
+            if comment_event {
+                // The version there is the page's, which a comment does not change: a hint
+                // carrying it would be deduplicated against the page's last edit hint.
+                page.version = None;
+            }
+            Some(page)
         }
     };
     Ok(Delivery {
@@ -262,7 +288,10 @@ mod tests {
         for event in ["blog_created", "blog_updated", "blog_restored"] {
             assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
         }
-        for event in ["comment_created", "content_created", "label_created"] {
+        for event in ["comment_created", "comment_updated", "comment_removed"] {
+            assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
+        }
+        for event in ["content_created", "label_created", "attachment_created"] {
             assert_eq!(action_for(event), EventAction::Ignore);
         }
     }
@@ -363,9 +392,44 @@ mod tests {
 
     #[test]
     fn ignored_events_need_no_page() {
-        let delivery = decode(br#"{"comment":{"id":"1"}}"#, Some("comment_created")).expect("ok");
+        let delivery = decode(br#"{"content":{"id":"1"}}"#, Some("content_created")).expect("ok");
         assert_eq!(delivery.action, EventAction::Ignore);
         assert_eq!(delivery.page, None);
+    }
+
+    #[test]
+    fn comment_events_hint_the_commented_page_without_its_version() {
+        let created = decode(
+            br#"{"comment":{"id":"30000009","contentType":"comment","version":1,"parent":{"idAsString":"30000007","id":"30000007","spaceKey":"OPS","contentType":"page","version":3}}}"#,
+            Some("comment_created"),
+        )
+        .expect("comment_created");
+        assert_eq!(created.action, EventAction::Hint(HintReason::Changed));
+        assert_eq!(page(&created).id.as_str(), "30000007");
+        assert_eq!(page(&created).content_type, ContentType::Page);
+        assert_eq!(page(&created).space_key.as_deref(), Some("OPS"));
+        assert_eq!(page(&created).version, None);
+        let on_blog = decode(
+            br#"{"comment":{"id":"5","parent":{"id":41,"contentType":"blogpost","version":2}}}"#,
+            Some("comment_removed"),
+        )
+        .expect("comment on a blog post");
+        assert_eq!(page(&on_blog).content_type, ContentType::Blogpost);
+        assert_eq!(on_blog.action, EventAction::Hint(HintReason::Changed));
+        let on_attachment = decode(
+            br#"{"comment":{"id":"6","parent":{"id":42,"contentType":"attachment"}}}"#,
+            Some("comment_updated"),
+        )
+        .expect("comment on an attachment");
+        assert_eq!(on_attachment.action, EventAction::Ignore);
+        let orphan =
+            decode(br#"{"comment":{"id":"7"}}"#, Some("comment_created")).expect_err("no page");
+        assert_eq!(
+            orphan,
+            PayloadError::NoPage {
+                event: "comment_created".into()
+            }
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn changed(id: u64, version: u64, body: String) -> Envelope<PageChanged> {
     Envelope::new(PageChanged {
         page: info(id, version),
         body_storage: body,
+        comments: Vec::new(),
     })
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use pagestream_events::{ContentType, PageId};
+use pagestream_events::{CommentLocation, ContentType, PageId};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LINK};
 use serde::de::DeserializeOwned;
@@ -13,8 +13,8 @@ use crate::model::{CurrentUser, Listing, ListingLinks};
 use crate::stats::Counters;
 use crate::transport::{Fetched, SharedTransport, Transport};
 use crate::{
-    AncestorRef, ClientConfig, ClientStats, ConfluenceError, Content, Page, SearchHit, Space,
-    SpaceId, SpaceKey, UserTimeZone,
+    AncestorRef, ClientConfig, ClientStats, Comment, ConfluenceError, Content, Page, SearchHit,
+    Space, SpaceId, SpaceKey, UserTimeZone,
 };
 
 /// Expansions for a v1 search that returns everything a `page.changed` needs in one request per
@@ -26,6 +26,17 @@ pub const SYNC_EXPAND: &[&str] = &[
     "ancestors",
     "metadata.labels",
     "history",
+];
+
+/// Expansions for a v1 comment search (`type=comment`): everything a page event's comment needs,
+/// with the page it is on (`container`) and the comment a reply answers (`ancestors`).
+pub const COMMENT_EXPAND: &[&str] = &[
+    "body.storage",
+    "version",
+    "container",
+    "ancestors",
+    "extensions.inlineProperties",
+    "extensions.resolution",
 ];
 
 /// Largest page of results Confluence serves (v1 and v2).
@@ -303,6 +314,46 @@ impl ConfluenceClient {
         self.get_json(&url).await
     }
 
+    /// v2 comments of a page or blog post: its top-level footer comments, then its top-level
+    /// inline comments (`/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments`), each followed
+    /// by its replies (`/api/v2/{footer|inline}-comments/{id}/children`), bodies in storage
+    /// format, every listing followed through its cursor. Replies are one level deep, as Cloud's
+    /// editor makes them. A 404 may mean "no permission", as for the page.
+    pub async fn comments(
+        &self,
+        kind: ContentType,
+        id: &PageId,
+    ) -> Result<Vec<(CommentLocation, Comment)>, ConfluenceError> {
+        let mut comments = Vec::new();
+        for location in [CommentLocation::Footer, CommentLocation::Inline] {
+            let listing = format!("{}-comments", comment_location(location));
+            let url = self.comment_listing(&[v2_collection(kind), id.as_str(), &listing]);
+            let roots = Pager::new(self.clone(), url, decode_results::<Comment>)
+                .collect_all()
+                .await?;
+            for root in roots {
+                let url = self.comment_listing(&[listing.as_str(), root.id.as_str(), "children"]);
+                let replies = Pager::new(self.clone(), url, decode_results::<Comment>)
+                    .collect_all()
+                    .await?;
+                comments.push((location, root));
+                comments.extend(replies.into_iter().map(|reply| (location, reply)));
+            }
+        }
+        Ok(comments)
+    }
+
+    fn comment_listing(&self, segments: &[&str]) -> Url {
+        let mut url = self.endpoint(&["api", "v2"]);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.extend(segments);
+        }
+        url.query_pairs_mut()
+            .append_pair("body-format", "storage")
+            .append_pair("limit", &MAX_LIMIT.to_string());
+        url
+    }
+
     /// v2 `GET /api/v2/pages/{id}/ancestors`, top-down (the space's root first, the parent last).
     /// Deep trees are followed by asking again for the highest ancestor, as Confluence documents.
     pub async fn ancestors(&self, id: &PageId) -> Result<Vec<AncestorRef>, ConfluenceError> {
@@ -401,6 +452,13 @@ impl ConfluenceClient {
 }
 
 /// The v2 collection of a content type.
+fn comment_location(location: CommentLocation) -> &'static str {
+    match location {
+        CommentLocation::Footer => "footer",
+        CommentLocation::Inline => "inline",
+    }
+}
+
 fn v2_collection(kind: ContentType) -> &'static str {
     match kind {
         ContentType::Page => "pages",

@@ -125,7 +125,8 @@ enum Bound {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CqlQuery {
     space: SpaceKey,
-    with_blog_posts: bool,
+    /// The `type` clause.
+    types: &'static str,
     modified_from: Option<DateTime<Utc>>,
     modified_before: Option<DateTime<Utc>>,
     time_zone: UserTimeZone,
@@ -136,7 +137,7 @@ impl CqlQuery {
     pub fn pages_in_space(space: SpaceKey) -> Self {
         Self {
             space,
-            with_blog_posts: false,
+            types: "type=page",
             modified_from: None,
             modified_before: None,
             time_zone: UserTimeZone::UTC,
@@ -146,8 +147,25 @@ impl CqlQuery {
     /// `type in (page,blogpost)`: both in one listing (one request a batch, not one per type).
     pub fn content_in_space(space: SpaceKey) -> Self {
         Self {
-            with_blog_posts: true,
+            types: "type in (page,blogpost)",
             ..Self::pages_in_space(space)
+        }
+    }
+
+    /// `type=comment`: the comments on the space's pages and blog posts (expand `container` to
+    /// learn which).
+    pub fn comments_in_space(space: SpaceKey) -> Self {
+        Self {
+            types: "type=comment",
+            ..Self::pages_in_space(space)
+        }
+    }
+
+    /// The same space, window and time zone over the space's comments (`type=comment`).
+    pub fn comments(&self) -> Self {
+        Self {
+            types: "type=comment",
+            ..self.clone()
         }
     }
 
@@ -186,12 +204,12 @@ impl CqlQuery {
 
 impl fmt::Display for CqlQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let types = if self.with_blog_posts {
-            "type in (page,blogpost)"
-        } else {
-            "type=page"
-        };
-        write!(f, "{types} and space={}", quote_cql(self.space.as_str()))?;
+        write!(
+            f,
+            "{} and space={}",
+            self.types,
+            quote_cql(self.space.as_str())
+        )?;
         if let Some(from) = self.modified_from {
             write!(f, " and lastmodified >= {}", self.date(from, Bound::Lower))?;
         }
@@ -207,6 +225,26 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn comment_searches_keep_the_window() {
+        let space = SpaceKey::new("ENG").expect("key");
+        let at = Utc
+            .with_ymd_and_hms(2024, 3, 1, 10, 5, 30)
+            .single()
+            .expect("date");
+        let window = CqlQuery::content_in_space(space.clone())
+            .modified_from(at)
+            .modified_before(at);
+        assert_eq!(
+            window.comments().to_string(),
+            r#"type=comment and space="ENG" and lastmodified >= "2024-03-01 10:05" and lastmodified < "2024-03-01 10:05" order by lastmodified asc"#
+        );
+        assert_eq!(
+            CqlQuery::comments_in_space(space).to_string(),
+            r#"type=comment and space="ENG" order by lastmodified asc"#
+        );
+    }
 
     #[test]
     fn quoting_escapes_backslash_before_quote() {

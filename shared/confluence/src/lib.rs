@@ -6,7 +6,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), pagestream_confluence::ConfluenceError> {
 //! use pagestream_confluence::*;
-//! use pagestream_events::PageId;
+//! use pagestream_events::{ContentType, PageId};
 //!
 //! // One client per source. Cloud: Basic email:api_token; Data Center: `Auth::data_center(pat)`.
 //! // Defaults: 30 s timeout, 4 attempts (backoff 1/2/4 s ±20 %), Retry-After clamped to 60 s,
@@ -36,13 +36,17 @@
 //!     for c in &batch { let _ = (c.storage(), c.label_names(), &c.ancestors, c.last_modified()); }
 //! }
 //!
+//! // Comments: the space's by CQL (`CqlQuery::comments_in_space`, expand `COMMENT_EXPAND`), or
+//! // one page's v2 footer and inline comments, each top-level one followed by its replies.
+//! let comments = run.comments(ContentType::Page, &ids[0]).await?; // Vec<(CommentLocation, Comment)>
+//!
 //! // Hints: one page (body + labels), its ancestors (ids, top-down).
 //! let page = run.page(&ids[0]).await; // Err(NotFound) may mean "no permission" on Cloud
 //! let chain = run.ancestors(&ids[0]).await?;
 //!
 //! // What to report in the sync run.
 //! let stats: ClientStats = run.stats(); // requests, retries, rate_limited, waited(), ...
-//! # let _ = (bodies, page, chain, stats); Ok(()) }
+//! # let _ = (bodies, page, chain, stats, comments); Ok(()) }
 //! ```
 //!
 //! Data Center has no v2 API: use [`ConfluenceClient::search`] (with [`SYNC_EXPAND`]) for
@@ -64,14 +68,17 @@ mod stats;
 mod transport;
 
 pub use client::{
-    BulkPages, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT, Pager, SYNC_EXPAND,
+    BulkPages, COMMENT_EXPAND, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT,
+    Pager, SYNC_EXPAND,
 };
 pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};
 pub use error::ConfluenceError;
 pub use model::{
-    AncestorRef, Body, BodyValue, Content, ContentAncestor, ContentLinks, ContentVersion, History,
-    Label, LabelList, Metadata, Page, SearchHit, Space, SpaceId, SpaceRef, User, Version,
+    AncestorRef, Body, BodyValue, Comment, CommentResolution, Content, ContentAncestor,
+    ContentExtensions, ContentLinks, ContentVersion, History, InlineCommentProperties,
+    InlineProperties, Label, LabelList, Metadata, Page, SearchHit, Space, SpaceId, SpaceRef, User,
+    Version,
 };
 pub use secret::{Auth, Secret};
 pub use stats::ClientStats;

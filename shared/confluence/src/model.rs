@@ -91,6 +91,48 @@ impl Page {
     }
 }
 
+/// A v2 comment: an entry of `/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments` (top-level
+/// comments, with `pageId` or `blogPostId`) or of `/api/v2/{footer|inline}-comments/{id}/children`
+/// (replies, with `parentCommentId`). Inline comments carry their `resolutionStatus` and the
+/// selection they highlight.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    pub id: PageId,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient_page_id")]
+    pub parent_comment_id: Option<PageId>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: Option<Version>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub body: Option<Body>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub resolution_status: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub properties: Option<InlineCommentProperties>,
+}
+
+impl Comment {
+    pub fn version_number(&self) -> u64 {
+        self.version.as_ref().map_or(0, |v| v.number)
+    }
+
+    pub fn storage(&self) -> Option<&str> {
+        self.body.as_ref().and_then(Body::storage)
+    }
+}
+
+/// What an inline comment highlights.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineCommentProperties {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub inline_original_selection: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub inline_marker_ref: Option<String>,
+}
+
 /// A v2 version.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -215,8 +257,41 @@ pub struct Content {
     pub body: Option<Body>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Option<Metadata>,
+    /// A comment's page or blog post (expand `container`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub container: Option<ContentAncestor>,
+    /// A comment's location, and an inline one's resolution and selection. Pages carry other
+    /// extensions: a shape not understood is none, never a failed page.
+    #[serde(default, deserialize_with = "lenient_extensions")]
+    pub extensions: Option<ContentExtensions>,
     #[serde(default, rename = "_links", deserialize_with = "null_as_default")]
     pub links: ContentLinks,
+}
+
+/// v1 `extensions` of a comment (`location`: `footer` or `inline`; `resolution` and
+/// `inlineProperties` with `extensions.resolution` and `extensions.inlineProperties` expanded).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentExtensions {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub location: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub resolution: Option<CommentResolution>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub inline_properties: Option<InlineProperties>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct CommentResolution {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineProperties {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub original_selection: Option<String>,
 }
 
 impl Content {
@@ -361,6 +436,13 @@ impl StringOrNumber {
             Self::Signed(n) => n.to_string(),
         }
     }
+}
+
+fn lenient_extensions<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ContentExtensions>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>

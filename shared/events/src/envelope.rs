@@ -230,14 +230,17 @@ mod tests {
         let a = Envelope::new(PageChanged {
             page: page_info(3),
             body_storage: "<p>a</p>".into(),
+            comments: Vec::new(),
         });
         let b = Envelope::new(PageChanged {
             page: page_info(3),
             body_storage: "<p>a</p>".into(),
+            comments: Vec::new(),
         });
         let c = Envelope::new(PageChanged {
             page: page_info(4),
             body_storage: "<p>a</p>".into(),
+            comments: Vec::new(),
         });
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
@@ -265,6 +268,7 @@ mod tests {
             Envelope::new(PageChanged {
                 page,
                 body_storage: "<p>a</p>".into(),
+                comments: Vec::new(),
             })
             .id
         };

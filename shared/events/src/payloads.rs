@@ -204,12 +204,59 @@ fn version_fact(version: u64, incarnation: u64) -> Vec<String> {
     fact
 }
 
-/// `page.changed`: a new version of a page, with its storage-format body.
+/// `page.changed`: a new version of a page, with its storage-format body and its comments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageChanged {
     #[serde(flatten)]
     pub page: PageInfo,
     pub body_storage: String,
+    /// The page's comments, top-level ones in Confluence's order, each followed by its replies.
+    /// A comment change keeps the page's version: it comes as a new incarnation. Empty in events
+    /// written before comments were fetched, and where the source's API has no comments (Data
+    /// Center).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<PageComment>,
+}
+
+/// Where a comment sits on its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommentLocation {
+    /// Below the page.
+    Footer,
+    /// On a highlighted selection of the page's text.
+    Inline,
+}
+
+/// A comment on a page or blog post, or a reply to one (`parent_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageComment {
+    pub id: PageId,
+    pub location: CommentLocation,
+    /// The comment this one replies to; none for a top-level comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<PageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+    /// When its current version was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
+    pub version: u64,
+    pub body_storage: String,
+    /// An inline comment's `resolutionStatus` as Confluence spells it (`open`, `reopened`,
+    /// `resolved`, `dangling`); none for footer comments and replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// The text an inline comment highlights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+}
+
+impl PageComment {
+    /// Whether this is an inline comment its thread marked resolved.
+    pub fn is_resolved(&self) -> bool {
+        self.resolution.as_deref() == Some("resolved")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -143,7 +143,8 @@ struct PageMetadata<'a> {
 /// metadata of `page.converted` (`page.changed` keeps what is stored). Returns whether the row
 /// changed: on conflict it changes only for a (version, incarnation) at least the stored one, and a
 /// deleted row only for a strictly newer one. The same version and incarnation again updates where
-/// the page stands (a move or a label change creates no version).
+/// the page stands (a move or a label change creates no version) and its Markdown (a comment
+/// change: the `page.changed` of the new incarnation arrives first and keeps the old Markdown).
 pub async fn upsert(
     conn: &mut PgConnection,
     source_id: Uuid,
@@ -196,6 +197,7 @@ pub async fn upsert(
         WHERE (p.version, p.incarnation) < (EXCLUDED.version, EXCLUDED.incarnation)
            OR ((p.version, p.incarnation) = (EXCLUDED.version, EXCLUDED.incarnation) AND NOT p.is_deleted
                AND ($10::text IS NULL OR p.markdown_version IS DISTINCT FROM EXCLUDED.version
+                    OR p.markdown IS DISTINCT FROM $10
                     OR p.path IS DISTINCT FROM EXCLUDED.path
                     OR p.labels IS DISTINCT FROM EXCLUDED.labels))
         "#,

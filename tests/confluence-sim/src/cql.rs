@@ -1,5 +1,5 @@
 //! The CQL subset the fetcher uses: `type = page`, `type = blogpost` or
-//! `type in (page, blogpost)`, `space = "KEY"`, `lastmodified` compared with
+//! `type in (page, blogpost)`, or `type = comment` alone, `space = "KEY"`, `lastmodified` compared with
 //! `"yyyy-MM-dd HH:mm"` (or `"yyyy-MM-dd"`) in the API user's time zone, joined by `and`, with an
 //! optional `order by lastmodified [asc|desc]`. Anything else is rejected, as Confluence rejects
 //! what it cannot parse (400).
@@ -13,6 +13,8 @@ use crate::content::ContentKind;
 pub struct CqlFilter {
     /// The content types asked for (`type` is required).
     pub types: Vec<ContentKind>,
+    /// `type = comment`: comments (on the space's current pages and blog posts) instead.
+    pub comments: bool,
     pub space: Option<String>,
     pub modified: Vec<(Comparison, DateTime<Utc>)>,
     pub order: Option<SortOrder>,
@@ -137,6 +139,7 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
     let tokens = tokenize(cql)?;
     let mut filter = CqlFilter {
         types: Vec::new(),
+        comments: false,
         space: None,
         modified: Vec::new(),
         order: None,
@@ -192,7 +195,12 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
             };
             i += 3;
             match (field.as_str(), op.as_str()) {
-                ("type", "=") if filter.types.is_empty() => {
+                ("type", "=")
+                    if value.eq_ignore_ascii_case("comment") && filter.types.is_empty() =>
+                {
+                    filter.comments = true;
+                }
+                ("type", "=") if filter.types.is_empty() && !filter.comments => {
                     filter.types.push(content_kind(&value)?)
                 }
                 ("type", _) => return Err(format!("unsupported type clause: type {op} {value}")),
@@ -246,8 +254,8 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
             _ => return Err(format!("unexpected token at clause {}", i / 4 + 1)),
         }
     }
-    if filter.types.is_empty() {
-        return Err("the simulator needs a type clause (page, blogpost)".into());
+    if filter.types.is_empty() && !filter.comments {
+        return Err("the simulator needs a type clause (page, blogpost, comment)".into());
     }
     Ok(filter)
 }
@@ -297,6 +305,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_comment_searches() {
+        let f = parse(
+            r#"type=comment and space="ENG" and lastmodified >= "2024-03-01 10:05" order by lastmodified asc"#,
+            utc(),
+        )
+        .expect("parse");
+        assert!(f.comments);
+        assert!(f.types.is_empty());
+        assert_eq!(f.space.as_deref(), Some("ENG"));
+    }
+
+    #[test]
     fn escaped_quotes_stay_inside_the_value() {
         let f = parse(r#"type=page and space="EN\"G\\" "#, utc()).expect("parse");
         assert_eq!(f.space.as_deref(), Some("EN\"G\\"));
@@ -325,8 +345,8 @@ mod tests {
         for bad in [
             "",
             "space=ENG",
-            "type=comment",
             "type in (page, comment)",
+            "type=comment and type=page",
             "type in (page",
             "type in page",
             "type=page or space=ENG",

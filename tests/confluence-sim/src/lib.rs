@@ -25,7 +25,9 @@
 //! - Comments (`SimConfig::comment_count`, generated with replies and resolved inline ones):
 //!   `/wiki/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments` (top level, with
 //!   `resolutionStatus` and the highlighted selection for inline ones) and
-//!   `/wiki/api/v2/{footer|inline}-comments/{id}/children` (replies); [`SimHandle::add_comment`]
+//!   `/wiki/api/v2/{footer|inline}-comments/{id}/children` (replies), and the v1 CQL search
+//!   `type = comment` (with `container`, the replies' `ancestors` and `extensions.location`,
+//!   `.resolution`, `.inlineProperties`); [`SimHandle::add_comment`]
 //!   and its siblings send `comment_*` webhooks carrying the page under `parent`, and leave the
 //!   page's version alone, as Confluence does.
 

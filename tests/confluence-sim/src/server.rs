@@ -604,6 +604,96 @@ fn content_v1(
     value
 }
 
+/// A v1 comment (`type: comment`), as a CQL search returns it: `container` (its page or blog
+/// post), `ancestors` (the comment a reply answers), and `extensions` with its location and, for a
+/// top-level inline comment, its resolution and highlighted selection.
+fn comment_v1(state: &SimState, comment: &SimComment, expand: &[String], site: &str) -> Value {
+    let has = |name: &str| {
+        expand
+            .iter()
+            .any(|e| e == name || e.starts_with(&format!("{name}.")))
+    };
+    let key = &state.config.space_key;
+    let container = state.pages.get(&comment.container_id);
+    let title = container.map_or(String::new(), |p| format!("Re: {}", p.title));
+    let comment_webui = container.map_or(String::new(), |p| {
+        format!("{}?focusedCommentId={}", webui(key, p), comment.id)
+    });
+    let mut extensions = json!({"location": location_name(comment.location)});
+    if let (Some(resolution), Some(map)) = (comment.resolution, extensions.as_object_mut()) {
+        map.insert(
+            "resolution".into(),
+            json!({"status": resolution, "lastModifier": user_v1(comment.author),
+                   "lastModifiedDate": comment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+        );
+        map.insert(
+            "inlineProperties".into(),
+            json!({"markerRef": format!("marker-{}", comment.id),
+                   "originalSelection": comment.selection.clone().unwrap_or_default()}),
+        );
+    }
+    let mut value = json!({
+        "id": comment.id.to_string(),
+        "type": "comment",
+        "status": "current",
+        "title": title,
+        "extensions": extensions,
+        "_links": {
+            "webui": comment_webui,
+            "self": format!("{site}/rest/api/content/{}", comment.id),
+        },
+    });
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    let mut expandable = serde_json::Map::new();
+    if has("container") {
+        if let Some(page) = container {
+            map.insert(
+                "container".into(),
+                json!({"id": page.id.to_string(), "type": page.kind.name(), "status": "current",
+                       "title": page.title, "_links": {"webui": webui(key, page)}}),
+            );
+        }
+    } else {
+        expandable.insert("container".into(), json!(""));
+    }
+    if has("ancestors") {
+        let ancestors: Vec<Value> = comment
+            .parent_comment_id
+            .and_then(|parent| state.comments.get(&parent))
+            .map(|parent| {
+                json!({"id": parent.id.to_string(), "type": "comment", "status": "current",
+                       "title": title})
+            })
+            .into_iter()
+            .collect();
+        map.insert("ancestors".into(), json!(ancestors));
+    } else {
+        expandable.insert("ancestors".into(), json!(""));
+    }
+    if has("version") {
+        map.insert(
+            "version".into(),
+            json!({"by": user_v1(comment.author),
+            "when": comment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "", "number": comment.version, "minorEdit": false}),
+        );
+    } else {
+        expandable.insert("version".into(), json!(""));
+    }
+    if has("body") {
+        map.insert(
+            "body".into(),
+            json!({"storage": {"value": comment.body, "representation": "storage"}}),
+        );
+    } else {
+        expandable.insert("body".into(), json!(""));
+    }
+    map.insert("_expandable".into(), Value::Object(expandable));
+    value
+}
+
 fn page_v2(
     state: &SimState,
     page: &SimPage,
@@ -801,35 +891,69 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             .faults
             .trailing_empty_page
             .then_some(&mut state.empty_cursor_serial);
-        let mut matching: Vec<&SimPage> = state
-            .pages
-            .values()
-            .filter(|p| p.status == PageStatus::Current)
-            .filter(|p| filter.types.contains(&p.kind))
-            .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
-            .collect();
-        matching.sort_by_key(|p| key(p));
-        if descending {
-            matching.reverse();
-        }
-        let (page_ids, next) = paginate(matching, key, cursor, limit, descending, trailing);
         let mut bodies = Bodies::new();
-        let results: Vec<Value> = page_ids
-            .iter()
-            .filter(|id| !state.faults.cql_hidden.contains(id))
-            .filter_map(|id| state.pages.get(id))
-            .enumerate()
-            .map(|(i, p)| {
-                content_v1(
-                    state,
-                    p,
-                    &expand,
-                    &site,
-                    &mut bodies,
-                    &format!("/results/{i}"),
-                )
-            })
-            .collect();
+        let (results, next): (Vec<Value>, _) = if filter.comments {
+            // Comments of the space's current pages and blog posts (bodies are small: inline).
+            let comment_key = move |c: &SimComment| {
+                if ordered {
+                    (c.modified_at.timestamp_millis(), c.id)
+                } else {
+                    (0, c.id)
+                }
+            };
+            let mut matching: Vec<&SimComment> = state
+                .comments
+                .values()
+                .filter(|c| {
+                    state
+                        .pages
+                        .get(&c.container_id)
+                        .is_some_and(|p| p.status == PageStatus::Current)
+                })
+                .filter(|c| filter.matches(&state.config.space_key, c.modified_at))
+                .collect();
+            matching.sort_by_key(|c| comment_key(c));
+            if descending {
+                matching.reverse();
+            }
+            let (ids, next) = paginate(matching, comment_key, cursor, limit, descending, trailing);
+            let results = ids
+                .iter()
+                .filter_map(|id| state.comments.get(id))
+                .map(|c| comment_v1(state, c, &expand, &site))
+                .collect();
+            (results, next)
+        } else {
+            let mut matching: Vec<&SimPage> = state
+                .pages
+                .values()
+                .filter(|p| p.status == PageStatus::Current)
+                .filter(|p| filter.types.contains(&p.kind))
+                .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
+                .collect();
+            matching.sort_by_key(|p| key(p));
+            if descending {
+                matching.reverse();
+            }
+            let (page_ids, next) = paginate(matching, key, cursor, limit, descending, trailing);
+            let results = page_ids
+                .iter()
+                .filter(|id| !state.faults.cql_hidden.contains(id))
+                .filter_map(|id| state.pages.get(id))
+                .enumerate()
+                .map(|(i, p)| {
+                    content_v1(
+                        state,
+                        p,
+                        &expand,
+                        &site,
+                        &mut bodies,
+                        &format!("/results/{i}"),
+                    )
+                })
+                .collect();
+            (results, next)
+        };
         let mut links = json!({"base": site, "context": "/wiki",
         "self": format!("{site}/rest/api/content/search")});
         if let (Some(next), Some(map)) = (next, links.as_object_mut()) {

@@ -576,6 +576,60 @@ async fn comments_are_listed_per_page_with_replies_resolution_and_webhooks() {
     let mut expected: Vec<String> = all.iter().map(|c| c.id.to_string()).collect();
     expected.sort();
     assert_eq!(listed, expected);
+    // The space's comments by CQL (`type=comment`), with their page, the comment a reply answers,
+    // their location and an inline one's resolution, followed through `_links.next`.
+    let mut searched = Vec::new();
+    let mut next = Some(
+        "/wiki/rest/api/content/search?cql=type%3Dcomment%20and%20space%3D%22ENG%22&limit=50\
+         &expand=body.storage,version,container,ancestors,extensions.resolution"
+            .to_owned(),
+    );
+    while let Some(path) = next {
+        let path = path.strip_prefix("/wiki").unwrap_or(&path).to_owned();
+        let body: serde_json::Value = get(&sim, &format!("/wiki{path}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        for hit in body["results"].as_array().expect("results") {
+            assert_eq!(hit["type"], "comment");
+            let id: u64 = hit["id"].as_str().expect("id").parse().expect("numeric");
+            let sim_comment = sim
+                .handle
+                .comments(
+                    hit["container"]["id"]
+                        .as_str()
+                        .expect("container")
+                        .parse()
+                        .expect("id"),
+                )
+                .into_iter()
+                .find(|c| c.id == id)
+                .expect("a comment of its container");
+            assert_eq!(hit["body"]["storage"]["value"], sim_comment.body.as_str());
+            assert_eq!(hit["version"]["number"], sim_comment.version);
+            let location = match sim_comment.location {
+                confluence_sim::CommentLocation::Footer => "footer",
+                confluence_sim::CommentLocation::Inline => "inline",
+            };
+            assert_eq!(hit["extensions"]["location"], location);
+            assert_eq!(
+                hit["ancestors"][0]["id"].as_str(),
+                sim_comment
+                    .parent_comment_id
+                    .map(|p| p.to_string())
+                    .as_deref()
+            );
+            assert_eq!(
+                hit["extensions"]["resolution"]["status"].as_str().is_some(),
+                sim_comment.resolution.is_some()
+            );
+            searched.push(id);
+        }
+        next = body["_links"]["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(searched.len(), 200, "every comment once");
+
     let blog_id = page;
     assert_eq!(
         get(

@@ -1,10 +1,12 @@
 //! The demo's path with the real `local` model: add a source, sync it, search by meaning, by
 //! phrase and by Jira key, edit a page (the simulator posts the webhook) and find the new text,
-//! trash a page and see it disappear; the same for a blog post, found with `--content-type`.
+//! trash a page and see it disappear; the same for a blog post, found with `--content-type`; a
+//! comment (its webhook) makes its page findable by its text and shows with the page, a resolved
+//! inline comment is marked, a removed comment leaves search.
 
 use std::time::Duration;
 
-use confluence_sim::{CreatePage, EditPage};
+use confluence_sim::{CommentLocation, CreateComment, CreatePage, EditPage};
 use pagestream_cli::CliError;
 
 use super::stack::{Provider, SOURCE, Stack, eventually};
@@ -178,6 +180,100 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         .expect("pages <id>");
     assert!(page.contains("blue-green router"), "{page}");
     assert!(!page.contains("kubectl rollout undo"), "{page}");
+
+    // A comment reaches search and the page view through its webhook (the page keeps its
+    // version); a resolved inline comment is marked; a removed one leaves search.
+    let backups_id: u64 = backups.parse().expect("id");
+    let comment = |body: &str, location, selection: Option<&str>| CreateComment {
+        body: body.to_owned(),
+        location,
+        reply_to: None,
+        selection: selection.map(str::to_owned),
+    };
+    let (footer, _) = stack
+        .sim
+        .handle
+        .add_comment(
+            backups_id,
+            comment(
+                "<p>Restores from the nightly snapshot need the quokka passphrase from the vault.</p>",
+                CommentLocation::Footer,
+                None,
+            ),
+        )
+        .await
+        .expect("comment");
+    let (inline, _) = stack
+        .sim
+        .handle
+        .add_comment(
+            backups_id,
+            comment(
+                "<p>Say how long archived segments are kept.</p>",
+                CommentLocation::Inline,
+                Some("write-ahead log archiving"),
+            ),
+        )
+        .await
+        .expect("inline comment");
+    stack
+        .sim
+        .handle
+        .resolve_comment(inline.id, true)
+        .await
+        .expect("resolve");
+    // The page's chunks that hold the comment's words, with their full-text rank.
+    let comment_hits = || async {
+        let body = stack.search("\"quokka passphrase\"").await;
+        body["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .filter(|hit| hit["text"].as_str().is_some_and(|t| t.contains("quokka")))
+            .map(|hit| {
+                (
+                    hit["page_id"].as_str().unwrap_or_default().to_owned(),
+                    hit["text_rank"].as_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the comment is searchable",
+        Duration::from_secs(120),
+        || async { comment_hits().await.first() == Some(&(backups.clone(), Some(1))) },
+    )
+    .await;
+    eventually(
+        "the resolved comment is marked",
+        Duration::from_secs(120),
+        || async {
+            stack
+                .cli(&["pages", SOURCE, &backups])
+                .await
+                .is_ok_and(|page| page.contains("(resolved)"))
+        },
+    )
+    .await;
+    let page = stack
+        .cli(&["pages", SOURCE, &backups])
+        .await
+        .expect("pages <id>");
+    assert!(page.contains("## Comments"), "{page}");
+    assert!(page.contains("quokka passphrase"), "{page}");
+    assert!(page.contains("archived segments are kept"), "{page}");
+    stack
+        .sim
+        .handle
+        .remove_comment(footer.id)
+        .await
+        .expect("remove comment");
+    eventually(
+        "the removed comment left search",
+        Duration::from_secs(120),
+        || async { comment_hits().await.is_empty() },
+    )
+    .await;
 
     // A trashed page disappears from search and from the pages.
     stack

@@ -62,3 +62,53 @@ fn without_page_context_links_degrade_to_text_and_relative_files() {
     );
     assert_eq!(conversion.metadata.internal_links[0].space_key, None);
 }
+
+#[test]
+fn comments_follow_the_body_threaded_dated_and_marked_resolved() {
+    let mut page = page_changed("https://acme.atlassian.net/wiki/spaces/ENG/pages/4242/Runbook");
+    page.comments = serde_json::from_value(serde_json::json!([
+        {"id": "501", "location": "footer", "version": 1,
+         "author": {"account_id": "712020:ana"}, "last_modified": "2024-06-02T08:00:00Z",
+         "body_storage": "<p>Rotate the <strong>quokka</strong> key first.</p>"},
+        {"id": "502", "location": "footer", "parent_id": "501", "version": 2,
+         "author": {"account_id": "712020:bo", "display_name": "Bo"},
+         "last_modified": "2024-06-03T09:00:00Z",
+         "body_storage": "<p>Done, see <ac:structured-macro ac:name=\"jira\"><ac:parameter ac:name=\"key\">OPS-12</ac:parameter></ac:structured-macro>.</p>"},
+        {"id": "503", "location": "inline", "version": 1, "resolution": "resolved",
+         "selection": "plan [x](javascript:alert(1))",
+         "body_storage": "<p>Typo here.</p>"},
+        {"id": "504", "location": "inline", "version": 1, "resolution": "open",
+         "body_storage": "<p>Still open.</p>"}
+    ]))
+    .expect("comments");
+    let converted = convert_page(&page).expect("page converts");
+    let (body, comments) = converted
+        .markdown
+        .split_once("\n## Comments\n")
+        .expect("a comments section after the body");
+    assert!(body.contains("[OPS-9](https://acme.atlassian.net/browse/OPS-9)"));
+    assert_eq!(
+        comments,
+        "\n### Comment by 712020:ana on 2024-06-02\n\nRotate the **quokka** key first.\n\
+         \n#### Reply by Bo on 2024-06-03\n\nDone, see [OPS-12](https://acme.atlassian.net/browse/OPS-12).\n\
+         \n### Inline comment by unknown (resolved)\n\n> plan \\[x\\](javascript:alert(1))\n\nTypo here.\n\
+         \n### Inline comment by unknown\n\nStill open.\n"
+    );
+    assert!(
+        converted.metadata.word_count
+            > convert_page(&page_changed("u"))
+                .expect("converts")
+                .metadata
+                .word_count
+    );
+
+    // An event from before comments were fetched converts as it did.
+    let mut bare = page.clone();
+    bare.comments.clear();
+    assert!(
+        !convert_page(&bare)
+            .expect("converts")
+            .markdown
+            .contains("Comments")
+    );
+}

@@ -29,6 +29,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
             incarnation: 0,
         },
         body_storage: body,
+        comments: Vec::new(),
     })
     .with_sync_run(Some(uuid_run()))
 }
