@@ -843,6 +843,7 @@ async fn a_fact_stated_again_after_the_duplicate_window_keeps_its_first_statemen
         .publish(&Envelope::new(PageChanged {
             page: moved,
             body_storage: body("New title"),
+            comments: Vec::new(),
         }))
         .await
         .expect("new fact");
