@@ -2,8 +2,10 @@
 //! 100,000) of 384-dimensional random unit vectors and generated text, the api in-process, query
 //! embeddings over NATS request/reply from a responder on its own connection, and CLIENTS
 //! concurrent clients (default 8) sending mixed queries, with and without filters, over HTTP.
-//! Prints one JSON object with p50/p95/p99 of `/api/search`, embedding included. The database is
-//! dropped at the end unless KEEP_DATABASE is set (to study query plans).
+//! Each text leg (`postgres`: `ts_rank_cd`; `bm25`: the api's in-memory index) is measured on the
+//! same database with the same queries, one after the other (LEGS picks). Prints one JSON object
+//! with p50/p95/p99 of `/api/search` per leg, embedding included. The database is dropped at the
+//! end unless KEEP_DATABASE is set (to study query plans).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use pagestream_api::embed::answer_embed_queries;
-use pagestream_api::{AppParts, AppState, HashEmbedder, NatsQueryEmbedder, SearchSettings};
+use pagestream_api::{
+    AppParts, AppState, HashEmbedder, NatsQueryEmbedder, SearchSettings, TextLeg,
+};
 use pagestream_bus::{Bus, BusConfig};
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_telemetry::Readiness;
@@ -23,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const DIMENSION: usize = 384;
@@ -216,67 +221,40 @@ fn query(words: &Words, corpus: &Corpus, rng: &mut StdRng) -> (&'static str, Str
     (kind, format!("q={q}{filter}&limit=10"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let chunks = env_number("CHUNKS", 100_000)?;
-    let clients = env_number("CLIENTS", 8)?;
-    let requests = env_number("REQUESTS", 4000)?;
-    let mut rng = StdRng::seed_from_u64(7);
-    let words = Words::new(&mut rng);
+/// Which text legs to measure: `LEGS`, a comma-separated list of `postgres` and `bm25` (default
+/// both).
+fn legs() -> anyhow::Result<Vec<TextLeg>> {
+    let names = std::env::var("LEGS").unwrap_or_else(|_| "postgres,bm25".into());
+    names
+        .split(',')
+        .map(|name| match name.trim() {
+            "postgres" => Ok(TextLeg::Postgres),
+            "bm25" => Ok(TextLeg::Bm25),
+            other => bail!("LEGS: unknown text leg {other:?} (postgres, bm25)"),
+        })
+        .collect()
+}
 
-    let started = Instant::now();
-    let (_, database_url) = pagestream_testkit::database().await;
-    let search = SearchSettings::default();
-    let pool =
-        pagestream_store::connect_for_search(&database_url, 16, search.hnsw_ef_search).await?;
-    let corpus = load(&pool, &words, chunks, &mut rng).await?;
-    let load_s = started.elapsed().as_secs_f64();
-    let indexing = Instant::now();
-    build_index(&pool).await?;
-    let index_s = indexing.elapsed().as_secs_f64();
-    eprintln!("bench/search: loaded {chunks} chunks in {load_s:.1} s, indexed in {index_s:.1} s");
-
-    let bus = pagestream_testkit::bus().await;
-    // The responder stands in for the embedder service, on a connection of its own.
-    let responder_bus = Bus::connect(
-        BusConfig::new(pagestream_testkit::nats_url()).with_root(bus.config().root.clone()),
-    )
-    .await?;
-    tokio::spawn(answer_embed_queries(&responder_bus, HashEmbedder::new(MODEL, DIMENSION)).await?);
-    let state = AppState::new(AppParts {
-        pool: pool.clone(),
-        bus: bus.clone(),
-        registry: SourceRegistry::open(&bus).await?,
-        secret_key: SecretKey::parse(&SecretKey::generate())?,
-        api_key: API_KEY.to_owned(),
-        embedder: Arc::new(NatsQueryEmbedder::new(&bus, MODEL, search.embed_timeout)),
-        search,
-        confluence_timeout: Duration::from_secs(5),
-    });
-    let router = pagestream_api::router(state, Readiness::default());
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let mut queries: Vec<(&'static str, String)> = (0..requests + 200)
-        .map(|_| query(&words, &corpus, &mut rng))
-        .collect();
-    let warmup: Vec<_> = queries.drain(..200).collect();
+/// Warms up, then sends `queries` from `clients` concurrent clients; the latency figures.
+async fn measure(
+    base: &str,
+    warmup: &[(&'static str, String)],
+    queries: &Arc<Vec<(&'static str, String)>>,
+    clients: usize,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let http = reqwest::Client::new();
-    for (_, query) in &warmup {
+    for (_, query) in warmup {
         http.get(format!("{base}/api/search?{query}"))
             .bearer_auth(API_KEY)
             .send()
             .await?;
     }
-
-    let queries = Arc::new(queries);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let measuring = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (queries, next, http, base) =
-            (queries.clone(), next.clone(), http.clone(), base.clone());
+            (queries.clone(), next.clone(), http.clone(), base.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut samples: Vec<(&'static str, f64, usize, bool, f64)> = Vec::new();
             loop {
@@ -335,11 +313,109 @@ async fn main() -> anyhow::Result<()> {
             (
                 kind.to_owned(),
                 json!({"requests": values.len(), "p50_ms": round(percentile(&values, 50.0)),
-                       "p95_ms": round(percentile(&values, 95.0))}),
+                       "p95_ms": round(percentile(&values, 95.0)),
+                       "p99_ms": round(percentile(&values, 99.0))}),
             )
         })
         .collect();
     let empty = samples.iter().filter(|sample| sample.2 == 0).count();
+    let figures = json!({
+        "requests": samples.len(),
+        "errors_or_degraded": errors,
+        "empty_results": empty,
+        "p50_ms": round(percentile(&all, 50.0)),
+        "p95_ms": round(percentile(&all, 95.0)),
+        "p99_ms": round(percentile(&all, 99.0)),
+        "max_ms": round(all.last().copied().unwrap_or_default()),
+        "server_took_p50_ms": round(percentile(&server, 50.0)),
+        "server_took_p95_ms": round(percentile(&server, 95.0)),
+        "throughput_rps": round(samples.len() as f64 / wall),
+        "by_kind": kinds,
+    });
+    Ok(figures.as_object().cloned().unwrap_or_default())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let chunks = env_number("CHUNKS", 100_000)?;
+    let clients = env_number("CLIENTS", 8)?;
+    let requests = env_number("REQUESTS", 4000)?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let words = Words::new(&mut rng);
+
+    let started = Instant::now();
+    let (_, database_url) = pagestream_testkit::database().await;
+    let search = SearchSettings::default();
+    let pool =
+        pagestream_store::connect_for_search(&database_url, 16, search.hnsw_ef_search).await?;
+    let corpus = load(&pool, &words, chunks, &mut rng).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    let indexing = Instant::now();
+    build_index(&pool).await?;
+    let index_s = indexing.elapsed().as_secs_f64();
+    eprintln!("bench/search: loaded {chunks} chunks in {load_s:.1} s, indexed in {index_s:.1} s");
+
+    let bus = pagestream_testkit::bus().await;
+    // The responder stands in for the embedder service, on a connection of its own.
+    let responder_bus = Bus::connect(
+        BusConfig::new(pagestream_testkit::nats_url()).with_root(bus.config().root.clone()),
+    )
+    .await?;
+    tokio::spawn(answer_embed_queries(&responder_bus, HashEmbedder::new(MODEL, DIMENSION)).await?);
+    let mut queries: Vec<(&'static str, String)> = (0..requests + 200)
+        .map(|_| query(&words, &corpus, &mut rng))
+        .collect();
+    let warmup: Vec<_> = queries.drain(..200).collect();
+    let queries = Arc::new(queries);
+
+    // Each text leg on the same database and the same queries, one after the other.
+    let mut figures = serde_json::Map::new();
+    for leg in legs()? {
+        let state = AppState::new(AppParts {
+            pool: pool.clone(),
+            bus: bus.clone(),
+            registry: SourceRegistry::open(&bus).await?,
+            secret_key: SecretKey::parse(&SecretKey::generate())?,
+            api_key: API_KEY.to_owned(),
+            embedder: Arc::new(NatsQueryEmbedder::new(&bus, MODEL, search.embed_timeout)),
+            search: SearchSettings {
+                text_leg: leg,
+                ..search.clone()
+            },
+            confluence_timeout: Duration::from_secs(5),
+        });
+        let stop = CancellationToken::new();
+        let loading = Instant::now();
+        let maintaining = tokio::spawn(state.maintain_text_index(stop.clone()));
+        let text_index_load_s = match state.text_index() {
+            Some(index) => {
+                while !index.is_ready() {
+                    if maintaining.is_finished() {
+                        bail!("the text index stopped before it loaded");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(round(loading.elapsed().as_secs_f64()))
+            }
+            None => None,
+        };
+        let router = pagestream_api::router(state, Readiness::default());
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut measured = measure(&base, &warmup, &queries, clients).await?;
+        measured.insert("text_index_load_seconds".into(), json!(text_index_load_s));
+        serving.abort();
+        stop.cancel();
+        figures.insert(
+            match leg {
+                TextLeg::Bm25 => "bm25",
+                TextLeg::Postgres => "postgres",
+            }
+            .into(),
+            measured.into(),
+        );
+    }
     if std::env::var_os("KEEP_DATABASE").is_some() {
         eprintln!("bench/search: kept the database {database_url}");
     } else {
@@ -352,19 +428,9 @@ async fn main() -> anyhow::Result<()> {
             "chunks": chunks,
             "dimension": DIMENSION,
             "clients": clients,
-            "requests": samples.len(),
-            "errors_or_degraded": errors,
-            "empty_results": empty,
-            "p50_ms": round(percentile(&all, 50.0)),
-            "p95_ms": round(percentile(&all, 95.0)),
-            "p99_ms": round(percentile(&all, 99.0)),
-            "max_ms": round(all.last().copied().unwrap_or_default()),
-            "server_took_p50_ms": round(percentile(&server, 50.0)),
-            "server_took_p95_ms": round(percentile(&server, 95.0)),
-            "throughput_rps": round(samples.len() as f64 / wall),
             "goal_p95_ms": 50,
             "embedding_storage": if std::env::var_os("EMBEDDING_STORAGE_MAIN").is_some() { "main" } else { "as migrated" },
-            "by_kind": kinds,
+            "text_legs": figures,
             "load_seconds": round(load_s),
             "index_build_seconds": round(index_s),
             "loadavg": loadavg(),

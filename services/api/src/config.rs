@@ -86,14 +86,20 @@ pub struct ApiConfig {
     #[arg(long, env = "PAGESTREAM_SEARCH_LEG_DEPTH", default_value_t = 50)]
     pub leg_depth: u32,
 
-    /// How many matching chunks the full-text leg ranks at most (0: all). Bounds the cost of
-    /// queries made of very common terms.
+    /// How many matching chunks the `postgres` full-text leg ranks at most (0: all). Bounds the
+    /// cost of queries made of very common terms.
     #[arg(
         long,
         env = "PAGESTREAM_SEARCH_TEXT_CANDIDATES",
         default_value_t = 1000
     )]
     pub text_candidates: u32,
+
+    /// What ranks the full-text leg: `bm25`, an in-memory index of this process loaded from
+    /// Postgres and kept in step with it, or `postgres`, `ts_rank_cd` over the chunks that hold
+    /// every query word (also what `bm25` uses while its index loads).
+    #[arg(long, env = "PAGESTREAM_SEARCH_TEXT_LEG", default_value = "bm25")]
+    pub text_leg: TextLeg,
 
     /// When filters leave at most this many pages, the vector leg ranks their chunks exactly
     /// instead of walking the HNSW index (0: always the index).
@@ -123,6 +129,12 @@ pub struct ApiConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextLeg {
+    Bm25,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QueryEmbedderKind {
     Nats,
     Hash,
@@ -135,6 +147,7 @@ pub struct SearchSettings {
     pub rrf_k: u32,
     pub leg_depth: u32,
     pub text_candidates: u32,
+    pub text_leg: TextLeg,
     pub exact_filter_pages: u32,
     pub hnsw_ef_search: u32,
     pub embed_timeout: Duration,
@@ -147,6 +160,7 @@ impl Default for SearchSettings {
             rrf_k: 60,
             leg_depth: 50,
             text_candidates: 1000,
+            text_leg: TextLeg::Bm25,
             exact_filter_pages: 1000,
             hnsw_ef_search: 100,
             embed_timeout: Duration::from_secs(2),
@@ -169,6 +183,7 @@ impl ApiConfig {
             rrf_k: self.rrf_k,
             leg_depth: self.leg_depth.max(1),
             text_candidates: self.text_candidates,
+            text_leg: self.text_leg,
             exact_filter_pages: self.exact_filter_pages,
             hnsw_ef_search: self.hnsw_ef_search.clamp(1, 1000),
             embed_timeout: Duration::from_millis(self.query_embed_timeout_ms.max(1)),

@@ -20,9 +20,11 @@ mod pages;
 mod params;
 pub mod search;
 mod sources;
+pub mod text_index;
 pub mod ui;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,9 +40,11 @@ use pagestream_telemetry::Readiness;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPool;
 
-pub use config::{ApiConfig, QueryEmbedderKind, SearchSettings};
+pub use config::{ApiConfig, QueryEmbedderKind, SearchSettings, TextLeg};
 pub use embed::{CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
 use error::{ApiError, ErrorCode};
+use text_index::{TextIndex, TextIndexError};
+use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -56,6 +60,8 @@ struct Inner {
     api_key_digest: [u8; 32],
     embedder: Arc<dyn QueryEmbedder>,
     search: SearchSettings,
+    /// The text leg's BM25 index (none: Postgres ranks the text leg).
+    text_index: Option<Arc<TextIndex>>,
     confluence_timeout: Duration,
     /// Dimension of each embedding model that has stored vectors (`embedding_models`).
     model_dimensions: Mutex<HashMap<String, i32>>,
@@ -77,6 +83,16 @@ pub struct AppParts {
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
+        let text_index = match parts.search.text_leg {
+            TextLeg::Bm25 => match TextIndex::new(&parts.search.embedding_model) {
+                Ok(index) => Some(Arc::new(index)),
+                Err(error) => {
+                    tracing::warn!(%error, "no text index: Postgres ranks the text leg");
+                    None
+                }
+            },
+            TextLeg::Postgres => None,
+        };
         Self {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -86,11 +102,58 @@ impl AppState {
                 api_key_digest: Sha256::digest(parts.api_key.trim().as_bytes()).into(),
                 embedder: parts.embedder,
                 search: parts.search,
+                text_index,
                 confluence_timeout: parts.confluence_timeout,
                 model_dimensions: Mutex::new(HashMap::new()),
                 webhook_base_url: OnceLock::new(),
             }),
         }
+    }
+
+    /// The task that loads the text leg's BM25 index and keeps it in step with Postgres until
+    /// `token` is cancelled (done at once when Postgres ranks the text leg). Search uses the index
+    /// once it has loaded.
+    pub fn maintain_text_index(
+        &self,
+        token: CancellationToken,
+    ) -> impl Future<Output = Result<(), TextIndexError>> + Send + 'static {
+        let index = self.inner.text_index.clone();
+        let pool = self.inner.pool.clone();
+        async move {
+            match index {
+                Some(index) => text_index::maintain(index, pool, token).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Waits until the BM25 text index (when there is one) has loaded and applied every change
+    /// committed so far, at most `timeout`; whether it has. For tests and benchmarks that search
+    /// what they have just written.
+    pub async fn text_index_settled(&self, timeout: Duration) -> Result<bool, TextIndexError> {
+        let Some(index) = self.text_index() else {
+            return Ok(true);
+        };
+        let marker = uuid::Uuid::new_v4().to_string();
+        pagestream_store::search::announce_search_marker(&self.inner.pool, &marker).await?;
+        let deadline = Instant::now() + timeout;
+        while !(index.is_ready() && index.has_applied(&marker)) {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(true)
+    }
+
+    /// The text leg's BM25 index (none when Postgres ranks the text leg).
+    pub fn text_index(&self) -> Option<&Arc<TextIndex>> {
+        self.inner.text_index.as_ref()
+    }
+
+    /// The text leg's BM25 index, once it has loaded.
+    pub(crate) fn ready_text_index(&self) -> Option<&Arc<TextIndex>> {
+        self.text_index().filter(|index| index.is_ready())
     }
 
     /// Sets the webhook service's public base URL, once.

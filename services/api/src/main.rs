@@ -71,13 +71,15 @@ async fn main() -> anyhow::Result<()> {
         state.set_webhook_base_url(url);
     }
     let readiness = Readiness::default();
-    let router = pagestream_api::router(state, readiness.clone());
+    let router = pagestream_api::router(state.clone(), readiness.clone());
     let ops = pagestream_telemetry::ops_router(Some(telemetry.metrics.clone()), readiness.clone());
     let supervisor = Supervisor::new();
     supervisor.spawn(
         "http",
         pagestream_telemetry::serve(config.listen, router, supervisor.token()),
     );
+    // Search ranks its text leg in Postgres until the BM25 index has loaded.
+    supervisor.spawn("text-index", state.maintain_text_index(supervisor.token()));
     supervisor.spawn(
         "ops",
         pagestream_telemetry::serve(config.ops_listen, ops, supervisor.token()),

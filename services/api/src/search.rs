@@ -1,6 +1,7 @@
 //! Hybrid search over HTTP (DESIGN §6): the query is validated and embedded here; the store runs
 //! the hybrid query ([`pagestream_store::search`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -202,8 +203,14 @@ pub async fn handler(
 pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchResponse, ApiError> {
     let settings = &state.inner.search;
     let model = settings.embedding_model.as_str();
+    let depth = settings.leg_depth.max(request.limit);
     let mut warnings = Vec::new();
-    let vector = match state.inner.embedder.embed(&request.query).await {
+    // The query's embedding (a request to the embedder) and its BM25 ranking (CPU here) at once.
+    let (embedded, text_ranking) = tokio::join!(
+        state.inner.embedder.embed(&request.query),
+        bm25_ranking(state, request, depth)
+    );
+    let vector = match embedded {
         Ok(embedding) => match model_dimension(state, model).await? {
             Some(dimension) if dimension as usize == embedding.vector.len() => {
                 Some((dimension, embedding.vector))
@@ -248,9 +255,10 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             }),
             filters: &request.filters,
             kind: &request.kind,
-            depth: i64::from(settings.leg_depth.max(request.limit)),
+            depth: i64::from(depth),
             text_candidates: (settings.text_candidates > 0)
                 .then(|| i64::from(settings.text_candidates.max(settings.leg_depth))),
+            text_ranking: text_ranking.as_deref(),
             rrf_k: f64::from(settings.rrf_k),
             limit: i64::from(request.limit),
             headline_options: &headline_options,
@@ -287,6 +295,33 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
         warnings,
         took_ms: 0.0,
     })
+}
+
+/// The text leg ranked by the BM25 index: none while it loads, or if it fails (then Postgres ranks
+/// the text leg, and the failure is logged).
+async fn bm25_ranking(
+    state: &AppState,
+    request: &SearchRequest,
+    depth: u32,
+) -> Option<Vec<search::ChunkKey>> {
+    let index = Arc::clone(state.ready_text_index()?);
+    let query = request.query.clone();
+    let filters = request.filters.clone();
+    let kind = request.kind.clone();
+    let ranked =
+        tokio::task::spawn_blocking(move || index.search(&query, &filters, &kind, depth as usize))
+            .await;
+    match ranked {
+        Ok(Ok(ranking)) => Some(ranking),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "bm25 ranking failed; postgres ranks the text leg");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "bm25 ranking task failed; postgres ranks the text leg");
+            None
+        }
+    }
 }
 
 /// The dimension of a model's stored vectors, if any are stored (cached: it never changes).

@@ -7,18 +7,23 @@
 //! the whole pipeline with the `local` model, and every query is sent to `/api/search` once with
 //! `limit=100`: the answer holds every chunk either leg ranked (each leg's depth is 50) with its
 //! rank in each leg, so the vector-only and text-only rankings, and the fusion at other RRF
-//! constants and depths, are computed from the api's own leg ranks. Relevance is judged per page
-//! (a page's best chunk stands for it). Prints one JSON object.
+//! constants, depths and text weights, are computed from the api's own leg ranks. The api's text
+//! leg is BM25; Postgres's `ts_rank_cd` leg is asked of the store for the same queries, so both
+//! text legs are judged side by side. Relevance is judged per page (a page's best chunk stands for
+//! it). Prints one JSON object.
 
 #[allow(dead_code)]
 #[path = "../tests/cli/stack.rs"]
 mod stack;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use confluence_sim::CreatePage;
+use pagestream_api::TextLeg;
+use pagestream_store::pages::PageFilters;
+use pagestream_store::search::{self, ChunkKind, HybridQuery, SearchRow};
 use pagestream_testkit::bench::{loadavg, round};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
@@ -52,21 +57,36 @@ struct Query {
     relevant: Vec<String>,
 }
 
-/// One chunk of an answer, with its rank in each leg.
+/// One chunk of an answer, with its rank in each leg: the api's (its text leg is BM25) and
+/// Postgres's own text leg (`ts_rank_cd`, every word required), asked of the store directly.
 struct Hit {
     page: String,
+    chunk_index: i64,
     vector_rank: Option<i64>,
     text_rank: Option<i64>,
+    postgres_text_rank: Option<i64>,
+}
+
+impl Hit {
+    fn text_rank(&self, leg: TextLeg) -> Option<i64> {
+        match leg {
+            TextLeg::Bm25 => self.text_rank,
+            TextLeg::Postgres => self.postgres_text_rank,
+        }
+    }
 }
 
 /// How a ranking is made from the legs.
 #[derive(Clone, Copy)]
 enum Ranking {
     Vector,
-    Text,
+    Text(TextLeg),
     Fused {
         k: f64,
         depth: i64,
+        /// The text leg's weight in the fusion (the vector leg's is 1).
+        text_weight: f64,
+        text: TextLeg,
     },
     /// The api's own order.
     Api,
@@ -80,13 +100,18 @@ fn top_pages(hits: &[Hit], ranking: Ranking) -> Vec<String> {
         .filter_map(|(position, hit)| {
             let score = match ranking {
                 Ranking::Vector => hit.vector_rank.map(|rank| -(rank as f64)),
-                Ranking::Text => hit.text_rank.map(|rank| -(rank as f64)),
-                Ranking::Fused { k, depth } => {
+                Ranking::Text(leg) => hit.text_rank(leg).map(|rank| -(rank as f64)),
+                Ranking::Fused {
+                    k,
+                    depth,
+                    text_weight,
+                    text,
+                } => {
                     let leg = |rank: Option<i64>| {
                         rank.filter(|rank| *rank <= depth)
                             .map_or(0.0, |rank| 1.0 / (k + rank as f64))
                     };
-                    let score = leg(hit.vector_rank) + leg(hit.text_rank);
+                    let score = leg(hit.vector_rank) + text_weight * leg(hit.text_rank(text));
                     (score > 0.0).then_some(score)
                 }
                 Ranking::Api => Some(-(position as f64)),
@@ -144,6 +169,37 @@ fn evaluate(answers: &[(Query, Vec<Hit>)], ranking: Ranking, kind: Option<&str>)
            "ndcg_at_10": (ndcg / count * 1000.0).round() / 1000.0})
 }
 
+fn leg_name(leg: TextLeg) -> &'static str {
+    match leg {
+        TextLeg::Bm25 => "bm25",
+        TextLeg::Postgres => "postgres",
+    }
+}
+
+/// Postgres's own text leg for a query, as the api ranked it before the BM25 index: `ts_rank_cd`
+/// over the chunks that hold every word, at most 1,000 candidates, cut to the leg depth.
+async fn postgres_text_leg(stack: &Stack, query: &str) -> anyhow::Result<Vec<SearchRow>> {
+    let filters = PageFilters::default();
+    let kind = ChunkKind::default();
+    Ok(search::hybrid(
+        &stack.pool,
+        &HybridQuery {
+            text: query,
+            model: "all-MiniLM-L6-v2",
+            vector: None,
+            filters: &filters,
+            kind: &kind,
+            depth: LEG_DEPTH,
+            text_candidates: Some(1000),
+            text_ranking: None,
+            rrf_k: RRF_K,
+            limit: LEG_DEPTH,
+            headline_options: "",
+        },
+    )
+    .await?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let path = std::env::var("CORPUS")
@@ -196,6 +252,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("sync")?;
     let sync_s = synced.elapsed().as_secs_f64();
+    if !stack
+        .api
+        .text_index_settled(Duration::from_secs(60))
+        .await?
+    {
+        bail!("the api's text index did not catch up within 60 s");
+    }
     let (pages, chunks): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM confluence_pages WHERE NOT is_deleted), (SELECT count(*) FROM chunks)",
     )
@@ -220,22 +283,45 @@ async fn main() -> anyhow::Result<()> {
         let Some(hits) = response["hits"].as_array() else {
             bail!("search {:?} failed: {response}", query.query);
         };
-        let hits = hits
+        let mut hits: Vec<Hit> = hits
             .iter()
             .filter_map(|hit| {
                 Some(Hit {
                     page: keys.get(hit["page_id"].as_str()?)?.clone(),
+                    chunk_index: hit["chunk_index"].as_i64()?,
                     vector_rank: hit["vector_rank"].as_i64(),
                     text_rank: hit["text_rank"].as_i64(),
+                    postgres_text_rank: None,
                 })
             })
             .collect();
+        for row in postgres_text_leg(&stack, &query.query).await? {
+            let Some(page) = keys.get(&row.page_id) else {
+                continue;
+            };
+            let chunk_index = i64::from(row.chunk_index);
+            match hits
+                .iter_mut()
+                .find(|hit| hit.page == *page && hit.chunk_index == chunk_index)
+            {
+                Some(hit) => hit.postgres_text_rank = row.text_rank,
+                None => hits.push(Hit {
+                    page: page.clone(),
+                    chunk_index,
+                    vector_rank: None,
+                    text_rank: None,
+                    postgres_text_rank: row.text_rank,
+                }),
+            }
+        }
         answers.push((query, hits));
     }
 
     let fused = Ranking::Fused {
         k: RRF_K,
         depth: LEG_DEPTH,
+        text_weight: 1.0,
+        text: TextLeg::Bm25,
     };
     let mut by_kind = BTreeMap::new();
     for kind in ["api", "concept"] {
@@ -244,22 +330,45 @@ async fn main() -> anyhow::Result<()> {
             json!({
                 "queries": answers.iter().filter(|(query, _)| query.kind == kind).count(),
                 "vector": evaluate(&answers, Ranking::Vector, Some(kind)),
-                "text": evaluate(&answers, Ranking::Text, Some(kind)),
+                "text": evaluate(&answers, Ranking::Text(TextLeg::Bm25), Some(kind)),
                 "fused": evaluate(&answers, fused, Some(kind)),
+                "postgres_text": evaluate(&answers, Ranking::Text(TextLeg::Postgres), Some(kind)),
             }),
         );
     }
-    // The fusion's two knobs, from the same leg ranks.
+    // The fusion's knobs, from the same leg ranks, with either text leg.
     let mut sweep = Vec::new();
-    for k in [1.0, 10.0, 30.0, 60.0, 100.0] {
-        for depth in [10, 20, 50] {
-            let scores = evaluate(&answers, Ranking::Fused { k, depth }, None);
-            sweep.push(json!({"rrf_k": k, "leg_depth": depth,
-                              "mrr_at_10": scores["mrr_at_10"], "ndcg_at_10": scores["ndcg_at_10"]}));
+    for text in [TextLeg::Bm25, TextLeg::Postgres] {
+        for k in [1.0, 10.0, 30.0, 60.0, 100.0] {
+            for depth in [10, 20, 50] {
+                for text_weight in [1.0, 1.5, 2.0] {
+                    let ranking = Ranking::Fused {
+                        k,
+                        depth,
+                        text_weight,
+                        text,
+                    };
+                    let scores = evaluate(&answers, ranking, None);
+                    sweep.push(json!({"text_leg": leg_name(text), "rrf_k": k, "leg_depth": depth,
+                                      "text_weight": text_weight,
+                                      "mrr_at_10": scores["mrr_at_10"], "ndcg_at_10": scores["ndcg_at_10"]}));
+                }
+            }
         }
     }
+    let postgres_text = evaluate(&answers, Ranking::Text(TextLeg::Postgres), None);
+    let postgres_fused = evaluate(
+        &answers,
+        Ranking::Fused {
+            k: RRF_K,
+            depth: LEG_DEPTH,
+            text_weight: 1.0,
+            text: TextLeg::Postgres,
+        },
+        None,
+    );
     let vector = evaluate(&answers, Ranking::Vector, None);
-    let text = evaluate(&answers, Ranking::Text, None);
+    let text = evaluate(&answers, Ranking::Text(TextLeg::Bm25), None);
     let fused_all = evaluate(&answers, fused, None);
     let beats = |metric: &str| {
         fused_all[metric].as_f64() > vector[metric].as_f64()
@@ -277,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
             "vector": vector,
             "text": text,
             "fused": fused_all,
+            "postgres_text_leg": {"text": postgres_text, "fused": postgres_fused},
             "api_order": evaluate(&answers, Ranking::Api, None),
             "fused_beats_both": beats("mrr_at_10") && beats("ndcg_at_10"),
             "rrf_k": RRF_K,

@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use pagestream_api::SearchSettings;
+use pagestream_api::{SearchSettings, TextLeg};
 
 use crate::support::{
     self, SeedPage, TestApi, assert_error, seed_blog_post, seed_page, seed_source,
@@ -101,6 +101,7 @@ async fn seeded_with(responder: bool, settings: SearchSettings) -> (TestApi, Uui
     for page in &pages {
         seed_page(&api.pool, source, page).await;
     }
+    api.text_index_settled().await;
     (api, source)
 }
 
@@ -177,14 +178,103 @@ async fn search_finds_pages_by_jira_key_phrase_and_meaning() {
         "the reversed phrase does not match as text: {reversed}"
     );
 
-    // Meaning: no chunk holds every word, so full text finds nothing; the vector leg still finds
-    // the chunk that shares most of them.
+    // No chunk holds every word: BM25 still ranks the chunk that holds three of them first and
+    // the one with the fourth after it; the vector leg agrees on the first.
     let meaning = search(&api, "q=rotate+gateway+credentials+kubernetes").await;
     let hit = first_hit(&meaning);
     assert_eq!(hit["page_id"], "100", "{meaning}");
     assert_eq!(hit["chunk_index"], 0);
-    assert!(hit["text_rank"].is_null());
+    assert_eq!(hit["text_rank"], 1);
     assert_eq!(hit["vector_rank"], 1);
+    assert_eq!(text_ranked(&meaning), vec!["100", "102"], "{meaning}");
+
+    // An excluded word removes its chunks from the text leg.
+    let excluded = search(&api, "q=checkout+-hotel&limit=50").await;
+    assert!(
+        !text_ranked(&excluded).contains(&"200".to_owned()),
+        "{excluded}"
+    );
+    assert!(
+        text_ranked(&excluded).contains(&"101".to_owned()),
+        "{excluded}"
+    );
+    assert!(text_ranked(&search(&api, "q=checkout&limit=50").await).contains(&"200".to_owned()));
+}
+
+/// The pages of the hits the text leg ranked, in its order.
+fn text_ranked(body: &Value) -> Vec<String> {
+    let mut ranked: Vec<(i64, String)> = body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|hit| {
+            Some((
+                hit["text_rank"].as_i64()?,
+                hit["page_id"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, page)| page).collect()
+}
+
+#[tokio::test]
+async fn postgres_ranks_the_text_leg_when_told_to_and_requires_every_word() {
+    let settings = SearchSettings {
+        text_leg: TextLeg::Postgres,
+        ..SearchSettings::default()
+    };
+    let (api, source) = seeded_with(true, settings).await;
+    assert!(api.state.text_index().is_none());
+    let meaning = search(&api, "q=rotate+gateway+credentials+kubernetes").await;
+    assert_eq!(first_hit(&meaning)["page_id"], "100", "{meaning}");
+    assert!(text_ranked(&meaning).is_empty(), "{meaning}");
+    assert_eq!(
+        text_ranked(&search(&api, "q=rotate+gateway+credentials").await),
+        vec!["100"]
+    );
+    check_filters(&api, source).await;
+}
+
+#[tokio::test]
+async fn the_text_index_follows_what_postgres_commits() {
+    let (api, _) = seeded(true).await;
+    let index = api.state.text_index().expect("bm25 text index").clone();
+    assert_eq!(index.chunk_count(), 5, "the live pages' chunks");
+
+    // New words in a chunk, a new label on a page.
+    sqlx::query(
+        "UPDATE chunks SET text = 'The offsite moves to the zeppelin hangar.' \
+         WHERE page_id = '200'",
+    )
+    .execute(&api.pool)
+    .await
+    .expect("update chunk");
+    sqlx::query(
+        "UPDATE confluence_pages SET labels = labels || '{performance}' WHERE page_id = '102'",
+    )
+    .execute(&api.pool)
+    .await
+    .expect("update labels");
+    // A deletion: the search statement drops the page at once, whatever the index holds yet.
+    sqlx::query("UPDATE confluence_pages SET is_deleted = true WHERE page_id = '101'")
+        .execute(&api.pool)
+        .await
+        .expect("delete page");
+    let at_once = search(&api, "q=latency+budget&limit=50").await;
+    assert!(!page_ids(&at_once).contains(&"101".to_owned()), "{at_once}");
+
+    api.text_index_settled().await;
+    assert_eq!(
+        index.chunk_count(),
+        4,
+        "the deleted page's chunk left the index"
+    );
+    assert_eq!(text_ranked(&search(&api, "q=zeppelin").await), vec!["200"]);
+    assert_eq!(
+        text_ranked(&search(&api, "q=drain+nodes&label=performance").await),
+        vec!["102"]
+    );
 }
 
 #[tokio::test]
@@ -362,6 +452,7 @@ async fn the_content_type_filter_tells_blog_posts_from_pages() {
         },
     )
     .await;
+    api.text_index_settled().await;
     let content_types = |body: &Value| -> Vec<(String, String)> {
         body["hits"]
             .as_array()

@@ -15,6 +15,7 @@ use pagestream_telemetry::Readiness;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const API_KEY: &str = "test-api-key-0123456789abcdef";
@@ -31,6 +32,7 @@ pub struct TestApi {
     pub bus: Bus,
     pub registry: SourceRegistry,
     pub secret_key: SecretKey,
+    pub state: AppState,
 }
 
 /// Starts an api; with `responder`, something answers query-embedding requests (as the embedder
@@ -71,9 +73,10 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
         search,
         confluence_timeout: Duration::from_secs(5),
     });
+    tokio::spawn(state.maintain_text_index(CancellationToken::new()));
     let readiness = Readiness::default();
     readiness.set(true);
-    let router = pagestream_api::router(state, readiness);
+    let router = pagestream_api::router(state.clone(), readiness);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");
@@ -88,10 +91,24 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
         bus,
         registry,
         secret_key,
+        state,
     }
 }
 
 impl TestApi {
+    /// Waits until the BM25 text index (when there is one) has applied every change so far.
+    pub async fn text_index_settled(&self) {
+        let settled = self
+            .state
+            .text_index_settled(Duration::from_secs(15))
+            .await
+            .expect("announce marker");
+        assert!(
+            settled,
+            "the text index did not apply the changes within 15 s"
+        );
+    }
+
     /// A request with the api key; returns the status and the JSON body (Null when empty).
     pub async fn call(
         &self,

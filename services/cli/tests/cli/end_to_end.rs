@@ -100,6 +100,20 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
     assert!(synced.contains("changed 16"), "{synced}");
     assert!(synced.contains("indexed 16"), "{synced}");
     assert!(synced.contains("failed 0"), "{synced}");
+    // The api's BM25 text index followed the indexer's commits: it holds every stored chunk.
+    assert!(
+        stack
+            .api
+            .text_index_settled(Duration::from_secs(30))
+            .await
+            .expect("marker")
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
+        .fetch_one(&stack.pool)
+        .await
+        .expect("count chunks");
+    let indexed = stack.api.text_index().expect("bm25 index").chunk_count();
+    assert_eq!(indexed, u64::try_from(stored).expect("count"));
 
     // By meaning (no word in common with the title), by Jira key, by phrase.
     for (query, page, within) in [

@@ -38,6 +38,8 @@ pub struct Stack {
     pub sim: RunningSim,
     pub webhook_url: String,
     pub embedder_cancel: CancellationToken,
+    /// The in-process api's state (its BM25 text index).
+    pub api: AppState,
     cancel: CancellationToken,
 }
 
@@ -218,9 +220,10 @@ impl Stack {
             confluence_timeout: Duration::from_secs(5),
         });
         state.set_webhook_base_url(format!("http://127.0.0.1:{webhook_port}"));
+        tokio::spawn(state.maintain_text_index(cancel.clone()));
         let readiness = Readiness::default();
         readiness.set(true);
-        let router = pagestream_api::router(state, readiness);
+        let router = pagestream_api::router(state.clone(), readiness);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind api");
@@ -240,6 +243,7 @@ impl Stack {
             webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks/confluence/{SOURCE}"),
             sim,
             embedder_cancel,
+            api: state,
             cancel,
         }
     }
