@@ -5,7 +5,7 @@
 //! Each text leg (`postgres`: `ts_rank_cd`; `bm25`: the api's in-memory index) is measured on the
 //! same database with the same queries, one after the other (LEGS picks). Prints one JSON object
 //! with p50/p95/p99 of `/api/search` per leg, embedding included. The database is dropped at the
-//! end unless KEEP_DATABASE is set (to study query plans).
+//! end; with KEEP_DATABASE it stays until the process is interrupted (to study query plans).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -416,9 +416,8 @@ async fn main() -> anyhow::Result<()> {
             measured.into(),
         );
     }
-    if std::env::var_os("KEEP_DATABASE").is_some() {
-        eprintln!("bench/search: kept the database {database_url}");
-    } else {
+    let keep = std::env::var_os("KEEP_DATABASE").is_some();
+    if !keep {
         drop_database(pool, &database_url).await?;
     }
     println!(
@@ -436,5 +435,12 @@ async fn main() -> anyhow::Result<()> {
             "loadavg": loadavg(),
         })
     );
+    if keep {
+        // The test database goes with this runtime: keep both until told to stop.
+        eprintln!(
+            "bench/search: the database {database_url} stays until this process is interrupted"
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }
