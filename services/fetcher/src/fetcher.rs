@@ -149,6 +149,9 @@ pub struct Fetcher {
     hint_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// The event name of the hints a move publishes for the moved page's descendants.
+const ANCESTOR_MOVED: &str = "ancestor_moved";
+
 /// Locks that hints take, by page.
 const HINT_LOCKS: usize = 64;
 
@@ -322,7 +325,7 @@ impl Fetcher {
 
     /// Handles a webhook hint: fetch the page (or blog post) and its comments and emit it if it
     /// changed (a new version, a restore, a move, a label or comment change), or confirm a removal
-    /// and emit the deletion. A page of another space (Data Center and Connect webhooks are
+    /// and emit the deletion. A moved page's recorded descendants are hinted in turn. A page of another space (Data Center and Connect webhooks are
     /// site-wide) is never indexed into the source; a page it holds that moved to another space
     /// leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
@@ -418,25 +421,36 @@ impl Fetcher {
                     }
                     Err(error) => return Err(error),
                 };
-                match incarnation_to_emit(
+                let Some(incarnation) = incarnation_to_emit(
                     record.as_ref(),
                     changed.page.version,
                     &changed.page.path,
                     labels_known.then_some(labels.as_slice()),
                     comments.as_deref(),
-                ) {
-                    Some(incarnation) => self
-                        .emit_changed(
-                            changed,
-                            incarnation,
-                            labels_known,
-                            comments.is_some(),
-                            run_id,
-                        )
-                        .await
-                        .map(|()| true),
-                    None => Ok(false),
+                ) else {
+                    return Ok(false);
+                };
+                // A move takes the page's subtree along without a version or a webhook of
+                // theirs: each descendant is hinted, before the page is recorded at its new place
+                // (a crash in between hints them again when the move's hint comes back). A
+                // descendant's own hint has no subtree left to hint: the first covered it.
+                if let Some(old_path) = record
+                    .as_ref()
+                    .and_then(|record| record.path.as_deref())
+                    .filter(|old_path| *old_path != changed.page.path)
+                    && hint.webhook_event.as_deref() != Some(ANCESTOR_MOVED)
+                {
+                    self.hint_descendants(&hint.source, old_path).await?;
                 }
+                self.emit_changed(
+                    changed,
+                    incarnation,
+                    labels_known,
+                    comments.is_some(),
+                    run_id,
+                )
+                .await
+                .map(|()| true)
             }
             HintReason::Removed => {
                 // What the fetcher emitted knows the type best; the webhook's word otherwise.
@@ -461,6 +475,43 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// Hints every live page recorded under `old_path` (a moved page's subtree) as moved.
+    async fn hint_descendants(
+        &self,
+        source: &SourceKey,
+        old_path: &str,
+    ) -> Result<(), FetcherError> {
+        let below = format!("{old_path}/");
+        let records = self.state.records(source).await?;
+        let descendants: Vec<(&PageId, &PageRecord)> = records
+            .iter()
+            .filter(|(_, record)| {
+                record.live_version().is_some()
+                    && record
+                        .path
+                        .as_deref()
+                        .is_some_and(|path| path.starts_with(&below))
+            })
+            .collect();
+        if !descendants.is_empty() {
+            tracing::info!(%source, old_path, descendants = descendants.len(), "hinting a moved page's subtree");
+        }
+        for (page, record) in descendants {
+            let hint = PageHinted {
+                source: source.clone(),
+                page_id: page.clone(),
+                content_type: record.content_type,
+                reason: HintReason::Changed,
+                version: None,
+                space_key: None,
+                webhook_event: Some(ANCESTOR_MOVED.into()),
+                received_at: Utc::now(),
+            };
+            self.bus.publish(&Envelope::new(hint)).await?;
+        }
+        Ok(())
     }
 
     /// Publishes a page's new state, then records it: a crash in between re-publishes the same

@@ -1164,6 +1164,89 @@ async fn a_moved_page_gets_its_new_path_from_the_hint_or_the_next_sync() {
 }
 
 #[tokio::test]
+async fn a_moved_page_takes_its_subtree_along() {
+    let h = harness(40).await;
+    h.sync(SyncMode::Full).await;
+    let current = h.sim.handle.current_page_ids();
+    let below = |id: u64| -> BTreeSet<u64> {
+        current
+            .iter()
+            .copied()
+            .filter(|other| h.sim.handle.ancestors(*other).contains(&id))
+            .collect()
+    };
+    let (moved, subtree) = current
+        .iter()
+        .map(|id| (*id, below(*id)))
+        .filter(|(_, subtree)| !subtree.is_empty())
+        .min_by_key(|(_, subtree)| subtree.len())
+        .expect("a page with descendants");
+    let parent = h.sim.handle.ancestors(moved).last().copied();
+    let target = current
+        .iter()
+        .copied()
+        .find(|id| *id != moved && !subtree.contains(id) && Some(*id) != parent)
+        .expect("a new parent");
+    let expected_path = |id: u64| -> String {
+        h.sim
+            .handle
+            .ancestors(id)
+            .into_iter()
+            .chain([id])
+            .map(|id| format!("/{id}"))
+            .collect()
+    };
+
+    // An edit hint (no move) hints nothing else.
+    let mut hinted = Tap::open(&h, EventKind::PageHinted).await;
+    h.fetcher
+        .hint(&hint_of(&h, moved, HintReason::Changed, "page_moved"))
+        .await
+        .expect("hint without a move");
+    assert!(hinted.drain().await.is_empty());
+
+    // Confluence moves the subtree with the page and sends one webhook, for the page.
+    h.sim
+        .handle
+        .move_page(
+            moved,
+            MovePage {
+                parent_id: Some(target),
+            },
+        )
+        .await
+        .expect("move");
+    h.fetcher
+        .hint(&hint_of(&h, moved, HintReason::Changed, "page_moved"))
+        .await
+        .expect("hint");
+    assert_eq!(
+        last_changed(&h, moved).await.data.page.path,
+        expected_path(moved)
+    );
+    let hinted_pages: BTreeSet<u64> = hinted
+        .drain()
+        .await
+        .iter()
+        .map(|tapped| tapped.page.as_str().parse().expect("numeric id"))
+        .collect();
+    assert_eq!(hinted_pages, subtree, "each descendant is hinted once");
+    // Each hint, handled, gives its page the new path, and hints no one else.
+    for page in &subtree {
+        h.fetcher
+            .hint(&hint_of(&h, *page, HintReason::Changed, "ancestor_moved"))
+            .await
+            .expect("descendant hint");
+        assert_eq!(
+            last_changed(&h, *page).await.data.page.path,
+            expected_path(*page)
+        );
+        assert!(expected_path(*page).contains(&format!("/{target}/{moved}/")));
+    }
+    assert!(hinted.drain().await.is_empty());
+}
+
+#[tokio::test]
 async fn hints_of_other_spaces_are_not_indexed_and_removals_of_unrecorded_pages_delete() {
     let h = harness(20).await;
     let id = h.sim.handle.current_page_ids()[5];
