@@ -325,9 +325,9 @@ impl Fetcher {
 
     /// Handles a webhook hint: fetch the page (or blog post) and its comments and emit it if it
     /// changed (a new version, a restore, a move, a label or comment change), or confirm a removal
-    /// and emit the deletion. A moved page's recorded descendants are hinted in turn. A page of another space (Data Center and Connect webhooks are
-    /// site-wide) is never indexed into the source; a page it holds that moved to another space
-    /// leaves it.
+    /// and emit the deletion. A moved page's recorded descendants are hinted in turn. A page of
+    /// another space (Data Center and Connect webhooks are site-wide) is never indexed into the
+    /// source; a page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
         self.apply_hint(hint, &source.client, &source.site, None)
