@@ -151,6 +151,66 @@ async fn versions_only_move_forward_and_duplicates_change_nothing() {
 }
 
 #[tokio::test]
+async fn an_edit_rewrites_only_the_chunks_it_changed() {
+    let pool = database_with_source().await;
+    // Chunks as of version 2: 20 chunks, the same as version 1's but chunk 7, and chunk 19 gone.
+    let edited = |version: u64, count: u32| {
+        let mut event = chunks(1, version, count);
+        for chunk in &mut event.data.chunks {
+            if !(version == 2 && chunk.index == 7) {
+                chunk.text = format!("page 1 chunk {}", chunk.index);
+                chunk.content_hash = format!("1-{}", chunk.index);
+            }
+        }
+        event
+    };
+    apply(&pool, &changed(1, 1)).await;
+    apply(&pool, &edited(1, 20)).await;
+    // A row's xmin is the transaction that wrote it: a rewritten row (and its HNSW entry) has a
+    // new one.
+    let rows = |pool: PgPool| async move {
+        sqlx::query_as::<_, (i32, String, i64, String)>(
+            "SELECT chunk_index, xmin::text, page_version, text FROM chunks \
+             WHERE page_id = '1' ORDER BY chunk_index",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows")
+    };
+    let before = rows(pool.clone()).await;
+    apply(&pool, &changed(1, 2)).await;
+    apply(&pool, &edited(2, 19)).await;
+    let after = rows(pool.clone()).await;
+    assert_eq!(after.len(), 19);
+    let rewritten: Vec<i32> = after
+        .iter()
+        .zip(&before)
+        .filter(|(new, old)| new.1 != old.1)
+        .map(|(new, _)| new.0)
+        .collect();
+    assert_eq!(rewritten, vec![7], "only the edited chunk is written again");
+    assert_eq!(after[7].2, 2);
+    assert_eq!(after[7].3, "page 1 version 2 chunk 7");
+    assert_eq!(
+        after[6].2, 1,
+        "an unchanged chunk keeps the version it was written at"
+    );
+
+    // Version 3 only drops the last chunk: no row is written, none is of version 3.
+    apply(&pool, &changed(1, 3)).await;
+    let mut dropped = edited(2, 18);
+    dropped.data.version = 3;
+    apply(&pool, &dropped).await;
+    let latest = rows(pool.clone()).await;
+    assert_eq!(latest[..], after[..18]);
+    // Version 2's chunks arriving late change nothing: the page says which version its chunks
+    // are, the rows cannot.
+    apply(&pool, &edited(2, 19)).await;
+    apply(&pool, &edited(1, 20)).await;
+    assert_eq!(rows(pool.clone()).await, latest);
+}
+
+#[tokio::test]
 async fn a_deleted_page_stays_deleted_until_a_newer_version() {
     let pool = database_with_source().await;
     apply(&pool, &changed(2, 5)).await;

@@ -1,4 +1,5 @@
-//! `chunks`: a page's embedded chunks per model, replaced as a whole set.
+//! `chunks`: a page's embedded chunks per model, replaced as a set (only the changed rows are
+//! written).
 
 use pagestream_events::ChunksReady;
 use sqlx::{PgConnection, PgPool};
@@ -47,8 +48,16 @@ pub async fn replace(
     .bind(incarnation)
     .execute(&mut *conn)
     .await?;
-    let (stored_version, stored_incarnation, is_deleted): (i64, i64, bool) = sqlx::query_as(
-        "SELECT version, incarnation, is_deleted FROM confluence_pages WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
+    // `chunks_version`: the version whose chunks were last written. The chunk rows cannot tell:
+    // a chunk that an edit left alone keeps the version it was written at.
+    let (stored_version, stored_incarnation, is_deleted, chunks_version): (
+        i64,
+        i64,
+        bool,
+        Option<i64>,
+    ) = sqlx::query_as(
+        "SELECT version, incarnation, is_deleted, chunks_version FROM confluence_pages \
+         WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
     )
     .bind(source_id)
     .bind(page_id)
@@ -57,26 +66,10 @@ pub async fn replace(
     if is_deleted && (stored_version, stored_incarnation) >= (version, incarnation) {
         return Ok(false);
     }
-    let newest_chunks: Option<i64> = sqlx::query_scalar(
-        "SELECT max(page_version) FROM chunks WHERE source_id = $1 AND page_id = $2 AND embedding_model = $3",
-    )
-    .bind(source_id)
-    .bind(page_id)
-    .bind(&event.model)
-    .fetch_one(&mut *conn)
-    .await?;
-    if newest_chunks.is_some_and(|newest| newest > version) {
+    if chunks_version.is_some_and(|newest| newest > version) {
         return Ok(false);
     }
     ensure_embedding_index(&mut *conn, &event.model, dimension).await?;
-    sqlx::query(
-        "DELETE FROM chunks WHERE source_id = $1 AND page_id = $2 AND embedding_model = $3",
-    )
-    .bind(source_id)
-    .bind(page_id)
-    .bind(&event.model)
-    .execute(&mut *conn)
-    .await?;
     let chunks = &event.chunks;
     let indexes: Vec<i32> = chunks.iter().map(|chunk| chunk.index as i32).collect();
     let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
@@ -104,6 +97,23 @@ pub async fn replace(
         .iter()
         .map(|chunk| pgvector::Vector::from(chunk.vector.0.clone()))
         .collect();
+    // Only what changed is written: a chunk stored at the same place with the same embedded text
+    // (its hash covers the heading path) and the same metadata stays as it is, row and HNSW entry
+    // alike; the others are deleted, and the missing ones inserted.
+    sqlx::query(
+        "DELETE FROM chunks c WHERE c.source_id = $1 AND c.page_id = $2 AND c.embedding_model = $3 \
+         AND NOT EXISTS (SELECT 1 FROM unnest($4::int[], $5::text[], $6::jsonb[]) \
+         AS n(idx, hash, metadata) \
+         WHERE n.idx = c.chunk_index AND n.hash = c.content_hash AND n.metadata = c.metadata)",
+    )
+    .bind(source_id)
+    .bind(page_id)
+    .bind(&event.model)
+    .bind(&indexes)
+    .bind(&hashes)
+    .bind(&metadata)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         r#"
         INSERT INTO chunks (source_id, page_id, embedding_model, chunk_index, page_version, text,
@@ -115,6 +125,7 @@ pub async fn replace(
         FROM unnest($6::int[], $7::text[], $8::jsonb[], $9::text[], $10::int[], $11::vector[],
                     $12::jsonb[])
              AS c(idx, text, heading, hash, tokens, embedding, metadata)
+        ON CONFLICT (source_id, page_id, embedding_model, chunk_index) DO NOTHING
         "#,
     )
     .bind(source_id)
