@@ -99,7 +99,9 @@ async def exercise(session, transport):
     # search: a Jira key finds its page first; the filters narrow.
     text = await call(session, "search", {"query": EXPECT["jira"], "limit": 5})
     found = hits(text)
-    check(found and page_of(found[0]) == EXPECT["jira_page"], f"{transport}: Jira key search", text)
+    # Two pages hold the key: either may rank first (BM25 favours the shorter one).
+    check(found and page_of(found[0]) in (EXPECT["jira_page"], EXPECT["jira_twin"]),
+          f"{transport}: Jira key search", text)
     first = found[0]
     for part in ["- section: ", "- score: ", "last modified", "- freshness: last full sync completed", "/pages/"]:
         check(part in first, f"{transport}: a hit shows {part!r}", first)

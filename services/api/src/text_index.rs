@@ -1,10 +1,10 @@
 //! The text leg's BM25 index: every live chunk of the search model, held in memory by this api
 //! process (tantivy), ranked by Okapi BM25 over the chunk's heading path and text (English stems,
-//! stop words dropped) with OR semantics: a chunk that lacks one query word still ranks, below
-//! those that have it. Postgres stays the truth: the index is loaded from it at start, follows the
-//! changes it announces on commit ([`SearchChanges`]), and every hit is checked against it again
-//! (liveness, filters) in the search statement, so a hit the index still holds for a moment after
-//! a deletion is never shown.
+//! stop words dropped) with OR semantics within bounds: a chunk may lack a third of the query's
+//! words (at least one), and ranks below those that hold them. Postgres stays the truth: the
+//! index is loaded from it at start, follows the changes it announces on commit
+//! ([`SearchChanges`]), and every hit is checked against it again (liveness, filters) in the
+//! search statement, so a hit the index still holds for a moment after a deletion is never shown.
 //!
 //! Until the first load is done ([`TextIndex::is_ready`]) search ranks the text leg in Postgres.
 
@@ -190,8 +190,8 @@ impl TextIndex {
         Ok(keys)
     }
 
-    /// The query's words as websearch syntax reads them (`"a phrase"`, `-excluded`, `or`), each
-    /// word or phrase optional: none matched, nothing returned.
+    /// The query's words as websearch syntax reads them (`"a phrase"`, `-excluded`, `or`), of
+    /// which a chunk must hold [`required_words`]; none to match, nothing returned.
     fn words_query(&self, query: &str) -> Option<Box<dyn Query>> {
         let mut analyzer = analyzer();
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -225,10 +225,16 @@ impl TextIndex {
             };
             clauses.push((occur, clause));
         }
-        clauses
+        let words = clauses
             .iter()
-            .any(|(occur, _)| *occur == Occur::Should)
-            .then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>)
+            .filter(|(occur, _)| *occur == Occur::Should)
+            .count();
+        (words > 0).then(|| {
+            Box::new(BooleanQuery::with_minimum_required_clauses(
+                clauses,
+                required_words(words),
+            )) as Box<dyn Query>
+        })
     }
 
     fn filter_queries(&self, filters: &PageFilters, kind: &ChunkKind) -> Vec<Box<dyn Query>> {
@@ -479,6 +485,14 @@ fn analyzer() -> TextAnalyzer {
     }
 }
 
+/// How many of a query's `words` (and phrases) a chunk must hold: all but a third of them, and
+/// at least all but one. A chunk that lacks one word of five still ranks; one that shares a single
+/// common word with a long question does not (on pages that repeat that word, it would outrank
+/// what the question means).
+fn required_words(words: usize) -> usize {
+    words.saturating_sub((words / 3).max(1)).max(1)
+}
+
 fn page_key(source_id: Uuid, page_id: &str) -> String {
     format!("{source_id}/{page_id}")
 }
@@ -533,6 +547,12 @@ mod tests {
 
     fn part(text: &str, excluded: bool) -> QueryPart<'_> {
         QueryPart { text, excluded }
+    }
+
+    #[test]
+    fn a_chunk_may_lack_a_third_of_the_query_words() {
+        let required: Vec<usize> = (1..=7).map(required_words).collect();
+        assert_eq!(required, vec![1, 1, 2, 3, 4, 4, 5]);
     }
 
     #[test]
