@@ -431,7 +431,12 @@ async fn load_and_follow(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
 
 async fn load_everything(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), TextIndexError> {
     let started = Instant::now();
-    index.writer()?.delete_all_documents()?;
+    {
+        // A load cut short by an outage left documents uncommitted: they go first.
+        let mut writer = index.writer()?;
+        writer.rollback()?;
+        writer.delete_all_documents()?;
+    }
     let mut after: Option<ChunkKey> = None;
     let mut loaded = 0usize;
     loop {
