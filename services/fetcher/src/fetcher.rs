@@ -878,6 +878,9 @@ enum SpaceOf {
     Id(SpaceId),
 }
 
+/// Comments by the page they are on.
+type CommentsByPage = HashMap<PageId, Vec<PageComment>>;
+
 /// A page's event to emit.
 struct PageToEmit {
     changed: PageChanged,
@@ -1159,10 +1162,7 @@ impl Run<'_> {
         ids: &[PageId],
         tree: &Tree,
         wanted: &HashMap<PageId, u64>,
-        (listed, comments): (
-            &HashMap<PageId, Vec<PageComment>>,
-            &mut Option<HashMap<PageId, Vec<PageComment>>>,
-        ),
+        (listed, comments): (&CommentsByPage, &mut Option<CommentsByPage>),
         attachments: &mut HashMap<PageId, Vec<AttachmentRef>>,
     ) -> Result<(), FetcherError> {
         // Ids missing from the answer were removed since the listing: the next run deletes them.
