@@ -61,6 +61,7 @@ fn page_events(
         page: page.clone(),
         body_storage: format!("<p>{markdown}</p>"),
         comments: Vec::new(),
+        attachments: Vec::new(),
     });
     let converted = Envelope::new(PageConverted {
         page,

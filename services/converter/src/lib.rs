@@ -16,7 +16,8 @@ mod text;
 mod url;
 
 use pagestream_events::{
-    CommentLocation, ContentMetadata, PageChanged, PageComment, PageConverted, PageInfo,
+    AttachmentText, CommentLocation, ContentMetadata, PageAttachment, PageChanged, PageComment,
+    PageConverted, PageInfo,
 };
 
 pub use jira::is_valid_issue_key;
@@ -149,23 +150,33 @@ pub fn convert_bytes(storage: &[u8], options: &ConvertOptions) -> Result<Convers
 }
 
 /// Converts the body of a `page.changed` into the `page.converted` that follows it. The page's
-/// comments follow the body under a `Comments` heading (see [`render_comments`]), so that they
-/// are chunked, embedded and found with the page, and shown with it.
+/// comments follow the body under a `Comments` heading (see [`render_comments`]), then its
+/// attachments' text under an `Attachments` heading (see [`render_attachments`]), so that they
+/// are chunked, embedded and found with the page (a chunk's heading path names the comment or
+/// the file), and shown with it.
 pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
     let options = ConvertOptions::for_page(&page.page);
     let conversion = convert(&page.body_storage, &options)?;
     let mut markdown = conversion.markdown;
     let mut metadata = conversion.metadata;
+    let mut sections = Vec::new();
     if !page.comments.is_empty() {
-        let comments = render_comments(&page.comments, &options)?;
-        if !markdown.is_empty() && !markdown.ends_with("\n\n") {
-            markdown.push_str(if markdown.ends_with('\n') {
-                "\n"
-            } else {
-                "\n\n"
-            });
+        sections.push(render_comments(&page.comments, &options)?);
+    }
+    if !page.attachments.is_empty() {
+        sections.push(render_attachments(&page.attachments));
+    }
+    if !sections.is_empty() {
+        for section in sections {
+            if !markdown.is_empty() && !markdown.ends_with("\n\n") {
+                markdown.push_str(if markdown.ends_with('\n') {
+                    "\n"
+                } else {
+                    "\n\n"
+                });
+            }
+            markdown.push_str(&section);
         }
-        markdown.push_str(&comments);
         metadata.word_count = text::word_count(&markdown);
         metadata.content_length = markdown.chars().count() as u64;
     }
@@ -174,6 +185,47 @@ pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
         markdown,
         metadata,
     })
+}
+
+/// A page's attachments as Markdown: `## Attachments`, then one `###` section per file named by
+/// its file name, with a link to it, its type, and the text extracted from it (each line kept,
+/// Markdown syntax shown literally, so a heading inside a file cannot leave its section), or why
+/// there is none.
+pub fn render_attachments(attachments: &[PageAttachment]) -> String {
+    let mut out = String::from("## Attachments\n");
+    for attachment in attachments {
+        let name = text::escape_markdown(&attachment.file_name);
+        out.push_str(&format!(
+            "\n### {name}\n\n[{name}]({})",
+            attachment.url.replace(' ', "%20").replace(')', "%29")
+        ));
+        if let Some(media_type) = &attachment.media_type {
+            out.push_str(&format!(" ({})", text::escape_markdown(media_type)));
+        }
+        out.push_str("\n\n");
+        match &attachment.text {
+            AttachmentText::Extracted(extracted) => {
+                let body = text::escape_text_block(extracted);
+                if !body.is_empty() {
+                    out.push_str(&body);
+                    out.push('\n');
+                }
+            }
+            AttachmentText::Skipped(reason) => {
+                out.push_str(&format!(
+                    "*Text not extracted: {}.*\n",
+                    text::escape_markdown(reason)
+                ));
+            }
+            AttachmentText::Failed(reason) => {
+                out.push_str(&format!(
+                    "*Text could not be extracted: {}.*\n",
+                    text::escape_markdown(reason)
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A page's comments as Markdown: `## Comments`, then one `###` section per top-level comment

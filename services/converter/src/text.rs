@@ -18,6 +18,43 @@ pub fn escape_markdown(text: &str) -> String {
     escaped
 }
 
+/// Plain text (an attachment's) as Markdown that shows it literally: inline syntax escaped as by
+/// [`escape_markdown`], lines that would open a block (a heading, a list, a quote, a rule, a
+/// fence) escaped at their start, paragraphs (blank lines) kept, runs of blank lines collapsed.
+pub fn escape_text_block(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut blank = true;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            if !blank {
+                out.push('\n');
+            }
+            blank = true;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        blank = false;
+        let line = escape_markdown(line.trim_start());
+        if line.starts_with(['#', '-', '+', '=']) {
+            out.push('\\');
+        }
+        // An ordered list marker (`1.` or `1)`) is shown literally by escaping its punctuation.
+        let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+        match line.as_bytes().get(digits) {
+            Some(b'.' | b')') if digits > 0 => {
+                out.push_str(&line[..digits]);
+                out.push('\\');
+                out.push_str(&line[digits..]);
+            }
+            _ => out.push_str(&line),
+        }
+    }
+    out.trim_end().to_owned()
+}
+
 /// Collapses runs of whitespace and trims: parameter values are often padded with newlines.
 pub fn squash_whitespace(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")

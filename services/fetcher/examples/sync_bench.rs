@@ -1,10 +1,10 @@
-//! Full sync of a simulated space (pages, blog posts, comments on both) into JetStream, then a
-//! no-change full re-sync and a no-change incremental one. Prints one JSON object: pages, blog
-//! posts and comments, wall time, items/s, Confluence requests (and per item) of each run, events
-//! of the re-syncs.
+//! Full sync of a simulated space (pages, blog posts, comments and attachments on both) into
+//! JetStream, then a no-change full re-sync and a no-change incremental one. Prints one JSON
+//! object: pages, blog posts, comments and attachments, wall time, items/s, Confluence requests
+//! (and per item) of each run, attachment downloads, events of the re-syncs.
 //!
 //! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES] [BLOG_POSTS]
-//! [COMMENTS]` with the
+//! [COMMENTS] [ATTACHMENTS]` with the
 //! dev stack up (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the
 //! end.
 
@@ -35,9 +35,14 @@ async fn main() -> anyhow::Result<()> {
         Some(value) => value.parse().context("COMMENTS must be a number")?,
         None => 10_000,
     };
+    let attachments: usize = match std::env::args().nth(4) {
+        Some(value) => value.parse().context("ATTACHMENTS must be a number")?,
+        None => 1000,
+    };
     let config = SimConfig {
         blog_post_count: blog_posts,
         comment_count: comments,
+        attachment_count: attachments,
         ..SimConfig::new(42, pages)
     };
     let items = pages + blog_posts;
@@ -75,15 +80,19 @@ async fn main() -> anyhow::Result<()> {
         requested_at: Utc::now(),
     };
 
+    let downloads = || sim.handle.stats().endpoint("download");
     let started = Instant::now();
     let full = fetcher.sync(&request(SyncMode::Full)).await?;
     let full_secs = started.elapsed().as_secs_f64();
+    let full_downloads = downloads();
     let started = Instant::now();
     let resync = fetcher.sync(&request(SyncMode::Full)).await?;
     let resync_secs = started.elapsed().as_secs_f64();
+    let resync_downloads = downloads() - full_downloads;
     let started = Instant::now();
     let incremental = fetcher.sync(&request(SyncMode::Incremental)).await?;
     let incremental_secs = started.elapsed().as_secs_f64();
+    let incremental_downloads = downloads() - full_downloads - resync_downloads;
     let stored = bus
         .jetstream()
         .get_stream(bus.streams().for_kind(EventKind::PageChanged))
@@ -114,18 +123,23 @@ async fn main() -> anyhow::Result<()> {
         "pages": pages,
         "blog_posts": blog_posts,
         "comments": comments,
+        "attachments": attachments,
         "full_sync_wall_s": full_secs,
         "full_sync_items_per_s": items as f64 / full_secs,
         "full_sync_requests": full.requests,
         "full_sync_requests_per_item": full.requests as f64 / items as f64,
         "full_sync_events": full.pages_changed,
+        "full_sync_attachment_downloads": full_downloads,
+        "full_sync_requests_per_attachment": full_downloads as f64 / attachments.max(1) as f64,
         "page_changed_stored": stored,
         "resync_wall_s": resync_secs,
         "resync_requests": resync.requests,
         "resync_events": resync.pages_changed + resync.pages_deleted,
+        "resync_attachment_downloads": resync_downloads,
         "incremental_resync_wall_s": incremental_secs,
         "incremental_resync_requests": incremental.requests,
         "incremental_resync_events": incremental.pages_changed + incremental.pages_deleted,
+        "incremental_resync_attachment_downloads": incremental_downloads,
     });
     println!("{report}");
     Ok(())

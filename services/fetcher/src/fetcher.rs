@@ -14,15 +14,17 @@ use pagestream_confluence::{
     ListOptions, MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
 };
 use pagestream_events::{
-    ContentType, Envelope, HintReason, PageChanged, PageComment, PageDeleted, PageHinted, PageId,
-    Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    AttachmentText, ContentType, Envelope, HintReason, PageAttachment, PageChanged, PageComment,
+    PageDeleted, PageHinted, PageId, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested,
+    SyncStatus,
 };
 use pagestream_sources::{AuthKind, SecretKey, SourceRegistry, SourceSettings};
 use uuid::Uuid;
 
 use crate::FetcherError;
-use crate::page_info::{self, Site, Tree};
-use crate::state::{FetcherState, PageRecord, Window};
+use crate::extract::{self, FileKind};
+use crate::page_info::{self, AttachmentRef, Site, Tree};
+use crate::state::{AttachmentRecord, FetcherState, PageRecord, Window};
 
 /// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
 const SEARCH_LIMIT: u32 = 50;
@@ -35,16 +37,30 @@ const LISTING_EXPAND: &[&str] = &["version", "ancestors", "metadata.labels"];
 const COMMENT_LISTING_EXPAND: &[&str] =
     &["version", "container", "ancestors", "extensions.resolution"];
 
+/// What a listing of the space's attachments needs: their versions and pages (their media type,
+/// size and download link come without expansion).
+const ATTACHMENT_LISTING_EXPAND: &[&str] = &["version", "container"];
+
+/// What a page shows Confluence has, beyond its version and place: where a field is none,
+/// Confluence was not asked.
+#[derive(Default)]
+struct Facts<'a> {
+    labels: Option<&'a [String]>,
+    /// The comments' fingerprint.
+    comments: Option<&'a str>,
+    /// The attachments' fingerprint.
+    attachments: Option<&'a str>,
+}
+
 /// The incarnation to emit a page as (bumped for every new fact of the same version), or none
 /// when what Confluence shows was already emitted: a new version, a restore (the same version
-/// after a tombstone), a move, a label change or a comment change (no new version) are emitted.
-/// `labels` and `comments` (the comments' fingerprint) are none where Confluence was not asked.
+/// after a tombstone), a move, a label, comment or attachment change (no new version) are
+/// emitted.
 fn incarnation_to_emit(
     record: Option<&PageRecord>,
     version: u64,
     path: &str,
-    labels: Option<&[String]>,
-    comments: Option<&str>,
+    facts: Facts<'_>,
 ) -> Option<u64> {
     let Some(record) = record else {
         return Some(0);
@@ -53,28 +69,59 @@ fn incarnation_to_emit(
         return Some(record.incarnation + 1);
     }
     let moved = record.path.as_deref().is_some_and(|known| known != path);
-    let relabelled = match (record.labels.as_deref(), labels) {
+    let relabelled = match (record.labels.as_deref(), facts.labels) {
         (Some(known), Some(labels)) => known != labels,
         _ => false,
     };
-    // A record without a fingerprint emitted no comments: a page first seen with comments after
-    // an upgrade is emitted again with them.
-    let recommented = comments.is_some_and(|comments| {
+    // A record without a fingerprint emitted no comments (or attachments): a page first seen
+    // with them after an upgrade is emitted again with them.
+    let recommented = facts.comments.is_some_and(|comments| {
         record
             .comments
             .as_deref()
             .unwrap_or_else(|| no_comments_fingerprint())
             != comments
     });
+    let reattached = facts.attachments.is_some_and(|attachments| {
+        record
+            .attachments
+            .as_deref()
+            .unwrap_or_else(|| no_attachments_fingerprint())
+            != attachments
+    });
     if version > record.version {
         Some(record.incarnation)
-    } else if version == record.version && (moved || relabelled || recommented) {
+    } else if version == record.version && (moved || relabelled || recommented || reattached) {
         // A new fact of the same version: a move back within JetStream's duplicate window must
         // not collide with the earlier event, and an older placement arriving late must lose.
         Some(record.incarnation + 1)
     } else {
         None
     }
+}
+
+/// The fingerprint of a page without attachments.
+fn no_attachments_fingerprint() -> &'static str {
+    static EMPTY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| page_info::attachments_fingerprint([]))
+}
+
+/// The fingerprint of the attachments a listing shows.
+fn listed_attachments_fingerprint(attachments: &[AttachmentRef]) -> String {
+    page_info::attachments_fingerprint(
+        attachments
+            .iter()
+            .map(|a| (a.id.as_str(), a.version, a.file_name.as_str())),
+    )
+}
+
+/// The fingerprint of the attachments a page's event carries.
+fn emitted_attachments_fingerprint(attachments: &[PageAttachment]) -> String {
+    page_info::attachments_fingerprint(
+        attachments
+            .iter()
+            .map(|a| (a.id.as_str(), a.version, a.file_name.as_str())),
+    )
 }
 
 /// The fingerprint of a page without comments.
@@ -105,6 +152,7 @@ pub struct FetcherOptions {
     pub retry: Option<RetryPolicy>,
     /// Largest Confluence response read, in bytes (a page over it fails alone).
     pub max_response_bytes: usize,
+    pub attachments: AttachmentOptions,
 }
 
 impl Default for FetcherOptions {
@@ -115,6 +163,28 @@ impl Default for FetcherOptions {
             publish_concurrency: 16,
             retry: None,
             max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+            attachments: AttachmentOptions::default(),
+        }
+    }
+}
+
+/// Which attachments have their text extracted.
+#[derive(Debug, Clone)]
+pub struct AttachmentOptions {
+    /// Largest file downloaded, in bytes: a larger one is listed with its page, without text.
+    pub max_bytes: usize,
+    /// The types whose text is extracted (the allow-list); others are listed without text.
+    pub kinds: BTreeSet<FileKind>,
+    /// Files downloaded and parsed at once (each holds up to `max_bytes` and its parse).
+    pub concurrency: usize,
+}
+
+impl Default for AttachmentOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+            kinds: FileKind::ALL.into_iter().collect(),
+            concurrency: 2,
         }
     }
 }
@@ -147,6 +217,8 @@ pub struct Fetcher {
     /// before the other wrote (a trash and a restore a moment apart left the page deleted).
     /// Striped: pages share a lock only by their hash.
     hint_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Bounds the attachments downloaded and parsed at once, so their memory.
+    extractions: tokio::sync::Semaphore,
 }
 
 /// The event name of the hints a move publishes for the moved page's descendants.
@@ -168,11 +240,12 @@ impl Fetcher {
             registry,
             secret_key,
             state,
-            options,
             sources: Mutex::new(HashMap::new()),
             hint_locks: (0..HINT_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            extractions: tokio::sync::Semaphore::new(options.attachments.concurrency.max(1)),
+            options,
         })
     }
 
@@ -356,6 +429,7 @@ impl Fetcher {
                         || event.contains("label")
                         || event.contains("restore")
                         || event.contains("comment")
+                        || event.contains("attachment")
                 });
                 if !same_version_change
                     && hint.version.is_some_and(|version| known >= Some(version))
@@ -413,20 +487,32 @@ impl Fetcher {
                     .is_some_and(|m| m.labels.is_some());
                 let mut labels = changed.page.labels.clone();
                 labels.sort();
-                let comments = match fetch_comments(client, site, &mut changed).await {
-                    Ok(comments) => comments,
+                let listed = match fetch_comments(client, site, &mut changed).await {
+                    Ok(comments) => match fetch_attachments(client, site, &changed).await {
+                        Ok(attachments) => Ok((comments, attachments)),
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                };
+                let (comments, attachments) = match listed {
+                    Ok(listed) => listed,
                     // Gone (or hidden) since the page was read: as for the page itself.
                     Err(FetcherError::Confluence(error)) if error.is_not_found() => {
                         return Ok(false);
                     }
                     Err(error) => return Err(error),
                 };
+                let attachments_fingerprint =
+                    attachments.as_deref().map(listed_attachments_fingerprint);
                 let Some(incarnation) = incarnation_to_emit(
                     record.as_ref(),
                     changed.page.version,
                     &changed.page.path,
-                    labels_known.then_some(labels.as_slice()),
-                    comments.as_deref(),
+                    Facts {
+                        labels: labels_known.then_some(labels.as_slice()),
+                        comments: comments.as_deref(),
+                        attachments: attachments_fingerprint.as_deref(),
+                    },
                 ) else {
                     return Ok(false);
                 };
@@ -442,11 +528,16 @@ impl Fetcher {
                 {
                     self.hint_descendants(&hint.source, old_path).await?;
                 }
+                let attachments_known = attachments.is_some();
+                changed.attachments = self
+                    .attachment_texts(client, site, attachments.unwrap_or_default())
+                    .await?;
                 self.emit_changed(
                     changed,
                     incarnation,
                     labels_known,
                     comments.is_some(),
+                    attachments_known,
                     run_id,
                 )
                 .await
@@ -522,6 +613,7 @@ impl Fetcher {
         incarnation: u64,
         labels_known: bool,
         comments_known: bool,
+        attachments_known: bool,
         run_id: Option<Uuid>,
     ) -> Result<(), FetcherError> {
         changed.page.incarnation = incarnation;
@@ -536,6 +628,8 @@ impl Fetcher {
             labels: labels_known.then(|| changed.page.labels.clone()),
             space_key: Some(changed.page.space_key.clone()),
             comments: comments_known.then(|| page_info::comments_fingerprint(&changed.comments)),
+            attachments: attachments_known
+                .then(|| emitted_attachments_fingerprint(&changed.attachments)),
             deleted: false,
             deleting: false,
         };
@@ -544,6 +638,143 @@ impl Fetcher {
             .await?;
         self.state.set_record(&source, &page, &record).await?;
         Ok(())
+    }
+
+    /// Adds to a page's event what the listing that found it did not carry (its comments, its
+    /// attachments and their text), then emits it.
+    async fn complete_and_emit(
+        &self,
+        client: &ConfluenceClient,
+        site: &Site,
+        mut emit: PageToEmit,
+        run_id: Uuid,
+    ) -> Result<(), FetcherError> {
+        let comments_known = if emit.comments_known {
+            true
+        } else {
+            fetch_comments(client, site, &mut emit.changed)
+                .await?
+                .is_some()
+        };
+        let attachments = match emit.attachments.take() {
+            Some(listed) => Some(listed),
+            None => fetch_attachments(client, site, &emit.changed).await?,
+        };
+        let attachments_known = attachments.is_some();
+        emit.changed.attachments = self
+            .attachment_texts(client, site, attachments.unwrap_or_default())
+            .await?;
+        self.emit_changed(
+            emit.changed,
+            emit.incarnation,
+            emit.labels_known,
+            comments_known,
+            attachments_known,
+            Some(run_id),
+        )
+        .await
+    }
+
+    /// The attachments of a page's event, each with its text: extracted again only when its
+    /// version differs from the one recorded (see [`Self::attachment_text`]). An attachment gone
+    /// since it was listed is left out.
+    async fn attachment_texts(
+        &self,
+        client: &ConfluenceClient,
+        site: &Site,
+        mut listed: Vec<AttachmentRef>,
+    ) -> Result<Vec<PageAttachment>, FetcherError> {
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut attachments = Vec::with_capacity(listed.len());
+        for attachment in listed {
+            let Some(text) = self.attachment_text(client, site, &attachment).await? else {
+                continue;
+            };
+            attachments.push(PageAttachment {
+                id: attachment.id,
+                file_name: attachment.file_name,
+                media_type: attachment.media_type,
+                version: attachment.version,
+                file_size: attachment.file_size,
+                url: attachment.url,
+                text,
+            });
+        }
+        Ok(attachments)
+    }
+
+    /// An attachment's text: skipped by type or size (from the listing, without a download),
+    /// what was recorded for this version, or downloaded (under the size cap) and extracted on a
+    /// blocking thread, then recorded. A file that cannot be parsed is a permanent failure of
+    /// this version of the attachment alone: recorded, logged, and shown with its page. None
+    /// when the file is gone.
+    async fn attachment_text(
+        &self,
+        client: &ConfluenceClient,
+        site: &Site,
+        attachment: &AttachmentRef,
+    ) -> Result<Option<AttachmentText>, FetcherError> {
+        let options = &self.options.attachments;
+        let over_cap =
+            || AttachmentText::Skipped(format!("over the size cap of {} bytes", options.max_bytes));
+        let Some(kind) = FileKind::of(&attachment.file_name, attachment.media_type.as_deref())
+            .filter(|kind| options.kinds.contains(kind))
+        else {
+            return Ok(Some(AttachmentText::Skipped("type not indexed".into())));
+        };
+        if attachment
+            .file_size
+            .is_some_and(|size| size > options.max_bytes as u64)
+        {
+            return Ok(Some(over_cap()));
+        }
+        if let Some(record) = self.state.attachment(&site.source, &attachment.id).await?
+            && record.version == attachment.version
+        {
+            return Ok(Some(record.text));
+        }
+        let Some(link) = attachment.download.as_deref() else {
+            return Ok(Some(AttachmentText::Skipped(
+                "confluence gave no download link".into(),
+            )));
+        };
+        let text = {
+            let _permit = self
+                .extractions
+                .acquire()
+                .await
+                .map_err(|_| FetcherError::InvalidPage("extraction limiter closed".into()))?;
+            let data = match client.download(link, options.max_bytes).await {
+                Ok(data) => data,
+                Err(error) if error.is_not_found() => return Ok(None),
+                Err(ConfluenceError::ResponseTooLarge { .. }) => return Ok(Some(over_cap())),
+                Err(error) => return Err(error.into()),
+            };
+            match tokio::task::spawn_blocking(move || extract::extract(kind, &data)).await {
+                Ok(Ok(text)) => AttachmentText::Extracted(text),
+                Ok(Err(error)) => AttachmentText::Failed(error.to_string()),
+                // A parser that panics on a hostile file fails that file alone.
+                Err(_) => AttachmentText::Failed(format!("the {kind} parser gave up on the file")),
+            }
+        };
+        if let AttachmentText::Failed(reason) = &text {
+            tracing::warn!(
+                source = %site.source,
+                attachment = %attachment.id,
+                file = %attachment.file_name,
+                version = attachment.version,
+                %reason,
+                "attachment text cannot be extracted"
+            );
+        }
+        let record = AttachmentRecord {
+            version: attachment.version,
+            text: text.clone(),
+        };
+        self.state
+            .set_attachment(&site.source, &attachment.id, &record)
+            .await?;
+        Ok(Some(text))
     }
 
     /// Marks the page as being deleted, publishes the deletion, purges what the streams hold for
@@ -612,6 +843,27 @@ async fn fetch_comments(
     Ok(Some(page_info::comments_fingerprint(&changed.comments)))
 }
 
+/// A page's current attachments from its v2 listing (Cloud: Data Center has no v2 listings), or
+/// none where attachments are not fetched.
+async fn fetch_attachments(
+    client: &ConfluenceClient,
+    site: &Site,
+    changed: &PageChanged,
+) -> Result<Option<Vec<AttachmentRef>>, FetcherError> {
+    if site.data_center {
+        return Ok(None);
+    }
+    let listed = client
+        .attachments(changed.page.content_type, &changed.page.page_id)
+        .await?;
+    Ok(Some(
+        listed
+            .into_iter()
+            .filter_map(|attachment| page_info::attachment_from_v2(site, attachment))
+            .collect(),
+    ))
+}
+
 /// What Confluence says of a page a listing no longer shows or a removal hint named.
 enum Presence {
     /// Trashed, purged, or moved to another space; the version when Confluence still shows it.
@@ -676,6 +928,9 @@ enum SpaceOf {
     Id(SpaceId),
 }
 
+/// Comments by the page they are on.
+type CommentsByPage = HashMap<PageId, Vec<PageComment>>;
+
 /// A page's event to emit.
 struct PageToEmit {
     changed: PageChanged,
@@ -685,6 +940,9 @@ struct PageToEmit {
     /// The event carries the page's comments as a listing of the space's comments showed them;
     /// otherwise they are fetched for the page before it is emitted (where the source can).
     comments_known: bool,
+    /// The page's attachments as a listing of the space's attachments showed them; none when
+    /// they are listed for the page before it is emitted (where the source can).
+    attachments: Option<Vec<AttachmentRef>>,
 }
 
 /// One sync run in progress.
@@ -833,19 +1091,26 @@ impl Run<'_> {
     ) -> Result<Tree, FetcherError> {
         let tree = self.list_space().await?;
         let listed = self.space_comments(false).await?;
+        let mut attachments = self.space_attachments().await?;
         let no_comments = Vec::new();
+        let no_attachments = Vec::new();
         let wanted: HashMap<PageId, u64> = tree
             .versions()
             .filter_map(|(id, version)| {
                 let path = page_info::path(&tree.ancestors(id), id);
-                let fingerprint =
+                let comments =
                     page_info::comments_fingerprint(listed.get(id).unwrap_or(&no_comments));
+                let attached =
+                    listed_attachments_fingerprint(attachments.get(id).unwrap_or(&no_attachments));
                 incarnation_to_emit(
                     known.get(id),
                     version,
                     &path,
-                    tree.labels(id),
-                    Some(&fingerprint),
+                    Facts {
+                        labels: tree.labels(id),
+                        comments: Some(&comments),
+                        attachments: Some(&attached),
+                    },
                 )
                 .map(|incarnation| (id.clone(), incarnation))
             })
@@ -878,8 +1143,15 @@ impl Run<'_> {
                 .cloned()
                 .collect();
             for ids in of_type.chunks(MAX_LIMIT as usize) {
-                self.fetch_and_emit(content_type, ids, &tree, &wanted, &listed, &mut comments)
-                    .await?;
+                self.fetch_and_emit(
+                    content_type,
+                    ids,
+                    &tree,
+                    &wanted,
+                    (&listed, &mut comments),
+                    &mut attachments,
+                )
+                .await?;
             }
         }
         Ok(tree)
@@ -911,6 +1183,28 @@ impl Run<'_> {
             .collect())
     }
 
+    /// Every current attachment of the space, by the page it is attached to (250 a request,
+    /// without bodies: media type, size and download link come with each).
+    async fn space_attachments(
+        &mut self,
+    ) -> Result<HashMap<PageId, Vec<AttachmentRef>>, FetcherError> {
+        let cql = CqlQuery::attachments_in_space(self.space_key()?);
+        let mut by_page: HashMap<PageId, Vec<AttachmentRef>> = HashMap::new();
+        let mut search =
+            self.client
+                .search_attachments(&cql.to_string(), ATTACHMENT_LISTING_EXPAND, MAX_LIMIT);
+        while let Some(batch) = search.next_page().await? {
+            for content in &batch {
+                if let Some((page, attachment)) =
+                    page_info::attachment_from_content(&self.site, content)
+                {
+                    by_page.entry(page).or_default().push(attachment);
+                }
+            }
+        }
+        Ok(by_page)
+    }
+
     /// Fetches one batch of bodies of one type and emits them with their comments.
     async fn fetch_and_emit(
         &mut self,
@@ -918,8 +1212,8 @@ impl Run<'_> {
         ids: &[PageId],
         tree: &Tree,
         wanted: &HashMap<PageId, u64>,
-        listed: &HashMap<PageId, Vec<PageComment>>,
-        comments: &mut Option<HashMap<PageId, Vec<PageComment>>>,
+        (listed, comments): (&CommentsByPage, &mut Option<CommentsByPage>),
+        attachments: &mut HashMap<PageId, Vec<AttachmentRef>>,
     ) -> Result<(), FetcherError> {
         // Ids missing from the answer were removed since the listing: the next run deletes them.
         let bulk = match content_type {
@@ -941,6 +1235,9 @@ impl Run<'_> {
                     Some(comments) => Some(comments.remove(&page.id).unwrap_or_default()),
                     None => (!listed.contains_key(&page.id)).then(Vec::new),
                 };
+                // The listing of the space's attachments is complete: a page it does not name
+                // has none.
+                let page_attachments = attachments.remove(&page.id).unwrap_or_default();
                 let changed =
                     page_info::from_page(&self.site, page, content_type, tree.ancestors(&page.id))
                         .map(|mut changed| {
@@ -954,6 +1251,7 @@ impl Run<'_> {
                                 incarnation,
                                 labels_known: labels.is_some() || page.labels.is_some(),
                                 comments_known,
+                                attachments: Some(page_attachments),
                             }
                         });
                 (page.id.clone(), changed)
@@ -976,11 +1274,41 @@ impl Run<'_> {
                 batch
                     .iter()
                     .filter_map(|content| content.container.as_ref())
-                    .map(|container| container.id.clone())
-                    .filter(|page| !self.emitted.contains(page)),
+                    .map(|container| container.id.clone()),
             );
         }
+        self.read_again(pages, "comment_updated").await
+    }
+
+    /// The same for the pages whose attachments were added or changed within the window (a
+    /// removed one shows in no window: its webhook or the next reconciliation tells).
+    async fn attachments_window(&mut self, cql: CqlQuery) -> Result<(), FetcherError> {
+        let mut pages = BTreeSet::new();
+        let mut search =
+            self.client
+                .search_attachments(&cql.to_string(), &["container"], MAX_LIMIT);
+        while let Some(batch) = search.next_page().await? {
+            pages.extend(
+                batch
+                    .iter()
+                    .filter_map(|content| content.container.as_ref())
+                    .map(|container| container.id.clone()),
+            );
+        }
+        self.read_again(pages, "attachment_updated").await
+    }
+
+    /// Reads pages this run did not emit yet again, as a hint of `event` would, and emits those
+    /// that changed.
+    async fn read_again(
+        &mut self,
+        pages: BTreeSet<PageId>,
+        event: &str,
+    ) -> Result<(), FetcherError> {
         for page in pages {
+            if self.emitted.contains(&page) {
+                continue;
+            }
             let hint = PageHinted {
                 source: self.site.source.clone(),
                 page_id: page.clone(),
@@ -988,7 +1316,7 @@ impl Run<'_> {
                 reason: HintReason::Changed,
                 version: None,
                 space_key: None,
-                webhook_event: Some("comment_updated".into()),
+                webhook_event: Some(event.into()),
                 received_at: Utc::now(),
             };
             match self
@@ -1056,8 +1384,10 @@ impl Run<'_> {
             known.get(&content.id),
             changed.page.version,
             &changed.page.path,
-            labels_known.then_some(labels.as_slice()),
-            None,
+            Facts {
+                labels: labels_known.then_some(labels.as_slice()),
+                ..Facts::default()
+            },
         )?;
         Some((
             content.id.clone(),
@@ -1066,6 +1396,7 @@ impl Run<'_> {
                 incarnation,
                 labels_known,
                 comments_known: false,
+                attachments: None,
             }),
         ))
     }
@@ -1115,6 +1446,7 @@ impl Run<'_> {
         // Without a lower bound the page window emitted every page, with its comments.
         if !self.site.data_center && window.from.is_some() {
             self.comments_window(cql.comments()).await?;
+            self.attachments_window(cql.attachments()).await?;
         }
         if reconcile_deletions || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
@@ -1215,29 +1547,7 @@ impl Run<'_> {
         let mut outcomes =
             futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
                 let outcome = match changed {
-                    Ok(mut emit) => {
-                        let comments_known = if emit.comments_known {
-                            Ok(true)
-                        } else {
-                            fetch_comments(client, site, &mut emit.changed)
-                                .await
-                                .map(|comments| comments.is_some())
-                        };
-                        match comments_known {
-                            Ok(comments_known) => {
-                                fetcher
-                                    .emit_changed(
-                                        emit.changed,
-                                        emit.incarnation,
-                                        emit.labels_known,
-                                        comments_known,
-                                        Some(run_id),
-                                    )
-                                    .await
-                            }
-                            Err(error) => Err(error),
-                        }
-                    }
+                    Ok(emit) => fetcher.complete_and_emit(client, site, emit, run_id).await,
                     Err(error) => Err(error),
                 };
                 (id, outcome)

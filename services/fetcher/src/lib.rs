@@ -14,6 +14,7 @@
 //! derived from the version, so a fetcher killed mid-run and redelivered the command neither loses
 //! nor duplicates pages.
 
+mod extract;
 mod fetcher;
 mod page_info;
 pub mod schedule;
@@ -33,7 +34,10 @@ use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-pub use fetcher::{Fetcher, FetcherOptions, HintHandler, SyncHandler, SyncOutcome};
+pub use extract::FileKind;
+pub use fetcher::{
+    AttachmentOptions, Fetcher, FetcherOptions, HintHandler, SyncHandler, SyncOutcome,
+};
 pub use schedule::Scheduler;
 pub use state::FetcherState;
 
@@ -98,6 +102,22 @@ pub struct Config {
     /// run goes on; the next run tries it again).
     #[arg(long, env = "PAGESTREAM_FETCHER_MAX_RESPONSE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_response_mib: u32,
+    /// Largest attachment downloaded for its text, in MiB: a larger one is indexed by its name
+    /// alone.
+    #[arg(long, env = "PAGESTREAM_FETCHER_ATTACHMENT_MAX_MIB", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attachment_max_mib: u32,
+    /// Attachment types whose text is extracted, comma-separated (pdf, docx, pptx, xlsx, txt,
+    /// md, csv, json); others are indexed by their name alone.
+    #[arg(
+        long,
+        env = "PAGESTREAM_FETCHER_ATTACHMENT_TYPES",
+        value_delimiter = ',',
+        default_value = "pdf,docx,pptx,xlsx,txt,md,csv,json"
+    )]
+    pub attachment_types: Vec<FileKind>,
+    /// Attachments downloaded and parsed at once (each holds up to the size cap in memory).
+    #[arg(long, env = "PAGESTREAM_FETCHER_ATTACHMENT_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attachment_concurrency: u32,
     /// Sync runs handled at once by this replica.
     #[arg(long, env = "PAGESTREAM_FETCHER_SYNC_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub sync_concurrency: u32,
@@ -148,6 +168,11 @@ pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<()
     let options = FetcherOptions {
         overlap: Duration::from_secs(config.overlap_secs),
         max_response_bytes: config.max_response_mib as usize * 1024 * 1024,
+        attachments: AttachmentOptions {
+            max_bytes: config.attachment_max_mib as usize * 1024 * 1024,
+            kinds: config.attachment_types.iter().copied().collect(),
+            concurrency: config.attachment_concurrency as usize,
+        },
         ..FetcherOptions::default()
     };
     let fetcher = Arc::new(

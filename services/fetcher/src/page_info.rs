@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use pagestream_confluence::{Comment, Content, ContentLinks, Page, SpaceId};
+use pagestream_confluence::{
+    Attachment, AttachmentContent, Comment, Content, ContentLinks, Page, SpaceId,
+};
 use pagestream_events::{
     Ancestor, Author, CommentLocation, ContentType, PageChanged, PageComment, PageId, PageInfo,
     SourceKey,
@@ -200,6 +202,7 @@ pub(crate) fn from_page(
         },
         body_storage: body.to_owned(),
         comments: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -251,6 +254,7 @@ pub(crate) fn from_content(
         },
         body_storage: body.to_owned(),
         comments: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -356,6 +360,111 @@ pub(crate) fn canonical(mut comments: Vec<PageComment>) -> Vec<PageComment> {
         )
     });
     comments
+}
+
+/// An attachment as a listing shows it: what tells whether it changed and where to download it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttachmentRef {
+    pub id: String,
+    pub file_name: String,
+    pub media_type: Option<String>,
+    pub version: u64,
+    pub file_size: Option<u64>,
+    /// Relative to the wiki root; none where Confluence did not say.
+    pub download: Option<String>,
+    /// Where a reader opens it (its preview in the page, else its download), absolute.
+    pub url: String,
+}
+
+fn absolute(site: &Site, link: &str) -> String {
+    if link.starts_with('/') {
+        format!("{}{link}", site.base)
+    } else {
+        link.to_owned()
+    }
+}
+
+/// A current attachment of a v2 listing.
+pub(crate) fn attachment_from_v2(site: &Site, attachment: Attachment) -> Option<AttachmentRef> {
+    if attachment.status.as_deref().is_some_and(|s| s != "current") {
+        return None;
+    }
+    let version = attachment.version_number();
+    let link = attachment
+        .webui_link
+        .as_deref()
+        .or(attachment.download_link.as_deref())
+        .map(|link| absolute(site, link))
+        .unwrap_or_default();
+    Some(AttachmentRef {
+        version,
+        file_size: attachment.file_size,
+        url: link,
+        file_name: attachment.title,
+        media_type: attachment.media_type,
+        download: attachment.download_link,
+        id: attachment.id,
+    })
+}
+
+/// An attachment of a v1 search (`type=attachment`, expanded with `version` and `container`) and
+/// the id of the page it is attached to; none for content that is not a current attachment of a
+/// page or blog post.
+pub(crate) fn attachment_from_content(
+    site: &Site,
+    content: &AttachmentContent,
+) -> Option<(PageId, AttachmentRef)> {
+    if content.content_type.as_deref() != Some("attachment")
+        || content.status.as_deref().is_some_and(|s| s != "current")
+    {
+        return None;
+    }
+    let container = content.container.as_ref()?;
+    if container
+        .content_type
+        .as_deref()
+        .is_some_and(|kind| ContentType::from_confluence(kind).is_none())
+    {
+        return None;
+    }
+    let extensions = content.extensions.as_ref();
+    let link = content
+        .links
+        .webui
+        .as_deref()
+        .or(content.links.download.as_deref())
+        .map(|link| absolute(site, link))
+        .unwrap_or_default();
+    Some((
+        container.id.clone(),
+        AttachmentRef {
+            id: content.id.clone(),
+            file_name: content.title.clone(),
+            media_type: extensions.and_then(|e| e.media_type.clone()),
+            version: content.version_number(),
+            file_size: extensions.and_then(|e| e.file_size),
+            download: content.links.download.clone(),
+            url: link,
+        },
+    ))
+}
+
+/// What a page's attachments are, in a few bytes (an attachment changes no page version):
+/// hex SHA-256 of each one's id, version and file name, in id order.
+pub(crate) fn attachments_fingerprint<'a>(
+    attachments: impl IntoIterator<Item = (&'a str, u64, &'a str)>,
+) -> String {
+    let mut listed: Vec<_> = attachments.into_iter().collect();
+    listed.sort();
+    let mut hasher = Sha256::new();
+    for (id, version, file_name) in listed {
+        hasher.update(format!("{id}|{version}|{file_name}\n"));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// What a page's comments are, in a few bytes: what the fetcher keeps to tell whether they

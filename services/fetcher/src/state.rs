@@ -11,7 +11,10 @@
 //!   again under its key starts afresh);
 //! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs;
 //! - `<source>.failed`: the pages that failed in the last run, which the next incremental run
-//!   fetches again whatever its window (the watermark moves on without them).
+//!   fetches again whatever its window (the watermark moves on without them);
+//! - `<source>.attachment.<id>`: an attachment's version and the text extracted from it (or why
+//!   it could not be), so that a file is downloaded and parsed again only when its own version
+//!   changes, not whenever its page does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -22,7 +25,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pagestream_bus::Bus;
-use pagestream_events::{ContentType, PageId, SourceKey};
+use pagestream_events::{AttachmentText, ContentType, PageId, SourceKey};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -66,6 +69,10 @@ pub struct PageRecord {
     /// None when not fetched (recorded before comments were, or a source without the v2 API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comments: Option<String>,
+    /// Fingerprint of the attachments emitted with the page (an attachment changes no page
+    /// version). None when not fetched (as for comments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<String>,
     /// The fetcher emitted the page's deletion (a tombstone, kept so that a restore of the same
     /// version is recognised and emitted as the next incarnation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -99,6 +106,13 @@ impl PageRecord {
             })
         })
     }
+}
+
+/// What was extracted from one version of an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub version: u64,
+    pub text: AttachmentText,
 }
 
 fn state_error(operation: &'static str, error: impl std::fmt::Display) -> FetcherError {
@@ -209,6 +223,52 @@ impl FetcherState {
             "put version",
             "lost the race to other replicas",
         ))
+    }
+
+    fn attachment_key(source: &SourceKey, attachment: &str) -> Option<String> {
+        // A key token must not hold NATS subject syntax.
+        let valid = !attachment.is_empty()
+            && attachment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| format!("{source}.attachment.{attachment}"))
+    }
+
+    /// What was last extracted from an attachment (none when never, or for an id that cannot be
+    /// a key).
+    pub async fn attachment(
+        &self,
+        source: &SourceKey,
+        attachment: &str,
+    ) -> Result<Option<AttachmentRecord>, FetcherError> {
+        let Some(key) = Self::attachment_key(source, attachment) else {
+            return Ok(None);
+        };
+        let value = self
+            .store
+            .get(key)
+            .await
+            .map_err(|error| state_error("get attachment", error))?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// Records what was extracted from an attachment's version.
+    pub async fn set_attachment(
+        &self,
+        source: &SourceKey,
+        attachment: &str,
+        record: &AttachmentRecord,
+    ) -> Result<(), FetcherError> {
+        let Some(key) = Self::attachment_key(source, attachment) else {
+            return Ok(());
+        };
+        let value =
+            serde_json::to_vec(record).map_err(|error| state_error("encode attachment", error))?;
+        self.store
+            .put(key, Bytes::from(value))
+            .await
+            .map_err(|error| state_error("put attachment", error))?;
+        Ok(())
     }
 
     /// Drops every key of a source: its versions, watermark, window and schedule.

@@ -5,18 +5,21 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use confluence_sim::{EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig};
+use confluence_sim::{
+    CreateAttachment, EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig,
+};
 use futures::StreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::{Bus, Stage};
 use pagestream_confluence::RetryPolicy;
 use pagestream_events::{
-    ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted, PageHinted, PageId,
-    RawEvent, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
+    AttachmentText, ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted,
+    PageHinted, PageId, RawEvent, Retryable, SourceKey, SyncMode, SyncProgress, SyncRequested,
+    SyncStatus,
 };
 use pagestream_fetcher::state::PageRecord;
 use pagestream_fetcher::{
-    Fetcher, FetcherOptions, Scheduler, SyncHandler, SyncOutcome, stage_configs,
+    AttachmentOptions, Fetcher, FetcherOptions, Scheduler, SyncHandler, SyncOutcome, stage_configs,
 };
 use pagestream_sources::{
     AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings,
@@ -1873,4 +1876,300 @@ async fn a_reconciliation_reads_few_changed_pages_comments_from_their_own_listin
     let stats = h.sim.handle.stats();
     assert_eq!(stats.endpoint("v2.footer_comments"), 0);
     assert_eq!(stats.endpoint("v2.inline_comments"), 0);
+}
+
+/// Files made by real tools (reportlab, python-docx, python-pptx, openpyxl), a few KB each.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/attachments/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn attachment_text<'a>(event: &'a Envelope<PageChanged>, file_name: &str) -> &'a AttachmentText {
+    &event
+        .data
+        .attachments
+        .iter()
+        .find(|a| a.file_name == file_name)
+        .unwrap_or_else(|| panic!("{file_name} not in {:?}", event.data.attachments))
+        .text
+}
+
+fn extracted<'a>(event: &'a Envelope<PageChanged>, file_name: &str) -> &'a str {
+    match attachment_text(event, file_name) {
+        AttachmentText::Extracted(text) => text,
+        other => panic!("{file_name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attachments_are_extracted_once_per_version_and_travel_with_their_page() {
+    let config = SimConfig {
+        attachment_count: 12,
+        ..SimConfig::new(19, 12)
+    };
+    let options = FetcherOptions {
+        attachments: AttachmentOptions {
+            max_bytes: 64 * 1024,
+            ..AttachmentOptions::default()
+        },
+        ..FetcherOptions::default()
+    };
+    let h = harness_of(config, options, AuthKind::Cloud).await;
+    let page = h.sim.handle.current_page_ids()[2];
+    let files: [(&str, &str, Vec<u8>); 8] = [
+        ("report.pdf", "application/pdf", fixture("report.pdf")),
+        (
+            "checklist.docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            fixture("checklist.docx"),
+        ),
+        (
+            "roadmap.pptx",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            fixture("roadmap.pptx"),
+        ),
+        (
+            "budget.xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            fixture("budget.xlsx"),
+        ),
+        // Looks like a PDF, is not one: a permanent failure of this file alone.
+        (
+            "broken.pdf",
+            "application/pdf",
+            b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage".to_vec(),
+        ),
+        (
+            "diagram.png",
+            "image/png",
+            vec![0x89, b'P', b'N', b'G', 0, 0],
+        ),
+        ("huge.txt", "text/plain", vec![b'a'; 100 * 1024]),
+        (
+            "notes.md",
+            "text/markdown",
+            b"# Runbook\n\nRestart the quokka service.\n".to_vec(),
+        ),
+    ];
+    for (file_name, media_type, data) in files {
+        h.sim
+            .handle
+            .attach(
+                page,
+                CreateAttachment {
+                    file_name: file_name.into(),
+                    media_type: media_type.into(),
+                    data,
+                },
+            )
+            .await
+            .expect("attach");
+    }
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+
+    // A full sync: every page with its attachments' text, from one listing of the space's
+    // attachments and one download per file whose type and size are allowed.
+    let first = h.sync(SyncMode::Full).await;
+    assert_eq!((first.pages_changed, first.pages_failed), (12, 0));
+    changed.drain().await;
+    let stats = h.sim.handle.stats();
+    assert_eq!(stats.endpoint("v2.attachments"), 0);
+    assert_eq!(
+        stats.endpoint("download"),
+        12 + 6,
+        "generated files and six of ours"
+    );
+    let event = last_changed(&h, page).await;
+    let pdf = extracted(&event, "report.pdf");
+    assert!(
+        pdf.contains("zephyr") && pdf.contains("second page"),
+        "{pdf}"
+    );
+    let docx = extracted(&event, "checklist.docx");
+    assert!(docx.contains("kumquat") && docx.contains("badge"), "{docx}");
+    let pptx = extracted(&event, "roadmap.pptx");
+    assert!(
+        pptx.contains("marzipan") && pptx.contains("Launch"),
+        "{pptx}"
+    );
+    let xlsx = extracted(&event, "budget.xlsx");
+    assert!(
+        xlsx.contains("nectarine") && xlsx.contains("1250"),
+        "{xlsx}"
+    );
+    assert!(extracted(&event, "notes.md").contains("quokka"));
+    assert!(
+        matches!(attachment_text(&event, "broken.pdf"), AttachmentText::Failed(reason) if reason.contains("pdf")),
+        "{:?}",
+        attachment_text(&event, "broken.pdf")
+    );
+    assert!(matches!(
+        attachment_text(&event, "diagram.png"),
+        AttachmentText::Skipped(_)
+    ));
+    assert!(
+        matches!(attachment_text(&event, "huge.txt"), AttachmentText::Skipped(reason) if reason.contains("size cap"))
+    );
+    let report = event
+        .data
+        .attachments
+        .iter()
+        .find(|a| a.file_name == "report.pdf")
+        .expect("report");
+    assert!(report.url.starts_with(&h.sim.base_url()) && report.id.starts_with("att"));
+    // The generated files' text is what the simulator serves (JSON pretty-printed).
+    let mut generated = 0;
+    for id in h.sim.handle.current_page_ids() {
+        let event = last_changed(&h, id).await;
+        for sim in h.sim.handle.attachments(id) {
+            if id == page && !sim.title.contains('-') {
+                continue;
+            }
+            let served = String::from_utf8(sim.versions[0].clone()).expect("utf-8");
+            let text = extracted(&event, &sim.title);
+            if sim.title.ends_with(".json") {
+                let value: serde_json::Value = serde_json::from_str(&served).expect("json");
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(text).ok(),
+                    Some(value)
+                );
+            } else {
+                assert_eq!(text, served.trim());
+            }
+            generated += 1;
+        }
+    }
+    assert_eq!(generated, 12);
+
+    // Nothing changed: re-syncs emit nothing and download nothing.
+    h.sim.handle.reset_stats();
+    h.sync(SyncMode::Full).await;
+    h.sync(SyncMode::Incremental).await;
+    assert!(changed.drain().await.is_empty());
+    assert_eq!(h.sim.handle.stats().endpoint("download"), 0);
+
+    // The page's own edit keeps its attachments' text without extracting them again.
+    let (edited, _) = h
+        .sim
+        .handle
+        .edit(page, EditPage::default())
+        .await
+        .expect("edit");
+    h.fetcher
+        .hint(&hint_of(&h, page, HintReason::Changed, "page_updated"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert_eq!(event.data.page.version, edited.version);
+    assert!(extracted(&event, "report.pdf").contains("zephyr"));
+    assert_eq!(h.sim.handle.stats().endpoint("download"), 0);
+
+    // A new version of one file (its webhook): the page again, same version, next incarnation,
+    // that file alone downloaded and extracted again.
+    let attachment_hint = |event: &str| PageHinted {
+        version: None,
+        ..hint_of(&h, page, HintReason::Changed, event)
+    };
+    h.sim
+        .handle
+        .attach(
+            page,
+            CreateAttachment {
+                file_name: "notes.md".into(),
+                media_type: "text/markdown".into(),
+                data: b"Restart the wombat service instead.\n".to_vec(),
+            },
+        )
+        .await
+        .expect("new version");
+    h.fetcher
+        .hint(&attachment_hint("attachment_updated"))
+        .await
+        .expect("hint");
+    let updated = last_changed(&h, page).await;
+    assert_eq!(updated.data.page.version, edited.version);
+    assert_eq!(
+        updated.data.page.incarnation,
+        event.data.page.incarnation + 1
+    );
+    let notes = extracted(&updated, "notes.md");
+    assert!(notes.contains("wombat") && !notes.contains("quokka"));
+    assert_eq!(h.sim.handle.stats().endpoint("download"), 1);
+    // The broken file stays a recorded failure: not downloaded again for the same version.
+    assert!(matches!(
+        attachment_text(&updated, "broken.pdf"),
+        AttachmentText::Failed(_)
+    ));
+
+    // A removal (its webhook): the page again without the file.
+    let roadmap = h
+        .sim
+        .handle
+        .attachments(page)
+        .into_iter()
+        .find(|a| a.title == "roadmap.pptx")
+        .expect("roadmap");
+    h.sim
+        .handle
+        .remove_attachment(roadmap.id)
+        .await
+        .expect("remove");
+    h.fetcher
+        .hint(&attachment_hint("attachment_removed"))
+        .await
+        .expect("hint");
+    let event = last_changed(&h, page).await;
+    assert!(
+        !event
+            .data
+            .attachments
+            .iter()
+            .any(|a| a.file_name == "roadmap.pptx")
+    );
+    assert_eq!(
+        event.data.attachments.len(),
+        h.sim.handle.attachments(page).len()
+    );
+    changed.drain().await;
+
+    // A file added without a webhook: the next incremental window finds it by its date.
+    let other = h.sim.handle.current_page_ids()[7];
+    h.sim
+        .handle
+        .attach(
+            other,
+            CreateAttachment {
+                file_name: "faq.txt".into(),
+                media_type: "text/plain".into(),
+                data: b"Where is the pangolin cage?".to_vec(),
+            },
+        )
+        .await
+        .expect("attach");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(extracted(&last_changed(&h, other).await, "faq.txt").contains("pangolin"));
+
+    // Trashed without a webhook shows in no window: the reconciliation's listing tells.
+    let faq = h
+        .sim
+        .handle
+        .attachments(other)
+        .into_iter()
+        .find(|a| a.title == "faq.txt")
+        .expect("faq");
+    h.sim.handle.trash_attachment(faq.id).await.expect("trash");
+    let run = h.reconcile().await;
+    assert_eq!(run.pages_changed, 1, "{run:?}");
+    assert!(
+        !last_changed(&h, other)
+            .await
+            .data
+            .attachments
+            .iter()
+            .any(|a| a.file_name == "faq.txt")
+    );
 }

@@ -40,6 +40,7 @@ fn changed(id: u64, version: u64) -> Envelope<PageChanged> {
         page: info(id, version),
         body_storage: format!("<p>v{version}</p>"),
         comments: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -247,6 +248,7 @@ fn restored(
         },
         body_storage: format!("<p>v{version}</p>"),
         comments: Vec::new(),
+        attachments: Vec::new(),
     });
     let mut ready = chunks(id, version, 2).data;
     ready.incarnation = incarnation;

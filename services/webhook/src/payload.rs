@@ -1,5 +1,6 @@
 //! Webhook bodies: what Cloud Connect, Data Center and Automation deliveries say about a page or a
-//! blog post (`blog_*` events carry it as `blog`, `comment_*` events as the comment's `parent`).
+//! blog post (`blog_*` events carry it as `blog`, `comment_*` events as the comment's `parent`,
+//! `attachment_*` events as `attachedTo`, or the attachment's `container`).
 //!
 //! Cloud Connect bodies name no event (the app routes by URL path); Data Center bodies carry an
 //! `event` field; Automation bodies are whatever the rule's author templated, so every field but the
@@ -47,6 +48,13 @@ pub fn action_for(event: &str) -> EventAction {
         "comment_created" | "comment_updated" | "comment_removed" => {
             EventAction::Hint(HintReason::Changed)
         }
+        // So is an attachment's text: the fetcher lists the page's attachments again (a removed
+        // or trashed one leaves them) and extracts what changed.
+        "attachment_created"
+        | "attachment_updated"
+        | "attachment_removed"
+        | "attachment_restored"
+        | "attachment_trashed" => EventAction::Hint(HintReason::Changed),
         // The fetcher confirms with Confluence before it emits `page.deleted`.
         "page_trashed" | "page_removed" | "blog_trashed" | "blog_removed" => {
             EventAction::Hint(HintReason::Removed)
@@ -87,6 +95,18 @@ struct RawDelivery {
     labeled: Option<RawPage>,
     #[serde(default)]
     comment: Option<RawComment>,
+    /// The page or blog post an attachment event's file is attached to.
+    #[serde(default, rename = "attachedTo")]
+    attached_to: Option<RawPage>,
+    #[serde(default)]
+    attachment: Option<RawAttachment>,
+}
+
+/// An attachment event's attachment: some deliveries name its page as its `container`.
+#[derive(Deserialize)]
+struct RawAttachment {
+    #[serde(default)]
+    container: Option<RawPage>,
 }
 
 /// A comment event's comment: the page (or blog post) it is on comes as its `parent`.
@@ -137,10 +157,16 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
     let mut action = action_for(&event);
     // `blog_*` events carry the blog post as `blog`; label events name what they labelled.
     let comment_event = event.starts_with("comment_");
+    let attachment_event = event.starts_with("attachment_");
     let (raw_page, implied) = match (raw.page, raw.blog, raw.labeled) {
         // Comment events carry the commented page under `comment.parent`.
         _ if comment_event => (
             raw.comment.and_then(|comment| comment.parent),
+            ContentType::Page,
+        ),
+        _ if attachment_event => (
+            raw.attached_to
+                .or_else(|| raw.attachment.and_then(|attachment| attachment.container)),
             ContentType::Page,
         ),
         (Some(page), ..) => (Some(page), ContentType::Page),
@@ -173,9 +199,10 @@ pub fn decode(body: &[u8], path_event: Option<&str>) -> Result<Delivery, Payload
                 event: event.clone(),
             })?;
             let mut page = page.resolve(content_type)?;
-            if comment_event {
-                // The version there is the page's, which a comment does not change: a hint
-                // carrying it would be deduplicated against the page's last edit hint.
+            if comment_event || attachment_event {
+                // The version there is the page's, which a comment or an attachment does not
+                // change: a hint carrying it would be deduplicated against the page's last
+                // edit hint.
                 page.version = None;
             }
             Some(page)
@@ -291,7 +318,16 @@ mod tests {
         for event in ["comment_created", "comment_updated", "comment_removed"] {
             assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
         }
-        for event in ["content_created", "label_created", "attachment_created"] {
+        for event in [
+            "attachment_created",
+            "attachment_updated",
+            "attachment_removed",
+            "attachment_restored",
+            "attachment_trashed",
+        ] {
+            assert_eq!(action_for(event), EventAction::Hint(HintReason::Changed));
+        }
+        for event in ["content_created", "label_created", "attachment_viewed"] {
             assert_eq!(action_for(event), EventAction::Ignore);
         }
     }
@@ -428,6 +464,38 @@ mod tests {
             orphan,
             PayloadError::NoPage {
                 event: "comment_created".into()
+            }
+        );
+    }
+
+    #[test]
+    fn attachment_events_hint_the_page_they_are_attached_to_without_its_version() {
+        let created = decode(
+            br#"{"attachment":{"id":"att30000011","fileName":"plan.pdf","contentType":"attachment","version":1},"attachedTo":{"idAsString":"30000007","id":30000007,"spaceKey":"OPS","contentType":"page","version":3}}"#,
+            Some("attachment_created"),
+        )
+        .expect("attachment_created");
+        assert_eq!(created.action, EventAction::Hint(HintReason::Changed));
+        assert_eq!(page(&created).id.as_str(), "30000007");
+        assert_eq!(page(&created).content_type, ContentType::Page);
+        assert_eq!(page(&created).space_key.as_deref(), Some("OPS"));
+        assert_eq!(page(&created).version, None);
+        let in_container = decode(
+            br#"{"attachment":{"id":"att5","container":{"id":"41","contentType":"blogpost","version":2}}}"#,
+            Some("attachment_trashed"),
+        )
+        .expect("attachment with its container");
+        assert_eq!(page(&in_container).id.as_str(), "41");
+        assert_eq!(page(&in_container).content_type, ContentType::Blogpost);
+        let orphan = decode(
+            br#"{"attachment":{"id":"att7"}}"#,
+            Some("attachment_removed"),
+        )
+        .expect_err("no page");
+        assert_eq!(
+            orphan,
+            PayloadError::NoPage {
+                event: "attachment_removed".into()
             }
         );
     }

@@ -43,6 +43,7 @@ fn changed(id: u64, version: u64, body: String) -> Envelope<PageChanged> {
         page: info(id, version),
         body_storage: body,
         comments: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -844,6 +845,7 @@ async fn a_fact_stated_again_after_the_duplicate_window_keeps_its_first_statemen
             page: moved,
             body_storage: body("New title"),
             comments: Vec::new(),
+            attachments: Vec::new(),
         }))
         .await
         .expect("new fact");

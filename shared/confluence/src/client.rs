@@ -13,8 +13,8 @@ use crate::model::{CurrentUser, Listing, ListingLinks};
 use crate::stats::Counters;
 use crate::transport::{Fetched, SharedTransport, Transport};
 use crate::{
-    AncestorRef, ClientConfig, ClientStats, Comment, ConfluenceError, Content, Page, SearchHit,
-    Space, SpaceId, SpaceKey, UserTimeZone,
+    AncestorRef, Attachment, AttachmentContent, ClientConfig, ClientStats, Comment,
+    ConfluenceError, Content, Page, SearchHit, Space, SpaceId, SpaceKey, UserTimeZone,
 };
 
 /// Expansions for a v1 search that returns everything a `page.changed` needs in one request per
@@ -139,6 +139,26 @@ impl ConfluenceClient {
         Pager::new(self.clone(), url, decode_search_hits)
             .following_empty(MAX_EMPTY_SEARCH_PAGES)
             .shrinking()
+    }
+
+    /// [`Self::search`] for `type=attachment` queries, whose results are [`AttachmentContent`].
+    pub fn search_attachments(
+        &self,
+        cql: &str,
+        expand: &[&str],
+        limit: u32,
+    ) -> Pager<AttachmentContent> {
+        let mut url = self.endpoint(&["rest", "api", "content", "search"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("cql", cql);
+            if !expand.is_empty() {
+                query.append_pair("expand", &expand.join(","));
+            }
+            query.append_pair("limit", &limit.clamp(1, MAX_LIMIT).to_string());
+        }
+        Pager::new(self.clone(), url, decode_results::<AttachmentContent>)
+            .following_empty(MAX_EMPTY_SEARCH_PAGES)
     }
 
     /// v1 `GET /rest/api/content/{id}?expand=…` (works on Cloud and Data Center).
@@ -341,6 +361,47 @@ impl ConfluenceClient {
             }
         }
         Ok(comments)
+    }
+
+    /// v2 attachments of a page or blog post (`/api/v2/{pages|blogposts}/{id}/attachments`),
+    /// current ones, 250 a request. A 404 may mean "no permission", as for the page.
+    pub async fn attachments(
+        &self,
+        kind: ContentType,
+        id: &PageId,
+    ) -> Result<Vec<Attachment>, ConfluenceError> {
+        let mut url =
+            self.endpoint(&["api", "v2", v2_collection(kind), id.as_str(), "attachments"]);
+        url.query_pairs_mut()
+            .append_pair("status", "current")
+            .append_pair("limit", &MAX_LIMIT.to_string());
+        Pager::new(self.clone(), url, decode_results::<Attachment>)
+            .collect_all()
+            .await
+    }
+
+    /// Downloads an attachment's file from its download link (relative to the wiki root, as v1
+    /// `_links.download` and v2 `downloadLink` give it, naming the version), at most `limit`
+    /// bytes: a larger file is [`ConfluenceError::ResponseTooLarge`], without reading it.
+    pub async fn download(&self, link: &str, limit: usize) -> Result<Vec<u8>, ConfluenceError> {
+        let base = self.transport.base.as_str().trim_end_matches('/');
+        let url = if link.starts_with('/') {
+            Url::parse(&format!("{base}{link}"))
+        } else {
+            Url::parse(link)
+        }
+        .map_err(|error| ConfluenceError::InvalidResponse {
+            endpoint: "GET download".into(),
+            reason: format!("invalid download link: {error}"),
+        })?;
+        // Only links on the site itself carry the credentials.
+        if url.origin() != self.transport.base.origin() {
+            return Err(ConfluenceError::InvalidResponse {
+                endpoint: "GET download".into(),
+                reason: "download link leaves the site".into(),
+            });
+        }
+        self.transport.download(&url, &self.counters, limit).await
     }
 
     fn comment_listing(&self, segments: &[&str]) -> Url {

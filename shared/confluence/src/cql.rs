@@ -169,6 +169,23 @@ impl CqlQuery {
         }
     }
 
+    /// `type=attachment`: the files attached to the space's pages and blog posts (expand
+    /// `container` to learn which).
+    pub fn attachments_in_space(space: SpaceKey) -> Self {
+        Self {
+            types: "type=attachment",
+            ..Self::pages_in_space(space)
+        }
+    }
+
+    /// The same space, window and time zone over the space's attachments (`type=attachment`).
+    pub fn attachments(&self) -> Self {
+        Self {
+            types: "type=attachment",
+            ..self.clone()
+        }
+    }
+
     /// `lastmodified >= from` (inclusive, truncated to the minute).
     pub fn modified_from(mut self, from: DateTime<Utc>) -> Self {
         self.modified_from = Some(from);
@@ -241,8 +258,16 @@ mod tests {
             r#"type=comment and space="ENG" and lastmodified >= "2024-03-01 10:05" and lastmodified < "2024-03-01 10:05" order by lastmodified asc"#
         );
         assert_eq!(
-            CqlQuery::comments_in_space(space).to_string(),
+            CqlQuery::comments_in_space(space.clone()).to_string(),
             r#"type=comment and space="ENG" order by lastmodified asc"#
+        );
+        assert_eq!(
+            window.attachments().to_string(),
+            r#"type=attachment and space="ENG" and lastmodified >= "2024-03-01 10:05" and lastmodified < "2024-03-01 10:05" order by lastmodified asc"#
+        );
+        assert_eq!(
+            CqlQuery::attachments_in_space(space).to_string(),
+            r#"type=attachment and space="ENG" order by lastmodified asc"#
         );
     }
 

@@ -75,10 +75,10 @@ pub use config::{ClientConfig, RateLimits, RetryPolicy};
 pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};
 pub use error::ConfluenceError;
 pub use model::{
-    AncestorRef, Body, BodyValue, Comment, CommentResolution, Content, ContentAncestor,
-    ContentExtensions, ContentLinks, ContentVersion, History, InlineCommentProperties,
-    InlineProperties, Label, LabelList, Metadata, Page, SearchHit, Space, SpaceId, SpaceRef, User,
-    Version,
+    AncestorRef, Attachment, AttachmentContent, Body, BodyValue, Comment, CommentResolution,
+    Content, ContentAncestor, ContentExtensions, ContentLinks, ContentVersion, History,
+    InlineCommentProperties, InlineProperties, Label, LabelList, Metadata, Page, SearchHit, Space,
+    SpaceId, SpaceRef, User, Version,
 };
 pub use secret::{Auth, Secret};
 pub use stats::ClientStats;

@@ -123,6 +123,69 @@ impl Comment {
     }
 }
 
+/// A v2 attachment (`AttachmentBulk`): an entry of `/api/v2/{pages|blogposts}/{id}/attachments`
+/// or `/api/v2/attachments/{id}`. Its id carries Cloud's `att` prefix; `downloadLink` is relative
+/// to the wiki root and names the version.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: Option<String>,
+    /// The file name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub title: String,
+    #[serde(default, deserialize_with = "lenient_page_id")]
+    pub page_id: Option<PageId>,
+    #[serde(default, deserialize_with = "lenient_page_id")]
+    pub blog_post_id: Option<PageId>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub media_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub file_size: Option<u64>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub webui_link: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub download_link: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: Option<Version>,
+}
+
+impl Attachment {
+    pub fn version_number(&self) -> u64 {
+        self.version.as_ref().map_or(0, |v| v.number)
+    }
+}
+
+/// A v1 attachment, as a CQL search (`type=attachment`) returns it: its id carries Cloud's `att`
+/// prefix (so it is no [`Content`]), `extensions` its media type and size, `_links.download` its
+/// file (relative to the wiki root, naming the version), `container` its page or blog post (expand
+/// `container`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AttachmentContent {
+    pub id: String,
+    #[serde(default, rename = "type", deserialize_with = "null_as_default")]
+    pub content_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub title: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: Option<ContentVersion>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub container: Option<ContentAncestor>,
+    #[serde(default, deserialize_with = "lenient_extensions")]
+    pub extensions: Option<ContentExtensions>,
+    #[serde(default, rename = "_links", deserialize_with = "null_as_default")]
+    pub links: ContentLinks,
+}
+
+impl AttachmentContent {
+    pub fn version_number(&self) -> u64 {
+        self.version.as_ref().map_or(0, |v| v.number)
+    }
+}
+
 /// What an inline comment highlights.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -194,6 +257,9 @@ pub struct Label {
 pub struct ContentLinks {
     #[serde(default, deserialize_with = "null_as_default")]
     pub webui: Option<String>,
+    /// An attachment's file, relative to the wiki root.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub download: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tinyui: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -275,6 +341,12 @@ pub struct Content {
 pub struct ContentExtensions {
     #[serde(default, deserialize_with = "null_as_default")]
     pub location: Option<String>,
+    /// An attachment's media type.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub media_type: Option<String>,
+    /// An attachment's size in bytes.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub file_size: Option<u64>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub resolution: Option<CommentResolution>,
     #[serde(default, deserialize_with = "null_as_default")]

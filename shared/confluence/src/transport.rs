@@ -22,6 +22,16 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub(crate) struct Fetched {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// Where a download redirected to (only downloads follow redirects, see [`Transport::download`]).
+    pub location: Option<Url>,
+}
+
+/// What a request is for: API calls carry the credentials and never follow a redirect; a file
+/// download may be redirected (Cloud sends it to its media service, with a token in the URL).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Api,
+    Download { credentials: bool },
 }
 
 /// Shared by a client and all its clones (and fresh-stats views).
@@ -95,6 +105,47 @@ impl Transport {
 
     /// `GET url`, with pacing, retries and a bounded body.
     pub async fn get(&self, url: &Url, counters: &Counters) -> Result<Fetched, ConfluenceError> {
+        self.send(url, counters, self.max_response_bytes, Request::Api)
+            .await
+    }
+
+    /// Downloads a file of at most `limit` bytes: a redirect is followed once, without the
+    /// credentials (they must not leave the site; the media service's URL carries its own token).
+    pub async fn download(
+        &self,
+        url: &Url,
+        counters: &Counters,
+        limit: usize,
+    ) -> Result<Vec<u8>, ConfluenceError> {
+        let fetched = self
+            .send(
+                url,
+                counters,
+                limit,
+                Request::Download { credentials: true },
+            )
+            .await?;
+        match fetched.location {
+            None => Ok(fetched.body),
+            Some(location) => Ok(self
+                .send(
+                    &location,
+                    counters,
+                    limit,
+                    Request::Download { credentials: false },
+                )
+                .await?
+                .body),
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        counters: &Counters,
+        limit: usize,
+        request: Request,
+    ) -> Result<Fetched, ConfluenceError> {
         let endpoint = format!("GET {}", url.path());
         let mut attempt: u32 = 0;
         loop {
@@ -106,7 +157,7 @@ impl Transport {
                 })?;
                 Counters::bump(&counters.requests);
                 tracing::debug!(endpoint = %endpoint, attempt, "confluence request");
-                self.attempt(url, &endpoint, counters).await
+                self.attempt(url, &endpoint, counters, limit, request).await
             };
             let retry = match outcome {
                 Attempt::Done(result) => return result,
@@ -129,14 +180,25 @@ impl Transport {
         }
     }
 
-    async fn attempt(&self, url: &Url, endpoint: &str, counters: &Counters) -> Attempt {
-        let sent = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await;
+    async fn attempt(
+        &self,
+        url: &Url,
+        endpoint: &str,
+        counters: &Counters,
+        limit: usize,
+        request: Request,
+    ) -> Attempt {
+        let mut builder = self.http.get(url.clone());
+        builder = match request {
+            Request::Api => builder
+                .header(AUTHORIZATION, self.authorization.clone())
+                .header(ACCEPT, "application/json"),
+            Request::Download { credentials: true } => {
+                builder.header(AUTHORIZATION, self.authorization.clone())
+            }
+            Request::Download { credentials: false } => builder,
+        };
+        let sent = builder.send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
@@ -151,15 +213,16 @@ impl Transport {
         let status = response.status();
         if status.is_success() {
             let headers = response.headers().clone();
-            return match self
-                .read_body(response, self.max_response_bytes, endpoint)
-                .await
-            {
+            return match self.read_body(response, limit, endpoint).await {
                 Ok(body) => {
                     counters
                         .bytes_received
                         .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Attempt::Done(Ok(Fetched { headers, body }))
+                    Attempt::Done(Ok(Fetched {
+                        headers,
+                        body,
+                        location: None,
+                    }))
                 }
                 Err(BodyError::TooLarge(error)) => Attempt::Done(Err(error)),
                 Err(BodyError::Transport(error)) => {
@@ -198,6 +261,24 @@ impl Transport {
             }
             StatusCode::FORBIDDEN => Attempt::Done(Err(ConfluenceError::Forbidden { endpoint })),
             StatusCode::NOT_FOUND => Attempt::Done(Err(ConfluenceError::NotFound { endpoint })),
+            s if s.is_redirection() && request == (Request::Download { credentials: true }) => {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| url.join(v).ok());
+                match location {
+                    Some(location) => Attempt::Done(Ok(Fetched {
+                        headers: response.headers().clone(),
+                        body: Vec::new(),
+                        location: Some(location),
+                    })),
+                    None => Attempt::Done(Err(ConfluenceError::InvalidResponse {
+                        endpoint,
+                        reason: "redirect without a location".into(),
+                    })),
+                }
+            }
             s if s.is_redirection() => Attempt::Done(Err(ConfluenceError::InvalidResponse {
                 endpoint,
                 reason: format!("unexpected redirect ({})", s.as_u16()),

@@ -231,16 +231,19 @@ mod tests {
             page: page_info(3),
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
+            attachments: Vec::new(),
         });
         let b = Envelope::new(PageChanged {
             page: page_info(3),
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
+            attachments: Vec::new(),
         });
         let c = Envelope::new(PageChanged {
             page: page_info(4),
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
+            attachments: Vec::new(),
         });
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
@@ -269,6 +272,7 @@ mod tests {
                 page,
                 body_storage: "<p>a</p>".into(),
                 comments: Vec::new(),
+                attachments: Vec::new(),
             })
             .id
         };

@@ -216,6 +216,40 @@ pub struct PageChanged {
     /// Center).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comments: Vec<PageComment>,
+    /// The page's attachments, in id order, with the text extracted from each (an attachment
+    /// change keeps the page's version: it comes as a new incarnation). Empty in events written
+    /// before attachments were fetched, and where the source's API has no v2 listings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<PageAttachment>,
+}
+
+/// A file attached to a page or blog post, with what its text extraction gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageAttachment {
+    /// Confluence's id (`att…` on Cloud).
+    pub id: String,
+    pub file_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub version: u64,
+    /// Size in bytes, as Confluence reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    /// Where a reader opens the file (its preview in the page, or its download).
+    pub url: String,
+    pub text: AttachmentText,
+}
+
+/// The text of an attachment, or why it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachmentText {
+    /// The text extracted from the file (bounded; cut at a character boundary).
+    Extracted(String),
+    /// Not read, by configuration: a type outside the allow-list or a file over the size cap.
+    Skipped(String),
+    /// The file could not be parsed: a permanent failure of this version of this attachment.
+    Failed(String),
 }
 
 /// Where a comment sits on its page.

@@ -435,6 +435,100 @@ pub fn generate_comments(
     comments
 }
 
+/// A file attached to a page or blog post. Its bytes are kept for every version (a download
+/// names the version it wants, as Cloud's download links do).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimAttachment {
+    pub id: u64,
+    /// The page or blog post it is attached to.
+    pub container_id: u64,
+    /// The file name (Confluence's attachment title).
+    pub title: String,
+    pub media_type: String,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    /// Index into [`USERS`].
+    pub author: usize,
+    /// Trashed attachments leave listings and searches; a restore brings them back.
+    pub trashed: bool,
+    /// The file's bytes at each version, the first version first.
+    #[serde(skip)]
+    pub versions: Vec<Vec<u8>>,
+}
+
+impl SimAttachment {
+    /// Cloud's attachment ids carry an `att` prefix.
+    pub fn content_id(&self) -> String {
+        format!("att{}", self.id)
+    }
+
+    /// The bytes of a version (the current one when none is named).
+    pub fn data(&self, version: Option<u64>) -> Option<&[u8]> {
+        let version = version.unwrap_or(self.version);
+        let index = usize::try_from(version).ok()?.checked_sub(1)?;
+        self.versions.get(index).map(Vec::as_slice)
+    }
+
+    pub fn file_size(&self) -> usize {
+        self.data(None).map_or(0, <[u8]>::len)
+    }
+}
+
+/// Generates `count` small text attachments (plain text, Markdown, CSV and JSON in turn) with ids
+/// from `first_id` on `containers` (id, creation date).
+pub fn generate_attachments(
+    seed: u64,
+    first_id: u64,
+    count: usize,
+    containers: &[(u64, DateTime<Utc>)],
+) -> Vec<SimAttachment> {
+    let mut rng = SplitMix64::derive(seed, &[0xa77a]);
+    if containers.is_empty() {
+        return Vec::new();
+    }
+    (0..count)
+        .map(|index| {
+            let id = first_id + index as u64;
+            let (container_id, container_created) = *rng.pick(containers);
+            let created_at =
+                container_created + Duration::minutes(1 + rng.below(60 * 24 * 30) as i64);
+            let words = 20 + rng.below(60);
+            let text = sentence(&mut rng, words);
+            let (title, media_type, data) = match index % 4 {
+                0 => (format!("notes-{id}.txt"), "text/plain", text),
+                1 => (
+                    format!("readme-{id}.md"),
+                    "text/markdown",
+                    format!("# Notes {id}\n\n{text}\n"),
+                ),
+                2 => (
+                    format!("table-{id}.csv"),
+                    "text/csv",
+                    format!("name,value\nrow {id},{}\n", text.replace(',', " ")),
+                ),
+                _ => (
+                    format!("data-{id}.json"),
+                    "application/json",
+                    serde_json::json!({"id": id, "summary": text}).to_string(),
+                ),
+            };
+            SimAttachment {
+                id,
+                container_id,
+                title,
+                media_type: media_type.to_owned(),
+                version: 1,
+                created_at,
+                modified_at: created_at,
+                author: rng.below(USERS.len()),
+                trashed: false,
+                versions: vec![data.into_bytes()],
+            }
+        })
+        .collect()
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -1,5 +1,5 @@
 //! The CQL subset the fetcher uses: `type = page`, `type = blogpost` or
-//! `type in (page, blogpost)`, or `type = comment` alone, `space = "KEY"`, `lastmodified` compared with
+//! `type in (page, blogpost)`, or `type = comment` or `type = attachment` alone, `space = "KEY"`, `lastmodified` compared with
 //! `"yyyy-MM-dd HH:mm"` (or `"yyyy-MM-dd"`) in the API user's time zone, joined by `and`, with an
 //! optional `order by lastmodified [asc|desc]`. Anything else is rejected, as Confluence rejects
 //! what it cannot parse (400).
@@ -15,6 +15,8 @@ pub struct CqlFilter {
     pub types: Vec<ContentKind>,
     /// `type = comment`: comments (on the space's current pages and blog posts) instead.
     pub comments: bool,
+    /// `type = attachment`: attachments (of the space's current pages and blog posts) instead.
+    pub attachments: bool,
     pub space: Option<String>,
     pub modified: Vec<(Comparison, DateTime<Utc>)>,
     pub order: Option<SortOrder>,
@@ -140,6 +142,7 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
     let mut filter = CqlFilter {
         types: Vec::new(),
         comments: false,
+        attachments: false,
         space: None,
         modified: Vec::new(),
         order: None,
@@ -200,7 +203,16 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
                 {
                     filter.comments = true;
                 }
-                ("type", "=") if filter.types.is_empty() && !filter.comments => {
+                ("type", "=")
+                    if value.eq_ignore_ascii_case("attachment")
+                        && filter.types.is_empty()
+                        && !filter.comments =>
+                {
+                    filter.attachments = true;
+                }
+                ("type", "=")
+                    if filter.types.is_empty() && !filter.comments && !filter.attachments =>
+                {
                     filter.types.push(content_kind(&value)?)
                 }
                 ("type", _) => return Err(format!("unsupported type clause: type {op} {value}")),
@@ -254,8 +266,10 @@ pub fn parse(cql: &str, zone: Tz) -> Result<CqlFilter, String> {
             _ => return Err(format!("unexpected token at clause {}", i / 4 + 1)),
         }
     }
-    if filter.types.is_empty() && !filter.comments {
-        return Err("the simulator needs a type clause (page, blogpost, comment)".into());
+    if filter.types.is_empty() && !filter.comments && !filter.attachments {
+        return Err(
+            "the simulator needs a type clause (page, blogpost, comment, attachment)".into(),
+        );
     }
     Ok(filter)
 }

@@ -30,6 +30,12 @@
 //!   `.resolution`, `.inlineProperties`); [`SimHandle::add_comment`]
 //!   and its siblings send `comment_*` webhooks carrying the page under `parent`, and leave the
 //!   page's version alone, as Confluence does.
+//! - Attachments (`SimConfig::attachment_count` small text files, or any file a test attaches):
+//!   `/wiki/api/v2/{pages|blogposts}/{id}/attachments`, `/wiki/api/v2/attachments/{id}` (ids
+//!   `att…`), the file's bytes at `/wiki/download/attachments/{pageId}/{fileName}?version=N` (every
+//!   version kept), and the v1 CQL search `type = attachment` (`extensions.mediaType`,
+//!   `.fileSize`, `_links.download`, `container`); [`SimHandle::attach`] and its siblings send
+//!   `attachment_*` webhooks carrying the page as `attachedTo`, and leave its version alone.
 
 mod content;
 mod cql;
@@ -45,12 +51,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use content::{
-    CommentLocation, ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, Resolution, SimComment,
-    SimPage, USERS,
+    CommentLocation, ContentKind, FIRST_PAGE_ID, MAX_DEPTH, PageStatus, Resolution, SimAttachment,
+    SimComment, SimPage, USERS,
 };
 pub use state::{
-    CreateComment, CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage, MutationError,
-    SimConfig, SimStats,
+    CreateAttachment, CreateComment, CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage,
+    MutationError, SimConfig, SimStats,
 };
 pub use webhook::{WebhookDelivery, WebhookEvent, signature as webhook_signature};
 
@@ -149,6 +155,9 @@ pub type Mutation = (SimPage, Option<WebhookDelivery>);
 
 /// A comment mutation's result: the comment, and the webhook it sent.
 pub type CommentMutation = (SimComment, Option<WebhookDelivery>);
+
+/// An attachment mutation's result: the attachment, and the webhook it sent.
+pub type AttachmentMutation = (SimAttachment, Option<WebhookDelivery>);
 
 impl SimHandle {
     pub fn base_url(&self) -> String {
@@ -329,6 +338,61 @@ impl SimHandle {
     pub async fn remove_comment(&self, id: u64) -> Result<CommentMutation, MutationError> {
         server::mutate_comment(&self.shared, WebhookEvent::CommentRemoved, |s| {
             s.remove_comment(id)
+        })
+        .await
+    }
+
+    /// The current attachments of a page or blog post, in id order.
+    pub fn attachments(&self, container_id: u64) -> Vec<SimAttachment> {
+        self.shared
+            .lock()
+            .attachments_of(container_id)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Attaches a file to a page or blog post (`attachment_created`), or uploads a new version
+    /// of its attachment of that file name (`attachment_updated`). The page keeps its version.
+    pub async fn attach(
+        &self,
+        container_id: u64,
+        request: CreateAttachment,
+    ) -> Result<AttachmentMutation, MutationError> {
+        let event = if self
+            .shared
+            .lock()
+            .attachments_of(container_id)
+            .iter()
+            .any(|a| a.title == request.file_name)
+        {
+            WebhookEvent::AttachmentUpdated
+        } else {
+            WebhookEvent::AttachmentCreated
+        };
+        server::mutate_attachment(&self.shared, event, |s| s.attach(container_id, request)).await
+    }
+
+    /// Moves an attachment to the trash (`attachment_trashed`).
+    pub async fn trash_attachment(&self, id: u64) -> Result<AttachmentMutation, MutationError> {
+        server::mutate_attachment(&self.shared, WebhookEvent::AttachmentTrashed, |s| {
+            s.trash_attachment(id, true)
+        })
+        .await
+    }
+
+    /// Restores a trashed attachment (`attachment_restored`).
+    pub async fn restore_attachment(&self, id: u64) -> Result<AttachmentMutation, MutationError> {
+        server::mutate_attachment(&self.shared, WebhookEvent::AttachmentRestored, |s| {
+            s.trash_attachment(id, false)
+        })
+        .await
+    }
+
+    /// Deletes an attachment for good (`attachment_removed`).
+    pub async fn remove_attachment(&self, id: u64) -> Result<AttachmentMutation, MutationError> {
+        server::mutate_attachment(&self.shared, WebhookEvent::AttachmentRemoved, |s| {
+            s.remove_attachment(id)
         })
         .await
     }

@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::content::{CommentLocation, ContentKind, PageStatus, SimComment, SimPage, USERS};
+use crate::content::{
+    CommentLocation, ContentKind, PageStatus, SimAttachment, SimComment, SimPage, USERS,
+};
 use crate::cql::{self, SortOrder};
 use crate::state::{
     BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
@@ -154,6 +156,27 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                     v2_comment_children(app, headers, id, params, CommentLocation::Inline)
                 },
             ),
+        )
+        .route(
+            "/wiki/api/v2/pages/{id}/attachments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_attachments(app, headers, id, params, ContentKind::Page)
+                },
+            ),
+        )
+        .route(
+            "/wiki/api/v2/blogposts/{id}/attachments",
+            get(
+                |app: App, headers: HeaderMap, id: Path<String>, params: Params| {
+                    v2_attachments(app, headers, id, params, ContentKind::Blogpost)
+                },
+            ),
+        )
+        .route("/wiki/api/v2/attachments/{id}", get(v2_attachment))
+        .route(
+            "/wiki/download/attachments/{page}/{file}",
+            get(download_attachment),
         )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
         .route(
@@ -892,7 +915,45 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             .trailing_empty_page
             .then_some(&mut state.empty_cursor_serial);
         let mut bodies = Bodies::new();
-        let (results, next): (Vec<Value>, _) = if filter.comments {
+        let (results, next): (Vec<Value>, _) = if filter.attachments {
+            let attachment_key = move |a: &SimAttachment| {
+                if ordered {
+                    (a.modified_at.timestamp_millis(), a.id)
+                } else {
+                    (0, a.id)
+                }
+            };
+            let mut matching: Vec<&SimAttachment> = state
+                .attachments
+                .values()
+                .filter(|a| {
+                    !a.trashed
+                        && state
+                            .pages
+                            .get(&a.container_id)
+                            .is_some_and(|p| p.status == PageStatus::Current)
+                })
+                .filter(|a| filter.matches(&state.config.space_key, a.modified_at))
+                .collect();
+            matching.sort_by_key(|a| attachment_key(a));
+            if descending {
+                matching.reverse();
+            }
+            let (ids, next) = paginate(
+                matching,
+                attachment_key,
+                cursor,
+                limit,
+                descending,
+                trailing,
+            );
+            let results = ids
+                .iter()
+                .filter_map(|id| state.attachments.get(id))
+                .map(|a| attachment_v1(state, a, &expand, &site))
+                .collect();
+            (results, next)
+        } else if filter.comments {
             // Comments of the space's current pages and blog posts (bodies are small: inline).
             let comment_key = move |c: &SimComment| {
                 if ordered {
@@ -1702,6 +1763,50 @@ pub(crate) async fn mutate_comment(
     Ok((comment, Some(delivery)))
 }
 
+/// Applies an attachment mutation and delivers its `attachment_*` webhook (the attachment with
+/// its page as `attachedTo`) when a target is configured.
+pub(crate) async fn mutate_attachment(
+    shared: &Shared,
+    event: WebhookEvent,
+    apply: impl FnOnce(&mut SimState) -> Result<SimAttachment, MutationError>,
+) -> Result<(SimAttachment, Option<WebhookDelivery>), MutationError> {
+    let (attachment, outgoing) = {
+        let mut state = shared.lock();
+        let attachment = apply(&mut state)?;
+        let outgoing = match (
+            state.config.webhook_target.clone(),
+            state.pages.get(&attachment.container_id),
+        ) {
+            (Some(target), Some(container)) => Some((
+                target,
+                state.config.webhook_secret.clone(),
+                webhook::attachment_payload(
+                    &attachment,
+                    container,
+                    &state.config.space_key,
+                    state.config.space_id,
+                    &shared.site,
+                ),
+            )),
+            _ => None,
+        };
+        (attachment, outgoing)
+    };
+    let Some((target, secret, body)) = outgoing else {
+        return Ok((attachment, None));
+    };
+    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
+    {
+        let mut state = shared.lock();
+        if delivery.delivered() {
+            state.stats.webhooks_delivered += 1;
+        } else {
+            state.stats.webhooks_failed += 1;
+        }
+    }
+    Ok((attachment, Some(delivery)))
+}
+
 /// Applies a mutation and, when a webhook target is configured, delivers the matching webhook
 /// before answering (so tests know the hint is on its way).
 pub(crate) async fn mutate(
@@ -1740,4 +1845,250 @@ pub(crate) async fn mutate(
     }
     tracing::debug!(event = delivery.event, status = ?delivery.status, "webhook sent");
     Ok((page, Some(delivery)))
+}
+
+/// An attachment's download link, relative to the wiki root, as v1 and v2 give it.
+fn download_link(attachment: &SimAttachment) -> String {
+    let mut url = match reqwest::Url::parse("http://sim/download/attachments") {
+        Ok(url) => url,
+        Err(_) => return String::new(),
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.push(&attachment.container_id.to_string());
+        path.push(&attachment.title);
+    }
+    url.query_pairs_mut()
+        .append_pair("version", &attachment.version.to_string())
+        .append_pair(
+            "modificationDate",
+            &attachment.modified_at.timestamp_millis().to_string(),
+        )
+        .append_pair("api", "v2");
+    format!("{}?{}", url.path(), url.query().unwrap_or(""))
+}
+
+/// An attachment's preview in its page's web UI, relative to the wiki root.
+fn attachment_webui(state: &SimState, attachment: &SimAttachment) -> String {
+    let page = state
+        .pages
+        .get(&attachment.container_id)
+        .map_or(String::new(), |p| webui(&state.config.space_key, p));
+    format!(
+        "{page}?preview=/{}/{}/{}",
+        attachment.container_id, attachment.id, attachment.title
+    )
+}
+
+/// A v1 attachment (`type: attachment`), as a CQL search returns it: `extensions` with its media
+/// type and size, `_links.download`, its page under `container` and its `version` when expanded.
+fn attachment_v1(
+    state: &SimState,
+    attachment: &SimAttachment,
+    expand: &[String],
+    site: &str,
+) -> Value {
+    let has = |name: &str| {
+        expand
+            .iter()
+            .any(|e| e == name || e.starts_with(&format!("{name}.")))
+    };
+    let mut value = json!({
+        "id": attachment.content_id(),
+        "type": "attachment",
+        "status": "current",
+        "title": attachment.title,
+        "metadata": {"mediaType": attachment.media_type, "comment": ""},
+        "extensions": {"mediaType": attachment.media_type, "fileSize": attachment.file_size(), "comment": ""},
+        "_links": {
+            "webui": attachment_webui(state, attachment),
+            "download": download_link(attachment),
+            "self": format!("{site}/rest/api/content/{}", attachment.content_id()),
+        },
+    });
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    if has("version") {
+        map.insert(
+            "version".into(),
+            json!({"by": user_v1(attachment.author),
+                   "when": attachment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                   "message": "", "number": attachment.version, "minorEdit": false}),
+        );
+    }
+    if has("container")
+        && let Some(page) = state.pages.get(&attachment.container_id)
+    {
+        map.insert(
+            "container".into(),
+            json!({"id": page.id.to_string(), "type": page.kind.name(), "status": "current",
+                   "title": page.title}),
+        );
+    }
+    value
+}
+
+/// A v2 attachment (`AttachmentBulk`, `AttachmentSingle`).
+fn attachment_v2(state: &SimState, attachment: &SimAttachment) -> Value {
+    let account = USERS.get(attachment.author).map_or("", |u| u.0);
+    let webui = attachment_webui(state, attachment);
+    let download = download_link(attachment);
+    let mut value = json!({
+        "id": attachment.content_id(),
+        "status": if attachment.trashed { "trashed" } else { "current" },
+        "title": attachment.title,
+        "createdAt": attachment.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "mediaType": attachment.media_type,
+        "mediaTypeDescription": "",
+        "comment": "",
+        "fileId": format!("{:032x}", attachment.id),
+        "fileSize": attachment.file_size(),
+        "webuiLink": webui,
+        "downloadLink": download,
+        "version": {
+            "createdAt": attachment.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "",
+            "number": attachment.version,
+            "minorEdit": false,
+            "authorId": account,
+        },
+        "_links": {"webui": webui, "download": download},
+    });
+    let holder = match state.pages.get(&attachment.container_id).map(|p| p.kind) {
+        Some(ContentKind::Blogpost) => "blogPostId",
+        _ => "pageId",
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert(holder.into(), json!(attachment.container_id.to_string()));
+    }
+    value
+}
+
+/// v2 `GET /{pages|blogposts}/{id}/attachments`: the current attachments, in id order.
+async fn v2_attachments(
+    State(shared): App,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    kind: ContentKind,
+) -> Response {
+    let (collection, _) = v2_collection(kind);
+    let path = format!("/api/v2/{collection}/{id}/attachments");
+    let near = match guard(
+        &shared,
+        &headers,
+        &format!("/wiki{path}"),
+        "v2.attachments",
+        Api::V2,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let mut state = shared.lock();
+        if state.current(id).is_none_or(|p| p.kind != kind) {
+            return error(Api::V2, StatusCode::NOT_FOUND, "");
+        }
+        let (limit, cursor) = match (
+            limit(&params, &state),
+            decode_cursor(param(&params, "cursor")),
+        ) {
+            (Ok(l), Ok(c)) => (l, c),
+            (Err(e), _) | (_, Err(e)) => return error(Api::V2, StatusCode::BAD_REQUEST, &e),
+        };
+        let matching: Vec<u64> = state.attachments_of(id).iter().map(|a| a.id).collect();
+        let state = &mut *state;
+        let trailing = state
+            .faults
+            .trailing_empty_page
+            .then_some(&mut state.empty_cursor_serial);
+        let (ids, next) = paginate(
+            matching.iter().collect(),
+            |id: &u64| (0, *id),
+            cursor,
+            limit,
+            false,
+            trailing,
+        );
+        let results = ids
+            .iter()
+            .filter_map(|id| state.attachments.get(id))
+            .map(|a| attachment_v2(state, a))
+            .collect();
+        let next = next.map(|c| next_link(&path, &params, &c, &[]));
+        v2_listing(state, results, Bodies::new(), next, &site, near)
+    };
+    reply.send().await
+}
+
+/// The numeric part of an attachment id (`att123` or `123`).
+fn attachment_number(raw: &str) -> Result<u64, Response> {
+    parse_id(raw.strip_prefix("att").unwrap_or(raw), Api::V2)
+}
+
+/// v2 `GET /attachments/{id}`.
+async fn v2_attachment(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let path = format!("/wiki/api/v2/attachments/{id}");
+    let near = match guard(&shared, &headers, &path, "v2.attachment", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match attachment_number(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let body = {
+        let state = shared.lock();
+        match state.attachments.get(&id) {
+            Some(attachment) => attachment_v2(&state, attachment),
+            None => return error(Api::V2, StatusCode::NOT_FOUND, ""),
+        }
+    };
+    ok(body, near, None)
+}
+
+/// `GET /download/attachments/{pageId}/{fileName}?version=N`: the file's bytes at that version
+/// (the current one without it).
+async fn download_attachment(
+    State(shared): App,
+    headers: HeaderMap,
+    Path((page, file)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    let path = format!("/wiki/download/attachments/{page}/{file}");
+    if let Err(response) = guard(&shared, &headers, &path, "download", Api::V1).await {
+        return response;
+    }
+    let page = match parse_id(&page, Api::V1) {
+        Ok(page) => page,
+        Err(response) => return response,
+    };
+    let version = match param(&params, "version").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(version)) => Some(version),
+        Some(Err(_)) => return error(Api::V1, StatusCode::BAD_REQUEST, "invalid version"),
+    };
+    let found = {
+        let state = shared.lock();
+        state
+            .attachments
+            .values()
+            .find(|a| a.container_id == page && a.title == file && !a.trashed)
+            .and_then(|a| Some((a.media_type.clone(), a.data(version)?.to_vec())))
+    };
+    match found {
+        Some((media_type, data)) => {
+            let content_type = HeaderValue::from_str(&media_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, content_type)], data).into_response()
+        }
+        None => error(Api::V1, StatusCode::NOT_FOUND, "attachment not found"),
+    }
 }

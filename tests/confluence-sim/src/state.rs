@@ -7,8 +7,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::content::{
-    self, CommentLocation, ContentKind, LinkTargets, PageStatus, Resolution, SimComment, SimPage,
-    USERS,
+    self, CommentLocation, ContentKind, LinkTargets, PageStatus, Resolution, SimAttachment,
+    SimComment, SimPage, USERS,
 };
 use crate::rng::SplitMix64;
 
@@ -21,6 +21,9 @@ pub struct SimConfig {
     pub blog_post_count: usize,
     /// Comments on the pages and blog posts (with replies), generated after them.
     pub comment_count: usize,
+    /// Small text attachments (plain text, Markdown, CSV, JSON) on the pages and blog posts,
+    /// generated after the comments.
+    pub attachment_count: usize,
     /// Pages with bodies over 1 MB (default: one per 500 pages, at least one).
     pub large_pages: usize,
     pub space_key: String,
@@ -48,6 +51,7 @@ impl SimConfig {
             page_count,
             blog_post_count: 0,
             comment_count: 0,
+            attachment_count: 0,
             large_pages: (page_count / 500).max(1).min(page_count),
             space_key: "ENG".into(),
             space_name: "Engineering".into(),
@@ -215,6 +219,15 @@ pub struct CreateComment {
     pub selection: Option<String>,
 }
 
+/// A new attachment (version 1) or a new version of one (same file name).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateAttachment {
+    pub file_name: String,
+    pub media_type: String,
+    /// The file's bytes.
+    pub data: Vec<u8>,
+}
+
 fn footer() -> CommentLocation {
     CommentLocation::Footer
 }
@@ -230,6 +243,7 @@ pub(crate) struct SimState {
     pub config: SimConfig,
     pub pages: BTreeMap<u64, SimPage>,
     pub comments: BTreeMap<u64, SimComment>,
+    pub attachments: BTreeMap<u64, SimAttachment>,
     pub next_id: u64,
     pub faults: Faults,
     pub stats: SimStats,
@@ -267,15 +281,29 @@ impl SimState {
         .into_iter()
         .map(|comment| (comment.id, comment))
         .collect();
-        let next_id = comments
+        let first_attachment = comments
             .keys()
             .next_back()
             .map_or(first_comment, |id| id + 1);
+        let attachments: BTreeMap<u64, SimAttachment> = content::generate_attachments(
+            config.seed,
+            first_attachment,
+            config.attachment_count,
+            &containers,
+        )
+        .into_iter()
+        .map(|attachment| (attachment.id, attachment))
+        .collect();
+        let next_id = attachments
+            .keys()
+            .next_back()
+            .map_or(first_attachment, |id| id + 1);
         let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
         Self {
             config,
             pages,
             comments,
+            attachments,
             next_id,
             faults: Faults::default(),
             stats: SimStats::default(),
@@ -502,7 +530,80 @@ impl SimState {
         // Purging takes the page's comments with it.
         self.comments
             .retain(|_, comment| comment.container_id != id);
+        self.attachments
+            .retain(|_, attachment| attachment.container_id != id);
         self.pages.remove(&id).ok_or(MutationError::NotFound(id))
+    }
+
+    /// The current attachments of a current page or blog post, in id order.
+    pub fn attachments_of(&self, container: u64) -> Vec<&SimAttachment> {
+        self.attachments
+            .values()
+            .filter(|a| a.container_id == container && !a.trashed)
+            .collect()
+    }
+
+    /// Attaches a file (version 1), or uploads a new version of the page's attachment of the same
+    /// file name (version + 1), as Confluence's upload does. The page keeps its version.
+    pub fn attach(
+        &mut self,
+        container_id: u64,
+        request: CreateAttachment,
+    ) -> Result<SimAttachment, MutationError> {
+        self.current(container_id)
+            .ok_or(MutationError::NotFound(container_id))?;
+        if request.file_name.trim().is_empty() {
+            return Err(MutationError::Invalid("file name must not be empty".into()));
+        }
+        let now = Utc::now();
+        if let Some(existing) = self
+            .attachments
+            .values_mut()
+            .find(|a| a.container_id == container_id && a.title == request.file_name && !a.trashed)
+        {
+            existing.versions.push(request.data);
+            existing.version += 1;
+            existing.media_type = request.media_type;
+            existing.modified_at = now;
+            return Ok(existing.clone());
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let attachment = SimAttachment {
+            id,
+            container_id,
+            title: request.file_name,
+            media_type: request.media_type,
+            version: 1,
+            created_at: now,
+            modified_at: now,
+            author: self.actor(id),
+            trashed: false,
+            versions: vec![request.data],
+        };
+        self.attachments.insert(id, attachment.clone());
+        Ok(attachment)
+    }
+
+    /// Moves an attachment to the trash (`true`) or restores it.
+    pub fn trash_attachment(
+        &mut self,
+        id: u64,
+        trashed: bool,
+    ) -> Result<SimAttachment, MutationError> {
+        let attachment = self
+            .attachments
+            .get_mut(&id)
+            .ok_or(MutationError::NotFound(id))?;
+        attachment.trashed = trashed;
+        Ok(attachment.clone())
+    }
+
+    /// Deletes an attachment for good.
+    pub fn remove_attachment(&mut self, id: u64) -> Result<SimAttachment, MutationError> {
+        self.attachments
+            .remove(&id)
+            .ok_or(MutationError::NotFound(id))
     }
 
     /// Comments on a page or blog post: top-level ones of `location`, or the replies to `parent`.

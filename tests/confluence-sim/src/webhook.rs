@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::content::{ContentKind, SimComment, SimPage, USERS};
+use crate::content::{ContentKind, SimAttachment, SimComment, SimPage, USERS};
 
 /// A page (or blog post) event Confluence Cloud sends a webhook for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,6 +29,11 @@ pub enum WebhookEvent {
     CommentCreated,
     CommentUpdated,
     CommentRemoved,
+    AttachmentCreated,
+    AttachmentUpdated,
+    AttachmentTrashed,
+    AttachmentRestored,
+    AttachmentRemoved,
 }
 
 impl WebhookEvent {
@@ -50,6 +55,11 @@ impl WebhookEvent {
             Self::CommentCreated => "comment_created",
             Self::CommentUpdated => "comment_updated",
             Self::CommentRemoved => "comment_removed",
+            Self::AttachmentCreated => "attachment_created",
+            Self::AttachmentUpdated => "attachment_updated",
+            Self::AttachmentTrashed => "attachment_trashed",
+            Self::AttachmentRestored => "attachment_restored",
+            Self::AttachmentRemoved => "attachment_removed",
         }
     }
 
@@ -192,6 +202,53 @@ pub fn comment_payload(
         "accountType": "customer",
         "timestamp": chrono::Utc::now().timestamp_millis(),
         "userAccountId": account(comment.author),
+    })
+}
+
+/// An attachment event's payload, as Connect sends it: the attachment, and the page (or blog
+/// post) it is attached to as `attachedTo`. An attachment change creates no page version.
+pub fn attachment_payload(
+    attachment: &SimAttachment,
+    container: &SimPage,
+    space_key: &str,
+    space_id: u64,
+    site: &str,
+) -> serde_json::Value {
+    let account = |index: usize| USERS.get(index).map_or("", |u| u.0);
+    let page = payload(
+        WebhookEvent::PageCreated,
+        container,
+        None,
+        space_key,
+        space_id,
+        site,
+    );
+    let attached_to = page
+        .get(match container.kind {
+            ContentKind::Page => "page",
+            ContentKind::Blogpost => "blog",
+        })
+        .cloned()
+        .unwrap_or_default();
+    json!({
+        "attachment": {
+            "id": attachment.content_id(),
+            "idAsString": attachment.content_id(),
+            "fileName": attachment.title,
+            "title": attachment.title,
+            "contentType": "attachment",
+            "mediaType": attachment.media_type,
+            "version": attachment.version,
+            "creatorAccountId": account(attachment.author),
+            "lastModifierAccountId": account(attachment.author),
+            "spaceKey": space_key,
+            "creationDate": attachment.created_at.timestamp_millis(),
+            "modificationDate": attachment.modified_at.timestamp_millis(),
+        },
+        "attachedTo": attached_to,
+        "accountType": "customer",
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "userAccountId": account(attachment.author),
     })
 }
 

@@ -677,3 +677,132 @@ async fn comments_are_listed_per_page_with_replies_resolution_and_webhooks() {
         assert_eq!(body["comment"]["parent"]["contentType"], "page", "{event}");
     }
 }
+
+#[tokio::test]
+async fn attachments_are_listed_searched_downloaded_by_version_and_send_webhooks() {
+    let (target, received) = receiver().await;
+    let mut config = SimConfig::new(7, 6);
+    config.attachment_count = 9;
+    config.webhook_target = Some(target);
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
+    let page = sim.handle.current_page_ids()[1];
+    let upload = |data: &[u8]| confluence_sim::CreateAttachment {
+        file_name: "plan v1.txt".into(),
+        media_type: "text/plain".into(),
+        data: data.to_vec(),
+    };
+    let (created, _) = sim
+        .handle
+        .attach(page, upload(b"first"))
+        .await
+        .expect("attach");
+    let (updated, _) = sim
+        .handle
+        .attach(page, upload(b"second text"))
+        .await
+        .expect("new version");
+    assert_eq!(
+        (created.version, updated.version, updated.id),
+        (1, 2, created.id)
+    );
+
+    // The page's v2 listing and the attachment itself agree; the download link names the version.
+    let listing: Value = get(&sim, &format!("/wiki/api/v2/pages/{page}/attachments"))
+        .await
+        .json()
+        .await
+        .expect("listing");
+    let listed = listing["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|a| a["title"] == "plan v1.txt")
+        .expect("listed")
+        .clone();
+    assert_eq!(listed["id"], format!("att{}", created.id));
+    assert_eq!(listed["pageId"], page.to_string());
+    assert_eq!(listed["version"]["number"], 2);
+    assert_eq!(listed["fileSize"], 11);
+    let single: Value = get(&sim, &format!("/wiki/api/v2/attachments/att{}", created.id))
+        .await
+        .json()
+        .await
+        .expect("single");
+    assert_eq!(single["downloadLink"], listed["downloadLink"]);
+    let link = listed["downloadLink"].as_str().expect("link");
+    assert!(link.starts_with(&format!(
+        "/download/attachments/{page}/plan%20v1.txt?version=2"
+    )));
+    let current = get(&sim, &format!("/wiki{link}")).await;
+    assert_eq!(current.text().await.expect("body"), "second text");
+    let first = get(
+        &sim,
+        &format!("/wiki/download/attachments/{page}/plan%20v1.txt?version=1"),
+    )
+    .await;
+    assert_eq!(first.text().await.expect("body"), "first");
+
+    // CQL `type=attachment` finds every current attachment with its page.
+    let search: Value = get(
+        &sim,
+        "/wiki/rest/api/content/search?cql=type%3Dattachment%20and%20space%3DENG&expand=version,container&limit=250",
+    )
+    .await
+    .json()
+    .await
+    .expect("search");
+    let results = search["results"].as_array().expect("results");
+    assert_eq!(results.len(), 10);
+    let hit = results
+        .iter()
+        .find(|a| a["title"] == "plan v1.txt")
+        .expect("found");
+    assert_eq!(hit["container"]["id"], page.to_string());
+    assert_eq!(hit["extensions"]["mediaType"], "text/plain");
+    assert_eq!(hit["_links"]["download"], listed["downloadLink"]);
+
+    // Trash and removal leave listings, search and downloads; each sends its webhook with the
+    // page as `attachedTo`.
+    sim.handle
+        .trash_attachment(created.id)
+        .await
+        .expect("trash");
+    assert_eq!(get(&sim, &format!("/wiki{link}")).await.status(), 404);
+    sim.handle
+        .restore_attachment(created.id)
+        .await
+        .expect("restore");
+    sim.handle
+        .remove_attachment(created.id)
+        .await
+        .expect("remove");
+    assert!(
+        sim.handle
+            .attachments(page)
+            .iter()
+            .all(|a| a.id != created.id)
+    );
+    let events: Vec<(String, Value)> = received
+        .0
+        .lock()
+        .expect("received")
+        .iter()
+        .map(|(event, body, ..)| (event.clone(), body.clone()))
+        .collect();
+    assert_eq!(
+        events.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+        [
+            "attachment_created",
+            "attachment_updated",
+            "attachment_trashed",
+            "attachment_restored",
+            "attachment_removed"
+        ]
+    );
+    for (_, body) in &events {
+        assert_eq!(body["attachedTo"]["id"], page);
+        assert_eq!(body["attachment"]["id"], format!("att{}", created.id));
+    }
+}

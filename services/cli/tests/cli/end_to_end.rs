@@ -2,11 +2,12 @@
 //! phrase and by Jira key, edit a page (the simulator posts the webhook) and find the new text,
 //! trash a page and see it disappear; the same for a blog post, found with `--content-type`; a
 //! comment (its webhook) makes its page findable by its text and shows with the page, a resolved
-//! inline comment is marked, a removed comment leaves search.
+//! inline comment is marked, a removed comment leaves search; an attached PDF (its webhook) is
+//! found by its text, the hit naming the file, and leaves search when the file is removed.
 
 use std::time::Duration;
 
-use confluence_sim::{CommentLocation, CreateComment, CreatePage, EditPage};
+use confluence_sim::{CommentLocation, CreateAttachment, CreateComment, CreatePage, EditPage};
 use pagestream_cli::CliError;
 
 use super::stack::{Provider, SOURCE, Stack, eventually};
@@ -286,6 +287,69 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         "the removed comment left search",
         Duration::from_secs(120),
         || async { comment_hits().await.is_empty() },
+    )
+    .await;
+
+    // An attached PDF reaches search through its webhook: the hit names the file under the
+    // page's `Attachments`; removing the file takes it out of search.
+    let report = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fetcher/tests/fixtures/attachments/report.pdf"
+    ))
+    .expect("pdf fixture");
+    let (attachment, _) = stack
+        .sim
+        .handle
+        .attach(
+            backups_id,
+            CreateAttachment {
+                file_name: "report.pdf".into(),
+                media_type: "application/pdf".into(),
+                data: report,
+            },
+        )
+        .await
+        .expect("attach");
+    let attachment_hits = || async {
+        let body = stack.search("\"zephyr forecast\"").await;
+        body["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .filter(|hit| hit["text"].as_str().is_some_and(|t| t.contains("zephyr")))
+            .map(|hit| {
+                (
+                    hit["page_id"].as_str().unwrap_or_default().to_owned(),
+                    hit["text"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the attachment is searchable",
+        Duration::from_secs(120),
+        || async { !attachment_hits().await.is_empty() },
+    )
+    .await;
+    // A small page's sections share a chunk: the file's heading travels in the hit's text.
+    let (page_id, text) = attachment_hits().await.remove(0);
+    assert_eq!(page_id, backups);
+    assert!(text.contains("### report.pdf"), "{text}");
+    let page = stack
+        .cli(&["pages", SOURCE, &backups])
+        .await
+        .expect("pages <id>");
+    assert!(page.contains("### report.pdf"), "{page}");
+    stack
+        .sim
+        .handle
+        .remove_attachment(attachment.id)
+        .await
+        .expect("remove attachment");
+    eventually(
+        "the removed attachment left search",
+        Duration::from_secs(120),
+        || async { attachment_hits().await.is_empty() },
     )
     .await;
 

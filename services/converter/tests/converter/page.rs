@@ -112,3 +112,31 @@ fn comments_follow_the_body_threaded_dated_and_marked_resolved() {
             .contains("Comments")
     );
 }
+
+#[test]
+fn attachments_follow_the_comments_one_section_per_file_shown_literally() {
+    let mut page = page_changed("https://acme.atlassian.net/wiki/spaces/ENG/pages/4242/Runbook");
+    page.body_storage = "<p>Body.</p>".into();
+    page.attachments = serde_json::from_value(serde_json::json!([
+        {"id": "att1", "file_name": "plan v2.pdf", "media_type": "application/pdf", "version": 3,
+         "url": "https://acme.atlassian.net/wiki/spaces/ENG/pages/4242?preview=/4242/att1/plan v2.pdf",
+         "text": {"extracted": "# Not a heading\n\n1. not a list\n- nor this\n\n\n\nLast *line*"}},
+        {"id": "att2", "file_name": "broken.docx", "version": 1, "url": "https://x/y",
+         "text": {"failed": "not a readable docx file: invalid zip"}},
+        {"id": "att3", "file_name": "logo.png", "media_type": "image/png", "version": 1,
+         "url": "https://x/z", "text": {"skipped": "type not indexed"}}
+    ]))
+    .expect("attachments");
+    let converted = convert_page(&page).expect("page converts");
+    assert_eq!(
+        converted.markdown,
+        "Body.\n\n## Attachments\n\
+         \n### plan v2.pdf\n\n\
+         [plan v2.pdf](https://acme.atlassian.net/wiki/spaces/ENG/pages/4242?preview=/4242/att1/plan%20v2.pdf) (application/pdf)\n\n\
+         \\# Not a heading\n\n1\\. not a list\n\\- nor this\n\nLast \\*line\\*\n\
+         \n### broken.docx\n\n[broken.docx](https://x/y)\n\n\
+         *Text could not be extracted: not a readable docx file: invalid zip.*\n\
+         \n### logo.png\n\n[logo.png](https://x/z) (image/png)\n\n*Text not extracted: type not indexed.*\n"
+    );
+    assert!(converted.metadata.content_length > 100);
+}

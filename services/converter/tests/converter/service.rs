@@ -30,6 +30,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
         },
         body_storage: body,
         comments: Vec::new(),
+        attachments: Vec::new(),
     })
     .with_sync_run(Some(uuid_run()))
 }
