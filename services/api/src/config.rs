@@ -95,10 +95,12 @@ pub struct ApiConfig {
     )]
     pub text_candidates: u32,
 
-    /// What ranks the full-text leg: `bm25`, an in-memory index of this process loaded from
-    /// Postgres and kept in step with it, or `postgres`, `ts_rank_cd` over the chunks that hold
-    /// every query word (also what `bm25` uses while its index loads).
-    #[arg(long, env = "PAGESTREAM_SEARCH_TEXT_LEG", default_value = "bm25")]
+    /// What ranks the full-text leg: `postgres`, `ts_rank_cd` over the chunks that hold every
+    /// query word (also what `bm25` uses while its index loads), or `bm25`, an in-memory index of
+    /// this process loaded from Postgres and kept in step with it. `bm25` is faster and ranks
+    /// better on its own, but fused with the vector leg it ranked worse on the relevance bench
+    /// (README), so it is not the default yet.
+    #[arg(long, env = "PAGESTREAM_SEARCH_TEXT_LEG", default_value = "postgres")]
     pub text_leg: TextLeg,
 
     /// When filters leave at most this many pages, the vector leg ranks their chunks exactly
@@ -160,7 +162,7 @@ impl Default for SearchSettings {
             rrf_k: 60,
             leg_depth: 50,
             text_candidates: 1000,
-            text_leg: TextLeg::Bm25,
+            text_leg: TextLeg::Postgres,
             exact_filter_pages: 1000,
             hnsw_ef_search: 100,
             embed_timeout: Duration::from_secs(2),

@@ -11,8 +11,16 @@ use crate::support::{
 };
 
 /// A small space: runbook 100 with child 101 and sibling 102 under /1; 200 under /2; 300 deleted.
+/// Seeded, with the BM25 text leg (the Postgres one has its own test).
 async fn seeded(responder: bool) -> (TestApi, Uuid) {
-    seeded_with(responder, SearchSettings::default()).await
+    seeded_with(
+        responder,
+        SearchSettings {
+            text_leg: TextLeg::Bm25,
+            ..SearchSettings::default()
+        },
+    )
+    .await
 }
 
 async fn seeded_with(responder: bool, settings: SearchSettings) -> (TestApi, Uuid) {
@@ -293,6 +301,7 @@ async fn filters_apply_inside_the_hnsw_scan() {
     // Never exact: the filters apply during the iterative index scan.
     let settings = SearchSettings {
         exact_filter_pages: 0,
+        text_leg: TextLeg::Bm25,
         ..SearchSettings::default()
     };
     let (api, source) = seeded_with(true, settings).await;

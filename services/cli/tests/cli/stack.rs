@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use confluence_sim::{RunningSim, SimConfig};
-use pagestream_api::{AppParts, AppState, NatsQueryEmbedder, SearchSettings};
+use pagestream_api::{AppParts, AppState, NatsQueryEmbedder, SearchSettings, TextLeg};
 use pagestream_bus::Bus;
 use pagestream_cli::{Cli, CliError};
 use pagestream_embedder::EmbeddingProvider;
@@ -200,9 +200,11 @@ impl Stack {
         }
 
         // Search the model the embedders write (the hash provider's too).
+        // The BM25 text leg: the end-to-end test and the relevance bench exercise it.
         let search = SearchSettings {
             embed_timeout: Duration::from_secs(10),
             embedding_model: model.clone(),
+            text_leg: TextLeg::Bm25,
             ..SearchSettings::default()
         };
         let api_pool =
