@@ -78,8 +78,11 @@ async fn main() -> anyhow::Result<()> {
         "http",
         pagestream_telemetry::serve(config.listen, router, supervisor.token()),
     );
-    // Search ranks its text leg in Postgres until the BM25 index has loaded.
-    supervisor.spawn("text-index", state.maintain_text_index(supervisor.token()));
+    // With the BM25 text leg, its index (search ranks the text leg in Postgres until it loaded).
+    // A supervised task runs until shutdown: there is none to run without the index.
+    if state.text_index().is_some() {
+        supervisor.spawn("text-index", state.maintain_text_index(supervisor.token()));
+    }
     supervisor.spawn(
         "ops",
         pagestream_telemetry::serve(config.ops_listen, ops, supervisor.token()),
