@@ -1726,41 +1726,14 @@ pub(crate) async fn mutate_comment(
     event: WebhookEvent,
     apply: impl FnOnce(&mut SimState) -> Result<SimComment, MutationError>,
 ) -> Result<(SimComment, Option<WebhookDelivery>), MutationError> {
-    let (comment, outgoing) = {
-        let mut state = shared.lock();
-        let comment = apply(&mut state)?;
-        let outgoing = match (
-            state.config.webhook_target.clone(),
-            state.pages.get(&comment.container_id),
-        ) {
-            (Some(target), Some(container)) => Some((
-                target,
-                state.config.webhook_secret.clone(),
-                webhook::comment_payload(
-                    &comment,
-                    container,
-                    &state.config.space_key,
-                    state.config.space_id,
-                    &shared.site,
-                ),
-            )),
-            _ => None,
-        };
-        (comment, outgoing)
-    };
-    let Some((target, secret, body)) = outgoing else {
-        return Ok((comment, None));
-    };
-    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
-    {
-        let mut state = shared.lock();
-        if delivery.delivered() {
-            state.stats.webhooks_delivered += 1;
-        } else {
-            state.stats.webhooks_failed += 1;
-        }
-    }
-    Ok((comment, Some(delivery)))
+    mutate_attached(
+        shared,
+        event,
+        apply,
+        |comment| comment.container_id,
+        webhook::comment_payload,
+    )
+    .await
 }
 
 /// Applies an attachment mutation and delivers its `attachment_*` webhook (the attachment with
@@ -1770,18 +1743,37 @@ pub(crate) async fn mutate_attachment(
     event: WebhookEvent,
     apply: impl FnOnce(&mut SimState) -> Result<SimAttachment, MutationError>,
 ) -> Result<(SimAttachment, Option<WebhookDelivery>), MutationError> {
-    let (attachment, outgoing) = {
+    mutate_attached(
+        shared,
+        event,
+        apply,
+        |attachment| attachment.container_id,
+        webhook::attachment_payload,
+    )
+    .await
+}
+
+/// A mutation of something attached to a page (a comment, an attachment), whose webhook payload
+/// carries that page.
+async fn mutate_attached<T>(
+    shared: &Shared,
+    event: WebhookEvent,
+    apply: impl FnOnce(&mut SimState) -> Result<T, MutationError>,
+    container_of: impl FnOnce(&T) -> u64,
+    payload: impl FnOnce(&T, &SimPage, &str, u64, &str) -> serde_json::Value,
+) -> Result<(T, Option<WebhookDelivery>), MutationError> {
+    let (item, outgoing) = {
         let mut state = shared.lock();
-        let attachment = apply(&mut state)?;
+        let item = apply(&mut state)?;
         let outgoing = match (
             state.config.webhook_target.clone(),
-            state.pages.get(&attachment.container_id),
+            state.pages.get(&container_of(&item)),
         ) {
             (Some(target), Some(container)) => Some((
                 target,
                 state.config.webhook_secret.clone(),
-                webhook::attachment_payload(
-                    &attachment,
+                payload(
+                    &item,
                     container,
                     &state.config.space_key,
                     state.config.space_id,
@@ -1790,21 +1782,26 @@ pub(crate) async fn mutate_attachment(
             )),
             _ => None,
         };
-        (attachment, outgoing)
+        (item, outgoing)
     };
-    let Some((target, secret, body)) = outgoing else {
-        return Ok((attachment, None));
-    };
+    Ok((item, send_webhook(shared, event, outgoing).await))
+}
+
+/// Delivers a webhook (target, secret, body), if there is one, and counts the outcome.
+async fn send_webhook(
+    shared: &Shared,
+    event: WebhookEvent,
+    outgoing: Option<(String, Option<String>, serde_json::Value)>,
+) -> Option<WebhookDelivery> {
+    let (target, secret, body) = outgoing?;
     let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
-    {
-        let mut state = shared.lock();
-        if delivery.delivered() {
-            state.stats.webhooks_delivered += 1;
-        } else {
-            state.stats.webhooks_failed += 1;
-        }
+    let mut state = shared.lock();
+    if delivery.delivered() {
+        state.stats.webhooks_delivered += 1;
+    } else {
+        state.stats.webhooks_failed += 1;
     }
-    Ok((attachment, Some(delivery)))
+    Some(delivery)
 }
 
 /// Applies a mutation and, when a webhook target is configured, delivers the matching webhook
@@ -1831,20 +1828,11 @@ pub(crate) async fn mutate(
         });
         (page, event, outgoing)
     };
-    let Some((target, secret, body)) = outgoing else {
-        return Ok((page, None));
-    };
-    let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
-    {
-        let mut state = shared.lock();
-        if delivery.delivered() {
-            state.stats.webhooks_delivered += 1;
-        } else {
-            state.stats.webhooks_failed += 1;
-        }
+    let delivery = send_webhook(shared, event, outgoing).await;
+    if let Some(delivery) = &delivery {
+        tracing::debug!(event = delivery.event, status = ?delivery.status, "webhook sent");
     }
-    tracing::debug!(event = delivery.event, status = ?delivery.status, "webhook sent");
-    Ok((page, Some(delivery)))
+    Ok((page, delivery))
 }
 
 /// An attachment's download link, relative to the wiki root, as v1 and v2 give it.
