@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use pagestream_confluence::{
-    Attachment, AttachmentContent, Comment, Content, ContentLinks, Page, SpaceId,
+    Attachment, AttachmentContent, Comment, Content, ContentAncestor, ContentLinks, Page, SpaceId,
 };
 use pagestream_events::{
     Ancestor, Author, CommentLocation, ContentType, PageChanged, PageComment, PageId, PageInfo,
@@ -286,23 +286,35 @@ pub(crate) fn comments(listed: Vec<(CommentLocation, Comment)>) -> Vec<PageComme
     canonical(comments)
 }
 
+/// The page or blog post that a search result of type `kind` sits on, if the result is current
+/// content of that type.
+fn current_on_a_page<'a>(
+    kind: &str,
+    content_type: Option<&str>,
+    status: Option<&str>,
+    container: Option<&'a ContentAncestor>,
+) -> Option<&'a ContentAncestor> {
+    if content_type != Some(kind) || status.is_some_and(|s| s != "current") {
+        return None;
+    }
+    let container = container?;
+    let on_a_page = container
+        .content_type
+        .as_deref()
+        .is_none_or(|kind| ContentType::from_confluence(kind).is_some());
+    on_a_page.then_some(container)
+}
+
 /// A comment of a v1 comment search (expanded with
 /// [`pagestream_confluence::COMMENT_EXPAND`]) and the id of the page it is on; none for content
 /// that is not a current comment on a page or blog post.
 pub(crate) fn comment_from_content(content: &Content) -> Option<(PageId, PageComment)> {
-    if content.content_type.as_deref() != Some("comment")
-        || content.status.as_deref().is_some_and(|s| s != "current")
-    {
-        return None;
-    }
-    let container = content.container.as_ref()?;
-    if container
-        .content_type
-        .as_deref()
-        .is_some_and(|kind| ContentType::from_confluence(kind).is_none())
-    {
-        return None;
-    }
+    let container = current_on_a_page(
+        "comment",
+        content.content_type.as_deref(),
+        content.status.as_deref(),
+        content.container.as_ref(),
+    )?;
     let extensions = content.extensions.as_ref();
     let location = match extensions.and_then(|e| e.location.as_deref()) {
         Some("inline") => CommentLocation::Inline,
@@ -414,19 +426,12 @@ pub(crate) fn attachment_from_content(
     site: &Site,
     content: &AttachmentContent,
 ) -> Option<(PageId, AttachmentRef)> {
-    if content.content_type.as_deref() != Some("attachment")
-        || content.status.as_deref().is_some_and(|s| s != "current")
-    {
-        return None;
-    }
-    let container = content.container.as_ref()?;
-    if container
-        .content_type
-        .as_deref()
-        .is_some_and(|kind| ContentType::from_confluence(kind).is_none())
-    {
-        return None;
-    }
+    let container = current_on_a_page(
+        "attachment",
+        content.content_type.as_deref(),
+        content.status.as_deref(),
+        content.container.as_ref(),
+    )?;
     let extensions = content.extensions.as_ref();
     let link = content
         .links
