@@ -408,7 +408,7 @@ async fn load_and_follow(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
             if pages.len() >= REFRESH_PAGES {
                 break;
             }
-            change = match changes.next_pending()? {
+            change = match changes.next_pending() {
                 Some(next) => Some(next),
                 None => tokio::time::timeout_at(deadline, changes.next())
                     .await

@@ -357,11 +357,10 @@ impl SearchChanges {
     }
 
     /// A change already received, without waiting (none: none is pending).
-    pub fn next_pending(&mut self) -> Result<Option<SearchChange>, StoreError> {
-        Ok(self
-            .listener
+    pub fn next_pending(&mut self) -> Option<SearchChange> {
+        self.listener
             .next_buffered()
-            .map(|notification| SearchChange::parse(notification.payload())))
+            .map(|notification| SearchChange::parse(notification.payload()))
     }
 }
 
