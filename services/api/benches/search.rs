@@ -18,8 +18,8 @@ use pagestream_api::{
     AppParts, AppState, HashEmbedder, NatsQueryEmbedder, SearchSettings, TextLeg,
 };
 use pagestream_bus::{Bus, BusConfig};
+use pagestream_service::Readiness;
 use pagestream_sources::{SecretKey, SourceRegistry};
-use pagestream_telemetry::Readiness;
 use pagestream_testkit::bench::{
     Words, drop_database, env_number, loadavg, percentile, random_unit_vector, round,
 };

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pagestream_telemetry::LogFormat;
+use pagestream_service::{CommonArgs, DatabaseArgs};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Clone, Parser)]
@@ -13,7 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
     name = "pagestream-api",
     about = "Pagestream's REST api: sources, sync runs, pages and hybrid search"
 )]
-pub struct ApiConfig {
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
     /// Address the api listens on (also serves /healthz and /readyz).
     #[arg(long, env = "PAGESTREAM_API_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -34,18 +40,6 @@ pub struct ApiConfig {
     /// 32-byte key (base64 or 64 hex digits) that seals Confluence credentials at rest.
     #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
     pub secret_key: SecretString,
-
-    /// NATS server with JetStream.
-    #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: SecretString,
-
-    /// Subject root and stream-name prefix (`pagestream` in production).
-    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
-    pub subject_root: String,
-
-    /// Postgres with pgvector, holding the projection.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: SecretString,
 
     /// Postgres connections in the api's pool.
     #[arg(long, env = "PAGESTREAM_API_DB_CONNECTIONS", default_value_t = 16)]
@@ -124,10 +118,6 @@ pub struct ApiConfig {
     /// each source's webhook URL under it.
     #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
     pub webhook_public_url: Option<String>,
-
-    /// Log format: `human` or `json`.
-    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,7 +132,7 @@ pub enum QueryEmbedderKind {
     Hash,
 }
 
-/// How search behaves; part of [`ApiConfig`], separate so that tests and benchmarks can set it.
+/// How search behaves; part of [`Config`], separate so that tests and benchmarks can set it.
 #[derive(Debug, Clone)]
 pub struct SearchSettings {
     pub embedding_model: String,
@@ -170,7 +160,7 @@ impl Default for SearchSettings {
     }
 }
 
-impl ApiConfig {
+impl Config {
     /// Checks what clap cannot without echoing a secret in its message.
     pub fn validate(&self) -> Result<(), String> {
         if self.api_key.expose_secret().trim().len() < 16 {
@@ -199,7 +189,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_every_secret() {
-        let config = ApiConfig::try_parse_from([
+        let config = Config::try_parse_from([
             "pagestream-api",
             "--api-key",
             "canary-api-key-0123456789",

@@ -19,6 +19,7 @@ mod openapi;
 mod pages;
 mod params;
 pub mod search;
+mod service;
 mod sources;
 pub mod text_index;
 pub mod ui;
@@ -35,14 +36,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use pagestream_bus::Bus;
+use pagestream_service::Readiness;
 use pagestream_sources::{SecretKey, SourceRegistry};
-use pagestream_telemetry::Readiness;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPool;
 
-pub use config::{ApiConfig, QueryEmbedderKind, SearchSettings, TextLeg};
+pub use config::{Config, QueryEmbedderKind, SearchSettings, TextLeg};
 pub use embed::{CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
 use error::{ApiError, ErrorCode};
+pub use service::StartError;
 use text_index::{TextIndex, TextIndexError};
 use tokio_util::sync::CancellationToken;
 
@@ -208,7 +210,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route_layer(middleware::from_fn(observe))
         .with_state(state.clone());
     api.merge(ui::router(state))
-        .merge(pagestream_telemetry::health_router(readiness))
+        .merge(pagestream_service::health_router(readiness))
 }
 
 /// Refuses `/api` requests without the right bearer key.

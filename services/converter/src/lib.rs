@@ -22,6 +22,7 @@ use pagestream_events::{
 
 pub use jira::is_valid_issue_key;
 pub use parse::ParseMode;
+pub use service::Config;
 
 /// Why a body could not be converted.
 ///

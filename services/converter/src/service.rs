@@ -2,12 +2,56 @@
 //! blocking pool; a page that cannot be converted is a permanent failure (dead-lettered) and never
 //! stops the others.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Stage, StageConfig};
 use pagestream_events::{Envelope, PageChanged};
+use pagestream_service::{CommonArgs, Service, Shell};
 use tokio_util::sync::CancellationToken;
+
+/// Converts `page.changed` events into `page.converted`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pagestream-converter", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Pages converted at once by this replica (defaults to the number of cores).
+    #[arg(long, env = "PAGESTREAM_CONVERTER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "PAGESTREAM_CONVERTER_OPS_LISTEN",
+        default_value = "127.0.0.1:9084"
+    )]
+    pub ops_listen: SocketAddr,
+}
+
+impl Service for Config {
+    const NAME: &'static str = "pagestream-converter";
+    type Error = BusError;
+
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn ops_listen(&self) -> SocketAddr {
+        self.ops_listen
+    }
+
+    async fn start(self, shell: &Shell) -> Result<(), BusError> {
+        let bus = self.common.connect_bus().await?;
+        let concurrency = self
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        shell
+            .supervisor()
+            .spawn("converter", run(bus, concurrency, shell.token()));
+        Ok(())
+    }
+}
 
 /// The durable consumer shared by every converter replica.
 pub const STAGE_NAME: &str = "converter";

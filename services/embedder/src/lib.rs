@@ -8,6 +8,7 @@
 //! - [`reuse`]: which chunks of a new page version need embedding, given what the stream holds.
 
 pub mod chunk;
+mod config;
 mod error;
 pub mod hash;
 pub mod local;
@@ -19,6 +20,7 @@ mod tokens;
 use async_trait::async_trait;
 
 pub use chunk::{Chunker, TextChunk, content_hash};
+pub use config::{Config, ProviderKind, StartError};
 pub use error::EmbedError;
 pub use tokens::{EstimatedTokenCounter, TokenCounter};
 

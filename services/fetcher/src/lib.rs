@@ -24,14 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use futures::StreamExt;
-use pagestream_bus::{Bus, BusConfig, BusError, Stage, StageConfig};
+use pagestream_bus::{BusError, Stage, StageConfig};
 use pagestream_confluence::ConfluenceError;
 use pagestream_events::{PageHinted, Retryable, SyncRequested};
+use pagestream_service::{CommonArgs, Service, Shell};
 use pagestream_sources::{SecretKey, SourceChange, SourceError, SourceRegistry};
-use pagestream_telemetry::{LogFormat, Readiness, Supervisor};
-use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 pub use extract::FileKind;
@@ -79,22 +77,18 @@ impl Retryable for FetcherError {
     about = "Confluence pages in, page events out"
 )]
 pub struct Config {
-    /// NATS server with JetStream.
-    #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: SecretString,
-    /// Subject root and stream-name prefix.
-    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
-    pub subject_root: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Key that opens the sources' sealed credentials (32 bytes, base64 or hex).
     #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
     pub secret_key: SecretKey,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(
         long,
-        env = "PAGESTREAM_FETCHER_HTTP_ADDR",
-        default_value = "0.0.0.0:9081"
+        env = "PAGESTREAM_FETCHER_OPS_LISTEN",
+        default_value = "127.0.0.1:9081"
     )]
-    pub http_addr: SocketAddr,
+    pub ops_listen: SocketAddr,
     /// Overlap of successive incremental windows, in seconds (edits indexed late by CQL).
     #[arg(long, env = "PAGESTREAM_FETCHER_OVERLAP_SECS", default_value_t = 300)]
     pub overlap_secs: u64,
@@ -125,9 +119,6 @@ pub struct Config {
     /// late).
     #[arg(long, env = "PAGESTREAM_FETCHER_SCHEDULE_TICK_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub schedule_tick_secs: u64,
-    /// Log format: human or json.
-    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +129,6 @@ pub enum ServiceError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error(transparent)]
-    Supervisor(#[from] pagestream_telemetry::SupervisorError),
 }
 
 /// The stage configurations of the two consumers.
@@ -158,67 +147,67 @@ pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
     (sync, hints)
 }
 
-/// Runs the fetcher service until a signal or a task failure.
-pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
-    let bus = Bus::connect(
-        BusConfig::new(config.nats_url.expose_secret()).with_root(config.subject_root.clone()),
-    )
-    .await?;
-    let registry = SourceRegistry::open(&bus).await?;
-    let options = FetcherOptions {
-        overlap: Duration::from_secs(config.overlap_secs),
-        max_response_bytes: config.max_response_mib as usize * 1024 * 1024,
-        attachments: AttachmentOptions {
-            max_bytes: config.attachment_max_mib as usize * 1024 * 1024,
-            kinds: config.attachment_types.iter().copied().collect(),
-            concurrency: config.attachment_concurrency as usize,
-        },
-        ..FetcherOptions::default()
-    };
-    let fetcher = Arc::new(
-        Fetcher::new(
-            bus.clone(),
-            registry.clone(),
-            config.secret_key.clone(),
-            options,
-        )
-        .await?,
-    );
-    let scheduler = Scheduler::new(bus.clone(), registry.clone(), fetcher.state().clone());
-    let state = fetcher.state().clone();
-    let (sync_config, hint_config) = stage_configs(config.sync_concurrency as usize);
-    let sync_stage = Stage::<SyncRequested>::new(bus.clone(), sync_config);
-    let hint_stage = Stage::<PageHinted>::new(bus, hint_config);
+impl Service for Config {
+    const NAME: &'static str = "pagestream-fetcher";
+    type Error = ServiceError;
 
-    let supervisor = Supervisor::new();
-    let cancel = supervisor.token();
-    let sync_handler = Arc::new(SyncHandler(fetcher.clone()));
-    let sync_cancel = cancel.clone();
-    supervisor.spawn("sync", async move {
-        sync_stage.run(sync_handler, sync_cancel).await
-    });
-    let hint_handler = Arc::new(HintHandler(fetcher));
-    let hint_cancel = cancel.clone();
-    supervisor.spawn("hints", async move {
-        hint_stage.run(hint_handler, hint_cancel).await
-    });
-    let schedule_cancel = cancel.clone();
-    let tick = Duration::from_secs(config.schedule_tick_secs);
-    supervisor.spawn("schedule", async move {
-        scheduler.run(tick, schedule_cancel).await
-    });
-    let forget_cancel = cancel.clone();
-    supervisor.spawn("forget-removed-sources", async move {
-        forget_removed_sources(registry, state, forget_cancel).await
-    });
-    supervisor.spawn(
-        "ops",
-        pagestream_telemetry::serve(config.http_addr, ops, cancel),
-    );
-    readiness.set(true);
-    tracing::info!(http_addr = %config.http_addr, "fetcher ready");
-    supervisor.run(Duration::from_secs(30)).await?;
-    Ok(())
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn ops_listen(&self) -> SocketAddr {
+        self.ops_listen
+    }
+
+    /// Spawns the sync and hint consumers, the scheduler and the removed-sources sweeper.
+    async fn start(self, shell: &Shell) -> Result<(), ServiceError> {
+        let bus = self.common.connect_bus().await?;
+        let registry = SourceRegistry::open(&bus).await?;
+        let options = FetcherOptions {
+            overlap: Duration::from_secs(self.overlap_secs),
+            max_response_bytes: self.max_response_mib as usize * 1024 * 1024,
+            attachments: AttachmentOptions {
+                max_bytes: self.attachment_max_mib as usize * 1024 * 1024,
+                kinds: self.attachment_types.iter().copied().collect(),
+                concurrency: self.attachment_concurrency as usize,
+            },
+            ..FetcherOptions::default()
+        };
+        let fetcher = Arc::new(
+            Fetcher::new(
+                bus.clone(),
+                registry.clone(),
+                self.secret_key.clone(),
+                options,
+            )
+            .await?,
+        );
+        let scheduler = Scheduler::new(bus.clone(), registry.clone(), fetcher.state().clone());
+        let state = fetcher.state().clone();
+        let (sync_config, hint_config) = stage_configs(self.sync_concurrency as usize);
+        let sync_stage = Stage::<SyncRequested>::new(bus.clone(), sync_config);
+        let hint_stage = Stage::<PageHinted>::new(bus, hint_config);
+
+        let supervisor = shell.supervisor();
+        let sync_handler = Arc::new(SyncHandler(fetcher.clone()));
+        let cancel = shell.token();
+        supervisor.spawn(
+            "sync",
+            async move { sync_stage.run(sync_handler, cancel).await },
+        );
+        let hint_handler = Arc::new(HintHandler(fetcher));
+        let cancel = shell.token();
+        supervisor.spawn("hints", async move {
+            hint_stage.run(hint_handler, cancel).await
+        });
+        let tick = Duration::from_secs(self.schedule_tick_secs);
+        supervisor.spawn("schedule", scheduler.run(tick, shell.token()));
+        supervisor.spawn(
+            "forget-removed-sources",
+            forget_removed_sources(registry, state, shell.token()),
+        );
+        Ok(())
+    }
 }
 
 /// Drops the fetcher state of each removed source (its versions, watermark and schedule), also of

@@ -10,6 +10,7 @@ pub mod projection;
 pub mod replay;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,11 @@ use pagestream_bus::{Bus, Delivery, HandlerError, ProgressSnapshots, Stage, Stag
 use pagestream_events::{
     ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, SourceKey,
 };
+use pagestream_service::{CommonArgs, DatabaseArgs, Service, Shell};
 use pagestream_sources::{SourceChange, SourceRegistry};
 use pagestream_store::runs;
 use projection::{Applied, ProjectionError, SourceIds};
+use secrecy::ExposeSecret;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -185,6 +188,64 @@ impl Handler<ProgressSnapshots> for ProgressHandler {
     }
 }
 
+/// Projects Pagestream's event streams into Postgres.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pagestream-indexer", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "PAGESTREAM_INDEXER_OPS_LISTEN",
+        default_value = "127.0.0.1:9083"
+    )]
+    pub ops_listen: SocketAddr,
+    /// Events applied per transaction.
+    #[arg(long, env = "PAGESTREAM_INDEXER_BATCH_SIZE", default_value_t = 64)]
+    pub batch_size: usize,
+    /// Transactions in flight per stream.
+    #[arg(long, env = "PAGESTREAM_INDEXER_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+}
+
+impl Service for Config {
+    const NAME: &'static str = "pagestream-indexer";
+    type Error = IndexerError;
+
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn ops_listen(&self) -> SocketAddr {
+        self.ops_listen
+    }
+
+    async fn start(self, shell: &Shell) -> Result<(), IndexerError> {
+        let pool = pagestream_store::connect(
+            self.database.database_url.expose_secret(),
+            (self.concurrency as u32 * 4 + 4).max(8),
+        )
+        .await?;
+        pagestream_store::migrate(&pool).await?;
+        let bus = self.common.connect_bus().await?;
+        let registry = SourceRegistry::open(&bus).await?;
+        spawn_all(
+            shell.supervisor(),
+            &bus,
+            registry,
+            &pool,
+            &IndexerConfig {
+                batch_size: self.batch_size.max(1),
+                concurrency: self.concurrency.max(1),
+            },
+        );
+        Ok(())
+    }
+}
+
 /// How the indexer consumes.
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
@@ -295,7 +356,7 @@ pub async fn project_progress(
 
 /// Spawns every projection task of the indexer on `supervisor`.
 pub fn spawn_all(
-    supervisor: &pagestream_telemetry::Supervisor,
+    supervisor: &pagestream_service::Supervisor,
     bus: &Bus,
     registry: SourceRegistry,
     pool: &PgPool,

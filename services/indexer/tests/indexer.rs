@@ -491,7 +491,7 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
 
     let supervisors: Vec<_> = (0..2)
         .map(|_| {
-            let supervisor = pagestream_telemetry::Supervisor::new();
+            let supervisor = pagestream_service::Supervisor::new();
             pagestream_indexer::spawn_all(
                 &supervisor,
                 &bus,
@@ -601,7 +601,7 @@ async fn progress_of_a_removed_source_is_dropped_not_retried() {
     let registry = SourceRegistry::open(&bus).await.expect("registry");
     registry.put(&record()).await.expect("put source");
     let (pool, _) = pagestream_testkit::database().await;
-    let supervisor = pagestream_telemetry::Supervisor::new();
+    let supervisor = pagestream_service::Supervisor::new();
     pagestream_indexer::spawn_all(
         &supervisor,
         &bus,

@@ -16,11 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use pagestream_bus::{Bus, BusConfig, BusError};
+use pagestream_bus::BusError;
+use pagestream_service::{CommonArgs, Service, Shell};
 use pagestream_sources::{SecretKey, SourceError, SourceRegistry};
-use pagestream_telemetry::{LogFormat, Readiness, Supervisor, SupervisorError};
-use secrecy::{ExposeSecret, SecretString};
 
 pub use http::{HttpSettings, router};
 pub use limit::RateLimiter;
@@ -33,12 +31,8 @@ pub use sources::SourceCache;
     about = "Confluence webhooks in, page hints out"
 )]
 pub struct Config {
-    /// NATS server with JetStream.
-    #[arg(long, env = "PAGESTREAM_NATS_URL")]
-    pub nats_url: SecretString,
-    /// Subject root and stream-name prefix.
-    #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
-    pub subject_root: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Key that opens the sources' sealed credentials (32 bytes, base64 or hex).
     #[arg(long, env = "PAGESTREAM_SECRET_KEY", hide_env_values = true)]
     pub secret_key: SecretKey,
@@ -53,7 +47,7 @@ pub struct Config {
     #[arg(
         long,
         env = "PAGESTREAM_WEBHOOK_OPS_LISTEN",
-        default_value = "0.0.0.0:9082"
+        default_value = "127.0.0.1:9082"
     )]
     pub ops_listen: SocketAddr,
     /// Largest accepted body; larger deliveries get 413.
@@ -77,9 +71,6 @@ pub struct Config {
         default_value_t = 600
     )]
     pub jwt_max_lifetime_secs: u32,
-    /// Log format: human or json.
-    #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
 }
 
 fn parse_rate(value: &str) -> Result<f64, String> {
@@ -105,49 +96,43 @@ pub enum ServiceError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Sources(#[from] SourceError),
-    #[error(transparent)]
-    Supervisor(#[from] SupervisorError),
 }
 
-/// Runs the ingester until a signal or a failure: connects, loads the sources, then serves the
-/// webhook endpoint and `ops` (the `/healthz`, `/readyz`, `/metrics` router) while following the
-/// registry.
-pub async fn run(config: Config, ops: Router, readiness: Readiness) -> Result<(), ServiceError> {
-    let bus = Bus::connect(
-        BusConfig::new(config.nats_url.expose_secret()).with_root(config.subject_root.clone()),
-    )
-    .await?;
-    let registry = SourceRegistry::open(&bus).await?;
-    let sources = SourceCache::load(&registry, &config.secret_key).await?;
-    let limiter = Arc::new(RateLimiter::new(config.rate_per_sec, config.burst));
-    let app = router(
-        bus,
-        sources.clone(),
-        limiter.clone(),
-        config.http_settings(),
-    );
+impl Service for Config {
+    const NAME: &'static str = "pagestream-webhook";
+    const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+    type Error = ServiceError;
 
-    let supervisor = Supervisor::new();
-    let cancel = supervisor.token();
-    supervisor.spawn(
-        "sources",
-        sources.follow(
-            registry,
-            config.secret_key.clone(),
-            cancel.clone(),
-            move |source| limiter.forget(source),
-        ),
-    );
-    supervisor.spawn(
-        "webhooks",
-        pagestream_telemetry::serve(config.listen, app, cancel.clone()),
-    );
-    supervisor.spawn(
-        "ops",
-        pagestream_telemetry::serve(config.ops_listen, ops, cancel),
-    );
-    readiness.set(true);
-    tracing::info!(listen = %config.listen, "webhook ingester ready");
-    supervisor.run(Duration::from_secs(10)).await?;
-    Ok(())
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn ops_listen(&self) -> SocketAddr {
+        self.ops_listen
+    }
+
+    /// Connects, loads the sources, then serves the webhook endpoint while following the
+    /// registry.
+    async fn start(self, shell: &Shell) -> Result<(), ServiceError> {
+        let bus = self.common.connect_bus().await?;
+        let registry = SourceRegistry::open(&bus).await?;
+        let sources = SourceCache::load(&registry, &self.secret_key).await?;
+        let limiter = Arc::new(RateLimiter::new(self.rate_per_sec, self.burst));
+        let app = router(bus, sources.clone(), limiter.clone(), self.http_settings());
+        let supervisor = shell.supervisor();
+        supervisor.spawn(
+            "sources",
+            sources.follow(
+                registry,
+                self.secret_key.clone(),
+                shell.token(),
+                move |source| limiter.forget(source),
+            ),
+        );
+        supervisor.spawn(
+            "webhooks",
+            pagestream_service::serve(self.listen, app, shell.token()),
+        );
+        Ok(())
+    }
 }

@@ -1,27 +1,14 @@
-//! What every Pagestream service shares at run time: logging and tracing (human or JSON logs,
-//! OpenTelemetry OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), Prometheus metrics, the
-//! `/healthz`, `/readyz` and `/metrics` endpoints, and the supervisor that runs a service's tasks.
+//! What every Pagestream service shares for observability: logging and tracing (human or JSON
+//! logs, OpenTelemetry OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set) and the Prometheus
+//! metrics recorder (served by the service shell's ops listener).
 
-pub mod supervisor;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-pub use supervisor::{Supervisor, SupervisorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -33,8 +20,6 @@ pub enum TelemetryError {
     Subscriber(String),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(String),
-    #[error("cannot serve {addr}: {reason}")]
-    Serve { addr: SocketAddr, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,97 +102,4 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
         metrics,
         tracer_provider,
     })
-}
-
-/// Whether the service is ready for work (dependencies connected, start-up done).
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// `/healthz` (the process answers), `/readyz` (503 until ready) and `/metrics` (Prometheus text).
-pub fn ops_router(metrics: Option<PrometheusHandle>, readiness: Readiness) -> Router {
-    health_router(readiness).merge(
-        Router::new()
-            .route(
-                "/metrics",
-                get(
-                    |State(metrics): State<Option<PrometheusHandle>>| async move {
-                        metrics
-                            .as_ref()
-                            .map(PrometheusHandle::render)
-                            .unwrap_or_default()
-                    },
-                ),
-            )
-            .with_state(metrics),
-    )
-}
-
-/// `/healthz` and `/readyz` alone: what a public listener may answer (metrics stay on the ops
-/// listener).
-pub fn health_router(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(readiness): State<Readiness>| async move {
-                if readiness.is_ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
-        .with_state(readiness)
-}
-
-/// Serves `router` on `addr` until `cancel` fires.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    cancel: CancellationToken,
-) -> Result<(), TelemetryError> {
-    let listener =
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| TelemetryError::Serve {
-                addr,
-                reason: error.to_string(),
-            })?;
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-        .map_err(|error| TelemetryError::Serve {
-            addr,
-            reason: error.to_string(),
-        })
-}
-
-/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` as one of the supervisor's tasks; returns
-/// the readiness to set once the service is up.
-pub fn spawn_ops_server(
-    supervisor: &Supervisor,
-    addr: SocketAddr,
-    telemetry: &Telemetry,
-) -> Readiness {
-    let readiness = Readiness::default();
-    supervisor.spawn(
-        "ops-http",
-        serve(
-            addr,
-            ops_router(Some(telemetry.metrics.clone()), readiness.clone()),
-            supervisor.token(),
-        ),
-    );
-    readiness
 }

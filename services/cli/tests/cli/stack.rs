@@ -14,8 +14,8 @@ use pagestream_embedder::EmbeddingProvider;
 use pagestream_embedder::hash::HashProvider;
 use pagestream_embedder::local::{LocalConfig, LocalProvider};
 use pagestream_embedder::service::{self as embedder, EmbedderConfig};
+use pagestream_service::{Readiness, Supervisor};
 use pagestream_sources::{SecretKey, SourceRegistry};
-use pagestream_telemetry::{Readiness, Supervisor};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -148,23 +148,15 @@ impl Stack {
                 ]),
         )
         .expect("webhook config");
-        tokio::spawn(pagestream_webhook::run(
-            webhook,
-            axum::Router::new(),
-            Readiness::default(),
-        ));
+        tokio::spawn(pagestream_service::run(webhook, None));
         let fetcher = pagestream_fetcher::Config::try_parse_from(
             ["pagestream-fetcher".to_owned()]
                 .into_iter()
                 .chain(common)
-                .chain(["--http-addr".to_owned(), "127.0.0.1:0".to_owned()]),
+                .chain(["--ops-listen".to_owned(), "127.0.0.1:0".to_owned()]),
         )
         .expect("fetcher config");
-        tokio::spawn(pagestream_fetcher::run(
-            fetcher,
-            axum::Router::new(),
-            Readiness::default(),
-        ));
+        tokio::spawn(pagestream_service::run(fetcher, None));
         tokio::spawn(pagestream_converter::service::run(
             bus.clone(),
             2,
