@@ -3,15 +3,15 @@
 //!
 //! Texts go in batches within the server's limits (inputs and estimated tokens per request);
 //! results are matched to inputs by their `index`, never by position. 429, 408 and 5xx answers,
-//! timeouts and connection failures are retried with exponential backoff (honouring
-//! `Retry-After`) and reported as transient once the retries are spent; any other 4xx is
+//! timeouts and connection failures are retried by the shared [`RetryPolicy`] (the server's
+//! `Retry-After`, else capped exponential backoff) and reported as transient once the retries are spent; any other 4xx is
 //! permanent at once. The API key is sent as a bearer token and appears in no `Debug` output and
 //! no error (a server that echoes it back has it replaced).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
+use pagestream_retry::RetryPolicy;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -53,9 +53,7 @@ pub struct OpenAiConfig {
     /// Estimated tokens per request.
     pub max_batch_tokens: usize,
     /// Retries of one request after a transient failure.
-    pub max_retries: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    pub retry: RetryPolicy,
     pub request_timeout: Duration,
 }
 
@@ -71,9 +69,11 @@ impl OpenAiConfig {
             max_input_tokens: 512,
             max_batch_inputs: 64,
             max_batch_tokens: 32_768,
-            max_retries: 5,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            retry: RetryPolicy {
+                max_attempts: 6,
+                initial_backoff: Duration::from_millis(500),
+                ..RetryPolicy::default()
+            },
             request_timeout: Duration::from_secs(60),
         }
     }
@@ -120,13 +120,8 @@ enum ErrorBody {
 }
 
 /// What one attempt came to.
-enum Attempt {
-    Done(Vec<Vec<f32>>),
-    Retry {
-        error: EmbedError,
-        after: Option<Duration>,
-    },
-}
+/// One request's answer: the vectors, a failure no retry changes, or a transient failure.
+type Attempt = pagestream_retry::Attempt<Result<Vec<Vec<f32>>, EmbedError>, EmbedError>;
 
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
@@ -170,19 +165,11 @@ impl OpenAiProvider {
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut backoff = self.config.initial_backoff;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(texts).await? {
-                Attempt::Done(vectors) => return Ok(vectors),
-                Attempt::Retry { error, after } => {
-                    if attempt >= self.config.max_retries {
-                        return Err(error);
-                    }
-                    attempt += 1;
-                    // Full jitter keeps many embedders from retrying in step.
-                    let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-                    let wait = after.unwrap_or(jittered).min(self.config.max_backoff);
+        self.config
+            .retry
+            .run(
+                |_| self.attempt(texts),
+                |attempt, error, wait| {
                     tracing::warn!(
                         model = %self.config.model,
                         attempt,
@@ -190,14 +177,13 @@ impl OpenAiProvider {
                         %error,
                         "embedding request failed; retrying"
                     );
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-            }
-        }
+                },
+            )
+            .await
+            .unwrap_or_else(|spent| Err(spent.error))
     }
 
-    async fn attempt(&self, texts: &[String]) -> Result<Attempt, EmbedError> {
+    async fn attempt(&self, texts: &[String]) -> Attempt {
         let request = EmbeddingsRequest {
             model: &self.config.model,
             input: texts,
@@ -211,51 +197,46 @@ impl OpenAiProvider {
         let response = match builder.send().await {
             Ok(response) => response,
             Err(error) => {
-                return Ok(Attempt::Retry {
+                return Attempt::Retry {
                     error: EmbedError::Unavailable(self.scrub(&error.without_url().to_string())),
-                    after: None,
-                });
+                    server_wait: None,
+                };
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let server_wait = pagestream_retry::server_wait(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => {
-                return Ok(Attempt::Retry {
+                return Attempt::Retry {
                     error: EmbedError::Unavailable(self.scrub(&error.without_url().to_string())),
-                    after: None,
-                });
+                    server_wait: None,
+                };
             }
         };
         if status.is_success() {
-            return self.parse(&body, texts.len()).map(Attempt::Done);
+            return Attempt::Done(self.parse(&body, texts.len()));
         }
         let message = self.error_message(&body);
         let transient = status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error();
         if transient {
-            Ok(Attempt::Retry {
+            Attempt::Retry {
                 error: EmbedError::Unavailable(format!("status {}: {message}", status.as_u16())),
-                after: retry_after,
-            })
+                server_wait,
+            }
         } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             // Retrying now gives the same answer; the stage waits until an operator fixes the key.
-            Err(EmbedError::Credentials {
+            Attempt::Done(Err(EmbedError::Credentials {
                 status: status.as_u16(),
                 message,
-            })
+            }))
         } else {
-            Err(EmbedError::Rejected {
+            Attempt::Done(Err(EmbedError::Rejected {
                 status: status.as_u16(),
                 message,
-            })
+            }))
         }
     }
 

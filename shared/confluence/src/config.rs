@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::{Auth, ConfluenceError};
+use crate::{Auth, ConfluenceError, RetryPolicy};
 
 /// Everything a [`crate::ConfluenceClient`] needs. Build it with [`ClientConfig::new`] and adjust
 /// the public fields.
@@ -100,31 +100,6 @@ impl ClientConfig {
             ));
         }
         Ok(url)
-    }
-}
-
-/// Retries of 429, 5xx and transport failures (only idempotent GETs are ever sent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included (default 4: the first try and 3 retries).
-    pub max_attempts: u32,
-    /// Backoff before the first retry when the server gave no `Retry-After`; doubles per retry
-    /// (default 1 s, so 1 s, 2 s, 4 s), with ±20 % jitter.
-    pub initial_backoff: Duration,
-    /// Cap of the exponential backoff (default 30 s).
-    pub max_backoff: Duration,
-    /// Cap of a server's `Retry-After` (default 60 s); an absurd value waits this long.
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(60),
-        }
     }
 }
 

@@ -71,7 +71,7 @@ pub use client::{
     BulkPages, COMMENT_EXPAND, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT,
     Pager, SYNC_EXPAND,
 };
-pub use config::{ClientConfig, RateLimits, RetryPolicy};
+pub use config::{ClientConfig, RateLimits};
 pub use cql::{CqlQuery, SpaceKey, UserTimeZone, quote_cql};
 pub use error::ConfluenceError;
 pub use model::{
@@ -80,5 +80,6 @@ pub use model::{
     InlineCommentProperties, InlineProperties, Label, LabelList, Metadata, Page, SearchHit, Space,
     SpaceId, SpaceRef, User, Version,
 };
+pub use pagestream_retry::RetryPolicy;
 pub use secret::{Auth, Secret};
 pub use stats::ClientStats;

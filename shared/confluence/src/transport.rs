@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
@@ -147,37 +146,36 @@ impl Transport {
         request: Request,
     ) -> Result<Fetched, ConfluenceError> {
         let endpoint = format!("GET {}", url.path());
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            self.pace(counters).await;
-            let outcome = {
-                let _permit = self.concurrency.acquire().await.map_err(|_| {
-                    ConfluenceError::Config("client concurrency limiter closed".into())
-                })?;
-                Counters::bump(&counters.requests);
-                tracing::debug!(endpoint = %endpoint, attempt, "confluence request");
-                self.attempt(url, &endpoint, counters, limit, request).await
-            };
-            let retry = match outcome {
-                Attempt::Done(result) => return result,
-                Attempt::Retry(retry) => retry,
-            };
-            if attempt >= self.retry.max_attempts {
-                return Err(retry.into_error(endpoint, attempt));
-            }
-            let wait = self.wait_before_retry(attempt, retry.retry_after());
-            Counters::bump(&counters.retries);
-            counters.add_retry_wait(wait);
-            tracing::warn!(
-                endpoint = %endpoint,
-                attempt,
-                reason = retry.reason(),
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                "confluence request will be retried"
-            );
-            tokio::time::sleep(wait).await;
-        }
+        let endpoint_ref = &endpoint;
+        let outcome = self
+            .retry
+            .run(
+                |attempt| async move {
+                    self.pace(counters).await;
+                    let Ok(_permit) = self.concurrency.acquire().await else {
+                        return Attempt::Done(Err(ConfluenceError::Config(
+                            "client concurrency limiter closed".into(),
+                        )));
+                    };
+                    Counters::bump(&counters.requests);
+                    tracing::debug!(endpoint = %endpoint_ref, attempt, "confluence request");
+                    self.attempt(url, endpoint_ref, counters, limit, request)
+                        .await
+                },
+                |attempt, retry: &Retry, wait| {
+                    Counters::bump(&counters.retries);
+                    counters.add_retry_wait(wait);
+                    tracing::warn!(
+                        endpoint = %endpoint_ref,
+                        attempt,
+                        reason = retry.reason(),
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "confluence request will be retried"
+                    );
+                },
+            )
+            .await;
+        outcome.unwrap_or_else(|spent| Err(spent.error.into_error(endpoint, spent.attempts)))
     }
 
     async fn attempt(
@@ -203,7 +201,7 @@ impl Transport {
             Ok(response) => response,
             Err(error) => {
                 Counters::bump(&counters.transport_errors);
-                return Attempt::Retry(Retry::Transport(error.without_url()));
+                return again(Retry::Transport(error.without_url()));
             }
         };
         if near_limit(response.headers()) {
@@ -227,7 +225,7 @@ impl Transport {
                 Err(BodyError::TooLarge(error)) => Attempt::Done(Err(error)),
                 Err(BodyError::Transport(error)) => {
                     Counters::bump(&counters.transport_errors);
-                    Attempt::Retry(Retry::Transport(error))
+                    again(Retry::Transport(error))
                 }
             };
         }
@@ -235,7 +233,7 @@ impl Transport {
         match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 Counters::bump(&counters.rate_limited);
-                let retry_after = server_wait(response.headers());
+                let retry_after = pagestream_retry::server_wait(response.headers());
                 if let Some(reason) = response
                     .headers()
                     .get("ratelimit-reason")
@@ -243,15 +241,15 @@ impl Transport {
                 {
                     tracing::info!(endpoint = %endpoint, reason = %reason.chars().take(100).collect::<String>(), "confluence rate limit");
                 }
-                Attempt::Retry(Retry::RateLimited {
+                again(Retry::RateLimited {
                     status: status.as_u16(),
                     retry_after,
                 })
             }
             s if s.is_server_error() => {
                 Counters::bump(&counters.server_errors);
-                let retry_after = server_wait(response.headers());
-                Attempt::Retry(Retry::Server {
+                let retry_after = pagestream_retry::server_wait(response.headers());
+                again(Retry::Server {
                     status: s.as_u16(),
                     retry_after,
                 })
@@ -332,27 +330,6 @@ impl Transport {
         }
     }
 
-    fn wait_before_retry(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let mut rng = rand::rng();
-        match retry_after {
-            // Wait at least what the server asked, plus a little jitter so that clients released
-            // together do not return together, never more than the cap.
-            Some(asked) => {
-                let jitter = asked.mul_f64(rng.random_range(0.0..0.1));
-                asked.saturating_add(jitter).min(self.retry.max_retry_after)
-            }
-            None => {
-                let exponent = attempt.saturating_sub(1).min(20);
-                let nominal = self
-                    .retry
-                    .initial_backoff
-                    .saturating_mul(1u32 << exponent)
-                    .min(self.retry.max_backoff);
-                nominal.mul_f64(rng.random_range(0.8..1.2))
-            }
-        }
-    }
-
     /// Waits for this request's slot under the client's rate limit.
     async fn pace(&self, counters: &Counters) {
         let spacing = {
@@ -403,9 +380,15 @@ impl Transport {
     }
 }
 
-enum Attempt {
-    Done(Result<Fetched, ConfluenceError>),
-    Retry(Retry),
+type Attempt = pagestream_retry::Attempt<Result<Fetched, ConfluenceError>, Retry>;
+
+/// A transient failure to retry, with the wait the server asked for.
+fn again(retry: Retry) -> Attempt {
+    let server_wait = retry.retry_after();
+    Attempt::Retry {
+        error: retry,
+        server_wait,
+    }
 }
 
 enum BodyError {
@@ -473,47 +456,6 @@ fn near_limit(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// `Retry-After` as seconds (integer or decimal) or an HTTP date; anything else is ignored.
-/// How long the server asks a client to wait, from the first header that says: `Retry-After`
-/// (seconds or an HTTP date); `X-RateLimit-Reset` (an ISO 8601 instant; Atlassian's gateway sends
-/// it on 429s that lack `Retry-After`); then the `t=` (seconds to reset) of the draft-standard
-/// `Beta-RateLimit` / `RateLimit` headers of the points-based quotas, read loosely. None: back off.
-pub(crate) fn server_wait(headers: &HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers)
-        .or_else(|| rate_limit_reset(headers))
-        .or_else(|| rate_limit_t(headers))
-}
-
-fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("x-ratelimit-reset")?.to_str().ok()?.trim();
-    let at = chrono::DateTime::parse_from_rfc3339(value).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
-fn rate_limit_t(headers: &HeaderMap) -> Option<Duration> {
-    ["beta-ratelimit", "ratelimit"]
-        .iter()
-        .filter_map(|name| headers.get(*name)?.to_str().ok())
-        .flat_map(|value| value.split([';', ',']))
-        .filter_map(|part| part.trim().strip_prefix("t="))
-        .filter_map(|seconds| seconds.trim().parse::<u64>().ok())
-        .max()
-        .map(Duration::from_secs)
-}
-
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        // Beyond what a Duration holds is still "a very long time": the caller clamps it.
-        return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
-}
-
 /// The message of a v1 (`{"message": …}`) or v2 (`{"errors": [{"title", "detail"}]}`) error body.
 fn error_message(body: &[u8]) -> String {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -544,56 +486,6 @@ pub(crate) type SharedTransport = Arc<Transport>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn without_retry_after_the_reset_instant_then_the_quota_reset_says_how_long() {
-        let mut headers = HeaderMap::new();
-        let reset = chrono::Utc::now() + chrono::Duration::seconds(30);
-        headers.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&reset.to_rfc3339()).expect("header"),
-        );
-        headers.insert(
-            "beta-ratelimit",
-            HeaderValue::from_static("\"global\";r=0;t=5"),
-        );
-        let wait = server_wait(&headers).expect("a wait");
-        assert!(
-            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
-            "{wait:?}"
-        );
-        headers.remove("x-ratelimit-reset");
-        assert_eq!(server_wait(&headers), Some(Duration::from_secs(5)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(server_wait(&headers), Some(Duration::from_secs(2)));
-        let mut junk = HeaderMap::new();
-        junk.insert("x-ratelimit-reset", HeaderValue::from_static("soon"));
-        junk.insert("beta-ratelimit", HeaderValue::from_static("r=0"));
-        assert_eq!(server_wait(&junk), None, "backoff with jitter then");
-    }
-
-    #[test]
-    fn retry_after_accepts_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("1e300"));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::MAX));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("0.5"));
-        assert_eq!(
-            parse_retry_after(&headers),
-            Some(Duration::from_millis(500))
-        );
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
-        for junk in ["-3", "soon", "NaN", "inf"] {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(junk));
-            assert_eq!(parse_retry_after(&headers), None, "{junk}");
-        }
-    }
 
     #[test]
     fn error_messages_of_both_shapes() {

@@ -116,9 +116,9 @@ fn config(base_url: &str) -> OpenAiConfig {
     let mut config = OpenAiConfig::new(base_url, "text-embedding-test", DIMENSION);
     config.api_key = Some(ApiKey::new(KEY));
     config.max_batch_inputs = 3;
-    config.max_retries = 3;
-    config.initial_backoff = Duration::from_millis(5);
-    config.max_backoff = Duration::from_millis(20);
+    config.retry.max_attempts = 4;
+    config.retry.initial_backoff = Duration::from_millis(5);
+    config.retry.max_backoff = Duration::from_millis(20);
     config
 }
 
@@ -244,7 +244,7 @@ async fn unreachable_server_is_transient() {
     let address = listener.local_addr().expect("address");
     drop(listener);
     let mut config = config(&format!("http://{address}/v1"));
-    config.max_retries = 1;
+    config.retry.max_attempts = 2;
     let provider = OpenAiProvider::new(config).expect("provider");
     let error = provider.embed(texts(1)).await.expect_err("unreachable");
     assert!(error.is_transient(), "{error}");
