@@ -460,26 +460,9 @@ fn decode_title(segment: &str) -> String {
         .next()
         .unwrap_or_default()
         .replace('+', " ");
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = bytes
-            .get(index + 1..index + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[index], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                index += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The elements that the renderer treats as blocks (CommonMark's HTML block names): those are

@@ -108,12 +108,7 @@ fn bold_line(source: &str) -> Option<(String, String)> {
 
 /// Hex SHA-256 of an embedded text.
 pub fn content_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 const PATH_SEPARATOR: &str = " > ";

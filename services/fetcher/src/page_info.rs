@@ -465,11 +465,7 @@ pub(crate) fn attachments_fingerprint<'a>(
     for (id, version, file_name) in listed {
         hasher.update(format!("{id}|{version}|{file_name}\n"));
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(hasher.finalize())
 }
 
 /// What a page's comments are, in a few bytes: what the fetcher keeps to tell whether they
@@ -491,11 +487,7 @@ pub(crate) fn comments_fingerprint(comments: &[PageComment]) -> String {
             comment.resolution.as_deref().unwrap_or(""),
         ));
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]
