@@ -38,6 +38,10 @@ pub struct BusConfig {
     pub claim_check_threshold: usize,
     /// How long the server waits for a publish acknowledgement.
     pub request_timeout: Duration,
+    /// Copies of each stream and bucket in a JetStream cluster. `None` creates them with one and
+    /// leaves existing ones as they are, so that a tool started without the setting never scales
+    /// a cluster's streams down.
+    pub replicas: Option<usize>,
 }
 
 impl std::fmt::Debug for BusConfig {
@@ -47,6 +51,7 @@ impl std::fmt::Debug for BusConfig {
             .field("root", &self.root)
             .field("claim_check_threshold", &self.claim_check_threshold)
             .field("request_timeout", &self.request_timeout)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -102,11 +107,17 @@ impl BusConfig {
             root: "pagestream".to_owned(),
             claim_check_threshold: 768 * 1024,
             request_timeout: Duration::from_secs(10),
+            replicas: None,
         }
     }
 
     pub fn with_root(mut self, root: impl Into<String>) -> Self {
         self.root = root.into();
+        self
+    }
+
+    pub fn with_replicas(mut self, replicas: Option<usize>) -> Self {
+        self.replicas = replicas;
         self
     }
 }
@@ -413,6 +424,7 @@ impl Bus {
     ) -> Result<jetstream::kv::Store, BusError> {
         let bucket = format!("{}_{name}", self.streams.prefix());
         if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
+            topology::scale(self, &format!("KV_{bucket}")).await?;
             return Ok(store);
         }
         self.jetstream
@@ -420,6 +432,7 @@ impl Bus {
                 bucket,
                 description: description.to_owned(),
                 history: 1,
+                num_replicas: self.config.replicas.unwrap_or(1),
                 ..Default::default()
             })
             .await

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::object_store;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
 use pagestream_events::EventKind;
@@ -111,23 +113,67 @@ pub(crate) async fn ensure(bus: &Bus) -> Result<(), BusError> {
         description: Some("latest progress of each sync run".into()),
         ..Default::default()
     });
-    for config in configs {
+    for mut config in configs {
+        config.num_replicas = match bus.config().replicas {
+            Some(replicas) => replicas,
+            None => current_replicas(bus, &config.name).await?.unwrap_or(1),
+        };
         bus.jetstream()
             .create_or_update_stream(config)
             .await
             .map_err(|error| BusError::jetstream("create stream", error))?;
     }
     let bucket = names.claim_check_bucket();
-    if bus.jetstream().get_object_store(&bucket).await.is_err() {
+    if bus.jetstream().get_object_store(&bucket).await.is_ok() {
+        scale(bus, &format!("OBJ_{bucket}")).await?;
+    } else {
         bus.jetstream()
             .create_object_store(object_store::Config {
                 bucket,
                 description: Some("claim-checked event payloads, one object per subject".into()),
                 storage: StorageType::File,
+                num_replicas: bus.config().replicas.unwrap_or(1),
                 ..Default::default()
             })
             .await
             .map_err(|error| BusError::jetstream("create object store", error))?;
+    }
+    Ok(())
+}
+
+/// The replica count of stream `name`; `None` when there is no such stream.
+async fn current_replicas(bus: &Bus, name: &str) -> Result<Option<usize>, BusError> {
+    match bus.jetstream().get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.num_replicas)),
+        Err(error) => match error.kind() {
+            GetStreamErrorKind::JetStream(inner)
+                if inner.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(BusError::jetstream("read stream", error)),
+        },
+    }
+}
+
+/// Gives the existing stream `name` (a bucket's) the configured replica count, if one is set
+/// and it differs.
+pub(crate) async fn scale(bus: &Bus, name: &str) -> Result<(), BusError> {
+    let Some(replicas) = bus.config().replicas else {
+        return Ok(());
+    };
+    let stream = bus
+        .jetstream()
+        .get_stream(name)
+        .await
+        .map_err(|error| BusError::jetstream("read stream", error))?;
+    let mut config = stream.cached_info().config.clone();
+    if config.num_replicas != replicas {
+        config.num_replicas = replicas;
+        bus.jetstream()
+            .update_stream(config)
+            .await
+            .map_err(|error| BusError::jetstream("scale stream", error))?;
     }
     Ok(())
 }

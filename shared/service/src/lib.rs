@@ -35,6 +35,10 @@ pub struct CommonArgs {
     /// Subject root and stream-name prefix (`pagestream` in production).
     #[arg(long, env = "PAGESTREAM_SUBJECT_ROOT", default_value = "pagestream")]
     pub subject_root: String,
+    /// Copies of each stream and bucket in a JetStream cluster (3 for a 3-node cluster). Unset:
+    /// new ones get one and existing ones keep theirs.
+    #[arg(long, env = "PAGESTREAM_NATS_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: Option<u8>,
     /// Log format: human or json.
     #[arg(long, env = "PAGESTREAM_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
@@ -44,7 +48,9 @@ impl CommonArgs {
     /// Connects to NATS under the configured subject root.
     pub async fn connect_bus(&self) -> Result<Bus, BusError> {
         Bus::connect(
-            BusConfig::new(self.nats_url.expose_secret()).with_root(self.subject_root.clone()),
+            BusConfig::new(self.nats_url.expose_secret())
+                .with_root(self.subject_root.clone())
+                .with_replicas(self.nats_replicas.map(usize::from)),
         )
         .await
     }

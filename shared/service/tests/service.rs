@@ -32,6 +32,7 @@ impl TestService {
             common: CommonArgs {
                 nats_url: SecretString::from("nats://127.0.0.1:1"),
                 subject_root: "test".into(),
+                nats_replicas: None,
                 log_format: Default::default(),
             },
             ops_listen: free_port(),
