@@ -466,6 +466,13 @@ impl Fetcher {
                     .is_none_or(|space| space.key == site.space_key);
                 if !in_space {
                     if known.is_some() {
+                        // Its subtree went along, without webhooks of its own: each descendant's
+                        // hint finds it in the other space too.
+                        if let Some(old_path) = record.as_ref().and_then(|r| r.path.as_deref())
+                            && hint.webhook_event.as_deref() != Some(ANCESTOR_MOVED)
+                        {
+                            self.hint_descendants(&hint.source, old_path).await?;
+                        }
                         return self
                             .emit_deleted(
                                 site,
