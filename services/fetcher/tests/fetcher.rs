@@ -945,6 +945,24 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
     trash_and_restore_hinted_in_quick_succession(&h, &h.fetcher, &h.fetcher).await;
 }
 
+#[tokio::test]
+async fn a_trash_and_a_restore_hinted_to_two_replicas_at_once_leave_the_page_live() {
+    let h = harness(20).await;
+    let replica = Fetcher::new(
+        h.bus.clone(),
+        h.registry.clone(),
+        h.secret_key.clone(),
+        FetcherOptions::default(),
+    )
+    .await
+    .expect("second replica");
+    trash_and_restore_hinted_in_quick_succession(&h, &h.fetcher, &replica).await;
+    assert!(
+        h.sim.handle.stats().max_in_flight >= 2,
+        "the two replicas' hints did not overlap"
+    );
+}
+
 /// Leaves a page as a fetcher killed between publishing its deletion and recording the
 /// tombstone leaves it: the record marked as being deleted, the deletion in its stream.
 async fn deletion_published_then_killed(h: &Harness, id: u64) {
