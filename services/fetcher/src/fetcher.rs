@@ -792,25 +792,25 @@ impl Fetcher {
         })
     }
 
-    /// Writes a page's record as `commit` says: the new revision, or none when a hint lost the
-    /// race to commit. A sync run's record only moves forward.
+    /// Writes a page's record as `commit` says, and returns how a next write of the same decision
+    /// commits; none when a hint lost the race (a sync run's record only moves forward).
     async fn record(
         &self,
         source: &SourceKey,
         page: &PageId,
         record: &PageRecord,
         commit: Commit,
-    ) -> Result<Option<u64>, FetcherError> {
+    ) -> Result<Option<Commit>, FetcherError> {
         match commit {
             Commit::Forward => {
                 self.state.set_record(source, page, record).await?;
-                Ok(Some(0))
+                Ok(Some(Commit::Forward))
             }
-            Commit::AtRevision(revision) => {
-                self.state
-                    .commit_record(source, page, record, revision)
-                    .await
-            }
+            Commit::AtRevision(revision) => Ok(self
+                .state
+                .commit_record(source, page, record, revision)
+                .await?
+                .map(Commit::AtRevision)),
         }
     }
 
@@ -976,7 +976,7 @@ impl Fetcher {
             deleting: true,
             ..record.cloned().unwrap_or_default()
         };
-        let Some(marked_at) = self.record(&site.source, page, &marked, commit).await? else {
+        let Some(then) = self.record(&site.source, page, &marked, commit).await? else {
             return Ok(Decided::Lost { published: None });
         };
         let deleted = PageDeleted {
@@ -999,12 +999,8 @@ impl Fetcher {
             deleted: true,
             ..PageRecord::default()
         };
-        let commit = match commit {
-            Commit::Forward => Commit::Forward,
-            Commit::AtRevision(_) => Commit::AtRevision(marked_at),
-        };
         Ok(
-            match self.record(&site.source, page, &tombstone, commit).await? {
+            match self.record(&site.source, page, &tombstone, then).await? {
                 Some(_) => Decided::Done(true),
                 None => Decided::Lost {
                     published: Some(incarnation),

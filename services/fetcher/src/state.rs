@@ -2,7 +2,8 @@
 //! can pick up any source and a restarted fetcher resumes where it stopped:
 //!
 //! - `<source>.<page>`: the last [`PageRecord`] whose event JetStream acknowledged (version,
-//!   incarnation, where the page stood, or a tombstone); it only moves forward (compare-and-set);
+//!   incarnation, where the page stood, or a tombstone); a sync run's write only moves it forward,
+//!   a hint's decision commits only on the revision the hint read (both compare-and-set);
 //! - `<source>.watermark`: where the next incremental window starts (RFC 3339);
 //! - `<source>.reconciled`: when deletions were last reconciled against a full listing (RFC 3339);
 //! - `<source>.window`: the window of the incremental run in progress, frozen at its start, so a
