@@ -211,8 +211,7 @@ pub enum MutationError {
 #[serde(default)]
 pub struct CreatePage {
     pub title: String,
-    /// The space (by key) when there is no parent: the generated space by default.
-    pub space_key: Option<String>,
+    /// The parent, whose space the page joins; none: under the generated space's homepage.
     pub parent_id: Option<u64>,
     pub body: Option<String>,
     pub labels: Vec<String>,
@@ -362,10 +361,9 @@ impl SimState {
         for space in state.others.clone() {
             let homepage = CreatePage {
                 title: format!("{} Home", space.name),
-                space_key: Some(space.key),
                 ..CreatePage::default()
             };
-            if let Err(error) = state.create(homepage) {
+            if let Err(error) = state.insert_content(ContentKind::Page, space.id, None, homepage) {
                 tracing::warn!(%error, "cannot create a space homepage");
             }
         }
@@ -502,41 +500,31 @@ impl SimState {
         kind: ContentKind,
         request: CreatePage,
     ) -> Result<SimPage, MutationError> {
+        let (space_id, parent_id) = match (kind, request.parent_id) {
+            (ContentKind::Blogpost, _) => (self.primary.id, None),
+            (ContentKind::Page, Some(parent)) => {
+                let parent = self
+                    .current_page(parent)
+                    .ok_or(MutationError::NotFound(parent))?;
+                (parent.space_id, Some(parent.id))
+            }
+            (ContentKind::Page, None) => (self.primary.id, self.homepage(self.primary.id)),
+        };
+        self.insert_content(kind, space_id, parent_id, request)
+    }
+
+    /// Adds a page or blog post (version 1) to a space, under `parent_id`.
+    fn insert_content(
+        &mut self,
+        kind: ContentKind,
+        space_id: u64,
+        parent_id: Option<u64>,
+        request: CreatePage,
+    ) -> Result<SimPage, MutationError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(MutationError::Invalid("title must not be empty".into()));
         }
-        let named_space = match &request.space_key {
-            Some(key) => Some(
-                self.spaces()
-                    .find(|space| &space.key == key)
-                    .ok_or_else(|| MutationError::Invalid(format!("no space {key:?}")))?
-                    .id,
-            ),
-            None => None,
-        };
-        let parent = match (kind, request.parent_id) {
-            (ContentKind::Blogpost, _) => None,
-            (ContentKind::Page, Some(parent)) => Some(
-                self.current_page(parent)
-                    .ok_or(MutationError::NotFound(parent))?,
-            ),
-            (ContentKind::Page, None) => None,
-        };
-        let space_id = match (parent.map(|p| p.space_id), named_space) {
-            (Some(of_parent), Some(named)) if of_parent != named => {
-                return Err(MutationError::Invalid(
-                    "the parent is in another space".into(),
-                ));
-            }
-            (Some(space), _) | (None, Some(space)) => space,
-            (None, None) => self.primary.id,
-        };
-        let parent_id = match (kind, parent) {
-            (ContentKind::Blogpost, _) => None,
-            (ContentKind::Page, Some(parent)) => Some(parent.id),
-            (ContentKind::Page, None) => self.homepage(space_id),
-        };
         if self.title_taken(space_id, &title, None) {
             return Err(MutationError::Invalid(format!(
                 "a page titled {title:?} already exists in the space"

@@ -435,15 +435,15 @@ async fn a_page_moved_to_another_space_is_served_from_that_space_with_its_subtre
         .find(|id| ![moved, child].contains(id))
         .and_then(|id| sim.handle.page(*id))
         .expect("a page left in ENG");
-    let same_title = |space: &str| confluence_sim::CreatePage {
+    let same_title = |parent_id: Option<u64>| confluence_sim::CreatePage {
         title: stayed.title.clone(),
-        space_key: Some(space.into()),
+        parent_id,
         ..Default::default()
     };
-    assert!(sim.handle.create(same_title("ENG")).await.is_err());
+    assert!(sim.handle.create(same_title(None)).await.is_err());
     let (created, _) = sim
         .handle
-        .create(same_title("OPS"))
+        .create(same_title(Some(ops_home)))
         .await
         .expect("the title is free in OPS");
     assert_eq!(
