@@ -1,7 +1,6 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use uuid::Uuid;
 use crate::FetcherError;
 use crate::extract::{self, FileKind};
 use crate::page_info::{self, AttachmentRef, Site, Tree};
-use crate::state::{AttachmentRecord, FetcherState, PageRecord, Window};
+use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
 
 /// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
 const SEARCH_LIMIT: u32 = 50;
@@ -213,10 +212,6 @@ pub struct Fetcher {
     state: FetcherState,
     options: FetcherOptions,
     sources: Mutex<HashMap<SourceKey, Arc<CachedSource>>>,
-    /// Hints of one page are handled one at a time: two at once each decide on what they read
-    /// before the other wrote (a trash and a restore a moment apart left the page deleted).
-    /// Striped: pages share a lock only by their hash.
-    hint_locks: Vec<tokio::sync::Mutex<()>>,
     /// Bounds the attachments downloaded and parsed at once, so their memory.
     extractions: tokio::sync::Semaphore,
 }
@@ -224,8 +219,37 @@ pub struct Fetcher {
 /// The event name of the hints a move publishes for the moved page's descendants.
 const ANCESTOR_MOVED: &str = "ancestor_moved";
 
-/// Locks that hints take, by page.
-const HINT_LOCKS: usize = 64;
+/// Times a hint decides again after another hint (here or in another replica) changed the
+/// page's record under it.
+const HINT_ATTEMPTS: usize = 8;
+
+/// How a page's record is written: a sync run's only moves forward; a hint's decision holds only
+/// if the record is still at the revision the hint read.
+#[derive(Debug, Clone, Copy)]
+enum Commit {
+    Forward,
+    AtRevision(u64),
+}
+
+/// What a hint's attempt came to.
+enum Decided {
+    /// Committed; whether it emitted an event.
+    Done(bool),
+    /// Another writer changed the record first: decide again. `published` is the incarnation
+    /// of what this attempt published, if anything (the winner's deletion may have purged it).
+    Lost { published: Option<u64> },
+}
+
+/// The record a hint's deletion starts from: its incarnation raised to what the hint published
+/// before losing a race, so that the deletion supersedes those events.
+fn superseding(record: Option<&PageRecord>, published: Option<u64>) -> Option<PageRecord> {
+    let Some(published) = published else {
+        return record.cloned();
+    };
+    let mut record = record.cloned().unwrap_or_default();
+    record.incarnation = record.incarnation.max(published);
+    Some(record)
+}
 
 impl Fetcher {
     pub async fn new(
@@ -241,18 +265,9 @@ impl Fetcher {
             secret_key,
             state,
             sources: Mutex::new(HashMap::new()),
-            hint_locks: (0..HINT_LOCKS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
             extractions: tokio::sync::Semaphore::new(options.attachments.concurrency.max(1)),
             options,
         })
-    }
-
-    fn hint_lock(&self, source: &SourceKey, page: &PageId) -> &tokio::sync::Mutex<()> {
-        let mut hasher = std::hash::DefaultHasher::new();
-        (source, page).hash(&mut hasher);
-        &self.hint_locks[hasher.finish() as usize % self.hint_locks.len()]
     }
 
     pub fn state(&self) -> &FetcherState {
@@ -410,6 +425,13 @@ impl Fetcher {
 
     /// [`Self::hint`] through a given client (a sync run's, which counts its requests); returns
     /// whether it emitted an event.
+    ///
+    /// Hints of one page may run at once, in one fetcher or in several replicas (a trash and a
+    /// restore a moment apart): each decision, doing nothing included, commits only if the page's
+    /// record is still at the revision it read; otherwise it is taken again on what the other
+    /// wrote, so the last to commit decided on everything before it. An attempt that published
+    /// before losing may have seen its events purged by the winner's deletion: the next attempts
+    /// emit what Confluence holds, whatever the record says, under incarnations beyond those.
     async fn apply_hint(
         &self,
         hint: &PageHinted,
@@ -417,155 +439,279 @@ impl Fetcher {
         site: &Site,
         run_id: Option<Uuid>,
     ) -> Result<bool, FetcherError> {
-        let _one_at_a_time = self.hint_lock(&hint.source, &hint.page_id).lock().await;
-        let record = self.state.record(&hint.source, &hint.page_id).await?;
-        let known = record.as_ref().and_then(PageRecord::live_version);
-        match hint.reason {
-            HintReason::Changed => {
-                // Moves, label and comment changes keep the version: only a plain edit hint can
-                // be skipped on its version alone.
-                let same_version_change = hint.webhook_event.as_deref().is_some_and(|event| {
-                    event.contains("move")
-                        || event.contains("label")
-                        || event.contains("restore")
-                        || event.contains("comment")
-                        || event.contains("attachment")
-                });
-                if !same_version_change
-                    && hint.version.is_some_and(|version| known >= Some(version))
-                {
-                    return Ok(false);
+        let mut published = None;
+        for _ in 0..HINT_ATTEMPTS {
+            let read = self.state.read_record(&hint.source, &hint.page_id).await?;
+            let decided = match hint.reason {
+                HintReason::Changed => {
+                    self.decide_change(hint, client, site, run_id, &read, published)
+                        .await?
                 }
-                if record.is_none()
-                    && hint
-                        .space_key
-                        .as_deref()
-                        .is_some_and(|space| space != site.space_key)
-                {
-                    return Ok(false);
+                HintReason::Removed => {
+                    self.decide_removal(hint, client, site, run_id, &read, published)
+                        .await?
                 }
-                let content = match client.content(&hint.page_id, SYNC_EXPAND).await {
-                    Ok(content) => content,
-                    // Gone (or hidden) since the hint: deletions are confirmed by syncs and
-                    // removal hints, not guessed from a change hint.
-                    Err(error) if error.is_not_found() => return Ok(false),
-                    Err(error) => return Err(error.into()),
-                };
-                let Some(content_type) = indexed_type(&content) else {
-                    return Ok(false);
-                };
-                if matches!(
-                    content.status.as_deref(),
-                    Some("trashed" | "deleted" | "draft")
-                ) {
-                    return Ok(false);
-                }
-                let in_space = content
-                    .space
-                    .as_ref()
-                    .is_none_or(|space| space.key == site.space_key);
-                if !in_space {
-                    if known.is_some() {
-                        return self
-                            .emit_deleted(
-                                site,
-                                &hint.page_id,
-                                record.as_ref(),
-                                content.version_number(),
-                                "moved to another space",
-                                run_id,
-                            )
-                            .await
-                            .map(|()| true);
-                    }
-                    return Ok(false);
-                }
-                let mut changed = page_info::from_content(site, &content, content_type)?;
-                let labels_known = content
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.labels.is_some());
-                let mut labels = changed.page.labels.clone();
-                labels.sort();
-                let listed = match fetch_comments(client, site, &mut changed).await {
-                    Ok(comments) => match fetch_attachments(client, site, &changed).await {
-                        Ok(attachments) => Ok((comments, attachments)),
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
-                let (comments, attachments) = match listed {
-                    Ok(listed) => listed,
-                    // Gone (or hidden) since the page was read: as for the page itself.
-                    Err(FetcherError::Confluence(error)) if error.is_not_found() => {
-                        return Ok(false);
-                    }
-                    Err(error) => return Err(error),
-                };
-                let attachments_fingerprint =
-                    attachments.as_deref().map(listed_attachments_fingerprint);
-                let Some(incarnation) = incarnation_to_emit(
-                    record.as_ref(),
-                    changed.page.version,
-                    &changed.page.path,
-                    Facts {
-                        labels: labels_known.then_some(labels.as_slice()),
-                        comments: comments.as_deref(),
-                        attachments: attachments_fingerprint.as_deref(),
-                    },
-                ) else {
-                    return Ok(false);
-                };
-                // A move takes the page's subtree along without a version or a webhook of
-                // theirs: each descendant is hinted, before the page is recorded at its new place
-                // (a crash in between hints them again when the move's hint comes back). A
-                // descendant's own hint has no subtree left to hint: the first covered it.
-                if let Some(old_path) = record
-                    .as_ref()
-                    .and_then(|record| record.path.as_deref())
-                    .filter(|old_path| *old_path != changed.page.path)
-                    && hint.webhook_event.as_deref() != Some(ANCESTOR_MOVED)
-                {
-                    self.hint_descendants(&hint.source, old_path).await?;
-                }
-                let attachments_known = attachments.is_some();
-                changed.attachments = self
-                    .attachment_texts(client, site, attachments.unwrap_or_default())
-                    .await?;
-                self.emit_changed(
-                    changed,
-                    incarnation,
-                    labels_known,
-                    comments.is_some(),
-                    attachments_known,
-                    run_id,
-                )
-                .await
-                .map(|()| true)
-            }
-            HintReason::Removed => {
-                // What the fetcher emitted knows the type best; the webhook's word otherwise.
-                let content_type = record
-                    .as_ref()
-                    .map_or(hint.content_type, |record| record.content_type);
-                match confirm_gone(client, site, &hint.page_id, content_type).await? {
-                    Presence::Gone { version } => {
-                        let version = version.or(hint.version).unwrap_or(0);
-                        self.emit_deleted(
-                            site,
-                            &hint.page_id,
-                            record.as_ref(),
-                            version,
-                            "removed",
-                            run_id,
-                        )
-                        .await
-                        .map(|()| true)
-                    }
-                    Presence::Present => Ok(false),
+            };
+            match decided {
+                Decided::Done(emitted) => return Ok(emitted),
+                Decided::Lost { published: now } => {
+                    published = published.max(now);
+                    tracing::debug!(source = %hint.source, page = %hint.page_id, "the page's record changed under its hint: deciding again");
                 }
             }
         }
+        Err(FetcherError::State {
+            operation: "commit hint",
+            reason: format!("the page's record changed under its hint {HINT_ATTEMPTS} times"),
+        })
+    }
+
+    /// A change hint: fetch the page and emit it if it changed; a page gone from the source
+    /// leaves it only through a removal hint or a sync, unless it moved to another space.
+    async fn decide_change(
+        &self,
+        hint: &PageHinted,
+        client: &ConfluenceClient,
+        site: &Site,
+        run_id: Option<Uuid>,
+        read: &RecordRead,
+        published: Option<u64>,
+    ) -> Result<Decided, FetcherError> {
+        let record = read.record.as_ref();
+        let known = record.and_then(PageRecord::live_version);
+        // Moves, label and comment changes keep the version: only a plain edit hint can be
+        // skipped on its version alone.
+        let same_version_change = hint.webhook_event.as_deref().is_some_and(|event| {
+            event.contains("move")
+                || event.contains("label")
+                || event.contains("restore")
+                || event.contains("comment")
+                || event.contains("attachment")
+        });
+        if published.is_none()
+            && !same_version_change
+            && hint.version.is_some_and(|version| known >= Some(version))
+        {
+            return self.keep(hint, read).await;
+        }
+        if record.is_none()
+            && hint
+                .space_key
+                .as_deref()
+                .is_some_and(|space| space != site.space_key)
+        {
+            return Ok(Decided::Done(false));
+        }
+        let content = match client.content(&hint.page_id, SYNC_EXPAND).await {
+            Ok(content) => content,
+            // Gone (or hidden) since the hint: deletions are confirmed by syncs and removal
+            // hints, not guessed from a change hint.
+            Err(error) if error.is_not_found() => {
+                return self
+                    .nothing_to_emit(hint, site, run_id, read, published, 0)
+                    .await;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let Some(content_type) = indexed_type(&content) else {
+            return self.keep(hint, read).await;
+        };
+        if matches!(
+            content.status.as_deref(),
+            Some("trashed" | "deleted" | "draft")
+        ) {
+            return self
+                .nothing_to_emit(
+                    hint,
+                    site,
+                    run_id,
+                    read,
+                    published,
+                    content.version_number(),
+                )
+                .await;
+        }
+        let in_space = content
+            .space
+            .as_ref()
+            .is_none_or(|space| space.key == site.space_key);
+        if !in_space {
+            if known.is_none() && published.is_none() {
+                return self.keep(hint, read).await;
+            }
+            // Its subtree went along, without webhooks of its own: each descendant's hint finds
+            // it in the other space too.
+            if let Some(old_path) = record.and_then(|record| record.path.as_deref())
+                && hint.webhook_event.as_deref() != Some(ANCESTOR_MOVED)
+            {
+                self.hint_descendants(&hint.source, old_path).await?;
+            }
+            return self
+                .emit_deleted(
+                    site,
+                    &hint.page_id,
+                    superseding(record, published).as_ref(),
+                    content.version_number(),
+                    "moved to another space",
+                    run_id,
+                    Commit::AtRevision(read.revision),
+                )
+                .await;
+        }
+        let mut changed = page_info::from_content(site, &content, content_type)?;
+        let labels_known = content
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.labels.is_some());
+        let mut labels = changed.page.labels.clone();
+        labels.sort();
+        let listed = match fetch_comments(client, site, &mut changed).await {
+            Ok(comments) => match fetch_attachments(client, site, &changed).await {
+                Ok(attachments) => Ok((comments, attachments)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let (comments, attachments) = match listed {
+            Ok(listed) => listed,
+            // Gone (or hidden) since the page was read: as for the page itself.
+            Err(FetcherError::Confluence(error)) if error.is_not_found() => {
+                return self
+                    .nothing_to_emit(hint, site, run_id, read, published, changed.page.version)
+                    .await;
+            }
+            Err(error) => return Err(error),
+        };
+        let attachments_fingerprint = attachments.as_deref().map(listed_attachments_fingerprint);
+        let emit = incarnation_to_emit(
+            record,
+            changed.page.version,
+            &changed.page.path,
+            Facts {
+                labels: labels_known.then_some(labels.as_slice()),
+                comments: comments.as_deref(),
+                attachments: attachments_fingerprint.as_deref(),
+            },
+        );
+        let incarnation = match published {
+            None => emit,
+            Some(published) => Some(
+                emit.unwrap_or(0)
+                    .max(published + 1)
+                    .max(record.map_or(0, |record| record.incarnation + 1)),
+            ),
+        };
+        let Some(incarnation) = incarnation else {
+            return self.keep(hint, read).await;
+        };
+        // A move takes the page's subtree along without a version or a webhook of theirs: each
+        // descendant is hinted, before the page is recorded at its new place (a crash in between
+        // hints them again when the move's hint comes back). A descendant's own hint has no
+        // subtree left to hint: the first covered it.
+        if let Some(old_path) = record
+            .and_then(|record| record.path.as_deref())
+            .filter(|old_path| *old_path != changed.page.path)
+            && hint.webhook_event.as_deref() != Some(ANCESTOR_MOVED)
+        {
+            self.hint_descendants(&hint.source, old_path).await?;
+        }
+        let attachments_known = attachments.is_some();
+        changed.attachments = self
+            .attachment_texts(client, site, attachments.unwrap_or_default())
+            .await?;
+        self.emit_changed(
+            changed,
+            incarnation,
+            labels_known,
+            comments.is_some(),
+            attachments_known,
+            run_id,
+            Commit::AtRevision(read.revision),
+        )
+        .await
+    }
+
+    /// A removal hint: confirm the page is gone and emit its deletion.
+    async fn decide_removal(
+        &self,
+        hint: &PageHinted,
+        client: &ConfluenceClient,
+        site: &Site,
+        run_id: Option<Uuid>,
+        read: &RecordRead,
+        published: Option<u64>,
+    ) -> Result<Decided, FetcherError> {
+        // What the fetcher emitted knows the type best; the webhook's word otherwise.
+        let content_type = read
+            .record
+            .as_ref()
+            .map_or(hint.content_type, |record| record.content_type);
+        match confirm_gone(client, site, &hint.page_id, content_type).await? {
+            Presence::Gone { version } => {
+                let version = version.or(hint.version).unwrap_or(0);
+                self.emit_deleted(
+                    site,
+                    &hint.page_id,
+                    superseding(read.record.as_ref(), published).as_ref(),
+                    version,
+                    "removed",
+                    run_id,
+                    Commit::AtRevision(read.revision),
+                )
+                .await
+            }
+            Presence::Present if published.is_none() => self.keep(hint, read).await,
+            // This hint's deletion went out, then the page came back (a restore that raced it):
+            // the page is emitted again, over that deletion.
+            Presence::Present => {
+                self.decide_change(hint, client, site, run_id, read, published)
+                    .await
+            }
+        }
+    }
+
+    /// A change hint found nothing to emit (the page gone, trashed, a draft): nothing to do,
+    /// unless this hint published the page before losing a race (then the deletion supersedes
+    /// it).
+    async fn nothing_to_emit(
+        &self,
+        hint: &PageHinted,
+        site: &Site,
+        run_id: Option<Uuid>,
+        read: &RecordRead,
+        published: Option<u64>,
+        version: u64,
+    ) -> Result<Decided, FetcherError> {
+        if published.is_none() {
+            return self.keep(hint, read).await;
+        }
+        self.emit_deleted(
+            site,
+            &hint.page_id,
+            superseding(read.record.as_ref(), published).as_ref(),
+            version,
+            "removed",
+            run_id,
+            Commit::AtRevision(read.revision),
+        )
+        .await
+    }
+
+    /// Commits a decision to do nothing: the record is written again as read, so that a hint that
+    /// changed it meanwhile makes this one decide again. Without a record there is nothing to
+    /// hold: nothing was emitted for the page.
+    async fn keep(&self, hint: &PageHinted, read: &RecordRead) -> Result<Decided, FetcherError> {
+        let Some(record) = &read.record else {
+            return Ok(Decided::Done(false));
+        };
+        let kept = self
+            .state
+            .commit_record(&hint.source, &hint.page_id, record, read.revision)
+            .await?;
+        Ok(match kept {
+            Some(_) => Decided::Done(false),
+            None => Decided::Lost { published: None },
+        })
     }
 
     /// Hints every live page recorded under `old_path` (a moved page's subtree) as moved.
@@ -607,6 +753,7 @@ impl Fetcher {
 
     /// Publishes a page's new state, then records it: a crash in between re-publishes the same
     /// event id, which JetStream drops as a duplicate.
+    #[allow(clippy::too_many_arguments)]
     async fn emit_changed(
         &self,
         mut changed: PageChanged,
@@ -615,7 +762,8 @@ impl Fetcher {
         comments_known: bool,
         attachments_known: bool,
         run_id: Option<Uuid>,
-    ) -> Result<(), FetcherError> {
+        commit: Commit,
+    ) -> Result<Decided, FetcherError> {
         changed.page.incarnation = incarnation;
         changed.page.labels.sort();
         let source = changed.page.source.clone();
@@ -636,8 +784,34 @@ impl Fetcher {
         self.bus
             .publish(&Envelope::new(changed).with_sync_run(run_id))
             .await?;
-        self.state.set_record(&source, &page, &record).await?;
-        Ok(())
+        Ok(match self.record(&source, &page, &record, commit).await? {
+            Some(_) => Decided::Done(true),
+            None => Decided::Lost {
+                published: Some(incarnation),
+            },
+        })
+    }
+
+    /// Writes a page's record as `commit` says, and returns how a next write of the same decision
+    /// commits; none when a hint lost the race (a sync run's record only moves forward).
+    async fn record(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+        record: &PageRecord,
+        commit: Commit,
+    ) -> Result<Option<Commit>, FetcherError> {
+        match commit {
+            Commit::Forward => {
+                self.state.set_record(source, page, record).await?;
+                Ok(Some(Commit::Forward))
+            }
+            Commit::AtRevision(revision) => Ok(self
+                .state
+                .commit_record(source, page, record, revision)
+                .await?
+                .map(Commit::AtRevision)),
+        }
     }
 
     /// Adds to a page's event what the listing that found it did not carry (its comments, its
@@ -671,8 +845,10 @@ impl Fetcher {
             comments_known,
             attachments_known,
             Some(run_id),
+            Commit::Forward,
         )
         .await
+        .map(|_| ())
     }
 
     /// The attachments of a page's event, each with its text: extracted again only when its
@@ -782,6 +958,7 @@ impl Fetcher {
     /// restore of the same version is told apart from the deleted page). The mark covers a crash
     /// after the publish: without it the record would still say live, and a restore of the same
     /// version would look like no change while the projection holds the tombstone.
+    #[allow(clippy::too_many_arguments)]
     async fn emit_deleted(
         &self,
         site: &Site,
@@ -790,7 +967,8 @@ impl Fetcher {
         version: u64,
         reason: &str,
         run_id: Option<Uuid>,
-    ) -> Result<(), FetcherError> {
+        commit: Commit,
+    ) -> Result<Decided, FetcherError> {
         let version = record.map_or(version, |record| record.version.max(version));
         let incarnation = record.map_or(0, |record| record.incarnation);
         let marked = PageRecord {
@@ -798,7 +976,9 @@ impl Fetcher {
             deleting: true,
             ..record.cloned().unwrap_or_default()
         };
-        self.state.set_record(&site.source, page, &marked).await?;
+        let Some(then) = self.record(&site.source, page, &marked, commit).await? else {
+            return Ok(Decided::Lost { published: None });
+        };
         let deleted = PageDeleted {
             source: site.source.clone(),
             page_id: page.clone(),
@@ -819,10 +999,14 @@ impl Fetcher {
             deleted: true,
             ..PageRecord::default()
         };
-        self.state
-            .set_record(&site.source, page, &tombstone)
-            .await?;
-        Ok(())
+        Ok(
+            match self.record(&site.source, page, &tombstone, then).await? {
+                Some(_) => Decided::Done(true),
+                None => Decided::Lost {
+                    published: Some(incarnation),
+                },
+            },
+        )
     }
 }
 
@@ -1602,10 +1786,11 @@ impl Run<'_> {
                     version,
                     "not listed",
                     Some(self.run_id),
+                    Commit::Forward,
                 )
                 .await
             {
-                Ok(()) => self.progress.pages_deleted += 1,
+                Ok(_) => self.progress.pages_deleted += 1,
                 Err(error) => self.page_failed(page, error)?,
             }
             self.report_if_due().await;

@@ -2,7 +2,8 @@
 //! can pick up any source and a restarted fetcher resumes where it stopped:
 //!
 //! - `<source>.<page>`: the last [`PageRecord`] whose event JetStream acknowledged (version,
-//!   incarnation, where the page stood, or a tombstone); it only moves forward (compare-and-set);
+//!   incarnation, where the page stood, or a tombstone); a sync run's write only moves it forward,
+//!   a hint's decision commits only on the revision the hint read (both compare-and-set);
 //! - `<source>.watermark`: where the next incremental window starts (RFC 3339);
 //! - `<source>.reconciled`: when deletions were last reconciled against a full listing (RFC 3339);
 //! - `<source>.window`: the window of the incremental run in progress, frozen at its start, so a
@@ -108,6 +109,13 @@ impl PageRecord {
     }
 }
 
+/// A page's record as a hint read it, and the key's revision then (0: never written).
+#[derive(Debug, Clone, Default)]
+pub struct RecordRead {
+    pub record: Option<PageRecord>,
+    pub revision: u64,
+}
+
 /// What was extracted from one version of an attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentRecord {
@@ -169,6 +177,55 @@ impl FetcherState {
             .await
             .map_err(|error| state_error("get version", error))?;
         Ok(value.and_then(|bytes| PageRecord::parse(&bytes)))
+    }
+
+    /// What was last emitted for a page, with the revision a decision taken on it commits
+    /// against (see [`Self::commit_record`]).
+    pub async fn read_record(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+    ) -> Result<RecordRead, FetcherError> {
+        let entry = self
+            .store
+            .entry(Self::page_key(source, page))
+            .await
+            .map_err(|error| state_error("get version", error))?;
+        Ok(match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => RecordRead {
+                record: PageRecord::parse(&entry.value),
+                revision: entry.revision,
+            },
+            Some(entry) => RecordRead {
+                record: None,
+                revision: entry.revision,
+            },
+            None => RecordRead::default(),
+        })
+    }
+
+    /// Writes a page's record if it is still at the revision the decision read: the new revision,
+    /// or none when another hint or replica wrote first (the decision must be taken again).
+    pub async fn commit_record(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+        record: &PageRecord,
+        revision: u64,
+    ) -> Result<Option<u64>, FetcherError> {
+        let value = Bytes::from(
+            serde_json::to_vec(record).map_err(|error| state_error("encode version", error))?,
+        );
+        // Revision 0 expects no record at all.
+        match self
+            .store
+            .update(Self::page_key(source, page), value, revision)
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(error) => Err(state_error("put version", error)),
+        }
     }
 
     /// The last emitted live version of a page (none when unknown or deleted).

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use confluence_sim::{
-    CreateAttachment, EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig,
+    CreateAttachment, CreatePage, EditPage, FaultRule, Faults, MovePage, RunningSim, SimConfig,
+    SimSpace,
 };
 use futures::StreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
@@ -897,9 +898,13 @@ fn hint_of(h: &Harness, id: u64, reason: HintReason, event: &str) -> PageHinted 
     }
 }
 
-#[tokio::test]
-async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() {
-    let h = harness(20).await;
+/// A page trashed and restored within a second: `trash_by` takes the trash hint, `restore_by`
+/// the restore hint, both at once. The page must end live, as a new incarnation.
+async fn trash_and_restore_hinted_in_quick_succession(
+    h: &Harness,
+    trash_by: &Fetcher,
+    restore_by: &Fetcher,
+) {
     h.sync(SyncMode::Full).await;
     let page = h.sim.handle.current_page_ids()[5];
     // Every Confluence answer takes 200 ms, so that the two hints overlap as they do when a
@@ -909,13 +914,14 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
         ..Faults::default()
     });
     h.sim.handle.trash(page).await.expect("trash");
-    let trashed = hint_of(&h, page, HintReason::Removed, "page_trashed");
-    let restored = hint_of(&h, page, HintReason::Changed, "page_restored");
-    let trash_hint = h.fetcher.hint(&trashed);
+    h.sim.handle.reset_stats();
+    let trashed = hint_of(h, page, HintReason::Removed, "page_trashed");
+    let restored = hint_of(h, page, HintReason::Changed, "page_restored");
+    let trash_hint = trash_by.hint(&trashed);
     let restore_hint = async {
         // Starts while the trash hint waits for Confluence to confirm the page is gone...
         tokio::time::sleep(Duration::from_millis(100)).await;
-        h.fetcher.hint(&restored).await
+        restore_by.hint(&restored).await
     };
     let restore = async {
         // ...and the page is restored after that confirmation, before the restore hint reads it.
@@ -928,9 +934,33 @@ async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() 
     restore_done.expect("restore hint");
     restored_in_sim.expect("restore");
     h.sim.handle.clear_faults();
-    let record = recorded(&h, page).await;
+    let record = recorded(h, page).await;
     assert!(!record.deleted, "the page stayed deleted: {record:?}");
-    assert_eq!(last_changed(&h, page).await.data.page.incarnation, 1);
+    assert!(last_changed(h, page).await.data.page.incarnation >= 1);
+}
+
+#[tokio::test]
+async fn a_trash_and_a_restore_hinted_in_quick_succession_leave_the_page_live() {
+    let h = harness(20).await;
+    trash_and_restore_hinted_in_quick_succession(&h, &h.fetcher, &h.fetcher).await;
+}
+
+#[tokio::test]
+async fn a_trash_and_a_restore_hinted_to_two_replicas_at_once_leave_the_page_live() {
+    let h = harness(20).await;
+    let replica = Fetcher::new(
+        h.bus.clone(),
+        h.registry.clone(),
+        h.secret_key.clone(),
+        FetcherOptions::default(),
+    )
+    .await
+    .expect("second replica");
+    trash_and_restore_hinted_in_quick_succession(&h, &h.fetcher, &replica).await;
+    assert!(
+        h.sim.handle.stats().max_in_flight >= 2,
+        "the two replicas' hints did not overlap"
+    );
 }
 
 /// Leaves a page as a fetcher killed between publishing its deletion and recording the
@@ -1247,6 +1277,168 @@ async fn a_moved_page_takes_its_subtree_along() {
         assert!(expected_path(*page).contains(&format!("/{target}/{moved}/")));
     }
     assert!(hinted.drain().await.is_empty());
+}
+
+impl Harness {
+    /// A second source on the same site, covering the space `space_key`.
+    async fn add_source(&self, key: &str, space_key: &str) -> SourceKey {
+        let source = SourceKey::new(key).expect("source key");
+        self.registry
+            .put(&SourceRecord {
+                id: Uuid::new_v4(),
+                key: source.clone(),
+                space_key: space_key.into(),
+                ..self.record.clone()
+            })
+            .await
+            .expect("put source");
+        source
+    }
+
+    async fn sync_source(
+        &self,
+        source: &SourceKey,
+        mode: SyncMode,
+        reconcile: bool,
+    ) -> SyncOutcome {
+        self.fetcher
+            .sync(&SyncRequested {
+                source: source.clone(),
+                reconcile_deletions: reconcile,
+                ..self.request(mode)
+            })
+            .await
+            .expect("sync completes")
+    }
+
+    async fn record_in(&self, source: &SourceKey, id: u64) -> Option<PageRecord> {
+        self.fetcher
+            .state()
+            .record(source, &PageId::from(id))
+            .await
+            .expect("state")
+    }
+
+    async fn changed_in(&self, source: &SourceKey, id: u64) -> Option<Envelope<PageChanged>> {
+        self.bus
+            .last_for_page(source, &PageId::from(id))
+            .await
+            .expect("read")
+    }
+}
+
+#[tokio::test]
+async fn a_page_moved_to_another_space_leaves_its_source_and_joins_the_other_space_s() {
+    const OPS_SPACE: u64 = 131_073;
+    let config = SimConfig {
+        other_spaces: vec![SimSpace::new(OPS_SPACE, "OPS", "Operations")],
+        ..SimConfig::new(17, 15)
+    };
+    let h = harness_of(config, FetcherOptions::default(), AuthKind::Cloud).await;
+    let ops = h.add_source("ops", "OPS").await;
+    let ops_home = h.sim.handle.homepage(OPS_SPACE).expect("a homepage");
+    // Two pages with a child each: one moves with a webhook, one without.
+    let create = async |title: &str, parent_id: Option<u64>| {
+        h.sim
+            .handle
+            .create(CreatePage {
+                title: title.into(),
+                parent_id,
+                ..CreatePage::default()
+            })
+            .await
+            .expect("create")
+            .0
+            .id
+    };
+    let runbooks = create("Runbooks", None).await;
+    let paging = create("Paging", Some(runbooks)).await;
+    let postmortems = create("Postmortems", None).await;
+    let outage = create("Outage of March", Some(postmortems)).await;
+    h.sync(SyncMode::Full).await;
+    let first = h.sync_source(&ops, SyncMode::Full, false).await;
+    assert_eq!(first.pages_changed, 1, "the OPS space holds its homepage");
+    let move_to_ops = async |id: u64| {
+        h.sim
+            .handle
+            .move_page(
+                id,
+                MovePage {
+                    parent_id: Some(ops_home),
+                },
+            )
+            .await
+            .expect("move to OPS")
+    };
+    let deleted_in = async |source: &SourceKey, id: u64| {
+        let record = h.record_in(source, id).await.expect("a record");
+        let tombstone: Envelope<PageDeleted> = h
+            .bus
+            .last_for_page(source, &PageId::from(id))
+            .await
+            .expect("read")
+            .expect("a deletion");
+        assert!(record.deleted, "page {id}: {record:?}");
+        tombstone.data.reason.unwrap_or_default()
+    };
+
+    // Through the webhook, which names the page's new space: the page leaves ENG, its child
+    // through the hint the move publishes for it, and the page joins OPS under its homepage.
+    move_to_ops(runbooks).await;
+    let mut hinted = Tap::open(&h, EventKind::PageHinted).await;
+    let moved_hint = |source: &SourceKey, id: u64, event: &str| PageHinted {
+        source: source.clone(),
+        space_key: Some("OPS".into()),
+        ..hint_of(&h, id, HintReason::Changed, event)
+    };
+    h.fetcher
+        .hint(&moved_hint(&h.source, runbooks, "page_moved"))
+        .await
+        .expect("hint to ENG");
+    assert_eq!(
+        deleted_in(&h.source, runbooks).await,
+        "moved to another space"
+    );
+    assert!(h.changed_in(&h.source, runbooks).await.is_none(), "purged");
+    assert_eq!(ids(&hinted.drain().await), [PageId::from(paging)].into());
+    h.fetcher
+        .hint(&moved_hint(&h.source, paging, "ancestor_moved"))
+        .await
+        .expect("descendant hint");
+    assert_eq!(
+        deleted_in(&h.source, paging).await,
+        "moved to another space"
+    );
+    h.fetcher
+        .hint(&moved_hint(&ops, runbooks, "page_moved"))
+        .await
+        .expect("hint to OPS");
+    let joined = h.changed_in(&ops, runbooks).await.expect("in OPS");
+    assert_eq!(joined.data.page.space_key, "OPS");
+    assert_eq!(joined.data.page.path, format!("/{ops_home}/{runbooks}"));
+
+    // Without a webhook: ENG's reconciliation (its incremental window searches ENG only) finds
+    // the page and its child gone to OPS; OPS's incremental sync finds the page (the move
+    // changed its modification date), its reconciliation the child (whose date did not change).
+    move_to_ops(postmortems).await;
+    let reconciled = h.sync_source(&h.source, SyncMode::Incremental, true).await;
+    assert_eq!(reconciled.pages_deleted, 2, "{reconciled:?}");
+    for id in [postmortems, outage] {
+        deleted_in(&h.source, id).await;
+    }
+    h.sync_source(&ops, SyncMode::Incremental, false).await;
+    let joined = h.changed_in(&ops, postmortems).await.expect("in OPS");
+    assert_eq!(joined.data.page.path, format!("/{ops_home}/{postmortems}"));
+    h.sync_source(&ops, SyncMode::Incremental, true).await;
+    for (id, parent) in [(paging, runbooks), (outage, postmortems)] {
+        let joined = h.changed_in(&ops, id).await.expect("in OPS");
+        assert_eq!(joined.data.page.path, format!("/{ops_home}/{parent}/{id}"));
+    }
+    // Nothing of either subtree is left live in ENG.
+    for id in [runbooks, paging, postmortems, outage] {
+        let record = h.record_in(&h.source, id).await.expect("a record");
+        assert!(record.deleted, "page {id} still live in ENG: {record:?}");
+    }
 }
 
 #[tokio::test]

@@ -199,6 +199,8 @@ impl ContentKind {
 pub struct SimPage {
     pub id: u64,
     pub kind: ContentKind,
+    /// The space it belongs to (a move under a page of another space changes it).
+    pub space_id: u64,
     pub title: String,
     pub parent_id: Option<u64>,
     pub position: u32,
@@ -219,8 +221,13 @@ pub struct SimPage {
 
 /// Generates `count` pages. Page 0 is the homepage; pages 1..=6 form a chain down to level 7
 /// so the deepest level always exists; the rest hang under random pages above level 7.
-/// `large` pages (evenly spread) get bodies over 1 MB.
-pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, SimPage> {
+/// `large` pages (evenly spread) get bodies over 1 MB. All belong to the space `space_id`.
+pub fn generate_pages(
+    seed: u64,
+    space_id: u64,
+    count: usize,
+    large: usize,
+) -> BTreeMap<u64, SimPage> {
     let mut rng = SplitMix64::derive(seed, &[0x5eed]);
     let epoch = Utc
         .with_ymd_and_hms(2023, 1, 2, 9, 0, 0)
@@ -279,6 +286,7 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
                 id,
                 title,
                 kind: ContentKind::Page,
+                space_id,
                 parent_id: parent_index.map(|p| FIRST_PAGE_ID + p as u64),
                 position,
                 status: PageStatus::Current,
@@ -297,8 +305,8 @@ pub fn generate_pages(seed: u64, count: usize, large: usize) -> BTreeMap<u64, Si
 }
 
 /// Generates `count` blog posts with ids from `first_id`: no parent, a dated title, a body like a
-/// page's (1–75 KB).
-pub fn generate_blog_posts(seed: u64, first_id: u64, count: usize) -> Vec<SimPage> {
+/// page's (1–75 KB), in the space `space_id`.
+pub fn generate_blog_posts(seed: u64, space_id: u64, first_id: u64, count: usize) -> Vec<SimPage> {
     let mut rng = SplitMix64::derive(seed, &[0xb106]);
     let epoch = Utc
         .with_ymd_and_hms(2023, 1, 2, 9, 0, 0)
@@ -318,6 +326,7 @@ pub fn generate_blog_posts(seed: u64, first_id: u64, count: usize) -> Vec<SimPag
             SimPage {
                 id: first_id + index as u64,
                 kind: ContentKind::Blogpost,
+                space_id,
                 title: format!("{} update {}", rng.pick(TOPICS), index + 1),
                 parent_id: None,
                 position: 0,
@@ -790,9 +799,9 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic_and_shaped() {
-        let a = generate_pages(42, 600, 2);
-        let b = generate_pages(42, 600, 2);
-        let c = generate_pages(43, 600, 2);
+        let a = generate_pages(42, 1, 600, 2);
+        let b = generate_pages(42, 1, 600, 2);
+        let c = generate_pages(43, 1, 600, 2);
         assert_eq!(a.len(), 600);
         let titles =
             |p: &BTreeMap<u64, SimPage>| p.values().map(|p| p.title.clone()).collect::<Vec<_>>();
@@ -818,7 +827,7 @@ mod tests {
 
     #[test]
     fn bodies_use_every_construct_and_change_with_the_version() {
-        let mut pages = generate_pages(7, 50, 1);
+        let mut pages = generate_pages(7, 1, 50, 1);
         let titles: Vec<(u64, String)> = pages.values().map(|p| (p.id, p.title.clone())).collect();
         let refs: Vec<(u64, &str)> = titles.iter().map(|(id, t)| (*id, t.as_str())).collect();
         let targets = LinkTargets {

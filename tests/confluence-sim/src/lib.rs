@@ -8,6 +8,10 @@
 //! for Data Center style), v1/v2 error bodies and a 400 for CQL outside the supported subset.
 //! The space is generated from a seed: a tree up to seven levels deep, bodies of 1–75 KB (and a
 //! few over 1 MB) rendered on demand with every storage construct the converter handles.
+//! `SimConfig::other_spaces` adds spaces holding only a homepage; pages are created in them or
+//! moved there (a move under a page of another space takes the subtree along, keeps the version
+//! and sends `page_moved` with the new space), and every response names each page's own space
+//! (v1 `space`, v2 `spaceId`, CQL `space = KEY`, `/spaces`, `/spaces/{id}/pages`, webhooks).
 //!
 //! Tests start it in-process with [`start`] and steer it through the [`SimHandle`]; the
 //! `confluence-sim` binary serves the same thing, steered over HTTP:
@@ -56,7 +60,7 @@ pub use content::{
 };
 pub use state::{
     CreateAttachment, CreateComment, CreatePage, EditPage, FaultRule, Faults, LinkStyle, MovePage,
-    MutationError, SimConfig, SimStats,
+    MutationError, SimConfig, SimSpace, SimStats,
 };
 pub use webhook::{WebhookDelivery, WebhookEvent, signature as webhook_signature};
 
@@ -170,6 +174,16 @@ impl SimHandle {
 
     pub fn space_id(&self) -> u64 {
         self.shared.lock().config.space_id
+    }
+
+    /// Every space of the site, the generated one first.
+    pub fn spaces(&self) -> Vec<SimSpace> {
+        self.shared.lock().spaces().cloned().collect()
+    }
+
+    /// A space's homepage: its first page.
+    pub fn homepage(&self, space_id: u64) -> Option<u64> {
+        self.shared.lock().homepage(space_id)
     }
 
     pub fn set_faults(&self, faults: Faults) {

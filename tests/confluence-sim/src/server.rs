@@ -4,6 +4,7 @@
 // Handlers bail out early with a ready response; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -535,8 +536,9 @@ fn content_v1(
             .iter()
             .any(|e| e == name || e.starts_with(&format!("{name}.")))
     };
-    let key = &state.config.space_key;
-    let webui = webui(key, page);
+    let space = state.space_of(page);
+    let key = &space.key;
+    let webui = webui(state, page);
     let mut value = json!({
         "id": page.id.to_string(),
         "type": page.kind.name(),
@@ -558,8 +560,8 @@ fn content_v1(
     if has("space") {
         map.insert(
             "space".into(),
-            json!({"id": state.config.space_id, "key": key,
-            "name": state.config.space_name, "type": "global", "status": "current",
+            json!({"id": space.id, "key": key,
+            "name": space.name, "type": "global", "status": "current",
             "_links": {"webui": format!("/spaces/{key}")}}),
         );
     } else {
@@ -636,11 +638,10 @@ fn comment_v1(state: &SimState, comment: &SimComment, expand: &[String], site: &
             .iter()
             .any(|e| e == name || e.starts_with(&format!("{name}.")))
     };
-    let key = &state.config.space_key;
     let container = state.pages.get(&comment.container_id);
     let title = container.map_or(String::new(), |p| format!("Re: {}", p.title));
     let comment_webui = container.map_or(String::new(), |p| {
-        format!("{}?focusedCommentId={}", webui(key, p), comment.id)
+        format!("{}?focusedCommentId={}", webui(state, p), comment.id)
     });
     let mut extensions = json!({"location": location_name(comment.location)});
     if let (Some(resolution), Some(map)) = (comment.resolution, extensions.as_object_mut()) {
@@ -675,7 +676,7 @@ fn comment_v1(state: &SimState, comment: &SimComment, expand: &[String], site: &
             map.insert(
                 "container".into(),
                 json!({"id": page.id.to_string(), "type": page.kind.name(), "status": "current",
-                       "title": page.title, "_links": {"webui": webui(key, page)}}),
+                       "title": page.title, "_links": {"webui": webui(state, page)}}),
             );
         }
     } else {
@@ -725,14 +726,13 @@ fn page_v2(
     bodies: &mut Bodies,
     at: &str,
 ) -> Value {
-    let key = &state.config.space_key;
     let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
-    let webui = webui(key, page);
+    let webui = webui(state, page);
     let mut value = json!({
         "id": page.id.to_string(),
         "status": match page.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
         "title": page.title,
-        "spaceId": state.config.space_id.to_string(),
+        "spaceId": page.space_id.to_string(),
         "parentId": page.parent_id.map(|p| p.to_string()),
         "parentType": page.parent_id.map(|_| "page"),
         "position": page.position,
@@ -781,7 +781,8 @@ fn page_v2(
 }
 
 /// A page's or blog post's place in the web UI, relative to the wiki root.
-fn webui(space_key: &str, page: &SimPage) -> String {
+fn webui(state: &SimState, page: &SimPage) -> String {
+    let space_key = &state.space_of(page).key;
     match page.kind {
         ContentKind::Page => format!("/spaces/{space_key}/pages/{}", page.id),
         ContentKind::Blogpost => format!("/spaces/{space_key}/{}", webhook::blog_path(page)),
@@ -910,6 +911,15 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
             }
         };
         let state = &mut *state;
+        // Each page's space key, read before the listing borrows the cursor serial.
+        let space_keys: HashMap<u64, String> = state
+            .spaces()
+            .map(|space| (space.id, space.key.clone()))
+            .collect();
+        let space_key = |page: Option<&SimPage>| {
+            page.and_then(|page| space_keys.get(&page.space_id))
+                .map_or("", String::as_str)
+        };
         let trailing = state
             .faults
             .trailing_empty_page
@@ -933,7 +943,9 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
                             .get(&a.container_id)
                             .is_some_and(|p| p.status == PageStatus::Current)
                 })
-                .filter(|a| filter.matches(&state.config.space_key, a.modified_at))
+                .filter(|a| {
+                    filter.matches(space_key(state.pages.get(&a.container_id)), a.modified_at)
+                })
                 .collect();
             matching.sort_by_key(|a| attachment_key(a));
             if descending {
@@ -971,7 +983,9 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
                         .get(&c.container_id)
                         .is_some_and(|p| p.status == PageStatus::Current)
                 })
-                .filter(|c| filter.matches(&state.config.space_key, c.modified_at))
+                .filter(|c| {
+                    filter.matches(space_key(state.pages.get(&c.container_id)), c.modified_at)
+                })
                 .collect();
             matching.sort_by_key(|c| comment_key(c));
             if descending {
@@ -990,7 +1004,7 @@ async fn v1_search(State(shared): App, headers: HeaderMap, Query(params): Params
                 .values()
                 .filter(|p| p.status == PageStatus::Current)
                 .filter(|p| filter.types.contains(&p.kind))
-                .filter(|p| filter.matches(&state.config.space_key, p.modified_at))
+                .filter(|p| filter.matches(space_key(Some(p)), p.modified_at))
                 .collect();
             matching.sort_by_key(|p| key(p));
             if descending {
@@ -1163,7 +1177,6 @@ async fn v2_bulk(
                 return error(Api::V2, StatusCode::BAD_REQUEST, &e);
             }
         };
-        let our_space = state.config.space_id.to_string();
         let state = &mut *state;
         let trailing = state
             .faults
@@ -1174,7 +1187,7 @@ async fn v2_bulk(
             .values()
             .filter(|p| p.kind == kind && statuses.contains(&p.status))
             .filter(|p| wanted.is_empty() || wanted.contains(&p.id))
-            .filter(|_| space_ids.is_empty() || space_ids.contains(&our_space))
+            .filter(|p| space_ids.is_empty() || space_ids.contains(&p.space_id.to_string()))
             .collect();
         let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
         let mut bodies = Bodies::new();
@@ -1292,11 +1305,7 @@ fn comment_v2(state: &SimState, comment: &SimComment, with_body: bool) -> Value 
     let container = state.pages.get(&comment.container_id);
     let title = container.map_or(String::new(), |p| format!("Re: {}", p.title));
     let webui = container.map_or(String::new(), |p| {
-        format!(
-            "{}?focusedCommentId={}",
-            webui(&state.config.space_key, p),
-            comment.id
-        )
+        format!("{}?focusedCommentId={}", webui(state, p), comment.id)
     });
     let mut value = json!({
         "id": comment.id.to_string(),
@@ -1495,27 +1504,28 @@ async fn v2_spaces(State(shared): App, headers: HeaderMap, Query(params): Params
         let state = shared.lock();
         let keys = param_list(&params, "keys");
         let ids = param_list(&params, "ids");
-        let config = &state.config;
-        let matches = (keys.is_empty() || keys.iter().any(|k| k == &config.space_key))
-            && (ids.is_empty() || ids.contains(&config.space_id.to_string()));
-        let homepage = state.pages.keys().next().map(|id| id.to_string());
-        let results = if matches {
-            vec![json!({
-                "id": config.space_id.to_string(),
-                "key": config.space_key,
-                "name": config.space_name,
-                "type": "global",
-                "status": "current",
-                "authorId": USERS.first().map_or("", |u| u.0),
-                "createdAt": "2023-01-02T09:00:00.000Z",
-                "homepageId": homepage,
-                "description": null,
-                "icon": null,
-                "_links": {"webui": format!("/spaces/{}", config.space_key)},
-            })]
-        } else {
-            Vec::new()
-        };
+        let results = state
+            .spaces()
+            .filter(|space| {
+                (keys.is_empty() || keys.contains(&space.key))
+                    && (ids.is_empty() || ids.contains(&space.id.to_string()))
+            })
+            .map(|space| {
+                json!({
+                    "id": space.id.to_string(),
+                    "key": space.key,
+                    "name": space.name,
+                    "type": "global",
+                    "status": "current",
+                    "authorId": USERS.first().map_or("", |u| u.0),
+                    "createdAt": "2023-01-02T09:00:00.000Z",
+                    "homepageId": state.homepage(space.id).map(|id| id.to_string()),
+                    "description": null,
+                    "icon": null,
+                    "_links": {"webui": format!("/spaces/{}", space.key)},
+                })
+            })
+            .collect();
         v2_listing(&state, results, Bodies::new(), None, &site, near)
     };
     reply.send().await
@@ -1538,9 +1548,13 @@ async fn v2_space_content(
     let site = site(&headers, &shared);
     let reply = {
         let mut state = shared.lock();
-        if id != state.config.space_id.to_string() {
+        let Some(space_id) = state
+            .spaces()
+            .find(|space| space.id.to_string() == id)
+            .map(|space| space.id)
+        else {
             return error(Api::V2, StatusCode::NOT_FOUND, "");
-        }
+        };
         let (limit, cursor, with_body, statuses) = match (
             limit(&params, &state),
             decode_cursor(param(&params, "cursor")),
@@ -1561,7 +1575,7 @@ async fn v2_space_content(
         let matching: Vec<&SimPage> = state
             .pages
             .values()
-            .filter(|p| p.kind == kind && statuses.contains(&p.status))
+            .filter(|p| p.kind == kind && p.space_id == space_id && statuses.contains(&p.status))
             .filter(|p| !root_only || p.parent_id.is_none())
             .collect();
         let (page_ids, next) = paginate(matching, |p| (0, p.id), cursor, limit, false, trailing);
@@ -1775,8 +1789,8 @@ async fn mutate_attached<T>(
                 payload(
                     &item,
                     container,
-                    &state.config.space_key,
-                    state.config.space_id,
+                    &state.space_of(container).key,
+                    container.space_id,
                     &shared.site,
                 ),
             )),
@@ -1820,8 +1834,8 @@ pub(crate) async fn mutate(
                 event,
                 &page,
                 state.last_label.as_deref(),
-                &state.config.space_key,
-                state.config.space_id,
+                &state.space_of(&page).key,
+                page.space_id,
                 &shared.site,
             );
             (target, state.config.webhook_secret.clone(), body)
@@ -1860,7 +1874,7 @@ fn attachment_webui(state: &SimState, attachment: &SimAttachment) -> String {
     let page = state
         .pages
         .get(&attachment.container_id)
-        .map_or(String::new(), |p| webui(&state.config.space_key, p));
+        .map_or(String::new(), |p| webui(state, p));
     format!(
         "{page}?preview=/{}/{}/{}",
         attachment.container_id, attachment.id, attachment.title

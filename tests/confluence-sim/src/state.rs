@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub webhook_target: Option<String>,
     /// When set, webhooks carry `X-Hub-Signature: sha256=<hmac of the body>`.
     pub webhook_secret: Option<String>,
+    /// More spaces of the site, each holding only its homepage at first (ids after the generated
+    /// content): pages are created in them or moved to them.
+    pub other_spaces: Vec<SimSpace>,
     /// The API user's profile time zone, in which CQL dates are read (daylight saving included).
     pub time_zone: Tz,
     /// Whether `/rest/api/user/current` shows the zone (a Cloud privacy setting can hide it).
@@ -61,8 +64,27 @@ impl SimConfig {
             personal_access_token: None,
             webhook_target: None,
             webhook_secret: None,
+            other_spaces: Vec::new(),
             time_zone: Tz::UTC,
             time_zone_visible: true,
+        }
+    }
+}
+
+/// A space of the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimSpace {
+    pub id: u64,
+    pub key: String,
+    pub name: String,
+}
+
+impl SimSpace {
+    pub fn new(id: u64, key: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            key: key.into(),
+            name: name.into(),
         }
     }
 }
@@ -189,6 +211,7 @@ pub enum MutationError {
 #[serde(default)]
 pub struct CreatePage {
     pub title: String,
+    /// The parent, whose space the page joins; none: under the generated space's homepage.
     pub parent_id: Option<u64>,
     pub body: Option<String>,
     pub labels: Vec<String>,
@@ -235,12 +258,16 @@ fn footer() -> CommentLocation {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MovePage {
-    /// New parent; `None` moves the page to the root of the space.
+    /// New parent, possibly in another space (the page and its subtree move to that space, as
+    /// Confluence's move does); `None` moves the page to the root of its space.
     pub parent_id: Option<u64>,
 }
 
 pub(crate) struct SimState {
     pub config: SimConfig,
+    /// The generated space, then `config.other_spaces`.
+    primary: SimSpace,
+    others: Vec<SimSpace>,
     pub pages: BTreeMap<u64, SimPage>,
     pub comments: BTreeMap<u64, SimComment>,
     pub attachments: BTreeMap<u64, SimAttachment>,
@@ -257,15 +284,30 @@ pub(crate) struct SimState {
 
 impl SimState {
     pub fn new(config: SimConfig) -> Self {
-        let mut pages = content::generate_pages(config.seed, config.page_count, config.large_pages);
+        let primary = SimSpace::new(
+            config.space_id,
+            config.space_key.clone(),
+            config.space_name.clone(),
+        );
+        let mut pages = content::generate_pages(
+            config.seed,
+            primary.id,
+            config.page_count,
+            config.large_pages,
+        );
         let first_blog_post = pages
             .keys()
             .next_back()
             .map_or(content::FIRST_PAGE_ID, |id| id + 1);
         pages.extend(
-            content::generate_blog_posts(config.seed, first_blog_post, config.blog_post_count)
-                .into_iter()
-                .map(|post| (post.id, post)),
+            content::generate_blog_posts(
+                config.seed,
+                primary.id,
+                first_blog_post,
+                config.blog_post_count,
+            )
+            .into_iter()
+            .map(|post| (post.id, post)),
         );
         let first_comment = pages
             .keys()
@@ -299,8 +341,11 @@ impl SimState {
             .next_back()
             .map_or(first_attachment, |id| id + 1);
         let fault_rng = SplitMix64::derive(config.seed, &[0xfa17]);
-        Self {
+        let others = config.other_spaces.clone();
+        let mut state = Self {
             config,
+            primary,
+            others,
             pages,
             comments,
             attachments,
@@ -311,7 +356,39 @@ impl SimState {
             empty_cursor_serial: 0,
             in_flight: 0,
             last_label: None,
+        };
+        // Every space has a homepage (its first page, which cannot be trashed).
+        for space in state.others.clone() {
+            let homepage = CreatePage {
+                title: format!("{} Home", space.name),
+                ..CreatePage::default()
+            };
+            if let Err(error) = state.insert_content(ContentKind::Page, space.id, None, homepage) {
+                tracing::warn!(%error, "cannot create a space homepage");
+            }
         }
+        state
+    }
+
+    /// Every space of the site, the generated one first.
+    pub fn spaces(&self) -> impl Iterator<Item = &SimSpace> {
+        std::iter::once(&self.primary).chain(&self.others)
+    }
+
+    pub fn space(&self, id: u64) -> Option<&SimSpace> {
+        self.spaces().find(|space| space.id == id)
+    }
+
+    /// The space a page (or blog post) belongs to.
+    pub fn space_of(&self, page: &SimPage) -> &SimSpace {
+        self.space(page.space_id).unwrap_or(&self.primary)
+    }
+
+    /// Whether another page of the space already has this title (titles are unique per space).
+    fn title_taken(&self, space_id: u64, title: &str, except: Option<u64>) -> bool {
+        self.pages
+            .values()
+            .any(|p| p.space_id == space_id && p.title == title && Some(p.id) != except)
     }
 
     pub fn count(&mut self, endpoint: &str) {
@@ -360,11 +437,11 @@ impl SimState {
         self.current(id).filter(|p| p.kind == ContentKind::Page)
     }
 
-    /// The space's homepage: its first page.
-    fn homepage(&self) -> Option<u64> {
+    /// A space's homepage: its first page.
+    pub fn homepage(&self, space_id: u64) -> Option<u64> {
         self.pages
             .values()
-            .find(|p| p.kind == ContentKind::Page)
+            .find(|p| p.kind == ContentKind::Page && p.space_id == space_id)
             .map(|p| p.id)
     }
 
@@ -397,7 +474,7 @@ impl SimState {
         BodyJob {
             seed: self.config.seed,
             page: page.clone(),
-            space_key: self.config.space_key.clone(),
+            space_key: self.space_of(page).key.clone(),
             titles,
         }
     }
@@ -423,24 +500,36 @@ impl SimState {
         kind: ContentKind,
         request: CreatePage,
     ) -> Result<SimPage, MutationError> {
+        let (space_id, parent_id) = match (kind, request.parent_id) {
+            (ContentKind::Blogpost, _) => (self.primary.id, None),
+            (ContentKind::Page, Some(parent)) => {
+                let parent = self
+                    .current_page(parent)
+                    .ok_or(MutationError::NotFound(parent))?;
+                (parent.space_id, Some(parent.id))
+            }
+            (ContentKind::Page, None) => (self.primary.id, self.homepage(self.primary.id)),
+        };
+        self.insert_content(kind, space_id, parent_id, request)
+    }
+
+    /// Adds a page or blog post (version 1) to a space, under `parent_id`.
+    fn insert_content(
+        &mut self,
+        kind: ContentKind,
+        space_id: u64,
+        parent_id: Option<u64>,
+        request: CreatePage,
+    ) -> Result<SimPage, MutationError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(MutationError::Invalid("title must not be empty".into()));
         }
-        if self.pages.values().any(|p| p.title == title) {
+        if self.title_taken(space_id, &title, None) {
             return Err(MutationError::Invalid(format!(
                 "a page titled {title:?} already exists in the space"
             )));
         }
-        let parent_id = match (kind, request.parent_id) {
-            (ContentKind::Blogpost, _) => None,
-            (ContentKind::Page, Some(parent)) => Some(
-                self.current_page(parent)
-                    .ok_or(MutationError::NotFound(parent))?
-                    .id,
-            ),
-            (ContentKind::Page, None) => self.homepage(),
-        };
         let id = self.next_id;
         self.next_id += 1;
         let now = Utc::now();
@@ -454,6 +543,7 @@ impl SimState {
         let page = SimPage {
             id,
             kind,
+            space_id,
             title,
             parent_id,
             position,
@@ -472,8 +562,13 @@ impl SimState {
     }
 
     pub fn edit(&mut self, id: u64, request: EditPage) -> Result<SimPage, MutationError> {
+        let space_id = self
+            .pages
+            .get(&id)
+            .ok_or(MutationError::NotFound(id))?
+            .space_id;
         if let Some(title) = &request.title
-            && self.pages.values().any(|p| p.id != id && &p.title == title)
+            && self.title_taken(space_id, title, Some(id))
         {
             return Err(MutationError::Invalid(format!(
                 "a page titled {title:?} already exists in the space"
@@ -714,11 +809,10 @@ impl SimState {
     /// Restores a trashed page (to the root when its parent is gone). The version is unchanged; the
     /// modification date moves, as in Cloud's `page_restored`.
     pub fn restore(&mut self, id: u64) -> Result<SimPage, MutationError> {
-        let homepage = self.homepage();
         let parent_alive =
             |state: &Self, parent: Option<u64>| parent.is_none_or(|p| state.current(p).is_some());
-        let parent = match self.pages.get(&id) {
-            Some(p) if p.status == PageStatus::Trashed => p.parent_id,
+        let (parent, homepage) = match self.pages.get(&id) {
+            Some(p) if p.status == PageStatus::Trashed => (p.parent_id, self.homepage(p.space_id)),
             Some(_) => {
                 return Err(MutationError::Invalid(
                     "only a trashed page can be restored".into(),
@@ -756,15 +850,46 @@ impl SimState {
     }
 
     /// Moves a page under another parent. The version is unchanged; the modification date moves.
+    /// Under a page of another space, the page and its subtree (with their comments and
+    /// attachments) move to that space, unless a title is taken there.
     pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
-        self.current_page(id).ok_or(MutationError::NotFound(id))?;
+        let from_space = self
+            .current_page(id)
+            .ok_or(MutationError::NotFound(id))?
+            .space_id;
+        let mut to_space = from_space;
         if let Some(parent) = request.parent_id {
-            self.current_page(parent)
-                .ok_or(MutationError::NotFound(parent))?;
+            to_space = self
+                .current_page(parent)
+                .ok_or(MutationError::NotFound(parent))?
+                .space_id;
             if parent == id || self.ancestors(parent).contains(&id) {
                 return Err(MutationError::Invalid(
                     "a page cannot move under itself".into(),
                 ));
+            }
+        }
+        if to_space != from_space {
+            let subtree: Vec<u64> = self
+                .pages
+                .values()
+                .filter(|p| p.id == id || self.ancestors(p.id).contains(&id))
+                .map(|p| p.id)
+                .collect();
+            for moving in &subtree {
+                let title = self.pages.get(moving).map(|p| p.title.clone());
+                if let Some(title) = title
+                    && self.title_taken(to_space, &title, None)
+                {
+                    return Err(MutationError::Invalid(format!(
+                        "a page titled {title:?} already exists in the target space"
+                    )));
+                }
+            }
+            for moving in subtree {
+                if let Some(page) = self.pages.get_mut(&moving) {
+                    page.space_id = to_space;
+                }
             }
         }
         let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;

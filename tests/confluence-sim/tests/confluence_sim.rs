@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
-use confluence_sim::{RunningSim, SimConfig, SimStats, webhook_signature};
+use confluence_sim::{MovePage, RunningSim, SimConfig, SimSpace, SimStats, webhook_signature};
 use serde_json::{Value, json};
 
 const AUTH: (&str, &str) = ("sim@example.com", "sim-api-token");
@@ -300,6 +300,156 @@ async fn mutations_bump_versions_and_send_cloud_webhooks() {
     assert_eq!(received[0].1["updateTrigger"], "edit_page");
     assert_eq!(received[0].1["page"]["title"], "Renamed page");
     assert_eq!(sim.handle.stats().webhooks_delivered, 7);
+}
+
+/// The ids a listing or search response holds.
+fn result_ids(body: &Value) -> Vec<u64> {
+    body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").parse().expect("numeric id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_page_moved_to_another_space_is_served_from_that_space_with_its_subtree() {
+    let (target, received) = receiver().await;
+    let mut config = SimConfig::new(5, 12);
+    config.webhook_target = Some(target);
+    config.other_spaces = vec![SimSpace::new(131_073, "OPS", "Operations")];
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator starts");
+    let eng = sim.handle.space_id();
+    let ops_home = sim
+        .handle
+        .homepage(131_073)
+        .expect("every space has a homepage");
+    let spaces: Value = get(&sim, "/wiki/api/v2/spaces")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let keys: Vec<&str> = spaces["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|s| s["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["ENG", "OPS"]);
+    let ops: Value = get(&sim, "/wiki/api/v2/spaces?keys=OPS")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ops["results"][0]["id"], "131073");
+    assert_eq!(ops["results"][0]["homepageId"], ops_home.to_string());
+
+    // A page with a child moves under the other space's homepage, its child with it.
+    let create = |title: &str, parent_id: Option<u64>| {
+        sim.handle.create(confluence_sim::CreatePage {
+            title: title.into(),
+            parent_id,
+            ..Default::default()
+        })
+    };
+    let (moved, _) = create("Runbooks", None).await.expect("create");
+    let (child, _) = create("Paging", Some(moved.id)).await.expect("create");
+    let (moved, child) = (moved.id, child.id);
+    let before = sim.handle.page(moved).expect("page");
+    let (after, _) = sim
+        .handle
+        .move_page(
+            moved,
+            MovePage {
+                parent_id: Some(ops_home),
+            },
+        )
+        .await
+        .expect("move to another space");
+    assert_eq!(after.version, before.version, "a move keeps the version");
+    assert_eq!(after.space_id, 131_073);
+
+    for id in [moved, child] {
+        let v2: Value = get(&sim, &format!("/wiki/api/v2/pages/{id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v2["spaceId"], "131073", "page {id}");
+        let v1: Value = get(
+            &sim,
+            &format!("/wiki/rest/api/content/{id}?expand=space,ancestors"),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(v1["space"]["key"], "OPS", "page {id}");
+        assert!(
+            v1["_links"]["webui"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("/spaces/OPS/")),
+            "{v1}"
+        );
+        assert_eq!(v1["ancestors"][0]["id"], ops_home.to_string());
+    }
+    let listed = |path: String| {
+        let sim = &sim;
+        async move { result_ids(&get(sim, &path).await.json().await.expect("json")) }
+    };
+    let search = |space: &str| {
+        listed(format!(
+            "/wiki/rest/api/content/search?limit=250&cql=type%3Dpage%20and%20space%3D%22{space}%22"
+        ))
+    };
+    let mut expected = vec![moved, child, ops_home];
+    expected.sort();
+    let in_eng = search("ENG").await;
+    let mut in_ops = search("OPS").await;
+    in_ops.sort();
+    assert_eq!(in_eng.len(), 12);
+    assert!(!in_eng.contains(&moved) && !in_eng.contains(&child));
+    assert_eq!(in_ops, expected);
+    let eng_pages = listed(format!("/wiki/api/v2/spaces/{eng}/pages?limit=250")).await;
+    assert_eq!(eng_pages.len(), 12);
+    assert!(!eng_pages.contains(&moved));
+    let mut ops_pages = listed("/wiki/api/v2/spaces/131073/pages?limit=250".into()).await;
+    ops_pages.sort();
+    assert_eq!(ops_pages, expected);
+    let mut bulk = listed("/wiki/api/v2/pages?space-id=131073&limit=250".into()).await;
+    bulk.sort();
+    assert_eq!(bulk, expected);
+
+    // The webhook names the page in its new space; titles are unique per space only.
+    let received = received.0.lock().expect("received").clone();
+    let (event, body, ..) = received.last().expect("a webhook");
+    assert_eq!(event, "page_moved");
+    assert_eq!(body["page"]["spaceKey"], "OPS");
+    assert_eq!(body["page"]["spaceId"], 131_073);
+    let stayed = sim
+        .handle
+        .current_page_ids()
+        .iter()
+        .find(|id| ![moved, child].contains(id))
+        .and_then(|id| sim.handle.page(*id))
+        .expect("a page left in ENG");
+    let same_title = |parent_id: Option<u64>| confluence_sim::CreatePage {
+        title: stayed.title.clone(),
+        parent_id,
+        ..Default::default()
+    };
+    assert!(sim.handle.create(same_title(None)).await.is_err());
+    let (created, _) = sim
+        .handle
+        .create(same_title(Some(ops_home)))
+        .await
+        .expect("the title is free in OPS");
+    assert_eq!(
+        (created.space_id, created.parent_id),
+        (131_073, Some(ops_home))
+    );
 }
 
 #[tokio::test]
