@@ -235,15 +235,23 @@ impl Bus {
     /// Connects and makes sure every stream, and the claim-check bucket, exists as configured.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
         let subjects = Subjects::with_root(config.root.clone())?;
+        let failed = |reason: String| BusError::Connect {
+            url: redact_url(&config.nats_url),
+            reason: redact_credentials_in(&reason, &config.nats_url),
+        };
+        // async-nats parses one URL per string: a cluster's list is split here.
+        let servers = config
+            .nats_url
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| failed(format!("invalid server url: {error}")))?;
         let client = async_nats::ConnectOptions::new()
             .name("pagestream")
             .request_timeout(Some(config.request_timeout))
-            .connect(config.nats_url.as_str())
+            .connect(servers)
             .await
-            .map_err(|error| BusError::Connect {
-                url: redact_url(&config.nats_url),
-                reason: redact_credentials_in(&error.to_string(), &config.nats_url),
-            })?;
+            .map_err(|error| failed(error.to_string()))?;
         let jetstream = jetstream::new(client.clone());
         let bus = Self {
             client,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pagestream_bus::consumer::Handler;
-use pagestream_bus::{Bus, Delivery, HandlerError, Stage, StageConfig, dead_letter};
+use pagestream_bus::{Bus, BusConfig, Delivery, HandlerError, Stage, StageConfig, dead_letter};
 use pagestream_events::*;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -170,6 +170,36 @@ async fn dead_letters(bus: &Bus, count: usize) -> Vec<(u64, dead_letter::DeadLet
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("expected {count} dead letters, found {letters:?}");
+}
+
+#[tokio::test]
+async fn a_list_of_servers_connects_to_one_that_answers() {
+    // A cluster's URLs, comma-separated; the first names a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let list = format!("nats://{closed}, {}", pagestream_testkit::nats_url());
+    let bus = pagestream_testkit::bus_with(|config| BusConfig {
+        nats_url: list,
+        ..config
+    })
+    .await;
+    let info = bus
+        .jetstream()
+        .query_account()
+        .await
+        .expect("jetstream answers");
+    assert!(info.streams >= 1, "the bus created its streams");
+
+    let invalid = Bus::connect(BusConfig::new(
+        "nats://u:hunter2@127.0.0.1:4222,nats://127.0.0.1:notaport",
+    ))
+    .await
+    .err()
+    .expect("an invalid url in the list fails");
+    let message = invalid.to_string();
+    assert!(message.contains("invalid server url"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
 }
 
 #[tokio::test]
