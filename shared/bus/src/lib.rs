@@ -260,7 +260,7 @@ impl Bus {
             subjects,
             config,
         };
-        topology::ensure(&bus).await?;
+        patiently("create the streams", || topology::ensure(&bus)).await?;
         Ok(bus)
     }
 
@@ -431,20 +431,23 @@ impl Bus {
         description: &str,
     ) -> Result<jetstream::kv::Store, BusError> {
         let bucket = format!("{}_{name}", self.streams.prefix());
-        if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
-            topology::scale(self, &format!("KV_{bucket}")).await?;
-            return Ok(store);
-        }
-        self.jetstream
-            .create_key_value(jetstream::kv::Config {
-                bucket,
-                description: description.to_owned(),
-                history: 1,
-                num_replicas: self.config.replicas.unwrap_or(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| BusError::jetstream("create key-value bucket", error))
+        patiently("create a key-value bucket", || async {
+            if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
+                topology::scale(self, &format!("KV_{bucket}")).await?;
+                return Ok(store);
+            }
+            self.jetstream
+                .create_key_value(jetstream::kv::Config {
+                    bucket: bucket.clone(),
+                    description: description.to_owned(),
+                    history: 1,
+                    num_replicas: self.config.replicas.unwrap_or(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| BusError::jetstream("create key-value bucket", error))
+        })
+        .await
     }
 
     /// Reads a message of a `T` stream: resolves its claim check, then decodes it. Every reader
@@ -613,6 +616,31 @@ impl Decode for ProgressSnapshots {
 
     fn event_id(progress: &SyncProgress) -> String {
         format!("{}:{}", progress.source, progress.run_id)
+    }
+}
+
+/// How long start-up waits for JetStream to take the streams and buckets: a cluster that has
+/// just formed, or a node that is catching up, answers "timed out" or 503 for a while.
+const TOPOLOGY_PATIENCE: Duration = Duration::from_secs(90);
+
+/// Runs a start-up step again while it fails for a transient reason, with capped backoff, for
+/// at most [`TOPOLOGY_PATIENCE`].
+async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_PATIENCE;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match step().await {
+            Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot {what} yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
     }
 }
 
