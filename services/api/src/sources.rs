@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, SpaceKey,
 };
@@ -20,95 +20,15 @@ use pagestream_sources::{
 };
 use pagestream_store::runs;
 use pagestream_store::sources as store_sources;
-use serde::Serialize;
+pub use pagestream_views::{
+    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView,
+};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::{JsonFields, QueryParams};
-
-/// A source as the api shows it: never its credentials.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceView {
-    pub id: Uuid,
-    pub key: String,
-    pub site_url: String,
-    pub space_key: String,
-    /// `cloud` or `data_center`.
-    pub auth_kind: String,
-    #[schema(value_type = Object)]
-    pub settings: SourceSettings,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Live pages and chunks (of the search model) in the projection.
-    pub pages: i64,
-    pub chunks: i64,
-    /// Whether the indexer has projected the source into Postgres yet.
-    pub projected: bool,
-    pub last_sync: Option<SyncRunView>,
-    /// When the next scheduled sync is due (RFC 3339); none when scheduled syncs are off.
-    pub next_sync_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceList {
-    pub sources: Vec<SourceView>,
-}
-
-/// Per-stage page counts of a sync run.
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub struct StageCounts {
-    pub seen: i64,
-    pub changed: i64,
-    pub deleted: i64,
-    pub converted: i64,
-    pub embedded: i64,
-    pub indexed: i64,
-    pub failed: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncRunView {
-    pub run_id: Uuid,
-    pub source: String,
-    /// `full` or `incremental`.
-    pub mode: String,
-    /// The fetch stage's status: `queued`, `running`, `completed` or `failed`.
-    pub status: String,
-    /// Where the run stands in the whole pipeline: `{"state": "queued" | "fetching" | "done" |
-    /// "failed"}`, `{"state": "processing", "done", "total"}` or
-    /// `{"state": "done_with_failures", "failed"}`. A run is finished when its pages are indexed.
-    #[schema(value_type = Object)]
-    pub pipeline: RunPipeline,
-    /// The pipeline state in words (`processing 12 of 300`).
-    pub pipeline_label: String,
-    pub counts: StageCounts,
-    pub confluence_requests: i64,
-    pub rate_limit_wait_ms: i64,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncAccepted {
-    pub run_id: Uuid,
-    pub source: String,
-    pub mode: String,
-    pub status: String,
-    /// Where to follow the run.
-    pub status_url: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceRemoved {
-    pub id: Uuid,
-    pub key: String,
-    /// Pages and chunks are removed by the indexer shortly after.
-    pub status: String,
-}
 
 /// Finds a source in the registry (the source of truth) by key or uuid.
 pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<SourceRecord, ApiError> {

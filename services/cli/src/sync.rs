@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 
+use pagestream_views::{StageCounts, SyncAccepted, SyncRunView};
+
 use crate::SyncArgs;
-use crate::api::{ApiClient, StageCounts, SyncAccepted, SyncRun, encode};
+use crate::api::{ApiClient, encode};
 use crate::commands::write_run;
 use crate::error::CliError;
 
@@ -52,7 +54,7 @@ async fn wait(
     api: &ApiClient,
     accepted: &SyncAccepted,
     timeout: Duration,
-) -> Result<SyncRun, CliError> {
+) -> Result<SyncRunView, CliError> {
     let started = Instant::now();
     let mut progress = Progress::new();
     loop {
@@ -152,7 +154,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, run: &SyncRun) {
+    fn show(&mut self, run: &SyncRunView) {
         let counts = &run.counts;
         let header = format!(
             "{} {} (fetch {}): seen {}, changed {}, deleted {}, failed {}, {} Confluence requests",
