@@ -348,13 +348,7 @@ fn run_view(run: runs::SyncRun, source: &str) -> SyncRunView {
         indexed: counts.indexed,
         failed: counts.failed,
     };
-    let status = match run.status.as_str() {
-        "queued" => SyncStatus::Queued,
-        "completed" => SyncStatus::Completed,
-        "failed" => SyncStatus::Failed,
-        _ => SyncStatus::Running,
-    };
-    let pipeline = pipeline_of(status, &counts);
+    let pipeline = pipeline_of(run.status, &counts);
     SyncRunView {
         run_id: run.id,
         source: source.to_owned(),
@@ -404,14 +398,8 @@ fn progress_view(progress: SyncProgress) -> SyncRunView {
     SyncRunView {
         run_id: progress.run_id,
         source: progress.source.to_string(),
-        mode: mode_name(progress.mode).to_owned(),
-        status: match progress.status {
-            SyncStatus::Queued => "queued",
-            SyncStatus::Running => "running",
-            SyncStatus::Completed => "completed",
-            SyncStatus::Failed => "failed",
-        }
-        .to_owned(),
+        mode: progress.mode,
+        status: progress.status,
         pipeline,
         pipeline_label: pipeline.to_string(),
         counts: StageCounts {
@@ -427,13 +415,6 @@ fn progress_view(progress: SyncProgress) -> SyncRunView {
         finished_at: progress.finished_at,
         last_error: progress.last_error,
         updated_at: progress.updated_at,
-    }
-}
-
-fn mode_name(mode: SyncMode) -> &'static str {
-    match mode {
-        SyncMode::Full => "full",
-        SyncMode::Incremental => "incremental",
     }
 }
 
@@ -514,11 +495,12 @@ pub async fn sync(
     RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<SyncAccepted>), ApiError> {
     let mut params = QueryParams::parse(query.as_deref())?;
-    let mode = match params.text("mode", 20)?.as_deref() {
-        None | Some("incremental") => SyncMode::Incremental,
-        Some("full") => SyncMode::Full,
-        Some(_) => return Err(ApiError::invalid("mode", "must be incremental or full")),
-    };
+    let mode = params
+        .text("mode", 20)?
+        .map(|mode| mode.parse::<SyncMode>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("mode", "must be incremental or full"))?
+        .unwrap_or(SyncMode::Incremental);
     let reconcile_deletions = params.boolean("reconcile_deletions")?.unwrap_or(false);
     params.finish()?;
     let record = resolve(&state, &id).await?;
@@ -533,22 +515,13 @@ pub async fn sync(
     let mut envelope = Envelope::new(request.clone());
     envelope.extensions.syncrun = Some(request.run_id);
     // Progress first: whoever reads the status right after sees the run as queued.
-    let queued = SyncProgress {
-        source: record.key.clone(),
-        run_id: request.run_id,
+    let queued = SyncProgress::new(
+        record.key.clone(),
+        request.run_id,
         mode,
-        status: SyncStatus::Queued,
-        pages_seen: 0,
-        pages_changed: 0,
-        pages_deleted: 0,
-        pages_failed: 0,
-        requests: 0,
-        rate_limit_wait_ms: 0,
-        started_at: now,
-        finished_at: None,
-        last_error: None,
-        updated_at: now,
-    };
+        SyncStatus::Queued,
+        now,
+    );
     let bus = &state.inner.bus;
     bus.publish_progress(&queued)
         .await
@@ -556,14 +529,14 @@ pub async fn sync(
     bus.publish(&envelope)
         .await
         .map_err(|e| ApiError::dependency("nats", e))?;
-    tracing::info!(source = %record.key, run_id = %request.run_id, mode = mode_name(mode), "sync requested");
+    tracing::info!(source = %record.key, run_id = %request.run_id, %mode, "sync requested");
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncAccepted {
             run_id: request.run_id,
             source: record.key.to_string(),
-            mode: mode_name(mode).to_owned(),
-            status: "queued".to_owned(),
+            mode,
+            status: queued.status,
             status_url: format!(
                 "/api/confluence/{}/status?run={}",
                 record.key, request.run_id

@@ -19,7 +19,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use pagestream_views::{PageDetail, PageSummary, SearchHit, SourceView};
+use pagestream_views::{PageDetail, PageSummary, SearchHit, SourceView, SyncStatus};
 
 use crate::api::Api;
 use crate::backend::BackendError;
@@ -245,14 +245,14 @@ fn freshness(source: &SourceView) -> String {
     };
     let pending =
         (run.counts.changed + run.counts.deleted - run.counts.indexed - run.counts.failed).max(0);
-    match (run.status.as_str(), run.finished_at) {
-        ("completed", Some(finished)) => format!(
+    match (run.status, run.finished_at) {
+        (SyncStatus::Completed, Some(finished)) => format!(
             "last {} sync completed {} ({}); webhooks apply edits in between",
             run.mode,
             time(Some(finished)),
             age(finished)
         ),
-        ("failed", finished) => format!(
+        (SyncStatus::Failed, finished) => format!(
             "last {} sync failed {} ({}): results may be stale",
             run.mode,
             time(finished.or(Some(run.started_at))),

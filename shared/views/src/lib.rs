@@ -11,6 +11,8 @@ pub mod sources;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use pages::{PageDetail, PageList, PageMetadata, PageSummary};
+/// What a sync run view holds, from the events.
+pub use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
 pub use search::{SearchHit, SearchResponse};
 pub use sources::{SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView};
 

@@ -1,7 +1,7 @@
 //! Sources and their sync runs, as the api shows them.
 
 use chrono::{DateTime, Utc};
-use pagestream_events::RunPipeline;
+use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
 use pagestream_sources::SourceSettings;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -55,9 +55,11 @@ pub struct SyncRunView {
     pub run_id: Uuid,
     pub source: String,
     /// `full` or `incremental`.
-    pub mode: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub mode: SyncMode,
     /// The fetch stage's status: `queued`, `running`, `completed` or `failed`.
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SyncStatus,
     /// Where the run stands in the whole pipeline: `{"state": "queued" | "fetching" | "done" |
     /// "failed"}`, `{"state": "processing", "done", "total"}` or
     /// `{"state": "done_with_failures", "failed"}`. A run is finished when its pages are indexed.
@@ -86,8 +88,10 @@ impl SyncRunView {
 pub struct SyncAccepted {
     pub run_id: Uuid,
     pub source: String,
-    pub mode: String,
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub mode: SyncMode,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SyncStatus,
     /// Where to follow the run.
     pub status_url: String,
 }
