@@ -3,11 +3,9 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use chrono::{DateTime, Utc};
 use pagestream_events::PageId;
 use pagestream_store::pages;
-use serde::Serialize;
-use utoipa::ToSchema;
+use pagestream_views::{PageDetail, PageList, PageSummary};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -15,57 +13,6 @@ use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::QueryParams;
 use crate::search::parse_filters;
 use crate::sources::projected_source_id;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PageSummary {
-    pub source: String,
-    pub page_id: String,
-    pub space_key: String,
-    pub title: String,
-    pub version: i64,
-    pub last_modified: Option<DateTime<Utc>>,
-    /// Ancestor ids and the page itself: `/root/parent/page`.
-    pub path: String,
-    pub url: String,
-    pub labels: Vec<String>,
-    /// `page` or `blogpost`.
-    pub content_type: String,
-}
-
-impl From<pages::PageSummary> for PageSummary {
-    fn from(page: pages::PageSummary) -> Self {
-        Self {
-            source: page.source,
-            page_id: page.page_id,
-            space_key: page.space_key,
-            title: page.title,
-            version: page.version,
-            last_modified: page.last_modified,
-            path: page.path,
-            url: page.url,
-            labels: page.labels,
-            content_type: page.content_type,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PageList {
-    pub pages: Vec<PageSummary>,
-    /// Pass as `cursor` to get the next page of results; absent on the last one.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PageDetail {
-    #[serde(flatten)]
-    pub page: PageSummary,
-    pub markdown: Option<String>,
-    /// Ancestors, labels, author, jira_issue_links, user_mentions, links, attachments, word_count.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    pub updated_at: DateTime<Utc>,
-}
 
 #[utoipa::path(
     get, path = "/api/confluence/{id}/pages", tag = "pages",
@@ -118,7 +65,7 @@ pub async fn list(
     )
     .await?
     .into_iter()
-    .map(PageSummary::from)
+    .map(summary_view)
     .collect();
     let next_cursor = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
@@ -127,6 +74,21 @@ pub async fn list(
         None
     };
     Ok(Json(PageList { pages, next_cursor }))
+}
+
+fn summary_view(page: pages::PageSummary) -> PageSummary {
+    PageSummary {
+        source: page.source,
+        page_id: page.page_id,
+        space_key: page.space_key,
+        title: page.title,
+        version: page.version,
+        last_modified: page.last_modified,
+        path: page.path,
+        url: page.url,
+        labels: page.labels,
+        content_type: page.content_type,
+    }
 }
 
 /// Reads `title`, `parent`, `top_level` and `links_to`.
@@ -175,7 +137,7 @@ pub async fn detail(
     let detail = pages::detail(&state.inner.pool, source_id, page.as_str())
         .await?
         .map(|detail| PageDetail {
-            page: detail.page.into(),
+            page: summary_view(detail.page),
             markdown: detail.markdown,
             metadata: detail.metadata.0,
             updated_at: detail.updated_at,

@@ -6,13 +6,11 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use chrono::{DateTime, Utc};
 use pagestream_confluence::SpaceKey;
 use pagestream_events::ContentType;
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{self, ChunkKind, HybridQuery, QueryVector};
-use serde::Serialize;
-use utoipa::ToSchema;
+pub use pagestream_views::{SearchHit, SearchResponse};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -82,38 +80,6 @@ fn parse_jira_key(key: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::invalid("jira", "must be a Jira issue key such as PROJ-123"))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SearchHit {
-    pub source: String,
-    pub page_id: String,
-    pub chunk_index: i32,
-    pub title: String,
-    /// The page in Confluence.
-    pub url: String,
-    pub space_key: String,
-    pub path: String,
-    /// Page title, then each heading above the chunk.
-    pub heading_path: Vec<String>,
-    /// The chunk's Markdown.
-    pub text: String,
-    /// HTML: the best fragments of the chunk, escaped, with the matched terms in `<mark>`.
-    pub snippet: String,
-    /// Reciprocal rank fusion score.
-    pub score: f64,
-    /// 1-based rank in the vector leg, if the chunk made its cut.
-    pub vector_rank: Option<i64>,
-    /// 1-based rank in the full-text leg, if the chunk made its cut.
-    pub text_rank: Option<i64>,
-    pub last_modified: Option<DateTime<Utc>>,
-    /// `section` (a part of the page) or `code` (one code block of it).
-    pub kind: String,
-    /// What the chunk's page is: `page` or `blogpost`.
-    pub content_type: String,
-    /// A code block's language and title, when it has them.
-    pub language: Option<String>,
-    pub code_title: Option<String>,
-}
-
 /// Reads `kind` (section or code) and `language` (implies code).
 fn parse_kind(params: &mut QueryParams) -> Result<ChunkKind, ApiError> {
     let language = params
@@ -125,17 +91,6 @@ fn parse_kind(params: &mut QueryParams) -> Result<ChunkKind, ApiError> {
         Some("section") => Err(ApiError::invalid("language", "applies to kind=code only")),
         Some(_) => Err(ApiError::invalid("kind", "must be section or code")),
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SearchResponse {
-    pub query: String,
-    /// The embedding model the vector leg searched.
-    pub model: String,
-    pub hits: Vec<SearchHit>,
-    /// Why a leg was left out (the embedder did not answer, no vectors of the model are stored).
-    pub warnings: Vec<String>,
-    pub took_ms: f64,
 }
 
 /// A validated search request.

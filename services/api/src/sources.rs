@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use pagestream_confluence::{
     Auth, ClientConfig, ConfluenceClient, ConfluenceError, CqlQuery, SpaceKey,
 };
@@ -20,95 +20,15 @@ use pagestream_sources::{
 };
 use pagestream_store::runs;
 use pagestream_store::sources as store_sources;
-use serde::Serialize;
+pub use pagestream_views::{
+    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView,
+};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, ErrorCode, truncated};
 use crate::params::{JsonFields, QueryParams};
-
-/// A source as the api shows it: never its credentials.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceView {
-    pub id: Uuid,
-    pub key: String,
-    pub site_url: String,
-    pub space_key: String,
-    /// `cloud` or `data_center`.
-    pub auth_kind: String,
-    #[schema(value_type = Object)]
-    pub settings: SourceSettings,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Live pages and chunks (of the search model) in the projection.
-    pub pages: i64,
-    pub chunks: i64,
-    /// Whether the indexer has projected the source into Postgres yet.
-    pub projected: bool,
-    pub last_sync: Option<SyncRunView>,
-    /// When the next scheduled sync is due (RFC 3339); none when scheduled syncs are off.
-    pub next_sync_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceList {
-    pub sources: Vec<SourceView>,
-}
-
-/// Per-stage page counts of a sync run.
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub struct StageCounts {
-    pub seen: i64,
-    pub changed: i64,
-    pub deleted: i64,
-    pub converted: i64,
-    pub embedded: i64,
-    pub indexed: i64,
-    pub failed: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncRunView {
-    pub run_id: Uuid,
-    pub source: String,
-    /// `full` or `incremental`.
-    pub mode: String,
-    /// The fetch stage's status: `queued`, `running`, `completed` or `failed`.
-    pub status: String,
-    /// Where the run stands in the whole pipeline: `{"state": "queued" | "fetching" | "done" |
-    /// "failed"}`, `{"state": "processing", "done", "total"}` or
-    /// `{"state": "done_with_failures", "failed"}`. A run is finished when its pages are indexed.
-    #[schema(value_type = Object)]
-    pub pipeline: RunPipeline,
-    /// The pipeline state in words (`processing 12 of 300`).
-    pub pipeline_label: String,
-    pub counts: StageCounts,
-    pub confluence_requests: i64,
-    pub rate_limit_wait_ms: i64,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncAccepted {
-    pub run_id: Uuid,
-    pub source: String,
-    pub mode: String,
-    pub status: String,
-    /// Where to follow the run.
-    pub status_url: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SourceRemoved {
-    pub id: Uuid,
-    pub key: String,
-    /// Pages and chunks are removed by the indexer shortly after.
-    pub status: String,
-}
 
 /// Finds a source in the registry (the source of truth) by key or uuid.
 pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<SourceRecord, ApiError> {
@@ -428,13 +348,7 @@ fn run_view(run: runs::SyncRun, source: &str) -> SyncRunView {
         indexed: counts.indexed,
         failed: counts.failed,
     };
-    let status = match run.status.as_str() {
-        "queued" => SyncStatus::Queued,
-        "completed" => SyncStatus::Completed,
-        "failed" => SyncStatus::Failed,
-        _ => SyncStatus::Running,
-    };
-    let pipeline = pipeline_of(status, &counts);
+    let pipeline = pipeline_of(run.status, &counts);
     SyncRunView {
         run_id: run.id,
         source: source.to_owned(),
@@ -484,14 +398,8 @@ fn progress_view(progress: SyncProgress) -> SyncRunView {
     SyncRunView {
         run_id: progress.run_id,
         source: progress.source.to_string(),
-        mode: mode_name(progress.mode).to_owned(),
-        status: match progress.status {
-            SyncStatus::Queued => "queued",
-            SyncStatus::Running => "running",
-            SyncStatus::Completed => "completed",
-            SyncStatus::Failed => "failed",
-        }
-        .to_owned(),
+        mode: progress.mode,
+        status: progress.status,
         pipeline,
         pipeline_label: pipeline.to_string(),
         counts: StageCounts {
@@ -507,13 +415,6 @@ fn progress_view(progress: SyncProgress) -> SyncRunView {
         finished_at: progress.finished_at,
         last_error: progress.last_error,
         updated_at: progress.updated_at,
-    }
-}
-
-fn mode_name(mode: SyncMode) -> &'static str {
-    match mode {
-        SyncMode::Full => "full",
-        SyncMode::Incremental => "incremental",
     }
 }
 
@@ -594,11 +495,12 @@ pub async fn sync(
     RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<SyncAccepted>), ApiError> {
     let mut params = QueryParams::parse(query.as_deref())?;
-    let mode = match params.text("mode", 20)?.as_deref() {
-        None | Some("incremental") => SyncMode::Incremental,
-        Some("full") => SyncMode::Full,
-        Some(_) => return Err(ApiError::invalid("mode", "must be incremental or full")),
-    };
+    let mode = params
+        .text("mode", 20)?
+        .map(|mode| mode.parse::<SyncMode>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("mode", "must be incremental or full"))?
+        .unwrap_or(SyncMode::Incremental);
     let reconcile_deletions = params.boolean("reconcile_deletions")?.unwrap_or(false);
     params.finish()?;
     let record = resolve(&state, &id).await?;
@@ -613,22 +515,13 @@ pub async fn sync(
     let mut envelope = Envelope::new(request.clone());
     envelope.extensions.syncrun = Some(request.run_id);
     // Progress first: whoever reads the status right after sees the run as queued.
-    let queued = SyncProgress {
-        source: record.key.clone(),
-        run_id: request.run_id,
+    let queued = SyncProgress::new(
+        record.key.clone(),
+        request.run_id,
         mode,
-        status: SyncStatus::Queued,
-        pages_seen: 0,
-        pages_changed: 0,
-        pages_deleted: 0,
-        pages_failed: 0,
-        requests: 0,
-        rate_limit_wait_ms: 0,
-        started_at: now,
-        finished_at: None,
-        last_error: None,
-        updated_at: now,
-    };
+        SyncStatus::Queued,
+        now,
+    );
     let bus = &state.inner.bus;
     bus.publish_progress(&queued)
         .await
@@ -636,14 +529,14 @@ pub async fn sync(
     bus.publish(&envelope)
         .await
         .map_err(|e| ApiError::dependency("nats", e))?;
-    tracing::info!(source = %record.key, run_id = %request.run_id, mode = mode_name(mode), "sync requested");
+    tracing::info!(source = %record.key, run_id = %request.run_id, %mode, "sync requested");
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncAccepted {
             run_id: request.run_id,
             source: record.key.to_string(),
-            mode: mode_name(mode).to_owned(),
-            status: "queued".to_owned(),
+            mode,
+            status: queued.status,
             status_url: format!(
                 "/api/confluence/{}/status?run={}",
                 record.key, request.run_id

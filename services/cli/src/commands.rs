@@ -6,9 +6,9 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::api::{
-    ApiClient, PageDetail, PageList, SearchResponse, Source, SourceList, SyncRun, encode,
-};
+use pagestream_views::{PageDetail, PageList, SearchResponse, SourceList, SourceView, SyncRunView};
+
+use crate::api::{ApiClient, encode};
 use crate::error::CliError;
 use crate::table::{Table, plain_snippet};
 use crate::{AddSourceArgs, PagesArgs, SearchArgs};
@@ -65,7 +65,7 @@ pub async fn add_source(
     if let Some(interval) = args.incremental_interval_secs {
         body["settings"] = json!({"incremental_interval_secs": interval});
     }
-    let source: Source = api
+    let source: SourceView = api
         .call(
             Method::POST,
             "/api/confluence/sources",
@@ -127,7 +127,7 @@ pub async fn list_sources(
     Ok(())
 }
 
-fn run_summary(run: &SyncRun) -> String {
+fn run_summary(run: &SyncRunView) -> String {
     format!(
         "{} {} {}",
         run.mode,
@@ -190,7 +190,7 @@ pub async fn status(
         }
     }
     // A source named by its uuid: the run says its key.
-    let next_sync_of = |key: &str, run: &Option<SyncRun>| {
+    let next_sync_of = |key: &str, run: &Option<SyncRunView>| {
         next_syncs
             .get(key)
             .or_else(|| run.as_ref().and_then(|run| next_syncs.get(&run.source)))
@@ -232,7 +232,7 @@ pub async fn status(
 }
 
 /// A sync run in a few readable lines.
-pub fn write_run(out: &mut dyn Write, run: &SyncRun) -> Result<(), CliError> {
+pub fn write_run(out: &mut dyn Write, run: &SyncRunView) -> Result<(), CliError> {
     let counts = &run.counts;
     let timing = match run.finished_at {
         Some(finished) => format!(
@@ -337,8 +337,8 @@ pub async fn search(
             format!("{:.4}", hit.score),
             rank(hit.vector_rank),
             rank(hit.text_rank),
-            match hit.content_type.as_deref() {
-                Some("blogpost") => format!("[blog] {}", hit.title),
+            match hit.content_type.as_str() {
+                "blogpost" => format!("[blog] {}", hit.title),
                 _ => hit.title.clone(),
             },
             hit.heading_path

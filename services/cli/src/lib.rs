@@ -270,9 +270,7 @@ impl Connection {
     pub fn api(&self) -> ApiClient {
         ApiClient::new(
             &self.api_url,
-            self.api_key
-                .as_ref()
-                .map(|key| key.expose_secret().to_owned()),
+            self.api_key.as_ref().map(ExposeSecret::expose_secret),
         )
     }
 

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 
+use pagestream_events::{SyncMode, SyncStatus};
+use pagestream_views::{StageCounts, SyncAccepted, SyncRunView};
+
 use crate::SyncArgs;
-use crate::api::{ApiClient, StageCounts, SyncAccepted, SyncRun, encode};
+use crate::api::{ApiClient, encode};
 use crate::commands::write_run;
 use crate::error::CliError;
 
@@ -17,12 +20,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn sync(api: &ApiClient, args: &SyncArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let mode = if args.full { "full" } else { "incremental" };
+    let mode = if args.full {
+        SyncMode::Full
+    } else {
+        SyncMode::Incremental
+    };
     let accepted: SyncAccepted = api
         .call(
             Method::POST,
             &format!("/api/confluence/{}/sync", encode(&args.source)),
-            &[("mode", mode.to_owned())],
+            &[("mode", mode.to_string())],
             None,
             "start sync",
         )
@@ -37,7 +44,7 @@ pub async fn sync(api: &ApiClient, args: &SyncArgs, out: &mut dyn Write) -> Resu
     }
     let run = wait(api, &accepted, Duration::from_secs(args.timeout_secs)).await?;
     write_run(out, &run)?;
-    if run.status == "failed" {
+    if run.status == SyncStatus::Failed {
         return Err(CliError::SyncFailed {
             run: run.run_id,
             source_key: accepted.source,
@@ -52,7 +59,7 @@ async fn wait(
     api: &ApiClient,
     accepted: &SyncAccepted,
     timeout: Duration,
-) -> Result<SyncRun, CliError> {
+) -> Result<SyncRunView, CliError> {
     let started = Instant::now();
     let mut progress = Progress::new();
     loop {
@@ -152,7 +159,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, run: &SyncRun) {
+    fn show(&mut self, run: &SyncRunView) {
         let counts = &run.counts;
         let header = format!(
             "{} {} (fetch {}): seen {}, changed {}, deleted {}, failed {}, {} Confluence requests",

@@ -354,22 +354,13 @@ impl Fetcher {
             reported_at: 0,
             failed: BTreeSet::new(),
             emitted: HashSet::new(),
-            progress: SyncProgress {
-                source: request.source.clone(),
-                run_id: request.run_id,
-                mode: request.mode,
-                status: SyncStatus::Running,
-                pages_seen: 0,
-                pages_changed: 0,
-                pages_deleted: 0,
-                pages_failed: 0,
-                requests: 0,
-                rate_limit_wait_ms: 0,
+            progress: SyncProgress::new(
+                request.source.clone(),
+                request.run_id,
+                request.mode,
+                SyncStatus::Running,
                 started_at,
-                finished_at: None,
-                last_error: None,
-                updated_at: started_at,
-            },
+            ),
         };
         tracing::info!(source = %request.source, run_id = %request.run_id, mode = ?request.mode, "sync started");
         run.report().await;

@@ -576,20 +576,16 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
 
 fn progress(run_id: uuid::Uuid) -> SyncProgress {
     SyncProgress {
-        source: source(),
-        run_id,
-        mode: SyncMode::Full,
-        status: SyncStatus::Running,
         pages_seen: 3,
         pages_changed: 2,
-        pages_deleted: 0,
-        pages_failed: 0,
         requests: 4,
-        rate_limit_wait_ms: 0,
-        started_at: Utc::now(),
-        finished_at: None,
-        last_error: None,
-        updated_at: Utc::now(),
+        ..SyncProgress::new(
+            source(),
+            run_id,
+            SyncMode::Full,
+            SyncStatus::Running,
+            Utc::now(),
+        )
     }
 }
 

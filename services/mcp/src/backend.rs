@@ -2,12 +2,12 @@
 //! process an assistant spawns) or in the api's own process (its `/mcp` route). The tools are
 //! written once over [`Backend`]; both kinds see the same routes and the same error JSON.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde::Deserialize;
+use pagestream_views::client::{ApiClient, ClientError, Unreachable};
+use pagestream_views::{ErrorBody, ErrorDetail};
+use reqwest::Method;
 use tower::ServiceExt;
 
 /// The most an answer of the api may weigh (a page's Markdown is bounded well below this).
@@ -37,28 +37,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, path_and_query: &str) -> Result<Vec<u8>, BackendError>;
 }
 
-/// The api over HTTP, with its key.
+/// The api over HTTP, with its key: the client the CLI uses too.
+#[derive(Debug)]
 pub struct HttpBackend {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for HttpBackend {
-    // The key stays out of debug output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpBackend")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
+    client: ApiClient,
 }
 
 impl HttpBackend {
     pub fn new(base: &str, key: &str) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            key: key.trim().to_owned(),
-            http: reqwest::Client::new(),
+            client: ApiClient::new(base, Some(key)),
         }
     }
 }
@@ -66,36 +54,22 @@ impl HttpBackend {
 #[async_trait]
 impl Backend for HttpBackend {
     async fn get(&self, path_and_query: &str) -> Result<Vec<u8>, BackendError> {
-        let unreachable = |reason: String| BackendError::Unreachable {
-            url: self.base.clone(),
-            reason,
-        };
-        let response = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .bearer_auth(&self.key)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            // The kind of failure only: the error's text would carry the url and its query.
-            .map_err(|error| {
-                unreachable(
-                    if error.is_connect() {
+        match self.client.send(Method::GET, path_and_query, None).await {
+            Ok(body) => Ok(body),
+            Err(ClientError::Unreachable { url, kind }) => Err(BackendError::Unreachable {
+                url,
+                reason: match kind {
+                    Unreachable::Connect => {
                         "connection refused (is it running? check PAGESTREAM_API_URL)"
-                    } else if error.is_timeout() {
-                        "no answer within 60 s"
-                    } else {
-                        "the request failed"
                     }
-                    .to_owned(),
-                )
-            })?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|_| unreachable("the answer was cut off".to_owned()))?;
-        answer(status, body.to_vec())
+                    Unreachable::Timeout => "no answer within 60 s",
+                    Unreachable::Failed => "the request failed",
+                    Unreachable::CutOff => "the answer was cut off",
+                }
+                .to_owned(),
+            }),
+            Err(ClientError::Refused { status, error }) => Err(refused(status, error)),
+        }
     }
 }
 
@@ -134,36 +108,27 @@ impl Backend for RouterBackend {
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-    #[serde(default)]
-    field: Option<String>,
-}
-
 /// A 2xx body, or the api's error.
 fn answer(status: StatusCode, body: Vec<u8>) -> Result<Vec<u8>, BackendError> {
     if status.is_success() {
         return Ok(body);
     }
-    match serde_json::from_slice::<ErrorEnvelope>(&body) {
-        Ok(ErrorEnvelope { error }) => Err(BackendError::Api {
-            status: status.as_u16(),
+    Err(refused(status.as_u16(), ErrorBody::parse(&body)))
+}
+
+fn refused(status: u16, error: Option<ErrorDetail>) -> BackendError {
+    match error {
+        Some(error) => BackendError::Api {
+            status,
             code: error.code,
             message: error.message,
             field: error.field,
-        }),
-        Err(_) => Err(BackendError::Api {
-            status: status.as_u16(),
+        },
+        None => BackendError::Api {
+            status,
             code: "http_error".to_owned(),
             message: format!("the api answered {status}"),
             field: None,
-        }),
+        },
     }
 }

@@ -19,7 +19,9 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use crate::api::{Api, PageDetail, PageSummary, SearchHit, Source};
+use pagestream_views::{PageDetail, PageSummary, SearchHit, SourceView, SyncStatus};
+
+use crate::api::Api;
 use crate::backend::BackendError;
 use crate::markdown::{self, inline, quote};
 
@@ -233,7 +235,7 @@ fn age(since: DateTime<Utc>) -> String {
 }
 
 /// How fresh a source is: its last sync run, and how far it is behind.
-fn freshness(source: &Source) -> String {
+fn freshness(source: &SourceView) -> String {
     let Some(run) = &source.last_sync else {
         return if source.projected {
             "never synced".to_owned()
@@ -243,14 +245,14 @@ fn freshness(source: &Source) -> String {
     };
     let pending =
         (run.counts.changed + run.counts.deleted - run.counts.indexed - run.counts.failed).max(0);
-    match (run.status.as_str(), run.finished_at) {
-        ("completed", Some(finished)) => format!(
+    match (run.status, run.finished_at) {
+        (SyncStatus::Completed, Some(finished)) => format!(
             "last {} sync completed {} ({}); webhooks apply edits in between",
             run.mode,
             time(Some(finished)),
             age(finished)
         ),
-        ("failed", finished) => format!(
+        (SyncStatus::Failed, finished) => format!(
             "last {} sync failed {} ({}): results may be stale",
             run.mode,
             time(finished.or(Some(run.started_at))),
@@ -435,8 +437,8 @@ impl PagestreamMcp {
                  - score: {:.4}; last modified {}\n- freshness: {}\n\n{}",
                 rank + 1,
                 inline(&hit.title),
-                match hit.content_type.as_deref() {
-                    Some("blogpost") => "blog post",
+                match hit.content_type.as_str() {
+                    "blogpost" => "blog post",
                     _ => "page",
                 },
                 hit.page_id,
@@ -636,7 +638,7 @@ impl PagestreamMcp {
             let page = self.find_page(args.source.as_deref(), page_id).await?;
             let summary = &page.page;
             let ancestors: Vec<String> = page
-                .metadata
+                .metadata()
                 .ancestors
                 .iter()
                 .map(|ancestor| {
@@ -732,7 +734,8 @@ impl PagestreamMcp {
         let mut linked: Vec<PageSummary> = Vec::new();
         let mut unresolved = Vec::new();
         let mut seen = BTreeSet::new();
-        for link in page.metadata.internal_links.iter().take(25) {
+        let metadata = page.metadata();
+        for link in metadata.content.internal_links.iter().take(25) {
             let mut query = vec![("limit", "1".to_owned()), ("title", link.title.clone())];
             if let Some(space) = &link.space_key {
                 query.push(("space", space.clone()));
@@ -740,7 +743,7 @@ impl PagestreamMcp {
             let found = match &link.page_id {
                 Some(id) => self
                     .api
-                    .page(&source, id)
+                    .page(&source, id.as_str())
                     .await
                     .map(|detail| vec![detail.page])
                     .unwrap_or_default(),
@@ -781,11 +784,15 @@ impl PagestreamMcp {
         }
 
         for (heading, filter, values) in [
-            ("Same Jira issue", "jira", &page.metadata.jira_issue_links),
+            (
+                "Same Jira issue",
+                "jira",
+                &metadata.content.jira_issue_links,
+            ),
             (
                 "Mentions the same person",
                 "mention",
-                &page.metadata.user_mentions,
+                &metadata.content.user_mentions,
             ),
         ] {
             let _ = writeln!(out, "\n## {heading}");
@@ -925,7 +932,7 @@ fn render_page(
 ) -> String {
     let summary = &page.page;
     let markdown = page.markdown.as_deref().unwrap_or_default();
-    let metadata = &page.metadata;
+    let metadata = page.metadata();
     let outline = markdown::outline(markdown);
     let mut out = format!(
         "# {}\n- page `{}` in source `{}`, space {}, version {}\n- url: {}\n\
@@ -943,7 +950,7 @@ fn render_page(
         let ancestors: Vec<String> = metadata
             .ancestors
             .iter()
-            .map(|a| a.title.as_deref().map_or_else(|| a.id.clone(), inline))
+            .map(|a| a.title.as_deref().map_or_else(|| a.id.to_string(), inline))
             .collect();
         let _ = writeln!(out, "- ancestors: {}", ancestors.join(" > "));
     }
@@ -957,18 +964,18 @@ fn render_page(
     {
         let _ = writeln!(out, "- author: {}", inline(author));
     }
-    if !metadata.jira_issue_links.is_empty() {
+    if !metadata.content.jira_issue_links.is_empty() {
         let _ = writeln!(
             out,
             "- Jira: {}",
-            inline(&metadata.jira_issue_links.join(", "))
+            inline(&metadata.content.jira_issue_links.join(", "))
         );
     }
     let total = markdown.chars().count();
     let _ = writeln!(
         out,
         "- size: {total} characters, {} words, {} sections",
-        metadata.word_count,
+        metadata.content.word_count,
         outline.len()
     );
 

@@ -25,6 +25,7 @@ use chrono::Utc;
 use pagestream_bus::{Bus, BusError};
 use pagestream_events::{Envelope, PageHinted, SourceKey};
 use pagestream_sources::{Secret, SecretKey};
+use pagestream_views::ErrorBody;
 use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -110,6 +111,20 @@ impl WebhookError {
         }
     }
 
+    /// The code of the answer, from the ingester's table (in the api's style, `snake_case`):
+    /// `payload_too_large`, `unreadable_body`, `unauthorized`, `rate_limited`,
+    /// `invalid_payload`, `dependency_unavailable`.
+    fn code(&self) -> &'static str {
+        match self {
+            WebhookError::TooLarge { .. } => "payload_too_large",
+            WebhookError::Unreadable => "unreadable_body",
+            WebhookError::Unauthorized(_) => "unauthorized",
+            WebhookError::RateLimited { .. } => "rate_limited",
+            WebhookError::Payload(_) => "invalid_payload",
+            WebhookError::Publish(_) => "dependency_unavailable",
+        }
+    }
+
     fn outcome(&self) -> &'static str {
         match self {
             WebhookError::TooLarge { .. } => "too_large",
@@ -125,11 +140,8 @@ impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         let status = self.status();
         // Messages name what is wrong, never a secret or a token.
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let body = ErrorBody::new(self.code(), self.to_string(), None);
+        let mut response = (status, Json(body)).into_response();
         if let WebhookError::RateLimited { retry_after } = self {
             let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response

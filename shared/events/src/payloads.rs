@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventKind, PageId, SourceKey, Vector};
+use crate::{EventError, EventKind, PageId, SourceKey, Vector};
 
 /// What every payload tells the envelope about itself.
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -34,6 +34,48 @@ pub enum SyncMode {
     Full,
     Incremental,
 }
+
+/// Names as the events, the api and `sync_runs` spell them (the serde names).
+macro_rules! named {
+    ($type:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = EventError;
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                match value {
+                    $($name => Ok(Self::$variant),)+
+                    _ => Err(EventError::InvalidIdentifier {
+                        what: $what,
+                        value: value.to_owned(),
+                    }),
+                }
+            }
+        }
+
+        /// For columns read as text.
+        impl TryFrom<String> for $type {
+            type Error = EventError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                value.parse()
+            }
+        }
+    };
+}
+
+named!(SyncMode, "sync mode", { Full => "full", Incremental => "incremental" });
 
 /// `sync.requested`: a command to the fetcher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -510,6 +552,19 @@ pub enum SyncStatus {
     Failed,
 }
 
+named!(SyncStatus, "sync status", {
+    Queued => "queued",
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+});
+
+impl SyncStatus {
+    /// The statuses of a run that has not ended: a snapshot with one of them never reopens a
+    /// run that has.
+    pub const UNFINISHED: [SyncStatus; 2] = [SyncStatus::Queued, SyncStatus::Running];
+}
+
 /// The fetcher's side of a sync run: a cumulative snapshot, published on
 /// `<root>.sync.progress.<source>.<run>` at least every 50 pages. The stream keeps the latest
 /// snapshot per run; the indexer projects it into `sync_runs`.
@@ -539,6 +594,35 @@ pub struct SyncProgress {
     #[serde(default)]
     pub last_error: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl SyncProgress {
+    /// The first snapshot of a run, with nothing counted yet: `Queued` when the api accepts it,
+    /// `Running` when a fetcher starts it.
+    pub fn new(
+        source: SourceKey,
+        run_id: Uuid,
+        mode: SyncMode,
+        status: SyncStatus,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            source,
+            run_id,
+            mode,
+            status,
+            pages_seen: 0,
+            pages_changed: 0,
+            pages_deleted: 0,
+            pages_failed: 0,
+            requests: 0,
+            rate_limit_wait_ms: 0,
+            started_at: at,
+            finished_at: None,
+            last_error: None,
+            updated_at: at,
+        }
+    }
 }
 
 /// Where a sync run stands in the whole pipeline, not only in fetching: a run is finished when
@@ -667,6 +751,31 @@ mod tests {
         assert_eq!(back.content_type, ContentType::Blogpost);
         assert_eq!("blogpost".parse::<ContentType>(), Ok(ContentType::Blogpost));
         assert_eq!(ContentType::from_confluence("comment"), None);
+    }
+
+    #[test]
+    fn sync_names_are_the_serde_names_and_read_back() {
+        for mode in [SyncMode::Full, SyncMode::Incremental] {
+            assert_eq!(
+                serde_json::to_value(mode).ok(),
+                Some(serde_json::Value::from(mode.as_str()))
+            );
+            assert_eq!(mode.as_str().parse::<SyncMode>().ok(), Some(mode));
+        }
+        for status in [
+            SyncStatus::Queued,
+            SyncStatus::Running,
+            SyncStatus::Completed,
+            SyncStatus::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                Some(serde_json::Value::from(status.as_str()))
+            );
+            assert_eq!(SyncStatus::try_from(status.to_string()).ok(), Some(status));
+        }
+        assert!("Full".parse::<SyncMode>().is_err());
+        assert!("done".parse::<SyncStatus>().is_err());
     }
 
     #[test]

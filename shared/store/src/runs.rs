@@ -1,7 +1,7 @@
 //! `sync_runs`: each sync run's status and per-stage page counts.
 
 use chrono::{DateTime, Utc};
-use pagestream_events::SyncProgress;
+use pagestream_events::{SyncMode, SyncProgress, SyncStatus};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ pub async fn count_stages(
         .map(|column| format!("{column} = sync_runs.{column} + $3"))
         .collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sync_runs (id, source_id, mode, status, {}) VALUES ($1, $2, 'incremental', 'running', {values})
+        "INSERT INTO sync_runs (id, source_id, mode, status, {}) VALUES ($1, $2, $4, $5, {values})
          ON CONFLICT (id) DO UPDATE SET {}, updated_at = now()",
         columns.join(", "),
         updates.join(", ")
@@ -52,6 +52,8 @@ pub async fn count_stages(
     .bind(run)
     .bind(source_id)
     .bind(count)
+    .bind(SyncMode::Incremental.as_str())
+    .bind(SyncStatus::Running.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -64,14 +66,6 @@ pub async fn apply_progress(
     source_id: Uuid,
     progress: &SyncProgress,
 ) -> Result<bool, StoreError> {
-    let name = |value: serde_json::Result<serde_json::Value>, default: &str| {
-        value
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_owned))
-            .unwrap_or_else(|| default.to_owned())
-    };
-    let mode = name(serde_json::to_value(progress.mode), "full");
-    let status = name(serde_json::to_value(progress.status), "running");
     let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let result = sqlx::query(
         r#"
@@ -86,13 +80,13 @@ pub async fn apply_progress(
             rate_limit_wait_ms = EXCLUDED.rate_limit_wait_ms, started_at = EXCLUDED.started_at,
             finished_at = EXCLUDED.finished_at, last_error = EXCLUDED.last_error,
             updated_at = EXCLUDED.updated_at
-        WHERE r.updated_at <= EXCLUDED.updated_at OR r.status IN ('queued', 'running') AND EXCLUDED.status NOT IN ('queued', 'running')
+        WHERE r.updated_at <= EXCLUDED.updated_at OR r.status = ANY($15) AND EXCLUDED.status <> ALL($15)
         "#,
     )
     .bind(progress.run_id)
     .bind(source_id)
-    .bind(mode)
-    .bind(status)
+    .bind(progress.mode.as_str())
+    .bind(progress.status.as_str())
     .bind(as_i64(progress.pages_seen))
     .bind(as_i64(progress.pages_changed))
     .bind(as_i64(progress.pages_deleted))
@@ -103,6 +97,7 @@ pub async fn apply_progress(
     .bind(progress.finished_at)
     .bind(progress.last_error.as_deref())
     .bind(progress.updated_at)
+    .bind(SyncStatus::UNFINISHED.map(SyncStatus::as_str).to_vec())
     .execute(&mut *conn)
     .await?;
     Ok(result.rows_affected() > 0)
@@ -125,8 +120,10 @@ pub struct StageCounts {
 pub struct SyncRun {
     pub id: Uuid,
     pub source_id: Uuid,
-    pub mode: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub mode: SyncMode,
+    #[sqlx(try_from = "String")]
+    pub status: SyncStatus,
     #[sqlx(flatten)]
     pub counts: StageCounts,
     pub confluence_requests: i64,

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
+use pagestream_events::{SyncMode, SyncStatus};
 use serde_json::{Map, Value, json};
 
 use super::html::{self, Field, Nav, enc, esc, page};
@@ -17,10 +18,10 @@ use crate::sources::{self as api, SourceView, SyncRunView};
 fn run_line(run: &SyncRunView) -> String {
     format!(
         r#"{mode} sync <strong class="state state-{state}">{label}</strong> <span class="muted">(fetch {status})</span>, started {started}"#,
-        mode = esc(&run.mode),
+        mode = run.mode,
         state = esc(&state_name(run)),
         label = esc(&run.pipeline_label),
-        status = esc(&run.status),
+        status = run.status,
         started = html::time(run.started_at),
     )
 }
@@ -35,7 +36,7 @@ fn state_name(run: &SyncRunView) -> String {
 /// How far behind Confluence the source is: the time since its last finished run started.
 fn behind(source: &SourceView) -> String {
     match &source.last_sync {
-        Some(run) if run.pipeline.is_finished() && run.status == "completed" => format!(
+        Some(run) if run.pipeline.is_finished() && run.status == SyncStatus::Completed => format!(
             "{} behind",
             html::span((Utc::now() - run.started_at).num_seconds())
         ),
@@ -404,7 +405,7 @@ fn run_panel(run: Option<&SyncRunView>) -> String {
     };
     let counts = &run.counts;
     // While fetching, the pages seen so far bound the fetched bar; afterwards the changed pages.
-    let fetching = matches!(run.status.as_str(), "queued" | "running");
+    let fetching = SyncStatus::UNFINISHED.contains(&run.status);
     let total = counts.changed;
     let fetched_max = if fetching {
         counts.seen.max(counts.changed)
@@ -425,10 +426,10 @@ fn run_panel(run: Option<&SyncRunView>) -> String {
 <p class="error" data-field="error"{error_hidden}>{error}</p>
 </section>"#,
         finished = run.pipeline.is_finished(),
-        mode = esc(&run.mode),
+        mode = run.mode,
         state = esc(&state_name(run)),
         label = esc(&run.pipeline_label),
-        status = esc(&run.status),
+        status = run.status,
         run_id = run.run_id,
         fetched = bar("fetched", "Fetched", counts.changed, fetched_max),
         converted = bar("converted", "Converted", counts.converted, total),
@@ -460,9 +461,9 @@ fn live_html(source: &SourceView, current: Option<&SyncRunView>, runs: &[SyncRun
         rows.push_str(&format!(
             r#"<tr><td>{started}</td><td>{mode}</td><td>{label}</td><td>{status}</td><td>{changed}</td><td>{indexed}</td><td>{failed}</td><td>{requests}</td><td>{waited:.1} s</td><td>{duration}</td></tr>"#,
             started = html::time(run.started_at),
-            mode = esc(&run.mode),
+            mode = run.mode,
             label = esc(&run.pipeline_label),
-            status = esc(&run.status),
+            status = run.status,
             changed = run.counts.changed,
             indexed = run.counts.indexed,
             failed = run.counts.failed,
@@ -606,8 +607,8 @@ pub async fn sync(
     body: Bytes,
 ) -> Result<Response, UiError> {
     let mode = match form_value(&body, "mode").as_deref() {
-        Some("full") => "full",
-        _ => "incremental",
+        Some("full") => SyncMode::Full,
+        _ => SyncMode::Incremental,
     };
     let (_, Json(accepted)) = api::sync(
         State(state.app.clone()),

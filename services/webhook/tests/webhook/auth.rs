@@ -200,7 +200,7 @@ async fn forged_or_missing_credentials_publish_nothing() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {answer}");
         assert_eq!(
             answer,
-            serde_json::json!({"error": "unauthorized"}),
+            serde_json::json!({"error": {"code": "unauthorized", "message": "unauthorized"}}),
             "{name}"
         );
     }
@@ -271,7 +271,7 @@ async fn sources_without_a_usable_secret_reject_everything() {
         .await;
     let (status, answer) = harness.send(dc_request("nosecret", None, body, "")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(answer["error"], "unauthorized");
+    assert_eq!(answer["error"]["code"], "unauthorized");
     assert_eq!(harness.hinted_count().await, 0);
 }
 

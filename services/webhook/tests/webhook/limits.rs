@@ -31,7 +31,8 @@ async fn bodies_beyond_the_limit_get_413() {
     let body = padded.to_string().into_bytes();
     let (status, answer) = harness.send(dc_request("dc", None, body, DC_SECRET)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
-    assert_eq!(answer["error"], "body exceeds 1024 bytes");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    assert_eq!(answer["error"]["message"], "body exceeds 1024 bytes");
     // Just under the limit passes.
     let (status, _) = harness
         .send(dc_request(

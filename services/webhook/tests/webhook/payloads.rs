@@ -276,8 +276,9 @@ async fn deliveries_without_a_page_or_an_event_are_refused() {
     for request in cases {
         let (status, answer) = harness.send(request).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_payload", "{answer}");
         assert!(
-            answer["error"]
+            answer["error"]["message"]
                 .as_str()
                 .is_some_and(|error| error.starts_with("invalid payload"))
         );
@@ -322,5 +323,9 @@ async fn a_hint_jetstream_did_not_store_is_answered_503() {
         .await;
     // Not 202: a sender that retries (Data Center) tries again, and nothing claims success.
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-    assert_eq!(answer["error"], "cannot queue the hint; try again");
+    assert_eq!(answer["error"]["code"], "dependency_unavailable");
+    assert_eq!(
+        answer["error"]["message"],
+        "cannot queue the hint; try again"
+    );
 }

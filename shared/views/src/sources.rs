@@ -1,0 +1,106 @@
+//! Sources and their sync runs, as the api shows them.
+
+use chrono::{DateTime, Utc};
+use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
+use pagestream_sources::SourceSettings;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A source as the api shows it: never its credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceView {
+    pub id: Uuid,
+    pub key: String,
+    pub site_url: String,
+    pub space_key: String,
+    /// `cloud` or `data_center`.
+    pub auth_kind: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: SourceSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Live pages and chunks (of the search model) in the projection.
+    pub pages: i64,
+    pub chunks: i64,
+    /// Whether the indexer has projected the source into Postgres yet.
+    pub projected: bool,
+    pub last_sync: Option<SyncRunView>,
+    /// When the next scheduled sync is due (RFC 3339); none when scheduled syncs are off.
+    pub next_sync_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceList {
+    pub sources: Vec<SourceView>,
+}
+
+/// Per-stage page counts of a sync run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StageCounts {
+    pub seen: i64,
+    pub changed: i64,
+    pub deleted: i64,
+    pub converted: i64,
+    pub embedded: i64,
+    pub indexed: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SyncRunView {
+    pub run_id: Uuid,
+    pub source: String,
+    /// `full` or `incremental`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub mode: SyncMode,
+    /// The fetch stage's status: `queued`, `running`, `completed` or `failed`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SyncStatus,
+    /// Where the run stands in the whole pipeline: `{"state": "queued" | "fetching" | "done" |
+    /// "failed"}`, `{"state": "processing", "done", "total"}` or
+    /// `{"state": "done_with_failures", "failed"}`. A run is finished when its pages are indexed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub pipeline: RunPipeline,
+    /// The pipeline state in words (`processing 12 of 300`).
+    pub pipeline_label: String,
+    pub counts: StageCounts,
+    pub confluence_requests: i64,
+    pub rate_limit_wait_ms: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SyncRunView {
+    /// The run is over and every changed page is indexed (or the fetch failed).
+    pub fn settled(&self) -> bool {
+        self.pipeline.is_finished()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SyncAccepted {
+    pub run_id: Uuid,
+    pub source: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub mode: SyncMode,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SyncStatus,
+    /// Where to follow the run.
+    pub status_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceRemoved {
+    pub id: Uuid,
+    pub key: String,
+    /// Pages and chunks are removed by the indexer shortly after.
+    pub status: String,
+}
