@@ -18,7 +18,7 @@ use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError, ProgressSnapshots, Stage, StageConfig};
 use pagestream_events::{
-    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, SourceKey,
+    ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, Retryable, SourceKey,
 };
 use pagestream_service::{CommonArgs, DatabaseArgs, Service, Shell};
 use pagestream_sources::{SourceChange, SourceRegistry};
@@ -318,21 +318,36 @@ pub async fn project_sources(
         let Some(change) = change else {
             return Err(pagestream_sources::SourceError::Registry("watch ended".into()).into());
         };
-        let applied = match change {
-            Ok(SourceChange::Upserted(record)) => {
-                // The key may now stand for a new id.
-                ids.forget(&record.key);
-                projection::upsert_source(&pool, &record).await
-            }
-            Ok(SourceChange::Removed(key)) => projection::remove_source(&pool, &ids, &key).await,
+        let change = match change {
+            Ok(change) => change,
             Err(error) => {
                 tracing::warn!(%error, "unreadable registry entry skipped");
                 continue;
             }
         };
-        if let Err(error) = applied {
-            // The watch cannot redeliver: fail so the supervisor restarts the indexer cleanly.
-            return Err(error.into());
+        // The watch cannot redeliver: a Postgres outage is waited out here, with capped backoff.
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let applied = match &change {
+                SourceChange::Upserted(record) => {
+                    // The key may now stand for a new id.
+                    ids.forget(&record.key);
+                    projection::upsert_source(&pool, record).await
+                }
+                SourceChange::Removed(key) => projection::remove_source(&pool, &ids, key).await,
+            };
+            match applied {
+                Ok(()) => break,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot project a source change; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
     }
 }
