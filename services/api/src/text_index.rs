@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use pagestream_retry::Backoff;
 use pagestream_store::StoreError;
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{
@@ -361,7 +362,7 @@ pub async fn maintain(
     pool: PgPool,
     token: CancellationToken,
 ) -> Result<(), TextIndexError> {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     while !token.is_cancelled() {
         let result = tokio::select! {
             () = token.cancelled() => return Ok(()),
@@ -371,15 +372,15 @@ pub async fn maintain(
             Err(TextIndexError::Store(error))
                 if pagestream_events::Retryable::is_transient(&error) =>
             {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "text index: postgres unavailable, reloading when it is back");
+                let wait = backoff.next_wait();
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "text index: postgres unavailable, reloading when it is back");
                 tokio::select! {
                     () = token.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(error) => return Err(error),
-            Ok(()) => backoff = Duration::from_millis(250),
+            Ok(()) => backoff.reset(),
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ use pagestream_bus::{Bus, Delivery, HandlerError, ProgressSnapshots, Stage, Stag
 use pagestream_events::{
     ChunksReady, Envelope, PageChanged, PageConverted, PageDeleted, Payload, Retryable, SourceKey,
 };
+use pagestream_retry::Backoff;
 use pagestream_service::{CommonArgs, DatabaseArgs, Service, Shell};
 use pagestream_sources::{SourceChange, SourceRegistry};
 use pagestream_store::runs;
@@ -326,7 +327,7 @@ pub async fn project_sources(
             }
         };
         // The watch cannot redeliver: a Postgres outage is waited out here, with capped backoff.
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
         loop {
             let applied = match &change {
                 SourceChange::Upserted(record) => {
@@ -339,12 +340,12 @@ pub async fn project_sources(
             match applied {
                 Ok(()) => break,
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot project a source change; retrying");
+                    let wait = backoff.next_wait();
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot project a source change; retrying");
                     tokio::select! {
                         () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
                 Err(error) => return Err(error.into()),
             }

@@ -198,10 +198,7 @@ impl StageConfig {
 
     /// The wait before try `attempt + 1`.
     fn retry_delay(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(16);
-        self.retry_delay
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.max_retry_delay)
+        pagestream_retry::Backoff::new(self.retry_delay, self.max_retry_delay).nth(attempt)
     }
 }
 

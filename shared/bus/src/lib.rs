@@ -19,6 +19,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
+use pagestream_retry::Backoff;
 use pagestream_events::{
     Envelope, EventKind, PageId, Payload, Retryable, SourceKey, Subjects, SyncProgress,
 };
@@ -631,13 +632,13 @@ where
     Fut: std::future::Future<Output = Result<T, BusError>>,
 {
     let deadline = tokio::time::Instant::now() + TOPOLOGY_PATIENCE;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         match step().await {
             Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot {what} yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = backoff.next_wait();
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot {what} yet; retrying");
+                tokio::time::sleep(wait).await;
             }
             result => return result,
         }

@@ -1,6 +1,8 @@
 //! One retry policy for every outbound HTTP client (Confluence, the embedding provider): how
 //! many attempts, how long to wait between them (what the server asked, or capped exponential
 //! backoff with jitter) and how the server says it (`Retry-After` and the rate-limit headers).
+//! [`Backoff`] is the one capped exponential backoff, also of the loops that wait out an outage
+//! (the bus's start-up, the stages' retries, the indexer's and the api's followers).
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +32,43 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
         }
+    }
+}
+
+/// Capped exponential backoff: `initial`, doubling per failure, never over `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The wait after failure number `failure` (from 1), without jitter.
+    pub fn nth(&self, failure: u32) -> Duration {
+        let exponent = failure.saturating_sub(1).min(20);
+        self.initial
+            .saturating_mul(1u32 << exponent)
+            .min(self.max)
+    }
+
+    /// The wait after one more failure of a loop that waits out an outage.
+    pub fn next_wait(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.nth(self.failures)
+    }
+
+    /// After a success: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -93,14 +132,9 @@ impl RetryPolicy {
                 let jitter = asked.mul_f64(rng.random_range(0.0..0.1));
                 asked.saturating_add(jitter).min(self.max_retry_after)
             }
-            None => {
-                let exponent = attempt.saturating_sub(1).min(20);
-                let nominal = self
-                    .initial_backoff
-                    .saturating_mul(1u32 << exponent)
-                    .min(self.max_backoff);
-                nominal.mul_f64(rng.random_range(0.8..1.2))
-            }
+            None => Backoff::new(self.initial_backoff, self.max_backoff)
+                .nth(attempt)
+                .mul_f64(rng.random_range(0.8..1.2)),
         }
     }
 }
@@ -177,6 +211,16 @@ mod tests {
             policy.wait_before_retry(1, Some(Duration::from_secs(3600))),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn an_outage_loop_s_backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
+        let waits: Vec<_> = (0..4).map(|_| backoff.next_wait().as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next_wait(), Duration::from_millis(250));
+        assert_eq!(backoff.nth(u32::MAX), Duration::from_secs(1));
     }
 
     #[tokio::test]

@@ -22,9 +22,9 @@
 //! - `GET|PUT|DELETE /_sim/faults`: a [`Faults`] document (error rules with rate, count and
 //!   `Retry-After`, latency, page-size cap, trailing empty pages, near-limit signals, link style).
 //! - `GET /_sim/pages`, `POST /_sim/pages` (create), `POST /_sim/pages/{id}/{edit|move|trash|
-//!   purge|restore}`: mutations that change versions and dates as Confluence does (create: 1,
-//!   edit: +1; trash, restore and move keep the version) and POST the matching Cloud webhook to
-//!   `{webhook_target}/{event}` before answering. `POST /_sim/blogposts` publishes a blog post;
+//!   purge|restore|label}`: mutations that change versions and dates as Confluence does (create: 1,
+//!   edit: +1; trash, restore, move and a label (`{"label", "add"}`) keep the version) and POST
+//!   the matching Cloud webhook to `{webhook_target}/{event}` before answering. `POST /_sim/blogposts` publishes a blog post;
 //!   the page mutations apply to blog posts too (but move), with `blog_*` webhooks.
 //! - Comments (`SimConfig::comment_count`, generated with replies and resolved inline ones):
 //!   `/wiki/api/v2/{pages|blogposts}/{id}/{footer|inline}-comments` (top level, with
@@ -294,12 +294,10 @@ impl SimHandle {
 
     /// Adds (`add`) or removes a label: no new version, a `label_added` / `label_removed` webhook.
     pub async fn label(&self, id: u64, label: &str, add: bool) -> Result<Mutation, MutationError> {
-        let event = if add {
-            WebhookEvent::LabelAdded
-        } else {
-            WebhookEvent::LabelRemoved
-        };
-        server::mutate(&self.shared, event, |s| s.label(id, label, add)).await
+        server::mutate(&self.shared, WebhookEvent::label(add), |s| {
+            s.label(id, label, add)
+        })
+        .await
     }
 
     /// Every comment and reply on a page or blog post, in id order.

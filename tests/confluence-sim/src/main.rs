@@ -50,6 +50,9 @@ struct Args {
     /// Sign webhooks with `X-Hub-Signature: sha256=…` using this secret.
     #[arg(long, env = "CONFLUENCE_SIM_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// Another space of the site, holding only its homepage (repeat for more; pages move there).
+    #[arg(long = "other-space", value_name = "KEY")]
+    other_spaces: Vec<String>,
 }
 
 #[tokio::main]
@@ -72,6 +75,11 @@ async fn main() -> anyhow::Result<()> {
     config.webhook_target = args.webhook_url;
     config.webhook_secret = args.webhook_secret;
     config.time_zone = args.time_zone;
+    // Space ids follow the generated space's, as Confluence hands them out.
+    config.other_spaces = (1..)
+        .zip(args.other_spaces)
+        .map(|(n, key)| confluence_sim::SimSpace::new(config.space_id + n, key.clone(), key))
+        .collect();
     let sim = confluence_sim::start(config, SocketAddr::new(args.bind, args.port))
         .await
         .context("starting the confluence simulator")?;

@@ -22,7 +22,7 @@ use crate::content::{
 };
 use crate::cql::{self, SortOrder};
 use crate::state::{
-    BodyJob, CreatePage, EditPage, Faults, LinkStyle, MovePage, MutationError, SimState, SimStats,
+    BodyJob, CreatePage, EditPage, Faults, LabelPage, LinkStyle, MovePage, MutationError, SimState, SimStats,
 };
 use crate::webhook::{self, WebhookDelivery, WebhookEvent};
 
@@ -1644,7 +1644,8 @@ async fn sim_clear_faults(State(shared): App) -> StatusCode {
 
 pub(crate) fn summary(page: &SimPage) -> Value {
     json!({"id": page.id, "type": page.kind.name(), "title": page.title, "version": page.version, "status": page.status,
-           "parent_id": page.parent_id, "modified_at": page.modified_at, "labels": page.labels})
+           "parent_id": page.parent_id, "modified_at": page.modified_at, "labels": page.labels,
+           "space_id": page.space_id})
 }
 
 async fn sim_pages(State(shared): App) -> axum::Json<Vec<Value>> {
@@ -1720,6 +1721,12 @@ async fn sim_mutate(
             Err(response) => return response,
         },
         "trash" => mutate(&shared, WebhookEvent::PageTrashed, |s| s.trash(id)).await,
+        "label" => match parse_body::<LabelPage>(&body) {
+            Ok(LabelPage { label, add }) => {
+                mutate(&shared, WebhookEvent::label(add), |s| s.label(id, &label, add)).await
+            }
+            Err(response) => return response,
+        },
         "purge" => mutate(&shared, WebhookEvent::PageRemoved, |s| s.purge(id)).await,
         "restore" => mutate(&shared, WebhookEvent::PageRestored, |s| s.restore(id)).await,
         other => {

@@ -263,6 +263,27 @@ pub struct MovePage {
     pub parent_id: Option<u64>,
 }
 
+/// A label to add to a page or remove from it (`/_sim/pages/{id}/label`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabelPage {
+    pub label: String,
+    #[serde(default = "added")]
+    pub add: bool,
+}
+
+fn added() -> bool {
+    true
+}
+
+impl Default for LabelPage {
+    fn default() -> Self {
+        Self {
+            label: String::new(),
+            add: added(),
+        }
+    }
+}
+
 pub(crate) struct SimState {
     pub config: SimConfig,
     /// The generated space, then `config.other_spaces`.
@@ -835,6 +856,9 @@ impl SimState {
     /// Adds or removes one label. Confluence creates no version and leaves the modification date
     /// (CQL's `lastmodified`) as it was: only the label webhook or a listing tells.
     pub fn label(&mut self, id: u64, label: &str, add: bool) -> Result<SimPage, MutationError> {
+        if label.trim().is_empty() {
+            return Err(MutationError::Invalid("a label cannot be empty".into()));
+        }
         let page = self
             .pages
             .get_mut(&id)

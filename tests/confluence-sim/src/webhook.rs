@@ -37,6 +37,15 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
+    /// The event of a label added (`add`) or removed.
+    pub fn label(add: bool) -> Self {
+        if add {
+            Self::LabelAdded
+        } else {
+            Self::LabelRemoved
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::PageCreated => "page_created",
