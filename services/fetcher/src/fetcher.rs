@@ -1,6 +1,6 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::FetcherError;
 use crate::extract::{self, FileKind};
+use crate::includes;
 use crate::page_info::{self, AttachmentRef, Site, Tree};
 use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
 
@@ -49,12 +50,16 @@ struct Facts<'a> {
     comments: Option<&'a str>,
     /// The attachments' fingerprint.
     attachments: Option<&'a str>,
+    /// The fingerprint of the ancestors' titles.
+    ancestry: Option<&'a str>,
+    /// The included pages and their versions.
+    included: Option<&'a BTreeMap<PageId, u64>>,
 }
 
 /// The incarnation to emit a page as (bumped for every new fact of the same version), or none
 /// when what Confluence shows was already emitted: a new version, a restore (the same version
-/// after a tombstone), a move, a label, comment or attachment change (no new version) are
-/// emitted.
+/// after a tombstone), a move, a rename above the page, a label, comment, attachment or
+/// included page change (no new version) are emitted.
 fn incarnation_to_emit(
     record: Option<&PageRecord>,
     version: u64,
@@ -67,7 +72,8 @@ fn incarnation_to_emit(
     if record.deleted || record.deleting {
         return Some(record.incarnation + 1);
     }
-    let moved = record.path.as_deref().is_some_and(|known| known != path);
+    let moved = record.path.as_deref().is_some_and(|known| known != path)
+        || matches!((record.ancestry.as_deref(), facts.ancestry), (Some(known), Some(now)) if known != now);
     let relabelled = match (record.labels.as_deref(), facts.labels) {
         (Some(known), Some(labels)) => known != labels,
         _ => false,
@@ -88,9 +94,18 @@ fn incarnation_to_emit(
             .unwrap_or_else(|| no_attachments_fingerprint())
             != attachments
     });
+    // A change of an included page keeps the including page's version.
+    let reincluded = facts
+        .included
+        .is_some_and(|included| match &record.included {
+            Some(known) => known != included,
+            None => !included.is_empty(),
+        });
     if version > record.version {
         Some(record.incarnation)
-    } else if version == record.version && (moved || relabelled || recommented || reattached) {
+    } else if version == record.version
+        && (moved || relabelled || recommented || reattached || reincluded)
+    {
         // A new fact of the same version: a move back within JetStream's duplicate window must
         // not collide with the earlier event, and an older placement arriving late must lose.
         Some(record.incarnation + 1)
@@ -218,6 +233,9 @@ pub struct Fetcher {
 
 /// The event name of the hints a move publishes for the moved page's descendants.
 const ANCESTOR_MOVED: &str = "ancestor_moved";
+
+/// The event name of the hints that send the pages including a changed page through again.
+const INCLUDED_CHANGED: &str = "included_changed";
 
 /// Times a hint decides again after another hint (here or in another replica) changed the
 /// page's record under it.
@@ -409,9 +427,32 @@ impl Fetcher {
     /// source; a page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
-        self.apply_hint(hint, &source.client, &source.site, None)
-            .await
-            .map(|_| ())
+        let emitted = self
+            .apply_hint(hint, &source.client, &source.site, None)
+            .await?;
+        // The pages that include this one are converted again with what it holds now: after an
+        // emit, by its recorded state; for a page the source does not hold (another space's,
+        // which pages here may include), by what the webhook says.
+        let current = if emitted {
+            Some(self.state.version(&hint.source, &hint.page_id).await?)
+        } else if self
+            .state
+            .record(&hint.source, &hint.page_id)
+            .await?
+            .is_none()
+        {
+            match hint.reason {
+                HintReason::Removed => Some(None),
+                HintReason::Changed => hint.version.map(Some),
+            }
+        } else {
+            None
+        };
+        if let Some(current) = current {
+            self.hint_includers(&hint.source, &hint.page_id, current)
+                .await?;
+        }
+        Ok(())
     }
 
     /// [`Self::hint`] through a given client (a sync run's, which counts its requests); returns
@@ -478,6 +519,7 @@ impl Fetcher {
                 || event.contains("restore")
                 || event.contains("comment")
                 || event.contains("attachment")
+                || event == INCLUDED_CHANGED
         });
         if published.is_none()
             && !same_version_change
@@ -504,6 +546,12 @@ impl Fetcher {
             }
             Err(error) => return Err(error.into()),
         };
+        if content.content_type.as_deref() == Some("folder") {
+            // A folder is not indexed: a hint naming one (renamed or moved) goes to the pages
+            // recorded under it, whose ancestors or path changed.
+            self.hint_pages_under(&hint.source, &hint.page_id).await?;
+            return self.keep(hint, read).await;
+        }
         let Some(content_type) = indexed_type(&content) else {
             return self.keep(hint, read).await;
         };
@@ -574,6 +622,9 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         let attachments_fingerprint = attachments.as_deref().map(listed_attachments_fingerprint);
+        changed.included = includes::resolve(client, &changed.page, &changed.body_storage).await?;
+        let included = includes::versions(&changed.included);
+        let ancestry = page_info::ancestry_fingerprint(&changed.page.ancestors);
         let emit = incarnation_to_emit(
             record,
             changed.page.version,
@@ -582,6 +633,8 @@ impl Fetcher {
                 labels: labels_known.then_some(labels.as_slice()),
                 comments: comments.as_deref(),
                 attachments: attachments_fingerprint.as_deref(),
+                ancestry: Some(&ancestry),
+                included: Some(&included),
             },
         );
         let incarnation = match published {
@@ -712,21 +765,76 @@ impl Fetcher {
         old_path: &str,
     ) -> Result<(), FetcherError> {
         let below = format!("{old_path}/");
-        let records = self.state.records(source).await?;
-        let descendants: Vec<(&PageId, &PageRecord)> = records
-            .iter()
-            .filter(|(_, record)| {
-                record.live_version().is_some()
-                    && record
-                        .path
-                        .as_deref()
-                        .is_some_and(|path| path.starts_with(&below))
+        let hinted = self
+            .hint_recorded(source, ANCESTOR_MOVED, |_, record| {
+                record
+                    .path
+                    .as_deref()
+                    .is_some_and(|path| path.starts_with(&below))
             })
-            .collect();
-        if !descendants.is_empty() {
-            tracing::info!(%source, old_path, descendants = descendants.len(), "hinting a moved page's subtree");
+            .await?;
+        if hinted > 0 {
+            tracing::info!(%source, old_path, descendants = hinted, "hinted a moved page's subtree");
         }
-        for (page, record) in descendants {
+        Ok(())
+    }
+
+    /// Hints every live page recorded under a folder (renamed or moved) as moved.
+    async fn hint_pages_under(
+        &self,
+        source: &SourceKey,
+        folder: &PageId,
+    ) -> Result<(), FetcherError> {
+        let inside = format!("/{folder}/");
+        let hinted = self
+            .hint_recorded(source, ANCESTOR_MOVED, |_, record| {
+                record
+                    .path
+                    .as_deref()
+                    .is_some_and(|path| path.contains(&inside))
+            })
+            .await?;
+        tracing::info!(%source, %folder, pages = hinted, "hinted the pages under a folder");
+        Ok(())
+    }
+
+    /// Hints every live page recorded as including `page` with another version than `current`
+    /// (none: the page is gone), so that each is converted again with what it includes now.
+    async fn hint_includers(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+        current: Option<u64>,
+    ) -> Result<(), FetcherError> {
+        let hinted = self
+            .hint_recorded(source, INCLUDED_CHANGED, |_, record| {
+                record.included.as_ref().is_some_and(|included| {
+                    included
+                        .get(page)
+                        .is_some_and(|version| Some(*version) != current)
+                })
+            })
+            .await?;
+        if hinted > 0 {
+            tracing::info!(%source, %page, includers = hinted, "hinted the pages that include a changed page");
+        }
+        Ok(())
+    }
+
+    /// Hints (as `event`) every live page recorded in the source that `wanted` picks; returns
+    /// how many.
+    async fn hint_recorded(
+        &self,
+        source: &SourceKey,
+        event: &str,
+        wanted: impl Fn(&PageId, &PageRecord) -> bool,
+    ) -> Result<usize, FetcherError> {
+        let records = self.state.records(source).await?;
+        let mut hinted = 0;
+        for (page, record) in &records {
+            if record.live_version().is_none() || !wanted(page, record) {
+                continue;
+            }
             let hint = PageHinted {
                 source: source.clone(),
                 page_id: page.clone(),
@@ -734,12 +842,13 @@ impl Fetcher {
                 reason: HintReason::Changed,
                 version: None,
                 space_key: None,
-                webhook_event: Some(ANCESTOR_MOVED.into()),
+                webhook_event: Some(event.into()),
                 received_at: Utc::now(),
             };
             self.bus.publish(&Envelope::new(hint)).await?;
+            hinted += 1;
         }
-        Ok(())
+        Ok(hinted)
     }
 
     /// Publishes a page's new state, then records it: a crash in between re-publishes the same
@@ -769,6 +878,9 @@ impl Fetcher {
             comments: comments_known.then(|| page_info::comments_fingerprint(&changed.comments)),
             attachments: attachments_known
                 .then(|| emitted_attachments_fingerprint(&changed.attachments)),
+            ancestry: Some(page_info::ancestry_fingerprint(&changed.page.ancestors)),
+            included: Some(includes::versions(&changed.included))
+                .filter(|included| !included.is_empty()),
             deleted: false,
             deleting: false,
         };
@@ -829,6 +941,8 @@ impl Fetcher {
         emit.changed.attachments = self
             .attachment_texts(client, site, attachments.unwrap_or_default())
             .await?;
+        emit.changed.included =
+            includes::resolve(client, &emit.changed.page, &emit.changed.body_storage).await?;
         self.emit_changed(
             emit.changed,
             emit.incarnation,
@@ -1220,6 +1334,7 @@ impl Run<'_> {
                     self.report_if_due().await;
                 }
             }
+            self.list_folders(&mut tree).await?;
             // The v2 listings and bulk bodies carry no labels, and a label change creates no
             // version: one CQL pass with labels only (250 items a request) tells them.
             let cql = CqlQuery::content_in_space(self.space_key()?);
@@ -1237,6 +1352,32 @@ impl Run<'_> {
         Ok(tree)
     }
 
+    /// The folders above the listed pages (Cloud), one request each, up to the space's root:
+    /// a page's path and ancestors run through them. A folder Confluence does not show (gone
+    /// since the listing, or hidden) ends its branch of the chain.
+    async fn list_folders(&mut self, tree: &mut Tree) -> Result<(), FetcherError> {
+        let mut missing = BTreeSet::new();
+        loop {
+            let unknown: Vec<PageId> = tree
+                .unknown_folders()
+                .into_iter()
+                .filter(|folder| !missing.contains(folder))
+                .collect();
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            for folder in unknown {
+                match self.client.folder(&folder).await {
+                    Ok(found) => tree.insert_folder(&found),
+                    Err(error) if error.is_not_found() => {
+                        missing.insert(folder);
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
+
     async fn full(&mut self) -> Result<(), FetcherError> {
         let started_at = self.progress.started_at;
         let known = self.fetcher.state.records(&self.site.source).await?;
@@ -1248,6 +1389,7 @@ impl Run<'_> {
             self.list_and_fetch(&known).await?
         };
         self.reconcile(&tree, &known).await?;
+        self.reread_includers().await?;
         let state = &self.fetcher.state;
         state.set_reconciled(&self.site.source, started_at).await?;
         state
@@ -1277,6 +1419,7 @@ impl Run<'_> {
                     page_info::comments_fingerprint(listed.get(id).unwrap_or(&no_comments));
                 let attached =
                     listed_attachments_fingerprint(attachments.get(id).unwrap_or(&no_attachments));
+                let ancestry = page_info::ancestry_fingerprint(&tree.ancestors(id));
                 incarnation_to_emit(
                     known.get(id),
                     version,
@@ -1285,6 +1428,8 @@ impl Run<'_> {
                         labels: tree.labels(id),
                         comments: Some(&comments),
                         attachments: Some(&attached),
+                        ancestry: Some(&ancestry),
+                        included: None,
                     },
                 )
                 .map(|incarnation| (id.clone(), incarnation))
@@ -1511,6 +1656,27 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Reads again the pages recorded as including a page of the source whose recorded version
+    /// (or life) differs from the one they were emitted with: an included page changed (or
+    /// went) without a version of theirs.
+    async fn reread_includers(&mut self) -> Result<(), FetcherError> {
+        let records = self.fetcher.state.records(&self.site.source).await?;
+        let stale = includes::stale_includers(
+            records.iter().filter_map(|(page, record)| {
+                record
+                    .included
+                    .as_ref()
+                    .filter(|_| record.live_version().is_some())
+                    .map(|included| (page, included))
+            }),
+            |page| records.get(page).map(PageRecord::live_version),
+        );
+        if !stale.is_empty() {
+            tracing::info!(run_id = %self.run_id, includers = stale.len(), "reading again the pages whose included pages changed");
+        }
+        self.read_again(stale, INCLUDED_CHANGED).await
+    }
+
     /// Runs a CQL search with bodies and emits what differs from what was emitted; returns what
     /// it saw.
     async fn search_and_emit(
@@ -1555,12 +1721,14 @@ impl Run<'_> {
             .metadata
             .as_ref()
             .is_some_and(|m| m.labels.is_some());
+        let ancestry = page_info::ancestry_fingerprint(&changed.page.ancestors);
         let incarnation = incarnation_to_emit(
             known.get(&content.id),
             changed.page.version,
             &changed.page.path,
             Facts {
                 labels: labels_known.then_some(labels.as_slice()),
+                ancestry: Some(&ancestry),
                 ..Facts::default()
             },
         )?;
@@ -1639,6 +1807,7 @@ impl Run<'_> {
                 .set_reconciled(&self.site.source, started_at)
                 .await?;
         }
+        self.reread_includers().await?;
         self.fetcher
             .state
             .set_failed_pages(&self.site.source, &self.failed)

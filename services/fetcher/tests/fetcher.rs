@@ -2365,3 +2365,347 @@ async fn attachments_are_extracted_once_per_version_and_travel_with_their_page()
             .any(|a| a.file_name == "faq.txt")
     );
 }
+
+/// A folder (Cloud) created under `parent` (a page or folder; none: the homepage).
+async fn folder(h: &Harness, title: &str, parent: Option<u64>) -> u64 {
+    h.sim
+        .handle
+        .create_folder(CreatePage {
+            title: title.into(),
+            parent_id: parent,
+            ..CreatePage::default()
+        })
+        .await
+        .expect("create folder")
+        .0
+        .id
+}
+
+/// A page created under `parent` with `body`.
+async fn page_under(h: &Harness, title: &str, parent: Option<u64>, body: &str) -> u64 {
+    h.sim
+        .handle
+        .create(CreatePage {
+            title: title.into(),
+            parent_id: parent,
+            body: Some(body.into()),
+            ..CreatePage::default()
+        })
+        .await
+        .expect("create page")
+        .0
+        .id
+}
+
+fn ancestor_titles(event: &Envelope<PageChanged>) -> Vec<String> {
+    event
+        .data
+        .page
+        .ancestors
+        .iter()
+        .map(|a| a.title.clone().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_under_folders_have_paths_through_them_and_follow_a_folder_s_rename_and_move() {
+    let h = harness(6).await;
+    let home = h
+        .sim
+        .handle
+        .homepage(h.sim.handle.space_id())
+        .expect("home");
+    let outer = folder(&h, "Handbook", None).await;
+    let inner = folder(&h, "Runbooks", Some(outer)).await;
+    let deep = page_under(&h, "Restart the cluster", Some(inner), "<p>deep</p>").await;
+    let shallow = page_under(&h, "Team charter", Some(outer), "<p>shallow</p>").await;
+
+    // A full sync reads the folders above the listed pages (the v2 listing names them as
+    // parents): paths and ancestors run through them; folders are not indexed.
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    h.sync(SyncMode::Full).await;
+    let emitted = ids(&changed.drain().await);
+    assert!(!emitted.contains(&PageId::from(outer)) && !emitted.contains(&PageId::from(inner)));
+    let event = last_changed(&h, deep).await;
+    assert_eq!(
+        event.data.page.path,
+        format!("/{home}/{outer}/{inner}/{deep}")
+    );
+    assert_eq!(
+        ancestor_titles(&event),
+        ["Engineering Home", "Handbook", "Runbooks"]
+    );
+    assert_eq!(
+        last_changed(&h, shallow).await.data.page.path,
+        format!("/{home}/{outer}/{shallow}")
+    );
+    // A page created under a folder comes through its webhook with the same path (v1 ancestors
+    // hold the folders).
+    let hinted = page_under(&h, "Rotate the keys", Some(inner), "<p>keys</p>").await;
+    h.fetcher
+        .hint(&hint_of(&h, hinted, HintReason::Changed, "page_created"))
+        .await
+        .expect("hint");
+    assert_eq!(
+        last_changed(&h, hinted).await.data.page.path,
+        format!("/{home}/{outer}/{inner}/{hinted}")
+    );
+
+    // A rename of a folder sends no webhook and keeps the pages' versions and paths: the next
+    // reconciliation gives the pages below it their new ancestors.
+    h.sim
+        .handle
+        .edit(
+            outer,
+            EditPage {
+                title: Some("Handbook 2027".into()),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("rename folder");
+    let run = h.reconcile().await;
+    assert_eq!(run.pages_changed, 3, "{run:?}");
+    assert_eq!(
+        ancestor_titles(&last_changed(&h, deep).await),
+        ["Engineering Home", "Handbook 2027", "Runbooks"]
+    );
+
+    // A move of a folder: a hint naming the folder sends each page recorded under it through
+    // again, with its new path.
+    h.sim
+        .handle
+        .move_page(
+            inner,
+            MovePage {
+                parent_id: Some(home),
+            },
+        )
+        .await
+        .expect("move folder");
+    let mut hints = Tap::open(&h, EventKind::PageHinted).await;
+    let mut folder_hint = hint_of(&h, inner, HintReason::Changed, "content_updated");
+    folder_hint.version = None;
+    h.fetcher.hint(&folder_hint).await.expect("folder hint");
+    let hinted_pages = ids(&hints.drain().await);
+    assert_eq!(
+        hinted_pages,
+        [PageId::from(deep), PageId::from(hinted)].into()
+    );
+    for page in [deep, hinted] {
+        h.fetcher
+            .hint(&hint_of(&h, page, HintReason::Changed, "ancestor_moved"))
+            .await
+            .expect("page hint");
+        assert_eq!(
+            last_changed(&h, page).await.data.page.path,
+            format!("/{home}/{inner}/{page}")
+        );
+    }
+    // And back, found by a full sync alone.
+    h.sim
+        .handle
+        .move_page(
+            inner,
+            MovePage {
+                parent_id: Some(outer),
+            },
+        )
+        .await
+        .expect("move folder back");
+    let full = h.sync(SyncMode::Full).await;
+    assert_eq!(full.pages_changed, 2, "{full:?}");
+    assert_eq!(
+        last_changed(&h, deep).await.data.page.path,
+        format!("/{home}/{outer}/{inner}/{deep}")
+    );
+}
+
+#[tokio::test]
+async fn a_trashed_folder_takes_its_pages_out_by_their_webhooks_or_the_next_sync() {
+    let h = harness(6).await;
+    let handbook = folder(&h, "Handbook", None).await;
+    let inner = folder(&h, "Runbooks", Some(handbook)).await;
+    let first = page_under(&h, "On call", Some(handbook), "<p>a</p>").await;
+    let second = page_under(&h, "Escalation", Some(inner), "<p>b</p>").await;
+    let outside = page_under(&h, "Elsewhere", None, "<p>c</p>").await;
+    h.sync(SyncMode::Full).await;
+
+    // Cloud trashes what a deleted folder holds: one page_trashed webhook per page.
+    let (_, deliveries) = h.sim.handle.trash_folder(handbook).await.expect("trash");
+    assert!(deliveries.is_empty(), "no webhook target configured");
+    for page in [first, second] {
+        assert_eq!(
+            h.sim.handle.page(page).expect("page").status,
+            confluence_sim::PageStatus::Trashed
+        );
+    }
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    h.fetcher
+        .hint(&hint_of(&h, first, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("removal hint");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(first)].into());
+    // The webhook of the other page was lost: the next sync deletes it.
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(run.pages_deleted, 1, "{run:?}");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(second)].into());
+    assert!(recorded(&h, second).await.deleted);
+    assert!(recorded(&h, outside).await.live_version().is_some());
+}
+
+fn include_macro(title: &str) -> String {
+    format!(
+        "<ac:structured-macro ac:name=\"include\" ac:schema-version=\"1\"><ac:parameter \
+         ac:name=\"\"><ac:link><ri:page ri:content-title=\"{title}\" /></ac:link></ac:parameter>\
+         </ac:structured-macro>"
+    )
+}
+
+fn included_titles(event: &Envelope<PageChanged>) -> Vec<(String, bool)> {
+    event
+        .data
+        .included
+        .iter()
+        .map(|page| {
+            (
+                page.title.clone(),
+                matches!(
+                    page.content,
+                    pagestream_events::IncludedContent::Found { .. }
+                ),
+            )
+        })
+        .collect()
+}
+
+fn markdown(event: &Envelope<PageChanged>) -> String {
+    pagestream_converter::convert_page(&event.data)
+        .expect("converts")
+        .markdown
+}
+
+#[tokio::test]
+async fn included_pages_travel_with_their_includers_and_an_edit_of_one_converts_them_again() {
+    let h = harness(6).await;
+    // A includes B and the glossary's excerpt; B includes A (a cycle) and C; C includes D; D
+    // includes E, past the depth cap.
+    let a = page_under(
+        &h,
+        "Alpha",
+        None,
+        &format!(
+            "<p>Alpha text.</p>{}<ac:structured-macro ac:name=\"excerpt-include\"><ac:parameter \
+             ac:name=\"\"><ac:link><ri:page ri:content-title=\"Glossary\" /></ac:link>\
+             </ac:parameter></ac:structured-macro>",
+            include_macro("Bravo")
+        ),
+    )
+    .await;
+    let b = page_under(
+        &h,
+        "Bravo",
+        None,
+        &format!(
+            "<p>Bravo text one.</p>{}{}",
+            include_macro("Alpha"),
+            include_macro("Charlie")
+        ),
+    )
+    .await;
+    page_under(
+        &h,
+        "Charlie",
+        None,
+        &format!("<p>Charlie text.</p>{}", include_macro("Delta")),
+    )
+    .await;
+    page_under(
+        &h,
+        "Delta",
+        None,
+        &format!("<p>Delta text.</p>{}", include_macro("Echo")),
+    )
+    .await;
+    page_under(&h, "Echo", None, "<p>Echo text.</p>").await;
+    page_under(
+        &h,
+        "Glossary",
+        None,
+        "<p>Not shown.</p><ac:structured-macro ac:name=\"excerpt\"><ac:rich-text-body><p>A \
+         wombat is a deploy unit.</p></ac:rich-text-body></ac:structured-macro>",
+    )
+    .await;
+    h.sync(SyncMode::Full).await;
+    let event = last_changed(&h, a).await;
+    assert_eq!(
+        included_titles(&event),
+        [
+            ("Bravo".to_owned(), true),
+            ("Glossary".to_owned(), true),
+            ("Charlie".to_owned(), true),
+            ("Delta".to_owned(), true),
+        ],
+        "each page once, the page itself never, three levels deep"
+    );
+    assert_eq!(
+        markdown(&event),
+        "Alpha text.\n\nBravo text one.\n\n_Included page: Alpha_\n\nCharlie text.\n\nDelta text.\n\n\
+         _Included page: Echo_\n\nA wombat is a deploy unit.\n"
+    );
+    let version = event.data.page.version;
+
+    // An edit of B, through its webhook: B is emitted, and A is hinted and converted again with
+    // B's new text, under its own version.
+    let edit = |text: &'static str| EditPage {
+        body: Some(format!(
+            "<p>{text}</p>{}{}",
+            include_macro("Alpha"),
+            include_macro("Charlie")
+        )),
+        ..EditPage::default()
+    };
+    h.sim
+        .handle
+        .edit(b, edit("Bravo text two."))
+        .await
+        .expect("edit");
+    let mut hints = Tap::open(&h, EventKind::PageHinted).await;
+    h.fetcher
+        .hint(&hint_of(&h, b, HintReason::Changed, "page_updated"))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&hints.drain().await), [PageId::from(a)].into());
+    let mut hint = hint_of(&h, a, HintReason::Changed, "included_changed");
+    hint.version = None;
+    h.fetcher.hint(&hint).await.expect("includer hint");
+    let event = last_changed(&h, a).await;
+    assert_eq!(event.data.page.version, version);
+    assert!(
+        markdown(&event).contains("Bravo text two."),
+        "{}",
+        markdown(&event)
+    );
+    let incarnation = event.data.page.incarnation;
+    assert!(incarnation > 0);
+
+    // An edit without a webhook: the incremental sync that emits B reads A again.
+    h.sim
+        .handle
+        .edit(b, edit("Bravo text three."))
+        .await
+        .expect("edit");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(run.pages_changed, 2, "{run:?}");
+    let event = last_changed(&h, a).await;
+    assert!(markdown(&event).contains("Bravo text three."));
+    assert!(event.data.page.incarnation > incarnation);
+
+    // The included page trashed: A shows the marker after the next sync.
+    h.sim.handle.trash(b).await.expect("trash");
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!((run.pages_deleted, run.pages_changed), (1, 1), "{run:?}");
+    let text = markdown(&last_changed(&h, a).await);
+    assert!(text.contains("_Included page: Bravo_"), "{text}");
+    assert!(!text.contains("Bravo text"));
+}

@@ -269,7 +269,25 @@ impl SimHandle {
         .await
     }
 
-    /// Edits a page or a blog post (`page_updated` or `blog_updated`).
+    /// Creates a folder (Cloud) under a page or folder (`parent_id`), or under the homepage; no
+    /// webhook (Cloud sends none for folders).
+    pub async fn create_folder(&self, request: CreatePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| {
+            s.create_folder(request)
+        })
+        .await
+    }
+
+    /// Trashes a folder and everything under it: a `page_trashed` webhook for each page.
+    pub async fn trash_folder(
+        &self,
+        id: u64,
+    ) -> Result<(SimPage, Vec<WebhookDelivery>), MutationError> {
+        server::trash_folder(&self.shared, id).await
+    }
+
+    /// Edits a page or a blog post (`page_updated` or `blog_updated`), or renames a folder (no
+    /// webhook).
     pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
         server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| {
             s.edit(id, request)
