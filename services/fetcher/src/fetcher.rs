@@ -372,6 +372,7 @@ impl Fetcher {
             reported_at: 0,
             failed: BTreeSet::new(),
             emitted: HashSet::new(),
+            resolver: Arc::default(),
             progress: SyncProgress::new(
                 request.source.clone(),
                 request.run_id,
@@ -428,7 +429,13 @@ impl Fetcher {
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
         let emitted = self
-            .apply_hint(hint, &source.client, &source.site, None)
+            .apply_hint(
+                hint,
+                &source.client,
+                &source.site,
+                None,
+                &includes::Resolver::default(),
+            )
             .await?;
         // The pages that include this one are converted again with what it holds now: after an
         // emit, by its recorded state; for a page the source does not hold (another space's,
@@ -470,17 +477,18 @@ impl Fetcher {
         client: &ConfluenceClient,
         site: &Site,
         run_id: Option<Uuid>,
+        resolver: &includes::Resolver,
     ) -> Result<bool, FetcherError> {
         let mut published = None;
         for _ in 0..HINT_ATTEMPTS {
             let read = self.state.read_record(&hint.source, &hint.page_id).await?;
             let decided = match hint.reason {
                 HintReason::Changed => {
-                    self.decide_change(hint, client, site, run_id, &read, published)
+                    self.decide_change(hint, client, site, run_id, &read, published, resolver)
                         .await?
                 }
                 HintReason::Removed => {
-                    self.decide_removal(hint, client, site, run_id, &read, published)
+                    self.decide_removal(hint, client, site, run_id, &read, published, resolver)
                         .await?
                 }
             };
@@ -500,6 +508,7 @@ impl Fetcher {
 
     /// A change hint: fetch the page and emit it if it changed; a page gone from the source
     /// leaves it only through a removal hint or a sync, unless it moved to another space.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_change(
         &self,
         hint: &PageHinted,
@@ -508,6 +517,7 @@ impl Fetcher {
         run_id: Option<Uuid>,
         read: &RecordRead,
         published: Option<u64>,
+        resolver: &includes::Resolver,
     ) -> Result<Decided, FetcherError> {
         let record = read.record.as_ref();
         let known = record.and_then(PageRecord::live_version);
@@ -622,7 +632,9 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         let attachments_fingerprint = attachments.as_deref().map(listed_attachments_fingerprint);
-        changed.included = includes::resolve(client, &changed.page, &changed.body_storage).await?;
+        changed.included = resolver
+            .resolve(client, &changed.page, &changed.body_storage)
+            .await?;
         let included = includes::versions(&changed.included);
         let ancestry = page_info::ancestry_fingerprint(&changed.page.ancestors);
         let emit = incarnation_to_emit(
@@ -676,6 +688,7 @@ impl Fetcher {
     }
 
     /// A removal hint: confirm the page is gone and emit its deletion.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_removal(
         &self,
         hint: &PageHinted,
@@ -684,6 +697,7 @@ impl Fetcher {
         run_id: Option<Uuid>,
         read: &RecordRead,
         published: Option<u64>,
+        resolver: &includes::Resolver,
     ) -> Result<Decided, FetcherError> {
         // What the fetcher emitted knows the type best; the webhook's word otherwise.
         let content_type = read
@@ -708,7 +722,7 @@ impl Fetcher {
             // This hint's deletion went out, then the page came back (a restore that raced it):
             // the page is emitted again, over that deletion.
             Presence::Present => {
-                self.decide_change(hint, client, site, run_id, read, published)
+                self.decide_change(hint, client, site, run_id, read, published, resolver)
                     .await
             }
         }
@@ -925,6 +939,7 @@ impl Fetcher {
         site: &Site,
         mut emit: PageToEmit,
         run_id: Uuid,
+        resolver: &includes::Resolver,
     ) -> Result<(), FetcherError> {
         let comments_known = if emit.comments_known {
             true
@@ -941,8 +956,9 @@ impl Fetcher {
         emit.changed.attachments = self
             .attachment_texts(client, site, attachments.unwrap_or_default())
             .await?;
-        emit.changed.included =
-            includes::resolve(client, &emit.changed.page, &emit.changed.body_storage).await?;
+        emit.changed.included = resolver
+            .resolve(client, &emit.changed.page, &emit.changed.body_storage)
+            .await?;
         self.emit_changed(
             emit.changed,
             emit.incarnation,
@@ -1248,6 +1264,8 @@ struct Run<'a> {
     failed: BTreeSet<PageId>,
     /// Pages this run emitted (with their comments as they stood).
     emitted: HashSet<PageId>,
+    /// The pages included by this run's pages, fetched once for all of them.
+    resolver: Arc<includes::Resolver>,
 }
 
 impl Run<'_> {
@@ -1544,6 +1562,20 @@ impl Run<'_> {
         for (page, error) in bulk.too_large {
             self.page_failed(&page, error.into())?;
         }
+        // The pages these include, in bulk, before each resolves its own.
+        let bodies = bulk
+            .pages
+            .iter()
+            .filter_map(|page| page.storage().map(str::to_owned))
+            .collect();
+        self.resolver
+            .prefetch(
+                &self.client,
+                &self.site.space_key,
+                &tree.page_titles(),
+                bodies,
+            )
+            .await?;
         let changes: Vec<_> = bulk
             .pages
             .iter()
@@ -1641,7 +1673,13 @@ impl Run<'_> {
             };
             match self
                 .fetcher
-                .apply_hint(&hint, &self.client, &self.site, Some(self.run_id))
+                .apply_hint(
+                    &hint,
+                    &self.client,
+                    &self.site,
+                    Some(self.run_id),
+                    &self.resolver,
+                )
                 .await
             {
                 Ok(true) => {
@@ -1886,12 +1924,20 @@ impl Run<'_> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
         // The run's own (cheap) copies: emitting borrows them while the run counts outcomes.
-        let (client, site) = (self.client.clone(), self.site.clone());
-        let (client, site) = (&client, &site);
+        let (client, site, resolver) = (
+            self.client.clone(),
+            self.site.clone(),
+            self.resolver.clone(),
+        );
+        let (client, site, resolver) = (&client, &site, &*resolver);
         let mut outcomes =
             futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
                 let outcome = match changed {
-                    Ok(emit) => fetcher.complete_and_emit(client, site, emit, run_id).await,
+                    Ok(emit) => {
+                        fetcher
+                            .complete_and_emit(client, site, emit, run_id, resolver)
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 (id, outcome)

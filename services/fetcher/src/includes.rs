@@ -5,7 +5,8 @@
 //! event carries is recorded with the page (`PageRecord::included`: each included page's id and
 //! version), so that a change of an included page sends the pages that include it through again.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 
 use pagestream_confluence::{ConfluenceClient, SpaceKey};
 use pagestream_events::{IncludedContent, IncludedPage, MAX_INCLUDE_DEPTH, PageId, PageInfo};
@@ -102,61 +103,176 @@ fn attribute(element: &BytesStart<'_>, name: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// The included pages of a page (its space, title and body), to [`MAX_INCLUDE_DEPTH`] levels,
-/// each once, the page itself never (an include of it, however deep, is a cycle). A page that is
-/// not found (deleted, or hidden from the API user) or would pass the bounds is carried as
-/// missing; a failure that may pass fails the page (it is tried again).
-pub(crate) async fn resolve(
-    client: &ConfluenceClient,
-    page: &PageInfo,
-    storage: &str,
-) -> Result<Vec<IncludedPage>, FetcherError> {
-    let space_key = page.space_key.as_str();
-    let mut included: Vec<IncludedPage> = Vec::new();
-    let mut seen: HashSet<(String, String)> =
-        HashSet::from([(space_key.to_owned(), page.title.clone())]);
-    let mut bytes = 0usize;
-    // (space of the page holding the macros, its body), one level at a time.
-    let mut level: Vec<(String, String)> = vec![(space_key.to_owned(), storage.to_owned())];
-    for _ in 0..MAX_INCLUDE_DEPTH {
-        let mut next = Vec::new();
-        for (holder_space, body) in &level {
-            for target in targets(body) {
-                let space = target.space_key.unwrap_or_else(|| holder_space.clone());
-                if !seen.insert((space.clone(), target.title.clone())) {
-                    continue;
-                }
-                let content = if included.len() >= MAX_INCLUDED_PAGES {
-                    IncludedContent::Missing(format!(
-                        "over the bound of {MAX_INCLUDED_PAGES} included pages"
-                    ))
-                } else {
-                    fetch(client, &space, &target.title, &mut bytes).await?
-                };
-                if let IncludedContent::Found { body_storage, .. } = &content {
-                    next.push((space.clone(), body_storage.clone()));
-                }
-                included.push(IncludedPage {
-                    space_key: space,
-                    title: target.title,
-                    content,
-                });
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        level = next;
-    }
-    Ok(included)
+/// Included pages found so far, by space and title: a sync run shares one among its pages (a
+/// page included by many is fetched once), a hint uses its own.
+#[derive(Default)]
+pub(crate) struct Resolver {
+    found: Mutex<HashMap<(String, String), IncludedContent>>,
 }
 
-/// One included page by space and title, counted against the bytes already carried.
+impl Resolver {
+    fn cached(&self, key: &(String, String)) -> Option<IncludedContent> {
+        self.found.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember(&self, key: (String, String), content: IncludedContent) {
+        if let Ok(mut found) = self.found.lock() {
+            found.insert(key, content);
+        }
+    }
+
+    /// Fetches in bulk (v2, 250 a request) the pages of `space_key` that `bodies` include, and
+    /// those these include, [`MAX_INCLUDE_DEPTH`] levels deep, finding their ids by title in
+    /// `titles` (the space's listing): a full sync then resolves its pages' includes from here.
+    /// Pages of other spaces, and titles the listing does not hold, are looked up one by one
+    /// when a page needs them.
+    pub async fn prefetch(
+        &self,
+        client: &ConfluenceClient,
+        space_key: &str,
+        titles: &HashMap<String, PageId>,
+        bodies: Vec<String>,
+    ) -> Result<(), FetcherError> {
+        let mut level = bodies;
+        for _ in 0..MAX_INCLUDE_DEPTH {
+            let mut wanted: BTreeMap<PageId, String> = BTreeMap::new();
+            for body in &level {
+                for target in targets(body) {
+                    if target
+                        .space_key
+                        .as_deref()
+                        .is_some_and(|space| space != space_key)
+                    {
+                        continue;
+                    }
+                    let key = (space_key.to_owned(), target.title);
+                    if self.cached(&key).is_some() {
+                        continue;
+                    }
+                    if let Some(id) = titles.get(&key.1) {
+                        wanted.insert(id.clone(), key.1);
+                    }
+                }
+            }
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<PageId> = wanted.keys().cloned().collect();
+            let bulk = client.pages_by_id(&ids).await?;
+            level = Vec::with_capacity(bulk.pages.len());
+            for page in bulk.pages {
+                // A page renamed since the listing is looked up by its title when needed.
+                let Some(body) = page
+                    .storage()
+                    .filter(|_| wanted.get(&page.id) == Some(&page.title))
+                else {
+                    continue;
+                };
+                level.push(body.to_owned());
+                self.remember(
+                    (space_key.to_owned(), page.title.clone()),
+                    IncludedContent::Found {
+                        page_id: page.id.clone(),
+                        version: page.version_number(),
+                        body_storage: body.to_owned(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The included pages of a page (its space, title and body), to [`MAX_INCLUDE_DEPTH`]
+    /// levels, each once, the page itself never (an include of it, however deep, is a cycle).
+    /// A page that is not found (deleted, or hidden from the API user) or would pass the bounds
+    /// is carried as missing; a failure that may pass fails the page (it is tried again).
+    pub async fn resolve(
+        &self,
+        client: &ConfluenceClient,
+        page: &PageInfo,
+        storage: &str,
+    ) -> Result<Vec<IncludedPage>, FetcherError> {
+        let space_key = page.space_key.as_str();
+        let mut included: Vec<IncludedPage> = Vec::new();
+        let mut seen: HashSet<(String, String)> =
+            HashSet::from([(space_key.to_owned(), page.title.clone())]);
+        let mut bytes = 0usize;
+        // (space of the page holding the macros, its body), one level at a time.
+        let mut level: Vec<(String, String)> = vec![(space_key.to_owned(), storage.to_owned())];
+        for _ in 0..MAX_INCLUDE_DEPTH {
+            let mut next = Vec::new();
+            for (holder_space, body) in &level {
+                for target in targets(body) {
+                    let space = target.space_key.unwrap_or_else(|| holder_space.clone());
+                    let key = (space, target.title);
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
+                    let content = if included.len() >= MAX_INCLUDED_PAGES {
+                        IncludedContent::Missing(format!(
+                            "over the bound of {MAX_INCLUDED_PAGES} included pages"
+                        ))
+                    } else {
+                        let found = match self.cached(&key) {
+                            Some(found) => found,
+                            None => {
+                                let found = fetch(client, &key.0, &key.1).await?;
+                                self.remember(key.clone(), found.clone());
+                                found
+                            }
+                        };
+                        within_bound(found, &mut bytes)
+                    };
+                    if let IncludedContent::Found { body_storage, .. } = &content {
+                        next.push((key.0.clone(), body_storage.clone()));
+                    }
+                    included.push(IncludedPage {
+                        space_key: key.0,
+                        title: key.1,
+                        content,
+                    });
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(included)
+    }
+}
+
+/// A found page, unless it would take the page's included bytes past [`MAX_INCLUDED_BYTES`].
+fn within_bound(content: IncludedContent, bytes: &mut usize) -> IncludedContent {
+    match content {
+        IncludedContent::Found { body_storage, .. }
+            if *bytes + body_storage.len() > MAX_INCLUDED_BYTES =>
+        {
+            IncludedContent::Missing(format!(
+                "over the bound of {MAX_INCLUDED_BYTES} bytes of included content"
+            ))
+        }
+        IncludedContent::Found {
+            page_id,
+            version,
+            body_storage,
+        } => {
+            *bytes += body_storage.len();
+            IncludedContent::Found {
+                page_id,
+                version,
+                body_storage,
+            }
+        }
+        missing => missing,
+    }
+}
+
+/// One included page by space and title (v1).
 async fn fetch(
     client: &ConfluenceClient,
     space: &str,
     title: &str,
-    bytes: &mut usize,
 ) -> Result<IncludedContent, FetcherError> {
     let Ok(key) = SpaceKey::new(space) else {
         return Ok(IncludedContent::Missing("invalid space key".into()));
@@ -172,12 +288,6 @@ async fn fetch(
     let Some(body) = page.storage() else {
         return Ok(IncludedContent::Missing("no storage body".into()));
     };
-    if *bytes + body.len() > MAX_INCLUDED_BYTES {
-        return Ok(IncludedContent::Missing(format!(
-            "over the bound of {MAX_INCLUDED_BYTES} bytes of included content"
-        )));
-    }
-    *bytes += body.len();
     Ok(IncludedContent::Found {
         page_id: page.id.clone(),
         version: page.version_number(),

@@ -130,6 +130,15 @@ impl Tree {
             .collect()
     }
 
+    /// The listed pages (not blog posts) by title, as include macros name them.
+    pub fn page_titles(&self) -> HashMap<String, PageId> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.content_type == ContentType::Page)
+            .map(|(id, node)| (node.title.clone(), id.clone()))
+            .collect()
+    }
+
     /// Records a listed page's labels (sorted).
     pub fn set_labels(&mut self, id: &PageId, labels: Vec<String>) {
         if let Some(node) = self.nodes.get_mut(id) {
