@@ -6,6 +6,10 @@
 //! content (script, style, iframe, object) or `javascript:`/`vbscript:`/non-image `data:` URLs, and
 //! any input, however deep, large or malformed, gives a result or a [`ConvertError`], never a
 //! panic or unbounded recursion.
+//!
+//! [`convert_page`] also shows what the fetcher carried with the page: the pages its `include`
+//! and `excerpt-include` macros name, in place of each macro ([`convert_including`]), then its
+//! comments and its attachments' text.
 
 mod analyze;
 mod emoticon;

@@ -67,15 +67,16 @@ pub(crate) fn targets(storage: &str) -> Vec<Target> {
                 });
                 macros.push(include);
             }
-        } else if name.as_ref() == "ri:page" && macros.last() == Some(&true) {
-            if let Some(title) = attribute(&element, "ri:content-title") {
-                let target = Target {
-                    space_key: attribute(&element, "ri:space-key"),
-                    title,
-                };
-                if !found.contains(&target) {
-                    found.push(target);
-                }
+        } else if name.as_ref() == "ri:page"
+            && macros.last() == Some(&true)
+            && let Some(title) = attribute(&element, "ri:content-title")
+        {
+            let target = Target {
+                space_key: attribute(&element, "ri:space-key"),
+                title,
+            };
+            if !found.contains(&target) {
+                found.push(target);
             }
         }
     }
