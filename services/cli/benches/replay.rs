@@ -62,6 +62,7 @@ fn page_events(
         body_storage: format!("<p>{markdown}</p>"),
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     });
     let converted = Envelope::new(PageConverted {
         page,

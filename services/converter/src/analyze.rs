@@ -9,6 +9,7 @@ use markup5ever_rcdom::{Handle, NodeData};
 use pagestream_events::{ContentMetadata, Include, InternalLink, PageId};
 
 use crate::ConvertOptions;
+use crate::include::{INCLUDED, is_include_macro};
 use crate::jira::{self, push_unique};
 use crate::parse::element_name;
 use crate::url::{UrlUse, encode_path_segment, sanitize_url};
@@ -129,10 +130,6 @@ pub fn is_file_macro(name: &str) -> bool {
     )
 }
 
-fn is_include_macro(name: &str) -> bool {
-    matches!(name, "include" | "excerpt-include")
-}
-
 /// Elements whose text is code, not prose: no Jira keys are looked for there.
 fn is_code_element(name: &str) -> bool {
     matches!(
@@ -151,35 +148,41 @@ pub fn analyze(document: &Handle, options: &ConvertOptions) -> ContentMetadata {
         options,
         metadata: ContentMetadata::default(),
     };
-    // (node, inside code)
-    let mut stack = vec![(document.clone(), false)];
-    while let Some((node, in_code)) = stack.pop() {
-        match &node.data {
-            NodeData::Text { contents } if !in_code => {
-                // Confluence pads prose with no-break spaces; Markdown wants plain ones.
-                if contents.borrow().contains('\u{a0}') {
-                    let plain = contents.borrow().replace('\u{a0}', " ");
-                    *contents.borrow_mut() = StrTendril::from(plain);
-                }
-                jira::keys_in_text(&contents.borrow(), &mut collector.metadata.jira_issue_links);
-            }
-            NodeData::Element { .. } | NodeData::Document => {
-                normalize_children(&node);
-                let name = element_name(&node).clone();
-                let descend = collector.element(&node, &name);
-                if descend {
-                    let in_code = in_code || is_code_element(&name);
-                    let children = node.children.borrow();
-                    stack.extend(children.iter().rev().map(|child| (child.clone(), in_code)));
-                }
-            }
-            _ => {}
-        }
-    }
+    collector.walk(document);
     collector.metadata
 }
 
 impl Collector<'_> {
+    /// Records what the subtree of `root` says, without recursion (included pages aside, whose
+    /// depth is bounded).
+    fn walk(&mut self, root: &Handle) {
+        // (node, inside code)
+        let mut stack = vec![(root.clone(), false)];
+        while let Some((node, in_code)) = stack.pop() {
+            match &node.data {
+                NodeData::Text { contents } if !in_code => {
+                    // Confluence pads prose with no-break spaces; Markdown wants plain ones.
+                    if contents.borrow().contains('\u{a0}') {
+                        let plain = contents.borrow().replace('\u{a0}', " ");
+                        *contents.borrow_mut() = StrTendril::from(plain);
+                    }
+                    jira::keys_in_text(&contents.borrow(), &mut self.metadata.jira_issue_links);
+                }
+                NodeData::Element { .. } | NodeData::Document => {
+                    normalize_children(&node);
+                    let name = element_name(&node).clone();
+                    let descend = self.element(&node, &name);
+                    if descend {
+                        let in_code = in_code || is_code_element(&name);
+                        let children = node.children.borrow();
+                        stack.extend(children.iter().rev().map(|child| (child.clone(), in_code)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Records what `node` says; false when its subtree holds nothing more to record.
     fn element(&mut self, node: &Handle, name: &str) -> bool {
         match name {
@@ -240,7 +243,11 @@ impl Collector<'_> {
                         self.metadata.includes.push(include);
                     }
                 }
-                // Its only content is the reference, recorded above.
+                // Its own content is the reference, recorded above; the page it pulls in, if
+                // the fetcher carried it, is read like the page's own.
+                if let Some(included) = first_child_named(node, INCLUDED) {
+                    self.walk(&included);
+                }
                 false
             }
             name if is_file_macro(name) => {

@@ -6,9 +6,14 @@
 //! content (script, style, iframe, object) or `javascript:`/`vbscript:`/non-image `data:` URLs, and
 //! any input, however deep, large or malformed, gives a result or a [`ConvertError`], never a
 //! panic or unbounded recursion.
+//!
+//! [`convert_page`] also shows what the fetcher carried with the page: the pages its `include`
+//! and `excerpt-include` macros name, in place of each macro ([`convert_including`]), then its
+//! comments and its attachments' text.
 
 mod analyze;
 mod emoticon;
+mod include;
 mod jira;
 mod parse;
 mod render;
@@ -16,8 +21,8 @@ mod text;
 mod url;
 
 use pagestream_events::{
-    AttachmentText, CommentLocation, ContentMetadata, PageAttachment, PageChanged, PageComment,
-    PageConverted, PageInfo,
+    AttachmentText, CommentLocation, ContentMetadata, IncludedPage, PageAttachment, PageChanged,
+    PageComment, PageConverted, PageInfo,
 };
 
 pub use jira::is_valid_issue_key;
@@ -108,8 +113,21 @@ impl ConvertOptions {
     }
 }
 
-/// Converts a storage-format body to Markdown and metadata.
+/// Converts a storage-format body to Markdown and metadata; include macros show a marker.
 pub fn convert(storage: &str, options: &ConvertOptions) -> Result<Conversion, ConvertError> {
+    convert_including(storage, options, &[])
+}
+
+/// [`convert`], with the pages that the body's include and excerpt-include macros name (and
+/// those that these include) shown in place of their macros,
+/// [`pagestream_events::MAX_INCLUDE_DEPTH`] levels deep,
+/// cycles broken; a page not among `included`, missing, or over the input bound (all included
+/// bodies together count against `max_input_bytes`) keeps the marker.
+pub fn convert_including(
+    storage: &str,
+    options: &ConvertOptions,
+    included: &[IncludedPage],
+) -> Result<Conversion, ConvertError> {
     let limit = options.limits.max_input_bytes;
     if storage.len() > limit {
         return Err(ConvertError::TooLarge {
@@ -117,13 +135,20 @@ pub fn convert(storage: &str, options: &ConvertOptions) -> Result<Conversion, Co
             limit,
         });
     }
-    let tree = parse::parse_storage(
-        storage,
-        parse::TreeLimits {
-            max_depth: options.limits.max_depth,
-            max_elements: options.limits.max_elements,
-        },
-    );
+    let limits = parse::TreeLimits {
+        max_depth: options.limits.max_depth,
+        max_elements: options.limits.max_elements,
+    };
+    let tree = parse::parse_storage(storage, limits);
+    if let Some(space_key) = &options.space_key {
+        include::expand(
+            &tree.document,
+            space_key,
+            included,
+            limits,
+            limit - storage.len(),
+        );
+    }
     let mut metadata = analyze::analyze(&tree.document, options);
     let markdown = render::render(&tree.document);
     metadata.word_count = text::word_count(&markdown);
@@ -157,7 +182,7 @@ pub fn convert_bytes(storage: &[u8], options: &ConvertOptions) -> Result<Convers
 /// the file), and shown with it.
 pub fn convert_page(page: &PageChanged) -> Result<PageConverted, ConvertError> {
     let options = ConvertOptions::for_page(&page.page);
-    let conversion = convert(&page.body_storage, &options)?;
+    let conversion = convert_including(&page.body_storage, &options, &page.included)?;
     let mut markdown = conversion.markdown;
     let mut metadata = conversion.metadata;
     let mut sections = Vec::new();

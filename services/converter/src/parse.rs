@@ -332,9 +332,19 @@ impl TreeBuilder {
     }
 }
 
-fn append(parent: &Handle, child: Handle) {
+pub fn append(parent: &Handle, child: Handle) {
     child.parent.set(Some(Rc::downgrade(parent)));
     parent.children.borrow_mut().push(child);
+}
+
+/// An element without attributes, for content the converter adds to the tree.
+pub fn new_element(name: &str) -> Handle {
+    Node::new(NodeData::Element {
+        name: QualName::new(None, ns!(html), LocalName::from(name)),
+        attrs: RefCell::new(Vec::new()),
+        template_contents: RefCell::new(None),
+        mathml_annotation_xml_integration_point: false,
+    })
 }
 
 fn lowercase_name(name: &str) -> LocalName {

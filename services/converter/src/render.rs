@@ -14,6 +14,7 @@ use crate::analyze::{
     user_id,
 };
 use crate::emoticon::emoticon_text;
+use crate::include::INCLUDED;
 use crate::parse::element_name;
 use crate::text::{escape_markdown, indent_continuation, prefix_lines, squash_whitespace};
 
@@ -173,20 +174,23 @@ fn macro_handler(handlers: &dyn Handlers, element: Element) -> Option<HandlerRes
                 None => String::new(),
             },
         },
-        "include" | "excerpt-include" => match included_page(node) {
-            Some((title, space)) => {
-                let what = if name == "include" {
-                    "Included page"
-                } else {
-                    "Included excerpt"
-                };
-                let space = space
-                    .map(|space| format!(" (space {})", escape_markdown(&space)))
-                    .unwrap_or_default();
-                block(&format!("_{what}: {}{space}_", escape_markdown(&title)))
+        "include" | "excerpt-include" => {
+            match (first_child_named(node, INCLUDED), included_page(node)) {
+                (Some(included), _) => block(&children(handlers, &included)),
+                (None, Some((title, space))) => {
+                    let what = if name == "include" {
+                        "Included page"
+                    } else {
+                        "Included excerpt"
+                    };
+                    let space = space
+                        .map(|space| format!(" (space {})", escape_markdown(&space)))
+                        .unwrap_or_default();
+                    block(&format!("_{what}: {}{space}_", escape_markdown(&title)))
+                }
+                (None, None) => String::new(),
             }
-            None => String::new(),
-        },
+        }
         // Navigation that Confluence computes, markup that would run as is, and embeds: nothing of
         // them is content.
         "toc" | "toc-zone-marker" | "children" | "pagetree" | "pagetreesearch" | "livesearch"

@@ -2,6 +2,8 @@
 
 #[path = "converter/golden.rs"]
 mod golden;
+#[path = "converter/includes.rs"]
+mod includes;
 #[path = "converter/limits.rs"]
 mod limits;
 #[path = "converter/page.rs"]

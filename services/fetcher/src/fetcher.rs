@@ -1,6 +1,6 @@
 //! Sync runs and hints: what to fetch, what to emit, and the state that makes it exactly-once.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::FetcherError;
 use crate::extract::{self, FileKind};
+use crate::includes;
 use crate::page_info::{self, AttachmentRef, Site, Tree};
 use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
 
@@ -49,12 +50,16 @@ struct Facts<'a> {
     comments: Option<&'a str>,
     /// The attachments' fingerprint.
     attachments: Option<&'a str>,
+    /// The fingerprint of the ancestors' titles.
+    ancestry: Option<&'a str>,
+    /// The included pages and their versions.
+    included: Option<&'a BTreeMap<PageId, u64>>,
 }
 
 /// The incarnation to emit a page as (bumped for every new fact of the same version), or none
 /// when what Confluence shows was already emitted: a new version, a restore (the same version
-/// after a tombstone), a move, a label, comment or attachment change (no new version) are
-/// emitted.
+/// after a tombstone), a move, a rename above the page, a label, comment, attachment or
+/// included page change (no new version) are emitted.
 fn incarnation_to_emit(
     record: Option<&PageRecord>,
     version: u64,
@@ -67,7 +72,8 @@ fn incarnation_to_emit(
     if record.deleted || record.deleting {
         return Some(record.incarnation + 1);
     }
-    let moved = record.path.as_deref().is_some_and(|known| known != path);
+    let moved = record.path.as_deref().is_some_and(|known| known != path)
+        || matches!((record.ancestry.as_deref(), facts.ancestry), (Some(known), Some(now)) if known != now);
     let relabelled = match (record.labels.as_deref(), facts.labels) {
         (Some(known), Some(labels)) => known != labels,
         _ => false,
@@ -88,9 +94,18 @@ fn incarnation_to_emit(
             .unwrap_or_else(|| no_attachments_fingerprint())
             != attachments
     });
+    // A change of an included page keeps the including page's version.
+    let reincluded = facts
+        .included
+        .is_some_and(|included| match &record.included {
+            Some(known) => known != included,
+            None => !included.is_empty(),
+        });
     if version > record.version {
         Some(record.incarnation)
-    } else if version == record.version && (moved || relabelled || recommented || reattached) {
+    } else if version == record.version
+        && (moved || relabelled || recommented || reattached || reincluded)
+    {
         // A new fact of the same version: a move back within JetStream's duplicate window must
         // not collide with the earlier event, and an older placement arriving late must lose.
         Some(record.incarnation + 1)
@@ -218,6 +233,9 @@ pub struct Fetcher {
 
 /// The event name of the hints a move publishes for the moved page's descendants.
 const ANCESTOR_MOVED: &str = "ancestor_moved";
+
+/// The event name of the hints that send the pages including a changed page through again.
+const INCLUDED_CHANGED: &str = "included_changed";
 
 /// Times a hint decides again after another hint (here or in another replica) changed the
 /// page's record under it.
@@ -354,6 +372,7 @@ impl Fetcher {
             reported_at: 0,
             failed: BTreeSet::new(),
             emitted: HashSet::new(),
+            resolver: Arc::default(),
             progress: SyncProgress::new(
                 request.source.clone(),
                 request.run_id,
@@ -409,9 +428,38 @@ impl Fetcher {
     /// source; a page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
-        self.apply_hint(hint, &source.client, &source.site, None)
-            .await
-            .map(|_| ())
+        let emitted = self
+            .apply_hint(
+                hint,
+                &source.client,
+                &source.site,
+                None,
+                &includes::Resolver::default(),
+            )
+            .await?;
+        // The pages that include this one are converted again with what it holds now: after an
+        // emit, by its recorded state; for a page the source does not hold (another space's,
+        // which pages here may include), by what the webhook says.
+        let current = if emitted {
+            Some(self.state.version(&hint.source, &hint.page_id).await?)
+        } else if self
+            .state
+            .record(&hint.source, &hint.page_id)
+            .await?
+            .is_none()
+        {
+            match hint.reason {
+                HintReason::Removed => Some(None),
+                HintReason::Changed => hint.version.map(Some),
+            }
+        } else {
+            None
+        };
+        if let Some(current) = current {
+            self.hint_includers(&hint.source, &hint.page_id, current)
+                .await?;
+        }
+        Ok(())
     }
 
     /// [`Self::hint`] through a given client (a sync run's, which counts its requests); returns
@@ -429,17 +477,18 @@ impl Fetcher {
         client: &ConfluenceClient,
         site: &Site,
         run_id: Option<Uuid>,
+        resolver: &includes::Resolver,
     ) -> Result<bool, FetcherError> {
         let mut published = None;
         for _ in 0..HINT_ATTEMPTS {
             let read = self.state.read_record(&hint.source, &hint.page_id).await?;
             let decided = match hint.reason {
                 HintReason::Changed => {
-                    self.decide_change(hint, client, site, run_id, &read, published)
+                    self.decide_change(hint, client, site, run_id, &read, published, resolver)
                         .await?
                 }
                 HintReason::Removed => {
-                    self.decide_removal(hint, client, site, run_id, &read, published)
+                    self.decide_removal(hint, client, site, run_id, &read, published, resolver)
                         .await?
                 }
             };
@@ -459,6 +508,7 @@ impl Fetcher {
 
     /// A change hint: fetch the page and emit it if it changed; a page gone from the source
     /// leaves it only through a removal hint or a sync, unless it moved to another space.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_change(
         &self,
         hint: &PageHinted,
@@ -467,6 +517,7 @@ impl Fetcher {
         run_id: Option<Uuid>,
         read: &RecordRead,
         published: Option<u64>,
+        resolver: &includes::Resolver,
     ) -> Result<Decided, FetcherError> {
         let record = read.record.as_ref();
         let known = record.and_then(PageRecord::live_version);
@@ -478,6 +529,7 @@ impl Fetcher {
                 || event.contains("restore")
                 || event.contains("comment")
                 || event.contains("attachment")
+                || event == INCLUDED_CHANGED
         });
         if published.is_none()
             && !same_version_change
@@ -504,6 +556,12 @@ impl Fetcher {
             }
             Err(error) => return Err(error.into()),
         };
+        if content.content_type.as_deref() == Some("folder") {
+            // A folder is not indexed: a hint naming one (renamed or moved) goes to the pages
+            // recorded under it, whose ancestors or path changed.
+            self.hint_pages_under(&hint.source, &hint.page_id).await?;
+            return self.keep(hint, read).await;
+        }
         let Some(content_type) = indexed_type(&content) else {
             return self.keep(hint, read).await;
         };
@@ -574,6 +632,11 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         let attachments_fingerprint = attachments.as_deref().map(listed_attachments_fingerprint);
+        changed.included = resolver
+            .resolve(client, &changed.page, &changed.body_storage)
+            .await?;
+        let included = includes::versions(&changed.included);
+        let ancestry = page_info::ancestry_fingerprint(&changed.page.ancestors);
         let emit = incarnation_to_emit(
             record,
             changed.page.version,
@@ -582,6 +645,8 @@ impl Fetcher {
                 labels: labels_known.then_some(labels.as_slice()),
                 comments: comments.as_deref(),
                 attachments: attachments_fingerprint.as_deref(),
+                ancestry: Some(&ancestry),
+                included: Some(&included),
             },
         );
         let incarnation = match published {
@@ -623,6 +688,7 @@ impl Fetcher {
     }
 
     /// A removal hint: confirm the page is gone and emit its deletion.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_removal(
         &self,
         hint: &PageHinted,
@@ -631,6 +697,7 @@ impl Fetcher {
         run_id: Option<Uuid>,
         read: &RecordRead,
         published: Option<u64>,
+        resolver: &includes::Resolver,
     ) -> Result<Decided, FetcherError> {
         // What the fetcher emitted knows the type best; the webhook's word otherwise.
         let content_type = read
@@ -655,7 +722,7 @@ impl Fetcher {
             // This hint's deletion went out, then the page came back (a restore that raced it):
             // the page is emitted again, over that deletion.
             Presence::Present => {
-                self.decide_change(hint, client, site, run_id, read, published)
+                self.decide_change(hint, client, site, run_id, read, published, resolver)
                     .await
             }
         }
@@ -712,21 +779,76 @@ impl Fetcher {
         old_path: &str,
     ) -> Result<(), FetcherError> {
         let below = format!("{old_path}/");
-        let records = self.state.records(source).await?;
-        let descendants: Vec<(&PageId, &PageRecord)> = records
-            .iter()
-            .filter(|(_, record)| {
-                record.live_version().is_some()
-                    && record
-                        .path
-                        .as_deref()
-                        .is_some_and(|path| path.starts_with(&below))
+        let hinted = self
+            .hint_recorded(source, ANCESTOR_MOVED, |_, record| {
+                record
+                    .path
+                    .as_deref()
+                    .is_some_and(|path| path.starts_with(&below))
             })
-            .collect();
-        if !descendants.is_empty() {
-            tracing::info!(%source, old_path, descendants = descendants.len(), "hinting a moved page's subtree");
+            .await?;
+        if hinted > 0 {
+            tracing::info!(%source, old_path, descendants = hinted, "hinted a moved page's subtree");
         }
-        for (page, record) in descendants {
+        Ok(())
+    }
+
+    /// Hints every live page recorded under a folder (renamed or moved) as moved.
+    async fn hint_pages_under(
+        &self,
+        source: &SourceKey,
+        folder: &PageId,
+    ) -> Result<(), FetcherError> {
+        let inside = format!("/{folder}/");
+        let hinted = self
+            .hint_recorded(source, ANCESTOR_MOVED, |_, record| {
+                record
+                    .path
+                    .as_deref()
+                    .is_some_and(|path| path.contains(&inside))
+            })
+            .await?;
+        tracing::info!(%source, %folder, pages = hinted, "hinted the pages under a folder");
+        Ok(())
+    }
+
+    /// Hints every live page recorded as including `page` with another version than `current`
+    /// (none: the page is gone), so that each is converted again with what it includes now.
+    async fn hint_includers(
+        &self,
+        source: &SourceKey,
+        page: &PageId,
+        current: Option<u64>,
+    ) -> Result<(), FetcherError> {
+        let hinted = self
+            .hint_recorded(source, INCLUDED_CHANGED, |_, record| {
+                record.included.as_ref().is_some_and(|included| {
+                    included
+                        .get(page)
+                        .is_some_and(|version| Some(*version) != current)
+                })
+            })
+            .await?;
+        if hinted > 0 {
+            tracing::info!(%source, %page, includers = hinted, "hinted the pages that include a changed page");
+        }
+        Ok(())
+    }
+
+    /// Hints (as `event`) every live page recorded in the source that `wanted` picks; returns
+    /// how many.
+    async fn hint_recorded(
+        &self,
+        source: &SourceKey,
+        event: &str,
+        wanted: impl Fn(&PageId, &PageRecord) -> bool,
+    ) -> Result<usize, FetcherError> {
+        let records = self.state.records(source).await?;
+        let mut hinted = 0;
+        for (page, record) in &records {
+            if record.live_version().is_none() || !wanted(page, record) {
+                continue;
+            }
             let hint = PageHinted {
                 source: source.clone(),
                 page_id: page.clone(),
@@ -734,12 +856,13 @@ impl Fetcher {
                 reason: HintReason::Changed,
                 version: None,
                 space_key: None,
-                webhook_event: Some(ANCESTOR_MOVED.into()),
+                webhook_event: Some(event.into()),
                 received_at: Utc::now(),
             };
             self.bus.publish(&Envelope::new(hint)).await?;
+            hinted += 1;
         }
-        Ok(())
+        Ok(hinted)
     }
 
     /// Publishes a page's new state, then records it: a crash in between re-publishes the same
@@ -769,6 +892,9 @@ impl Fetcher {
             comments: comments_known.then(|| page_info::comments_fingerprint(&changed.comments)),
             attachments: attachments_known
                 .then(|| emitted_attachments_fingerprint(&changed.attachments)),
+            ancestry: Some(page_info::ancestry_fingerprint(&changed.page.ancestors)),
+            included: Some(includes::versions(&changed.included))
+                .filter(|included| !included.is_empty()),
             deleted: false,
             deleting: false,
         };
@@ -813,6 +939,7 @@ impl Fetcher {
         site: &Site,
         mut emit: PageToEmit,
         run_id: Uuid,
+        resolver: &includes::Resolver,
     ) -> Result<(), FetcherError> {
         let comments_known = if emit.comments_known {
             true
@@ -828,6 +955,9 @@ impl Fetcher {
         let attachments_known = attachments.is_some();
         emit.changed.attachments = self
             .attachment_texts(client, site, attachments.unwrap_or_default())
+            .await?;
+        emit.changed.included = resolver
+            .resolve(client, &emit.changed.page, &emit.changed.body_storage)
             .await?;
         self.emit_changed(
             emit.changed,
@@ -1134,6 +1264,8 @@ struct Run<'a> {
     failed: BTreeSet<PageId>,
     /// Pages this run emitted (with their comments as they stood).
     emitted: HashSet<PageId>,
+    /// The pages included by this run's pages, fetched once for all of them.
+    resolver: Arc<includes::Resolver>,
 }
 
 impl Run<'_> {
@@ -1220,6 +1352,7 @@ impl Run<'_> {
                     self.report_if_due().await;
                 }
             }
+            self.list_folders(&mut tree).await?;
             // The v2 listings and bulk bodies carry no labels, and a label change creates no
             // version: one CQL pass with labels only (250 items a request) tells them.
             let cql = CqlQuery::content_in_space(self.space_key()?);
@@ -1237,6 +1370,32 @@ impl Run<'_> {
         Ok(tree)
     }
 
+    /// The folders above the listed pages (Cloud), one request each, up to the space's root:
+    /// a page's path and ancestors run through them. A folder Confluence does not show (gone
+    /// since the listing, or hidden) ends its branch of the chain.
+    async fn list_folders(&mut self, tree: &mut Tree) -> Result<(), FetcherError> {
+        let mut missing = BTreeSet::new();
+        loop {
+            let unknown: Vec<PageId> = tree
+                .unknown_folders()
+                .into_iter()
+                .filter(|folder| !missing.contains(folder))
+                .collect();
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            for folder in unknown {
+                match self.client.folder(&folder).await {
+                    Ok(found) => tree.insert_folder(&found),
+                    Err(error) if error.is_not_found() => {
+                        missing.insert(folder);
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
+
     async fn full(&mut self) -> Result<(), FetcherError> {
         let started_at = self.progress.started_at;
         let known = self.fetcher.state.records(&self.site.source).await?;
@@ -1248,6 +1407,7 @@ impl Run<'_> {
             self.list_and_fetch(&known).await?
         };
         self.reconcile(&tree, &known).await?;
+        self.reread_includers().await?;
         let state = &self.fetcher.state;
         state.set_reconciled(&self.site.source, started_at).await?;
         state
@@ -1277,6 +1437,7 @@ impl Run<'_> {
                     page_info::comments_fingerprint(listed.get(id).unwrap_or(&no_comments));
                 let attached =
                     listed_attachments_fingerprint(attachments.get(id).unwrap_or(&no_attachments));
+                let ancestry = page_info::ancestry_fingerprint(&tree.ancestors(id));
                 incarnation_to_emit(
                     known.get(id),
                     version,
@@ -1285,6 +1446,8 @@ impl Run<'_> {
                         labels: tree.labels(id),
                         comments: Some(&comments),
                         attachments: Some(&attached),
+                        ancestry: Some(&ancestry),
+                        included: None,
                     },
                 )
                 .map(|incarnation| (id.clone(), incarnation))
@@ -1399,6 +1562,20 @@ impl Run<'_> {
         for (page, error) in bulk.too_large {
             self.page_failed(&page, error.into())?;
         }
+        // The pages these include, in bulk, before each resolves its own.
+        let bodies = bulk
+            .pages
+            .iter()
+            .filter_map(|page| page.storage().map(str::to_owned))
+            .collect();
+        self.resolver
+            .prefetch(
+                &self.client,
+                &self.site.space_key,
+                &tree.page_titles(),
+                bodies,
+            )
+            .await?;
         let changes: Vec<_> = bulk
             .pages
             .iter()
@@ -1496,7 +1673,13 @@ impl Run<'_> {
             };
             match self
                 .fetcher
-                .apply_hint(&hint, &self.client, &self.site, Some(self.run_id))
+                .apply_hint(
+                    &hint,
+                    &self.client,
+                    &self.site,
+                    Some(self.run_id),
+                    &self.resolver,
+                )
                 .await
             {
                 Ok(true) => {
@@ -1509,6 +1692,27 @@ impl Run<'_> {
             self.report_if_due().await;
         }
         Ok(())
+    }
+
+    /// Reads again the pages recorded as including a page of the source whose recorded version
+    /// (or life) differs from the one they were emitted with: an included page changed (or
+    /// went) without a version of theirs.
+    async fn reread_includers(&mut self) -> Result<(), FetcherError> {
+        let records = self.fetcher.state.records(&self.site.source).await?;
+        let stale = includes::stale_includers(
+            records.iter().filter_map(|(page, record)| {
+                record
+                    .included
+                    .as_ref()
+                    .filter(|_| record.live_version().is_some())
+                    .map(|included| (page, included))
+            }),
+            |page| records.get(page).map(PageRecord::live_version),
+        );
+        if !stale.is_empty() {
+            tracing::info!(run_id = %self.run_id, includers = stale.len(), "reading again the pages whose included pages changed");
+        }
+        self.read_again(stale, INCLUDED_CHANGED).await
     }
 
     /// Runs a CQL search with bodies and emits what differs from what was emitted; returns what
@@ -1555,12 +1759,14 @@ impl Run<'_> {
             .metadata
             .as_ref()
             .is_some_and(|m| m.labels.is_some());
+        let ancestry = page_info::ancestry_fingerprint(&changed.page.ancestors);
         let incarnation = incarnation_to_emit(
             known.get(&content.id),
             changed.page.version,
             &changed.page.path,
             Facts {
                 labels: labels_known.then_some(labels.as_slice()),
+                ancestry: Some(&ancestry),
                 ..Facts::default()
             },
         )?;
@@ -1639,6 +1845,7 @@ impl Run<'_> {
                 .set_reconciled(&self.site.source, started_at)
                 .await?;
         }
+        self.reread_includers().await?;
         self.fetcher
             .state
             .set_failed_pages(&self.site.source, &self.failed)
@@ -1717,12 +1924,20 @@ impl Run<'_> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
         // The run's own (cheap) copies: emitting borrows them while the run counts outcomes.
-        let (client, site) = (self.client.clone(), self.site.clone());
-        let (client, site) = (&client, &site);
+        let (client, site, resolver) = (
+            self.client.clone(),
+            self.site.clone(),
+            self.resolver.clone(),
+        );
+        let (client, site, resolver) = (&client, &site, &*resolver);
         let mut outcomes =
             futures::stream::iter(changes.into_iter().map(|(id, changed)| async move {
                 let outcome = match changed {
-                    Ok(emit) => fetcher.complete_and_emit(client, site, emit, run_id).await,
+                    Ok(emit) => {
+                        fetcher
+                            .complete_and_emit(client, site, emit, run_id, resolver)
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 (id, outcome)

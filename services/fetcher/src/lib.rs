@@ -16,6 +16,7 @@
 
 mod extract;
 mod fetcher;
+mod includes;
 mod page_info;
 pub mod schedule;
 pub mod state;

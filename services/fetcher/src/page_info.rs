@@ -1,7 +1,7 @@
 //! Building `page.changed` payloads from what Confluence returns (v2 pages and blog posts, or v1
 //! search content).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
 use pagestream_confluence::{
@@ -34,6 +34,8 @@ pub(crate) struct Site {
 struct Node {
     content_type: ContentType,
     parent: Option<PageId>,
+    /// The parent is a folder (v2 `parentType`).
+    parent_is_folder: bool,
     title: String,
     version: u64,
     /// Sorted; none where the listing did not say.
@@ -45,6 +47,14 @@ struct Node {
 #[derive(Default)]
 pub(crate) struct Tree {
     nodes: HashMap<PageId, Node>,
+    /// The folders above listed pages (Cloud): their parent and title. Not indexed.
+    folders: HashMap<PageId, Folder>,
+}
+
+struct Folder {
+    parent: Option<PageId>,
+    parent_is_folder: bool,
+    title: String,
 }
 
 impl Tree {
@@ -55,6 +65,7 @@ impl Tree {
             Node {
                 content_type,
                 parent: page.parent_id.clone(),
+                parent_is_folder: is_folder(page.parent_type.as_deref()),
                 title: page.title.clone(),
                 version: page.version_number(),
                 labels: None,
@@ -69,6 +80,10 @@ impl Tree {
             Node {
                 content_type,
                 parent: content.ancestors.last().map(|a| a.id.clone()),
+                parent_is_folder: content
+                    .ancestors
+                    .last()
+                    .is_some_and(|a| is_folder(a.content_type.as_deref())),
                 title: content.title.clone(),
                 version: content.version_number(),
                 labels: content
@@ -82,6 +97,46 @@ impl Tree {
                     }),
             },
         );
+    }
+
+    /// A folder above listed pages (v2 `GET /folders/{id}`).
+    pub fn insert_folder(&mut self, folder: &Page) {
+        self.folders.insert(
+            folder.id.clone(),
+            Folder {
+                parent: folder.parent_id.clone(),
+                parent_is_folder: is_folder(folder.parent_type.as_deref()),
+                title: folder.title.clone(),
+            },
+        );
+    }
+
+    /// The folders that listed pages or known folders name as their parent, and that are not
+    /// known yet.
+    pub fn unknown_folders(&self) -> BTreeSet<PageId> {
+        let pages = self
+            .nodes
+            .values()
+            .map(|node| (node.parent.as_ref(), node.parent_is_folder));
+        let folders = self
+            .folders
+            .values()
+            .map(|folder| (folder.parent.as_ref(), folder.parent_is_folder));
+        pages
+            .chain(folders)
+            .filter_map(|(parent, is_folder)| parent.filter(|_| is_folder))
+            .filter(|parent| !self.folders.contains_key(*parent))
+            .cloned()
+            .collect()
+    }
+
+    /// The listed pages (not blog posts) by title, as include macros name them.
+    pub fn page_titles(&self) -> HashMap<String, PageId> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.content_type == ContentType::Page)
+            .map(|(id, node)| (node.title.clone(), id.clone()))
+            .collect()
     }
 
     /// Records a listed page's labels (sorted).
@@ -125,16 +180,22 @@ impl Tree {
             if chain.len() >= MAX_DEPTH || !seen.insert(parent.clone()) {
                 break;
             }
-            let node = self.nodes.get(&parent);
-            chain.push(Ancestor {
-                id: parent,
-                title: node.map(|node| node.title.clone()),
-            });
-            current = node.and_then(|node| node.parent.clone());
+            // A page's ancestors run through the folders above it.
+            let (title, next) = match (self.nodes.get(&parent), self.folders.get(&parent)) {
+                (Some(node), _) => (Some(node.title.clone()), node.parent.clone()),
+                (None, Some(folder)) => (Some(folder.title.clone()), folder.parent.clone()),
+                (None, None) => (None, None),
+            };
+            chain.push(Ancestor { id: parent, title });
+            current = next;
         }
         chain.reverse();
         chain
     }
+}
+
+fn is_folder(kind: Option<&str>) -> bool {
+    kind == Some("folder")
 }
 
 /// `/root/parent/page`.
@@ -203,6 +264,7 @@ pub(crate) fn from_page(
         body_storage: body.to_owned(),
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     })
 }
 
@@ -255,6 +317,7 @@ pub(crate) fn from_content(
         body_storage: body.to_owned(),
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     })
 }
 
@@ -472,6 +535,17 @@ pub(crate) fn attachments_fingerprint<'a>(
 /// changed (a comment changes no page version). Hex SHA-256 of each comment's identity, place,
 /// version and resolution, in canonical order: an edit bumps the comment's version, so a listing
 /// without bodies tells a change as well as one with them.
+/// Fingerprint of the titles of a page's ancestors (its path holds their ids): a page or folder
+/// renamed above the page changes it.
+pub(crate) fn ancestry_fingerprint(ancestors: &[Ancestor]) -> String {
+    let mut hasher = Sha256::new();
+    for ancestor in ancestors {
+        hasher.update(ancestor.title.as_deref().unwrap_or(""));
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
 pub(crate) fn comments_fingerprint(comments: &[PageComment]) -> String {
     let mut hasher = Sha256::new();
     for comment in comments {

@@ -17,7 +17,7 @@
 //!   it could not be), so that a file is downloaded and parsed again only when its own version
 //!   changes, not whenever its page does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -74,6 +74,16 @@ pub struct PageRecord {
     /// version). None when not fetched (as for comments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachments: Option<String>,
+    /// Fingerprint of the titles of the page's ancestors (pages and folders) as emitted: a
+    /// rename above the page keeps its path and version. None when not recorded (before
+    /// ancestors' titles were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ancestry: Option<String>,
+    /// The pages the page's event carried as included (include and excerpt-include macros, all
+    /// levels), with their versions: a change of one sends the page through again. None when it
+    /// includes none (or was recorded before includes were resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub included: Option<BTreeMap<PageId, u64>>,
     /// The fetcher emitted the page's deletion (a tombstone, kept so that a restore of the same
     /// version is recognised and emitted as the next incarnation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

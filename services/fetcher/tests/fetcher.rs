@@ -219,6 +219,40 @@ impl Harness {
     }
 }
 
+/// The current pages that no current page includes (the simulator's bodies include others): a
+/// change of one sends no includer through again, so a test of something else can count on
+/// exactly the pages it changed.
+fn never_included(h: &Harness) -> Vec<u64> {
+    let current = h.sim.handle.current_page_ids();
+    let mut included = BTreeSet::new();
+    for id in &current {
+        let body = h.sim.handle.body(*id).unwrap_or_default();
+        for part in body.split("ac:name=\"include\"").skip(1) {
+            if let Some(rest) = part.split("ri:content-title=\"").nth(1) {
+                included.insert(rest.split('"').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    current
+        .into_iter()
+        .filter(|id| {
+            h.sim
+                .handle
+                .page(*id)
+                .is_some_and(|page| !included.contains(&page.title))
+        })
+        .collect()
+}
+
+/// [`never_included`] pages without children (trashing one moves no other page).
+fn never_included_leaves(h: &Harness) -> Vec<u64> {
+    let pages = h.sim.handle.pages();
+    never_included(h)
+        .into_iter()
+        .filter(|id| pages.iter().all(|page| page.parent_id != Some(*id)))
+        .collect()
+}
+
 fn ids(events: &[Tapped]) -> BTreeSet<PageId> {
     events.iter().map(|event| event.page.clone()).collect()
 }
@@ -321,9 +355,10 @@ async fn incremental_sync_emits_exactly_the_edited_pages() {
     h.sync(SyncMode::Full).await;
     let mut tap = Tap::open(&h, EventKind::PageChanged).await;
     let mut edited = BTreeMap::new();
-    for id in [5_usize, 40, 77]
+    let candidates = never_included(&h);
+    for id in [1, candidates.len() / 2, candidates.len() - 2]
         .into_iter()
-        .map(|n| h.sim.handle.current_page_ids()[n])
+        .map(|n| candidates[n])
     {
         let (page, _) = h
             .sim
@@ -381,7 +416,7 @@ async fn incremental_windows_are_read_in_the_api_user_s_time_zone_across_dayligh
     )
     .await;
     h.sync(SyncMode::Full).await;
-    let ids_now = h.sim.handle.current_page_ids();
+    let ids_now = never_included(&h);
     let mut tap = Tap::open(&h, EventKind::PageChanged).await;
 
     // An edit now: a window written in UTC would end ten or eleven hours ago as Sydney reads it.
@@ -859,7 +894,7 @@ async fn data_center_sources_sync_through_cql() {
         .collect();
     assert_eq!(ancestors, h.sim.handle.ancestors(deep));
 
-    let trashed = h.sim.handle.current_page_ids()[45];
+    let trashed = never_included_leaves(&h)[10];
     h.sim.handle.trash(trashed).await.expect("trash");
     let second = h.sync(SyncMode::Full).await;
     assert!(changed.drain().await.is_empty());
@@ -997,17 +1032,8 @@ async fn deletion_published_then_killed(h: &Harness, id: u64) {
 async fn a_deletion_published_just_before_a_kill_never_outlives_the_page() {
     let h = harness(30).await;
     h.sync(SyncMode::Full).await;
-    let current = h.sim.handle.current_page_ids();
-    // Leaves: trashing a page with children would move them too.
-    let leaves: Vec<u64> = current
-        .iter()
-        .copied()
-        .filter(|id| {
-            current
-                .iter()
-                .all(|other| h.sim.handle.page(*other).and_then(|page| page.parent_id) != Some(*id))
-        })
-        .collect();
+    // Leaves: trashing a page with children would move them too; and pages nobody includes.
+    let leaves = never_included_leaves(&h);
     let (restored_by_hint, restored_by_sync, gone) = (leaves[0], leaves[1], leaves[2]);
     // Trashed, its deletion published, the fetcher killed; then restored before anything ran
     // again (the removal hint, redelivered, finds the page present and emits nothing).
@@ -2364,4 +2390,378 @@ async fn attachments_are_extracted_once_per_version_and_travel_with_their_page()
             .iter()
             .any(|a| a.file_name == "faq.txt")
     );
+}
+
+/// A folder (Cloud) created under `parent` (a page or folder; none: the homepage).
+async fn folder(h: &Harness, title: &str, parent: Option<u64>) -> u64 {
+    h.sim
+        .handle
+        .create_folder(CreatePage {
+            title: title.into(),
+            parent_id: parent,
+            ..CreatePage::default()
+        })
+        .await
+        .expect("create folder")
+        .0
+        .id
+}
+
+/// A page created under `parent` with `body`.
+async fn page_under(h: &Harness, title: &str, parent: Option<u64>, body: &str) -> u64 {
+    h.sim
+        .handle
+        .create(CreatePage {
+            title: title.into(),
+            parent_id: parent,
+            body: Some(body.into()),
+            ..CreatePage::default()
+        })
+        .await
+        .expect("create page")
+        .0
+        .id
+}
+
+fn ancestor_titles(event: &Envelope<PageChanged>) -> Vec<String> {
+    event
+        .data
+        .page
+        .ancestors
+        .iter()
+        .map(|a| a.title.clone().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_under_folders_have_paths_through_them_and_follow_a_folder_s_rename_and_move() {
+    let h = harness(6).await;
+    let home = h
+        .sim
+        .handle
+        .homepage(h.sim.handle.space_id())
+        .expect("home");
+    let outer = folder(&h, "Handbook", None).await;
+    let inner = folder(&h, "Runbooks", Some(outer)).await;
+    let deep = page_under(&h, "Restart the cluster", Some(inner), "<p>deep</p>").await;
+    let shallow = page_under(&h, "Team charter", Some(outer), "<p>shallow</p>").await;
+
+    // A full sync reads the folders above the listed pages (the v2 listing names them as
+    // parents): paths and ancestors run through them; folders are not indexed.
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    h.sync(SyncMode::Full).await;
+    let emitted = ids(&changed.drain().await);
+    assert!(!emitted.contains(&PageId::from(outer)) && !emitted.contains(&PageId::from(inner)));
+    let event = last_changed(&h, deep).await;
+    assert_eq!(
+        event.data.page.path,
+        format!("/{home}/{outer}/{inner}/{deep}")
+    );
+    assert_eq!(
+        ancestor_titles(&event),
+        ["Engineering Home", "Handbook", "Runbooks"]
+    );
+    assert_eq!(
+        last_changed(&h, shallow).await.data.page.path,
+        format!("/{home}/{outer}/{shallow}")
+    );
+    // A page created under a folder comes through its webhook with the same path (v1 ancestors
+    // hold the folders).
+    let hinted = page_under(&h, "Rotate the keys", Some(inner), "<p>keys</p>").await;
+    h.fetcher
+        .hint(&hint_of(&h, hinted, HintReason::Changed, "page_created"))
+        .await
+        .expect("hint");
+    assert_eq!(
+        last_changed(&h, hinted).await.data.page.path,
+        format!("/{home}/{outer}/{inner}/{hinted}")
+    );
+
+    // A rename of a folder sends no webhook and keeps the pages' versions and paths: the next
+    // reconciliation gives the pages below it their new ancestors.
+    h.sim
+        .handle
+        .edit(
+            outer,
+            EditPage {
+                title: Some("Handbook 2027".into()),
+                ..EditPage::default()
+            },
+        )
+        .await
+        .expect("rename folder");
+    let run = h.reconcile().await;
+    assert_eq!(run.pages_changed, 3, "{run:?}");
+    assert_eq!(
+        ancestor_titles(&last_changed(&h, deep).await),
+        ["Engineering Home", "Handbook 2027", "Runbooks"]
+    );
+
+    // A move of a folder: a hint naming the folder sends each page recorded under it through
+    // again, with its new path.
+    h.sim
+        .handle
+        .move_page(
+            inner,
+            MovePage {
+                parent_id: Some(home),
+            },
+        )
+        .await
+        .expect("move folder");
+    let mut hints = Tap::open(&h, EventKind::PageHinted).await;
+    let mut folder_hint = hint_of(&h, inner, HintReason::Changed, "content_updated");
+    folder_hint.version = None;
+    h.fetcher.hint(&folder_hint).await.expect("folder hint");
+    let hinted_pages = ids(&hints.drain().await);
+    assert_eq!(
+        hinted_pages,
+        [PageId::from(deep), PageId::from(hinted)].into()
+    );
+    for page in [deep, hinted] {
+        h.fetcher
+            .hint(&hint_of(&h, page, HintReason::Changed, "ancestor_moved"))
+            .await
+            .expect("page hint");
+        assert_eq!(
+            last_changed(&h, page).await.data.page.path,
+            format!("/{home}/{inner}/{page}")
+        );
+    }
+    // And back, found by a full sync alone.
+    h.sim
+        .handle
+        .move_page(
+            inner,
+            MovePage {
+                parent_id: Some(outer),
+            },
+        )
+        .await
+        .expect("move folder back");
+    let full = h.sync(SyncMode::Full).await;
+    assert_eq!(full.pages_changed, 2, "{full:?}");
+    assert_eq!(
+        last_changed(&h, deep).await.data.page.path,
+        format!("/{home}/{outer}/{inner}/{deep}")
+    );
+}
+
+#[tokio::test]
+async fn a_trashed_folder_takes_its_pages_out_by_their_webhooks_or_the_next_sync() {
+    let h = harness(6).await;
+    let handbook = folder(&h, "Handbook", None).await;
+    let inner = folder(&h, "Runbooks", Some(handbook)).await;
+    let first = page_under(&h, "On call", Some(handbook), "<p>a</p>").await;
+    let second = page_under(&h, "Escalation", Some(inner), "<p>b</p>").await;
+    let outside = page_under(&h, "Elsewhere", None, "<p>c</p>").await;
+    h.sync(SyncMode::Full).await;
+
+    // Cloud trashes what a deleted folder holds: one page_trashed webhook per page.
+    let (_, deliveries) = h.sim.handle.trash_folder(handbook).await.expect("trash");
+    assert!(deliveries.is_empty(), "no webhook target configured");
+    for page in [first, second] {
+        assert_eq!(
+            h.sim.handle.page(page).expect("page").status,
+            confluence_sim::PageStatus::Trashed
+        );
+    }
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    h.fetcher
+        .hint(&hint_of(&h, first, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("removal hint");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(first)].into());
+    // The webhook of the other page was lost: the next sync deletes it.
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(run.pages_deleted, 1, "{run:?}");
+    assert_eq!(ids(&deleted.drain().await), [PageId::from(second)].into());
+    assert!(recorded(&h, second).await.deleted);
+    assert!(recorded(&h, outside).await.live_version().is_some());
+}
+
+fn include_macro(title: &str) -> String {
+    format!(
+        "<ac:structured-macro ac:name=\"include\" ac:schema-version=\"1\"><ac:parameter \
+         ac:name=\"\"><ac:link><ri:page ri:content-title=\"{title}\" /></ac:link></ac:parameter>\
+         </ac:structured-macro>"
+    )
+}
+
+fn included_titles(event: &Envelope<PageChanged>) -> Vec<(String, bool)> {
+    event
+        .data
+        .included
+        .iter()
+        .map(|page| {
+            (
+                page.title.clone(),
+                matches!(
+                    page.content,
+                    pagestream_events::IncludedContent::Found { .. }
+                ),
+            )
+        })
+        .collect()
+}
+
+fn markdown(event: &Envelope<PageChanged>) -> String {
+    pagestream_converter::convert_page(&event.data)
+        .expect("converts")
+        .markdown
+}
+
+#[tokio::test]
+async fn included_pages_travel_with_their_includers_and_an_edit_of_one_converts_them_again() {
+    let h = harness(6).await;
+    // A includes B and the glossary's excerpt; B includes A (a cycle) and C; C includes D; D
+    // includes E, past the depth cap.
+    let a = page_under(
+        &h,
+        "Alpha",
+        None,
+        &format!(
+            "<p>Alpha text.</p>{}<ac:structured-macro ac:name=\"excerpt-include\"><ac:parameter \
+             ac:name=\"\"><ac:link><ri:page ri:content-title=\"Glossary\" /></ac:link>\
+             </ac:parameter></ac:structured-macro>",
+            include_macro("Bravo")
+        ),
+    )
+    .await;
+    let b = page_under(
+        &h,
+        "Bravo",
+        None,
+        &format!(
+            "<p>Bravo text one.</p>{}{}",
+            include_macro("Alpha"),
+            include_macro("Charlie")
+        ),
+    )
+    .await;
+    page_under(
+        &h,
+        "Charlie",
+        None,
+        &format!("<p>Charlie text.</p>{}", include_macro("Delta")),
+    )
+    .await;
+    page_under(
+        &h,
+        "Delta",
+        None,
+        &format!("<p>Delta text.</p>{}", include_macro("Echo")),
+    )
+    .await;
+    page_under(&h, "Echo", None, "<p>Echo text.</p>").await;
+    page_under(
+        &h,
+        "Glossary",
+        None,
+        "<p>Not shown.</p><ac:structured-macro ac:name=\"excerpt\"><ac:rich-text-body><p>A \
+         wombat is a deploy unit.</p></ac:rich-text-body></ac:structured-macro>",
+    )
+    .await;
+    h.sync(SyncMode::Full).await;
+    let event = last_changed(&h, a).await;
+    assert_eq!(
+        included_titles(&event),
+        [
+            ("Bravo".to_owned(), true),
+            ("Glossary".to_owned(), true),
+            ("Charlie".to_owned(), true),
+            ("Delta".to_owned(), true),
+        ],
+        "each page once, the page itself never, three levels deep"
+    );
+    assert_eq!(
+        markdown(&event),
+        "Alpha text.\n\nBravo text one.\n\n_Included page: Alpha_\n\nCharlie text.\n\nDelta text.\n\n\
+         _Included page: Echo_\n\nA wombat is a deploy unit.\n"
+    );
+    let version = event.data.page.version;
+
+    // An edit of B, through its webhook: B is emitted, and A is hinted and converted again with
+    // B's new text, under its own version.
+    let edit = |text: &'static str| EditPage {
+        body: Some(format!(
+            "<p>{text}</p>{}{}",
+            include_macro("Alpha"),
+            include_macro("Charlie")
+        )),
+        ..EditPage::default()
+    };
+    h.sim
+        .handle
+        .edit(b, edit("Bravo text two."))
+        .await
+        .expect("edit");
+    let mut hints = Tap::open(&h, EventKind::PageHinted).await;
+    h.fetcher
+        .hint(&hint_of(&h, b, HintReason::Changed, "page_updated"))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&hints.drain().await), [PageId::from(a)].into());
+    let mut hint = hint_of(&h, a, HintReason::Changed, "included_changed");
+    hint.version = None;
+    h.fetcher.hint(&hint).await.expect("includer hint");
+    let event = last_changed(&h, a).await;
+    assert_eq!(event.data.page.version, version);
+    assert!(
+        markdown(&event).contains("Bravo text two."),
+        "{}",
+        markdown(&event)
+    );
+    let incarnation = event.data.page.incarnation;
+    assert!(incarnation > 0);
+
+    // An edit without a webhook: the incremental sync that emits B reads A again.
+    h.sim
+        .handle
+        .edit(b, edit("Bravo text three."))
+        .await
+        .expect("edit");
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(run.pages_changed, 2, "{run:?}");
+    let event = last_changed(&h, a).await;
+    assert!(markdown(&event).contains("Bravo text three."));
+    assert!(event.data.page.incarnation > incarnation);
+
+    // The excerpt's page trashed, through its webhook: A is hinted and shows the marker.
+    let glossary = h
+        .sim
+        .handle
+        .pages()
+        .into_iter()
+        .find(|page| page.title == "Glossary")
+        .expect("glossary")
+        .id;
+    h.sim.handle.trash(glossary).await.expect("trash");
+    let records = h.fetcher.state().records(&h.source).await.expect("records");
+    h.fetcher
+        .hint(&hint_of(&h, glossary, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("removal hint");
+    // A, and B through A (its included A shows the excerpt), and any generated page that
+    // includes one of them: each page that shows the glossary, and only those.
+    let hinted = ids(&hints.drain().await);
+    assert!(hinted.contains(&PageId::from(a)) && hinted.contains(&PageId::from(b)));
+    for page in &hinted {
+        let included = records[page].included.as_ref().expect("includes");
+        assert!(included.contains_key(&PageId::from(glossary)), "{page}");
+    }
+    h.fetcher.hint(&hint).await.expect("includer hint");
+    let text = markdown(&last_changed(&h, a).await);
+    assert!(text.contains("_Included excerpt: Glossary_"), "{text}");
+    assert!(!text.contains("wombat"));
+
+    // The included page trashed: A shows the marker after the next sync.
+    h.sim.handle.trash(b).await.expect("trash");
+    let run = h.sync(SyncMode::Full).await;
+    // B's deletion, and A read again (with the pages whose hints above were not handled).
+    assert_eq!(run.pages_deleted, 1, "{run:?}");
+    assert!(run.pages_changed >= 1, "{run:?}");
+    let text = markdown(&last_changed(&h, a).await);
+    assert!(text.contains("_Included page: Bravo_"), "{text}");
+    assert!(!text.contains("Bravo text"));
 }

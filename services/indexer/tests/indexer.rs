@@ -41,6 +41,7 @@ fn changed(id: u64, version: u64) -> Envelope<PageChanged> {
         body_storage: format!("<p>v{version}</p>"),
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     })
 }
 
@@ -249,6 +250,7 @@ fn restored(
         body_storage: format!("<p>v{version}</p>"),
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     });
     let mut ready = chunks(id, version, 2).data;
     ready.incarnation = incarnation;

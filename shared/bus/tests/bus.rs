@@ -44,6 +44,7 @@ fn changed(id: u64, version: u64, body: String) -> Envelope<PageChanged> {
         body_storage: body,
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     })
 }
 
@@ -876,6 +877,7 @@ async fn a_fact_stated_again_after_the_duplicate_window_keeps_its_first_statemen
             body_storage: body("New title"),
             comments: Vec::new(),
             attachments: Vec::new(),
+            included: Vec::new(),
         }))
         .await
         .expect("new fact");

@@ -171,6 +171,30 @@ impl ConfluenceClient {
         self.get_json(&url).await
     }
 
+    /// v1 `GET /rest/api/content?spaceKey=KEY&title=T&expand=…`: the current page of that title
+    /// in that space (titles are unique per space), as include macros name it; `None` when there
+    /// is none or the user may not see it. Works on Cloud and Data Center.
+    pub async fn page_by_title(
+        &self,
+        space: &SpaceKey,
+        title: &str,
+        expand: &[&str],
+    ) -> Result<Option<Content>, ConfluenceError> {
+        let mut url = self.endpoint(&["rest", "api", "content"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("type", "page")
+                .append_pair("spaceKey", space.as_str())
+                .append_pair("title", title);
+            if !expand.is_empty() {
+                query.append_pair("expand", &expand.join(","));
+            }
+        }
+        let listing: Listing<Content> = self.get_json(&url).await?;
+        Ok(listing.results.into_iter().find(|page| page.title == title))
+    }
+
     /// v1 `GET /rest/api/user/current`: the API user's profile time zone, in which Confluence
     /// reads CQL dates. `None` where the profile hides it (a privacy setting on Cloud), the site
     /// does not say (Data Center) or names a zone this build does not know.
@@ -331,6 +355,14 @@ impl ConfluenceClient {
         url.query_pairs_mut()
             .append_pair("body-format", "storage")
             .append_pair("include-labels", "true");
+        self.get_json(&url).await
+    }
+
+    /// v2 `GET /api/v2/folders/{id}` (Cloud): a folder's title and its parent (a page or another
+    /// folder, `parent_type`), decoded as a [`Page`] without a body. A 404 may mean "no
+    /// permission", as for a page.
+    pub async fn folder(&self, id: &PageId) -> Result<Page, ConfluenceError> {
+        let url = self.endpoint(&["api", "v2", "folders", id.as_str()]);
         self.get_json(&url).await
     }
 

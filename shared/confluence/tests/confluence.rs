@@ -775,3 +775,74 @@ async fn unreachable_servers_are_transient_transport_errors() {
     assert!(err.is_transient());
     assert_eq!(client.stats().transport_errors, 2);
 }
+
+#[tokio::test]
+async fn a_page_is_found_by_space_and_title_and_a_folder_by_its_id() {
+    let sim = sim(5).await;
+    let client = client(&sim);
+    let (folder, _) = sim
+        .handle
+        .create_folder(confluence_sim::CreatePage {
+            title: "Handbook".into(),
+            ..confluence_sim::CreatePage::default()
+        })
+        .await
+        .expect("folder");
+    let (page, _) = sim
+        .handle
+        .create(confluence_sim::CreatePage {
+            title: "Q&A \"quoted\" / slashed".into(),
+            parent_id: Some(folder.id),
+            body: Some("<p>included text</p>".into()),
+            ..confluence_sim::CreatePage::default()
+        })
+        .await
+        .expect("page");
+    let eng = SpaceKey::new("ENG").expect("key");
+    let found = client
+        .page_by_title(&eng, &page.title, &["body.storage", "version", "ancestors"])
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.id, PageId::from(page.id));
+    assert_eq!(found.storage(), Some("<p>included text</p>"));
+    assert_eq!(found.version_number(), 1);
+    assert_eq!(
+        found
+            .ancestors
+            .last()
+            .and_then(|a| a.content_type.as_deref()),
+        Some("folder")
+    );
+    assert!(
+        client
+            .page_by_title(&eng, "No such page", &[])
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        client
+            .page_by_title(&eng, "Handbook", &[])
+            .await
+            .expect("lookup")
+            .is_none(),
+        "a folder is not a page"
+    );
+
+    let listed = client
+        .folder(&PageId::from(folder.id))
+        .await
+        .expect("folder");
+    assert_eq!(listed.title, "Handbook");
+    assert_eq!(listed.parent_type.as_deref(), Some("page"));
+    assert_eq!(
+        listed.parent_id,
+        sim.handle.homepage(sim.handle.space_id()).map(PageId::from)
+    );
+    let not_a_folder = client.folder(&PageId::from(page.id)).await;
+    assert!(matches!(
+        not_a_folder,
+        Err(ConfluenceError::NotFound { .. })
+    ));
+}

@@ -232,18 +232,21 @@ mod tests {
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
             attachments: Vec::new(),
+            included: Vec::new(),
         });
         let b = Envelope::new(PageChanged {
             page: page_info(3),
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
             attachments: Vec::new(),
+            included: Vec::new(),
         });
         let c = Envelope::new(PageChanged {
             page: page_info(4),
             body_storage: "<p>a</p>".into(),
             comments: Vec::new(),
             attachments: Vec::new(),
+            included: Vec::new(),
         });
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
@@ -273,6 +276,7 @@ mod tests {
                 body_storage: "<p>a</p>".into(),
                 comments: Vec::new(),
                 attachments: Vec::new(),
+                included: Vec::new(),
             })
             .id
         };

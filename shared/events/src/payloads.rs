@@ -263,6 +263,49 @@ pub struct PageChanged {
     /// before attachments were fetched, and where the source's API has no v2 listings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<PageAttachment>,
+    /// The pages that the body's `include` and `excerpt-include` macros pull in, and those that
+    /// these include in turn (to a bounded depth), as the fetcher found them: the converter
+    /// renders each in place of its macro. A change of an included page keeps the including
+    /// page's version: it comes as a new incarnation. Empty in events written before includes
+    /// were resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included: Vec<IncludedPage>,
+}
+
+/// Levels of includes resolved (by the fetcher) and shown (by the converter): a page's own
+/// include macros are level 1; an include macro deeper than this keeps its marker.
+pub const MAX_INCLUDE_DEPTH: usize = 3;
+
+/// A page named by an `include` or `excerpt-include` macro, as the fetcher resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncludedPage {
+    /// The space the macro names, or the space of the page that holds the macro.
+    pub space_key: String,
+    /// The title the macro names (Confluence includes by title).
+    pub title: String,
+    pub content: IncludedContent,
+}
+
+/// What an included page holds, or why it is not shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncludedContent {
+    /// Found: its id, version and storage body.
+    Found {
+        page_id: PageId,
+        version: u64,
+        body_storage: String,
+    },
+    /// Not shown: missing (deleted, or hidden from the API user) or over the bound on what one
+    /// page may include.
+    Missing(String),
+}
+
+impl IncludedPage {
+    /// Whether this is the page a macro names: the same space and title.
+    pub fn is(&self, space_key: &str, title: &str) -> bool {
+        self.space_key == space_key && self.title == title
+    }
 }
 
 /// A file attached to a page or blog post, with what its text extraction gave.

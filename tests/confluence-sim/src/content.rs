@@ -182,6 +182,9 @@ pub enum ContentKind {
     Page,
     /// A blog post: no parent, no position, its own v2 endpoints and `blog_*` webhooks.
     Blogpost,
+    /// A folder (Cloud): a place in the page tree without a body, at `/api/v2/folders/{id}`;
+    /// pages under it name it as their parent (`parentType: folder`).
+    Folder,
 }
 
 impl ContentKind {
@@ -190,6 +193,7 @@ impl ContentKind {
         match self {
             Self::Page => "page",
             Self::Blogpost => "blogpost",
+            Self::Folder => "folder",
         }
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! - `GET|DELETE /_sim/stats`: request counters per endpoint (`v1.search`, `v1.content`,
 //!   `v2.pages`, `v2.page`, `v2.ancestors`, `v2.spaces`, `v2.space_pages`, `v2.blogposts`,
-//!   `v2.blogpost`, `v2.space_blogposts`), faults injected, webhooks sent.
+//!   `v2.blogpost`, `v2.space_blogposts`, `v2.folder`, `v1.content.list`), faults injected,
+//!   webhooks sent.
 //! - `GET|PUT|DELETE /_sim/faults`: a [`Faults`] document (error rules with rate, count and
 //!   `Retry-After`, latency, page-size cap, trailing empty pages, near-limit signals, link style).
 //! - `GET /_sim/pages`, `POST /_sim/pages` (create), `POST /_sim/pages/{id}/{edit|move|trash|
@@ -40,6 +41,15 @@
 //!   version kept), and the v1 CQL search `type = attachment` (`extensions.mediaType`,
 //!   `.fileSize`, `_links.download`, `container`); [`SimHandle::attach`] and its siblings send
 //!   `attachment_*` webhooks carrying the page as `attachedTo`, and leave its version alone.
+//! - Folders (Cloud; `POST /_sim/folders`, [`SimHandle::create_folder`]): `GET
+//!   /wiki/api/v2/folders/{id}` (`FolderSingle`: title, `parentId`, `parentType`, version, no
+//!   body); a page or folder under one names it with `parentType: folder`; v1 and v2 ancestors
+//!   run through folders (`type: folder`); folders are not listed with the pages, nor found by
+//!   CQL `type = page`. Rename (`edit`) and move work as for pages and send no webhook (Cloud's
+//!   webhooks name no folder events); a trash ([`SimHandle::trash_folder`]) takes everything
+//!   under the folder to the trash and sends `page_trashed` for each page.
+//! - v1 `GET /wiki/rest/api/content?spaceKey=KEY&title=T` (`type` page by default, `expand`):
+//!   the page of that title in that space, as include macros name pages.
 
 mod content;
 mod cql;
@@ -269,7 +279,25 @@ impl SimHandle {
         .await
     }
 
-    /// Edits a page or a blog post (`page_updated` or `blog_updated`).
+    /// Creates a folder (Cloud) under a page or folder (`parent_id`), or under the homepage; no
+    /// webhook (Cloud sends none for folders).
+    pub async fn create_folder(&self, request: CreatePage) -> Result<Mutation, MutationError> {
+        server::mutate(&self.shared, WebhookEvent::PageCreated, |s| {
+            s.create_folder(request)
+        })
+        .await
+    }
+
+    /// Trashes a folder and everything under it: a `page_trashed` webhook for each page.
+    pub async fn trash_folder(
+        &self,
+        id: u64,
+    ) -> Result<(SimPage, Vec<WebhookDelivery>), MutationError> {
+        server::trash_folder(&self.shared, id).await
+    }
+
+    /// Edits a page or a blog post (`page_updated` or `blog_updated`), or renames a folder (no
+    /// webhook).
     pub async fn edit(&self, id: u64, request: EditPage) -> Result<Mutation, MutationError> {
         server::mutate(&self.shared, WebhookEvent::PageUpdated, |s| {
             s.edit(id, request)

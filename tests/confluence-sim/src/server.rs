@@ -51,6 +51,7 @@ const MAX_LIMIT: usize = 250;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/wiki/rest/api/content/search", get(v1_search))
+        .route("/wiki/rest/api/content", get(v1_content_by_title))
         .route("/wiki/rest/api/content/{id}", get(v1_content))
         .route("/wiki/rest/api/user/current", get(v1_current_user))
         .route(
@@ -82,6 +83,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             ),
         )
         .route("/wiki/api/v2/pages/{id}/ancestors", get(v2_ancestors))
+        .route("/wiki/api/v2/folders/{id}", get(v2_folder))
         .route(
             "/wiki/api/v2/pages/{id}/footer-comments",
             get(
@@ -208,6 +210,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sim/pages", get(sim_pages).post(sim_create))
         .route("/_sim/blogposts", post(sim_create_blog_post))
+        .route("/_sim/folders", post(sim_create_folder))
         .route("/_sim/pages/{id}/{action}", post(sim_mutate));
     api.merge(control).with_state(shared)
 }
@@ -538,7 +541,7 @@ fn content_v1(
     };
     let space = state.space_of(page);
     let key = &space.key;
-    let webui = webui(state, page);
+    let page_webui = webui(state, page);
     let mut value = json!({
         "id": page.id.to_string(),
         "type": page.kind.name(),
@@ -547,7 +550,7 @@ fn content_v1(
         "macroRenderedOutput": {},
         "extensions": {"position": page.position},
         "_links": {
-            "webui": webui,
+            "webui": page_webui,
             "self": format!("{site}/rest/api/content/{}", page.id),
             "tinyui": format!("/x/{}", page.id),
             "editui": format!("/pages/resumedraft.action?draftId={}", page.id),
@@ -591,18 +594,20 @@ fn content_v1(
         );
     }
     if has("ancestors") {
+        // Folders are content in v1 too: a page's ancestors run through them.
         let ancestors: Vec<Value> = state
             .ancestors(page.id)
             .iter()
             .filter_map(|id| state.pages.get(id))
-            .map(|a| json!({"id": a.id.to_string(), "type": "page", "status": "current", "title": a.title,
-                            "_links": {"webui": format!("/spaces/{key}/pages/{}", a.id)}}))
+            .map(|a| json!({"id": a.id.to_string(), "type": a.kind.name(), "status": "current", "title": a.title,
+                            "_links": {"webui": webui(state, a)}}))
             .collect();
         map.insert("ancestors".into(), json!(ancestors));
     } else {
         expandable.insert("ancestors".into(), json!(""));
     }
-    if has("body") && !state.faults.bodiless.contains(&page.id) {
+    if has("body") && page.kind != ContentKind::Folder && !state.faults.bodiless.contains(&page.id)
+    {
         bodies.push((format!("{at}/body/storage/value"), state.body_job(page)));
         map.insert("body".into(), json!({"storage": {"value": "", "representation": "storage",
             "embeddedContent": []}, "_expandable": {"view": "", "export_view": "", "atlas_doc_format": ""}}));
@@ -734,7 +739,7 @@ fn page_v2(
         "title": page.title,
         "spaceId": page.space_id.to_string(),
         "parentId": page.parent_id.map(|p| p.to_string()),
-        "parentType": page.parent_id.map(|_| "page"),
+        "parentType": parent_type(state, page),
         "position": page.position,
         "authorId": account(page.author),
         "ownerId": account(page.author),
@@ -780,12 +785,45 @@ fn page_v2(
     value
 }
 
-/// A page's or blog post's place in the web UI, relative to the wiki root.
+/// The v2 `parentType` of a page or folder: what its parent is.
+fn parent_type(state: &SimState, page: &SimPage) -> Option<&'static str> {
+    page.parent_id
+        .map(|parent| state.pages.get(&parent).map_or("page", |p| p.kind.name()))
+}
+
+/// A v2 folder (`FolderSingle`): a place in the tree, without a body.
+fn folder_v2(state: &SimState, folder: &SimPage) -> Value {
+    let account = |i: usize| USERS.get(i).map_or("", |u| u.0);
+    json!({
+        "id": folder.id.to_string(),
+        "type": "folder",
+        "status": match folder.status { PageStatus::Current => "current", PageStatus::Trashed => "trashed" },
+        "title": folder.title,
+        "parentId": folder.parent_id.map(|p| p.to_string()),
+        "parentType": parent_type(state, folder),
+        "position": folder.position,
+        "authorId": account(folder.author),
+        "ownerId": account(folder.author),
+        "createdAt": folder.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "spaceId": folder.space_id.to_string(),
+        "version": {
+            "createdAt": folder.modified_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "message": "",
+            "number": folder.version,
+            "minorEdit": false,
+            "authorId": account(folder.last_modifier),
+        },
+        "_links": {"webui": webui(state, folder)},
+    })
+}
+
+/// A page's, blog post's or folder's place in the web UI, relative to the wiki root.
 fn webui(state: &SimState, page: &SimPage) -> String {
     let space_key = &state.space_of(page).key;
     match page.kind {
         ContentKind::Page => format!("/spaces/{space_key}/pages/{}", page.id),
         ContentKind::Blogpost => format!("/spaces/{space_key}/{}", webhook::blog_path(page)),
+        ContentKind::Folder => format!("/spaces/{space_key}/folder/{}", page.id),
     }
 }
 
@@ -794,6 +832,7 @@ fn v2_collection(kind: ContentKind) -> (&'static str, &'static str) {
     match kind {
         ContentKind::Page => ("pages", "page"),
         ContentKind::Blogpost => ("blogposts", "blogpost"),
+        ContentKind::Folder => ("folders", "folder"),
     }
 }
 
@@ -1091,6 +1130,93 @@ async fn v1_content(
     }
 }
 
+/// v1 `GET /rest/api/content?spaceKey=KEY&title=T` (`type` page by default): the current page of
+/// that title in that space, as a one-item (or empty) listing, with what `expand` asks.
+async fn v1_content_by_title(
+    State(shared): App,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    let near = match guard(
+        &shared,
+        &headers,
+        "/wiki/rest/api/content",
+        "v1.content.list",
+        Api::V1,
+    )
+    .await
+    {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let site = site(&headers, &shared);
+    let reply = {
+        let state = shared.lock();
+        let kind = match param(&params, "type").unwrap_or("page") {
+            "page" => ContentKind::Page,
+            "blogpost" => ContentKind::Blogpost,
+            other => {
+                return error(
+                    Api::V1,
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid type {other:?}"),
+                );
+            }
+        };
+        let space_key = param(&params, "spaceKey");
+        let title = param(&params, "title");
+        let expand = param_list(&params, "expand");
+        let mut bodies = Bodies::new();
+        let results: Vec<Value> = state
+            .pages
+            .values()
+            .filter(|p| p.status == PageStatus::Current && p.kind == kind)
+            .filter(|p| space_key.is_none_or(|key| state.space_of(p).key == key))
+            .filter(|p| title.is_none_or(|title| p.title == title))
+            .take(MAX_LIMIT)
+            .enumerate()
+            .map(|(i, p)| {
+                content_v1(
+                    &state,
+                    p,
+                    &expand,
+                    &site,
+                    &mut bodies,
+                    &format!("/results/{i}"),
+                )
+            })
+            .collect();
+        let size = results.len();
+        Reply {
+            body: json!({"results": results, "start": 0, "limit": MAX_LIMIT, "size": size,
+                "_links": {"base": site, "context": "/wiki", "self": format!("{site}/rest/api/content")}}),
+            bodies,
+            near_limit: near,
+            link: None,
+        }
+    };
+    reply.send().await
+}
+
+/// v2 `GET /api/v2/folders/{id}`: a current folder (404 for other content, as each type answers
+/// for its own ids).
+async fn v2_folder(State(shared): App, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let path = format!("/wiki/api/v2/folders/{id}");
+    let near = match guard(&shared, &headers, &path, "v2.folder", Api::V2).await {
+        Ok(near) => near,
+        Err(response) => return response,
+    };
+    let id = match parse_id(&id, Api::V2) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let state = shared.lock();
+    match state.current(id).filter(|p| p.kind == ContentKind::Folder) {
+        Some(folder) => ok(folder_v2(&state, folder), near, None),
+        None => error(Api::V2, StatusCode::NOT_FOUND, ""),
+    }
+}
+
 /// v1 `GET /rest/api/user/current`: the API user (the first of the simulated users), with the
 /// profile time zone CQL dates are read in (null when the profile hides it).
 async fn v1_current_user(State(shared): App, headers: HeaderMap) -> Response {
@@ -1287,7 +1413,10 @@ async fn v2_ancestors(
     let nearest = &chain[chain.len().saturating_sub(limit)..];
     let results: Vec<Value> = nearest
         .iter()
-        .map(|a| json!({"id": a.to_string(), "type": "page"}))
+        .map(|a| {
+            let kind = state.pages.get(a).map_or("page", |p| p.kind.name());
+            json!({"id": a.to_string(), "type": kind})
+        })
         .collect();
     ok(json!({"results": results, "_links": {}}), near, None)
 }
@@ -1706,6 +1835,19 @@ async fn sim_create_blog_post(State(shared): App, body: Bytes) -> Response {
     )
 }
 
+async fn sim_create_folder(State(shared): App, body: Bytes) -> Response {
+    let request: CreatePage = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    mutation_response(
+        mutate(&shared, WebhookEvent::PageCreated, |s| {
+            s.create_folder(request)
+        })
+        .await,
+    )
+}
+
 async fn sim_mutate(
     State(shared): App,
     Path((id, action)): Path<(u64, String)>,
@@ -1720,6 +1862,17 @@ async fn sim_mutate(
             Ok(r) => mutate(&shared, WebhookEvent::PageMoved, |s| s.move_page(id, r)).await,
             Err(response) => return response,
         },
+        "trash"
+            if shared
+                .lock()
+                .pages
+                .get(&id)
+                .is_some_and(|p| p.kind == ContentKind::Folder) =>
+        {
+            trash_folder(&shared, id)
+                .await
+                .map(|(folder, _)| (folder, None))
+        }
         "trash" => mutate(&shared, WebhookEvent::PageTrashed, |s| s.trash(id)).await,
         "label" => match parse_body::<LabelPage>(&body) {
             Ok(LabelPage { label, add }) => {
@@ -1836,7 +1989,13 @@ pub(crate) async fn mutate(
         let mut state = shared.lock();
         let page = apply(&mut state)?;
         let event = event.for_kind(page.kind);
-        let outgoing = state.config.webhook_target.clone().map(|target| {
+        // Cloud's webhooks name no folder events: a folder's creation, rename or move sends none.
+        let target = state
+            .config
+            .webhook_target
+            .clone()
+            .filter(|_| page.kind != ContentKind::Folder);
+        let outgoing = target.map(|target| {
             let body = webhook::payload(
                 event,
                 &page,
@@ -1854,6 +2013,41 @@ pub(crate) async fn mutate(
         tracing::debug!(event = delivery.event, status = ?delivery.status, "webhook sent");
     }
     Ok((page, delivery))
+}
+
+/// Trashes a folder with everything under it and delivers `page_trashed` for each page that went
+/// with it (the folder itself has no webhook).
+pub(crate) async fn trash_folder(
+    shared: &Shared,
+    id: u64,
+) -> Result<(SimPage, Vec<WebhookDelivery>), MutationError> {
+    let (folder, outgoing) = {
+        let mut state = shared.lock();
+        let (folder, pages) = state.trash_folder(id)?;
+        let outgoing: Vec<_> = match state.config.webhook_target.clone() {
+            Some(target) => pages
+                .iter()
+                .map(|page| {
+                    let body = webhook::payload(
+                        WebhookEvent::PageTrashed,
+                        page,
+                        None,
+                        &state.space_of(page).key,
+                        page.space_id,
+                        &shared.site,
+                    );
+                    (target.clone(), state.config.webhook_secret.clone(), body)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        (folder, outgoing)
+    };
+    let mut deliveries = Vec::new();
+    for outgoing in outgoing {
+        deliveries.extend(send_webhook(shared, WebhookEvent::PageTrashed, Some(outgoing)).await);
+    }
+    Ok((folder, deliveries))
 }
 
 /// An attachment's download link, relative to the wiki root, as v1 and v2 give it.

@@ -453,9 +453,10 @@ impl SimState {
             .filter(|p| p.status == PageStatus::Current)
     }
 
-    /// The current page (not blog post) of that id.
-    fn current_page(&self, id: u64) -> Option<&SimPage> {
-        self.current(id).filter(|p| p.kind == ContentKind::Page)
+    /// The current page or folder of that id: what can hold pages.
+    fn current_place(&self, id: u64) -> Option<&SimPage> {
+        self.current(id)
+            .filter(|p| matches!(p.kind, ContentKind::Page | ContentKind::Folder))
     }
 
     /// A space's homepage: its first page.
@@ -508,6 +509,15 @@ impl SimState {
         self.create_content(ContentKind::Page, request)
     }
 
+    /// Creates a folder (version 1, no body) under a page or folder, or under the generated
+    /// space's homepage.
+    pub fn create_folder(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
+        if request.body.is_some() {
+            return Err(MutationError::Invalid("a folder has no body".into()));
+        }
+        self.create_content(ContentKind::Folder, request)
+    }
+
     /// Publishes a blog post (no parent; version 1).
     pub fn create_blog_post(&mut self, request: CreatePage) -> Result<SimPage, MutationError> {
         if request.parent_id.is_some() {
@@ -523,13 +533,15 @@ impl SimState {
     ) -> Result<SimPage, MutationError> {
         let (space_id, parent_id) = match (kind, request.parent_id) {
             (ContentKind::Blogpost, _) => (self.primary.id, None),
-            (ContentKind::Page, Some(parent)) => {
+            (ContentKind::Page | ContentKind::Folder, Some(parent)) => {
                 let parent = self
-                    .current_page(parent)
+                    .current_place(parent)
                     .ok_or(MutationError::NotFound(parent))?;
                 (parent.space_id, Some(parent.id))
             }
-            (ContentKind::Page, None) => (self.primary.id, self.homepage(self.primary.id)),
+            (ContentKind::Page | ContentKind::Folder, None) => {
+                (self.primary.id, self.homepage(self.primary.id))
+            }
         };
         self.insert_content(kind, space_id, parent_id, request)
     }
@@ -607,7 +619,9 @@ impl SimState {
         if let Some(title) = request.title {
             page.title = title;
         }
-        page.body = request.body;
+        if page.kind != ContentKind::Folder {
+            page.body = request.body;
+        }
         if let Some(labels) = request.labels {
             page.labels = labels;
         }
@@ -630,6 +644,35 @@ impl SimState {
         let page = self.pages.get_mut(&id).ok_or(MutationError::NotFound(id))?;
         page.status = PageStatus::Trashed;
         Ok(page.clone())
+    }
+
+    /// Moves a folder to the trash with everything under it (pages and folders), as Cloud's
+    /// folder deletion does; returns the pages trashed with it (each gets its `page_trashed`).
+    pub fn trash_folder(&mut self, id: u64) -> Result<(SimPage, Vec<SimPage>), MutationError> {
+        self.current(id)
+            .filter(|p| p.kind == ContentKind::Folder)
+            .ok_or(MutationError::NotFound(id))?;
+        let subtree: Vec<u64> = self
+            .pages
+            .values()
+            .filter(|p| p.status == PageStatus::Current && self.ancestors(p.id).contains(&id))
+            .map(|p| p.id)
+            .collect();
+        let mut pages = Vec::new();
+        for trashed in subtree.into_iter().chain([id]) {
+            if let Some(page) = self.pages.get_mut(&trashed) {
+                page.status = PageStatus::Trashed;
+                if page.kind == ContentKind::Page {
+                    pages.push(page.clone());
+                }
+            }
+        }
+        let folder = self
+            .pages
+            .get(&id)
+            .cloned()
+            .ok_or(MutationError::NotFound(id))?;
+        Ok((folder, pages))
     }
 
     /// Purges a trashed page for good.
@@ -873,18 +916,19 @@ impl SimState {
         Ok(page)
     }
 
-    /// Moves a page under another parent. The version is unchanged; the modification date moves.
+    /// Moves a page (or a folder, with what it holds) under another page or folder. The version
+    /// is unchanged; the modification date moves.
     /// Under a page of another space, the page and its subtree (with their comments and
     /// attachments) move to that space, unless a title is taken there.
     pub fn move_page(&mut self, id: u64, request: MovePage) -> Result<SimPage, MutationError> {
         let from_space = self
-            .current_page(id)
+            .current_place(id)
             .ok_or(MutationError::NotFound(id))?
             .space_id;
         let mut to_space = from_space;
         if let Some(parent) = request.parent_id {
             to_space = self
-                .current_page(parent)
+                .current_place(parent)
                 .ok_or(MutationError::NotFound(parent))?
                 .space_id;
             if parent == id || self.ancestors(parent).contains(&id) {

@@ -122,6 +122,7 @@ pub fn payload(
     let (holder, webui) = match page.kind {
         ContentKind::Page => ("page", format!("pages/{}", page.id)),
         ContentKind::Blogpost => ("blog", blog_path(page)),
+        ContentKind::Folder => ("folder", format!("folder/{}", page.id)),
     };
     let mut body = json!({
         "userAccountId": account(page.last_modifier),
@@ -189,6 +190,7 @@ pub fn comment_payload(
         .get(match container.kind {
             ContentKind::Page => "page",
             ContentKind::Blogpost => "blog",
+            ContentKind::Folder => "folder",
         })
         .cloned()
         .unwrap_or_default();
@@ -236,6 +238,7 @@ pub fn attachment_payload(
         .get(match container.kind {
             ContentKind::Page => "page",
             ContentKind::Blogpost => "blog",
+            ContentKind::Folder => "folder",
         })
         .cloned()
         .unwrap_or_default();

@@ -956,3 +956,140 @@ async fn attachments_are_listed_searched_downloaded_by_version_and_send_webhooks
         assert_eq!(body["attachment"]["id"], format!("att{}", created.id));
     }
 }
+
+#[tokio::test]
+async fn folders_sit_in_the_page_tree_and_take_their_pages_to_the_trash() {
+    let (target, received) = receiver().await;
+    let sim = start(4, Some(target)).await;
+    let home = sim.handle.homepage(sim.handle.space_id()).expect("home");
+    let post = |path: String, body: Value| {
+        let url = format!("http://{}{path}", sim.addr);
+        async move {
+            let response = http().post(url).json(&body).send().await.expect("mutation");
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let created = post("/_sim/folders".into(), json!({"title": "Handbook"})).await;
+    let folder = created["page"]["id"].as_u64().expect("folder id");
+    assert_eq!(created["page"]["type"], "folder");
+    assert_eq!(
+        created["webhook"],
+        Value::Null,
+        "Cloud sends no folder webhook"
+    );
+    let created = post(
+        "/_sim/pages".into(),
+        json!({"title": "On call", "parent_id": folder, "body": "<p>pager</p>"}),
+    )
+    .await;
+    let page = created["page"]["id"].as_u64().expect("page id");
+
+    // v2: the folder (FolderSingle), the page naming it as a folder parent, ancestors typed.
+    let found: Value = get(&sim, &format!("/wiki/api/v2/folders/{folder}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(found["type"], "folder");
+    assert_eq!(found["title"], "Handbook");
+    assert_eq!(found["parentId"], home.to_string());
+    assert_eq!(found["parentType"], "page");
+    assert!(found.get("body").is_none());
+    let as_page = get(&sim, &format!("/wiki/api/v2/pages/{folder}")).await;
+    assert_eq!(as_page.status(), 404, "a folder is not a page");
+    let v2: Value = get(&sim, &format!("/wiki/api/v2/pages/{page}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (v2["parentId"].as_str(), v2["parentType"].as_str()),
+        (Some(folder.to_string().as_str()), Some("folder"))
+    );
+    let ancestors: Value = get(&sim, &format!("/wiki/api/v2/pages/{page}/ancestors"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        ancestors["results"],
+        json!([{"id": home.to_string(), "type": "page"}, {"id": folder.to_string(), "type": "folder"}])
+    );
+    // v1: folders are content too, and a page's ancestors run through them.
+    let v1: Value = get(
+        &sim,
+        &format!("/wiki/rest/api/content/{page}?expand=ancestors,body.storage"),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(v1["ancestors"][1]["type"], "folder");
+    assert_eq!(v1["ancestors"][1]["title"], "Handbook");
+    let listing: Value = get(
+        &sim,
+        &format!("/wiki/api/v2/spaces/{}/pages", sim.handle.space_id()),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert!(
+        !result_ids(&listing).contains(&folder),
+        "folders are not listed as pages"
+    );
+
+    // v1 content by space and title, as include macros name pages.
+    let by_title: Value = get(
+        &sim,
+        "/wiki/rest/api/content?spaceKey=ENG&title=On%20call&expand=body.storage,version",
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(result_ids(&by_title), [page]);
+    assert_eq!(
+        by_title["results"][0]["body"]["storage"]["value"],
+        "<p>pager</p>"
+    );
+    let none: Value = get(&sim, "/wiki/rest/api/content?spaceKey=ENG&title=Handbook")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        result_ids(&none).is_empty(),
+        "type=page by default: not the folder"
+    );
+
+    // A rename or move sends nothing; a trash takes the pages along, each with its webhook.
+    post(
+        format!("/_sim/pages/{folder}/edit"),
+        json!({"title": "Handbook 2"}),
+    )
+    .await;
+    let trashed = post(format!("/_sim/pages/{folder}/trash"), json!({})).await;
+    assert_eq!(trashed["page"]["status"], "trashed");
+    assert_eq!(
+        get(&sim, &format!("/wiki/api/v2/pages/{page}?status=current"))
+            .await
+            .status(),
+        404
+    );
+    let events: Vec<(String, Value)> = received
+        .0
+        .lock()
+        .expect("received")
+        .iter()
+        .map(|(event, body, ..)| (event.clone(), body["page"]["id"].clone()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("page_created".to_owned(), json!(page)),
+            ("page_trashed".to_owned(), json!(page))
+        ]
+    );
+}

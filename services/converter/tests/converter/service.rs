@@ -31,6 +31,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
         body_storage: body,
         comments: Vec::new(),
         attachments: Vec::new(),
+        included: Vec::new(),
     })
     .with_sync_run(Some(uuid_run()))
 }
