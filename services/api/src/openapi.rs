@@ -21,6 +21,7 @@ use crate::{pages, search, sources};
         sources::sync,
         sources::status,
         sources::remove,
+        sources::update,
         pages::list,
         pages::detail,
         search::handler,

@@ -11,7 +11,7 @@ use pagestream_views::{PageDetail, PageList, SearchResponse, SourceList, SourceV
 use crate::api::{ApiClient, encode};
 use crate::error::CliError;
 use crate::table::{Table, plain_snippet};
-use crate::{AddSourceArgs, PagesArgs, SearchArgs};
+use crate::{AddSourceArgs, PagesArgs, SearchArgs, SpacesArgs};
 
 /// Pretty JSON for `--json`.
 pub(crate) fn print_json(
@@ -52,7 +52,8 @@ pub async fn add_source(
             ));
         }
     };
-    let mut body = json!({"site_url": args.site_url, "space_key": args.space, "auth": auth});
+    let mut body =
+        json!({"site_url": args.site_url, "spaces": args.spaces.to_json(), "auth": auth});
     if let Some(key) = &args.key {
         body["key"] = json!(key);
     }
@@ -78,6 +79,29 @@ pub async fn add_source(
         out,
         "added source {} (space {} at {}, id {})\n  next: pagestream sync {} --full --wait",
         source.key, source.space_key, source.site_url, source.id, source.key
+    )?;
+    Ok(())
+}
+
+pub async fn update_source(
+    api: &ApiClient,
+    source: &str,
+    spaces: &SpacesArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let source: SourceView = api
+        .call(
+            Method::PATCH,
+            &format!("/api/confluence/{}", encode(source)),
+            &[],
+            Some(json!({"spaces": spaces.to_json()})),
+            "update source",
+        )
+        .await?;
+    writeln!(
+        out,
+        "source {} now covers {}: the next sync adds new spaces and removes the pages of spaces taken off",
+        source.key, source.space_key
     )?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
-use pagestream_sources::SourceSettings;
+use pagestream_sources::{SourceSettings, Spaces};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,7 +13,11 @@ pub struct SourceView {
     pub id: Uuid,
     pub key: String,
     pub site_url: String,
+    /// The spaces as shown: `ENG`, `ENG, OPS`, or `all spaces`.
     pub space_key: String,
+    /// `{"keys": ["ENG", "OPS"]}`, or `"all"`: every space the credentials can read.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spaces: Spaces,
     /// `cloud` or `data_center`.
     pub auth_kind: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

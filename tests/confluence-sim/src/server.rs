@@ -42,6 +42,8 @@ impl Shared {
     }
 }
 
+mod spaces;
+
 type Params = Query<Vec<(String, String)>>;
 type App = State<Arc<Shared>>;
 
@@ -180,6 +182,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(download_attachment),
         )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
+        .route("/wiki/rest/api/space", get(spaces::v1_spaces))
         .route(
             "/wiki/api/v2/spaces/{id}/pages",
             get(

@@ -316,7 +316,7 @@ async fn register(api: &support::TestApi, key: &str) -> Uuid {
         id: Uuid::new_v4(),
         key: SourceKey::new(key).expect("key"),
         site_url: "https://example.atlassian.net/wiki".into(),
-        space_key: "ENG".into(),
+        spaces: pagestream_sources::Spaces::one("ENG"),
         auth_kind: pagestream_sources::AuthKind::Cloud,
         sealed_credentials: pagestream_sources::SourceRecord::seal_credentials(
             &api.secret_key,
@@ -536,4 +536,97 @@ async fn deleting_a_source_removes_it_from_the_registry_and_the_streams() {
         "source_not_found",
         None,
     );
+}
+
+#[tokio::test]
+async fn a_source_covers_several_spaces_or_all_and_its_spaces_can_be_changed() {
+    let api = support::start(false).await;
+    let mut config = SimConfig::new(11, 4);
+    config.api_token = TOKEN.into();
+    config.other_spaces = vec![confluence_sim::SimSpace::new(131_073, "OPS", "Operations")];
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator");
+    let site = sim.base_url();
+    let with_spaces = |key: &str, spaces: Value| {
+        let mut body = cloud_source(&site, key, "ENG", TOKEN);
+        body.as_object_mut().expect("object").remove("space_key");
+        body["spaces"] = spaces;
+        body
+    };
+
+    let (status, two) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("eng", json!(["ENG", "OPS", "eng"]))),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{two}");
+    assert_eq!(two["spaces"], json!({"keys": ["ENG", "OPS"]}));
+    assert_eq!(two["space_key"], "ENG, OPS");
+    let unknown = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("other", json!(["ENG", "NOPE"]))),
+        )
+        .await;
+    assert_error(&unknown, 400, "confluence_space_not_found", Some("spaces"));
+    let both = cloud_source(&site, "both", "ENG", TOKEN);
+    let mut both = both;
+    both["spaces"] = json!("all");
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/sources", Some(both))
+            .await,
+        400,
+        "invalid_parameter",
+        Some("spaces"),
+    );
+    let mut keyless = with_spaces("x", json!("all"));
+    keyless.as_object_mut().expect("object").remove("key");
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/sources", Some(keyless))
+            .await,
+        400,
+        "invalid_parameter",
+        Some("key"),
+    );
+    let (status, all) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("site", json!("all"))),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{all}");
+    assert_eq!(all["spaces"], "all");
+    assert_eq!(all["space_key"], "all spaces");
+
+    // Changed with the stored credentials; a space they cannot see is refused and nothing changes.
+    let refused = api
+        .call(
+            Method::PATCH,
+            "/api/confluence/eng",
+            Some(json!({"spaces": ["NOPE"]})),
+        )
+        .await;
+    assert_error(&refused, 400, "confluence_space_not_found", Some("spaces"));
+    let (status, updated) = api
+        .call(
+            Method::PATCH,
+            "/api/confluence/eng",
+            Some(json!({"space_key": "OPS"})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{updated}");
+    assert_eq!(updated["spaces"], json!({"keys": ["OPS"]}));
+    let record = api
+        .registry
+        .get(&SourceKey::new("eng").expect("key"))
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.spaces, pagestream_sources::Spaces::one("OPS"));
+    assert!(record.updated_at > record.created_at);
 }

@@ -116,7 +116,7 @@ pub async fn put_source(
         id: uuid::Uuid::new_v4(),
         key: SourceKey::new(name).expect("source key"),
         site_url: "https://acme.atlassian.net".into(),
-        space_key: "ENG".into(),
+        spaces: pagestream_sources::Spaces::one("ENG"),
         auth_kind,
         sealed_credentials: SourceRecord::seal_credentials(key, &credentials),
         settings: SourceSettings::default(),
