@@ -215,6 +215,7 @@ pub async fn create(
         token: Secret::new(credentials.1),
         webhook_secret: webhook_secret.map(Secret::new),
         connect_client_key,
+        webhook_path_secret: None,
     };
     let record = SourceRecord {
         id: Uuid::new_v4(),

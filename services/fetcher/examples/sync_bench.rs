@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         token: Secret::new("sim-api-token"),
         webhook_secret: None,
         connect_client_key: None,
+        webhook_path_secret: None,
     };
     registry
         .put(&SourceRecord {

@@ -78,12 +78,14 @@ async fn harness_of(config: SimConfig, options: FetcherOptions, auth_kind: AuthK
             token: Secret::new("sim-api-token"),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         },
         AuthKind::DataCenter => Credentials {
             email: None,
             token: Secret::new(PERSONAL_ACCESS_TOKEN),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         },
     };
     let record = SourceRecord {
@@ -794,6 +796,7 @@ async fn tokens_never_reach_logs_errors_or_progress() {
         token: Secret::new(wrong),
         webhook_secret: None,
         connect_client_key: None,
+        webhook_path_secret: None,
     };
     h.registry
         .put(&SourceRecord {

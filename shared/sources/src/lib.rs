@@ -172,6 +172,11 @@ pub struct Credentials {
     /// JWTs. Without it, JWT deliveries are refused.
     #[serde(default)]
     pub connect_client_key: Option<String>,
+    /// Secret in the path of the URL that Cloud's site-admin webhooks deliver to (unsigned):
+    /// `/webhooks/confluence/<key>/p/<secret>/<event>`. At least
+    /// [`MIN_WEBHOOK_SECRET_CHARS`]; rotating it replaces the URL.
+    #[serde(default)]
+    pub webhook_path_secret: Option<Secret>,
 }
 
 /// How a source is synced.
@@ -430,6 +435,7 @@ mod tests {
             token: Secret::new("ATATT3xFfGF0-very-secret"),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         };
         let sealed = SourceRecord::seal_credentials(&key, &credentials);
         assert!(!sealed.contains("very-secret"));

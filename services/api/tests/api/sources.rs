@@ -325,6 +325,7 @@ async fn register(api: &support::TestApi, key: &str) -> Uuid {
                 token: pagestream_sources::Secret::new(TOKEN),
                 webhook_secret: None,
                 connect_client_key: None,
+                webhook_path_secret: None,
             },
         ),
         settings: Default::default(),
