@@ -190,6 +190,10 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/api/confluence/{id}/sync", post(sources::sync))
         .route("/api/confluence/{id}/status", get(sources::status))
         .route(
+            "/api/confluence/{id}/webhook-path",
+            post(sources::rotate_webhook_path),
+        )
+        .route(
             "/api/confluence/{id}",
             delete(sources::remove).patch(sources::update),
         )

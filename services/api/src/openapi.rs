@@ -22,6 +22,7 @@ use crate::{pages, search, sources};
         sources::status,
         sources::remove,
         sources::update,
+        sources::rotate_webhook_path,
         pages::list,
         pages::detail,
         search::handler,

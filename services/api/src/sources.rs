@@ -21,7 +21,7 @@ use pagestream_sources::{
 use pagestream_store::runs;
 use pagestream_store::sources as store_sources;
 pub use pagestream_views::{
-    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView,
+    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView, WebhookPath,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -798,4 +798,43 @@ pub async fn update(
         .map_err(|e| ApiError::dependency("source registry", e))?;
     tracing::info!(source = %record.key, spaces = %record.spaces, "source updated");
     view(&state, record.key.as_str()).await.map(Json)
+}
+
+#[utoipa::path(
+    post, path = "/api/confluence/{id}/webhook-path", tag = "sources",
+    params(("id" = String, Path, description = "source key or uuid")),
+    responses(
+        (status = 200, body = WebhookPath),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+/// Sets a new path secret for Cloud's unsigned site-admin webhooks (the first, or a rotation):
+/// the ingester accepts the new path as soon as it sees the registry change and refuses the
+/// old one. The path is answered this once.
+pub async fn rotate_webhook_path(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookPath>, ApiError> {
+    let mut record = resolve(&state, &id).await?;
+    let mut credentials = record
+        .credentials(&state.inner.secret_key)
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    let secret = Secret::generate_path_secret();
+    let path = format!("/webhooks/confluence/{}/p/{}", record.key, secret.expose());
+    credentials.webhook_path_secret = Some(secret);
+    record.sealed_credentials =
+        SourceRecord::seal_credentials(&state.inner.secret_key, &credentials);
+    record.updated_at = Utc::now();
+    state
+        .inner
+        .registry
+        .put(&record)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    tracing::info!(source = %record.key, "webhook path secret set");
+    Ok(Json(WebhookPath {
+        key: record.key.to_string(),
+        path,
+    }))
 }

@@ -6,7 +6,9 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use pagestream_views::{PageDetail, PageList, SearchResponse, SourceList, SourceView, SyncRunView};
+use pagestream_views::{
+    PageDetail, PageList, SearchResponse, SourceList, SourceView, SyncRunView, WebhookPath,
+};
 
 use crate::api::{ApiClient, encode};
 use crate::error::CliError;
@@ -102,6 +104,31 @@ pub async fn update_source(
         out,
         "source {} now covers {}: the next sync adds new spaces and removes the pages of spaces taken off",
         source.key, source.space_key
+    )?;
+    Ok(())
+}
+
+pub async fn rotate_webhook_url(
+    api: &ApiClient,
+    source: &str,
+    public_url: &str,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let path: WebhookPath = api
+        .call(
+            Method::POST,
+            &format!("/api/confluence/{}/webhook-path", encode(source)),
+            &[],
+            None,
+            "set webhook path",
+        )
+        .await?;
+    writeln!(
+        out,
+        "webhooks of {} now deliver to {}{}/<event> (the previous URL no longer works; this one is shown only now)",
+        path.key,
+        public_url.trim_end_matches('/'),
+        path.path
     )?;
     Ok(())
 }

@@ -120,6 +120,15 @@ pub enum SourcesCommand {
         #[command(flatten)]
         spaces: SpacesArgs,
     },
+    /// Set a new secret in the URL that Cloud's unsigned site-admin webhooks deliver to, and
+    /// print the URL (once): the old URL stops working.
+    WebhookUrl {
+        /// Source key or id.
+        source: String,
+        /// The ingester's public root, e.g. https://hooks.example.com.
+        #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
+        public_url: String,
+    },
     /// Remove a source and everything derived from it (pages, chunks, stream data).
     Rm {
         /// Source key or id.
@@ -328,6 +337,9 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         }
         Command::Sources(SourcesCommand::Update { source, spaces }) => {
             commands::update_source(&connection.api(), &source, &spaces, out).await
+        }
+        Command::Sources(SourcesCommand::WebhookUrl { source, public_url }) => {
+            commands::rotate_webhook_url(&connection.api(), &source, &public_url, out).await
         }
         Command::Sources(SourcesCommand::Rm { source }) => {
             commands::remove_source(&connection.api(), &source, out).await

@@ -46,6 +46,13 @@ impl Secret {
         Self(value.into())
     }
 
+    /// A fresh secret for a URL's path: 48 hex digits (192 random bits).
+    pub fn generate_path_secret() -> Self {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -100,6 +100,16 @@ pub struct SyncAccepted {
     pub status_url: String,
 }
 
+/// The path Cloud's unsigned site-admin webhooks deliver to, with the source's new path secret:
+/// shown once, when it is set; the one before no longer works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookPath {
+    pub key: String,
+    /// `/webhooks/confluence/<key>/p/<secret>`; append `/<event>` per webhook.
+    pub path: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceRemoved {

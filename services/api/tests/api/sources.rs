@@ -45,6 +45,8 @@ async fn every_api_route_requires_the_key() {
         (Method::POST, "/api/confluence/eng/sync"),
         (Method::GET, "/api/confluence/eng/status"),
         (Method::DELETE, "/api/confluence/eng"),
+        (Method::PATCH, "/api/confluence/eng"),
+        (Method::POST, "/api/confluence/eng/webhook-path"),
         (Method::GET, "/api/confluence/eng/pages"),
         (Method::GET, "/api/pages/eng/1"),
         (Method::GET, "/api/search?q=x"),
@@ -630,4 +632,45 @@ async fn a_source_covers_several_spaces_or_all_and_its_spaces_can_be_changed() {
         .expect("stored");
     assert_eq!(record.spaces, pagestream_sources::Spaces::one("OPS"));
     assert!(record.updated_at > record.created_at);
+}
+
+#[tokio::test]
+async fn a_rotated_webhook_path_secret_is_sealed_shown_once_and_replaces_the_old_one() {
+    let api = support::start(false).await;
+    register(&api, "eng").await;
+    let key = SourceKey::new("eng").expect("key");
+    let (status, first) = api
+        .call(Method::POST, "/api/confluence/eng/webhook-path", None)
+        .await;
+    assert_eq!(status.as_u16(), 200, "{first}");
+    let path = first["path"].as_str().expect("path");
+    let secret = path
+        .strip_prefix("/webhooks/confluence/eng/p/")
+        .expect("the source's path");
+    assert!(secret.len() >= 24 && secret.chars().all(|c| c.is_ascii_hexdigit()));
+    let record = api.registry.get(&key).await.expect("get").expect("stored");
+    assert!(!record.sealed_credentials.contains(secret));
+    let credentials = record.credentials(&api.secret_key).expect("open");
+    assert_eq!(
+        credentials.webhook_path_secret.as_ref().map(|s| s.expose()),
+        Some(secret)
+    );
+    assert_eq!(credentials.token.expose(), TOKEN, "the token is kept");
+    // Never in the source's view; a rotation replaces it.
+    let (_, view) = api.get("/api/confluence/sources").await;
+    assert!(!view.to_string().contains(secret));
+    let (_, second) = api
+        .call(Method::POST, "/api/confluence/eng/webhook-path", None)
+        .await;
+    assert_ne!(second["path"], first["path"]);
+    let rotated = api.registry.get(&key).await.expect("get").expect("stored");
+    assert_ne!(
+        rotated
+            .credentials(&api.secret_key)
+            .expect("open")
+            .webhook_path_secret
+            .as_ref()
+            .map(|s| s.expose()),
+        Some(secret)
+    );
 }
