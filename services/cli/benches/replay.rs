@@ -43,7 +43,7 @@ fn page_events(
         source: source.clone(),
         page_id: PageId::from(id),
         content_type: ContentType::Page,
-        spaces: pagestream_sources::Spaces::one("BENCH"),
+        space_key: "BENCH".into(),
         title: title.clone(),
         version: 1,
         path: format!("/1/{}/{id}", id % 50 + 2),
@@ -75,7 +75,7 @@ fn page_events(
     let ready = Envelope::new(ChunksReady {
         source: source.clone(),
         page_id: PageId::from(id),
-        spaces: pagestream_sources::Spaces::one("BENCH"),
+        space_key: "BENCH".into(),
         version: 1,
         model: MODEL.into(),
         dimension: DIMENSION as u32,
