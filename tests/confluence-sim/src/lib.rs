@@ -14,6 +14,11 @@
 //! (v1 `space`, v2 `spaceId`, CQL `space = KEY`, `/spaces`, `/spaces/{id}/pages`, webhooks).
 //! [`SimHandle::add_space`] and [`SimHandle::delete_space`] create and delete spaces while it
 //! runs; v1 `/wiki/rest/api/space` lists them as Data Center does (`spaceKey`, `start`/`limit`).
+//! Webhooks register through the API as on the real sites: Cloud's site-admin resource
+//! `POST|GET /wiki/rest/webhooks/1.0/webhook`, `DELETE …/webhook/{id}` (deliveries unsigned, to
+//! the registered URL) and Data Center's `POST|GET /rest/api/webhooks`, `DELETE …/{id}`
+//! (deliveries name their `event` and are signed with `configuration.secret`); every mutation's
+//! webhook also goes to each registration subscribed to its event.
 //!
 //! Tests start it in-process with [`start`] and steer it through the [`SimHandle`]; the
 //! `confluence-sim` binary serves the same thing, steered over HTTP:

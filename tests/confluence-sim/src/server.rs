@@ -42,6 +42,7 @@ impl Shared {
     }
 }
 
+pub(crate) mod hooks;
 mod spaces;
 
 type Params = Query<Vec<(String, String)>>;
@@ -183,6 +184,32 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
         .route("/wiki/rest/api/space", get(spaces::v1_spaces))
+        .route(
+            "/wiki/rest/webhooks/1.0/webhook",
+            get(|app: App, headers: HeaderMap| hooks::list(app, headers, false)).post(
+                |app: App, headers: HeaderMap, body: Bytes| {
+                    hooks::create(app, headers, body, false)
+                },
+            ),
+        )
+        .route(
+            "/wiki/rest/webhooks/1.0/webhook/{id}",
+            axum::routing::delete(|app: App, headers: HeaderMap, id: Path<String>| {
+                hooks::delete(app, headers, id, false)
+            }),
+        )
+        .route(
+            "/wiki/rest/api/webhooks",
+            get(|app: App, headers: HeaderMap| hooks::list(app, headers, true)).post(
+                |app: App, headers: HeaderMap, body: Bytes| hooks::create(app, headers, body, true),
+            ),
+        )
+        .route(
+            "/wiki/rest/api/webhooks/{id}",
+            axum::routing::delete(|app: App, headers: HeaderMap, id: Path<String>| {
+                hooks::delete(app, headers, id, true)
+            }),
+        )
         .route(
             "/wiki/api/v2/spaces/{id}/pages",
             get(
@@ -1782,11 +1809,12 @@ async fn mutate_attached<T>(
     let (item, outgoing) = {
         let mut state = shared.lock();
         let item = apply(&mut state)?;
+        let target = state.config.webhook_target.clone();
         let outgoing = match (
-            state.config.webhook_target.clone(),
+            target.is_some() || !state.webhooks.is_empty(),
             state.pages.get(&container_of(&item)),
         ) {
-            (Some(target), Some(container)) => Some((
+            (true, Some(container)) => Some((
                 target,
                 state.config.webhook_secret.clone(),
                 payload(
@@ -1804,13 +1832,16 @@ async fn mutate_attached<T>(
     Ok((item, send_webhook(shared, event, outgoing).await))
 }
 
-/// Delivers a webhook (target, secret, body), if there is one, and counts the outcome.
+/// Delivers a webhook (target, secret, body), if there is one, and counts the outcome; the same
+/// body goes to the webhooks registered through the API.
 async fn send_webhook(
     shared: &Shared,
     event: WebhookEvent,
-    outgoing: Option<(String, Option<String>, serde_json::Value)>,
+    outgoing: Option<(Option<String>, Option<String>, serde_json::Value)>,
 ) -> Option<WebhookDelivery> {
     let (target, secret, body) = outgoing?;
+    hooks::deliver_registered(shared, event, &body).await;
+    let target = target?;
     let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
     let mut state = shared.lock();
     if delivery.delivered() {
@@ -1832,7 +1863,8 @@ pub(crate) async fn mutate(
         let mut state = shared.lock();
         let page = apply(&mut state)?;
         let event = event.for_kind(page.kind);
-        let outgoing = state.config.webhook_target.clone().map(|target| {
+        let target = state.config.webhook_target.clone();
+        let outgoing = (target.is_some() || !state.webhooks.is_empty()).then(|| {
             let body = webhook::payload(
                 event,
                 &page,

@@ -280,6 +280,8 @@ pub(crate) struct SimState {
     pub in_flight: u64,
     /// The label of the last label mutation, for its webhook.
     pub last_label: Option<String>,
+    /// Webhooks registered through the API (Cloud site-admin and Data Center).
+    pub(crate) webhooks: Vec<crate::server::hooks::Registered>,
 }
 
 impl SimState {
@@ -356,6 +358,7 @@ impl SimState {
             empty_cursor_serial: 0,
             in_flight: 0,
             last_label: None,
+            webhooks: Vec::new(),
         };
         // Every space has a homepage (its first page, which cannot be trashed).
         for space in state.others.clone() {
