@@ -189,7 +189,14 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         )
         .route("/api/confluence/{id}/sync", post(sources::sync))
         .route("/api/confluence/{id}/status", get(sources::status))
-        .route("/api/confluence/{id}", delete(sources::remove))
+        .route(
+            "/api/confluence/{id}/webhook-path",
+            post(sources::rotate_webhook_path),
+        )
+        .route(
+            "/api/confluence/{id}",
+            delete(sources::remove).patch(sources::update),
+        )
         .route("/api/confluence/{id}/pages", get(pages::list))
         .route("/api/pages/{source}/{page}", get(pages::detail))
         .route("/api/search", get(search::handler))

@@ -21,6 +21,8 @@ use crate::{pages, search, sources};
         sources::sync,
         sources::status,
         sources::remove,
+        sources::update,
+        sources::rotate_webhook_path,
         pages::list,
         pages::detail,
         search::handler,

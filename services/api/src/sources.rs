@@ -16,12 +16,12 @@ use pagestream_events::{
     Envelope, Retryable, RunPipeline, SourceKey, SyncMode, SyncProgress, SyncRequested, SyncStatus,
 };
 use pagestream_sources::{
-    AuthKind, Credentials, MIN_WEBHOOK_SECRET_CHARS, Secret, SourceRecord, SourceSettings,
+    AuthKind, Credentials, MIN_WEBHOOK_SECRET_CHARS, Secret, SourceRecord, SourceSettings, Spaces,
 };
 use pagestream_store::runs;
 use pagestream_store::sources as store_sources;
 pub use pagestream_views::{
-    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView,
+    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView, WebhookPath,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -56,11 +56,17 @@ pub(crate) async fn resolve(state: &AppState, id: &str) -> Result<SourceRecord, 
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct CreateSource {
-    /// Slug `[a-z0-9][a-z0-9_-]{0,62}`; defaults to the lowercased space key.
+    /// Slug `[a-z0-9][a-z0-9_-]{0,62}`; defaults to the lowercased (first) space key; required
+    /// with `"spaces": "all"`.
     key: Option<String>,
     /// The wiki root, e.g. `https://example.atlassian.net/wiki` (https; http only for loopback).
     site_url: String,
-    space_key: String,
+    /// One space (or give `spaces`).
+    space_key: Option<String>,
+    /// Several space keys (`["ENG", "OPS"]`), or `"all"`: every space the credentials can read,
+    /// found again at each sync.
+    #[schema(value_type = Option<Object>)]
+    spaces: Option<serde_json::Value>,
     auth: CreateSourceAuth,
     /// Shared secret of webhook deliveries, at least 24 characters.
     webhook_secret: Option<String>,
@@ -95,12 +101,14 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<SourceView>), ApiError> {
     let mut fields = JsonFields::parse(&body)?;
-    let space_key: String = fields.required("space_key")?;
-    let space = SpaceKey::new(space_key.trim())
-        .map_err(|_| ApiError::invalid("space_key", "not a Confluence space key"))?;
-    let key = match fields.optional::<String>("key")? {
-        Some(key) => key,
-        None => space.as_str().to_ascii_lowercase(),
+    let (spaces, spaces_field) = read_spaces(&mut fields)?;
+    let key = match (fields.optional::<String>("key")?, spaces.keys()) {
+        (Some(key), _) => key,
+        (None, Some(keys)) => keys
+            .first()
+            .map(|k| k.to_ascii_lowercase())
+            .unwrap_or_default(),
+        (None, None) => return Err(ApiError::invalid("key", "is required with all spaces")),
     };
     let key = SourceKey::new(key.trim())
         .map_err(|_| ApiError::invalid("key", "must match [a-z0-9][a-z0-9_-]{0,62}"))?;
@@ -193,8 +201,13 @@ pub async fn create(
         .with_field("key"));
     }
 
-    let site_url =
-        check_credentials(&site_url, auth, &space, state.inner.confluence_timeout).await?;
+    let site_url = check_credentials(
+        &site_url,
+        auth,
+        (&spaces, spaces_field),
+        state.inner.confluence_timeout,
+    )
+    .await?;
 
     let now = Utc::now();
     let credentials = Credentials {
@@ -202,12 +215,13 @@ pub async fn create(
         token: Secret::new(credentials.1),
         webhook_secret: webhook_secret.map(Secret::new),
         connect_client_key,
+        webhook_path_secret: None,
     };
     let record = SourceRecord {
         id: Uuid::new_v4(),
         key,
         site_url,
-        space_key: space.as_str().to_owned(),
+        spaces,
         auth_kind,
         sealed_credentials: SourceRecord::seal_credentials(&state.inner.secret_key, &credentials),
         settings,
@@ -220,7 +234,7 @@ pub async fn create(
         .put(&record)
         .await
         .map_err(|e| ApiError::dependency("source registry", e))?;
-    tracing::info!(source = %record.key, id = %record.id, space = %record.space_key, "source created");
+    tracing::info!(source = %record.key, id = %record.id, spaces = %record.spaces, "source created");
     Ok((StatusCode::CREATED, Json(view_unprojected(record))))
 }
 
@@ -254,11 +268,53 @@ fn validate_settings(settings: &SourceSettings) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Asks Confluence whether the credentials can see the space; returns the normalised wiki root.
+/// The spaces of a source's body: `space_key` (one), or `spaces` (a list of keys, or `"all"`);
+/// with the field that gave them.
+fn read_spaces(fields: &mut JsonFields) -> Result<(Spaces, &'static str), ApiError> {
+    let one: Option<String> = fields.optional("space_key")?;
+    let many: Option<serde_json::Value> = fields.optional("spaces")?;
+    let invalid =
+        || ApiError::invalid("spaces", "must be \"all\" or a list of 1 to 100 space keys");
+    let keys = match (one, many) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "spaces",
+                "give space_key or spaces, not both",
+            ));
+        }
+        (Some(key), None) => vec![(key, "space_key")],
+        (None, Some(serde_json::Value::String(all))) if all == "all" => {
+            return Ok((Spaces::All, "spaces"));
+        }
+        (None, Some(serde_json::Value::Array(keys))) if (1..=100).contains(&keys.len()) => keys
+            .into_iter()
+            .map(|key| match key {
+                serde_json::Value::String(key) => Ok((key, "spaces")),
+                _ => Err(invalid()),
+            })
+            .collect::<Result<_, _>>()?,
+        (None, Some(_)) => return Err(invalid()),
+        (None, None) => return Err(ApiError::invalid("space_key", "is required")),
+    };
+    let mut spaces: Vec<String> = Vec::with_capacity(keys.len());
+    let mut given_in = "space_key";
+    for (key, field) in keys {
+        given_in = field;
+        let key = SpaceKey::new(key.trim())
+            .map_err(|_| ApiError::invalid(field, "not a Confluence space key"))?;
+        if !spaces.iter().any(|k| k.eq_ignore_ascii_case(key.as_str())) {
+            spaces.push(key.as_str().to_owned());
+        }
+    }
+    Ok((Spaces::Keys(spaces), given_in))
+}
+
+/// Asks Confluence whether the credentials can see the spaces (or list spaces at all, for every
+/// space); returns the normalised wiki root.
 async fn check_credentials(
     site_url: &str,
     auth: Auth,
-    space: &SpaceKey,
+    (spaces, field): (&Spaces, &'static str),
     timeout: Duration,
 ) -> Result<String, ApiError> {
     let cloud = matches!(auth, Auth::Cloud { .. });
@@ -272,23 +328,45 @@ async fn check_credentials(
         }
         other => ApiError::invalid("site_url", other.to_string()),
     })?;
-    let checked = if cloud {
-        client.space_by_key(space).await.map(|_| ())
-    } else {
-        // Data Center has no v2 API: a one-result CQL search proves the token and the space.
-        let cql = CqlQuery::pages_in_space(space.clone()).to_string();
-        match client.search(&cql, &[], 1).next_page().await {
-            Ok(Some(hits)) if !hits.is_empty() => Ok(()),
-            Ok(_) => Err(ConfluenceError::NotFound {
-                endpoint: "GET /rest/api/content/search".into(),
-            }),
-            Err(error) => Err(error),
+    let keys: Vec<SpaceKey> = spaces
+        .keys()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|key| SpaceKey::new(key.clone()).ok())
+        .collect();
+    // The first space the credentials cannot see, or whether they can list spaces at all.
+    let mut checked: Result<(), (ConfluenceError, Option<&SpaceKey>)> = Ok(());
+    if keys.is_empty() {
+        checked = client
+            .spaces(None, !cloud)
+            .next_page()
+            .await
+            .map(|_| ())
+            .map_err(|error| (error, None));
+    }
+    for space in &keys {
+        let found = if cloud {
+            client.space_by_key(space).await.map(|_| ())
+        } else {
+            // Data Center has no v2 API: a one-result CQL search proves the token and the space.
+            let cql = CqlQuery::pages_in_space(space.clone()).to_string();
+            match client.search(&cql, &[], 1).next_page().await {
+                Ok(Some(hits)) if !hits.is_empty() => Ok(()),
+                Ok(_) => Err(ConfluenceError::NotFound {
+                    endpoint: "GET /rest/api/content/search".into(),
+                }),
+                Err(error) => Err(error),
+            }
+        };
+        if let Err(error) = found {
+            checked = Err((error, Some(space)));
+            break;
         }
-    };
+    }
     match checked {
         Ok(()) => Ok(client.base_url().as_str().trim_end_matches('/').to_owned()),
-        Err(error) => {
-            tracing::warn!(%error, "confluence refused the new source");
+        Err((error, space)) => {
+            tracing::warn!(%error, "confluence refused the source");
             Err(match error {
                 ConfluenceError::Unauthorized { .. } | ConfluenceError::Forbidden { .. } => {
                     ApiError::new(
@@ -299,12 +377,15 @@ async fn check_credentials(
                 }
                 ConfluenceError::NotFound { .. } => ApiError::new(
                     ErrorCode::ConfluenceSpaceNotFound,
-                    format!(
-                        "confluence has no space {:?} that these credentials can see",
-                        space.as_str()
-                    ),
+                    match space {
+                        Some(space) => format!(
+                            "confluence has no space {:?} that these credentials can see",
+                            space.as_str()
+                        ),
+                        None => "confluence lists no spaces for these credentials".to_owned(),
+                    },
                 )
-                .with_field("space_key"),
+                .with_field(field),
                 other if other.is_transient() => ApiError::new(
                     ErrorCode::ConfluenceUnavailable,
                     format!("confluence is unavailable: {other}"),
@@ -325,7 +406,8 @@ fn view_unprojected(record: SourceRecord) -> SourceView {
         id: record.id,
         key: record.key.to_string(),
         site_url: record.site_url,
-        space_key: record.space_key,
+        space_key: record.spaces.to_string(),
+        spaces: record.spaces,
         auth_kind: record.auth_kind.as_str().to_owned(),
         settings: record.settings,
         created_at: record.created_at,
@@ -646,4 +728,113 @@ pub(crate) async fn projected_source_id(
         Err(_) => store_sources::id_by_key(pool, id).await?,
     };
     found.ok_or_else(|| ApiError::source_not_found(&truncated(id)).with_field(field))
+}
+
+/// The Confluence credentials of a stored source, opened.
+pub(crate) fn auth_of(state: &AppState, record: &SourceRecord) -> Result<Auth, ApiError> {
+    let credentials = record
+        .credentials(&state.inner.secret_key)
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    Ok(match (record.auth_kind, credentials.email) {
+        (AuthKind::Cloud, Some(email)) => Auth::cloud(email, credentials.token.expose()),
+        (AuthKind::Cloud, None) => {
+            return Err(ApiError::dependency(
+                "source registry",
+                "cloud source has no account email",
+            ));
+        }
+        (AuthKind::DataCenter, _) => Auth::data_center(credentials.token.expose()),
+    })
+}
+
+/// The body of `PATCH /api/confluence/{id}` (documentation only).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateSource {
+    /// One space (or give `spaces`).
+    space_key: Option<String>,
+    /// Several space keys, or `"all"`.
+    #[schema(value_type = Option<Object>)]
+    spaces: Option<serde_json::Value>,
+}
+
+#[utoipa::path(
+    patch, path = "/api/confluence/{id}", tag = "sources",
+    params(("id" = String, Path, description = "source key or uuid")),
+    request_body = UpdateSource,
+    responses(
+        (status = 200, body = SourceView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+/// Changes a source's spaces (checked against Confluence with its stored credentials): the next
+/// sync syncs a space added whole and removes the pages of one taken off.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<SourceView>, ApiError> {
+    let mut fields = JsonFields::parse(&body)?;
+    let (spaces, spaces_field) = read_spaces(&mut fields)?;
+    fields.finish()?;
+    let mut record = resolve(&state, &id).await?;
+    let auth = auth_of(&state, &record)?;
+    check_credentials(
+        &record.site_url,
+        auth,
+        (&spaces, spaces_field),
+        state.inner.confluence_timeout,
+    )
+    .await?;
+    record.spaces = spaces;
+    record.updated_at = Utc::now();
+    state
+        .inner
+        .registry
+        .put(&record)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    tracing::info!(source = %record.key, spaces = %record.spaces, "source updated");
+    view(&state, record.key.as_str()).await.map(Json)
+}
+
+#[utoipa::path(
+    post, path = "/api/confluence/{id}/webhook-path", tag = "sources",
+    params(("id" = String, Path, description = "source key or uuid")),
+    responses(
+        (status = 200, body = WebhookPath),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+/// Sets a new path secret for Cloud's unsigned site-admin webhooks (the first, or a rotation):
+/// the ingester accepts the new path as soon as it sees the registry change and refuses the
+/// old one. The path is answered this once.
+pub async fn rotate_webhook_path(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookPath>, ApiError> {
+    let mut record = resolve(&state, &id).await?;
+    let mut credentials = record
+        .credentials(&state.inner.secret_key)
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    let secret = Secret::generate_path_secret();
+    let path = format!("/webhooks/confluence/{}/p/{}", record.key, secret.expose());
+    credentials.webhook_path_secret = Some(secret);
+    record.sealed_credentials =
+        SourceRecord::seal_credentials(&state.inner.secret_key, &credentials);
+    record.updated_at = Utc::now();
+    state
+        .inner
+        .registry
+        .put(&record)
+        .await
+        .map_err(|e| ApiError::dependency("source registry", e))?;
+    tracing::info!(source = %record.key, "webhook path secret set");
+    Ok(Json(WebhookPath {
+        key: record.key.to_string(),
+        path,
+    }))
 }

@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
             id: uuid::Uuid::new_v4(),
             key: source.clone(),
             site_url: "https://example.atlassian.net/wiki".into(),
-            space_key: "BENCH".into(),
+            spaces: pagestream_sources::Spaces::one("BENCH"),
             auth_kind: AuthKind::Cloud,
             sealed_credentials: "not used by a replay".into(),
             settings: SourceSettings::default(),

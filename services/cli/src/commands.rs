@@ -6,12 +6,14 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use pagestream_views::{PageDetail, PageList, SearchResponse, SourceList, SourceView, SyncRunView};
+use pagestream_views::{
+    PageDetail, PageList, SearchResponse, SourceList, SourceView, SyncRunView, WebhookPath,
+};
 
 use crate::api::{ApiClient, encode};
 use crate::error::CliError;
 use crate::table::{Table, plain_snippet};
-use crate::{AddSourceArgs, PagesArgs, SearchArgs};
+use crate::{AddSourceArgs, PagesArgs, SearchArgs, SpacesArgs};
 
 /// Pretty JSON for `--json`.
 pub(crate) fn print_json(
@@ -52,7 +54,8 @@ pub async fn add_source(
             ));
         }
     };
-    let mut body = json!({"site_url": args.site_url, "space_key": args.space, "auth": auth});
+    let mut body =
+        json!({"site_url": args.site_url, "spaces": args.spaces.to_json(), "auth": auth});
     if let Some(key) = &args.key {
         body["key"] = json!(key);
     }
@@ -78,6 +81,54 @@ pub async fn add_source(
         out,
         "added source {} (space {} at {}, id {})\n  next: pagestream sync {} --full --wait",
         source.key, source.space_key, source.site_url, source.id, source.key
+    )?;
+    Ok(())
+}
+
+pub async fn update_source(
+    api: &ApiClient,
+    source: &str,
+    spaces: &SpacesArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let source: SourceView = api
+        .call(
+            Method::PATCH,
+            &format!("/api/confluence/{}", encode(source)),
+            &[],
+            Some(json!({"spaces": spaces.to_json()})),
+            "update source",
+        )
+        .await?;
+    writeln!(
+        out,
+        "source {} now covers {}: the next sync adds new spaces and removes the pages of spaces taken off",
+        source.key, source.space_key
+    )?;
+    Ok(())
+}
+
+pub async fn rotate_webhook_url(
+    api: &ApiClient,
+    source: &str,
+    public_url: &str,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let path: WebhookPath = api
+        .call(
+            Method::POST,
+            &format!("/api/confluence/{}/webhook-path", encode(source)),
+            &[],
+            None,
+            "set webhook path",
+        )
+        .await?;
+    writeln!(
+        out,
+        "webhooks of {} now deliver to {}{}/<event> (the previous URL no longer works; this one is shown only now)",
+        path.key,
+        public_url.trim_end_matches('/'),
+        path.path
     )?;
     Ok(())
 }

@@ -112,6 +112,23 @@ pub enum SourcesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a source's spaces: the next sync syncs a space added and removes the pages of a
+    /// space taken off.
+    Update {
+        /// Source key or id.
+        source: String,
+        #[command(flatten)]
+        spaces: SpacesArgs,
+    },
+    /// Set a new secret in the URL that Cloud's unsigned site-admin webhooks deliver to, and
+    /// print the URL (once): the old URL stops working.
+    WebhookUrl {
+        /// Source key or id.
+        source: String,
+        /// The ingester's public root, e.g. https://hooks.example.com.
+        #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
+        public_url: String,
+    },
     /// Remove a source and everything derived from it (pages, chunks, stream data).
     Rm {
         /// Source key or id.
@@ -119,15 +136,37 @@ pub enum SourcesCommand {
     },
 }
 
+/// Which spaces a source covers.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SpacesArgs {
+    /// A Confluence space key; repeat it (or separate keys by commas) for several.
+    #[arg(long, value_delimiter = ',')]
+    pub space: Vec<String>,
+    /// Every space the credentials can read: one created later is synced by the next sync.
+    #[arg(long)]
+    pub all_spaces: bool,
+}
+
+impl SpacesArgs {
+    /// The `spaces` of the api's source body.
+    pub fn to_json(&self) -> serde_json::Value {
+        if self.all_spaces {
+            serde_json::json!("all")
+        } else {
+            serde_json::json!(self.space)
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AddSourceArgs {
     /// The wiki root, e.g. https://example.atlassian.net/wiki.
     #[arg(long)]
     pub site_url: String,
-    /// Confluence space key.
-    #[arg(long)]
-    pub space: String,
-    /// Source key (default: the space key, lowercased).
+    #[command(flatten)]
+    pub spaces: SpacesArgs,
+    /// Source key (default: the (first) space key, lowercased; required with --all-spaces).
     #[arg(long)]
     pub key: Option<String>,
     /// Confluence Cloud: the account's e-mail (with --api-token).
@@ -295,6 +334,12 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         }
         Command::Sources(SourcesCommand::List { json }) => {
             commands::list_sources(&connection.api(), json, out).await
+        }
+        Command::Sources(SourcesCommand::Update { source, spaces }) => {
+            commands::update_source(&connection.api(), &source, &spaces, out).await
+        }
+        Command::Sources(SourcesCommand::WebhookUrl { source, public_url }) => {
+            commands::rotate_webhook_url(&connection.api(), &source, &public_url, out).await
         }
         Command::Sources(SourcesCommand::Rm { source }) => {
             commands::remove_source(&connection.api(), &source, out).await

@@ -56,13 +56,14 @@ async fn main() -> anyhow::Result<()> {
         token: Secret::new("sim-api-token"),
         webhook_secret: None,
         connect_client_key: None,
+        webhook_path_secret: None,
     };
     registry
         .put(&SourceRecord {
             id: Uuid::new_v4(),
             key: source.clone(),
             site_url: sim.base_url(),
-            space_key: sim.handle.space_key(),
+            spaces: pagestream_sources::Spaces::one(sim.handle.space_key()),
             auth_kind: AuthKind::Cloud,
             sealed_credentials: SourceRecord::seal_credentials(&secret_key, &credentials),
             settings: SourceSettings::default(),

@@ -26,6 +26,8 @@ use crate::includes;
 use crate::page_info::{self, AttachmentRef, Site, Tree};
 use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
 
+mod spaces;
+
 /// Results per CQL search request (bodies expanded, so Cloud serves at most 50).
 const SEARCH_LIMIT: u32 = 50;
 
@@ -334,7 +336,14 @@ impl Fetcher {
                 let data_center = record.auth_kind == AuthKind::DataCenter;
                 let site = Site {
                     source: record.key.clone(),
-                    space_key: record.space_key.clone(),
+                    // A run sets the space it lists; a hint's page says its own.
+                    space_key: record
+                        .spaces
+                        .keys()
+                        .and_then(<[String]>::first)
+                        .cloned()
+                        .unwrap_or_default(),
+                    spaces: record.spaces.clone(),
                     base: client.base_url().as_str().trim_end_matches('/').to_owned(),
                     data_center,
                     // Learnt from the first listing, or when a confirmation needs it.
@@ -541,7 +550,7 @@ impl Fetcher {
             && hint
                 .space_key
                 .as_deref()
-                .is_some_and(|space| space != site.space_key)
+                .is_some_and(|space| !site.spaces.covers(space))
         {
             return Ok(Decided::Done(false));
         }
@@ -583,7 +592,7 @@ impl Fetcher {
         let in_space = content
             .space
             .as_ref()
-            .is_none_or(|space| space.key == site.space_key);
+            .is_none_or(|space| site.spaces.covers(&space.key));
         if !in_space {
             if known.is_none() && published.is_none() {
                 return self.keep(hint, read).await;
@@ -1104,7 +1113,9 @@ impl Fetcher {
             source: site.source.clone(),
             page_id: page.clone(),
             version,
-            space_key: Some(site.space_key.clone()),
+            space_key: record
+                .and_then(|record| record.space_key.clone())
+                .or_else(|| Some(site.space_key.clone()).filter(|key| !key.is_empty())),
             deleted_at: Utc::now(),
             reason: Some(reason.to_owned()),
             incarnation,
@@ -1205,14 +1216,11 @@ async fn confirm_gone(
     match found {
         Ok((status, version, space)) => {
             let elsewhere = match space {
-                Some(SpaceOf::Key(key)) => key != site.space_key,
-                Some(SpaceOf::Id(id)) => match &site.space_id {
-                    Some(own) => *own != id,
-                    None => {
-                        let own = SpaceKey::new(site.space_key.clone())?;
-                        client.space_by_key(&own).await?.id != id
-                    }
-                },
+                Some(SpaceOf::Key(key)) => !site.spaces.covers(&key),
+                Some(SpaceOf::Id(id)) => {
+                    site.space_id.as_ref() != Some(&id)
+                        && !spaces::covers_space_id(client, site, &id).await?
+                }
                 None => false,
             };
             if elsewhere || matches!(status.as_deref(), Some("trashed" | "deleted")) {
@@ -1399,17 +1407,17 @@ impl Run<'_> {
     async fn full(&mut self) -> Result<(), FetcherError> {
         let started_at = self.progress.started_at;
         let known = self.fetcher.state.records(&self.site.source).await?;
-        let tree = if self.site.data_center {
-            // Data Center has no bulk bodies by id: one search with bodies, 50 pages a request.
-            let everything = CqlQuery::content_in_space(self.space_key()?);
-            self.search_and_emit(&everything, &known).await?
-        } else {
-            self.list_and_fetch(&known).await?
-        };
+        let spaces = self.resolve_spaces().await?;
+        let mut tree = Tree::default();
+        for space in &spaces {
+            self.enter_space(space);
+            tree.extend(self.sync_whole_space(&known).await?);
+        }
         self.reconcile(&tree, &known).await?;
         self.reread_includers().await?;
         let state = &self.fetcher.state;
         state.set_reconciled(&self.site.source, started_at).await?;
+        state.set_spaces(&self.site.source, &spaces).await?;
         state
             .set_failed_pages(&self.site.source, &self.failed)
             .await?;
@@ -1814,31 +1822,52 @@ impl Run<'_> {
         reconcile_deletions: bool,
     ) -> Result<(), FetcherError> {
         let window = self.window().await?;
-        let mut cql = CqlQuery::content_in_space(self.space_key()?)
-            .modified_before(window.before)
-            .time_zone(self.user_time_zone(settings).await?);
-        if let Some(from) = window.from {
-            cql = cql.modified_from(from);
-        }
+        let zone = self.user_time_zone(settings).await?;
+        let spaces = self.resolve_spaces().await?;
+        let synced = self.fetcher.state.spaces(&self.site.source).await?;
         let failed_before = self.fetcher.state.failed_pages(&self.site.source).await?;
         let known = self.fetcher.state.records(&self.site.source).await?;
-        let seen = self.search_and_emit(&cql, &known).await?;
-        self.retry_failed(failed_before, &seen, &known).await?;
-        // Without a lower bound the page window emitted every page, with its comments.
-        if !self.site.data_center && window.from.is_some() {
-            self.comments_window(cql.comments()).await?;
-            self.attachments_window(cql.attachments()).await?;
+        let mut seen = Tree::default();
+        for space in &spaces {
+            self.enter_space(space);
+            // A space the source never synced (added to its list, or new where it covers every
+            // space): all of it, whatever the window.
+            if window.from.is_some() && synced.as_ref().is_some_and(|s| !s.contains(space)) {
+                tracing::info!(source = %self.site.source, space = %space, "a new space: syncing all of it");
+                seen.extend(self.sync_whole_space(&known).await?);
+                continue;
+            }
+            let mut cql = CqlQuery::content_in_space(self.space_key()?)
+                .modified_before(window.before)
+                .time_zone(zone);
+            if let Some(from) = window.from {
+                cql = cql.modified_from(from);
+            }
+            seen.extend(self.search_and_emit(&cql, &known).await?);
+            // Without a lower bound the page window emitted every page, with its comments.
+            if !self.site.data_center && window.from.is_some() {
+                self.comments_window(cql.comments()).await?;
+                self.attachments_window(cql.attachments()).await?;
+            }
         }
-        if reconcile_deletions || self.reconciliation_due(settings).await? {
+        self.retry_failed(failed_before, &seen, &known).await?;
+        // A space the source no longer reaches (deleted, out of the credentials' sight, or
+        // taken off its list) leaves its pages unlisted: the reconciliation removes them.
+        let space_gone = synced.is_some_and(|s| s.iter().any(|space| !spaces.contains(space)));
+        if reconcile_deletions || space_gone || self.reconciliation_due(settings).await? {
             let started_at = Utc::now();
             let known = self.fetcher.state.records(&self.site.source).await?;
-            // On Cloud the listing also brings back what changed without a version (moves,
-            // labels, restores) and what the windows missed.
-            let tree = if self.site.data_center {
-                self.list_space().await?
-            } else {
-                self.list_and_fetch(&known).await?
-            };
+            let mut tree = Tree::default();
+            for space in &spaces {
+                self.enter_space(space);
+                // On Cloud the listing also brings back what changed without a version (moves,
+                // labels, restores) and what the windows missed.
+                tree.extend(if self.site.data_center {
+                    self.list_space().await?
+                } else {
+                    self.list_and_fetch(&known).await?
+                });
+            }
             self.reconcile(&tree, &known).await?;
             self.fetcher
                 .state
@@ -1846,6 +1875,10 @@ impl Run<'_> {
                 .await?;
         }
         self.reread_includers().await?;
+        self.fetcher
+            .state
+            .set_spaces(&self.site.source, &spaces)
+            .await?;
         self.fetcher
             .state
             .set_failed_pages(&self.site.source, &self.failed)

@@ -22,7 +22,10 @@ const MAX_DEPTH: usize = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Site {
     pub source: SourceKey,
+    /// The space a run lists now (a hint's page names its own).
     pub space_key: String,
+    /// The spaces whose pages belong to the source.
+    pub spaces: pagestream_sources::Spaces,
     /// The wiki root, without a trailing slash (`https://x.atlassian.net/wiki`).
     pub base: String,
     /// Data Center has no v2 API: listings and confirmations go through v1.
@@ -137,6 +140,12 @@ impl Tree {
             .filter(|(_, node)| node.content_type == ContentType::Page)
             .map(|(id, node)| (node.title.clone(), id.clone()))
             .collect()
+    }
+
+    /// Adds what another space's listing holds (ids are unique across spaces).
+    pub fn extend(&mut self, other: Tree) {
+        self.nodes.extend(other.nodes);
+        self.folders.extend(other.folders);
     }
 
     /// Records a listed page's labels (sorted).
@@ -615,6 +624,7 @@ mod tests {
         let site = Site {
             source: SourceKey::new("eng").expect("key"),
             space_key: "ENG".into(),
+            spaces: pagestream_sources::Spaces::one("ENG"),
             base: "https://x.atlassian.net/wiki".into(),
             data_center: false,
             space_id: None,

@@ -13,6 +13,8 @@
 //! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs;
 //! - `<source>.failed`: the pages that failed in the last run, which the next incremental run
 //!   fetches again whatever its window (the watermark moves on without them);
+//! - `<source>.spaces`: the keys of the spaces the last completed run synced, so that a space
+//!   new to the source is synced whole and one gone from it is reconciled away;
 //! - `<source>.attachment.<id>`: an attachment's version and the text extracted from it (or why
 //!   it could not be), so that a file is downloaded and parsed again only when its own version
 //!   changes, not whenever its page does.
@@ -38,6 +40,7 @@ const RECONCILED: &str = "reconciled";
 const SOURCE_ID: &str = "source";
 const SCHEDULE: &str = "schedule";
 const FAILED: &str = "failed";
+const SPACES: &str = "spaces";
 
 /// Compare-and-set attempts before a write racing other replicas gives up (transient).
 const CAS_ATTEMPTS: usize = 16;
@@ -575,4 +578,34 @@ impl FetcherState {
 
 fn parse_version(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+impl FetcherState {
+    /// The keys of the spaces the source's last completed run synced; none before the first
+    /// (or where the state predates sources of several spaces).
+    pub async fn spaces(
+        &self,
+        source: &SourceKey,
+    ) -> Result<Option<BTreeSet<String>>, FetcherError> {
+        let value = self
+            .store
+            .get(format!("{source}.{SPACES}"))
+            .await
+            .map_err(|error| state_error("get spaces", error))?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    pub async fn set_spaces(
+        &self,
+        source: &SourceKey,
+        spaces: &BTreeSet<String>,
+    ) -> Result<(), FetcherError> {
+        let value =
+            serde_json::to_vec(spaces).map_err(|error| state_error("encode spaces", error))?;
+        self.store
+            .put(format!("{source}.{SPACES}"), Bytes::from(value))
+            .await
+            .map_err(|error| state_error("put spaces", error))?;
+        Ok(())
+    }
 }

@@ -23,7 +23,7 @@ use pagestream_fetcher::{
     AttachmentOptions, Fetcher, FetcherOptions, Scheduler, SyncHandler, SyncOutcome, stage_configs,
 };
 use pagestream_sources::{
-    AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings,
+    AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings, Spaces,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -78,19 +78,21 @@ async fn harness_of(config: SimConfig, options: FetcherOptions, auth_kind: AuthK
             token: Secret::new("sim-api-token"),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         },
         AuthKind::DataCenter => Credentials {
             email: None,
             token: Secret::new(PERSONAL_ACCESS_TOKEN),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         },
     };
     let record = SourceRecord {
         id: Uuid::new_v4(),
         key: source.clone(),
         site_url: sim.base_url(),
-        space_key: sim.handle.space_key(),
+        spaces: Spaces::one(sim.handle.space_key()),
         auth_kind,
         sealed_credentials: SourceRecord::seal_credentials(&secret_key, &credentials),
         settings: SourceSettings {
@@ -829,6 +831,7 @@ async fn tokens_never_reach_logs_errors_or_progress() {
         token: Secret::new(wrong),
         webhook_secret: None,
         connect_client_key: None,
+        webhook_path_secret: None,
     };
     h.registry
         .put(&SourceRecord {
@@ -1313,7 +1316,7 @@ impl Harness {
             .put(&SourceRecord {
                 id: Uuid::new_v4(),
                 key: source.clone(),
-                space_key: space_key.into(),
+                spaces: Spaces::one(space_key),
                 ..self.record.clone()
             })
             .await
@@ -2764,4 +2767,191 @@ async fn included_pages_travel_with_their_includers_and_an_edit_of_one_converts_
     let text = markdown(&last_changed(&h, a).await);
     assert!(text.contains("_Included page: Bravo_"), "{text}");
     assert!(!text.contains("Bravo text"));
+}
+
+impl Harness {
+    /// Points the harness's source at `spaces` (a new `updated_at`, as the api writes it).
+    async fn cover(&self, spaces: Spaces) {
+        self.registry
+            .put(&SourceRecord {
+                spaces,
+                updated_at: Utc::now(),
+                ..self.record.clone()
+            })
+            .await
+            .expect("update source");
+    }
+
+    async fn create_under(&self, title: &str, parent: u64) -> u64 {
+        self.sim
+            .handle
+            .create(CreatePage {
+                title: title.into(),
+                parent_id: Some(parent),
+                ..CreatePage::default()
+            })
+            .await
+            .expect("create")
+            .0
+            .id
+    }
+}
+
+const OPS_SPACE: u64 = 131_073;
+const QA_SPACE: u64 = 131_074;
+
+/// A source over ENG and OPS on a site that also has QA: both are indexed, QA never is (by sync
+/// or by hint), and OPS taken off the list has its pages removed by the next sync.
+async fn a_source_over_two_spaces(auth_kind: AuthKind) {
+    let config = SimConfig {
+        other_spaces: vec![
+            SimSpace::new(OPS_SPACE, "OPS", "Operations"),
+            SimSpace::new(QA_SPACE, "QA", "Quality"),
+        ],
+        ..SimConfig::new(19, 6)
+    };
+    let h = harness_of(config, FetcherOptions::default(), auth_kind).await;
+    h.cover(Spaces::Keys(vec!["ENG".into(), "OPS".into()]))
+        .await;
+    let ops_home = h.sim.handle.homepage(OPS_SPACE).expect("OPS homepage");
+    let qa_home = h.sim.handle.homepage(QA_SPACE).expect("QA homepage");
+    let runbook = h.create_under("Runbook", ops_home).await;
+    let test_plan = h.create_under("Test plan", qa_home).await;
+    let eng: BTreeSet<PageId> = h
+        .current_ids()
+        .into_iter()
+        .filter(|id| {
+            let id: u64 = id.as_str().parse().expect("numeric id");
+            h.sim
+                .handle
+                .page(id)
+                .is_some_and(|p| p.space_id == h.sim.handle.space_id())
+        })
+        .collect();
+
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let run = h.sync(SyncMode::Full).await;
+    let mut expected = eng.clone();
+    expected.extend([PageId::from(ops_home), PageId::from(runbook)]);
+    assert_eq!(ids(&changed.drain().await), expected, "{run:?}");
+    assert_eq!(
+        h.changed_in(&h.source, runbook)
+            .await
+            .expect("indexed")
+            .data
+            .page
+            .space_key,
+        "OPS"
+    );
+
+    // A site-wide webhook of a QA page is not indexed, named by its space or not; one of an
+    // OPS page is.
+    let qa_edit = EditPage::default();
+    h.sim.handle.edit(test_plan, qa_edit).await.expect("edit");
+    for space_key in [Some("QA".to_owned()), None] {
+        let hint = PageHinted {
+            space_key,
+            ..hint_of(&h, test_plan, HintReason::Changed, "page_updated")
+        };
+        h.fetcher.hint(&hint).await.expect("hint");
+    }
+    assert!(changed.drain().await.is_empty(), "a QA page was indexed");
+    assert!(h.record_in(&h.source, test_plan).await.is_none());
+    h.sim
+        .handle
+        .edit(runbook, EditPage::default())
+        .await
+        .expect("edit");
+    let hint = PageHinted {
+        space_key: Some("OPS".into()),
+        ..hint_of(&h, runbook, HintReason::Changed, "page_updated")
+    };
+    h.fetcher.hint(&hint).await.expect("hint");
+    assert_eq!(ids(&changed.drain().await), [PageId::from(runbook)].into());
+
+    // OPS taken off the list: the next (incremental) sync removes its pages, ENG's stay.
+    h.cover(Spaces::one("ENG")).await;
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(
+        ids(&deleted.drain().await),
+        [PageId::from(ops_home), PageId::from(runbook)].into(),
+        "{run:?}"
+    );
+    for id in &eng {
+        let id: u64 = id.as_str().parse().expect("numeric id");
+        assert!(!h.record_in(&h.source, id).await.expect("record").deleted);
+    }
+}
+
+#[tokio::test]
+async fn a_source_over_two_spaces_indexes_both_and_nothing_of_a_third() {
+    a_source_over_two_spaces(AuthKind::Cloud).await;
+}
+
+#[tokio::test]
+async fn a_data_center_source_over_two_spaces_indexes_both_and_nothing_of_a_third() {
+    a_source_over_two_spaces(AuthKind::DataCenter).await;
+}
+
+/// A source over every space: a space created later is synced whole by the next incremental
+/// sync (its pages dated before the window included), and a deleted one's pages are removed.
+async fn a_source_over_every_space(auth_kind: AuthKind) {
+    let config = SimConfig {
+        other_spaces: vec![SimSpace::new(OPS_SPACE, "OPS", "Operations")],
+        ..SimConfig::new(23, 5)
+    };
+    let h = harness_of(config, FetcherOptions::default(), auth_kind).await;
+    h.cover(Spaces::All).await;
+    let first = h.sync(SyncMode::Full).await;
+    assert_eq!(first.pages_changed, 6, "ENG's 5 pages and OPS's homepage");
+
+    let home = h
+        .sim
+        .handle
+        .add_space(SimSpace::new(QA_SPACE, "QA", "Quality"))
+        .expect("new space");
+    let plan = h.create_under("Test plan", home).await;
+    // Dated before the incremental window: only a sync of the whole new space finds them.
+    let long_ago = Utc::now() - chrono::Duration::days(30);
+    for id in [home, plan] {
+        h.sim
+            .handle
+            .edit(
+                id,
+                EditPage {
+                    modified_at: Some(long_ago),
+                    ..EditPage::default()
+                },
+            )
+            .await
+            .expect("backdate");
+    }
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(
+        ids(&changed.drain().await),
+        [PageId::from(home), PageId::from(plan)].into(),
+        "{run:?}"
+    );
+
+    h.sim.handle.delete_space("QA").expect("delete space");
+    let mut deleted = Tap::open(&h, EventKind::PageDeleted).await;
+    let run = h.sync(SyncMode::Incremental).await;
+    assert_eq!(
+        ids(&deleted.drain().await),
+        [PageId::from(home), PageId::from(plan)].into(),
+        "{run:?}"
+    );
+    assert_eq!(run.pages_deleted, 2);
+}
+
+#[tokio::test]
+async fn a_source_over_every_space_picks_up_a_new_space_and_drops_a_deleted_one() {
+    a_source_over_every_space(AuthKind::Cloud).await;
+}
+
+#[tokio::test]
+async fn a_data_center_source_over_every_space_picks_up_a_new_space_and_drops_a_deleted_one() {
+    a_source_over_every_space(AuthKind::DataCenter).await;
 }

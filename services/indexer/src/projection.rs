@@ -141,7 +141,7 @@ pub async fn upsert_source(
         id: record.id,
         key: record.key.as_str(),
         site_url: &record.site_url,
-        space_key: &record.space_key,
+        space_key: &record.spaces.to_string(),
         auth_kind: record.auth_kind.as_str(),
         sealed_credentials: record.sealed_credentials.as_bytes(),
         settings: serde_json::to_value(&record.settings).unwrap_or_default(),

@@ -89,7 +89,7 @@ fn record() -> SourceRecord {
         id: uuid::Uuid::new_v4(),
         key: source(),
         site_url: "https://example.atlassian.net".into(),
-        space_key: "ENG".into(),
+        spaces: pagestream_sources::Spaces::one("ENG"),
         auth_kind: AuthKind::Cloud,
         sealed_credentials: "sealed".into(),
         settings: SourceSettings::default(),

@@ -41,6 +41,8 @@ pub enum Scheme {
     HubSignature,
     ConnectJwt,
     AutomationToken,
+    /// Cloud's site-admin webhooks, unsigned: the secret is in the URL's path.
+    PathSecret,
 }
 
 impl Scheme {
@@ -49,6 +51,7 @@ impl Scheme {
             Scheme::HubSignature => "hub_signature",
             Scheme::ConnectJwt => "connect_jwt",
             Scheme::AutomationToken => "automation_token",
+            Scheme::PathSecret => "path_secret",
         }
     }
 }
@@ -141,7 +144,7 @@ pub fn authenticate(
     match scheme {
         Scheme::HubSignature => verify_hub_signature(credential, secret, request.body),
         Scheme::ConnectJwt => verify_connect_jwt(credential, secret, request, now, jwt),
-        Scheme::AutomationToken => verify_token(credential, secret),
+        Scheme::AutomationToken | Scheme::PathSecret => verify_token(credential, secret),
     }?;
     Ok(scheme)
 }
@@ -178,6 +181,14 @@ fn verify_hub_signature(header: &str, secret: &str, body: &[u8]) -> Result<(), A
     mac.update(body);
     mac.verify_slice(&signature)
         .map_err(|_| AuthError::BadSignature)
+}
+
+/// Checks the secret in a delivery's URL path against the source's (none: refused).
+pub fn verify_path_secret(given: &str, secret: Option<&str>) -> Result<Scheme, AuthError> {
+    let secret = secret
+        .filter(|secret| !secret.is_empty())
+        .ok_or(AuthError::NoSecret)?;
+    verify_token(given, secret).map(|()| Scheme::PathSecret)
 }
 
 fn verify_token(token: &str, secret: &str) -> Result<(), AuthError> {

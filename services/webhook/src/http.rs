@@ -1,4 +1,5 @@
-//! The public endpoint: `POST /webhooks/confluence/{source}[/{event}]`.
+//! The public endpoint: `POST /webhooks/confluence/{source}[/{event}]`, and for Cloud's unsigned
+//! site-admin webhooks `POST /webhooks/confluence/{source}/p/{path secret}[/{event}]`.
 //!
 //! Each delivery goes through, in order: the source key must be within its rate (429), the body must
 //! fit (413), the delivery must be authentic for a known source (401), the body must name a page
@@ -69,6 +70,14 @@ pub fn router(
             "/webhooks/confluence/{source}/{event}",
             post(receive_routed),
         )
+        .route(
+            "/webhooks/confluence/{source}/p/{secret}",
+            post(receive_unsigned),
+        )
+        .route(
+            "/webhooks/confluence/{source}/p/{secret}/{event}",
+            post(receive_unsigned_routed),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(AppState {
             bus,
@@ -78,6 +87,7 @@ pub fn router(
             decoy: Arc::new(WebhookSource {
                 secret: Some(Secret::new(SecretKey::generate())),
                 connect_client_key: Some(SecretKey::generate()),
+                path_secret: Some(Secret::new(SecretKey::generate())),
             }),
         })
 }
@@ -167,7 +177,7 @@ async fn receive_named(
     Path(source): Path<String>,
     request: Request,
 ) -> Response {
-    receive(state, source, None, request).await
+    receive(state, source, None, None, request).await
 }
 
 async fn receive_routed(
@@ -175,12 +185,37 @@ async fn receive_routed(
     Path((source, event)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    receive(state, source, Some(event), request).await
+    receive(state, source, None, Some(event), request).await
 }
 
+async fn receive_unsigned(
+    State(state): State<AppState>,
+    Path((source, secret)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    receive(state, source, Some(Secret::new(secret)), None, request).await
+}
+
+async fn receive_unsigned_routed(
+    State(state): State<AppState>,
+    Path((source, secret, event)): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    receive(
+        state,
+        source,
+        Some(Secret::new(secret)),
+        Some(event),
+        request,
+    )
+    .await
+}
+
+/// `path_secret`: the secret of an unsigned delivery's URL (never logged).
 async fn receive(
     state: AppState,
     source: String,
+    path_secret: Option<Secret>,
     path_event: Option<String>,
     request: Request,
 ) -> Response {
@@ -194,9 +229,16 @@ async fn receive(
     };
     let span =
         tracing::info_span!("webhook", source = %source_label, event = tracing::field::Empty);
-    let result = handle(&state, key, known, path_event.as_deref(), request)
-        .instrument(span.clone())
-        .await;
+    let result = handle(
+        &state,
+        key,
+        known,
+        path_secret.as_ref(),
+        path_event.as_deref(),
+        request,
+    )
+    .instrument(span.clone())
+    .await;
     let outcome = match &result {
         Ok(Accepted::Hinted {
             duplicate: true, ..
@@ -246,6 +288,7 @@ async fn handle(
     state: &AppState,
     key: Option<SourceKey>,
     known: Option<Arc<WebhookSource>>,
+    path_secret: Option<&Secret>,
     path_event: Option<&str>,
     request: Request,
 ) -> Result<Accepted, WebhookError> {
@@ -277,19 +320,26 @@ async fn handle(
         body: &body,
     };
     let verified_against = known.as_ref().unwrap_or(&state.decoy);
-    let scheme = auth::authenticate(
-        &signed,
-        verified_against
-            .secret
-            .as_ref()
-            .map(|secret| secret.expose()),
-        Utc::now().timestamp(),
-        &JwtPolicy {
-            issuer: verified_against.connect_client_key.as_deref(),
-            leeway_secs: state.settings.jwt_leeway_secs,
-            max_lifetime_secs: state.settings.jwt_max_lifetime_secs,
-        },
-    );
+    // A wrong path secret, like a bad signature, is answered as an unknown source is.
+    let scheme = match path_secret {
+        Some(given) => auth::verify_path_secret(
+            given.expose(),
+            verified_against.path_secret.as_ref().map(Secret::expose),
+        ),
+        None => auth::authenticate(
+            &signed,
+            verified_against
+                .secret
+                .as_ref()
+                .map(|secret| secret.expose()),
+            Utc::now().timestamp(),
+            &JwtPolicy {
+                issuer: verified_against.connect_client_key.as_deref(),
+                leeway_secs: state.settings.jwt_leeway_secs,
+                max_lifetime_secs: state.settings.jwt_max_lifetime_secs,
+            },
+        ),
+    };
     if known.is_none() {
         return Err(AuthError::UnknownSource.into());
     }

@@ -20,6 +20,8 @@ pub struct WebhookSource {
     pub secret: Option<Secret>,
     /// The Connect app's client key: the issuer its JWTs must name.
     pub connect_client_key: Option<String>,
+    /// The secret in the path of Cloud's unsigned site-admin webhook deliveries.
+    pub path_secret: Option<Secret>,
 }
 
 /// Known sources by key.
@@ -119,12 +121,14 @@ fn open(record: &SourceRecord, key: &SecretKey) -> WebhookSource {
         Ok(credentials) => WebhookSource {
             secret: credentials.webhook_secret,
             connect_client_key: credentials.connect_client_key,
+            path_secret: credentials.webhook_path_secret,
         },
         Err(error) => {
             tracing::warn!(source = %record.key, %error, "webhooks of this source will be rejected");
             WebhookSource {
                 secret: None,
                 connect_client_key: None,
+                path_secret: None,
             }
         }
     }

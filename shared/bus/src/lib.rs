@@ -19,10 +19,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
-use pagestream_retry::Backoff;
 use pagestream_events::{
     Envelope, EventKind, PageId, Payload, Retryable, SourceKey, Subjects, SyncProgress,
 };
+use pagestream_retry::Backoff;
 
 pub use consumer::{Decode, Delivery, HandlerError, Stage, StageConfig};
 pub use dead_letter::DeadLetter;

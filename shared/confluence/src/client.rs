@@ -224,6 +224,34 @@ impl ConfluenceClient {
             })
     }
 
+    /// Spaces the credentials can read, `keys` only where given: v2 `GET /api/v2/spaces?keys=…`
+    /// (Cloud, cursor pagination), or v1 `GET /rest/api/space?spaceKey=…` (`v1`: Data Center,
+    /// which has no v2 API). A key no space has (or the user may not see) is simply not listed.
+    pub fn spaces(&self, keys: Option<&[SpaceKey]>, v1: bool) -> Pager<Space> {
+        let mut url = if v1 {
+            self.endpoint(&["rest", "api", "space"])
+        } else {
+            self.endpoint(&["api", "v2", "spaces"])
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &MAX_LIMIT.to_string());
+            match (keys, v1) {
+                (Some(keys), true) => {
+                    for key in keys {
+                        query.append_pair("spaceKey", key.as_str());
+                    }
+                }
+                (Some(keys), false) => {
+                    let keys: Vec<&str> = keys.iter().map(SpaceKey::as_str).collect();
+                    query.append_pair("keys", &keys.join(","));
+                }
+                (None, _) => {}
+            }
+        }
+        Pager::new(self.clone(), url, decode_results::<Space>)
+    }
+
     /// v2 `GET /api/v2/spaces/{id}/pages`: every page of a space (current ones), followed through
     /// `Link` / `_links.next`. Without a body this is the cheap listing of ids, titles, parents and
     /// versions that a full sync diffs against what it knows.

@@ -55,9 +55,7 @@ impl Backoff {
     /// The wait after failure number `failure` (from 1), without jitter.
     pub fn nth(&self, failure: u32) -> Duration {
         let exponent = failure.saturating_sub(1).min(20);
-        self.initial
-            .saturating_mul(1u32 << exponent)
-            .min(self.max)
+        self.initial.saturating_mul(1u32 << exponent).min(self.max)
     }
 
     /// The wait after one more failure of a loop that waits out an outage.

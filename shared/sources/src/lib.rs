@@ -46,6 +46,13 @@ impl Secret {
         Self(value.into())
     }
 
+    /// A fresh secret for a URL's path: 48 hex digits (192 random bits).
+    pub fn generate_path_secret() -> Self {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -172,6 +179,11 @@ pub struct Credentials {
     /// JWTs. Without it, JWT deliveries are refused.
     #[serde(default)]
     pub connect_client_key: Option<String>,
+    /// Secret in the path of the URL that Cloud's site-admin webhooks deliver to (unsigned):
+    /// `/webhooks/confluence/<key>/p/<secret>/<event>`. At least
+    /// [`MIN_WEBHOOK_SECRET_CHARS`]; rotating it replaces the URL.
+    #[serde(default)]
+    pub webhook_path_secret: Option<Secret>,
 }
 
 /// How a source is synced.
@@ -203,13 +215,73 @@ impl Default for SourceSettings {
     }
 }
 
+/// The spaces a source covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spaces {
+    /// These space keys (at least one).
+    Keys(Vec<String>),
+    /// Every space the source's credentials can read, as each sync finds them.
+    All,
+}
+
+impl Spaces {
+    /// One space.
+    pub fn one(key: impl Into<String>) -> Self {
+        Self::Keys(vec![key.into()])
+    }
+
+    /// Whether a page of space `key` belongs to the source (space keys compare as Confluence
+    /// compares them, ignoring ASCII case).
+    pub fn covers(&self, key: &str) -> bool {
+        match self {
+            Self::Keys(keys) => keys.iter().any(|own| own.eq_ignore_ascii_case(key)),
+            Self::All => true,
+        }
+    }
+
+    /// The listed keys; none for every space.
+    pub fn keys(&self) -> Option<&[String]> {
+        match self {
+            Self::Keys(keys) => Some(keys),
+            Self::All => None,
+        }
+    }
+}
+
+impl fmt::Display for Spaces {
+    /// `ENG, OPS` or `all spaces`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Keys(keys) => f.write_str(&keys.join(", ")),
+            Self::All => f.write_str("all spaces"),
+        }
+    }
+}
+
+/// Reads the spaces of a record: written before sources had several, a record names one
+/// `space_key`.
+fn stored_spaces<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Spaces, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Spaces(Spaces),
+        One(String),
+    }
+    Ok(match Stored::deserialize(deserializer)? {
+        Stored::Spaces(spaces) => spaces,
+        Stored::One(key) => Spaces::one(key),
+    })
+}
+
 /// A source as the registry stores it: everything but the credentials in the clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceRecord {
     pub id: Uuid,
     pub key: SourceKey,
     pub site_url: String,
-    pub space_key: String,
+    #[serde(alias = "space_key", deserialize_with = "stored_spaces")]
+    pub spaces: Spaces,
     pub auth_kind: AuthKind,
     /// [`Credentials`] as JSON, sealed with the [`SecretKey`].
     pub sealed_credentials: String,
@@ -370,6 +442,7 @@ mod tests {
             token: Secret::new("ATATT3xFfGF0-very-secret"),
             webhook_secret: None,
             connect_client_key: None,
+            webhook_path_secret: None,
         };
         let sealed = SourceRecord::seal_credentials(&key, &credentials);
         assert!(!sealed.contains("very-secret"));
@@ -377,7 +450,7 @@ mod tests {
             id: Uuid::new_v4(),
             key: SourceKey::new("eng").expect("key"),
             site_url: "https://example.atlassian.net".into(),
-            space_key: "ENG".into(),
+            spaces: Spaces::one("ENG"),
             auth_kind: AuthKind::Cloud,
             sealed_credentials: sealed,
             settings: SourceSettings::default(),
@@ -399,6 +472,32 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_one_space_key_reads_as_a_list_of_one_and_lists_and_all_round_trip() {
+        // As records were stored before sources had several spaces.
+        let stored = r#"{"id": "6f1c3c1e-8f0e-4a57-9a55-0c2f4c1f2a10", "key": "eng",
+            "site_url": "https://x.atlassian.net/wiki", "space_key": "ENG", "auth_kind": "cloud",
+            "sealed_credentials": "", "created_at": "2026-11-22T10:00:00Z",
+            "updated_at": "2026-11-22T10:00:00Z"}"#;
+        let record: SourceRecord = serde_json::from_str(stored).expect("an old record");
+        assert_eq!(record.spaces, Spaces::one("ENG"));
+        assert!(record.spaces.covers("eng") && !record.spaces.covers("OPS"));
+        for spaces in [Spaces::Keys(vec!["ENG".into(), "OPS".into()]), Spaces::All] {
+            let json = serde_json::to_string(&SourceRecord {
+                spaces: spaces.clone(),
+                ..record.clone()
+            })
+            .expect("json");
+            let read: SourceRecord = serde_json::from_str(&json).expect("read back");
+            assert_eq!(read.spaces, spaces, "{json}");
+        }
+        assert!(Spaces::All.covers("ANY"));
+        assert_eq!(
+            Spaces::Keys(vec!["ENG".into(), "OPS".into()]).to_string(),
+            "ENG, OPS"
+        );
+    }
+
+    #[test]
     fn keys_must_be_32_bytes() {
         assert!(SecretKey::parse(&"ab".repeat(32)).is_ok());
         assert!(SecretKey::parse("c2hvcnQ=").is_err());
@@ -411,7 +510,7 @@ mod tests {
             id: Uuid::from_u128(id),
             key: SourceKey::new("eng").expect("key"),
             site_url: "https://x.atlassian.net/wiki".into(),
-            space_key: "ENG".into(),
+            spaces: Spaces::one("ENG"),
             auth_kind: AuthKind::Cloud,
             sealed_credentials: String::new(),
             settings: SourceSettings {

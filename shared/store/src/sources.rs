@@ -12,6 +12,7 @@ pub struct SourceRow<'a> {
     pub id: Uuid,
     pub key: &'a str,
     pub site_url: &'a str,
+    /// The source's spaces as shown (`ENG, OPS`, or `all spaces`).
     pub space_key: &'a str,
     pub auth_kind: &'a str,
     pub sealed_credentials: &'a [u8],

@@ -14,7 +14,9 @@ pub use pages::{PageDetail, PageList, PageMetadata, PageSummary};
 /// What a sync run view holds, from the events.
 pub use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
 pub use search::{SearchHit, SearchResponse};
-pub use sources::{SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView};
+pub use sources::{
+    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView, WebhookPath,
+};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
-use pagestream_sources::SourceSettings;
+use pagestream_sources::{SourceSettings, Spaces};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,7 +13,11 @@ pub struct SourceView {
     pub id: Uuid,
     pub key: String,
     pub site_url: String,
+    /// The spaces as shown: `ENG`, `ENG, OPS`, or `all spaces`.
     pub space_key: String,
+    /// `{"keys": ["ENG", "OPS"]}`, or `"all"`: every space the credentials can read.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spaces: Spaces,
     /// `cloud` or `data_center`.
     pub auth_kind: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -94,6 +98,16 @@ pub struct SyncAccepted {
     pub status: SyncStatus,
     /// Where to follow the run.
     pub status_url: String,
+}
+
+/// The path Cloud's unsigned site-admin webhooks deliver to, with the source's new path secret:
+/// shown once, when it is set; the one before no longer works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookPath {
+    pub key: String,
+    /// `/webhooks/confluence/<key>/p/<secret>`; append `/<event>` per webhook.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

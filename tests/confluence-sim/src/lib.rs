@@ -12,6 +12,13 @@
 //! moved there (a move under a page of another space takes the subtree along, keeps the version
 //! and sends `page_moved` with the new space), and every response names each page's own space
 //! (v1 `space`, v2 `spaceId`, CQL `space = KEY`, `/spaces`, `/spaces/{id}/pages`, webhooks).
+//! [`SimHandle::add_space`] and [`SimHandle::delete_space`] create and delete spaces while it
+//! runs; v1 `/wiki/rest/api/space` lists them as Data Center does (`spaceKey`, `start`/`limit`).
+//! Webhooks register through the API as on the real sites: Cloud's site-admin resource
+//! `POST|GET /wiki/rest/webhooks/1.0/webhook`, `DELETE …/webhook/{id}` (deliveries unsigned, to
+//! the registered URL) and Data Center's `POST|GET /rest/api/webhooks`, `DELETE …/{id}`
+//! (deliveries name their `event` and are signed with `configuration.secret`); every mutation's
+//! webhook also goes to each registration subscribed to its event.
 //!
 //! Tests start it in-process with [`start`] and steer it through the [`SimHandle`]; the
 //! `confluence-sim` binary serves the same thing, steered over HTTP:
@@ -189,6 +196,17 @@ impl SimHandle {
     /// Every space of the site, the generated one first.
     pub fn spaces(&self) -> Vec<SimSpace> {
         self.shared.lock().spaces().cloned().collect()
+    }
+
+    /// Creates a space holding only its homepage (a sync of a source over every space finds
+    /// it); returns the homepage's id.
+    pub fn add_space(&self, space: SimSpace) -> Result<u64, MutationError> {
+        self.shared.lock().add_space(space)
+    }
+
+    /// Deletes a space (not the generated one) and everything in it.
+    pub fn delete_space(&self, key: &str) -> Result<SimSpace, MutationError> {
+        self.shared.lock().delete_space(key)
     }
 
     /// A space's homepage: its first page.

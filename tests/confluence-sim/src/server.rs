@@ -22,7 +22,8 @@ use crate::content::{
 };
 use crate::cql::{self, SortOrder};
 use crate::state::{
-    BodyJob, CreatePage, EditPage, Faults, LabelPage, LinkStyle, MovePage, MutationError, SimState, SimStats,
+    BodyJob, CreatePage, EditPage, Faults, LabelPage, LinkStyle, MovePage, MutationError, SimState,
+    SimStats,
 };
 use crate::webhook::{self, WebhookDelivery, WebhookEvent};
 
@@ -41,6 +42,9 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+pub(crate) mod hooks;
+mod spaces;
 
 type Params = Query<Vec<(String, String)>>;
 type App = State<Arc<Shared>>;
@@ -182,6 +186,33 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(download_attachment),
         )
         .route("/wiki/api/v2/spaces", get(v2_spaces))
+        .route("/wiki/rest/api/space", get(spaces::v1_spaces))
+        .route(
+            "/wiki/rest/webhooks/1.0/webhook",
+            get(|app: App, headers: HeaderMap| hooks::list(app, headers, false)).post(
+                |app: App, headers: HeaderMap, body: Bytes| {
+                    hooks::create(app, headers, body, false)
+                },
+            ),
+        )
+        .route(
+            "/wiki/rest/webhooks/1.0/webhook/{id}",
+            axum::routing::delete(|app: App, headers: HeaderMap, id: Path<String>| {
+                hooks::delete(app, headers, id, false)
+            }),
+        )
+        .route(
+            "/wiki/rest/api/webhooks",
+            get(|app: App, headers: HeaderMap| hooks::list(app, headers, true)).post(
+                |app: App, headers: HeaderMap, body: Bytes| hooks::create(app, headers, body, true),
+            ),
+        )
+        .route(
+            "/wiki/rest/api/webhooks/{id}",
+            axum::routing::delete(|app: App, headers: HeaderMap, id: Path<String>| {
+                hooks::delete(app, headers, id, true)
+            }),
+        )
         .route(
             "/wiki/api/v2/spaces/{id}/pages",
             get(
@@ -1876,7 +1907,10 @@ async fn sim_mutate(
         "trash" => mutate(&shared, WebhookEvent::PageTrashed, |s| s.trash(id)).await,
         "label" => match parse_body::<LabelPage>(&body) {
             Ok(LabelPage { label, add }) => {
-                mutate(&shared, WebhookEvent::label(add), |s| s.label(id, &label, add)).await
+                mutate(&shared, WebhookEvent::label(add), |s| {
+                    s.label(id, &label, add)
+                })
+                .await
             }
             Err(response) => return response,
         },
@@ -1939,11 +1973,12 @@ async fn mutate_attached<T>(
     let (item, outgoing) = {
         let mut state = shared.lock();
         let item = apply(&mut state)?;
+        let target = state.config.webhook_target.clone();
         let outgoing = match (
-            state.config.webhook_target.clone(),
+            target.is_some() || !state.webhooks.is_empty(),
             state.pages.get(&container_of(&item)),
         ) {
-            (Some(target), Some(container)) => Some((
+            (true, Some(container)) => Some((
                 target,
                 state.config.webhook_secret.clone(),
                 payload(
@@ -1961,13 +1996,16 @@ async fn mutate_attached<T>(
     Ok((item, send_webhook(shared, event, outgoing).await))
 }
 
-/// Delivers a webhook (target, secret, body), if there is one, and counts the outcome.
+/// Delivers a webhook (target, secret, body), if there is one, and counts the outcome; the same
+/// body goes to the webhooks registered through the API.
 async fn send_webhook(
     shared: &Shared,
     event: WebhookEvent,
-    outgoing: Option<(String, Option<String>, serde_json::Value)>,
+    outgoing: Option<(Option<String>, Option<String>, serde_json::Value)>,
 ) -> Option<WebhookDelivery> {
     let (target, secret, body) = outgoing?;
+    hooks::deliver_registered(shared, event, &body).await;
+    let target = target?;
     let delivery = webhook::deliver(&shared.http, &target, secret.as_deref(), event, &body).await;
     let mut state = shared.lock();
     if delivery.delivered() {
@@ -1990,22 +2028,20 @@ pub(crate) async fn mutate(
         let page = apply(&mut state)?;
         let event = event.for_kind(page.kind);
         // Cloud's webhooks name no folder events: a folder's creation, rename or move sends none.
-        let target = state
-            .config
-            .webhook_target
-            .clone()
-            .filter(|_| page.kind != ContentKind::Folder);
-        let outgoing = target.map(|target| {
-            let body = webhook::payload(
-                event,
-                &page,
-                state.last_label.as_deref(),
-                &state.space_of(&page).key,
-                page.space_id,
-                &shared.site,
-            );
-            (target, state.config.webhook_secret.clone(), body)
-        });
+        let target = state.config.webhook_target.clone();
+        let outgoing = ((target.is_some() || !state.webhooks.is_empty())
+            && page.kind != ContentKind::Folder)
+            .then(|| {
+                let body = webhook::payload(
+                    event,
+                    &page,
+                    state.last_label.as_deref(),
+                    &state.space_of(&page).key,
+                    page.space_id,
+                    &shared.site,
+                );
+                (target, state.config.webhook_secret.clone(), body)
+            });
         (page, event, outgoing)
     };
     let delivery = send_webhook(shared, event, outgoing).await;
@@ -2024,8 +2060,9 @@ pub(crate) async fn trash_folder(
     let (folder, outgoing) = {
         let mut state = shared.lock();
         let (folder, pages) = state.trash_folder(id)?;
-        let outgoing: Vec<_> = match state.config.webhook_target.clone() {
-            Some(target) => pages
+        let target = state.config.webhook_target.clone();
+        let outgoing: Vec<_> = if target.is_some() || !state.webhooks.is_empty() {
+            pages
                 .iter()
                 .map(|page| {
                     let body = webhook::payload(
@@ -2038,8 +2075,9 @@ pub(crate) async fn trash_folder(
                     );
                     (target.clone(), state.config.webhook_secret.clone(), body)
                 })
-                .collect(),
-            None => Vec::new(),
+                .collect()
+        } else {
+            Vec::new()
         };
         (folder, outgoing)
     };

@@ -301,6 +301,8 @@ pub(crate) struct SimState {
     pub in_flight: u64,
     /// The label of the last label mutation, for its webhook.
     pub last_label: Option<String>,
+    /// Webhooks registered through the API (Cloud site-admin and Data Center).
+    pub(crate) webhooks: Vec<crate::server::hooks::Registered>,
 }
 
 impl SimState {
@@ -377,6 +379,7 @@ impl SimState {
             empty_cursor_serial: 0,
             in_flight: 0,
             last_label: None,
+            webhooks: Vec::new(),
         };
         // Every space has a homepage (its first page, which cannot be trashed).
         for space in state.others.clone() {
@@ -987,5 +990,46 @@ impl BodyJob {
             titles: &titles,
         };
         content::render_body(self.seed, &self.page, &targets)
+    }
+}
+
+impl SimState {
+    /// Creates a space with its homepage; returns the homepage's id.
+    pub fn add_space(&mut self, space: SimSpace) -> Result<u64, MutationError> {
+        if self
+            .spaces()
+            .any(|s| s.id == space.id || s.key.eq_ignore_ascii_case(&space.key))
+        {
+            return Err(MutationError::Invalid(format!(
+                "a space with key {:?} or id {} already exists",
+                space.key, space.id
+            )));
+        }
+        self.others.push(space.clone());
+        let homepage = CreatePage {
+            title: format!("{} Home", space.name),
+            ..CreatePage::default()
+        };
+        Ok(self
+            .insert_content(ContentKind::Page, space.id, None, homepage)?
+            .id)
+    }
+
+    /// Deletes a space (not the generated one) with its pages, blog posts, comments and
+    /// attachments, as Confluence's space deletion does: the API no longer serves any of them.
+    pub fn delete_space(&mut self, key: &str) -> Result<SimSpace, MutationError> {
+        let index = self
+            .others
+            .iter()
+            .position(|s| s.key.eq_ignore_ascii_case(key))
+            .ok_or_else(|| MutationError::Invalid(format!("no other space has key {key:?}")))?;
+        let space = self.others.remove(index);
+        self.pages.retain(|_, page| page.space_id != space.id);
+        let pages = &self.pages;
+        self.comments
+            .retain(|_, comment| pages.contains_key(&comment.container_id));
+        self.attachments
+            .retain(|_, attachment| pages.contains_key(&attachment.container_id));
+        Ok(space)
     }
 }

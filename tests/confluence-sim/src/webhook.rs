@@ -304,7 +304,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// POSTs one webhook and reports what happened (never fails the mutation).
+/// POSTs one webhook to `{target}/{event}` and reports what happened (never fails the mutation).
 pub async fn deliver(
     http: &reqwest::Client,
     target: &str,
@@ -312,7 +312,18 @@ pub async fn deliver(
     event: WebhookEvent,
     body: &serde_json::Value,
 ) -> WebhookDelivery {
-    let url = event_url(target, event);
+    deliver_to(http, &event_url(target, event), secret, event, body).await
+}
+
+/// POSTs one webhook to `url` as it is (a webhook registered through the API).
+pub async fn deliver_to(
+    http: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    event: WebhookEvent,
+    body: &serde_json::Value,
+) -> WebhookDelivery {
+    let url = url.to_owned();
     let raw = body.to_string();
     let mut request = http
         .post(&url)

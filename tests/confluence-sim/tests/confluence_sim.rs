@@ -1093,3 +1093,119 @@ async fn folders_sit_in_the_page_tree_and_take_their_pages_to_the_trash() {
         ]
     );
 }
+
+#[tokio::test]
+async fn webhooks_registered_through_the_api_are_listed_delivered_and_removed() {
+    let (receiver_url, received) = receiver().await;
+    let sim = start(5, None).await;
+    let api = |method: reqwest::Method, path: &str| {
+        http()
+            .request(method, format!("http://{}{path}", sim.addr))
+            .basic_auth(AUTH.0, Some(AUTH.1))
+    };
+    // Cloud's site-admin resource: unsigned, to the URL as registered.
+    let cloud = api(reqwest::Method::POST, "/wiki/rest/webhooks/1.0/webhook")
+        .json(&json!({"name": "pagestream eng page_updated", "url": format!("{receiver_url}/page_updated"),
+                      "events": ["page_updated"]}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(cloud.status().as_u16(), 201);
+    let cloud: Value = cloud.json().await.expect("json");
+    let cloud_self = cloud["self"].as_str().expect("self").to_owned();
+    // Data Center's: naming the event in the body, signed with the registered secret.
+    let dc = api(reqwest::Method::POST, "/wiki/rest/api/webhooks")
+        .json(
+            &json!({"name": "pagestream eng", "url": format!("{receiver_url}/dc"),
+                      "events": ["page_updated", "page_trashed"], "active": true,
+                      "configuration": {"secret": "dc-registered-secret-0123"}}),
+        )
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(dc.status().as_u16(), 201);
+    let dc: Value = dc.json().await.expect("json");
+    assert_eq!(
+        dc["configuration"],
+        json!({}),
+        "the secret is never shown again"
+    );
+    let unauthorized = http()
+        .get(format!("http://{}/wiki/rest/api/webhooks", sim.addr))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unauthorized.status().as_u16(), 401);
+
+    let listed: Value = api(reqwest::Method::GET, "/wiki/rest/webhooks/1.0/webhook")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let listed: Value = api(reqwest::Method::GET, "/wiki/rest/api/webhooks")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        listed["results"][0]["events"],
+        json!(["page_updated", "page_trashed"])
+    );
+
+    let id = confluence_sim::FIRST_PAGE_ID + 2;
+    sim.handle
+        .edit(id, confluence_sim::EditPage::default())
+        .await
+        .expect("edit");
+    let deliveries = received.0.lock().expect("received").clone();
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    let cloud_delivery = deliveries
+        .iter()
+        .find(|d| d.0 == "page_updated")
+        .expect("cloud");
+    assert_eq!(cloud_delivery.2, None, "unsigned");
+    assert_eq!(cloud_delivery.1["page"]["id"], id);
+    let dc_delivery = deliveries
+        .iter()
+        .find(|d| d.0 == "dc")
+        .expect("data center");
+    assert_eq!(dc_delivery.1["event"], "page_updated");
+    assert_eq!(
+        dc_delivery.2.as_deref(),
+        Some(
+            format!(
+                "sha256={}",
+                webhook_signature(b"dc-registered-secret-0123", dc_delivery.3.as_bytes())
+            )
+            .as_str()
+        )
+    );
+
+    // Removed: listed no more, delivered no more.
+    let cloud_id = cloud_self.rsplit('/').next().expect("id");
+    for path in [
+        format!("/wiki/rest/webhooks/1.0/webhook/{cloud_id}"),
+        format!("/wiki/rest/api/webhooks/{}", dc["id"]),
+    ] {
+        let deleted = api(reqwest::Method::DELETE, &path)
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(deleted.status().as_u16(), 204, "{path}");
+        let again = api(reqwest::Method::DELETE, &path)
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(again.status().as_u16(), 404, "{path}");
+    }
+    sim.handle
+        .edit(id, confluence_sim::EditPage::default())
+        .await
+        .expect("edit");
+    assert_eq!(received.0.lock().expect("received").len(), 2);
+}

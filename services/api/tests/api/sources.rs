@@ -45,6 +45,8 @@ async fn every_api_route_requires_the_key() {
         (Method::POST, "/api/confluence/eng/sync"),
         (Method::GET, "/api/confluence/eng/status"),
         (Method::DELETE, "/api/confluence/eng"),
+        (Method::PATCH, "/api/confluence/eng"),
+        (Method::POST, "/api/confluence/eng/webhook-path"),
         (Method::GET, "/api/confluence/eng/pages"),
         (Method::GET, "/api/pages/eng/1"),
         (Method::GET, "/api/search?q=x"),
@@ -316,7 +318,7 @@ async fn register(api: &support::TestApi, key: &str) -> Uuid {
         id: Uuid::new_v4(),
         key: SourceKey::new(key).expect("key"),
         site_url: "https://example.atlassian.net/wiki".into(),
-        space_key: "ENG".into(),
+        spaces: pagestream_sources::Spaces::one("ENG"),
         auth_kind: pagestream_sources::AuthKind::Cloud,
         sealed_credentials: pagestream_sources::SourceRecord::seal_credentials(
             &api.secret_key,
@@ -325,6 +327,7 @@ async fn register(api: &support::TestApi, key: &str) -> Uuid {
                 token: pagestream_sources::Secret::new(TOKEN),
                 webhook_secret: None,
                 connect_client_key: None,
+                webhook_path_secret: None,
             },
         ),
         settings: Default::default(),
@@ -535,5 +538,139 @@ async fn deleting_a_source_removes_it_from_the_registry_and_the_streams() {
         404,
         "source_not_found",
         None,
+    );
+}
+
+#[tokio::test]
+async fn a_source_covers_several_spaces_or_all_and_its_spaces_can_be_changed() {
+    let api = support::start(false).await;
+    let mut config = SimConfig::new(11, 4);
+    config.api_token = TOKEN.into();
+    config.other_spaces = vec![confluence_sim::SimSpace::new(131_073, "OPS", "Operations")];
+    let sim = confluence_sim::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator");
+    let site = sim.base_url();
+    let with_spaces = |key: &str, spaces: Value| {
+        let mut body = cloud_source(&site, key, "ENG", TOKEN);
+        body.as_object_mut().expect("object").remove("space_key");
+        body["spaces"] = spaces;
+        body
+    };
+
+    let (status, two) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("eng", json!(["ENG", "OPS", "eng"]))),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{two}");
+    assert_eq!(two["spaces"], json!({"keys": ["ENG", "OPS"]}));
+    assert_eq!(two["space_key"], "ENG, OPS");
+    let unknown = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("other", json!(["ENG", "NOPE"]))),
+        )
+        .await;
+    assert_error(&unknown, 400, "confluence_space_not_found", Some("spaces"));
+    let both = cloud_source(&site, "both", "ENG", TOKEN);
+    let mut both = both;
+    both["spaces"] = json!("all");
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/sources", Some(both))
+            .await,
+        400,
+        "invalid_parameter",
+        Some("spaces"),
+    );
+    let mut keyless = with_spaces("x", json!("all"));
+    keyless.as_object_mut().expect("object").remove("key");
+    assert_error(
+        &api.call(Method::POST, "/api/confluence/sources", Some(keyless))
+            .await,
+        400,
+        "invalid_parameter",
+        Some("key"),
+    );
+    let (status, all) = api
+        .call(
+            Method::POST,
+            "/api/confluence/sources",
+            Some(with_spaces("site", json!("all"))),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{all}");
+    assert_eq!(all["spaces"], "all");
+    assert_eq!(all["space_key"], "all spaces");
+
+    // Changed with the stored credentials; a space they cannot see is refused and nothing changes.
+    let refused = api
+        .call(
+            Method::PATCH,
+            "/api/confluence/eng",
+            Some(json!({"spaces": ["NOPE"]})),
+        )
+        .await;
+    assert_error(&refused, 400, "confluence_space_not_found", Some("spaces"));
+    let (status, updated) = api
+        .call(
+            Method::PATCH,
+            "/api/confluence/eng",
+            Some(json!({"space_key": "OPS"})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{updated}");
+    assert_eq!(updated["spaces"], json!({"keys": ["OPS"]}));
+    let record = api
+        .registry
+        .get(&SourceKey::new("eng").expect("key"))
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.spaces, pagestream_sources::Spaces::one("OPS"));
+    assert!(record.updated_at > record.created_at);
+}
+
+#[tokio::test]
+async fn a_rotated_webhook_path_secret_is_sealed_shown_once_and_replaces_the_old_one() {
+    let api = support::start(false).await;
+    register(&api, "eng").await;
+    let key = SourceKey::new("eng").expect("key");
+    let (status, first) = api
+        .call(Method::POST, "/api/confluence/eng/webhook-path", None)
+        .await;
+    assert_eq!(status.as_u16(), 200, "{first}");
+    let path = first["path"].as_str().expect("path");
+    let secret = path
+        .strip_prefix("/webhooks/confluence/eng/p/")
+        .expect("the source's path");
+    assert!(secret.len() >= 24 && secret.chars().all(|c| c.is_ascii_hexdigit()));
+    let record = api.registry.get(&key).await.expect("get").expect("stored");
+    assert!(!record.sealed_credentials.contains(secret));
+    let credentials = record.credentials(&api.secret_key).expect("open");
+    assert_eq!(
+        credentials.webhook_path_secret.as_ref().map(|s| s.expose()),
+        Some(secret)
+    );
+    assert_eq!(credentials.token.expose(), TOKEN, "the token is kept");
+    // Never in the source's view; a rotation replaces it.
+    let (_, view) = api.get("/api/confluence/sources").await;
+    assert!(!view.to_string().contains(secret));
+    let (_, second) = api
+        .call(Method::POST, "/api/confluence/eng/webhook-path", None)
+        .await;
+    assert_ne!(second["path"], first["path"]);
+    let rotated = api.registry.get(&key).await.expect("get").expect("stored");
+    assert_ne!(
+        rotated
+            .credentials(&api.secret_key)
+            .expect("open")
+            .webhook_path_secret
+            .as_ref()
+            .map(|s| s.expose()),
+        Some(secret)
     );
 }

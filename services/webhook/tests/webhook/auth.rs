@@ -11,7 +11,7 @@ use pagestream_webhook::auth::{
 
 use crate::harness::{
     CLIENT_KEY, CLOUD_SECRET, DC_SECRET, Options, automation_request, cloud_request, dc_request,
-    fixture, path, put_source, start,
+    fixture, path, put_source, put_unsigned_source, start, unsigned_request,
 };
 
 fn with_header(path: &str, body: &[u8], name: &str, value: &str) -> Request<Body> {
@@ -502,4 +502,56 @@ async fn logs_and_counters(recorder: metrics_exporter_prometheus::PrometheusHand
     for secret in [CLOUD_SECRET, DC_SECRET, token.as_str()] {
         assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
     }
+}
+
+#[tokio::test]
+async fn unsigned_deliveries_need_the_path_secret_and_a_wrong_or_rotated_one_looks_unknown() {
+    const PATH_SECRET: &str = "p4th-secret-of-at-least-24-chars-1";
+    const ROTATED: &str = "p4th-secret-of-at-least-24-chars-2";
+    let harness = start(Options::default()).await;
+    put_unsigned_source(&harness.registry, &harness.key, "site", PATH_SECRET).await;
+    let body = fixture("cloud_page_updated.json");
+    let deliver =
+        |source: &str, secret: &str| unsigned_request(source, secret, "page_updated", body.clone());
+    harness
+        .eventually(|| deliver("site", PATH_SECRET), StatusCode::ACCEPTED)
+        .await;
+    let hinted = harness.hinted_count().await;
+    assert!(hinted >= 1);
+
+    // A wrong secret, a source without one, an unknown source: one answer, nothing published.
+    let refused = harness.send(deliver("site", ROTATED)).await;
+    assert_eq!(refused.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(harness.send(deliver("cloud", PATH_SECRET)).await, refused);
+    assert_eq!(
+        harness.send(deliver("nosuchsource", PATH_SECRET)).await,
+        refused
+    );
+    assert_eq!(harness.send(deliver("site", "")).await, refused);
+    // A signed delivery's URL without the secret proves nothing for this source either.
+    assert_eq!(
+        harness
+            .send(dc_request(
+                "site",
+                None,
+                fixture("dc_page_updated.json"),
+                PATH_SECRET
+            ))
+            .await,
+        refused
+    );
+
+    // Rotated: the new URL is accepted, the old one refused like an unknown source.
+    put_unsigned_source(&harness.registry, &harness.key, "site", ROTATED).await;
+    harness
+        .eventually(|| deliver("site", ROTATED), StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(harness.send(deliver("site", PATH_SECRET)).await, refused);
+    let (status, answer) = harness.send(deliver("site", ROTATED)).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (StatusCode::ACCEPTED, &"hinted".into())
+    );
+    // The same hint as the first delivery's: stored once.
+    assert_eq!(harness.hinted_count().await, hinted);
 }

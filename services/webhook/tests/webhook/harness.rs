@@ -111,12 +111,13 @@ pub async fn put_source(
         token: Secret::new("api-token-not-used-here"),
         webhook_secret: webhook_secret.map(Secret::new),
         connect_client_key: Some(CLIENT_KEY.to_owned()),
+        webhook_path_secret: None,
     };
     let record = SourceRecord {
         id: uuid::Uuid::new_v4(),
         key: SourceKey::new(name).expect("source key"),
         site_url: "https://acme.atlassian.net".into(),
-        space_key: "ENG".into(),
+        spaces: pagestream_sources::Spaces::one("ENG"),
         auth_kind,
         sealed_credentials: SourceRecord::seal_credentials(key, &credentials),
         settings: SourceSettings::default(),
@@ -124,6 +125,41 @@ pub async fn put_source(
         updated_at: Utc::now(),
     };
     registry.put(&record).await.expect("put source");
+}
+
+/// A Cloud source whose site-admin webhooks deliver unsigned to a URL carrying `path_secret`.
+pub async fn put_unsigned_source(
+    registry: &SourceRegistry,
+    key: &SecretKey,
+    name: &str,
+    path_secret: &str,
+) {
+    let credentials = Credentials {
+        email: Some("ops@example.com".into()),
+        token: Secret::new("api-token-not-used-here"),
+        webhook_secret: None,
+        connect_client_key: None,
+        webhook_path_secret: Some(Secret::new(path_secret)),
+    };
+    let record = SourceRecord {
+        id: uuid::Uuid::new_v4(),
+        key: SourceKey::new(name).expect("source key"),
+        site_url: "https://acme.atlassian.net/wiki".into(),
+        spaces: pagestream_sources::Spaces::All,
+        auth_kind: AuthKind::Cloud,
+        sealed_credentials: SourceRecord::seal_credentials(key, &credentials),
+        settings: SourceSettings::default(),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    registry.put(&record).await.expect("put source");
+}
+
+/// An unsigned delivery (Cloud's site-admin webhooks) to the URL with `secret` in its path.
+pub fn unsigned_request(source: &str, secret: &str, event: &str, body: Vec<u8>) -> Request<Body> {
+    post(&format!("/webhooks/confluence/{source}/p/{secret}/{event}"))
+        .body(Body::from(body))
+        .expect("request")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
