@@ -488,10 +488,11 @@ impl SimState {
     /// What rendering a page's body needs, detached from the state so that it can run after the
     /// lock is released.
     pub fn body_job(&self, page: &SimPage) -> BodyJob {
-        // Link targets: a handful of pages, deterministic for the page (ids that no longer exist
-        // are skipped).
+        // Link and include targets: a handful of generated pages, deterministic for the page (ids
+        // that no longer exist are skipped). Never a page a test created: a generated page that
+        // included it would carry the test's text.
         let mut rng = SplitMix64::derive(self.config.seed, &[page.id, 0x11]);
-        let span = (self.next_id - content::FIRST_PAGE_ID).max(1) as usize;
+        let span = self.config.page_count.max(1);
         let titles = (0..6)
             .map(|_| content::FIRST_PAGE_ID + rng.below(span) as u64)
             .filter_map(|id| self.pages.get(&id).map(|p| (p.id, p.title.clone())))
