@@ -2139,7 +2139,12 @@ async fn attachments_are_extracted_once_per_version_and_travel_with_their_page()
         ..FetcherOptions::default()
     };
     let h = harness_of(config, options, AuthKind::Cloud).await;
-    let page = h.sim.handle.current_page_ids()[2];
+    // A page no other page includes: its change must re-emit it alone.
+    let homepage = h.sim.handle.current_page_ids()[0];
+    let page = never_included(&h)
+        .into_iter()
+        .find(|id| *id != homepage)
+        .expect("a page nothing includes");
     let files: [(&str, &str, Vec<u8>); 8] = [
         ("report.pdf", "application/pdf", fixture("report.pdf")),
         (
