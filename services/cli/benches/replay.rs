@@ -54,6 +54,7 @@ fn page_events(
         created_at: None,
         last_modified: Utc::now(),
         incarnation: 0,
+        source_id: None,
     };
     let texts: Vec<String> = (0..chunks).map(|_| words.sentence(rng, 120)).collect();
     let markdown = texts.join("\n\n");
@@ -94,6 +95,7 @@ fn page_events(
             })
             .collect(),
         incarnation: 0,
+        source_id: None,
     });
     (changed, converted, ready)
 }

@@ -76,6 +76,7 @@ impl EmbedderHandler {
             dimension: self.provider.dimension() as u32,
             chunks,
             incarnation: page.incarnation,
+            source_id: page.source_id,
         })
         .with_sync_run(delivery.event.extensions.syncrun);
         self.bus.publish(&event).await?;

@@ -336,6 +336,7 @@ impl Fetcher {
                 let data_center = record.auth_kind == AuthKind::DataCenter;
                 let site = Site {
                     source: record.key.clone(),
+                    source_id: record.id,
                     // A run sets the space it lists; a hint's page says its own.
                     space_key: record
                         .spaces
@@ -1119,6 +1120,7 @@ impl Fetcher {
             deleted_at: Utc::now(),
             reason: Some(reason.to_owned()),
             incarnation,
+            source_id: Some(site.source_id),
         };
         self.bus
             .publish(&Envelope::new(deleted).with_sync_run(run_id))

@@ -12,6 +12,7 @@ use pagestream_events::{
     SourceKey,
 };
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::FetcherError;
 
@@ -22,6 +23,8 @@ const MAX_DEPTH: usize = 256;
 #[derive(Debug, Clone)]
 pub(crate) struct Site {
     pub source: SourceKey,
+    /// The source's registry id, carried in its events (see [`PageInfo::source_id`]).
+    pub source_id: Uuid,
     /// The space a run lists now (a hint's page names its own).
     pub space_key: String,
     /// The spaces whose pages belong to the source.
@@ -269,6 +272,7 @@ pub(crate) fn from_page(
                 .or(page.created_at)
                 .unwrap_or_else(Utc::now),
             incarnation: 0,
+            source_id: Some(site.source_id),
         },
         body_storage: body.to_owned(),
         comments: Vec::new(),
@@ -322,6 +326,7 @@ pub(crate) fn from_content(
             created_at: history.and_then(|h| h.created_date),
             last_modified: content.last_modified().unwrap_or_else(Utc::now),
             incarnation: 0,
+            source_id: Some(site.source_id),
         },
         body_storage: body.to_owned(),
         comments: Vec::new(),
@@ -623,6 +628,7 @@ mod tests {
     fn url_joins_the_base_and_webui_and_falls_back_to_the_id() {
         let site = Site {
             source: SourceKey::new("eng").expect("key"),
+            source_id: uuid::Uuid::nil(),
             space_key: "ENG".into(),
             spaces: pagestream_sources::Spaces::one("ENG"),
             base: "https://x.atlassian.net/wiki".into(),

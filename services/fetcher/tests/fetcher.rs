@@ -1026,6 +1026,7 @@ async fn deletion_published_then_killed(h: &Harness, id: u64) {
             deleted_at: Utc::now(),
             reason: Some("removed".into()),
             incarnation: live.incarnation,
+            source_id: None,
         }))
         .await
         .expect("publish the deletion");

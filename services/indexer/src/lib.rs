@@ -112,15 +112,21 @@ async fn apply_in_transaction<T: Projected>(
     Ok(())
 }
 
-/// What to do with an event whose source is not in the database: wait for the registry's
-/// projection to bring a source that is registered, drop the event of a source that is gone (its
-/// stream data was purged with it; the event would otherwise be retried for as long as an outage).
-async fn unknown_source(registry: &SourceRegistry, key: &SourceKey) -> Result<(), HandlerError> {
+/// What to do with an event whose source is not in the database (`event_source`: the registry id
+/// the event names, if any): wait for the registry's projection to bring a source that is
+/// registered, drop the event of a source that is gone (its stream data was purged with it; the
+/// event would otherwise be retried for as long as an outage), also of one removed and added again
+/// under its key.
+async fn unknown_source(
+    registry: &SourceRegistry,
+    key: &SourceKey,
+    event_source: Option<uuid::Uuid>,
+) -> Result<(), HandlerError> {
     match registry.get(key).await {
-        Ok(Some(_)) => Err(HandlerError::transient(format!(
-            "source {key} is not projected yet"
-        ))),
-        Ok(None) => {
+        Ok(Some(record)) if event_source.is_none_or(|id| id == record.id) => Err(
+            HandlerError::transient(format!("source {key} is not projected yet")),
+        ),
+        Ok(_) => {
             tracing::debug!(source = %key, "event of a removed source dropped");
             metrics::counter!("pagestream_indexer_dropped_total", "reason" => "source_removed")
                 .increment(1);
@@ -137,7 +143,10 @@ async fn outcome(
 ) -> Result<(), HandlerError> {
     match result {
         Ok(()) => Ok(()),
-        Err(ProjectionError::UnknownSource(key)) => unknown_source(registry, &key).await,
+        Err(ProjectionError::UnknownSource(key)) => unknown_source(registry, &key, None).await,
+        Err(ProjectionError::OtherSource { key, event_source }) => {
+            unknown_source(registry, &key, Some(event_source)).await
+        }
         Err(error) => Err(error.into()),
     }
 }

@@ -27,6 +27,10 @@ pub enum ProjectionError {
     /// The source is not (yet) in the `sources` table: the registry projection will bring it.
     #[error("unknown source {0}")]
     UnknownSource(SourceKey),
+    /// The event was fetched for another source under the same key (one removed and added
+    /// again): a late event of the removed one, or one of the new one before its projection.
+    #[error("event of another source {key} ({event_source}) than the projected one")]
+    OtherSource { key: SourceKey, event_source: Uuid },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("store: {0}")]
@@ -38,7 +42,7 @@ impl pagestream_events::Retryable for ProjectionError {
     /// refuses will not.
     fn is_transient(&self) -> bool {
         match self {
-            ProjectionError::UnknownSource(_) => true,
+            ProjectionError::UnknownSource(_) | ProjectionError::OtherSource { .. } => true,
             ProjectionError::Database(error) => pagestream_store::is_transient(error),
             ProjectionError::Store(error) => error.is_transient(),
         }
@@ -67,6 +71,32 @@ impl SourceIds {
         Ok(id)
     }
 
+    /// The source's id when the event was fetched for it (or does not say for which source).
+    async fn resolve_for(
+        &self,
+        conn: &mut PgConnection,
+        key: &SourceKey,
+        event_source: Option<Uuid>,
+    ) -> Result<Uuid, ProjectionError> {
+        let id = self.resolve(conn, key).await?;
+        match event_source {
+            Some(event_source) if event_source != id => {
+                // The cache may hold the removed source's id: ask the database once more.
+                self.forget(key);
+                let id = self.resolve(conn, key).await?;
+                if event_source == id {
+                    Ok(id)
+                } else {
+                    Err(ProjectionError::OtherSource {
+                        key: key.clone(),
+                        event_source,
+                    })
+                }
+            }
+            _ => Ok(id),
+        }
+    }
+
     pub fn forget(&self, key: &SourceKey) {
         if let Ok(mut ids) = self.0.lock() {
             ids.remove(key);
@@ -82,8 +112,9 @@ pub async fn apply_changed(
     ids: &SourceIds,
     event: &Envelope<PageChanged>,
 ) -> Result<Applied, ProjectionError> {
-    let source_id = ids.resolve(conn, &event.data.page.source).await?;
-    Ok(pages::upsert(conn, source_id, &event.data.page, None).await?)
+    let page = &event.data.page;
+    let source_id = ids.resolve_for(conn, &page.source, page.source_id).await?;
+    Ok(pages::upsert(conn, source_id, page, None).await?)
 }
 
 pub async fn apply_converted(
@@ -91,8 +122,9 @@ pub async fn apply_converted(
     ids: &SourceIds,
     event: &Envelope<PageConverted>,
 ) -> Result<Applied, ProjectionError> {
-    let source_id = ids.resolve(conn, &event.data.page.source).await?;
-    Ok(pages::upsert(conn, source_id, &event.data.page, Some(&event.data)).await?)
+    let page = &event.data.page;
+    let source_id = ids.resolve_for(conn, &page.source, page.source_id).await?;
+    Ok(pages::upsert(conn, source_id, page, Some(&event.data)).await?)
 }
 
 pub async fn apply_chunks(
@@ -100,8 +132,9 @@ pub async fn apply_chunks(
     ids: &SourceIds,
     event: &Envelope<ChunksReady>,
 ) -> Result<Applied, ProjectionError> {
-    let source_id = ids.resolve(conn, &event.data.source).await?;
-    Ok(chunks::replace(conn, source_id, &event.data).await?)
+    let data = &event.data;
+    let source_id = ids.resolve_for(conn, &data.source, data.source_id).await?;
+    Ok(chunks::replace(conn, source_id, data).await?)
 }
 
 pub async fn apply_deleted(
@@ -110,7 +143,7 @@ pub async fn apply_deleted(
     event: &Envelope<PageDeleted>,
 ) -> Result<Applied, ProjectionError> {
     let data = &event.data;
-    let source_id = ids.resolve(conn, &data.source).await?;
+    let source_id = ids.resolve_for(conn, &data.source, data.source_id).await?;
     Ok(pages::tombstone(
         conn,
         source_id,

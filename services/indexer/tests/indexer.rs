@@ -32,6 +32,7 @@ fn info(id: u64, version: u64) -> PageInfo {
         created_at: None,
         last_modified: Utc::now(),
         incarnation: 0,
+        source_id: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn chunks(id: u64, version: u64, count: u32) -> Envelope<ChunksReady> {
             })
             .collect(),
         incarnation: 0,
+        source_id: None,
     })
 }
 
@@ -81,6 +83,7 @@ fn deleted(id: u64, version: u64) -> Envelope<PageDeleted> {
         deleted_at: Utc::now(),
         reason: None,
         incarnation: 0,
+        source_id: None,
     })
 }
 
@@ -332,6 +335,40 @@ async fn a_comment_change_s_new_incarnation_replaces_the_markdown_of_the_same_ve
 }
 
 #[tokio::test]
+async fn a_late_chunk_set_of_an_earlier_incarnation_does_not_replace_the_newer_one() {
+    let pool = database_with_source().await;
+    // An includer re-emitted after its included page changed: same version, new incarnation,
+    // other chunks. Two embedder replicas may finish them in either order.
+    let chunks_of = |incarnation: u64, count: u32| {
+        let mut event = chunks(12, 4, count).data;
+        event.incarnation = incarnation;
+        for chunk in &mut event.chunks {
+            chunk.text = format!("incarnation {incarnation} {}", chunk.text);
+            chunk.content_hash = format!("i{incarnation}-{}", chunk.content_hash);
+        }
+        Envelope::new(event)
+    };
+    let stored = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(text, '|' ORDER BY chunk_index) FROM chunks WHERE page_id = '12'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("chunks")
+    };
+    apply(&pool, &chunks_of(1, 3)).await;
+    apply(&pool, &chunks_of(0, 2)).await;
+    let texts = stored().await;
+    assert_eq!(texts.matches("incarnation 1 ").count(), 3, "{texts}");
+    assert!(!texts.contains("incarnation 0 "), "{texts}");
+    // A later incarnation still replaces them.
+    apply(&pool, &chunks_of(2, 2)).await;
+    let texts = stored().await;
+    assert_eq!(texts.matches("incarnation 2 ").count(), 2, "{texts}");
+    assert!(!texts.contains("incarnation 1 "), "{texts}");
+}
+
+#[tokio::test]
 async fn a_blog_post_is_projected_as_one_and_deleted_like_a_page() {
     let pool = database_with_source().await;
     let mut post = changed(12, 3).data;
@@ -421,6 +458,49 @@ async fn replicas_project_a_new_source_at_once_and_a_recreated_key_replaces_the_
         .await
         .expect("sources");
     assert_eq!(rows.len(), 1, "one row per key: {rows:?}");
+}
+
+#[tokio::test]
+async fn a_late_event_of_a_source_removed_and_added_again_is_not_projected_into_the_new_one() {
+    let (pool, _) = pagestream_testkit::database().await;
+    let ids = SourceIds::default();
+    let removed = record();
+    pagestream_indexer::projection::upsert_source(&pool, &removed)
+        .await
+        .expect("source");
+    let of = |source: &SourceRecord, id: u64, version: u64| {
+        let mut event = changed(id, version).data;
+        event.page.source_id = Some(source.id);
+        Envelope::new(event)
+    };
+    let applied = apply_batch(&pool, &ids, &[&of(&removed, 1, 1)]).await;
+    assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+    pagestream_indexer::projection::remove_source(&pool, &ids, &source())
+        .await
+        .expect("remove");
+    let added_again = record();
+    pagestream_indexer::projection::upsert_source(&pool, &added_again)
+        .await
+        .expect("source added again");
+    // A converter or embedder that held the removed source's event publishes it late.
+    let late = apply_batch(&pool, &ids, &[&of(&removed, 2, 5)]).await;
+    assert!(
+        matches!(
+            late.as_slice(),
+            [Err(
+                pagestream_indexer::projection::ProjectionError::OtherSource { .. }
+            )]
+        ),
+        "{late:?}"
+    );
+    let fresh = apply_batch(&pool, &ids, &[&of(&added_again, 2, 1)]).await;
+    assert!(fresh.iter().all(Result::is_ok), "{fresh:?}");
+    let pages: Vec<(String, i64)> =
+        sqlx::query_as("SELECT page_id, version FROM confluence_pages ORDER BY page_id")
+            .fetch_all(&pool)
+            .await
+            .expect("pages");
+    assert_eq!(pages, [("2".to_owned(), 1)]);
 }
 
 #[tokio::test]

@@ -217,6 +217,12 @@ fn retry_for_default() -> Duration {
 /// How long the runner waits for a message in one pull request when none is available.
 const PULL_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a fetch of what is available (or the sending of a pull request) may take. The server
+/// answers a fetch at once, but the client sets no timer on it: a request or answer lost while the
+/// server restarts would otherwise leave the consumer waiting for good (found by the chaos suite:
+/// the indexer's page.converted consumer stopped after a NATS restart).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A stage's consumer on the bus.
 pub struct Stage<T> {
     bus: Bus,
@@ -366,12 +372,14 @@ async fn pull(
     let max_batch = config.max_batch.max(1);
     let mut batch = fetch_available(consumer, max_batch).await?;
     if batch.is_empty() {
-        let waiting = consumer
+        let request = consumer
             .batch()
             .max_messages(1)
             .expires(PULL_WAIT)
-            .messages()
+            .messages();
+        let waiting = tokio::time::timeout(FETCH_TIMEOUT, request)
             .await
+            .map_err(|_| BusError::jetstream("pull", "no answer from the server"))?
             .map_err(|error| BusError::jetstream("pull", error))?;
         let mut waiting = std::pin::pin!(waiting);
         tokio::select! {
@@ -400,17 +408,23 @@ async fn fetch_available(
     consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
     max: usize,
 ) -> Result<Vec<Message>, BusError> {
-    let mut messages = consumer
-        .fetch()
-        .max_messages(max)
-        .messages()
+    let fetch = async {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(|error| BusError::jetstream("fetch", error))?;
+        let mut batch = Vec::new();
+        while let Some(message) = messages.next().await {
+            batch.push(message.map_err(|error| BusError::jetstream("fetch", error))?);
+        }
+        Ok(batch)
+    };
+    // What came before the timeout is redelivered after the ack wait.
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
-        .map_err(|error| BusError::jetstream("fetch", error))?;
-    let mut batch = Vec::new();
-    while let Some(message) = messages.next().await {
-        batch.push(message.map_err(|error| BusError::jetstream("fetch", error))?);
-    }
-    Ok(batch)
+        .map_err(|_| BusError::jetstream("fetch", "no answer from the server"))?
 }
 
 /// Decodes a message into a typed delivery.

@@ -35,6 +35,7 @@ fn info(id: u64, version: u64) -> PageInfo {
         created_at: None,
         last_modified: Utc::now(),
         incarnation: 0,
+        source_id: None,
     }
 }
 
@@ -254,6 +255,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
             code: None,
         }],
         incarnation: 0,
+        source_id: None,
     });
     let deleted = Envelope::new(PageDeleted {
         source: source(),
@@ -263,6 +265,7 @@ async fn every_event_type_round_trips_and_duplicates_are_stored_once() {
         deleted_at: now,
         reason: Some("trashed".into()),
         incarnation: 0,
+        source_id: None,
     });
 
     assert!(!bus.publish(&sync).await.expect("publish").duplicate);
@@ -764,6 +767,7 @@ async fn a_page_keeps_one_message_and_deletion_leaves_nothing_to_resurrect() {
         deleted_at: Utc::now(),
         reason: None,
         incarnation: 0,
+        source_id: None,
     }))
     .await
     .expect("publish deleted");

@@ -222,6 +222,7 @@ mod tests {
             created_at: None,
             last_modified: Utc::now(),
             incarnation: 0,
+            source_id: None,
         }
     }
 
@@ -262,6 +263,7 @@ mod tests {
                 dimension: 2,
                 chunks: vec![],
                 incarnation: 0,
+                source_id: None,
             })
         };
         assert_ne!(chunks("all-MiniLM-L6-v2").id, chunks("other").id);
@@ -293,9 +295,15 @@ mod tests {
             labels: vec!["ops".into(), "runbook".into()],
             ..page_info(3)
         });
-        let ids = std::collections::HashSet::from([before, restored, moved, relabelled]);
-        assert_eq!(ids.len(), 4);
-        let deleted = |incarnation| {
+        // The same page of a source removed and added again under its key.
+        let added_again = changed(PageInfo {
+            source_id: Some(Uuid::new_v4()),
+            ..page_info(3)
+        });
+        let ids =
+            std::collections::HashSet::from([before, restored, moved, relabelled, added_again]);
+        assert_eq!(ids.len(), 5);
+        let deleted = |incarnation, source_id| {
             Envelope::new(PageDeleted {
                 source: source(),
                 page_id: PageId::new("65601").expect("page"),
@@ -304,10 +312,12 @@ mod tests {
                 deleted_at: Utc::now(),
                 reason: None,
                 incarnation,
+                source_id,
             })
             .id
         };
-        assert_ne!(deleted(0), deleted(1));
+        assert_ne!(deleted(0, None), deleted(1, None));
+        assert_ne!(deleted(0, None), deleted(0, Some(Uuid::new_v4())));
     }
 
     #[test]
@@ -330,6 +340,7 @@ mod tests {
                 code: None,
             }],
             incarnation: 0,
+            source_id: None,
         })
         .with_sync_run(Some(run));
         envelope.extensions.traceparent =
@@ -356,6 +367,7 @@ mod tests {
             deleted_at: Utc::now(),
             reason: None,
             incarnation: 0,
+            source_id: None,
         })
         .to_json()
         .expect("encode");

@@ -217,6 +217,12 @@ pub struct PageInfo {
     /// loses.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incarnation: u64,
+    /// The registry id of the source the page was fetched for. A source removed and added again
+    /// under its key gets a new id: the new one's events never share an id with the old one's
+    /// (JetStream would drop them as duplicates for two minutes), and the indexer drops a late
+    /// event of the removed one. None in events written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -228,7 +234,7 @@ impl PageInfo {
     /// (path, labels, space), which change without a new version when a page is moved or
     /// labelled.
     fn fact(&self) -> Vec<String> {
-        let mut fact = version_fact(self.version, self.incarnation);
+        let mut fact = version_fact(self.version, self.incarnation, self.source_id);
         fact.push(format!("in:{}", self.space_key));
         fact.push(format!("at:{}", self.path));
         fact.push(format!("labels:{}", self.labels.join(",")));
@@ -236,12 +242,15 @@ impl PageInfo {
     }
 }
 
-/// `version`, then the incarnation when the page was ever restored (ids of pages never deleted
-/// stay what they were before incarnations existed).
-fn version_fact(version: u64, incarnation: u64) -> Vec<String> {
+/// `version`, then the incarnation when the page was ever restored, then the source's registry id
+/// (ids of events without them stay what they were before they existed).
+fn version_fact(version: u64, incarnation: u64, source_id: Option<Uuid>) -> Vec<String> {
     let mut fact = vec![version.to_string()];
     if incarnation > 0 {
         fact.push(format!("i{incarnation}"));
+    }
+    if let Some(id) = source_id {
+        fact.push(format!("s{id}"));
     }
     fact
 }
@@ -468,6 +477,9 @@ pub struct ChunksReady {
     /// The page's incarnation (see [`PageInfo::incarnation`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incarnation: u64,
+    /// See [`PageInfo::source_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
 }
 
 /// `page.deleted`: the page is gone (trashed, purged, or no longer listed).
@@ -486,6 +498,9 @@ pub struct PageDeleted {
     /// incarnation outlives this tombstone.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub incarnation: u64,
+    /// See [`PageInfo::source_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
 }
 
 impl Payload for SyncRequested {
@@ -564,7 +579,7 @@ impl Payload for ChunksReady {
         Some(&self.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        let mut fact = version_fact(self.version, self.incarnation);
+        let mut fact = version_fact(self.version, self.incarnation, self.source_id);
         fact.push(self.model.clone());
         fact
     }
@@ -582,7 +597,7 @@ impl Payload for PageDeleted {
         Some(&self.page_id)
     }
     fn fact(&self) -> Vec<String> {
-        version_fact(self.version, self.incarnation)
+        version_fact(self.version, self.incarnation, self.source_id)
     }
 }
 

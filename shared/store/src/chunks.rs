@@ -48,16 +48,17 @@ pub async fn replace(
     .bind(incarnation)
     .execute(&mut *conn)
     .await?;
-    // `chunks_version`: the version whose chunks were last written. The chunk rows cannot tell:
-    // a chunk that an edit left alone keeps the version it was written at.
-    let (stored_version, stored_incarnation, is_deleted, chunks_version): (
+    // `chunks_version` and `chunks_incarnation`: what the chunks last written belong to. The chunk
+    // rows cannot tell: a chunk that an edit left alone keeps the version it was written at.
+    let (stored_version, stored_incarnation, is_deleted, chunks_version, chunks_incarnation): (
         i64,
         i64,
         bool,
         Option<i64>,
+        i64,
     ) = sqlx::query_as(
-        "SELECT version, incarnation, is_deleted, chunks_version FROM confluence_pages \
-         WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
+        "SELECT version, incarnation, is_deleted, chunks_version, chunks_incarnation \
+         FROM confluence_pages WHERE source_id = $1 AND page_id = $2 FOR UPDATE",
     )
     .bind(source_id)
     .bind(page_id)
@@ -66,7 +67,7 @@ pub async fn replace(
     if is_deleted && (stored_version, stored_incarnation) >= (version, incarnation) {
         return Ok(false);
     }
-    if chunks_version.is_some_and(|newest| newest > version) {
+    if chunks_version.is_some_and(|newest| (newest, chunks_incarnation) > (version, incarnation)) {
         return Ok(false);
     }
     ensure_embedding_index(&mut *conn, &event.model, dimension).await?;
@@ -143,11 +144,13 @@ pub async fn replace(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE confluence_pages SET chunks_version = $3, updated_at = now() WHERE source_id = $1 AND page_id = $2",
+        "UPDATE confluence_pages SET chunks_version = $3, chunks_incarnation = $4, updated_at = now() \
+         WHERE source_id = $1 AND page_id = $2",
     )
     .bind(source_id)
     .bind(page_id)
     .bind(version)
+    .bind(incarnation)
     .execute(&mut *conn)
     .await?;
     Ok(true)

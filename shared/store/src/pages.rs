@@ -247,7 +247,8 @@ pub async fn tombstone(
             incarnation = CASE WHEN EXCLUDED.version = 0 THEN p.incarnation ELSE EXCLUDED.incarnation END,
             title = '', path = '', url = '', metadata = '{}'::jsonb, last_modified = NULL,
             labels = '{}', jira_keys = '{}', mentions = '{}',
-            markdown = NULL, markdown_version = NULL, chunks_version = NULL, updated_at = now()
+            markdown = NULL, markdown_version = NULL, chunks_version = NULL, chunks_incarnation = 0,
+            updated_at = now()
         WHERE NOT p.is_deleted
           AND ((p.version, p.incarnation) <= (EXCLUDED.version, EXCLUDED.incarnation) OR EXCLUDED.version = 0)
         "#,

@@ -27,6 +27,7 @@ fn changed(id: u64, body: String) -> Envelope<PageChanged> {
             created_at: None,
             last_modified: Utc::now(),
             incarnation: 0,
+            source_id: None,
         },
         body_storage: body,
         comments: Vec::new(),

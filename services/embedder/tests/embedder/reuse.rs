@@ -68,6 +68,7 @@ async fn process(
         dimension: u32::try_from(provider.dimension()).expect("dimension"),
         chunks: plan.complete(vectors).expect("complete"),
         incarnation: 0,
+        source_id: None,
     }
 }
 

@@ -82,6 +82,7 @@ fn page(id: u64, version: u64, markdown: String) -> Envelope<PageConverted> {
             created_at: None,
             last_modified: Utc::now(),
             incarnation: 0,
+            source_id: None,
         },
         markdown,
         metadata: ContentMetadata::default(),
