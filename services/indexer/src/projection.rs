@@ -97,6 +97,17 @@ impl SourceIds {
         }
     }
 
+    /// A write that found its source's row gone was applied with the id of a source removed
+    /// meanwhile: the registry then tells whether to wait for a source added again or drop it.
+    fn source_gone(&self, key: &SourceKey, error: StoreError) -> ProjectionError {
+        if error.is_missing_reference() {
+            self.forget(key);
+            ProjectionError::UnknownSource(key.clone())
+        } else {
+            error.into()
+        }
+    }
+
     pub fn forget(&self, key: &SourceKey) {
         if let Ok(mut ids) = self.0.lock() {
             ids.remove(key);
@@ -114,7 +125,9 @@ pub async fn apply_changed(
 ) -> Result<Applied, ProjectionError> {
     let page = &event.data.page;
     let source_id = ids.resolve_for(conn, &page.source, page.source_id).await?;
-    Ok(pages::upsert(conn, source_id, page, None).await?)
+    pages::upsert(conn, source_id, page, None)
+        .await
+        .map_err(|error| ids.source_gone(&page.source, error))
 }
 
 pub async fn apply_converted(
@@ -124,7 +137,9 @@ pub async fn apply_converted(
 ) -> Result<Applied, ProjectionError> {
     let page = &event.data.page;
     let source_id = ids.resolve_for(conn, &page.source, page.source_id).await?;
-    Ok(pages::upsert(conn, source_id, page, Some(&event.data)).await?)
+    pages::upsert(conn, source_id, page, Some(&event.data))
+        .await
+        .map_err(|error| ids.source_gone(&page.source, error))
 }
 
 pub async fn apply_chunks(
@@ -134,7 +149,9 @@ pub async fn apply_chunks(
 ) -> Result<Applied, ProjectionError> {
     let data = &event.data;
     let source_id = ids.resolve_for(conn, &data.source, data.source_id).await?;
-    Ok(chunks::replace(conn, source_id, data).await?)
+    chunks::replace(conn, source_id, data)
+        .await
+        .map_err(|error| ids.source_gone(&data.source, error))
 }
 
 pub async fn apply_deleted(
@@ -144,7 +161,7 @@ pub async fn apply_deleted(
 ) -> Result<Applied, ProjectionError> {
     let data = &event.data;
     let source_id = ids.resolve_for(conn, &data.source, data.source_id).await?;
-    Ok(pages::tombstone(
+    pages::tombstone(
         conn,
         source_id,
         data.page_id.as_str(),
@@ -152,7 +169,8 @@ pub async fn apply_deleted(
         data.version,
         data.incarnation,
     )
-    .await?)
+    .await
+    .map_err(|error| ids.source_gone(&data.source, error))
 }
 
 /// Projects a sync run's progress snapshot.

@@ -504,6 +504,33 @@ async fn a_late_event_of_a_source_removed_and_added_again_is_not_projected_into_
 }
 
 #[tokio::test]
+async fn an_event_applied_while_its_source_is_removed_is_not_a_poison_event() {
+    let pool = database_with_source().await;
+    // This replica resolved the source's id before another one projected its removal.
+    let ids = SourceIds::default();
+    let applied = apply_batch(&pool, &ids, &[&changed(1, 1)]).await;
+    assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+    pagestream_indexer::projection::remove_source(&pool, &SourceIds::default(), &source())
+        .await
+        .expect("remove");
+    // Unknown source, not a failed write: the registry then decides (drop, or wait for a re-add).
+    for late in [
+        apply_batch(&pool, &ids, &[&chunks(2, 1, 2)]).await,
+        apply_batch(&pool, &ids, &[&changed(3, 1)]).await,
+    ] {
+        assert!(
+            matches!(
+                late.as_slice(),
+                [Err(
+                    pagestream_indexer::projection::ProjectionError::UnknownSource(_)
+                )]
+            ),
+            "{late:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn deleting_a_source_removes_its_pages_and_chunks() {
     let pool = database_with_source().await;
     apply(&pool, &changed(5, 1)).await;

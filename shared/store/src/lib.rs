@@ -31,6 +31,15 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Whether a write named a row of another table that is not there (SQLSTATE 23503): for the
+    /// projection, a source removed while its event was applied.
+    pub fn is_missing_reference(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some("23503"))
+    }
+}
+
 impl pagestream_events::Retryable for StoreError {
     fn is_transient(&self) -> bool {
         match self {

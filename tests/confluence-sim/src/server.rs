@@ -242,9 +242,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/pages", get(sim_pages).post(sim_create))
         .route("/_sim/blogposts", post(sim_create_blog_post))
         .route("/_sim/folders", post(sim_create_folder))
-        .route("/_sim/pages/{id}/{action}", post(sim_mutate));
+        .route("/_sim/pages/{id}/{action}", post(sim_mutate))
+        // Tests create pages over the size bounds they exercise (the default limit is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(SIM_BODY_LIMIT));
     api.merge(control).with_state(shared)
 }
+
+/// Largest body the simulator's control routes take.
+const SIM_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Counts API requests in flight, so tests can see the client's concurrency limit at work.
 async fn track_in_flight(
