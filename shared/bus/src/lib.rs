@@ -247,12 +247,17 @@ impl Bus {
             .map(|url| url.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| failed(format!("invalid server url: {error}")))?;
-        let client = async_nats::ConnectOptions::new()
-            .name("pagestream")
-            .request_timeout(Some(config.request_timeout))
-            .connect(servers)
-            .await
-            .map_err(|error| failed(error.to_string()))?;
+        // A server that is down or restarting at start-up is waited for like any outage (found by
+        // the chaos suite: an indexer restarted while nats-server restarted exited for good).
+        let client = patiently("connect to nats", || async {
+            async_nats::ConnectOptions::new()
+                .name("pagestream")
+                .request_timeout(Some(config.request_timeout))
+                .connect(servers.clone())
+                .await
+                .map_err(|error| failed(error.to_string()))
+        })
+        .await?;
         let jetstream = jetstream::new(client.clone());
         let bus = Self {
             client,
@@ -620,8 +625,9 @@ impl Decode for ProgressSnapshots {
     }
 }
 
-/// How long start-up waits for JetStream to take the streams and buckets: a cluster that has
-/// just formed, or a node that is catching up, answers "timed out" or 503 for a while.
+/// How long start-up waits for the server and for JetStream to take the streams and buckets: a
+/// server restarting, a cluster that has just formed, or a node that is catching up refuses or
+/// answers "timed out" or 503 for a while.
 const TOPOLOGY_PATIENCE: Duration = Duration::from_secs(90);
 
 /// Runs a start-up step again while it fails for a transient reason, with capped backoff, for

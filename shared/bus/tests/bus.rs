@@ -175,6 +175,39 @@ async fn dead_letters(bus: &Bus, count: usize) -> Vec<(u64, dead_letter::DeadLet
 }
 
 #[tokio::test]
+async fn start_up_waits_for_a_server_that_is_not_up_yet() {
+    // The server's port answers nothing for two seconds (a nats-server restarting), then a
+    // forwarder to the real server opens it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let server = pagestream_testkit::nats_url()
+        .trim_start_matches("nats://")
+        .to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let listener = tokio::net::TcpListener::bind(port).await.expect("bind");
+        while let Ok((mut client, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let bus = pagestream_testkit::bus_with(|config| BusConfig {
+        nats_url: format!("nats://{port}"),
+        ..config
+    })
+    .await;
+    bus.jetstream()
+        .query_account()
+        .await
+        .expect("jetstream answers");
+}
+
+#[tokio::test]
 async fn a_list_of_servers_connects_to_one_that_answers() {
     // A cluster's URLs, comma-separated; the first names a port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
