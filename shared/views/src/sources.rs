@@ -152,8 +152,8 @@ pub enum WebhookEventStatus {
     Missing,
     /// Its webhook is at the right URL but disabled.
     Inactive,
-    /// Only a webhook at another URL of this source delivers it (an old path secret, another
-    /// public URL): the ingester refuses those deliveries.
+    /// Only a webhook at another URL of this source delivers it (an old path secret): the
+    /// ingester refuses those deliveries.
     WrongUrl,
 }
 
