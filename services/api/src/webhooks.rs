@@ -11,7 +11,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
-use pagestream_confluence::{ConfluenceClient, ConfluenceError, NewWebhook, Webhook, WebhookApi};
+use pagestream_confluence::{
+    ConfluenceClient, ConfluenceError, NewWebhook, Secret as ConfluenceSecret, Webhook, WebhookApi,
+};
 use pagestream_events::{Retryable, WEBHOOK_EVENTS};
 use pagestream_sources::{AuthKind, Credentials, Secret, SourceRecord};
 pub use pagestream_views::{
@@ -271,7 +273,7 @@ impl Site {
         };
         NewWebhook {
             name,
-            url: pagestream_confluence::Secret::new(wanted.url.as_str()),
+            url: ConfluenceSecret::new(wanted.url.as_str()),
             events: wanted.events.iter().map(|e| (*e).to_owned()).collect(),
             secret: match self.api {
                 WebhookApi::Cloud => None,
@@ -279,7 +281,7 @@ impl Site {
                     .credentials
                     .webhook_secret
                     .as_ref()
-                    .map(|s| pagestream_confluence::Secret::new(s.expose())),
+                    .map(|s| ConfluenceSecret::new(s.expose())),
             },
         }
     }
@@ -312,11 +314,23 @@ impl Site {
     fn report(&self, listed: &[Webhook], created: usize, removed: usize) -> WebhookReport {
         let wanted = self.wanted();
         let plan = plan(&wanted, listed);
-        let events = wanted
-            .iter()
-            .flat_map(|want| want.events.iter().map(move |event| (want, *event)))
-            .map(|(want, event)| event_check(want, event, listed))
-            .collect::<Vec<_>>();
+        let events: Vec<WebhookEventCheck> = if wanted.is_empty() {
+            // Without a path secret no URL can be right yet: every event is missing.
+            WEBHOOK_EVENTS
+                .iter()
+                .map(|(event, _)| WebhookEventCheck {
+                    event: (*event).to_owned(),
+                    status: WebhookEventStatus::Missing,
+                    webhook_id: None,
+                })
+                .collect()
+        } else {
+            wanted
+                .iter()
+                .flat_map(|want| want.events.iter().map(move |event| (want, *event)))
+                .map(|(want, event)| event_check(want, event, listed))
+                .collect()
+        };
         let webhooks: Vec<RegisteredWebhook> = listed
             .iter()
             .map(|hook| RegisteredWebhook {
@@ -328,8 +342,7 @@ impl Site {
                 status: plan.status_of(&hook.id),
             })
             .collect();
-        let healthy = !wanted.is_empty()
-            && events.iter().all(|e| e.status == WebhookEventStatus::Ok)
+        let healthy = events.iter().all(|e| e.status == WebhookEventStatus::Ok)
             && webhooks.iter().all(|h| h.status == RegisteredStatus::Ok);
         WebhookReport {
             key: self.record.key.to_string(),
@@ -339,19 +352,7 @@ impl Site {
                 .as_str()
                 .trim_end_matches(&format!("/webhooks/confluence/{}", self.record.key))
                 .to_owned(),
-            // Without a path secret nothing can be expected yet: every event is missing.
-            events: if wanted.is_empty() {
-                WEBHOOK_EVENTS
-                    .iter()
-                    .map(|(event, _)| WebhookEventCheck {
-                        event: (*event).to_owned(),
-                        status: WebhookEventStatus::Missing,
-                        webhook_id: None,
-                    })
-                    .collect()
-            } else {
-                events
-            },
+            events,
             webhooks,
             healthy,
             created,
