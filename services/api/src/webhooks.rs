@@ -223,6 +223,7 @@ impl Site {
         if slot.is_some() {
             return Ok(());
         }
+        // 192 random bits in hex serve as a signing secret as well as a path secret.
         *slot = Some(Secret::generate_path_secret());
         self.record.sealed_credentials =
             SourceRecord::seal_credentials(&state.inner.secret_key, &self.credentials);
