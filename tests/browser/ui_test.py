@@ -20,6 +20,7 @@ SIM_URL = os.environ["SIM_URL"]
 SIM_TOKEN = os.environ["SIM_TOKEN"]
 SOURCE = os.environ["SOURCE"]
 SPACE = os.environ["SPACE"]
+OTHER_SPACE = os.environ["OTHER_SPACE"]
 HOSTILE = os.environ["HOSTILE_TITLE_PART"]
 RELEASE_TITLE = os.environ["RELEASE_TITLE"]
 JIRA_KEY = os.environ["JIRA_KEY"]
@@ -81,7 +82,7 @@ def adds_a_source(page: Page) -> None:
     step("add a source: field errors first, the token never echoed")
     page.get_by_role("link", name="Add a source").click()
     page.get_by_label("Site URL").fill(SIM_URL)
-    page.get_by_label("Space key").fill(SPACE)
+    page.get_by_label("Space keys").fill(SPACE)
     page.get_by_label("Source key (optional)").fill(SOURCE)
     page.get_by_label("E-mail").fill("sim@example.com")
     page.get_by_label("API token").fill("wrong-token-must-not-echo")
@@ -110,9 +111,24 @@ def adds_a_source(page: Page) -> None:
     expect(page.get_by_label("API token")).to_be_visible()
     page.get_by_label("API token").fill(SIM_TOKEN)
     interval.fill("900")
+    # Many spaces: a comma-separated list, each checked against Confluence; or all spaces.
+    spaces = page.get_by_label("Space keys")
+    spaces.fill(f"{SPACE}, NOPE")
+    page.get_by_role("button", name="Check and add").click()
+    expect(page.locator("#f-spaces-error")).to_contain_text('no space "NOPE"')
+    expect(spaces).to_have_value(f"{SPACE}, NOPE")
+    page.get_by_label("API token").fill(SIM_TOKEN)
+    page.get_by_label("All spaces the credentials can read").check()
+    page.get_by_role("button", name="Check and add").click()
+    expect(page.locator("#f-spaces-error")).to_contain_text("not both")
+    expect(page.get_by_label("All spaces the credentials can read")).to_be_checked()
+    page.get_by_label("All spaces the credentials can read").uncheck()
+    page.get_by_label("API token").fill(SIM_TOKEN)
+    spaces.fill(f"{SPACE}, {OTHER_SPACE}")
     page.get_by_role("button", name="Check and add").click()
     expect(page).to_have_url(re.compile(rf"/sources/{SOURCE}\?added=1"))
     expect(page.get_by_role("status")).to_contain_text("Source added")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(f"space {SPACE}, {OTHER_SPACE}")
     expect(page.get_by_text(f"/webhooks/confluence/{SOURCE}")).to_be_visible()
 
 

@@ -23,6 +23,7 @@ mod service;
 mod sources;
 pub mod text_index;
 pub mod ui;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -192,6 +193,12 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route(
             "/api/confluence/{id}/webhook-path",
             post(sources::rotate_webhook_path),
+        )
+        .route(
+            "/api/confluence/{id}/webhooks",
+            get(webhooks::check)
+                .put(webhooks::register)
+                .delete(webhooks::remove),
         )
         .route(
             "/api/confluence/{id}",

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{pages, search, sources};
+use crate::{pages, search, sources, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,9 @@ use crate::{pages, search, sources};
         sources::remove,
         sources::update,
         sources::rotate_webhook_path,
+        webhooks::check,
+        webhooks::register,
+        webhooks::remove,
         pages::list,
         pages::detail,
         search::handler,

@@ -309,6 +309,19 @@ fn read_spaces(fields: &mut JsonFields) -> Result<(Spaces, &'static str), ApiErr
     Ok((Spaces::Keys(spaces), given_in))
 }
 
+/// A client for one request or a few, made on an operator's behalf: the api's timeout, one retry.
+pub(crate) fn confluence_client(
+    site_url: &str,
+    auth: Auth,
+    timeout: Duration,
+) -> Result<ConfluenceClient, ConfluenceError> {
+    let mut config = ClientConfig::new(site_url, auth);
+    config.timeout = timeout;
+    config.connect_timeout = timeout.min(Duration::from_secs(5));
+    config.retry.max_attempts = 2;
+    ConfluenceClient::new(config)
+}
+
 /// Asks Confluence whether the credentials can see the spaces (or list spaces at all, for every
 /// space); returns the normalised wiki root.
 async fn check_credentials(
@@ -318,11 +331,7 @@ async fn check_credentials(
     timeout: Duration,
 ) -> Result<String, ApiError> {
     let cloud = matches!(auth, Auth::Cloud { .. });
-    let mut config = ClientConfig::new(site_url, auth);
-    config.timeout = timeout;
-    config.connect_timeout = timeout.min(Duration::from_secs(5));
-    config.retry.max_attempts = 2;
-    let client = ConfluenceClient::new(config).map_err(|error| match error {
+    let client = confluence_client(site_url, auth, timeout).map_err(|error| match error {
         ConfluenceError::Config(reason) if reason.starts_with("credentials") => {
             ApiError::invalid("auth", reason)
         }
@@ -730,21 +739,18 @@ pub(crate) async fn projected_source_id(
     found.ok_or_else(|| ApiError::source_not_found(&truncated(id)).with_field(field))
 }
 
-/// The Confluence credentials of a stored source, opened.
-pub(crate) fn auth_of(state: &AppState, record: &SourceRecord) -> Result<Auth, ApiError> {
-    let credentials = record
+/// The credentials of a stored source, opened, and what its Confluence client authenticates with.
+pub(crate) fn credentials_of(
+    state: &AppState,
+    record: &SourceRecord,
+) -> Result<(Credentials, Auth), ApiError> {
+    record
         .credentials(&state.inner.secret_key)
-        .map_err(|e| ApiError::dependency("source registry", e))?;
-    Ok(match (record.auth_kind, credentials.email) {
-        (AuthKind::Cloud, Some(email)) => Auth::cloud(email, credentials.token.expose()),
-        (AuthKind::Cloud, None) => {
-            return Err(ApiError::dependency(
-                "source registry",
-                "cloud source has no account email",
-            ));
-        }
-        (AuthKind::DataCenter, _) => Auth::data_center(credentials.token.expose()),
-    })
+        .and_then(|credentials| {
+            let auth = record.confluence_auth(&credentials)?;
+            Ok((credentials, auth))
+        })
+        .map_err(|e| ApiError::dependency("source registry", e))
 }
 
 /// The body of `PATCH /api/confluence/{id}` (documentation only).
@@ -780,7 +786,7 @@ pub async fn update(
     let (spaces, spaces_field) = read_spaces(&mut fields)?;
     fields.finish()?;
     let mut record = resolve(&state, &id).await?;
-    let auth = auth_of(&state, &record)?;
+    let (_, auth) = credentials_of(&state, &record)?;
     check_credentials(
         &record.site_url,
         auth,

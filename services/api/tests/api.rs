@@ -6,6 +6,7 @@ mod api {
     pub mod sources;
     pub mod support;
     pub mod ui;
+    pub mod webhooks;
 }
 
 use api::support;

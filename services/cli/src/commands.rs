@@ -79,9 +79,26 @@ pub async fn add_source(
         .await?;
     writeln!(
         out,
-        "added source {} (space {} at {}, id {})\n  next: pagestream sync {} --full --wait",
-        source.key, source.space_key, source.site_url, source.id, source.key
+        "added source {} (space {} at {}, id {})",
+        source.key, source.space_key, source.site_url, source.id
     )?;
+    if args.register_webhooks {
+        let report = crate::webhooks::register(api, &source.key, args.public_url.as_deref())
+            .await
+            .map_err(|error| CliError::WebhooksNotRegistered {
+                source_key: source.key.clone(),
+                reason: error.to_string(),
+            })?;
+        writeln!(
+            out,
+            "registered {} webhook(s) at {}: {} of {} events delivered",
+            report.created,
+            report.public_url,
+            crate::webhooks::delivered(&report),
+            report.events.len()
+        )?;
+    }
+    writeln!(out, "  next: pagestream sync {} --full --wait", source.key)?;
     Ok(())
 }
 

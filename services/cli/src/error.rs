@@ -64,6 +64,14 @@ pub enum CliError {
         source_key: String,
         seconds: u64,
     },
+    #[error(
+        "webhooks of {source_key} need attention\n  run `pagestream sources webhooks {source_key} register` (it creates what is missing and replaces stale ones)"
+    )]
+    WebhooksUnhealthy { source_key: String },
+    #[error(
+        "the source {source_key} was added, but its webhooks were not registered: {reason}\n  fix that, then run `pagestream sources webhooks {source_key} register`"
+    )]
+    WebhooksNotRegistered { source_key: String, reason: String },
     #[error("{0}")]
     Usage(String),
     #[error("cannot write the output: {0}")]
@@ -82,6 +90,9 @@ pub(crate) fn hint_for(code: &str) -> &'static str {
         }
         "confluence_credentials_rejected" => {
             "check the e-mail and API token (Cloud) or the personal access token (Data Center)"
+        }
+        "confluence_webhooks_refused" => {
+            "use a token of a site admin (Cloud) or an administrator (Data Center), or register the webhooks by hand (services/webhook/README.md)"
         }
         "confluence_space_not_found" => {
             "check the space key, and that the token's user can see that space"

@@ -12,10 +12,11 @@ pub mod error;
 mod replay;
 mod sync;
 mod table;
+mod webhooks;
 
 use std::io::Write;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pagestream_bus::{Bus, BusConfig};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -129,11 +130,38 @@ pub enum SourcesCommand {
         #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
         public_url: String,
     },
+    /// The source's webhooks on its Confluence site (the token's user must be a site admin on
+    /// Cloud, an administrator on Data Center): list them, check that every event the ingester
+    /// understands is delivered, register what is missing (idempotent), or remove them (only
+    /// those pointing at this source).
+    Webhooks {
+        /// Source key or id.
+        source: String,
+        #[arg(value_enum)]
+        action: WebhooksAction,
+        /// The ingester's public root, e.g. https://hooks.example.com (default: the api's).
+        #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
+        public_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a source and everything derived from it (pages, chunks, stream data).
     Rm {
         /// Source key or id.
         source: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WebhooksAction {
+    /// The webhooks pointing at this source.
+    List,
+    /// Per event: delivered by an active webhook at the right URL? Fails when not all are.
+    Check,
+    /// Create what is missing, replace stale webhooks.
+    Register,
+    /// Delete the webhooks pointing at this source.
+    Remove,
 }
 
 /// Which spaces a source covers.
@@ -193,6 +221,12 @@ pub struct AddSourceArgs {
     /// Seconds between scheduled incremental syncs (0: off; the api's default is 900).
     #[arg(long)]
     pub incremental_interval_secs: Option<u64>,
+    /// Register the source's webhooks on the site (as `sources webhooks <key> register`).
+    #[arg(long)]
+    pub register_webhooks: bool,
+    /// With --register-webhooks: the ingester's public root (default: the api's).
+    #[arg(long, env = "PAGESTREAM_WEBHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +374,22 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
         }
         Command::Sources(SourcesCommand::WebhookUrl { source, public_url }) => {
             commands::rotate_webhook_url(&connection.api(), &source, &public_url, out).await
+        }
+        Command::Sources(SourcesCommand::Webhooks {
+            source,
+            action,
+            public_url,
+            json,
+        }) => {
+            webhooks::run(
+                &connection.api(),
+                &source,
+                action,
+                public_url.as_deref(),
+                json,
+                out,
+            )
+            .await
         }
         Command::Sources(SourcesCommand::Rm { source }) => {
             commands::remove_source(&connection.api(), &source, out).await

@@ -7,4 +7,5 @@ mod cli {
     mod end_to_end;
     mod mcp;
     mod stack;
+    mod webhooks;
 }

@@ -1,10 +1,11 @@
-//! Full sync of a simulated space (pages, blog posts, comments and attachments on both) into
-//! JetStream, then a no-change full re-sync and a no-change incremental one. Prints one JSON
-//! object: pages, blog posts, comments and attachments, wall time, items/s, Confluence requests
+//! Full sync of a simulated space (pages, blog posts, comments and attachments on both, folders
+//! holding a quarter of the pages, the generated include macros) into JetStream, then a no-change
+//! full re-sync and a no-change incremental one. Prints one JSON object: pages, blog posts,
+//! comments, attachments, folders and pages with includes, wall time, items/s, Confluence requests
 //! (and per item) of each run, attachment downloads, events of the re-syncs.
 //!
 //! `cargo run --release -p pagestream-fetcher --example sync_bench -- [PAGES] [BLOG_POSTS]
-//! [COMMENTS] [ATTACHMENTS]` with the
+//! [COMMENTS] [ATTACHMENTS] [FOLDERS]` with the
 //! dev stack up (`PAGESTREAM_NATS_URL`). Everything lives under a fresh subject root, deleted at the
 //! end.
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use confluence_sim::SimConfig;
+use confluence_sim::{CreatePage, MovePage, SimConfig};
 use pagestream_events::{EventKind, SourceKey, SyncMode, SyncRequested};
 use pagestream_fetcher::{Fetcher, FetcherOptions};
 use pagestream_sources::{
@@ -39,6 +40,10 @@ async fn main() -> anyhow::Result<()> {
         Some(value) => value.parse().context("ATTACHMENTS must be a number")?,
         None => 1000,
     };
+    let folders: usize = match std::env::args().nth(5) {
+        Some(value) => value.parse().context("FOLDERS must be a number")?,
+        None => 100,
+    };
     let config = SimConfig {
         blog_post_count: blog_posts,
         comment_count: comments,
@@ -47,6 +52,61 @@ async fn main() -> anyhow::Result<()> {
     };
     let items = pages + blog_posts;
     let sim = confluence_sim::start(config, "127.0.0.1:0".parse()?).await?;
+    // Folders in two levels under the homepage (a fifth at the top), every fourth page (with its
+    // subtree) moved under one, round robin so that every folder holds pages: each folder a full
+    // sync reads costs a request. The moves date the pages now, inside the incremental run's
+    // window overlap.
+    let homepage = sim
+        .handle
+        .homepage(sim.handle.space_id())
+        .context("the space has a homepage")?;
+    let top = folders.div_ceil(5);
+    let mut folder_ids: Vec<u64> = Vec::with_capacity(folders);
+    for n in 0..folders {
+        let parent = if n < top {
+            homepage
+        } else {
+            folder_ids[n % top]
+        };
+        let (folder, _) = sim
+            .handle
+            .create_folder(CreatePage {
+                title: format!("Folder {n}"),
+                parent_id: Some(parent),
+                ..CreatePage::default()
+            })
+            .await?;
+        folder_ids.push(folder.id);
+    }
+    if !folder_ids.is_empty() {
+        let page_ids = sim.handle.current_page_ids();
+        // The homepage holds the folders: it cannot move under one.
+        let movable = page_ids
+            .iter()
+            .enumerate()
+            .filter(|(n, page)| n % 4 == 1 && **page != homepage);
+        for (n, page) in movable {
+            let parent = folder_ids[(n / 4) % folder_ids.len()];
+            sim.handle
+                .move_page(
+                    *page,
+                    MovePage {
+                        parent_id: Some(parent),
+                    },
+                )
+                .await?;
+        }
+    }
+    let with_includes = sim
+        .handle
+        .current_page_ids()
+        .into_iter()
+        .filter(|id| {
+            sim.handle
+                .body(*id)
+                .is_some_and(|body| body.contains("ac:name=\"include\""))
+        })
+        .count();
     let bus = pagestream_testkit::bus().await;
     let registry = SourceRegistry::open(&bus).await?;
     let secret_key = SecretKey::parse(&SecretKey::generate())?;
@@ -125,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
         "blog_posts": blog_posts,
         "comments": comments,
         "attachments": attachments,
+        "folders": folders,
+        "pages_with_includes": with_includes,
         "full_sync_wall_s": full_secs,
         "full_sync_items_per_s": items as f64 / full_secs,
         "full_sync_requests": full.requests,

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError};
 use pagestream_confluence::{
-    Auth, COMMENT_EXPAND, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery,
+    COMMENT_EXPAND, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery,
     ListOptions, MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
 };
 use pagestream_events::{
@@ -312,18 +312,7 @@ impl Fetcher {
             None => {
                 self.state.claim_for(&record.key, record.id).await?;
                 let credentials = record.credentials(&self.secret_key)?;
-                let auth = match (record.auth_kind, credentials.email) {
-                    (AuthKind::Cloud, Some(email)) => {
-                        Auth::cloud(email, credentials.token.expose())
-                    }
-                    (AuthKind::Cloud, None) => {
-                        return Err(ConfluenceError::Config(
-                            "cloud source has no account email".into(),
-                        )
-                        .into());
-                    }
-                    (AuthKind::DataCenter, _) => Auth::data_center(credentials.token.expose()),
-                };
+                let auth = record.confluence_auth(&credentials)?;
                 let mut config = ClientConfig::new(record.site_url.clone(), auth);
                 config.limits.requests_per_second = Some(record.settings.requests_per_second)
                     .filter(|rate| rate.is_finite() && *rate > 0.0);

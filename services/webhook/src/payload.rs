@@ -34,33 +34,10 @@ pub enum EventAction {
     Ignore,
 }
 
-/// Maps a Confluence webhook event name to what Pagestream does with it.
+/// Maps a Confluence webhook event name to what Pagestream does with it
+/// ([`pagestream_events::WEBHOOK_EVENTS`]).
 pub fn action_for(event: &str) -> EventAction {
-    match event {
-        // A move and a label change create no version: the fetcher compares where the page
-        // stands and its labels.
-        "page_created" | "page_updated" | "page_restored" | "page_moved" | "label_added"
-        | "label_removed" | "blog_created" | "blog_updated" | "blog_restored" => {
-            EventAction::Hint(HintReason::Changed)
-        }
-        // A comment is part of its page's searchable content: the fetcher fetches the page's
-        // comments again (a removed comment included) and compares them with what it emitted.
-        "comment_created" | "comment_updated" | "comment_removed" => {
-            EventAction::Hint(HintReason::Changed)
-        }
-        // So is an attachment's text: the fetcher lists the page's attachments again (a removed
-        // or trashed one leaves them) and extracts what changed.
-        "attachment_created"
-        | "attachment_updated"
-        | "attachment_removed"
-        | "attachment_restored"
-        | "attachment_trashed" => EventAction::Hint(HintReason::Changed),
-        // The fetcher confirms with Confluence before it emits `page.deleted`.
-        "page_trashed" | "page_removed" | "blog_trashed" | "blog_removed" => {
-            EventAction::Hint(HintReason::Removed)
-        }
-        _ => EventAction::Ignore,
-    }
+    pagestream_events::webhook_hint(event).map_or(EventAction::Ignore, EventAction::Hint)
 }
 
 /// The page a delivery is about.

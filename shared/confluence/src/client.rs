@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{CurrentUser, Listing, ListingLinks};
 use crate::stats::Counters;
-use crate::transport::{Fetched, SharedTransport, Transport};
+use crate::transport::{Change, Fetched, SharedTransport, Transport};
 use crate::{
     AncestorRef, Attachment, AttachmentContent, ClientConfig, ClientStats, Comment,
     ConfluenceError, Content, Page, SearchHit, Space, SpaceId, SpaceKey, UserTimeZone,
@@ -502,7 +502,7 @@ impl ConfluenceClient {
 
     // ----- plumbing ---------------------------------------------------------------------------
 
-    fn endpoint(&self, segments: &[&str]) -> Url {
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.transport.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -514,9 +514,33 @@ impl ConfluenceClient {
         self.transport.get(url, &self.counters).await
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, ConfluenceError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+    ) -> Result<T, ConfluenceError> {
         let fetched = self.fetch(url).await?;
         self.decode(url, &fetched.body)
+    }
+
+    pub(crate) async fn send_once(
+        &self,
+        url: &Url,
+        change: &Change<'_>,
+    ) -> Result<Fetched, ConfluenceError> {
+        self.transport.send_once(url, change, &self.counters).await
+    }
+
+    /// Decodes the answer to a change, scrubbing the secrets it carried from the error too.
+    pub(crate) fn decode_as<T: DeserializeOwned>(
+        &self,
+        change: &Change<'_>,
+        url: &Url,
+        body: &[u8],
+    ) -> Result<T, ConfluenceError> {
+        serde_json::from_slice(body).map_err(|e| ConfluenceError::InvalidResponse {
+            endpoint: format!("{} {}", change.method, url.path()),
+            reason: self.transport.scrub_also(&e.to_string(), change.secrets),
+        })
     }
 
     fn decode<T: DeserializeOwned>(&self, url: &Url, body: &[u8]) -> Result<T, ConfluenceError> {

@@ -49,6 +49,11 @@
 //! # let _ = (bodies, page, chain, stats, comments); Ok(()) }
 //! ```
 //!
+//! Webhooks registered through the REST API ([`ConfluenceClient::webhooks`],
+//! [`ConfluenceClient::create_webhook`], [`ConfluenceClient::delete_webhook`]; Cloud's site-admin
+//! resource or Data Center's, [`WebhookApi`]) need an administrator's token. A `POST` or `DELETE`
+//! is sent once, never retried: list and reconcile instead.
+//!
 //! Data Center has no v2 API: use [`ConfluenceClient::search`] (with [`SYNC_EXPAND`]) for
 //! discovery and bodies, and [`ConfluenceClient::content`] for single pages.
 //!
@@ -66,6 +71,7 @@ mod model;
 mod secret;
 mod stats;
 mod transport;
+mod webhooks;
 
 pub use client::{
     BulkPages, COMMENT_EXPAND, ConfluenceClient, ListOptions, MAX_EMPTY_SEARCH_PAGES, MAX_LIMIT,
@@ -83,3 +89,4 @@ pub use model::{
 pub use pagestream_retry::RetryPolicy;
 pub use secret::{Auth, Secret};
 pub use stats::ClientStats;
+pub use webhooks::{NewWebhook, Webhook, WebhookApi};

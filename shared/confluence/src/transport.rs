@@ -1,11 +1,14 @@
-//! Sending one GET: client-side pacing and concurrency, retries with `Retry-After` or backoff,
-//! bounded body reads, error classification and scrubbing of anything the server echoes back.
+//! Sending a request: client-side pacing and concurrency, retries of GETs with `Retry-After` or
+//! backoff, one attempt for anything that changes the site, bounded body reads, error
+//! classification and scrubbing of anything the server echoes back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue,
+};
+use reqwest::{Method, StatusCode, Url};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
@@ -31,6 +34,14 @@ pub(crate) struct Fetched {
 enum Request {
     Api,
     Download { credentials: bool },
+}
+
+/// A request that changes the site: its method and JSON body, and strings besides the
+/// credentials that must not survive in an error (a secret the body carries).
+pub(crate) struct Change<'a> {
+    pub method: Method,
+    pub body: Option<Vec<u8>>,
+    pub secrets: &'a [&'a str],
 }
 
 /// Shared by a client and all its clones (and fresh-stats views).
@@ -83,11 +94,21 @@ impl Transport {
 
     /// Replaces every form of the credentials in text that came from the server.
     pub fn scrub(&self, text: &str) -> String {
+        self.scrub_also(text, &[])
+    }
+
+    /// [`Self::scrub`], and `also` (secrets a request carried besides the credentials).
+    pub fn scrub_also(&self, text: &str, also: &[&str]) -> String {
         let mut clean: String = text.chars().take(MAX_ERROR_MESSAGE).collect();
+        let secrets = self
+            .secret_forms
+            .iter()
+            .map(String::as_str)
+            .chain(also.iter().copied().filter(|s| !s.is_empty()));
         // Scrub the untruncated text too: a secret cut in half by truncation must not survive.
-        for secret in &self.secret_forms {
-            if text.contains(secret.as_str()) {
-                clean = clean.replace(secret.as_str(), "[redacted]");
+        for secret in secrets {
+            if text.contains(secret) {
+                clean = clean.replace(secret, "[redacted]");
                 for cut in (1..secret.len()).rev() {
                     if let Some(prefix) = secret.get(..cut)
                         && clean.ends_with(prefix)
@@ -106,6 +127,39 @@ impl Transport {
     pub async fn get(&self, url: &Url, counters: &Counters) -> Result<Fetched, ConfluenceError> {
         self.send(url, counters, self.max_response_bytes, Request::Api)
             .await
+    }
+
+    /// A request that changes the site (`POST`, `DELETE`), paced but sent once: after a timeout
+    /// or a 5xx it may have taken effect, so the caller lists what is there instead of sending it
+    /// again.
+    pub async fn send_once(
+        &self,
+        url: &Url,
+        change: &Change<'_>,
+        counters: &Counters,
+    ) -> Result<Fetched, ConfluenceError> {
+        let endpoint = format!("{} {}", change.method, url.path());
+        self.pace(counters).await;
+        let Ok(_permit) = self.concurrency.acquire().await else {
+            return Err(ConfluenceError::Config(
+                "client concurrency limiter closed".into(),
+            ));
+        };
+        Counters::bump(&counters.requests);
+        tracing::debug!(endpoint = %endpoint, "confluence request");
+        let sent = self
+            .attempt(
+                url,
+                &endpoint,
+                counters,
+                self.max_response_bytes,
+                (Request::Api, Some(change)),
+            )
+            .await;
+        match sent {
+            Attempt::Done(done) => done,
+            Attempt::Retry { error, .. } => Err(error.into_error(endpoint, 1)),
+        }
     }
 
     /// Downloads a file of at most `limit` bytes: a redirect is followed once, without the
@@ -159,7 +213,7 @@ impl Transport {
                     };
                     Counters::bump(&counters.requests);
                     tracing::debug!(endpoint = %endpoint_ref, attempt, "confluence request");
-                    self.attempt(url, endpoint_ref, counters, limit, request)
+                    self.attempt(url, endpoint_ref, counters, limit, (request, None))
                         .await
                 },
                 |attempt, retry: &Retry, wait| {
@@ -184,9 +238,20 @@ impl Transport {
         endpoint: &str,
         counters: &Counters,
         limit: usize,
-        request: Request,
+        (request, change): (Request, Option<&Change<'_>>),
     ) -> Attempt {
-        let mut builder = self.http.get(url.clone());
+        let mut builder = match change {
+            None => self.http.get(url.clone()),
+            Some(change) => {
+                let builder = self.http.request(change.method.clone(), url.clone());
+                match &change.body {
+                    Some(body) => builder
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone()),
+                    None => builder,
+                }
+            }
+        };
         builder = match request {
             Request::Api => builder
                 .header(AUTHORIZATION, self.authorization.clone())
@@ -286,10 +351,11 @@ impl Transport {
                     .read_body(response, MAX_ERROR_BODY, &endpoint)
                     .await
                     .unwrap_or_default();
+                let secrets = change.map_or(&[][..], |change| change.secrets);
                 Attempt::Done(Err(ConfluenceError::Rejected {
                     endpoint,
                     status: s.as_u16(),
-                    message: self.scrub(&error_message(&body)),
+                    message: self.scrub_also(&error_message(&body), secrets),
                 }))
             }
         }
@@ -517,5 +583,12 @@ mod tests {
         let scrubbed = transport.scrub(&long);
         assert!(!scrubbed.contains("sekrit"), "{scrubbed}");
         assert!(scrubbed.ends_with("[redacted]"));
+        assert_eq!(
+            transport.scrub_also(
+                "bad url https://h/p/path-secret-1/x",
+                &["path-secret-1", ""]
+            ),
+            "bad url https://h/p/[redacted]/x"
+        );
     }
 }

@@ -16,6 +16,8 @@ use pagestream_events::{PageId, Retryable};
 mod decoding;
 #[path = "confluence/secrets.rs"]
 mod secrets;
+#[path = "confluence/webhooks.rs"]
+mod webhooks;
 
 const TOKEN: &str = "tok-Zx81-very-secret-9f3a";
 const EMAIL: &str = "robot@example.com";

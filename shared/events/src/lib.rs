@@ -9,6 +9,7 @@ pub mod jira;
 mod payloads;
 mod subjects;
 mod vector;
+mod webhook_events;
 
 pub use envelope::{Envelope, EventError, Extensions, RawEvent};
 pub use failure::Retryable;
@@ -17,3 +18,4 @@ pub use ids::{PageId, SourceKey};
 pub use payloads::*;
 pub use subjects::{EventKind, ParsedSubject, Subjects};
 pub use vector::Vector;
+pub use webhook_events::{WEBHOOK_EVENTS, webhook_hint};

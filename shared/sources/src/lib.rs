@@ -19,6 +19,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pagestream_bus::Bus;
+use pagestream_confluence::Auth;
 use pagestream_events::SourceKey;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -297,6 +298,19 @@ impl SourceRecord {
         serde_json::from_slice(&plaintext).map_err(|_| SourceError::Unseal)
     }
 
+    /// What a Confluence client of this source authenticates with, from its opened credentials.
+    pub fn confluence_auth(&self, credentials: &Credentials) -> Result<Auth, SourceError> {
+        let token = credentials.token.expose();
+        match (self.auth_kind, &credentials.email) {
+            (AuthKind::Cloud, Some(email)) => Ok(Auth::cloud(email.clone(), token)),
+            (AuthKind::Cloud, None) => Err(SourceError::Corrupt {
+                key: self.key.to_string(),
+                reason: "cloud source has no account email".into(),
+            }),
+            (AuthKind::DataCenter, _) => Ok(Auth::data_center(token)),
+        }
+    }
+
     pub fn seal_credentials(key: &SecretKey, credentials: &Credentials) -> String {
         // Serializing a struct of strings cannot fail.
         key.seal(&serde_json::to_vec(credentials).unwrap_or_default())
@@ -464,6 +478,26 @@ mod tests {
             Err(SourceError::Unseal)
         ));
         assert!(!format!("{credentials:?}").contains("very-secret"));
+        assert_eq!(
+            record.confluence_auth(&credentials).expect("auth"),
+            Auth::cloud("ops@example.com", "ATATT3xFfGF0-very-secret")
+        );
+        let no_email = Credentials {
+            email: None,
+            ..credentials.clone()
+        };
+        assert!(matches!(
+            record.confluence_auth(&no_email),
+            Err(SourceError::Corrupt { .. })
+        ));
+        let data_center = SourceRecord {
+            auth_kind: AuthKind::DataCenter,
+            ..record.clone()
+        };
+        assert_eq!(
+            data_center.confluence_auth(&no_email).expect("auth"),
+            Auth::data_center("ATATT3xFfGF0-very-secret")
+        );
         assert!(
             !serde_json::to_string(&record)
                 .expect("json")

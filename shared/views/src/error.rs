@@ -22,6 +22,9 @@ pub enum ErrorCode {
     ConfluenceCredentialsRejected,
     /// 400: Confluence has no space with that key, or the credentials cannot see it.
     ConfluenceSpaceNotFound,
+    /// 400: Confluence refused to list, create or delete webhooks (the token's user is no
+    /// administrator), or the site has no webhook resource.
+    ConfluenceWebhooksRefused,
     /// 404: no source with that key or id.
     SourceNotFound,
     /// 404: no such page (or it was deleted).
@@ -47,7 +50,8 @@ impl ErrorCode {
             Self::InvalidParameter
             | Self::MalformedBody
             | Self::ConfluenceCredentialsRejected
-            | Self::ConfluenceSpaceNotFound => StatusCode::BAD_REQUEST,
+            | Self::ConfluenceSpaceNotFound
+            | Self::ConfluenceWebhooksRefused => StatusCode::BAD_REQUEST,
             Self::SourceNotFound
             | Self::PageNotFound
             | Self::SyncRunNotFound
@@ -68,6 +72,7 @@ impl ErrorCode {
             Self::MalformedBody => "malformed_body",
             Self::ConfluenceCredentialsRejected => "confluence_credentials_rejected",
             Self::ConfluenceSpaceNotFound => "confluence_space_not_found",
+            Self::ConfluenceWebhooksRefused => "confluence_webhooks_refused",
             Self::SourceNotFound => "source_not_found",
             Self::PageNotFound => "page_not_found",
             Self::SyncRunNotFound => "sync_run_not_found",

@@ -15,7 +15,8 @@ pub use pages::{PageDetail, PageList, PageMetadata, PageSummary};
 pub use pagestream_events::{RunPipeline, SyncMode, SyncStatus};
 pub use search::{SearchHit, SearchResponse};
 pub use sources::{
-    SourceList, SourceRemoved, SourceView, StageCounts, SyncAccepted, SyncRunView, WebhookPath,
+    RegisteredStatus, RegisteredWebhook, SourceList, SourceRemoved, SourceView, StageCounts,
+    SyncAccepted, SyncRunView, WebhookEventCheck, WebhookEventStatus, WebhookPath, WebhookReport,
 };
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};

@@ -110,6 +110,79 @@ pub struct WebhookPath {
     pub path: String,
 }
 
+/// A source's webhooks as the site holds them, against those it needs: the answer of
+/// `GET|PUT|DELETE /api/confluence/{id}/webhooks`. Only webhooks pointing at this source's
+/// ingester path are shown, a path secret in their URL as `***`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookReport {
+    pub key: String,
+    /// `cloud` (site-admin webhooks, one per event, path secret in the URL) or `data_center`
+    /// (one webhook for every event, signed with the source's webhook secret).
+    pub auth_kind: String,
+    /// The ingester's public root the webhooks must point at.
+    pub public_url: String,
+    /// Each event the ingester understands, and whether a webhook delivers it.
+    pub events: Vec<WebhookEventCheck>,
+    /// The webhooks pointing at this source.
+    pub webhooks: Vec<RegisteredWebhook>,
+    /// Every event is delivered by an active webhook at the right URL, and nothing stale is left.
+    pub healthy: bool,
+    /// Webhooks this request created and deleted.
+    pub created: usize,
+    pub removed: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookEventCheck {
+    pub event: String,
+    pub status: WebhookEventStatus,
+    /// The webhook that delivers it, when one does.
+    pub webhook_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEventStatus {
+    /// An active webhook at the right URL delivers it.
+    Ok,
+    /// No webhook of this source subscribes to it.
+    Missing,
+    /// Its webhook is at the right URL but disabled.
+    Inactive,
+    /// Only a webhook at another URL of this source delivers it (an old path secret): the
+    /// ingester refuses those deliveries.
+    WrongUrl,
+}
+
+/// A webhook pointing at this source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegisteredWebhook {
+    pub id: String,
+    pub name: String,
+    /// The delivery URL, its path secret shown as `***`.
+    pub url: String,
+    pub events: Vec<String>,
+    pub active: bool,
+    pub status: RegisteredStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RegisteredStatus {
+    /// Needed: it delivers expected events to the right URL.
+    Ok,
+    /// Points at this source but is of no use (wrong URL, disabled, events missing): `register`
+    /// replaces it.
+    Stale,
+    /// Repeats what another webhook already delivers: `register` deletes it.
+    Extra,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceRemoved {

@@ -120,7 +120,8 @@ struct SourceForm {
     kind: String,
     key: String,
     site_url: String,
-    space_key: String,
+    spaces: String,
+    all_spaces: bool,
     email: String,
     incremental_interval_secs: String,
 }
@@ -132,7 +133,8 @@ impl SourceForm {
             kind: value("auth.kind"),
             key: value("key"),
             site_url: value("site_url"),
-            space_key: value("space_key"),
+            spaces: value("spaces"),
+            all_spaces: form_value(body, "all_spaces").is_some(),
             email: value("auth.email"),
             incremental_interval_secs: value("settings.incremental_interval_secs"),
         }
@@ -152,6 +154,7 @@ fn source_form(session: &Session, form: &SourceForm, error: Option<&ApiError>) -
     let known_fields = [
         "key",
         "site_url",
+        "spaces",
         "space_key",
         "auth",
         "auth.kind",
@@ -197,7 +200,7 @@ fn source_form(session: &Session, form: &SourceForm, error: Option<&ApiError>) -
 <label><input type="radio" name="auth.kind" value="cloud"{cloud_checked}> Cloud</label>
 <label><input type="radio" name="auth.kind" value="data_center"{dc_checked}> Data Center</label>
 </div>{kind_error}
-{site}{space}{key}
+{site}{spaces}<div class="choice"><label><input type="checkbox" name="all_spaces" value="1"{all_checked}> All spaces the credentials can read</label></div>{key}
 </fieldset>
 <fieldset data-kind="cloud"><legend>Cloud credentials</legend>{email}{token}</fieldset>
 <fieldset data-kind="data_center"><legend>Data Center credentials</legend>{pat}</fieldset>
@@ -220,21 +223,22 @@ fn source_form(session: &Session, form: &SourceForm, error: Option<&ApiError>) -
             field_error(&["site_url"]),
             true
         ),
-        space = field(
-            "space_key",
-            "Space key",
+        spaces = field(
+            "spaces",
+            "Space keys",
             "text",
-            form.space_key.as_str(),
-            "",
-            field_error(&["space_key"]),
-            true
+            form.spaces.as_str(),
+            "One or more, separated by commas: ENG, OPS. Or tick all spaces below.",
+            field_error(&["spaces", "space_key"]),
+            false
         ),
+        all_checked = if form.all_spaces { " checked" } else { "" },
         key = field(
             "key",
             "Source key (optional)",
             "text",
             form.key.as_str(),
-            "A short slug for the source; the space key in lower case by default.",
+            "A short slug for the source; the first space key in lower case by default (required with all spaces).",
             field_error(&["key"]),
             false
         ),
@@ -321,8 +325,27 @@ fn create_body(body: &[u8]) -> Result<Value, ApiError> {
             "auth.kind" | "auth.email" => {
                 auth.insert(name[5..].to_owned(), Value::String(value));
             }
-            "key" | "site_url" | "space_key" | "webhook_secret" => {
+            "key" | "site_url" | "webhook_secret" => {
                 root.insert(name, Value::String(value));
+            }
+            // The api's `spaces`: a list of keys, or "all".
+            "spaces" => {
+                let keys: Vec<Value> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|key| !key.is_empty())
+                    .map(|key| Value::String(key.to_owned()))
+                    .collect();
+                if form_value(body, "all_spaces").is_some() {
+                    return Err(ApiError::invalid(
+                        "spaces",
+                        "give space keys or tick all spaces, not both",
+                    ));
+                }
+                root.insert(name, Value::Array(keys));
+            }
+            "all_spaces" => {
+                root.insert("spaces".into(), json!("all"));
             }
             "settings.incremental_interval_secs" => {
                 let seconds: u64 = value.parse().map_err(|_| {
@@ -670,7 +693,7 @@ mod tests {
     #[test]
     fn the_form_becomes_the_api_body_with_one_token() {
         let body = create_body(
-            b"csrf=x&auth.kind=data_center&site_url=https%3A%2F%2Fwiki.example&space_key=ENG\
+            b"csrf=x&auth.kind=data_center&site_url=https%3A%2F%2Fwiki.example&spaces=ENG%2C+ops%2C\
               &auth.email=me%40example.com&auth.api_token=cloud-token\
               &auth.personal_access_token=dc-token&settings.incremental_interval_secs=600",
         )
@@ -680,6 +703,11 @@ mod tests {
             json!({"kind": "data_center", "personal_access_token": "dc-token"})
         );
         assert_eq!(body["site_url"], "https://wiki.example");
+        assert_eq!(body["spaces"], json!(["ENG", "ops"]));
+        let all = create_body(b"all_spaces=1&key=site").expect("all spaces");
+        assert_eq!(all["spaces"], "all");
+        let both = create_body(b"spaces=ENG&all_spaces=1").expect_err("keys and all");
+        assert_eq!(both.field.as_deref(), Some("spaces"));
         assert_eq!(body["settings"]["incremental_interval_secs"], 600);
         assert!(body.get("csrf").is_none());
         let error = create_body(b"settings.incremental_interval_secs=soon").expect_err("interval");

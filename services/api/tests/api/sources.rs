@@ -47,6 +47,9 @@ async fn every_api_route_requires_the_key() {
         (Method::DELETE, "/api/confluence/eng"),
         (Method::PATCH, "/api/confluence/eng"),
         (Method::POST, "/api/confluence/eng/webhook-path"),
+        (Method::GET, "/api/confluence/eng/webhooks"),
+        (Method::PUT, "/api/confluence/eng/webhooks"),
+        (Method::DELETE, "/api/confluence/eng/webhooks"),
         (Method::GET, "/api/confluence/eng/pages"),
         (Method::GET, "/api/pages/eng/1"),
         (Method::GET, "/api/search?q=x"),
@@ -82,6 +85,7 @@ async fn every_api_route_requires_the_key() {
         "/api/confluence/{id}/status",
         "/api/confluence/{id}",
         "/api/confluence/{id}/pages",
+        "/api/confluence/{id}/webhooks",
         "/api/pages/{source}/{page}",
         "/api/search",
     ] {

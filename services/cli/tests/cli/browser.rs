@@ -1,5 +1,5 @@
 //! The web UI in a real headless Chromium, driven by Playwright (`tests/browser/ui_test.py`),
-//! against every service in this process: sign in, add a source, watch the run's bars, search,
+//! against every service in this process: sign in, add a source of two spaces, watch the run's bars, search,
 //! read pages, retry a dead letter, and the attacks that must fail. Needs Chromium and
 //! Playwright, which `ops/browser-setup` installs; `ops/test-ui` runs it (and `ops/test` runs
 //! that), hence `#[ignore]` in a plain `cargo test`.
@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use confluence_sim::CreatePage;
+use confluence_sim::{CreatePage, SimSpace};
 
 use super::stack::{API_KEY, Provider, SIM_TOKEN, SOURCE, Stack};
 
@@ -53,6 +53,16 @@ async fn the_ui_in_a_real_browser() {
             .await
             .expect("create page");
     }
+    // A second space (its homepage alone), which the source is added with.
+    stack
+        .sim
+        .handle
+        .add_space(SimSpace {
+            id: 98_306,
+            key: "OPS".to_owned(),
+            name: "Operations".to_owned(),
+        })
+        .expect("add space");
     // A poison event, so that there is a dead letter to retry.
     let subject = format!("{}.page.changed.{SOURCE}.999", stack.bus.config().root);
     stack
@@ -75,6 +85,7 @@ async fn the_ui_in_a_real_browser() {
         .env("SIM_TOKEN", SIM_TOKEN)
         .env("SOURCE", SOURCE)
         .env("SPACE", "ENG")
+        .env("OTHER_SPACE", "OPS")
         .env("HOSTILE_TITLE_PART", "Injection")
         .env("RELEASE_TITLE", RELEASE_TITLE)
         .env("JIRA_KEY", "UIX-4242")

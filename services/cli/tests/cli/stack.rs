@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const API_KEY: &str = "cli-test-api-key-7f3a";
 pub const WEBHOOK_SECRET: &str = "cli-test-webhook-secret-19bd";
 pub const SIM_TOKEN: &str = "sim-api-token";
+/// The simulator also takes Data Center's bearer personal access token.
+pub const SIM_PAT: &str = "sim-personal-access-token";
 pub const SOURCE: &str = "docs";
 
 pub enum Provider {
@@ -123,6 +125,7 @@ impl Stack {
         let mut sim_config = SimConfig::new(11, options.pages);
         sim_config.large_pages = options.large_pages;
         sim_config.webhook_secret = Some(WEBHOOK_SECRET.to_owned());
+        sim_config.personal_access_token = Some(SIM_PAT.to_owned());
         let sim = confluence_sim::start(sim_config, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("simulator");
