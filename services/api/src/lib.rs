@@ -138,11 +138,17 @@ impl AppState {
             return Ok(true);
         };
         let marker = uuid::Uuid::new_v4().to_string();
-        pagestream_store::search::announce_search_marker(&self.inner.pool, &marker).await?;
         let deadline = Instant::now() + timeout;
+        let mut announced: Option<Instant> = None;
         while !(index.is_ready() && index.has_applied(&marker)) {
             if Instant::now() >= deadline {
                 return Ok(false);
+            }
+            // Announced again each second: one sent before the follower listened (it starts
+            // with the api, and under load it may not listen yet) is never seen.
+            if announced.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                pagestream_store::search::announce_search_marker(&self.inner.pool, &marker).await?;
+                announced = Some(Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
