@@ -56,10 +56,7 @@ pub async fn check(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WebhookReport>, ApiError> {
-    let mut params = QueryParams::parse(query.as_deref())?;
-    let public_url = params.text("public_url", 2000)?;
-    params.finish()?;
-    let site = Site::open(&state, &id, public_url).await?;
+    let site = Site::open(&state, &id, public_url_param(query.as_deref())?).await?;
     let listed = site.ours(Action::Check).await?;
     Ok(Json(site.report(&listed, 0, 0)))
 }
@@ -143,16 +140,21 @@ pub async fn remove(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WebhookReport>, ApiError> {
-    let mut params = QueryParams::parse(query.as_deref())?;
-    let public_url = params.text("public_url", 2000)?;
-    params.finish()?;
-    let site = Site::open(&state, &id, public_url).await?;
+    let site = Site::open(&state, &id, public_url_param(query.as_deref())?).await?;
     let ours = site.ours(Action::Remove).await?;
     let ids: Vec<String> = ours.into_iter().map(|hook| hook.id).collect();
     let removed = site.delete(&ids, Action::Remove).await?;
     tracing::info!(source = %site.record.key, removed, "webhooks removed");
     let listed = site.ours(Action::Remove).await?;
     Ok(Json(site.report(&listed, 0, removed)))
+}
+
+/// The `public_url` query parameter, the only one the reading and removing routes take.
+fn public_url_param(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut params = QueryParams::parse(query)?;
+    let public_url = params.text("public_url", 2000)?;
+    params.finish()?;
+    Ok(public_url)
 }
 
 /// What the operator asked for, to say what was refused.
