@@ -565,27 +565,29 @@ async fn snapshot(pool: &PgPool) -> Vec<String> {
     rows
 }
 
-async fn wait_for_chunks(pool: &PgPool, expected: i64) {
-    let mut last = (0, 0);
+/// Waits until the live database holds `expected` chunks, no live page waits for its Markdown and
+/// `deleted` pages are tombstones: a page's last event may be its deletion, so the chunk count
+/// alone can match while a page's deletion is still on its way.
+async fn wait_for_projection(pool: &PgPool, expected: i64, deleted: i64) {
+    let mut last = (0, 0, 0);
     for _ in 0..600 {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
-            .fetch_one(pool)
-            .await
-            .expect("count");
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM confluence_pages WHERE markdown IS NULL AND NOT is_deleted",
+        let counts: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM chunks), \
+             (SELECT count(*) FROM confluence_pages WHERE markdown IS NULL AND NOT is_deleted), \
+             (SELECT count(*) FROM confluence_pages WHERE is_deleted)",
         )
         .fetch_one(pool)
         .await
         .expect("count");
-        if count == expected && pending == 0 {
+        if counts == (expected, 0, deleted) {
             return;
         }
-        last = (count, pending);
+        last = counts;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "live indexer did not reach {expected} chunks: (chunks, pages without markdown) = {last:?}"
+        "live indexer did not reach {expected} chunks and {deleted} tombstones: \
+         (chunks, pages without markdown, tombstones) = {last:?}"
     );
 }
 
@@ -641,7 +643,7 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
             expected_chunks += count as i64;
         }
     }
-    wait_for_chunks(&live, expected_chunks).await;
+    wait_for_projection(&live, expected_chunks, (pages / 10) as i64).await;
     for supervisor in &supervisors {
         supervisor.token().cancel();
     }
