@@ -6,6 +6,7 @@
 //! batches, one transaction per batch, and acknowledged only after the commit. Application is idempotent and version-guarded ([`projection`]), so replicas, redeliveries
 //! and replays all converge on the same state. [`replay`] rebuilds a database from the streams.
 
+pub mod bulk;
 pub mod projection;
 pub mod replay;
 
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulk::BulkConfig;
 use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, Delivery, HandlerError, ProgressSnapshots, Stage, StageConfig};
@@ -219,6 +221,13 @@ pub struct Config {
     /// Transactions in flight per stream.
     #[arg(long, env = "PAGESTREAM_INDEXER_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
+    /// Bulk mode starts when this many chunks.ready events wait (0: never): the vector indexes
+    /// are dropped and built once the backlog is worked off.
+    #[arg(long, env = "PAGESTREAM_INDEXER_BULK_ENTER_BACKLOG", default_value_t = BulkConfig::default().enter_backlog)]
+    pub bulk_enter_backlog: u64,
+    /// Bulk mode ends (the vector indexes are built) when at most this many wait.
+    #[arg(long, env = "PAGESTREAM_INDEXER_BULK_LEAVE_BACKLOG", default_value_t = BulkConfig::default().leave_backlog)]
+    pub bulk_leave_backlog: u64,
 }
 
 impl Service for Config {
@@ -250,6 +259,11 @@ impl Service for Config {
             &IndexerConfig {
                 batch_size: self.batch_size.max(1),
                 concurrency: self.concurrency.max(1),
+                bulk: BulkConfig {
+                    enter_backlog: self.bulk_enter_backlog,
+                    leave_backlog: self.bulk_leave_backlog,
+                    ..BulkConfig::default()
+                },
             },
         );
         Ok(())
@@ -263,6 +277,8 @@ pub struct IndexerConfig {
     pub batch_size: usize,
     /// Transactions in flight per stream.
     pub concurrency: usize,
+    /// When chunks load without the vector indexes.
+    pub bulk: BulkConfig,
 }
 
 impl Default for IndexerConfig {
@@ -270,8 +286,22 @@ impl Default for IndexerConfig {
         Self {
             batch_size: 64,
             concurrency: 2,
+            bulk: BulkConfig::default(),
         }
     }
+}
+
+/// The stage of one fact stream, named after it (the durable consumer every replica shares).
+fn stage<T: Projected>(bus: Bus, config: &IndexerConfig) -> Stage<T> {
+    Stage::<T>::new(
+        bus,
+        StageConfig {
+            max_batch: config.batch_size,
+            concurrency: config.concurrency,
+            batch_linger: Duration::from_millis(10),
+            ..StageConfig::new(format!("indexer-{}", T::KIND.name().replace('.', "-")))
+        },
+    )
 }
 
 async fn run_stage<T: Projected>(
@@ -282,15 +312,7 @@ async fn run_stage<T: Projected>(
     config: IndexerConfig,
     cancel: CancellationToken,
 ) -> Result<(), pagestream_bus::BusError> {
-    let stage = Stage::<T>::new(
-        bus,
-        StageConfig {
-            max_batch: config.batch_size,
-            concurrency: config.concurrency,
-            batch_linger: Duration::from_millis(10),
-            ..StageConfig::new(format!("indexer-{}", T::KIND.name().replace('.', "-")))
-        },
-    );
+    let stage = stage::<T>(bus, &config);
     let handler = Arc::new(ProjectionHandler::<T> {
         pool,
         ids,
@@ -433,6 +455,15 @@ pub fn spawn_all(
             ids.clone(),
             registry.clone(),
             config.clone(),
+            cancel.clone(),
+        ),
+    );
+    supervisor.spawn(
+        "bulk-mode",
+        bulk::run(
+            stage::<ChunksReady>(bus.clone(), config),
+            pool.clone(),
+            config.bulk,
             cancel.clone(),
         ),
     );

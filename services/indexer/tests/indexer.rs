@@ -685,6 +685,150 @@ async fn replay_rebuilds_what_two_live_replicas_built() {
     assert_eq!(deleted_pages, (pages / 10) as i64);
 }
 
+/// The migration's vector index of the test model, as an oid (none: it does not exist).
+async fn vector_index_oid(pool: &PgPool) -> Option<i64> {
+    sqlx::query_scalar("SELECT to_regclass('chunks_embedding_all_minilm_l6_v2')::oid::bigint")
+        .fetch_one(pool)
+        .await
+        .expect("index oid")
+}
+
+/// The bulk-mode rule: the vector indexes go at the entry backlog, stay gone in between (an exact
+/// scan still ranks vectors), and are built again at the exit backlog; each step only once.
+#[tokio::test]
+async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked_off() {
+    use pagestream_indexer::bulk::{BulkConfig, Transition, adjust};
+    let pool = database_with_source().await;
+    apply(&pool, &changed(1, 1)).await;
+    apply(&pool, &chunks(1, 1, 3)).await;
+    let config = BulkConfig {
+        enter_backlog: 100,
+        leave_backlog: 10,
+        ..BulkConfig::default()
+    };
+    let before = vector_index_oid(&pool)
+        .await
+        .expect("the migration's index");
+    assert_eq!(
+        adjust(&pool, &config, 50).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        adjust(&pool, &config, 5).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(vector_index_oid(&pool).await, Some(before));
+
+    assert_eq!(
+        adjust(&pool, &config, 100).await.expect("adjust"),
+        Transition::Entered(1)
+    );
+    assert_eq!(vector_index_oid(&pool).await, None);
+    assert_eq!(
+        adjust(&pool, &config, 5000).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        adjust(&pool, &config, 11).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        vector_index_oid(&pool).await,
+        None,
+        "between the bounds nothing changes"
+    );
+    // Chunks still load, and the nearest ones are still found, by an exact scan.
+    apply(&pool, &chunks(2, 1, 2)).await;
+    let nearest: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE embedding_model = 'all-MiniLM-L6-v2' \
+         ORDER BY embedding::vector(384) <=> (SELECT embedding FROM chunks LIMIT 1) LIMIT 4) n",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("nearest");
+    assert_eq!(nearest, 4);
+
+    assert_eq!(
+        adjust(&pool, &config, 10).await.expect("adjust"),
+        Transition::Left(1)
+    );
+    let after = vector_index_oid(&pool).await.expect("built again");
+    assert_ne!(after, before);
+    assert_eq!(
+        adjust(&pool, &config, 0).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    // Off (an entry backlog of 0) never drops, however long the backlog.
+    let off = BulkConfig {
+        enter_backlog: 0,
+        ..config
+    };
+    assert_eq!(
+        adjust(&pool, &off, 1_000_000).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(vector_index_oid(&pool).await, Some(after));
+}
+
+/// The live indexer started on a backlog over the entry bound loads it without the vector index
+/// and ends with the index built again over every chunk.
+#[tokio::test]
+async fn the_live_indexer_loads_a_backlog_in_bulk_mode_and_ends_with_its_vector_index() {
+    let bus: Bus = pagestream_testkit::bus().await;
+    let registry = SourceRegistry::open(&bus).await.expect("registry");
+    registry.put(&record()).await.expect("put source");
+    let (live, _) = pagestream_testkit::database().await;
+    let before = vector_index_oid(&live)
+        .await
+        .expect("the migration's index");
+    let pages = 600u64;
+    let mut expected_chunks = 0;
+    for id in 1..=pages {
+        bus.publish(&changed(id, 1)).await.expect("publish");
+        bus.publish(&Envelope::new(PageConverted {
+            page: info(id, 1),
+            markdown: format!("# Page {id}"),
+            metadata: ContentMetadata::default(),
+        }))
+        .await
+        .expect("publish");
+        let count = 1 + (id % 3) as u32;
+        bus.publish(&chunks(id, 1, count)).await.expect("publish");
+        expected_chunks += count as i64;
+    }
+    let supervisor = pagestream_service::Supervisor::new();
+    let mut config = IndexerConfig::default();
+    config.bulk.enter_backlog = 100;
+    config.bulk.leave_backlog = 0;
+    config.bulk.check_every = Duration::from_millis(20);
+    pagestream_indexer::spawn_all(&supervisor, &bus, registry.clone(), &live, &config);
+    wait_for_projection(&live, expected_chunks, 0).await;
+    let mut after = None;
+    for _ in 0..300 {
+        after = vector_index_oid(&live).await;
+        if after.is_some_and(|after| after != before) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    supervisor.token().cancel();
+    supervisor
+        .run(Duration::from_secs(10))
+        .await
+        .expect("stops");
+    assert!(
+        after.is_some_and(|after| after != before),
+        "the vector index was not dropped and built again: {before} then {after:?}"
+    );
+    let indexed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM chunks WHERE embedding_model = 'all-MiniLM-L6-v2'",
+    )
+    .fetch_one(&live)
+    .await
+    .expect("count");
+    assert_eq!(indexed, expected_chunks);
+}
+
 fn progress(run_id: uuid::Uuid) -> SyncProgress {
     SyncProgress {
         pages_seen: 3,

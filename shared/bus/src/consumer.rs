@@ -271,6 +271,22 @@ impl<T: Decode> Stage<T> {
             .map_err(|error| BusError::jetstream("create consumer", error))
     }
 
+    /// The events the durable consumer has yet to finish: not yet delivered, or delivered and not
+    /// yet acknowledged. Shared by every replica of the stage.
+    pub async fn backlog(&self) -> Result<u64, BusError> {
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(T::stream(&self.bus))
+            .await
+            .map_err(|error| BusError::jetstream("get stream", error))?;
+        let info = stream
+            .consumer_info(&self.config.name)
+            .await
+            .map_err(|error| BusError::jetstream("consumer info", error))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
     /// After a failed pull: pauses, then makes sure of the consumer. It may have been deleted
     /// (`pagestream replay --reembed` does so to start over from the first event), and the error
     /// can arrive while the deletion is still under way, hence the pause first. False when

@@ -232,40 +232,59 @@ async fn create_embedding_index(
     Ok(())
 }
 
-/// Drops every model's vector index (their `embedding_models` rows stay), for a bulk load:
-/// building an HNSW index once afterwards is far faster than inserting row by row.
-pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<(), StoreError> {
-    let indexes: Vec<String> = sqlx::query_scalar("SELECT index_name FROM embedding_models")
-        .fetch_all(pool)
-        .await?;
-    for index in indexes {
+/// Drops every model's vector index that exists (their `embedding_models` rows stay), for a bulk
+/// load: building an HNSW index once afterwards is far faster than inserting row by row, and
+/// search meanwhile ranks vectors by an exact scan. Returns how many were dropped.
+pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+    let mut tx = pool.begin().await?;
+    let indexes = embedding_indexes(&mut tx, true).await?;
+    for (_, _, index) in &indexes {
         let index = index.replace('"', "");
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP INDEX IF EXISTS \"{index}\""
         )))
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     }
-    Ok(())
+    tx.commit().await?;
+    Ok(indexes.len())
 }
 
 /// Creates every model's vector index that is missing (after [`drop_embedding_indexes`]), with
-/// memory and parallel workers for the build.
-pub async fn build_embedding_indexes(pool: &PgPool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await?;
-    sqlx::raw_sql("SET maintenance_work_mem = '512MB'; SET max_parallel_maintenance_workers = 4;")
-        .execute(&mut *conn)
+/// memory and parallel workers for the build. Returns how many were built.
+pub async fn build_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+    let mut tx = pool.begin().await?;
+    let missing = embedding_indexes(&mut tx, false).await?;
+    if !missing.is_empty() {
+        // For this build only: the settings end with the transaction.
+        sqlx::raw_sql(
+            "SET LOCAL maintenance_work_mem = '512MB'; SET LOCAL max_parallel_maintenance_workers = 4;",
+        )
+        .execute(&mut *tx)
         .await?;
-    let models: Vec<(String, i32, String)> =
-        sqlx::query_as("SELECT model, dimension, index_name FROM embedding_models")
-            .fetch_all(&mut *conn)
-            .await?;
-    for (model, dimension, index) in models {
-        create_embedding_index(&mut conn, &model, dimension, &index).await?;
     }
-    // The settings were for this build only.
-    sqlx::raw_sql("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers;")
+    for (model, dimension, index) in &missing {
+        create_embedding_index(&mut tx, model, *dimension, index).await?;
+    }
+    tx.commit().await?;
+    Ok(missing.len())
+}
+
+/// The models whose vector index exists (`present`) or is missing, as (model, dimension, index),
+/// read under the lock that serializes index changes across indexer replicas (held until the
+/// transaction ends).
+async fn embedding_indexes(
+    conn: &mut PgConnection,
+    present: bool,
+) -> Result<Vec<(String, i32, String)>, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagestream.embedding_models'))")
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(sqlx::query_as(
+        "SELECT model, dimension, index_name FROM embedding_models \
+         WHERE (to_regclass(index_name) IS NOT NULL) = $1 ORDER BY model",
+    )
+    .bind(present)
+    .fetch_all(&mut *conn)
+    .await?)
 }

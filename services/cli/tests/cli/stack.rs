@@ -87,6 +87,7 @@ pub struct StackOptions {
     pub provider: Provider,
     /// Embedder replicas (each with its own provider).
     pub embedders: usize,
+    pub indexer: pagestream_indexer::IndexerConfig,
 }
 
 impl StackOptions {
@@ -96,6 +97,7 @@ impl StackOptions {
             large_pages: 0,
             provider,
             embedders: 1,
+            indexer: pagestream_indexer::IndexerConfig::default(),
         }
     }
 }
@@ -168,16 +170,7 @@ impl Stack {
 
         let supervisor = Supervisor::new();
         let registry = SourceRegistry::open(&bus).await.expect("registry");
-        pagestream_indexer::spawn_all(
-            &supervisor,
-            &bus,
-            registry.clone(),
-            &pool,
-            &pagestream_indexer::IndexerConfig {
-                batch_size: 64,
-                concurrency: 2,
-            },
-        );
+        pagestream_indexer::spawn_all(&supervisor, &bus, registry.clone(), &pool, &options.indexer);
         let indexer_cancel = supervisor.token();
         tokio::spawn(supervisor.run(Duration::from_secs(5)));
         let stop_indexer = cancel.clone();
