@@ -239,16 +239,20 @@ impl<T: Decode> Stage<T> {
         }
     }
 
+    /// The stream the stage consumes.
+    async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, BusError> {
+        self.bus
+            .jetstream()
+            .get_stream(T::stream(&self.bus))
+            .await
+            .map_err(|error| BusError::jetstream("get stream", error))
+    }
+
     /// Creates or updates the durable consumer.
     pub async fn consumer(
         &self,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
-        let stream = self
-            .bus
-            .jetstream()
-            .get_stream(T::stream(&self.bus))
-            .await
-            .map_err(|error| BusError::jetstream("get stream", error))?;
+        let stream = self.stream().await?;
         let filter = self
             .config
             .filter
@@ -274,12 +278,7 @@ impl<T: Decode> Stage<T> {
     /// The events the durable consumer has yet to finish: not yet delivered, or delivered and not
     /// yet acknowledged. Shared by every replica of the stage.
     pub async fn backlog(&self) -> Result<u64, BusError> {
-        let stream = self
-            .bus
-            .jetstream()
-            .get_stream(T::stream(&self.bus))
-            .await
-            .map_err(|error| BusError::jetstream("get stream", error))?;
+        let stream = self.stream().await?;
         let info = stream
             .consumer_info(&self.config.name)
             .await
