@@ -768,6 +768,23 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
         Transition::Unchanged
     );
     assert_eq!(vector_index_oid(&pool).await, Some(after));
+    // A backlog under a quarter of the pages stored is not worth rebuilding the whole index for.
+    for id in 3..=10 {
+        apply(&pool, &changed(id, 1)).await;
+        apply(&pool, &chunks(id, 1, 1)).await;
+    }
+    let small = BulkConfig {
+        enter_backlog: 1,
+        ..config
+    };
+    assert_eq!(
+        adjust(&pool, &small, 2).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        adjust(&pool, &small, 3).await.expect("adjust"),
+        Transition::Entered(1)
+    );
 }
 
 /// The live indexer started on a backlog over the entry bound loads it without the vector index

@@ -156,6 +156,16 @@ pub async fn replace(
     Ok(true)
 }
 
+/// How many pages have chunks stored.
+pub async fn pages_with_chunks(pool: &PgPool) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM confluence_pages WHERE chunks_version IS NOT NULL AND NOT is_deleted",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(count.max(0) as u64)
+}
+
 /// Whether no chunk of any model is stored (a replay into it can bulk-load).
 pub async fn none_stored(pool: &PgPool) -> Result<bool, StoreError> {
     Ok(
