@@ -527,7 +527,11 @@ impl Bus {
         self.subjects.internal("embed.query")
     }
 
-    /// The newest event the stream holds for a page, if any (claim checks resolved).
+    /// The newest event the stream holds for a page, if any (claim checks resolved). A message
+    /// whose claim-checked payload is gone counts as none: its page or source was purged after
+    /// (or while) it was published, so nothing of it may be reused (found by the chaos suite: a
+    /// source removed and added again under load left such a message, and the embedder
+    /// dead-lettered the page's next conversion instead of embedding it afresh).
     pub async fn last_for_page<T: Payload>(
         &self,
         source: &SourceKey,
@@ -547,9 +551,17 @@ impl Bus {
             }
             Err(error) => return Err(BusError::jetstream("get last message", error)),
         };
-        self.read::<T>(&message.subject, Some(&message.headers), message.payload)
+        match self
+            .read::<T>(&message.subject, Some(&message.headers), message.payload)
             .await
-            .map(Some)
+        {
+            Ok(event) => Ok(Some(event)),
+            Err(BusError::PayloadGone { subject }) => {
+                tracing::debug!(subject, "the newest message's payload is gone: none");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Removes what the fact streams hold for a page, except its `page.deleted` tombstone, and its

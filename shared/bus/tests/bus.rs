@@ -766,6 +766,32 @@ async fn large_payloads_travel_by_claim_check_byte_identical() {
     assert!(store.get(&subject).await.is_err());
 }
 
+/// A message left in the stream whose claim-checked payload was purged (a source removed while
+/// its events were still being published) reads as no message, not as an error that would make
+/// a stage reading it dead-letter its own, healthy event.
+#[tokio::test]
+async fn the_newest_message_of_a_page_whose_payload_is_gone_reads_as_none() {
+    let bus = pagestream_testkit::bus().await;
+    let body = "<p>large</p>".repeat(2 * 1024 * 1024 / 12);
+    bus.publish(&changed(11, 1, body)).await.expect("publish large");
+    let subject = bus
+        .subjects()
+        .page(EventKind::PageChanged, &source(), &page(11));
+    let read: Option<Envelope<PageChanged>> =
+        bus.last_for_page(&source(), &page(11)).await.expect("read");
+    assert_eq!(read.expect("present").data.page.version, 1);
+    bus.jetstream()
+        .get_object_store(bus.streams().claim_check_bucket())
+        .await
+        .expect("bucket")
+        .delete(&subject)
+        .await
+        .expect("delete the payload only");
+    let gone: Option<Envelope<PageChanged>> =
+        bus.last_for_page(&source(), &page(11)).await.expect("read");
+    assert!(gone.is_none(), "a message without its payload reads as none");
+}
+
 #[tokio::test]
 async fn a_page_keeps_one_message_and_deletion_leaves_nothing_to_resurrect() {
     let bus = pagestream_testkit::bus().await;
