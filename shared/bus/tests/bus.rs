@@ -773,7 +773,9 @@ async fn large_payloads_travel_by_claim_check_byte_identical() {
 async fn the_newest_message_of_a_page_whose_payload_is_gone_reads_as_none() {
     let bus = pagestream_testkit::bus().await;
     let body = "<p>large</p>".repeat(2 * 1024 * 1024 / 12);
-    bus.publish(&changed(11, 1, body)).await.expect("publish large");
+    bus.publish(&changed(11, 1, body))
+        .await
+        .expect("publish large");
     let subject = bus
         .subjects()
         .page(EventKind::PageChanged, &source(), &page(11));
@@ -789,7 +791,10 @@ async fn the_newest_message_of_a_page_whose_payload_is_gone_reads_as_none() {
         .expect("delete the payload only");
     let gone: Option<Envelope<PageChanged>> =
         bus.last_for_page(&source(), &page(11)).await.expect("read");
-    assert!(gone.is_none(), "a message without its payload reads as none");
+    assert!(
+        gone.is_none(),
+        "a message without its payload reads as none"
+    );
 }
 
 #[tokio::test]
