@@ -896,6 +896,7 @@ impl Fetcher {
                 .filter(|included| !included.is_empty()),
             deleted: false,
             deleting: false,
+            source_id: changed.page.source_id,
         };
         self.bus
             .publish(&Envelope::new(changed).with_sync_run(run_id))
@@ -1094,6 +1095,7 @@ impl Fetcher {
         let marked = PageRecord {
             version,
             deleting: true,
+            source_id: Some(site.source_id),
             ..record.cloned().unwrap_or_default()
         };
         let Some(then) = self.record(&site.source, page, &marked, commit).await? else {
@@ -1120,6 +1122,7 @@ impl Fetcher {
             content_type: marked.content_type,
             incarnation,
             deleted: true,
+            source_id: Some(site.source_id),
             ..PageRecord::default()
         };
         Ok(

@@ -97,6 +97,12 @@ pub struct PageRecord {
     /// finds the page gone emits the deletion again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// The registry id of the source the record was written for. A source removed and added
+    /// again under its key owns the key's state anew ([`FetcherState::claim_for`]); a late
+    /// write of the removed one's work (a hint still in flight) must not pass for the new one's,
+    /// which would then skip the page for good. None in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
 }
 
 impl PageRecord {
@@ -109,6 +115,15 @@ impl PageRecord {
     /// The live version known, if the page is not (possibly) deleted.
     pub fn live_version(&self) -> Option<u64> {
         (!self.deleted && !self.deleting).then_some(self.version)
+    }
+
+    /// Whether the record is the state of the source with registry id `owner` (a record or an
+    /// owner from before ids were kept counts as the owner's).
+    fn belongs_to(&self, owner: Option<Uuid>) -> bool {
+        match (self.source_id, owner) {
+            (Some(written_for), Some(owner)) => written_for == owner,
+            _ => true,
+        }
     }
 
     fn parse(bytes: &[u8]) -> Option<Self> {
@@ -189,7 +204,20 @@ impl FetcherState {
             .get(Self::page_key(source, page))
             .await
             .map_err(|error| state_error("get version", error))?;
-        Ok(value.and_then(|bytes| PageRecord::parse(&bytes)))
+        let owner = self.owner(source).await?;
+        Ok(value
+            .and_then(|bytes| PageRecord::parse(&bytes))
+            .filter(|record| record.belongs_to(owner)))
+    }
+
+    /// The registry id that owns the source's state (see [`Self::claim_for`]), if claimed.
+    async fn owner(&self, source: &SourceKey) -> Result<Option<Uuid>, FetcherError> {
+        let owner = self
+            .store
+            .get(format!("{source}.{SOURCE_ID}"))
+            .await
+            .map_err(|error| state_error("get source id", error))?;
+        Ok(owner.and_then(|id| std::str::from_utf8(&id).ok()?.parse().ok()))
     }
 
     /// What was last emitted for a page, with the revision a decision taken on it commits
@@ -204,9 +232,10 @@ impl FetcherState {
             .entry(Self::page_key(source, page))
             .await
             .map_err(|error| state_error("get version", error))?;
+        let owner = self.owner(source).await?;
         Ok(match entry {
             Some(entry) if entry.operation == kv::Operation::Put => RecordRead {
-                record: PageRecord::parse(&entry.value),
+                record: PageRecord::parse(&entry.value).filter(|record| record.belongs_to(owner)),
                 revision: entry.revision,
             },
             Some(entry) => RecordRead {
@@ -273,9 +302,10 @@ impl FetcherState {
                 .map_err(|error| state_error("get version", error))?;
             let written = match entry.filter(|entry| entry.operation == kv::Operation::Put) {
                 Some(entry) => {
-                    if PageRecord::parse(&entry.value)
-                        .is_some_and(|stored| stored.order() > record.order())
-                    {
+                    // Another source's record (see `PageRecord::source_id`) is no order to keep.
+                    if PageRecord::parse(&entry.value).is_some_and(|stored| {
+                        stored.belongs_to(record.source_id) && stored.order() > record.order()
+                    }) {
                         return Ok(false);
                     }
                     self.store
@@ -417,6 +447,7 @@ impl FetcherState {
         &self,
         source: &SourceKey,
     ) -> Result<HashMap<PageId, PageRecord>, FetcherError> {
+        let owner = self.owner(source).await?;
         let consumer = self
             .store
             .stream
@@ -457,6 +488,7 @@ impl FetcherState {
                 .and_then(|token| PageId::new(token).ok());
             if let (false, Some(page), Some(record)) =
                 (deleted, page, PageRecord::parse(&message.payload))
+                && record.belongs_to(owner)
             {
                 versions.insert(page, record);
             }
