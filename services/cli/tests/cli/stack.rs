@@ -271,8 +271,15 @@ impl Stack {
 
     /// `pagestream sources add` for the simulator's space, webhooks signed with the shared secret.
     pub async fn add_source(&self) -> String {
+        self.add_source_with(&["--webhook-secret", WEBHOOK_SECRET])
+            .await
+            .expect("sources add")
+    }
+
+    /// `pagestream sources add` for the simulator's space, with these flags for its webhooks.
+    pub async fn add_source_with(&self, webhook_flags: &[&str]) -> Result<String, CliError> {
         let site = self.sim.base_url();
-        self.cli(&[
+        let mut args = vec![
             "sources",
             "add",
             "--key",
@@ -285,11 +292,9 @@ impl Stack {
             "sim@example.com",
             "--api-token",
             SIM_TOKEN,
-            "--webhook-secret",
-            WEBHOOK_SECRET,
-        ])
-        .await
-        .expect("sources add")
+        ];
+        args.extend_from_slice(webhook_flags);
+        self.cli(&args).await
     }
 
     /// The JSON answer of `pagestream search --json`.

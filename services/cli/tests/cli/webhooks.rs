@@ -9,7 +9,7 @@ use confluence_sim::EditPage;
 use pagestream_cli::CliError;
 use pagestream_events::WEBHOOK_EVENTS;
 
-use super::stack::{Provider, SIM_PAT, SIM_TOKEN, SOURCE, Stack, eventually};
+use super::stack::{Provider, SIM_PAT, SOURCE, Stack, eventually};
 
 #[tokio::test]
 async fn registered_webhooks_deliver_an_edit_and_are_checked_and_removed() {
@@ -21,23 +21,7 @@ async fn registered_webhooks_deliver_an_edit_and_are_checked_and_removed() {
     let site = stack.sim.base_url();
     let events = WEBHOOK_EVENTS.len();
     let added = stack
-        .cli(&[
-            "sources",
-            "add",
-            "--key",
-            SOURCE,
-            "--site-url",
-            &site,
-            "--space",
-            "ENG",
-            "--email",
-            "sim@example.com",
-            "--api-token",
-            SIM_TOKEN,
-            "--register-webhooks",
-            "--public-url",
-            &public,
-        ])
+        .add_source_with(&["--register-webhooks", "--public-url", &public])
         .await
         .expect("sources add --register-webhooks");
     assert!(
