@@ -253,6 +253,15 @@ pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> 
 /// Creates every model's vector index that is missing (after [`drop_embedding_indexes`]), with
 /// memory and parallel workers for the build. Returns how many were built.
 pub async fn build_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+    // Asked every second by the live indexer: when nothing is missing, no transaction and no lock.
+    let any_missing: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM embedding_models WHERE to_regclass(index_name) IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !any_missing {
+        return Ok(0);
+    }
     let mut tx = pool.begin().await?;
     let missing = embedding_indexes(&mut tx, false).await?;
     if !missing.is_empty() {
