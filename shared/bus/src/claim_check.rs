@@ -1,12 +1,19 @@
 //! Claim check (DESIGN §2): a payload above the threshold is stored in the JetStream object store
 //! and the message carries only a reference in a header; consumers resolve it transparently.
 //!
-//! Objects are named by the message's subject. Fact streams keep one message per subject, so the
-//! bucket keeps one object per subject too and never grows with edits; a consumer resolving an older
-//! message may read the newer payload of the same page, which supersedes it anyway.
+//! Each stored payload gets an object of its own (`{subject}/{unique}`) and is never written
+//! again: a publish that the stream then drops (a duplicate id, a newer version, a lost race) can
+//! never change the payload another message refers to (found by the chaos suite: with one object
+//! per subject, a late publish of a page's older fact, dropped as a duplicate, replaced the
+//! payload of the newer message and the page kept chunks of other Markdown). The publisher removes
+//! its own object when the stream did not take its message, and the replaced message's object
+//! when it did: a fact stream keeps one message per subject, so the bucket keeps about one object
+//! per claim-checked page.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::object_store::{DeleteErrorKind, GetErrorKind, ObjectStore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use pagestream_events::SourceKey;
@@ -35,26 +42,42 @@ fn claim_error(name: &str, error: impl std::fmt::Display) -> BusError {
     }
 }
 
-/// Stores `body` under `subject` if it is above the threshold and returns what the message should
-/// carry instead (an empty body and the header); small bodies pass through.
+/// The object a message's headers name, if its payload was claim-checked.
+pub(crate) fn object_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CLAIM_CHECK_HEADER)
+        .map(|name| name.as_str().to_owned())
+}
+
+/// The subject an object was stored for.
+fn subject_of(object: &str) -> &str {
+    object
+        .rsplit_once('/')
+        .map_or(object, |(subject, _)| subject)
+}
+
+/// Stores `body` in an object of its own if it is above the threshold, and returns what the
+/// message should carry instead (an empty body; the header is set) and the object's name; small
+/// bodies pass through.
 pub(crate) async fn store_if_large(
     bus: &Bus,
     subject: &str,
     headers: &mut HeaderMap,
     body: Bytes,
-) -> Result<Bytes, BusError> {
+) -> Result<(Bytes, Option<String>), BusError> {
     if body.len() <= bus.config().claim_check_threshold {
-        return Ok(body);
+        return Ok((body, None));
     }
+    let name = format!("{subject}/{}", uuid::Uuid::new_v4().simple());
     let store = bucket(bus).await?;
     let mut reader = body.as_ref();
     store
-        .put(subject, &mut reader)
+        .put(name.as_str(), &mut reader)
         .await
-        .map_err(|error| claim_error(subject, error))?;
-    headers.insert(CLAIM_CHECK_HEADER, subject);
-    tracing::debug!(subject, bytes = body.len(), "payload stored by claim check");
-    Ok(Bytes::new())
+        .map_err(|error| claim_error(&name, error))?;
+    headers.insert(CLAIM_CHECK_HEADER, name.as_str());
+    tracing::debug!(subject, object = %name, bytes = body.len(), "payload stored by claim check");
+    Ok((Bytes::new(), Some(name)))
 }
 
 /// The real payload of a message: its body, or the object its claim-check header names.
@@ -64,10 +87,9 @@ pub async fn resolve(
     headers: Option<&HeaderMap>,
     body: Bytes,
 ) -> Result<Bytes, BusError> {
-    let Some(name) = headers.and_then(|headers| headers.get(CLAIM_CHECK_HEADER)) else {
+    let Some(name) = headers.and_then(object_of) else {
         return Ok(body);
     };
-    let name = name.to_string();
     let store = bucket(bus).await?;
     let mut object = store.get(&name).await.map_err(|error| {
         if matches!(error.kind(), GetErrorKind::NotFound) {
@@ -86,12 +108,31 @@ pub async fn resolve(
     Ok(Bytes::from(payload))
 }
 
-/// Removes the object of one subject, if there is one.
-pub(crate) async fn remove(bus: &Bus, subject: &str) -> Result<(), BusError> {
-    match bucket(bus).await?.delete(subject).await {
-        Ok(()) => Ok(()),
-        Err(error) if matches!(error.kind(), DeleteErrorKind::NotFound) => Ok(()),
-        Err(error) => Err(claim_error(subject, error)),
+/// Removes an object, if it is there, and the marker its deletion leaves, so that the bucket
+/// does not grow with every replaced payload.
+pub(crate) async fn remove(bus: &Bus, name: &str) -> Result<(), BusError> {
+    match bucket(bus).await?.delete(name).await {
+        Ok(()) => {}
+        Err(error) if matches!(error.kind(), DeleteErrorKind::NotFound) => return Ok(()),
+        Err(error) => return Err(claim_error(name, error)),
+    }
+    let bucket = bus.streams().claim_check_bucket();
+    bus.jetstream()
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .map_err(|error| claim_error(name, error))?
+        .purge()
+        .filter(format!("$O.{bucket}.M.{}", URL_SAFE.encode(name)))
+        .await
+        .map_err(|error| claim_error(name, error))?;
+    Ok(())
+}
+
+/// Removes the object a message refers to, if any.
+pub(crate) async fn remove_of(bus: &Bus, headers: &HeaderMap) -> Result<(), BusError> {
+    match object_of(headers) {
+        Some(name) => remove(bus, &name).await,
+        None => Ok(()),
     }
 }
 
@@ -106,7 +147,7 @@ pub(crate) async fn remove_source(bus: &Bus, source: &SourceKey) -> Result<(), B
             let of_source = !info.deleted
                 && bus
                     .subjects()
-                    .parse(&info.name)
+                    .parse(subject_of(&info.name))
                     .is_ok_and(|parsed| &parsed.source == source);
             async move { Ok(of_source.then_some(info.name)) }
         })

@@ -13,7 +13,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 
 use crate::claim_check::CLAIM_CHECK_HEADER;
 use crate::topology::is_command;
-use crate::{Bus, BusError, SendError};
+use crate::{Bus, BusError};
 
 /// One dead letter: the event as it was delivered, and why the stage gave up on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,14 +187,12 @@ pub async fn retry(bus: &Bus, sequence: u64) -> Result<Retried, BusError> {
                     );
                     match bus.send(letter.subject.clone(), id, headers, body).await {
                         Ok(_) => RetryOutcome::Published,
-                        Err(SendError::Publish(error))
-                            if error.kind() == PublishErrorKind::WrongLastSequence =>
-                        {
+                        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                             RetryOutcome::Superseded {
                                 reason: "a newer fact of the page is in the stream",
                             }
                         }
-                        Err(error) => return Err(error.into()),
+                        Err(error) => return Err(BusError::jetstream("publish", error)),
                     }
                 }
             }

@@ -16,7 +16,7 @@ pub mod trace;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use pagestream_events::{
@@ -204,24 +204,6 @@ async fn last_message(
     }
 }
 
-/// Why a message could not be sent.
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    #[error(transparent)]
-    ClaimCheck(BusError),
-    #[error(transparent)]
-    Publish(#[from] async_nats::jetstream::context::PublishError),
-}
-
-impl From<SendError> for BusError {
-    fn from(error: SendError) -> Self {
-        match error {
-            SendError::ClaimCheck(error) => error,
-            SendError::Publish(error) => BusError::jetstream("publish", error),
-        }
-    }
-}
-
 /// A connected bus: JetStream context, subjects and stream names under one root.
 #[derive(Clone)]
 pub struct Bus {
@@ -328,22 +310,58 @@ impl Bus {
         body: Bytes,
         version: u64,
     ) -> Result<Published, BusError> {
-        const RACES: usize = 16;
         let stream = self.stream(kind).await?;
         headers.insert(VERSION_HEADER, version.to_string().as_str());
+        let (body, object) =
+            claim_check::store_if_large(self, &subject, &mut headers, body).await?;
+        let outcome = self
+            .publish_fact_once_stored(&stream, &subject, &message_id, &headers, &body, version)
+            .await;
+        match &outcome {
+            // The message replaced the subject's previous one: its payload is no one's now.
+            Ok((published, replaced)) if !published.duplicate && !published.superseded => {
+                if let Some(replaced) = replaced {
+                    claim_check::remove_of(self, &replaced.headers).await?;
+                }
+            }
+            // The stream did not take the message: its payload is no one's.
+            Ok(_) => {
+                if let Some(object) = &object {
+                    claim_check::remove(self, object).await?;
+                }
+            }
+            // It may have landed (an ack lost on the way back): its payload stays.
+            Err(_) => {}
+        }
+        outcome.map(|(published, _)| published)
+    }
+
+    /// [`Self::publish_fact`] with the payload stored: what was published, and the message it
+    /// replaced.
+    async fn publish_fact_once_stored(
+        &self,
+        stream: &jetstream::stream::Stream,
+        subject: &str,
+        message_id: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+        version: u64,
+    ) -> Result<(Published, Option<jetstream::message::StreamMessage>), BusError> {
+        const RACES: usize = 16;
         for _ in 0..RACES {
-            let last = last_message(&stream, &subject).await?;
+            let last = last_message(stream, subject).await?;
             let last_sequence = last.as_ref().map_or(0, |message| message.sequence);
             let last_version = last
                 .as_ref()
                 .and_then(|message| message.headers.get(VERSION_HEADER))
                 .and_then(|value| value.as_str().parse::<u64>().ok());
             if last_version.is_some_and(|last| last > version) {
-                return Ok(Published {
+                let published = Published {
                     stream_sequence: last_sequence,
                     duplicate: false,
                     superseded: true,
-                });
+                };
+                return Ok((published, last));
             }
             // The same fact stated again (an event id names a fact): its first statement stays,
             // as the indexer keeps the first of equal facts. A restarted fetcher re-reading a page
@@ -354,11 +372,12 @@ impl Bus {
                 .and_then(|message| message.headers.get(async_nats::header::NATS_MESSAGE_ID))
                 .is_some_and(|id| id.as_str() == message_id);
             if same_fact {
-                return Ok(Published {
+                let published = Published {
                     stream_sequence: last_sequence,
                     duplicate: true,
                     superseded: false,
-                });
+                };
+                return Ok((published, last));
             }
             let mut headers = headers.clone();
             headers.insert(
@@ -366,15 +385,17 @@ impl Bus {
                 last_sequence.to_string().as_str(),
             );
             match self
-                .send(subject.clone(), message_id.clone(), headers, body.clone())
+                .send(
+                    subject.to_owned(),
+                    message_id.to_owned(),
+                    headers,
+                    body.clone(),
+                )
                 .await
             {
-                Err(SendError::Publish(error))
-                    if error.kind() == PublishErrorKind::WrongLastSequence =>
-                {
-                    continue;
-                }
-                result => return result.map_err(BusError::from),
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => continue,
+                Err(error) => return Err(BusError::jetstream("publish", error)),
+                Ok(published) => return Ok((published, last)),
             }
         }
         Err(BusError::jetstream(
@@ -399,30 +420,35 @@ impl Bus {
         &self,
         subject: String,
         message_id: String,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Bytes,
     ) -> Result<Published, BusError> {
-        Ok(self.send(subject, message_id, headers, body).await?)
+        let (body, object) =
+            claim_check::store_if_large(self, &subject, &mut headers, body).await?;
+        let published = self
+            .send(subject, message_id, headers, body)
+            .await
+            .map_err(|error| BusError::jetstream("publish", error))?;
+        if let Some(object) = object.filter(|_| published.duplicate) {
+            claim_check::remove(self, &object).await?;
+        }
+        Ok(published)
     }
 
+    /// Sends a message as it is (its payload already claim-checked if large).
     async fn send(
         &self,
         subject: String,
         message_id: String,
         mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Published, SendError> {
-        let body = claim_check::store_if_large(self, &subject, &mut headers, body)
-            .await
-            .map_err(SendError::ClaimCheck)?;
+    ) -> Result<Published, PublishError> {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
         let ack = self
             .jetstream
             .publish_with_headers(subject, headers, body)
-            .await
-            .map_err(SendError::Publish)?
-            .await
-            .map_err(SendError::Publish)?;
+            .await?
+            .await?;
         Ok(Published {
             stream_sequence: ack.sequence,
             duplicate: ack.duplicate,
@@ -573,8 +599,11 @@ impl Bus {
             EventKind::ChunksReady,
         ] {
             let subject = self.subjects.page(kind, source, page);
+            let last = self.last_message_of(kind, &subject).await?;
             self.purge_subject(kind, &subject).await?;
-            claim_check::remove(self, &subject).await?;
+            if let Some(last) = last {
+                claim_check::remove_of(self, &last.headers).await?;
+            }
         }
         Ok(())
     }
