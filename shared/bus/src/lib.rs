@@ -20,7 +20,8 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use pagestream_events::{
-    Envelope, EventKind, PageId, Payload, Retryable, SourceKey, Subjects, SyncProgress,
+    Envelope, EventKind, FactPosition, PageId, Payload, Retryable, SourceKey, Subjects,
+    SyncProgress,
 };
 use pagestream_retry::Backoff;
 
@@ -182,8 +183,37 @@ pub struct Published {
     pub superseded: bool,
 }
 
-/// Header of fact messages: the page version they state, read by the publish guard.
-pub const VERSION_HEADER: &str = "Pagestream-Version";
+/// Headers of fact messages: where the fact stands among its page's facts, read by the publish
+/// guard without decoding (or resolving) the payload.
+mod position_headers {
+    use async_nats::HeaderMap;
+    use pagestream_events::FactPosition;
+
+    const VERSION: &str = "Pagestream-Version";
+    const INCARNATION: &str = "Pagestream-Incarnation";
+    const SOURCE_ID: &str = "Pagestream-Source-Id";
+
+    pub(crate) fn insert(headers: &mut HeaderMap, position: &FactPosition) {
+        headers.insert(VERSION, position.version.to_string().as_str());
+        headers.insert(INCARNATION, position.incarnation.to_string().as_str());
+        if let Some(id) = position.source_id {
+            headers.insert(SOURCE_ID, id.to_string().as_str());
+        }
+    }
+
+    /// The position a message's headers state; messages written before the incarnation header
+    /// existed read as incarnation 0 of no registration (ordered by version alone).
+    pub(crate) fn read(headers: &HeaderMap) -> Option<FactPosition> {
+        let number = |name: &str| headers.get(name)?.as_str().parse::<u64>().ok();
+        Some(FactPosition {
+            version: number(VERSION)?,
+            incarnation: number(INCARNATION).unwrap_or(0),
+            source_id: headers
+                .get(SOURCE_ID)
+                .and_then(|id| id.as_str().parse().ok()),
+        })
+    }
+}
 
 /// The last message on a subject of a stream, if any.
 async fn last_message(
@@ -287,17 +317,17 @@ impl Bus {
                 .for_event(T::KIND, envelope.data.source(), envelope.data.page_id());
         let body = Bytes::from(envelope.to_json_traced(traceparent.as_deref())?);
         let id = envelope.id.to_string();
-        match envelope.data.version() {
-            Some(version) if !topology::is_command(T::KIND) => {
-                self.publish_fact(T::KIND, subject, id, headers, body, version)
+        match envelope.data.position() {
+            Some(position) if !topology::is_command(T::KIND) => {
+                self.publish_fact(T::KIND, subject, id, headers, body, position)
                     .await
             }
             _ => self.publish_bytes(subject, id, headers, body).await,
         }
     }
 
-    /// Publishes version `version` of a page's fact unless the stream holds a newer one or this
-    /// very fact (the same event id), expecting the subject's last sequence to be the one just
+    /// Publishes a page's fact at `position` unless the stream holds a newer one or this very
+    /// fact (the same event id), expecting the subject's last sequence to be the one just
     /// read: of two replicas publishing back-to-back versions at once, the one that loses the
     /// race reads again and either publishes after the winner or finds itself superseded. The
     /// fact never moves backwards.
@@ -308,14 +338,14 @@ impl Bus {
         message_id: String,
         mut headers: HeaderMap,
         body: Bytes,
-        version: u64,
+        position: FactPosition,
     ) -> Result<Published, BusError> {
         let stream = self.stream(kind).await?;
-        headers.insert(VERSION_HEADER, version.to_string().as_str());
+        position_headers::insert(&mut headers, &position);
         let (body, object) =
             claim_check::store_if_large(self, &subject, &mut headers, body).await?;
         let outcome = self
-            .publish_fact_once_stored(&stream, &subject, &message_id, &headers, &body, version)
+            .publish_fact_once_stored(&stream, &subject, &message_id, &headers, &body, position)
             .await;
         match &outcome {
             // The message replaced the subject's previous one: its payload is no one's now.
@@ -345,17 +375,17 @@ impl Bus {
         message_id: &str,
         headers: &HeaderMap,
         body: &Bytes,
-        version: u64,
+        position: FactPosition,
     ) -> Result<(Published, Option<jetstream::message::StreamMessage>), BusError> {
         const RACES: usize = 16;
         for _ in 0..RACES {
             let last = last_message(stream, subject).await?;
             let last_sequence = last.as_ref().map_or(0, |message| message.sequence);
-            let last_version = last
+            let newer = last
                 .as_ref()
-                .and_then(|message| message.headers.get(VERSION_HEADER))
-                .and_then(|value| value.as_str().parse::<u64>().ok());
-            if last_version.is_some_and(|last| last > version) {
+                .and_then(|message| position_headers::read(&message.headers))
+                .is_some_and(|last| last.supersedes(&position));
+            if newer {
                 let published = Published {
                     stream_sequence: last_sequence,
                     duplicate: false,

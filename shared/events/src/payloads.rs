@@ -21,10 +21,32 @@ pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// page). Publishing the same fact twice gives the same id.
     fn fact(&self) -> Vec<String>;
 
-    /// The page version a fact event states: a page's fact in its stream never moves to a lower
-    /// one. None for commands.
-    fn version(&self) -> Option<u64> {
+    /// Where a fact event stands among its page's facts: a page's fact in its stream never moves
+    /// back. None for commands.
+    fn position(&self) -> Option<FactPosition> {
         None
+    }
+}
+
+/// Where a page's fact stands among the facts of its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactPosition {
+    pub version: u64,
+    pub incarnation: u64,
+    /// See [`PageInfo::source_id`].
+    pub source_id: Option<Uuid>,
+}
+
+impl FactPosition {
+    /// Whether this fact is newer than `other`: a later version, or the same version in a later
+    /// incarnation of the same source registration (a source removed and added again counts its
+    /// incarnations afresh, and a removed one's late event must not hold the new one back).
+    pub fn supersedes(&self, other: &FactPosition) -> bool {
+        self.version > other.version
+            || (self.version == other.version
+                && self.source_id.is_some()
+                && self.source_id == other.source_id
+                && self.incarnation > other.incarnation)
     }
 }
 
@@ -230,6 +252,14 @@ fn is_zero(value: &u64) -> bool {
 }
 
 impl PageInfo {
+    fn position(&self) -> FactPosition {
+        FactPosition {
+            version: self.version,
+            incarnation: self.incarnation,
+            source_id: self.source_id,
+        }
+    }
+
     /// The parts of a page event's id: the version and incarnation, and where the page stands
     /// (path, labels, space), which change without a new version when a page is moved or
     /// labelled.
@@ -537,8 +567,8 @@ impl Payload for PageHinted {
 
 impl Payload for PageChanged {
     const KIND: EventKind = EventKind::PageChanged;
-    fn version(&self) -> Option<u64> {
-        Some(self.page.version)
+    fn position(&self) -> Option<FactPosition> {
+        Some(self.page.position())
     }
     fn source(&self) -> &SourceKey {
         &self.page.source
@@ -553,8 +583,8 @@ impl Payload for PageChanged {
 
 impl Payload for PageConverted {
     const KIND: EventKind = EventKind::PageConverted;
-    fn version(&self) -> Option<u64> {
-        Some(self.page.version)
+    fn position(&self) -> Option<FactPosition> {
+        Some(self.page.position())
     }
     fn source(&self) -> &SourceKey {
         &self.page.source
@@ -569,8 +599,12 @@ impl Payload for PageConverted {
 
 impl Payload for ChunksReady {
     const KIND: EventKind = EventKind::ChunksReady;
-    fn version(&self) -> Option<u64> {
-        Some(self.version)
+    fn position(&self) -> Option<FactPosition> {
+        Some(FactPosition {
+            version: self.version,
+            incarnation: self.incarnation,
+            source_id: self.source_id,
+        })
     }
     fn source(&self) -> &SourceKey {
         &self.source
@@ -587,8 +621,12 @@ impl Payload for ChunksReady {
 
 impl Payload for PageDeleted {
     const KIND: EventKind = EventKind::PageDeleted;
-    fn version(&self) -> Option<u64> {
-        Some(self.version)
+    fn position(&self) -> Option<FactPosition> {
+        Some(FactPosition {
+            version: self.version,
+            incarnation: self.incarnation,
+            source_id: self.source_id,
+        })
     }
     fn source(&self) -> &SourceKey {
         &self.source
