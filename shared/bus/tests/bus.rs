@@ -1107,11 +1107,21 @@ async fn an_older_incarnation_of_the_same_version_never_replaces_a_newer_one() {
             .data
             .body_storage
     };
-    assert!(!bus.publish(&at(2, registration)).await.expect("i2").superseded);
+    assert!(
+        !bus.publish(&at(2, registration))
+            .await
+            .expect("i2")
+            .superseded
+    );
     let late = bus.publish(&at(1, registration)).await.expect("i1");
     assert!(late.superseded, "{late:?}");
     assert_eq!(latest().await, "<p>i2</p>");
-    assert!(!bus.publish(&at(3, registration)).await.expect("i3").superseded);
+    assert!(
+        !bus.publish(&at(3, registration))
+            .await
+            .expect("i3")
+            .superseded
+    );
     assert_eq!(latest().await, "<p>i3</p>");
     // The source added again: its first incarnation is a fact of its own.
     let added_again = bus.publish(&at(0, Some(Uuid::new_v4()))).await.expect("i0");

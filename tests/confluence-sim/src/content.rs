@@ -18,6 +18,11 @@ const MIN_BODY: f64 = 1024.0;
 const MAX_BODY: f64 = 73.0 * 1024.0;
 const LARGE_BODY: usize = 1_100_000;
 
+/// Whether a generated page got one of the bodies over 1 MB.
+pub(crate) fn is_large(page: &SimPage) -> bool {
+    page.body_target >= LARGE_BODY
+}
+
 /// Users who author pages and are mentioned in bodies: (account id, display name).
 pub const USERS: &[(&str, &str)] = &[
     (
@@ -562,6 +567,9 @@ pub fn xml_escape(text: &str) -> String {
 pub struct LinkTargets<'a> {
     pub space_key: &'a str,
     pub titles: &'a [(u64, &'a str)],
+    /// The title an include macro names: a page of ordinary size (as teams include snippets, not
+    /// their largest pages), or none.
+    pub include: Option<&'a str>,
 }
 
 /// Renders the storage-format body of `page` at its current version. Bodies cycle through every
@@ -759,19 +767,15 @@ fn render_block(
                 s = sentence(rng, 9),
             )
         }
-        14 => {
-            let title = targets
-                .titles
-                .first()
-                .map_or(page.title.as_str(), |(_, t)| *t);
-            write!(
-                out,
-                "<p><ac:structured-macro ac:name=\"include\" ac:schema-version=\"1\" ac:macro-id=\"{id}\"><ac:parameter ac:name=\"\"><ac:link><ri:page ri:space-key=\"{key}\" ri:content-title=\"{title}\" /></ac:link></ac:parameter></ac:structured-macro></p>",
-                id = uuid_like(rng),
-                key = xml_escape(key),
-                title = xml_escape(title),
-            )
-        }
+        // One include per body: a page pulls a snippet in once, not at every screenful.
+        14 if n < BLOCKS as u64 && targets.include.is_some() => write!(
+            out,
+            "<p><ac:structured-macro ac:name=\"include\" ac:schema-version=\"1\" ac:macro-id=\"{id}\"><ac:parameter ac:name=\"\"><ac:link><ri:page ri:space-key=\"{key}\" ri:content-title=\"{title}\" /></ac:link></ac:parameter></ac:structured-macro></p>",
+            id = uuid_like(rng),
+            key = xml_escape(key),
+            title = xml_escape(targets.include.unwrap_or_default()),
+        ),
+        14 => write!(out, "<p>{s}</p>", s = sentence(rng, 16)),
         15 => write!(
             out,
             "<ul><li><p>{a}</p><ol><li><p>{b}</p></li><li><p>{c}</p></li></ol></li><li><p>{d}</p></li></ul><blockquote><p>{e}</p></blockquote><hr />",
@@ -837,6 +841,7 @@ mod tests {
         let targets = LinkTargets {
             space_key: "ENG",
             titles: &refs,
+            include: refs.first().map(|(_, title)| *title),
         };
         let mut page = pages.remove(&(FIRST_PAGE_ID + 3)).expect("page");
         page.body_target = 60_000;

@@ -493,15 +493,20 @@ impl SimState {
         // included it would carry the test's text.
         let mut rng = SplitMix64::derive(self.config.seed, &[page.id, 0x11]);
         let span = self.config.page_count.max(1);
-        let titles = (0..6)
+        let targets: Vec<&SimPage> = (0..6)
             .map(|_| content::FIRST_PAGE_ID + rng.below(span) as u64)
-            .filter_map(|id| self.pages.get(&id).map(|p| (p.id, p.title.clone())))
+            .filter_map(|id| self.pages.get(&id))
             .collect();
+        let include = targets
+            .iter()
+            .find(|target| !content::is_large(target))
+            .map(|target| target.title.clone());
         BodyJob {
             seed: self.config.seed,
             page: page.clone(),
             space_key: self.space_of(page).key.clone(),
-            titles,
+            titles: targets.iter().map(|p| (p.id, p.title.clone())).collect(),
+            include,
         }
     }
 
@@ -977,6 +982,7 @@ pub(crate) struct BodyJob {
     page: SimPage,
     space_key: String,
     titles: Vec<(u64, String)>,
+    include: Option<String>,
 }
 
 impl BodyJob {
@@ -989,6 +995,7 @@ impl BodyJob {
         let targets = LinkTargets {
             space_key: &self.space_key,
             titles: &titles,
+            include: self.include.as_deref(),
         };
         content::render_body(self.seed, &self.page, &targets)
     }
