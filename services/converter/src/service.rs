@@ -69,7 +69,7 @@ impl Handler<PageChanged> for ConverterHandler {
             .map_err(|error| HandlerError::transient(format!("conversion task: {error}")))?
             .map_err(HandlerError::permanent)?;
         let event = Envelope::new(converted).with_sync_run(delivery.event.extensions.syncrun);
-        self.bus.publish(&event).await?;
+        self.bus.publish_in(delivery.lane, &event).await?;
         tracing::debug!(page = %event.data.page.page_id, version = event.data.page.version, "converted");
         Ok(())
     }
@@ -81,6 +81,7 @@ pub async fn run(bus: Bus, concurrency: usize, cancel: CancellationToken) -> Res
         bus.clone(),
         StageConfig {
             concurrency: concurrency.max(1),
+            live_lane: true,
             ..StageConfig::new(STAGE_NAME)
         },
     );

@@ -79,7 +79,7 @@ impl EmbedderHandler {
             source_id: page.source_id,
         })
         .with_sync_run(delivery.event.extensions.syncrun);
-        self.bus.publish(&event).await?;
+        self.bus.publish_in(delivery.lane, &event).await?;
         Ok(())
     }
 }
@@ -195,6 +195,7 @@ pub async fn run(
             batch_linger: std::time::Duration::from_millis(20),
             // Embedding a batch takes seconds on CPU; back off longer than the default.
             retry_delay: std::time::Duration::from_secs(2),
+            live_lane: true,
             ..StageConfig::new(STAGE_NAME)
         },
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pagestream_bus::consumer::Handler;
-use pagestream_bus::{Bus, Delivery, HandlerError};
+use pagestream_bus::{Bus, Delivery, HandlerError, Lane};
 use pagestream_confluence::{
     COMMENT_EXPAND, ClientConfig, ConfluenceClient, ConfluenceError, Content, CqlQuery,
     ListOptions, MAX_LIMIT, RetryPolicy, SYNC_EXPAND, SpaceId, SpaceKey, UserTimeZone,
@@ -602,6 +602,7 @@ impl Fetcher {
                     content.version_number(),
                     "moved to another space",
                     run_id,
+                    Lane::Live,
                     Commit::AtRevision(read.revision),
                 )
                 .await;
@@ -681,6 +682,7 @@ impl Fetcher {
             comments.is_some(),
             attachments_known,
             run_id,
+            Lane::Live,
             Commit::AtRevision(read.revision),
         )
         .await
@@ -713,6 +715,7 @@ impl Fetcher {
                     version,
                     "removed",
                     run_id,
+                    Lane::Live,
                     Commit::AtRevision(read.revision),
                 )
                 .await
@@ -749,6 +752,7 @@ impl Fetcher {
             version,
             "removed",
             run_id,
+            Lane::Live,
             Commit::AtRevision(read.revision),
         )
         .await
@@ -875,6 +879,7 @@ impl Fetcher {
         comments_known: bool,
         attachments_known: bool,
         run_id: Option<Uuid>,
+        lane: Lane,
         commit: Commit,
     ) -> Result<Decided, FetcherError> {
         changed.page.incarnation = incarnation;
@@ -899,7 +904,7 @@ impl Fetcher {
             source_id: changed.page.source_id,
         };
         self.bus
-            .publish(&Envelope::new(changed).with_sync_run(run_id))
+            .publish_in(lane, &Envelope::new(changed).with_sync_run(run_id))
             .await?;
         Ok(match self.record(&source, &page, &record, commit).await? {
             Some(_) => Decided::Done(true),
@@ -939,6 +944,7 @@ impl Fetcher {
         site: &Site,
         mut emit: PageToEmit,
         run_id: Uuid,
+        lane: Lane,
         resolver: &includes::Resolver,
     ) -> Result<(), FetcherError> {
         let comments_known = if emit.comments_known {
@@ -966,6 +972,7 @@ impl Fetcher {
             comments_known,
             attachments_known,
             Some(run_id),
+            lane,
             Commit::Forward,
         )
         .await
@@ -1088,6 +1095,7 @@ impl Fetcher {
         version: u64,
         reason: &str,
         run_id: Option<Uuid>,
+        lane: Lane,
         commit: Commit,
     ) -> Result<Decided, FetcherError> {
         let version = record.map_or(version, |record| record.version.max(version));
@@ -1114,7 +1122,7 @@ impl Fetcher {
             source_id: Some(site.source_id),
         };
         self.bus
-            .publish(&Envelope::new(deleted).with_sync_run(run_id))
+            .publish_in(lane, &Envelope::new(deleted).with_sync_run(run_id))
             .await?;
         self.bus.purge_page(&site.source, page).await?;
         let tombstone = PageRecord {
@@ -1271,6 +1279,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// A full sync's events travel in the bulk lane; an incremental one's are what people wait
+    /// for.
+    fn lane(&self) -> Lane {
+        match self.progress.mode {
+            SyncMode::Full => Lane::Bulk,
+            SyncMode::Incremental => Lane::Live,
+        }
+    }
+
     fn handled(&self) -> u64 {
         let p = &self.progress;
         p.pages_seen + p.pages_changed + p.pages_deleted + p.pages_failed
@@ -1950,6 +1967,7 @@ impl Run<'_> {
     ) -> Result<(), FetcherError> {
         let fetcher = self.fetcher;
         let run_id = self.run_id;
+        let lane = self.lane();
         // The run's own (cheap) copies: emitting borrows them while the run counts outcomes.
         let (client, site, resolver) = (
             self.client.clone(),
@@ -1962,7 +1980,7 @@ impl Run<'_> {
                 let outcome = match changed {
                     Ok(emit) => {
                         fetcher
-                            .complete_and_emit(client, site, emit, run_id, resolver)
+                            .complete_and_emit(client, site, emit, run_id, lane, resolver)
                             .await
                     }
                     Err(error) => Err(error),
@@ -2019,6 +2037,7 @@ impl Run<'_> {
                     version,
                     "not listed",
                     Some(self.run_id),
+                    self.lane(),
                     Commit::Forward,
                 )
                 .await

@@ -11,7 +11,7 @@ use confluence_sim::{
 };
 use futures::StreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
-use pagestream_bus::{Bus, Stage};
+use pagestream_bus::{Bus, Lane, Stage};
 use pagestream_confluence::RetryPolicy;
 use pagestream_events::{
     AttachmentText, ContentType, Envelope, EventKind, HintReason, PageChanged, PageDeleted,
@@ -133,6 +133,7 @@ struct Tapped {
     page: PageId,
     run: Option<Uuid>,
     claim_checked: bool,
+    lane: Lane,
 }
 
 struct Tap {
@@ -176,6 +177,7 @@ impl Tap {
                 page: PageId::new(page).expect("page id"),
                 run,
                 claim_checked,
+                lane: Lane::of(message.headers.as_ref()),
             });
         }
         seen
@@ -293,6 +295,8 @@ async fn full_sync_emits_every_page_once_then_nothing() {
 
     assert_eq!(emitted.len(), 500, "one page.changed per page");
     assert_eq!(ids(&emitted), h.current_ids());
+    // A first full sync is bulk work: edits made meanwhile overtake it in the stages.
+    assert!(emitted.iter().all(|event| event.lane == Lane::Bulk));
     assert!(
         emitted
             .iter()
@@ -375,6 +379,8 @@ async fn incremental_sync_emits_exactly_the_edited_pages() {
     let emitted = tap.drain().await;
     assert_eq!(ids(&emitted), edited.keys().cloned().collect());
     assert_eq!(emitted.len(), 3);
+    // Someone waits for these: they travel in the live lane.
+    assert!(emitted.iter().all(|event| event.lane == Lane::Live));
     assert_eq!(run.pages_changed, 3);
     for (id, version) in &edited {
         let event: Envelope<PageChanged> = h
@@ -655,7 +661,13 @@ async fn hints_emit_only_new_versions_and_confirmed_removals() {
         .hint(&hint(HintReason::Changed))
         .await
         .expect("hint");
-    assert_eq!(changed.drain().await.len(), 1);
+    let hinted = changed.drain().await;
+    assert_eq!(hinted.len(), 1);
+    assert_eq!(
+        hinted[0].lane,
+        Lane::Live,
+        "a webhook's edit travels in the live lane"
+    );
     let event: Envelope<PageChanged> = h
         .bus
         .last_for_page(&h.source, &PageId::from(id))
@@ -673,7 +685,9 @@ async fn hints_emit_only_new_versions_and_confirmed_removals() {
         .hint(&hint(HintReason::Removed))
         .await
         .expect("hint");
-    assert_eq!(ids(&deleted.drain().await), [PageId::from(id)].into());
+    let removed = deleted.drain().await;
+    assert_eq!(ids(&removed), [PageId::from(id)].into());
+    assert_eq!(removed[0].lane, Lane::Live);
 }
 
 #[tokio::test]

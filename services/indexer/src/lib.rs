@@ -299,6 +299,7 @@ fn stage<T: Projected>(bus: Bus, config: &IndexerConfig) -> Stage<T> {
             max_batch: config.batch_size,
             concurrency: config.concurrency,
             batch_linger: Duration::from_millis(10),
+            live_lane: true,
             ..StageConfig::new(format!("indexer-{}", T::KIND.name().replace('.', "-")))
         },
     )

@@ -155,6 +155,31 @@ async fn versions_only_move_forward_and_duplicates_change_nothing() {
     );
 }
 
+/// The same chunk set twice (a redelivery, or a live event taken by the live lane and then by the
+/// stage's consumer) counts once in its sync run: the run's figures say how many pages it brought.
+#[tokio::test]
+async fn the_same_chunks_applied_twice_count_once_in_their_sync_run() {
+    let pool = database_with_source().await;
+    let run = uuid::Uuid::new_v4();
+    apply(&pool, &changed(1, 3)).await;
+    for _ in 0..2 {
+        apply(&pool, &chunks(1, 3, 4).with_sync_run(Some(run))).await;
+    }
+    // Another incarnation of the version with the same chunks (a label change) is a page again.
+    let mut relabelled = chunks(1, 3, 4);
+    relabelled.data.incarnation = 1;
+    apply(&pool, &Envelope::new(relabelled.data).with_sync_run(Some(run))).await;
+    let (embedded, indexed): (i64, i64) = sqlx::query_as(
+        "SELECT pages_embedded, pages_indexed FROM sync_runs WHERE id = $1",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .expect("run");
+    assert_eq!((embedded, indexed), (2, 2));
+    assert_eq!(page_state(&pool, 1).await.3, 4);
+}
+
 #[tokio::test]
 async fn an_edit_rewrites_only_the_chunks_it_changed() {
     let pool = database_with_source().await;

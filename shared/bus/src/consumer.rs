@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
-use crate::{Bus, BusError, dead_letter, trace};
+use crate::{Bus, BusError, Lane, dead_letter, trace};
 
 /// What a stage consumes: the stream its messages are on and how to read one. Every event kind
 /// is one (its messages are CloudEvents); [`crate::ProgressSnapshots`] reads plain JSON.
@@ -121,6 +121,8 @@ pub struct Delivery<T: Decode> {
     pub delivered: u64,
     /// 1 on the first try of this delivery; one more after each transient failure.
     pub attempt: u32,
+    /// The lane it travels in: what the stage makes of it travels in the same one.
+    pub lane: Lane,
     /// The span of this event's handling, a child of the publisher's span.
     pub span: Span,
 }
@@ -176,6 +178,12 @@ pub struct StageConfig {
     pub handler_timeout: Duration,
     /// How long shutdown waits for in-flight events before it naks them.
     pub shutdown_grace: Duration,
+    /// Whether the stage also runs a live lane: a second durable consumer (`<name>-live`) that
+    /// takes each live event as it is published, ahead of a bulk backlog in the stage's own
+    /// consumer, which handles it again in its turn (every stage is idempotent). The live lane
+    /// tries each event once and never dead-letters: the stage's consumer stays the one that
+    /// settles every event. Only for fact streams (a work queue takes one consumer per subject).
+    pub live_lane: bool,
 }
 
 impl StageConfig {
@@ -193,6 +201,7 @@ impl StageConfig {
             retry_for: retry_for_default(),
             handler_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(20),
+            live_lane: false,
         }
     }
 
@@ -252,6 +261,17 @@ impl<T: Decode> Stage<T> {
     pub async fn consumer(
         &self,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
+        self.durable(self.config.name.clone(), DeliverPolicy::All)
+            .await
+    }
+
+    /// Creates or updates durable consumer `name` of the stage's subjects; `deliver_policy` says
+    /// where a new one starts.
+    async fn durable(
+        &self,
+        name: String,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
         let stream = self.stream().await?;
         let filter = self
             .config
@@ -261,10 +281,10 @@ impl<T: Decode> Stage<T> {
         let max_ack_pending = (self.config.concurrency * self.config.max_batch * 2).max(64);
         stream
             .create_consumer(pull::Config {
-                durable_name: Some(self.config.name.clone()),
+                durable_name: Some(name),
                 filter_subject: filter,
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 ack_wait: self.config.ack_wait,
                 // Redelivery is bounded by the runner, which dead-letters instead of dropping.
                 max_deliver: -1,
@@ -309,8 +329,71 @@ impl<T: Decode> Stage<T> {
         true
     }
 
-    /// Consumes until `cancel` fires. Returns an error only if the consumer cannot be set up.
+    /// Consumes until `cancel` fires, with the live lane if the stage has one. Returns an error
+    /// only if the consumer cannot be set up.
     pub async fn run<H: Handler<T>>(
+        &self,
+        handler: Arc<H>,
+        cancel: CancellationToken,
+    ) -> Result<(), BusError> {
+        if !self.config.live_lane {
+            return self.run_consumer(handler, cancel).await;
+        }
+        let live_cancel = cancel.child_token();
+        let consumer = async {
+            let result = self.run_consumer(handler.clone(), cancel).await;
+            live_cancel.cancel();
+            result
+        };
+        let (result, ()) =
+            tokio::join!(consumer, self.run_live_lane(handler.clone(), &live_cancel));
+        result
+    }
+
+    /// The live lane (see [`StageConfig::live_lane`]): until `cancel` fires, takes each new live
+    /// event once and acknowledges every event, bulk ones unread.
+    async fn run_live_lane<H: Handler<T>>(&self, handler: Arc<H>, cancel: &CancellationToken) {
+        let config = &self.config;
+        let name = format!("{}-live", config.name);
+        let mut consumer = None;
+        while !cancel.is_cancelled() {
+            let current = match &consumer {
+                Some(current) => current,
+                // A lane created anew starts at the events published from now on.
+                None => match self.durable(name.clone(), DeliverPolicy::New).await {
+                    Ok(created) => consumer.insert(created),
+                    Err(error) => {
+                        tracing::warn!(stage = %name, %error, "cannot set up the live lane; retrying");
+                        pause(Duration::from_secs(1), cancel).await;
+                        continue;
+                    }
+                },
+            };
+            let batch = match pull(current, config, cancel).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::debug!(stage = %name, %error, "live lane cannot pull; retrying");
+                    consumer = None;
+                    pause(Duration::from_millis(500), cancel).await;
+                    continue;
+                }
+            };
+            let mut live = Vec::with_capacity(batch.len());
+            for message in batch {
+                if Lane::of(message.headers.as_ref()) == Lane::Live && !cancel.is_cancelled() {
+                    live.push(message);
+                } else {
+                    ack(config, &message).await;
+                }
+            }
+            if !live.is_empty() {
+                handle_live(&self.bus, config, &name, handler.as_ref(), live, cancel).await;
+            }
+        }
+    }
+
+    /// Consumes until `cancel` fires. Returns an error only if the consumer cannot be set up.
+    async fn run_consumer<H: Handler<T>>(
         &self,
         handler: Arc<H>,
         cancel: CancellationToken,
@@ -374,6 +457,65 @@ impl<T: Decode> Stage<T> {
         }
         tracing::info!(stage = %config.name, "stopped consuming");
         Ok(())
+    }
+}
+
+/// Sleeps for `duration`, or less if `cancel` fires.
+async fn pause(duration: Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// How long the live lane gives a batch before it leaves it to the stage's consumer.
+const LIVE_LANE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Handles live events once, as one batch, then acknowledges them whatever the outcome: the
+/// stage's own consumer settles each in its turn (retries, dead letters).
+async fn handle_live<T: Decode, H: Handler<T>>(
+    bus: &Bus,
+    config: &StageConfig,
+    lane: &str,
+    handler: &H,
+    messages: Vec<Message>,
+    cancel: &CancellationToken,
+) {
+    let mut deliveries = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let Ok(info) = message.info() else { continue };
+        let delivered = info.delivered.max(1) as u64;
+        match decode::<T>(bus, config, message, info.stream_sequence, delivered).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(error) => {
+                tracing::debug!(stage = %lane, %error, "left to the stage's consumer");
+            }
+        }
+    }
+    if !deliveries.is_empty() {
+        let run = AssertUnwindSafe(handler.handle_batch(&deliveries)).catch_unwind();
+        let finished = kept_alive(&messages, config.ack_wait, async {
+            tokio::select! {
+                finished = tokio::time::timeout(LIVE_LANE_TIMEOUT, run) => Some(finished),
+                () = cancel.cancelled() => None,
+            }
+        })
+        .await;
+        let failed = match finished {
+            Some(Ok(Ok(results))) => results.iter().filter(|result| result.is_err()).count(),
+            Some(Ok(Err(panic))) => {
+                tracing::warn!(stage = %lane, panic = panic_message(panic.as_ref()), "handler panicked; left to the stage's consumer");
+                deliveries.len()
+            }
+            Some(Err(_)) | None => deliveries.len(),
+        };
+        metrics::counter!("pagestream_live_lane_events_total", "stage" => lane.to_owned(), "outcome" => "handled")
+            .increment((deliveries.len() - failed) as u64);
+        metrics::counter!("pagestream_live_lane_events_total", "stage" => lane.to_owned(), "outcome" => "left")
+            .increment(failed as u64);
+    }
+    for message in &messages {
+        ack(config, message).await;
     }
 }
 
@@ -471,6 +613,7 @@ async fn decode<T: Decode>(
         stream_sequence,
         delivered,
         attempt: 1,
+        lane: Lane::of(message.headers.as_ref()),
         span,
     })
 }

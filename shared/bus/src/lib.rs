@@ -183,6 +183,34 @@ pub struct Published {
     pub superseded: bool,
 }
 
+/// The lane an event travels in: work someone waits for (a webhook's edit, an incremental sync)
+/// or bulk work (a full sync, and what the stages make of it). A stage with a live lane handles
+/// live events as they come, ahead of its bulk backlog. A message header, not part of the event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lane {
+    #[default]
+    Live,
+    Bulk,
+}
+
+impl Lane {
+    const HEADER: &str = "Pagestream-Lane";
+
+    /// The lane a message's headers name (live unless they say bulk).
+    pub fn of(headers: Option<&HeaderMap>) -> Lane {
+        match headers.and_then(|headers| headers.get(Self::HEADER)) {
+            Some(lane) if lane.as_str() == "bulk" => Lane::Bulk,
+            _ => Lane::Live,
+        }
+    }
+
+    fn insert(self, headers: &mut HeaderMap) {
+        if self == Lane::Bulk {
+            headers.insert(Self::HEADER, "bulk");
+        }
+    }
+}
+
 /// Headers of fact messages: where the fact stands among its page's facts, read by the publish
 /// guard without decoding (or resolving) the payload.
 mod position_headers {
@@ -306,8 +334,19 @@ impl Bus {
     /// goes with it, in the headers and in the `traceparent` extension. A fact older than the one
     /// its stream holds for the page is not published ([`Published::superseded`]).
     pub async fn publish<T: Payload>(&self, envelope: &Envelope<T>) -> Result<Published, BusError> {
+        self.publish_in(Lane::Live, envelope).await
+    }
+
+    /// [`Bus::publish`] in a given lane (a full sync's events, and what stages make of them,
+    /// travel in the bulk lane).
+    pub async fn publish_in<T: Payload>(
+        &self,
+        lane: Lane,
+        envelope: &Envelope<T>,
+    ) -> Result<Published, BusError> {
         let mut headers = HeaderMap::new();
         trace::inject(&mut headers);
+        lane.insert(&mut headers);
         let traceparent = headers
             .get(trace::TRACEPARENT)
             .map(|value| value.to_string())

@@ -8,7 +8,9 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::consumer::Handler;
-use pagestream_bus::{Bus, BusConfig, Delivery, HandlerError, Stage, StageConfig, dead_letter};
+use pagestream_bus::{
+    Bus, BusConfig, Delivery, HandlerError, Lane, Stage, StageConfig, dead_letter,
+};
 use pagestream_events::*;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -1127,4 +1129,73 @@ async fn an_older_incarnation_of_the_same_version_never_replaces_a_newer_one() {
     let added_again = bus.publish(&at(0, Some(Uuid::new_v4()))).await.expect("i0");
     assert!(!added_again.superseded, "{added_again:?}");
     assert_eq!(latest().await, "<p>i0</p>");
+}
+
+/// A live event published behind a bulk backlog is handled at once by the stage's live lane, and
+/// again in its turn by the stage's consumer; a live event that fails is left to the consumer,
+/// which alone dead-letters it (one letter, from the stage).
+#[tokio::test]
+async fn a_live_event_overtakes_a_bulk_backlog_and_only_the_stage_dead_letters() {
+    let bus = pagestream_testkit::bus().await;
+    let handler = Scripted::new(|id, _| match id {
+        "900" => Outcome::Fail(HandlerError::permanent("cannot parse body")),
+        "901" => Outcome::Done,
+        _ => Outcome::Slow(Duration::from_millis(50)),
+    });
+    let config = StageConfig {
+        concurrency: 1,
+        live_lane: true,
+        ..fast_stage("lanes")
+    };
+    let (cancel, task) = start(&bus, config, handler.clone());
+    // The lane takes what is published once it is there.
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
+        .await
+        .expect("stream");
+    for _ in 0..300 {
+        if stream.consumer_info("lanes-live").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in 1..=100 {
+        bus.publish_in(Lane::Bulk, &changed(id, 1, "<p>bulk</p>".into()))
+            .await
+            .expect("publish bulk");
+    }
+    for id in [900, 901] {
+        bus.publish(&changed(id, 1, "<p>live</p>".into()))
+            .await
+            .expect("publish live");
+    }
+    eventually("the live event", || handler.tries("901") >= 1).await;
+    let bulk_done = (1..=100)
+        .filter(|id| handler.tries(&id.to_string()) > 0)
+        .count();
+    assert!(
+        bulk_done < 50,
+        "the live event waited behind {bulk_done} bulk events"
+    );
+
+    // The stage's consumer takes every event in its turn: the bulk ones once (the lane leaves
+    // them unread), the live ones again.
+    for _ in 0..600 {
+        if handler.tries("901") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handler.tries("901"), 2, "{:?}", handler.seen());
+    assert!((1..=100).all(|id| handler.tries(&id.to_string()) == 1));
+    let letters = dead_letters(&bus, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters_after = dead_letter::list(&bus, 100).await.expect("list");
+    assert_eq!(letters_after.len(), 1, "{letters_after:?}");
+    assert_eq!(letters[0].1.stage, "lanes");
+    assert!(letters[0].1.subject.ends_with(".900"));
+    assert_eq!(handler.tries("900"), 2, "tried once in each lane");
+    cancel.cancel();
+    task.await.expect("stage stops");
 }

@@ -101,7 +101,7 @@ pub async fn replace(
     // Only what changed is written: a chunk stored at the same place with the same embedded text
     // (its hash covers the heading path) and the same metadata stays as it is, row and HNSW entry
     // alike; the others are deleted, and the missing ones inserted.
-    sqlx::query(
+    let deleted = sqlx::query(
         "DELETE FROM chunks c WHERE c.source_id = $1 AND c.page_id = $2 AND c.embedding_model = $3 \
          AND NOT EXISTS (SELECT 1 FROM unnest($4::int[], $5::text[], $6::jsonb[]) \
          AS n(idx, hash, metadata) \
@@ -114,8 +114,9 @@ pub async fn replace(
     .bind(&hashes)
     .bind(&metadata)
     .execute(&mut *conn)
-    .await?;
-    sqlx::query(
+    .await?
+    .rows_affected();
+    let inserted = sqlx::query(
         r#"
         INSERT INTO chunks (source_id, page_id, embedding_model, chunk_index, page_version, text,
                             heading_path, content_hash, token_count, metadata, embedding_dim,
@@ -142,7 +143,16 @@ pub async fn replace(
     .bind(vectors)
     .bind(metadata)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    // The same chunks of the same fact again (a redelivery, or the live lane's event taken again
+    // by the stage's own consumer): nothing was applied, and the run's counters stay.
+    if chunks_version == Some(version)
+        && chunks_incarnation == incarnation
+        && deleted + inserted == 0
+    {
+        return Ok(false);
+    }
     sqlx::query(
         "UPDATE confluence_pages SET chunks_version = $3, chunks_incarnation = $4, updated_at = now() \
          WHERE source_id = $1 AND page_id = $2",

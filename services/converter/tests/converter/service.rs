@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use pagestream_bus::dead_letter;
+use pagestream_bus::{Lane, dead_letter};
 use pagestream_events::{
-    ContentType, Envelope, PageChanged, PageConverted, PageId, PageInfo, SourceKey,
+    ContentType, Envelope, EventKind, PageChanged, PageConverted, PageId, PageInfo, SourceKey,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,10 @@ async fn converts_pages_and_dead_letters_the_unconvertible() {
     ))
     .await
     .expect("publish");
+    // A full sync's page: its conversion stays in the bulk lane.
+    bus.publish_in(Lane::Bulk, &changed(3, "<p>bulk</p>".into()))
+        .await
+        .expect("publish");
 
     let source = SourceKey::new("eng").expect("source");
     let mut converted = None;
@@ -86,6 +90,32 @@ async fn converts_pages_and_dead_letters_the_unconvertible() {
     );
     assert_eq!(converted.extensions.syncrun, Some(uuid_run()));
     assert_eq!(converted.data.page.version, 2);
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageConverted))
+        .await
+        .expect("stream");
+    let mut lanes = Vec::new();
+    for page in [2, 3] {
+        let subject = bus
+            .subjects()
+            .page(EventKind::PageConverted, &source, &PageId::from(page));
+        let mut message = None;
+        for _ in 0..300 {
+            message = stream.get_last_raw_message_by_subject(&subject).await.ok();
+            if message.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let message = message.expect("converted");
+        lanes.push(Lane::of(Some(&message.headers)));
+    }
+    assert_eq!(
+        lanes,
+        [Lane::Live, Lane::Bulk],
+        "each conversion in its page's lane"
+    );
 
     let mut letters = Vec::new();
     for _ in 0..300 {
