@@ -19,7 +19,7 @@ use confluence_sim::{EditPage, SimConfig};
 use pagestream_testkit::bench::{env_number, loadavg, percentile, round};
 use rand::Rng;
 use serde_json::{Value, json};
-use stack::{API_KEY, Provider, SIM_TOKEN, SOURCE, Stack};
+use stack::{API_KEY, Provider, SOURCE, Stack};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,20 +57,7 @@ async fn main() -> anyhow::Result<()> {
     .context("load simulator")?;
     let load_site = load_sim.base_url();
     stack
-        .cli(&[
-            "sources",
-            "add",
-            "--key",
-            "load",
-            "--site-url",
-            &load_site,
-            "--space",
-            "ENG",
-            "--email",
-            "sim@example.com",
-            "--api-token",
-            SIM_TOKEN,
-        ])
+        .add_simulator_source("load", &load_site, &[])
         .await
         .context("add the load source")?;
     stack

@@ -168,14 +168,17 @@ async fn the_same_chunks_applied_twice_count_once_in_their_sync_run() {
     // Another incarnation of the version with the same chunks (a label change) is a page again.
     let mut relabelled = chunks(1, 3, 4);
     relabelled.data.incarnation = 1;
-    apply(&pool, &Envelope::new(relabelled.data).with_sync_run(Some(run))).await;
-    let (embedded, indexed): (i64, i64) = sqlx::query_as(
-        "SELECT pages_embedded, pages_indexed FROM sync_runs WHERE id = $1",
+    apply(
+        &pool,
+        &Envelope::new(relabelled.data).with_sync_run(Some(run)),
     )
-    .bind(run)
-    .fetch_one(&pool)
-    .await
-    .expect("run");
+    .await;
+    let (embedded, indexed): (i64, i64) =
+        sqlx::query_as("SELECT pages_embedded, pages_indexed FROM sync_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .expect("run");
     assert_eq!((embedded, indexed), (2, 2));
     assert_eq!(page_state(&pool, 1).await.3, 4);
 }

@@ -278,14 +278,25 @@ impl Stack {
 
     /// `pagestream sources add` for the simulator's space, with these flags for its webhooks.
     pub async fn add_source_with(&self, webhook_flags: &[&str]) -> Result<String, CliError> {
-        let site = self.sim.base_url();
+        self.add_simulator_source(SOURCE, &self.sim.base_url(), webhook_flags)
+            .await
+    }
+
+    /// `pagestream sources add` of `key` for the space of a simulator at `site` (this stack's or
+    /// another), with these flags for its webhooks.
+    pub async fn add_simulator_source(
+        &self,
+        key: &str,
+        site: &str,
+        webhook_flags: &[&str],
+    ) -> Result<String, CliError> {
         let mut args = vec![
             "sources",
             "add",
             "--key",
-            SOURCE,
+            key,
             "--site-url",
-            &site,
+            site,
             "--space",
             "ENG",
             "--email",
