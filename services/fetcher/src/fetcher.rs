@@ -2056,8 +2056,29 @@ pub struct SyncHandler(pub Arc<Fetcher>);
 
 impl Handler<SyncRequested> for SyncHandler {
     async fn handle(&self, delivery: &Delivery<SyncRequested>) -> Result<(), HandlerError> {
-        self.0.sync(&delivery.event.data).await?;
-        Ok(())
+        unless_source_removed(
+            self.0.sync(&delivery.event.data).await.map(|_| ()),
+            "sync request",
+        )
+    }
+}
+
+/// A command of a source that is no longer registered was accepted (the webhook and the api
+/// check the source) before the source was removed: nothing to do, not a poison event (found by
+/// ops/chaos --full: a hint delivered between a source's removal and its re-adding was
+/// dead-lettered).
+fn unless_source_removed(
+    result: Result<(), FetcherError>,
+    command: &'static str,
+) -> Result<(), HandlerError> {
+    match result {
+        Err(FetcherError::UnknownSource(source)) => {
+            tracing::info!(%source, command, "command of a removed source dropped");
+            metrics::counter!("pagestream_fetcher_dropped_total", "reason" => "source_removed")
+                .increment(1);
+            Ok(())
+        }
+        result => Ok(result?),
     }
 }
 
@@ -2066,7 +2087,7 @@ pub struct HintHandler(pub Arc<Fetcher>);
 
 impl Handler<PageHinted> for HintHandler {
     async fn handle(&self, delivery: &Delivery<PageHinted>) -> Result<(), HandlerError> {
-        Ok(self.0.hint(&delivery.event.data).await?)
+        unless_source_removed(self.0.hint(&delivery.event.data).await, "hint")
     }
 }
 

@@ -20,7 +20,8 @@ use pagestream_events::{
 };
 use pagestream_fetcher::state::PageRecord;
 use pagestream_fetcher::{
-    AttachmentOptions, Fetcher, FetcherOptions, Scheduler, SyncHandler, SyncOutcome, stage_configs,
+    AttachmentOptions, Fetcher, FetcherOptions, HintHandler, Scheduler, SyncHandler, SyncOutcome,
+    stage_configs,
 };
 use pagestream_sources::{
     AuthKind, Credentials, Secret, SecretKey, SourceRecord, SourceRegistry, SourceSettings, Spaces,
@@ -740,6 +741,67 @@ async fn sync_requests_on_the_bus_run_through_the_stage() {
     runner.await.expect("join").expect("stage");
     assert_eq!(progress.pages_changed, 80);
     assert_eq!(progress.mode, SyncMode::Full);
+}
+
+/// A hint or a sync request still on its way when its source was removed is dropped, not
+/// dead-lettered (found by ops/chaos --full: a hint delivered between a source's removal and its
+/// re-adding was an unexpected dead letter).
+#[tokio::test]
+async fn a_hint_and_a_sync_request_of_a_removed_source_are_dropped() {
+    let h = harness(5).await;
+    let gone = SourceKey::new("gone").expect("source");
+    h.bus
+        .publish(&Envelope::new(PageHinted {
+            source: gone.clone(),
+            page_id: PageId::from(7u64),
+            content_type: ContentType::Page,
+            reason: HintReason::Changed,
+            version: Some(3),
+            space_key: None,
+            webhook_event: None,
+            received_at: Utc::now(),
+        }))
+        .await
+        .expect("publish hint");
+    h.bus
+        .publish(&Envelope::new(SyncRequested {
+            source: gone,
+            ..h.request(SyncMode::Full)
+        }))
+        .await
+        .expect("publish request");
+    let (sync_config, hint_config) = stage_configs(1);
+    let cancel = CancellationToken::new();
+    let sync_stage = Stage::<SyncRequested>::new(h.bus.clone(), sync_config);
+    let hint_stage = Stage::<PageHinted>::new(h.bus.clone(), hint_config);
+    let runners = [
+        tokio::spawn({
+            let (cancel, handler) = (cancel.clone(), Arc::new(SyncHandler(h.fetcher.clone())));
+            async move { sync_stage.run(handler, cancel).await }
+        }),
+        tokio::spawn({
+            let (cancel, handler) = (cancel.clone(), Arc::new(HintHandler(h.fetcher.clone())));
+            async move { hint_stage.run(handler, cancel).await }
+        }),
+    ];
+    let check_sync = Stage::<SyncRequested>::new(h.bus.clone(), stage_configs(1).0);
+    let check_hints = Stage::<PageHinted>::new(h.bus.clone(), stage_configs(1).1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while check_sync.backlog().await.expect("backlog")
+        + check_hints.backlog().await.expect("backlog")
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "commands not taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    for runner in runners {
+        runner.await.expect("join").expect("stage");
+    }
+    let letters = pagestream_bus::dead_letter::list(&h.bus, 10)
+        .await
+        .expect("dead letters");
+    assert!(letters.is_empty(), "{letters:?}");
 }
 
 #[tokio::test]
