@@ -533,20 +533,24 @@ impl Bus {
     ) -> Result<jetstream::kv::Store, BusError> {
         let bucket = format!("{}_{name}", self.streams.prefix());
         patiently("create a key-value bucket", || async {
-            if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
-                topology::scale(self, &format!("KV_{bucket}")).await?;
-                return Ok(store);
+            if self.jetstream.get_key_value(&bucket).await.is_err() {
+                self.jetstream
+                    .create_key_value(jetstream::kv::Config {
+                        bucket: bucket.clone(),
+                        description: description.to_owned(),
+                        history: 1,
+                        num_replicas: self.config.replicas.unwrap_or(1),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|error| BusError::jetstream("create key-value bucket", error))?;
             }
+            topology::configure_bucket(self, &format!("KV_{bucket}")).await?;
+            // Opened after the configuration: the store reads by what it found then.
             self.jetstream
-                .create_key_value(jetstream::kv::Config {
-                    bucket: bucket.clone(),
-                    description: description.to_owned(),
-                    history: 1,
-                    num_replicas: self.config.replicas.unwrap_or(1),
-                    ..Default::default()
-                })
+                .get_key_value(&bucket)
                 .await
-                .map_err(|error| BusError::jetstream("create key-value bucket", error))
+                .map_err(|error| BusError::jetstream("open key-value bucket", error))
         })
         .await
     }
