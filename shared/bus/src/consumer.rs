@@ -295,6 +295,18 @@ impl<T: Decode> Stage<T> {
             .map_err(|error| BusError::jetstream("create consumer", error))
     }
 
+    /// The stream sequence up to which the stage's consumer has taken events (delivered to a
+    /// replica, if not yet finished).
+    async fn delivered_up_to(&self) -> Result<u64, BusError> {
+        let info = self
+            .stream()
+            .await?
+            .consumer_info(&self.config.name)
+            .await
+            .map_err(|error| BusError::jetstream("consumer info", error))?;
+        Ok(info.delivered.stream_sequence)
+    }
+
     /// The events the durable consumer has yet to finish: not yet delivered, or delivered and not
     /// yet acknowledged. Shared by every replica of the stage.
     pub async fn backlog(&self) -> Result<u64, BusError> {
@@ -387,7 +399,21 @@ impl<T: Decode> Stage<T> {
                 }
             }
             if !live.is_empty() {
-                handle_live(&self.bus, config, &name, handler.as_ref(), live, cancel).await;
+                // Only what the stage's consumer has not taken yet: when it keeps up, it takes
+                // each event at once, and the lane would do the work twice.
+                pause(LIVE_LANE_GRACE, cancel).await;
+                let taken = self.delivered_up_to().await.unwrap_or(0);
+                let (ahead, taken): (Vec<_>, Vec<_>) = live.into_iter().partition(|message| {
+                    message
+                        .info()
+                        .is_ok_and(|info| info.stream_sequence > taken)
+                });
+                for message in &taken {
+                    ack(config, message).await;
+                }
+                if !ahead.is_empty() {
+                    handle_live(&self.bus, config, &name, handler.as_ref(), ahead, cancel).await;
+                }
             }
         }
     }
@@ -467,6 +493,9 @@ async fn pause(duration: Duration, cancel: &CancellationToken) {
         () = tokio::time::sleep(duration) => {}
     }
 }
+
+/// How long the live lane lets the stage's consumer take a new event first.
+const LIVE_LANE_GRACE: Duration = Duration::from_millis(250);
 
 /// How long the live lane gives a batch before it leaves it to the stage's consumer.
 const LIVE_LANE_TIMEOUT: Duration = Duration::from_secs(60);
