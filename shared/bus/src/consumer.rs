@@ -295,26 +295,25 @@ impl<T: Decode> Stage<T> {
             .map_err(|error| BusError::jetstream("create consumer", error))
     }
 
-    /// The stream sequence up to which the stage's consumer has taken events (delivered to a
-    /// replica, if not yet finished).
-    async fn delivered_up_to(&self) -> Result<u64, BusError> {
-        let info = self
-            .stream()
+    /// The durable consumer's state on the server.
+    async fn info(&self) -> Result<async_nats::jetstream::consumer::Info, BusError> {
+        self.stream()
             .await?
             .consumer_info(&self.config.name)
             .await
-            .map_err(|error| BusError::jetstream("consumer info", error))?;
-        Ok(info.delivered.stream_sequence)
+            .map_err(|error| BusError::jetstream("consumer info", error))
+    }
+
+    /// The stream sequence up to which the stage's consumer has taken events (delivered to a
+    /// replica, if not yet finished).
+    async fn delivered_up_to(&self) -> Result<u64, BusError> {
+        Ok(self.info().await?.delivered.stream_sequence)
     }
 
     /// The events the durable consumer has yet to finish: not yet delivered, or delivered and not
     /// yet acknowledged. Shared by every replica of the stage.
     pub async fn backlog(&self) -> Result<u64, BusError> {
-        let stream = self.stream().await?;
-        let info = stream
-            .consumer_info(&self.config.name)
-            .await
-            .map_err(|error| BusError::jetstream("consumer info", error))?;
+        let info = self.info().await?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
