@@ -38,4 +38,11 @@ pub trait EmbeddingProvider: Send + Sync {
 
     /// One vector per text, in the order of `texts`.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+
+    /// One vector per search query. A provider whose capacity a bulk [`embed`](Self::embed)
+    /// can hold for seconds answers queries from capacity of their own, so that a search never
+    /// waits behind a sync.
+    async fn embed_queries(&self, queries: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed(queries).await
+    }
 }

@@ -12,7 +12,9 @@
 //! - the element-wise work (bias, GELU, residual, layer norm, masked softmax) runs fused and in
 //!   place on the products' outputs, with vectorisable loops;
 //! - batches are shared out to one worker per core, each a single-threaded pool, so that every
-//!   worker runs its batch from end to end without synchronising with the others.
+//!   worker runs its batch from end to end without synchronising with the others;
+//! - search queries run on a worker of their own: a bulk call holds every batch worker until its
+//!   last batch, and a query behind it would wait for the whole call.
 //!
 //! The service's binary should use mimalloc as its global allocator: the activations are large
 //! short-lived buffers, which the system allocator hands back to the kernel after each batch.
@@ -93,6 +95,8 @@ struct LocalModel {
     /// called from, so each worker computes its batch alone, without synchronising with the
     /// others on every operation.
     workers: Vec<rayon::ThreadPool>,
+    /// The search queries' worker, outside `workers`.
+    query_worker: rayon::ThreadPool,
     batch_tokens: usize,
 }
 
@@ -164,15 +168,17 @@ impl LocalProvider {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
+        let worker = |name: String| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| name.clone())
+                .build()
+                .map_err(|e| EmbedError::Model(format!("starting worker threads: {e}")))
+        };
         let workers = (0..threads)
-            .map(|i| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(move |_| format!("embed-{i}"))
-                    .build()
-                    .map_err(|e| EmbedError::Model(format!("starting worker threads: {e}")))
-            })
+            .map(|i| worker(format!("embed-{i}")))
             .collect::<Result<Vec<_>, _>>()?;
+        let query_worker = worker("embed-query".into())?;
         Ok(Self {
             model: Arc::new(LocalModel {
                 name,
@@ -180,6 +186,7 @@ impl LocalProvider {
                 encoder,
                 max_tokens: sentence.max_seq_length.min(bert.max_position_embeddings),
                 workers,
+                query_worker,
                 batch_tokens: config.batch_tokens.max(1),
             }),
         })
@@ -193,12 +200,29 @@ impl LocalProvider {
     /// Embeds on the provider's worker threads, blocking the caller; for callers already off
     /// the async runtime.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.model.embed(texts)
+        self.model.embed(&self.model.workers, texts)
+    }
+
+    /// Runs `embed` on the given workers off the async runtime.
+    async fn embed_off_runtime(
+        &self,
+        texts: Vec<String>,
+        workers: fn(&LocalModel) -> &[rayon::ThreadPool],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || model.embed(workers(&model), &texts))
+            .await
+            .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?
     }
 }
 
 impl LocalModel {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds `texts`, sharing their batches out to `workers`.
+    fn embed(
+        &self,
+        workers: &[rayon::ThreadPool],
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encodings = self
             .tokenizer
@@ -243,9 +267,9 @@ impl LocalModel {
             }
             Ok(done)
         };
-        let workers = self.workers.len().min(batches.len());
+        let used = workers.len().min(batches.len());
         let results: Vec<Result<Embedded, EmbedError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self.workers[..workers]
+            let handles: Vec<_> = workers[..used]
                 .iter()
                 .map(|pool| scope.spawn(|| pool.install(work)))
                 .collect();
@@ -296,10 +320,12 @@ impl EmbeddingProvider for LocalProvider {
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let model = Arc::clone(&self.model);
-        tokio::task::spawn_blocking(move || model.embed(&texts))
+        self.embed_off_runtime(texts, |model| &model.workers).await
+    }
+
+    async fn embed_queries(&self, queries: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_off_runtime(queries, |model| std::slice::from_ref(&model.query_worker))
             .await
-            .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?
     }
 }
 

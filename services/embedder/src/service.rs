@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use pagestream_bus::consumer::Handler;
 use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Stage, StageConfig};
 use pagestream_events::{
@@ -204,7 +204,12 @@ pub async fn run(
         .await
 }
 
+/// Query requests answered in one call to the provider at most: those that queued while the
+/// previous call ran.
+const MAX_QUERY_BATCH: usize = 32;
+
 /// Answers query-embedding requests (one queue group across replicas) until `cancel` fires.
+/// Requests that arrive while a call to the provider runs are embedded together in the next.
 pub async fn answer_queries(
     bus: Bus,
     provider: Arc<dyn EmbeddingProvider>,
@@ -223,41 +228,99 @@ pub async fn answer_queries(
             () = cancel.cancelled() => return Ok(()),
             request = requests.next() => request,
         };
-        let Some(request) = request else {
+        let Some(first) = request else {
             return Err(BusError::JetStream {
                 operation: "query requests",
                 reason: "subscription ended".into(),
             });
         };
-        let Some(reply_to) = request.reply.clone() else {
-            continue;
-        };
-        let reply = match serde_json::from_slice::<EmbedQueryRequest>(&request.payload) {
-            Err(error) => EmbedQueryReply::Failed {
-                error: format!("invalid request: {error}"),
-            },
-            Ok(query) => match query.model {
-                Some(model) if model != provider.model() => EmbedQueryReply::Failed {
-                    error: format!("this embedder serves {}, not {model}", provider.model()),
-                },
-                _ => match provider.embed(vec![query.text]).await {
-                    Ok(mut vectors) if vectors.len() == 1 => EmbedQueryReply::Embedded {
-                        model: provider.model().to_owned(),
-                        dimension: provider.dimension() as u32,
-                        vector: Vector(vectors.remove(0)),
-                    },
-                    Ok(_) => EmbedQueryReply::Failed {
-                        error: "provider returned no vector".into(),
-                    },
-                    Err(error) => EmbedQueryReply::Failed {
-                        error: error.to_string(),
-                    },
-                },
-            },
-        };
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(error) = bus.client().publish(reply_to, body.into()).await {
-            tracing::warn!(%error, "cannot answer a query request");
+        let mut batch = vec![first];
+        while batch.len() < MAX_QUERY_BATCH {
+            // Only what has already arrived: a subscription's next message is cancel-safe.
+            match requests.next().now_or_never() {
+                Some(Some(request)) => batch.push(request),
+                _ => break,
+            }
         }
+        let asked: Vec<_> = batch
+            .into_iter()
+            .filter_map(|request| {
+                let reply_to = request.reply?;
+                let query = serde_json::from_slice::<EmbedQueryRequest>(&request.payload)
+                    .map_err(|error| format!("invalid request: {error}"))
+                    .and_then(|query| match query.model {
+                        Some(model) if model != provider.model() => Err(format!(
+                            "this embedder serves {}, not {model}",
+                            provider.model()
+                        )),
+                        _ => Ok(query.text),
+                    });
+                Some((reply_to, query))
+            })
+            .collect();
+        let texts: Vec<String> = asked
+            .iter()
+            .filter_map(|(_, query)| query.as_ref().ok().cloned())
+            .collect();
+        let mut vectors = embed_queries(provider.as_ref(), texts).await.into_iter();
+        for (reply_to, query) in asked {
+            let answer = query.and_then(|_| {
+                vectors
+                    .next()
+                    .unwrap_or_else(|| Err("provider returned no vector".into()))
+            });
+            let reply = match answer {
+                Err(error) => EmbedQueryReply::Failed { error },
+                Ok(vector) => EmbedQueryReply::Embedded {
+                    model: provider.model().to_owned(),
+                    dimension: provider.dimension() as u32,
+                    vector: Vector(vector),
+                },
+            };
+            let body = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err(error) = bus.client().publish(reply_to, body.into()).await {
+                tracing::warn!(%error, "cannot answer a query request");
+            }
+        }
+    }
+}
+
+/// A vector or an error per query, in order. When the provider refuses the whole call (one
+/// query too long, say), each query is asked alone, so that one bad query fails only itself.
+async fn embed_queries(
+    provider: &dyn EmbeddingProvider,
+    texts: Vec<String>,
+) -> Vec<Result<Vec<f32>, String>> {
+    if texts.is_empty() {
+        return Vec::new();
+    }
+    match embed_each(provider, texts.clone()).await {
+        Ok(vectors) => vectors.into_iter().map(Ok).collect(),
+        Err(error) if texts.len() == 1 => vec![Err(error)],
+        Err(_) => {
+            let mut answers = Vec::with_capacity(texts.len());
+            for text in texts {
+                answers.push(embed_each(provider, vec![text]).await.and_then(|vectors| {
+                    vectors
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| "provider returned no vector".to_owned())
+                }));
+            }
+            answers
+        }
+    }
+}
+
+/// Exactly one vector per query, or why not.
+async fn embed_each(
+    provider: &dyn EmbeddingProvider,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, String> {
+    let count = texts.len();
+    match provider.embed_queries(texts).await {
+        Ok(vectors) if vectors.len() == count => Ok(vectors),
+        Ok(_) => Err("provider returned no vector".into()),
+        Err(error) => Err(error.to_string()),
     }
 }

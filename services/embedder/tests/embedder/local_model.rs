@@ -107,3 +107,32 @@ async fn too_long_input_is_refused_not_truncated() {
     );
     assert!(!error.is_transient());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_embedded_while_a_bulk_call_holds_every_worker() {
+    let provider = local_provider();
+    let bulk_texts: Vec<String> = (0..400)
+        .map(|i| format!("page {i}: {}", "rollout of the search service ".repeat(40)))
+        .collect();
+    let bulk = tokio::spawn(provider.embed(bulk_texts));
+    // Give the bulk call time to take its workers.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !bulk.is_finished(),
+        "the bulk call is long enough to overlap"
+    );
+    let query = provider
+        .embed_queries(vec!["how do we roll out search".into()])
+        .await
+        .expect("query");
+    assert!(
+        !bulk.is_finished(),
+        "the query was answered only after the whole bulk call"
+    );
+    let alone = provider
+        .embed(vec!["how do we roll out search".into()])
+        .await
+        .expect("embed");
+    assert_eq!(query, alone, "the query worker runs the same model");
+    assert_eq!(bulk.await.expect("join").expect("bulk").len(), 400);
+}

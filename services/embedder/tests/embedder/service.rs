@@ -291,3 +291,68 @@ async fn answers_query_embedding_requests() {
     cancel.cancel();
     responder.await.expect("join").expect("responder");
 }
+
+#[tokio::test]
+async fn queries_asked_at_once_each_get_their_own_answer() {
+    let bus = pagestream_testkit::bus().await;
+    let provider = Arc::new(Flaky {
+        refuse: Some("refuse"),
+        ..Arc::into_inner(flaky(false)).expect("sole owner")
+    });
+    let cancel = CancellationToken::new();
+    let responder = tokio::spawn(service::answer_queries(
+        bus.clone(),
+        provider.clone(),
+        cancel.clone(),
+    ));
+    let ask = |text: String| {
+        let bus = bus.clone();
+        async move {
+            let request =
+                serde_json::to_vec(&EmbedQueryRequest { text, model: None }).expect("json");
+            for _ in 0..50 {
+                if let Ok(message) = bus
+                    .client()
+                    .request(bus.embed_query_subject(), request.clone().into())
+                    .await
+                {
+                    return serde_json::from_slice::<EmbedQueryReply>(&message.payload)
+                        .expect("reply");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no reply")
+        }
+    };
+    // The responder is subscribed once one query has been answered.
+    ask("warm up".into()).await;
+    let texts: Vec<String> = (0..24)
+        .map(|i| {
+            if i == 7 {
+                "please refuse this one".to_owned()
+            } else {
+                format!("query number {i}")
+            }
+        })
+        .collect();
+    let replies = futures::future::join_all(texts.iter().cloned().map(ask)).await;
+    let hash = HashProvider::new(64, 256).expect("hash");
+    for (text, reply) in texts.iter().zip(replies) {
+        match reply {
+            EmbedQueryReply::Embedded { vector, .. } => {
+                assert!(!text.contains("refuse"), "{text} was embedded");
+                assert_eq!(
+                    vector.0,
+                    hash.embed_one(text),
+                    "{text} got another's vector"
+                );
+            }
+            EmbedQueryReply::Failed { error } => {
+                assert!(text.contains("refuse"), "{text} failed: {error}");
+                assert!(error.contains("input refused"), "{error}");
+            }
+        }
+    }
+    cancel.cancel();
+    responder.await.expect("join").expect("responder");
+}
