@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::FetcherError;
 use crate::extract::{self, FileKind};
-use crate::includes;
+use crate::includes::{self, Now};
 use crate::page_info::{self, AttachmentRef, Site, Tree};
 use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
 
@@ -439,23 +439,21 @@ impl Fetcher {
         // The pages that include this one are converted again with what it holds now: after an
         // emit, by its recorded state; for a page the source does not hold (another space's,
         // which pages here may include), by what the webhook says.
-        let current = if emitted {
-            Some(self.state.version(&hint.source, &hint.page_id).await?)
-        } else if self
-            .state
-            .record(&hint.source, &hint.page_id)
-            .await?
-            .is_none()
-        {
-            match hint.reason {
-                HintReason::Removed => Some(None),
-                HintReason::Changed => hint.version.map(Some),
-            }
-        } else {
-            None
+        let record = self.state.record(&hint.source, &hint.page_id).await?;
+        let now = match record {
+            Some(record) if emitted => Some(Now::of(&record)),
+            None if emitted => Some(Now::Gone),
+            Some(_) => None,
+            None => match hint.reason {
+                HintReason::Removed => Some(Now::Gone),
+                HintReason::Changed => hint.version.map(|version| Now::Live {
+                    version,
+                    name: None,
+                }),
+            },
         };
-        if let Some(current) = current {
-            self.hint_includers(&hint.source, &hint.page_id, current)
+        if let Some(now) = now {
+            self.hint_includers(&hint.source, &hint.page_id, now)
                 .await?;
         }
         Ok(())
@@ -815,21 +813,26 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Hints every live page recorded as including `page` with another version than `current`
-    /// (none: the page is gone), so that each is converted again with what it includes now.
+    /// Hints every live page whose record [`includes::is_stale`] given what `page` is `now`
+    /// (it changed, went or was renamed since they included it, or took a name they include),
+    /// so that each is converted again with what it includes now.
     async fn hint_includers(
         &self,
         source: &SourceKey,
         page: &PageId,
-        current: Option<u64>,
+        now: Now,
     ) -> Result<(), FetcherError> {
+        let name = match &now {
+            Now::Live { name, .. } => name.clone(),
+            Now::Gone => None,
+        };
         let hinted = self
             .hint_recorded(source, INCLUDED_CHANGED, |_, record| {
-                record.included.as_ref().is_some_and(|included| {
-                    included
-                        .get(page)
-                        .is_some_and(|version| Some(*version) != current)
-                })
+                includes::is_stale(
+                    record,
+                    |included| (included == page).then(|| now.clone()),
+                    |named| (Some(named) == name.as_deref()).then(|| page.clone()),
+                )
             })
             .await?;
         if hinted > 0 {
@@ -899,6 +902,9 @@ impl Fetcher {
             ancestry: Some(page_info::ancestry_fingerprint(&changed.page.ancestors)),
             included: Some(includes::versions(&changed.included))
                 .filter(|included| !included.is_empty()),
+            included_names: Some(includes::names(&changed.included))
+                .filter(|names| !names.is_empty()),
+            title: Some(changed.page.title.clone()),
             deleted: false,
             deleting: false,
             source_id: changed.page.source_id,
@@ -1713,21 +1719,37 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Reads again the pages recorded as including a page of the source whose recorded version
-    /// (or life) differs from the one they were emitted with: an included page changed (or
-    /// went) without a version of theirs.
+    /// Reads again the live pages of the source whose included content differs from what they
+    /// were emitted with ([`includes::is_stale`] on the source's records): an included page
+    /// changed, went or was renamed, or a page took a name they include, without a version of
+    /// theirs.
     async fn reread_includers(&mut self) -> Result<(), FetcherError> {
         let records = self.fetcher.state.records(&self.site.source).await?;
-        let stale = includes::stale_includers(
-            records.iter().filter_map(|(page, record)| {
-                record
-                    .included
-                    .as_ref()
-                    .filter(|_| record.live_version().is_some())
-                    .map(|included| (page, included))
-            }),
-            |page| records.get(page).map(PageRecord::live_version),
-        );
+        let now: HashMap<&PageId, Now> = records
+            .iter()
+            .map(|(page, record)| (page, Now::of(record)))
+            .collect();
+        let holders: HashMap<&str, &PageId> = now
+            .iter()
+            .filter_map(|(page, now)| match now {
+                Now::Live {
+                    name: Some(name), ..
+                } => Some((name.as_str(), *page)),
+                _ => None,
+            })
+            .collect();
+        let stale: BTreeSet<PageId> = records
+            .iter()
+            .filter(|(_, record)| record.live_version().is_some())
+            .filter(|(_, record)| {
+                includes::is_stale(
+                    record,
+                    |page| now.get(page).cloned(),
+                    |name| holders.get(name).map(|page| (*page).clone()),
+                )
+            })
+            .map(|(page, _)| page.clone())
+            .collect();
         if !stale.is_empty() {
             tracing::info!(run_id = %self.run_id, includers = stale.len(), "reading again the pages whose included pages changed");
         }

@@ -3,17 +3,22 @@
 //! converter to show in place of each macro. Resolution goes [`MAX_INCLUDE_DEPTH`] levels deep,
 //! each page once (so cycles end), and stops carrying bodies past [`MAX_INCLUDED_BYTES`]. What an
 //! event carries is recorded with the page (`PageRecord::included`: each included page's id and
-//! version), so that a change of an included page sends the pages that include it through again.
+//! version, and the names the macros named, found or not), so that a change of an included page,
+//! or a page taking a name an include could not find, sends the pages that include it through
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use pagestream_confluence::{ConfluenceClient, SpaceKey};
-use pagestream_events::{IncludedContent, IncludedPage, MAX_INCLUDE_DEPTH, PageId, PageInfo};
+use pagestream_events::{
+    ContentType, IncludedContent, IncludedPage, MAX_INCLUDE_DEPTH, PageId, PageInfo,
+};
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
 use crate::FetcherError;
+use crate::state::PageRecord;
 
 /// Most storage carried for one page's includes, all levels together: an include past it is
 /// shown as missing (its page still indexes).
@@ -21,6 +26,9 @@ pub const MAX_INCLUDED_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most distinct pages one page may include, all levels together (each costs a request).
 const MAX_INCLUDED_PAGES: usize = 64;
+
+/// Why an include is missing when no page bears the name it names.
+const NOT_FOUND: &str = "not found";
 
 /// What v1 content needs to be included: its body, version and space.
 const INCLUDE_EXPAND: &[&str] = &["body.storage", "version", "space"];
@@ -280,9 +288,9 @@ async fn fetch(
     };
     let page = match client.page_by_title(&key, title, INCLUDE_EXPAND).await {
         Ok(Some(page)) => page,
-        Ok(None) => return Ok(IncludedContent::Missing("not found".into())),
+        Ok(None) => return Ok(IncludedContent::Missing(NOT_FOUND.into())),
         Err(error) if error.is_not_found() => {
-            return Ok(IncludedContent::Missing("not found".into()));
+            return Ok(IncludedContent::Missing(NOT_FOUND.into()));
         }
         Err(error) => return Err(error.into()),
     };
@@ -309,21 +317,80 @@ pub(crate) fn versions(included: &[IncludedPage]) -> BTreeMap<PageId, u64> {
         .collect()
 }
 
-/// The pages, among `records`, that include a page whose current version (`current`, none when
-/// gone) differs from the one they were emitted with.
-pub(crate) fn stale_includers<'a>(
-    records: impl IntoIterator<Item = (&'a PageId, &'a BTreeMap<PageId, u64>)>,
-    current: impl Fn(&PageId) -> Option<Option<u64>>,
-) -> BTreeSet<PageId> {
-    records
-        .into_iter()
-        .filter(|(_, included)| {
-            included
-                .iter()
-                .any(|(page, version)| current(page).is_some_and(|now| now != Some(*version)))
+/// The name an include macro reaches a page by: its space key (which holds no `:`) and title.
+pub(crate) fn include_name(space_key: &str, title: &str) -> String {
+    format!("{space_key}:{title}")
+}
+
+/// The names an event's include macros named, found or not found (not those a bound left out:
+/// a page bearing such a name would not be carried either).
+pub(crate) fn names(included: &[IncludedPage]) -> BTreeSet<String> {
+    included
+        .iter()
+        .filter(|page| match &page.content {
+            IncludedContent::Found { .. } => true,
+            IncludedContent::Missing(reason) => reason == NOT_FOUND,
         })
-        .map(|(includer, _)| includer.clone())
+        .map(|page| include_name(&page.space_key, &page.title))
         .collect()
+}
+
+/// What is known now of a page that other pages may include.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Now {
+    Gone,
+    /// Live at `version`, reached by `name` (none: not known, or not a page: include macros
+    /// name pages only).
+    Live {
+        version: u64,
+        name: Option<String>,
+    },
+}
+
+impl Now {
+    /// What a page's record says of it.
+    pub fn of(record: &PageRecord) -> Self {
+        match record.live_version() {
+            None => Now::Gone,
+            Some(version) => Now::Live {
+                version,
+                name: record
+                    .include_name()
+                    .filter(|_| record.content_type == ContentType::Page),
+            },
+        }
+    }
+}
+
+/// Whether `includer` was emitted with included content other than what is there now: one of
+/// its included pages changed version, went, or no longer bears a name the includer names, or
+/// a page now bears a name that the includer named without finding it. `now` tells what is
+/// known of a page (none: nothing), `holder` which page bears a name.
+pub(crate) fn is_stale(
+    includer: &PageRecord,
+    now: impl Fn(&PageId) -> Option<Now>,
+    holder: impl Fn(&str) -> Option<PageId>,
+) -> bool {
+    let found = includer.included.as_ref();
+    let names = includer.included_names.as_ref();
+    let changed = found
+        .into_iter()
+        .flatten()
+        .any(|(page, version)| match now(page) {
+            None => false,
+            Some(Now::Gone) => true,
+            Some(Now::Live {
+                version: current,
+                name,
+            }) => {
+                current != *version
+                    || matches!((name, names), (Some(name), Some(names)) if !names.contains(&name))
+            }
+        });
+    changed
+        || names.into_iter().flatten().any(|name| {
+            holder(name).is_some_and(|page| !found.is_some_and(|found| found.contains_key(&page)))
+        })
 }
 
 #[cfg(test)]
@@ -360,5 +427,59 @@ mod tests {
         );
         assert!(targets("<p>no includes</p>").is_empty());
         assert!(targets("<p><ac:structured-macro ac:name=\"include\"").is_empty());
+    }
+
+    #[test]
+    fn an_includer_is_stale_when_what_its_names_reach_changed() {
+        let includer = PageRecord {
+            included: Some(BTreeMap::from([(PageId::from(2), 5)])),
+            included_names: Some(BTreeSet::from([
+                include_name("ENG", "Found"),
+                include_name("ENG", "Missing"),
+            ])),
+            ..PageRecord::default()
+        };
+        let live = |version, name: &str| Now::Live {
+            version,
+            name: Some(name.to_owned()),
+        };
+        let stale = |now: Now, holder: Option<(&str, u64)>| {
+            is_stale(
+                &includer,
+                |page| (*page == PageId::from(2)).then(|| now.clone()),
+                |name| {
+                    holder
+                        .filter(|(held, _)| *held == name)
+                        .map(|(_, page)| PageId::from(page))
+                },
+            )
+        };
+        let found = include_name("ENG", "Found");
+        let missing = include_name("ENG", "Missing");
+        assert!(!stale(live(5, &found), Some((&found, 2))), "unchanged");
+        assert!(stale(live(6, &found), None), "a new version");
+        assert!(stale(Now::Gone, None), "gone");
+        assert!(
+            stale(live(5, &include_name("OPS", "Found")), None),
+            "moved to another space without a version"
+        );
+        assert!(
+            !stale(
+                Now::Live {
+                    version: 5,
+                    name: None
+                },
+                None
+            ),
+            "a name not known says nothing"
+        );
+        assert!(
+            stale(live(5, &found), Some((&missing, 9))),
+            "a page took a name the includer missed"
+        );
+        assert!(
+            stale(live(5, &found), Some((&found, 9))),
+            "another page bears the name it found"
+        );
     }
 }

@@ -87,6 +87,16 @@ pub struct PageRecord {
     /// includes none (or was recorded before includes were resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub included: Option<BTreeMap<PageId, u64>>,
+    /// The names (space and title, [`crate::includes::include_name`]) its include macros
+    /// named, found or not: a page that takes one of these names later (created, renamed,
+    /// moved or restored) sends the page through again, and so does an included page that no
+    /// longer bears one. None when it names none (or was recorded before names were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub included_names: Option<BTreeSet<String>>,
+    /// The page's title as emitted (what include macros name it by). None in records written
+    /// before titles were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// The fetcher emitted the page's deletion (a tombstone, kept so that a restore of the same
     /// version is recognised and emitted as the next incarnation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -115,6 +125,16 @@ impl PageRecord {
     /// The live version known, if the page is not (possibly) deleted.
     pub fn live_version(&self) -> Option<u64> {
         (!self.deleted && !self.deleting).then_some(self.version)
+    }
+
+    /// The name include macros reach the page by, if the page is live and its space and title
+    /// are recorded.
+    pub fn include_name(&self) -> Option<String> {
+        self.live_version()?;
+        Some(crate::includes::include_name(
+            self.space_key.as_deref()?,
+            self.title.as_deref()?,
+        ))
     }
 
     /// Whether the record is the state of the source with registry id `owner` (a record or an

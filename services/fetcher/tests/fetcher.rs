@@ -2910,6 +2910,76 @@ async fn included_pages_travel_with_their_includers_and_an_edit_of_one_converts_
     assert!(!text.contains("Bravo text"));
 }
 
+#[tokio::test]
+async fn a_page_taking_a_name_an_include_missed_converts_its_includer_again() {
+    let h = harness(4).await;
+    // H includes "Later", which does not exist yet, and "Sooner", which comes without a webhook.
+    let holder = page_under(
+        &h,
+        "Holder",
+        None,
+        &format!(
+            "<p>Holder text.</p>{}{}",
+            include_macro("Later"),
+            include_macro("Sooner")
+        ),
+    )
+    .await;
+    h.sync(SyncMode::Full).await;
+    let missing = [("Later".to_owned(), false), ("Sooner".to_owned(), false)];
+    assert_eq!(included_titles(&last_changed(&h, holder).await), missing);
+    let mut hints = Tap::open(&h, EventKind::PageHinted).await;
+    let mut includer_hint = hint_of(&h, holder, HintReason::Changed, "included_changed");
+    includer_hint.version = None;
+
+    // "Later" created, through its webhook: H is hinted and shows it.
+    let later = page_under(&h, "Later", None, "<p>Later text.</p>").await;
+    h.fetcher
+        .hint(&hint_of(&h, later, HintReason::Changed, "page_created"))
+        .await
+        .expect("hint");
+    assert_eq!(ids(&hints.drain().await), [PageId::from(holder)].into());
+    h.fetcher.hint(&includer_hint).await.expect("includer hint");
+    let event = last_changed(&h, holder).await;
+    assert_eq!(
+        included_titles(&event),
+        [("Later".to_owned(), true), ("Sooner".to_owned(), false)]
+    );
+    assert!(markdown(&event).contains("Later text."));
+
+    // Trashed and restored (the same version): H loses it, then shows it again.
+    h.sim.handle.trash(later).await.expect("trash");
+    h.fetcher
+        .hint(&hint_of(&h, later, HintReason::Removed, "page_trashed"))
+        .await
+        .expect("removal hint");
+    assert_eq!(ids(&hints.drain().await), [PageId::from(holder)].into());
+    h.fetcher.hint(&includer_hint).await.expect("includer hint");
+    assert_eq!(included_titles(&last_changed(&h, holder).await), missing);
+    h.sim.handle.restore(later).await.expect("restore");
+    h.fetcher
+        .hint(&hint_of(&h, later, HintReason::Changed, "page_restored"))
+        .await
+        .expect("restore hint");
+    assert_eq!(ids(&hints.drain().await), [PageId::from(holder)].into());
+    h.fetcher.hint(&includer_hint).await.expect("includer hint");
+    assert!(markdown(&last_changed(&h, holder).await).contains("Later text."));
+
+    // "Sooner" created without a webhook: the sync that finds it reads H again.
+    page_under(&h, "Sooner", None, "<p>Sooner text.</p>").await;
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(run.pages_changed, 2, "Sooner, and H read again: {run:?}");
+    let event = last_changed(&h, holder).await;
+    assert_eq!(
+        included_titles(&event),
+        [("Later".to_owned(), true), ("Sooner".to_owned(), true)]
+    );
+    assert!(markdown(&event).contains("Sooner text."));
+    // Nothing stale is left: the next sync reads nothing again.
+    let run = h.sync(SyncMode::Full).await;
+    assert_eq!(run.pages_changed, 0, "{run:?}");
+}
+
 impl Harness {
     /// Points the harness's source at `spaces` (a new `updated_at`, as the api writes it).
     async fn cover(&self, spaces: Spaces) {
