@@ -39,10 +39,11 @@ pub trait EmbeddingProvider: Send + Sync {
     /// One vector per text, in the order of `texts`.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
 
-    /// One vector per search query. A provider whose capacity a bulk [`embed`](Self::embed)
-    /// can hold for seconds answers queries from capacity of their own, so that a search never
-    /// waits behind a sync.
-    async fn embed_queries(&self, queries: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.embed(queries).await
+    /// One vector per text, for work that must not wait behind a bulk call: search queries
+    /// and the live lane's edits. A provider whose capacity a bulk [`embed`](Self::embed) can
+    /// hold for seconds serves these from capacity of their own, so that neither a search nor
+    /// an edit waits behind a sync.
+    async fn embed_urgent(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed(texts).await
     }
 }

@@ -13,8 +13,9 @@
 //!   place on the products' outputs, with vectorisable loops;
 //! - batches are shared out to one worker per core, each a single-threaded pool, so that every
 //!   worker runs its batch from end to end without synchronising with the others;
-//! - search queries run on a worker of their own: a bulk call holds every batch worker until its
-//!   last batch, and a query behind it would wait for the whole call.
+//! - urgent work (search queries, the live lane's edits) runs on a worker of its own: a bulk call
+//!   holds every batch worker until its last batch, and work behind it would wait for the whole
+//!   call.
 //!
 //! The service's binary should use mimalloc as its global allocator: the activations are large
 //! short-lived buffers, which the system allocator hands back to the kernel after each batch.
@@ -95,8 +96,8 @@ struct LocalModel {
     /// called from, so each worker computes its batch alone, without synchronising with the
     /// others on every operation.
     workers: Vec<rayon::ThreadPool>,
-    /// The search queries' worker, outside `workers`.
-    query_worker: rayon::ThreadPool,
+    /// The worker of urgent work ([`EmbeddingProvider::embed_urgent`]), outside `workers`.
+    urgent_worker: rayon::ThreadPool,
     batch_tokens: usize,
 }
 
@@ -178,7 +179,7 @@ impl LocalProvider {
         let workers = (0..threads)
             .map(|i| worker(format!("embed-{i}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let query_worker = worker("embed-query".into())?;
+        let urgent_worker = worker("embed-urgent".into())?;
         Ok(Self {
             model: Arc::new(LocalModel {
                 name,
@@ -186,7 +187,7 @@ impl LocalProvider {
                 encoder,
                 max_tokens: sentence.max_seq_length.min(bert.max_position_embeddings),
                 workers,
-                query_worker,
+                urgent_worker,
                 batch_tokens: config.batch_tokens.max(1),
             }),
         })
@@ -323,8 +324,8 @@ impl EmbeddingProvider for LocalProvider {
         self.embed_off_runtime(texts, |model| &model.workers).await
     }
 
-    async fn embed_queries(&self, queries: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.embed_off_runtime(queries, |model| std::slice::from_ref(&model.query_worker))
+    async fn embed_urgent(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_off_runtime(texts, |model| std::slice::from_ref(&model.urgent_worker))
             .await
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 use pagestream_bus::consumer::Handler;
-use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Stage, StageConfig};
+use pagestream_bus::{Bus, BusError, Delivery, HandlerError, Lane, Stage, StageConfig};
 use pagestream_events::{
     ChunksReady, EmbedQueryReply, EmbedQueryRequest, Envelope, PageConverted, Retryable, Vector,
 };
@@ -105,7 +105,9 @@ impl Handler<PageConverted> for EmbedderHandler {
             .flatten()
             .flat_map(ReusePlan::texts_to_embed)
             .collect();
-        let embedded = match self.embed(texts).await {
+        // A batch of live edits only is urgent: it must not wait behind a sync's bulk calls.
+        let urgent = batch.iter().all(|delivery| delivery.lane == Lane::Live);
+        let embedded = match self.embed(texts, urgent).await {
             Ok(vectors) => Some(vectors),
             Err(error) if error.is_transient() => {
                 let error = HandlerError::from(error);
@@ -128,7 +130,7 @@ impl Handler<PageConverted> for EmbedderHandler {
                         Some(vectors) => {
                             Ok(vectors.by_ref().take(plan.texts_to_embed().len()).collect())
                         }
-                        None => self.embed(plan.texts_to_embed()).await,
+                        None => self.embed(plan.texts_to_embed(), urgent).await,
                     };
                     match own {
                         Ok(own) => self.publish(delivery, plan, own).await,
@@ -144,13 +146,17 @@ impl Handler<PageConverted> for EmbedderHandler {
 }
 
 impl EmbedderHandler {
-    /// Embeds texts, checking that every text got its vector.
-    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds texts (as urgent work or not), checking that every text got its vector.
+    async fn embed(&self, texts: Vec<String>, urgent: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
         let total = texts.len();
         if total == 0 {
             return Ok(Vec::new());
         }
-        let vectors = self.provider.embed(texts).await?;
+        let vectors = if urgent {
+            self.provider.embed_urgent(texts).await?
+        } else {
+            self.provider.embed(texts).await?
+        };
         if vectors.len() != total {
             return Err(EmbedError::VectorCount {
                 expected: total,
@@ -318,7 +324,7 @@ async fn embed_each(
     texts: Vec<String>,
 ) -> Result<Vec<Vec<f32>>, String> {
     let count = texts.len();
-    match provider.embed_queries(texts).await {
+    match provider.embed_urgent(texts).await {
         Ok(vectors) if vectors.len() == count => Ok(vectors),
         Ok(_) => Err("provider returned no vector".into()),
         Err(error) => Err(error.to_string()),

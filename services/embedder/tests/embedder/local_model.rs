@@ -109,7 +109,7 @@ async fn too_long_input_is_refused_not_truncated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_is_embedded_while_a_bulk_call_holds_every_worker() {
+async fn urgent_work_is_embedded_while_a_bulk_call_holds_every_worker() {
     let provider = local_provider();
     let bulk_texts: Vec<String> = (0..400)
         .map(|i| format!("page {i}: {}", "rollout of the search service ".repeat(40)))
@@ -122,7 +122,7 @@ async fn a_query_is_embedded_while_a_bulk_call_holds_every_worker() {
         "the bulk call is long enough to overlap"
     );
     let query = provider
-        .embed_queries(vec!["how do we roll out search".into()])
+        .embed_urgent(vec!["how do we roll out search".into()])
         .await
         .expect("query");
     assert!(
@@ -133,6 +133,6 @@ async fn a_query_is_embedded_while_a_bulk_call_holds_every_worker() {
         .embed(vec!["how do we roll out search".into()])
         .await
         .expect("embed");
-    assert_eq!(query, alone, "the query worker runs the same model");
+    assert_eq!(query, alone, "the urgent worker runs the same model");
     assert_eq!(bulk.await.expect("join").expect("bulk").len(), 400);
 }

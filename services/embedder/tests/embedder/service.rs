@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use pagestream_bus::{Bus, dead_letter};
+use pagestream_bus::{Bus, Lane, dead_letter};
 use pagestream_embedder::hash::HashProvider;
 use pagestream_embedder::service::{self, EmbedderConfig};
 use pagestream_embedder::{EmbedError, EmbeddingProvider, TokenCounter};
@@ -16,12 +16,14 @@ use pagestream_events::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Counts embedded texts, fails every other call when asked to, and refuses any call with a text
-/// that contains `refuse` (as a server refuses an input it cannot take).
+/// Counts embedded texts (and those embedded as urgent work), fails every other call when asked
+/// to, and refuses any call with a text that contains `refuse` (as a server refuses an input it
+/// cannot take).
 struct Flaky {
     inner: HashProvider,
     calls: AtomicUsize,
     texts: AtomicUsize,
+    urgent_texts: AtomicUsize,
     fail_every_other: bool,
     refuse: Option<&'static str>,
 }
@@ -53,6 +55,12 @@ impl EmbeddingProvider for Flaky {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts).await
     }
+    async fn embed_urgent(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let count = texts.len();
+        let vectors = self.embed(texts).await?;
+        self.urgent_texts.fetch_add(count, Ordering::SeqCst);
+        Ok(vectors)
+    }
 }
 
 fn flaky(fail_every_other: bool) -> Arc<Flaky> {
@@ -60,6 +68,7 @@ fn flaky(fail_every_other: bool) -> Arc<Flaky> {
         inner: HashProvider::new(64, 256).expect("hash"),
         calls: AtomicUsize::new(0),
         texts: AtomicUsize::new(0),
+        urgent_texts: AtomicUsize::new(0),
         fail_every_other,
         refuse: None,
     })
@@ -129,6 +138,26 @@ fn start(bus: &Bus, provider: Arc<Flaky>) -> (CancellationToken, tokio::task::Jo
         }
     });
     (cancel, task)
+}
+
+#[tokio::test]
+async fn a_live_edit_is_urgent_work_and_a_full_sync_page_is_not() {
+    let bus = pagestream_testkit::bus().await;
+    let provider = flaky(false);
+    let (cancel, task) = start(&bus, provider.clone());
+    bus.publish_in(Lane::Bulk, &page(1, 1, sections(None)))
+        .await
+        .expect("publish");
+    let bulk = chunks_of(&bus, 1, 1).await.chunks.len();
+    assert_eq!(provider.urgent_texts.load(Ordering::SeqCst), 0);
+    bus.publish(&page(2, 1, sections(Some(3))))
+        .await
+        .expect("publish");
+    let live = chunks_of(&bus, 2, 1).await.chunks.len();
+    assert_eq!(provider.urgent_texts.load(Ordering::SeqCst), live);
+    assert_eq!(provider.texts.load(Ordering::SeqCst), bulk + live);
+    cancel.cancel();
+    task.await.expect("join");
 }
 
 #[tokio::test]
