@@ -15,7 +15,9 @@
 //!   worker runs its batch from end to end without synchronising with the others;
 //! - urgent work (search queries, the live lane's edits) runs on a worker of its own: a bulk call
 //!   holds every batch worker until its last batch, and work behind it would wait for the whole
-//!   call.
+//!   call. The batch workers run at a lower priority (Linux `nice` +10): when urgent work, the
+//!   other stages or Postgres want the cores a bulk call yields them, and alone it runs at full
+//!   speed.
 //!
 //! The service's binary should use mimalloc as its global allocator: the activations are large
 //! short-lived buffers, which the system allocator hands back to the kernel after each batch.
@@ -31,6 +33,9 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::{EmbedError, EmbeddingProvider, TokenCounter};
+
+/// How much lower than the process's the batch workers' priority is (Linux `nice`).
+const BATCH_WORKER_NICENESS: i32 = 10;
 
 /// Tokens per batch: enough rows for the matrix products to run at full speed, few enough that
 /// the activations stay in cache-friendly sizes.
@@ -169,17 +174,10 @@ impl LocalProvider {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let worker = |name: String| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .thread_name(move |_| name.clone())
-                .build()
-                .map_err(|e| EmbedError::Model(format!("starting worker threads: {e}")))
-        };
         let workers = (0..threads)
-            .map(|i| worker(format!("embed-{i}")))
+            .map(|i| worker(format!("embed-{i}"), BATCH_WORKER_NICENESS))
             .collect::<Result<Vec<_>, _>>()?;
-        let urgent_worker = worker("embed-urgent".into())?;
+        let urgent_worker = worker("embed-urgent".into(), 0)?;
         Ok(Self {
             model: Arc::new(LocalModel {
                 name,
@@ -216,6 +214,34 @@ impl LocalProvider {
             .map_err(|e| EmbedError::Inference(format!("embedding task failed: {e}")))?
     }
 }
+
+/// A single-threaded pool whose thread runs `niceness` lower than the process.
+fn worker(name: String, niceness: i32) -> Result<rayon::ThreadPool, EmbedError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(move |_| name.clone())
+        .start_handler(move |_| lower_this_threads_priority(niceness))
+        .build()
+        .map_err(|e| EmbedError::Model(format!("starting worker threads: {e}")))
+}
+
+/// Lowers the calling thread's priority by `niceness` (Linux: a thread's nice value is its
+/// own); where it cannot, the thread runs at the process's.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority(niceness: i32) {
+    if niceness <= 0 {
+        return;
+    }
+    let thread = Some(rustix::thread::gettid());
+    let current = rustix::process::getpriority_process(thread).unwrap_or(0);
+    if let Err(error) = rustix::process::setpriority_process(thread, current + niceness) {
+        tracing::debug!(%error, "cannot lower a batch worker's priority");
+    }
+}
+
+/// Elsewhere every worker runs at the process's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority(_niceness: i32) {}
 
 impl LocalModel {
     /// Embeds `texts`, sharing their batches out to `workers`.
@@ -729,6 +755,20 @@ fn fast_exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_workers_run_at_a_lower_priority_than_the_urgent_one() {
+        let priority = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let batch = worker("batch".into(), BATCH_WORKER_NICENESS).expect("worker");
+        let urgent = worker("urgent".into(), 0).expect("worker");
+        let urgent_priority = urgent.install(priority).expect("priority");
+        assert_eq!(urgent_priority, priority().expect("priority"));
+        assert_eq!(
+            batch.install(priority).expect("priority"),
+            (urgent_priority + BATCH_WORKER_NICENESS).min(19)
+        );
+    }
 
     #[test]
     fn erf_matches_reference_values() {

@@ -108,6 +108,9 @@ impl ClientConfig {
 pub struct RateLimits {
     /// Requests started per second; `None` for no pacing (default 10).
     pub requests_per_second: Option<f64>,
+    /// Requests that may start at once, within the rate, after the client kept under it
+    /// (default 5: what one hint asks for); 1 spaces every request.
+    pub burst: u32,
     /// Requests in flight at once (default 4).
     pub max_concurrent: usize,
     /// While Confluence signals `X-RateLimit-NearLimit: true`, the rate is divided by this factor
@@ -123,6 +126,7 @@ impl Default for RateLimits {
     fn default() -> Self {
         Self {
             requests_per_second: Some(10.0),
+            burst: 5,
             max_concurrent: 4,
             near_limit_slowdown: 4.0,
             near_limit_spacing: Duration::from_millis(250),

@@ -10,7 +10,8 @@
 //!
 //! // One client per source. Cloud: Basic email:api_token; Data Center: `Auth::data_center(pat)`.
 //! // Defaults: 30 s timeout, 4 attempts (backoff 1/2/4 s ±20 %), Retry-After clamped to 60 s,
-//! // 10 requests/s, 4 in flight, 64 MiB per response, 250 ids per bulk request.
+//! // 10 requests/s (5 at once after a quiet spell), 4 in flight, 64 MiB per response, 250 ids
+//! // per bulk request.
 //! let mut config = ClientConfig::new("https://example.atlassian.net/wiki", Auth::cloud("me@x.io", "token"));
 //! config.retry.max_attempts = 6;
 //! let client = ConfluenceClient::new(config)?; // Err(Config) for http:// (non-loopback), bad creds

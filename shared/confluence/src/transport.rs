@@ -59,7 +59,8 @@ pub(crate) struct Transport {
 }
 
 struct Pacing {
-    next_slot: Instant,
+    /// When the next request may start at the rate; none before the first.
+    next_slot: Option<Instant>,
     slow_until: Option<Instant>,
 }
 
@@ -86,7 +87,7 @@ impl Transport {
             bulk_batch_size: config.bulk_batch_size,
             concurrency: Semaphore::new(config.limits.max_concurrent),
             pacing: Mutex::new(Pacing {
-                next_slot: Instant::now(),
+                next_slot: None,
                 slow_until: None,
             }),
         })
@@ -398,19 +399,24 @@ impl Transport {
 
     /// Waits for this request's slot under the client's rate limit.
     async fn pace(&self, counters: &Counters) {
-        let spacing = {
+        let (spacing, slowed) = {
             let pacing = self.pacing.lock().await;
             let slowed = pacing
                 .slow_until
                 .is_some_and(|until| Instant::now() < until);
-            self.spacing(slowed)
+            (self.spacing(slowed), slowed)
         };
         let Some(spacing) = spacing else { return };
+        // A client that kept under its rate may start up to `burst` requests at once (a hint's
+        // handful: the page, its comments, attachments and includes); on average the rate holds
+        // (the generic cell rate algorithm). Slowed down, every request waits its turn.
+        let burst = if slowed { 1 } else { self.limits.burst.max(1) };
         let slot = {
             let mut pacing = self.pacing.lock().await;
             let now = Instant::now();
-            let slot = pacing.next_slot.max(now);
-            pacing.next_slot = slot + spacing;
+            let earliest = now.checked_sub(spacing * (burst - 1)).unwrap_or(now);
+            let slot = pacing.next_slot.map_or(earliest, |next| next.max(earliest));
+            pacing.next_slot = Some(slot + spacing);
             slot
         };
         let wait = slot.saturating_duration_since(Instant::now());

@@ -612,15 +612,29 @@ async fn near_limit_signals_and_the_rate_limit_pace_requests() {
     assert_eq!(stats.waited(), stats.throttle_wait + stats.retry_wait);
 
     sim.handle.clear_faults();
-    let mut paced = fast_config(&sim);
-    paced.limits.requests_per_second = Some(20.0);
-    let paced = ConfluenceClient::new(paced).expect("client");
-    space_listing(&paced, 5).await;
-    let stats = paced.stats();
+    let paced = |burst: u32| {
+        let mut config = fast_config(&sim);
+        config.limits.requests_per_second = Some(20.0);
+        config.limits.burst = burst;
+        ConfluenceClient::new(config).expect("client")
+    };
+    let spaced = paced(1);
+    space_listing(&spaced, 5).await;
+    let stats = spaced.stats();
     // 7 requests spaced 50 ms apart: the last six each waited for their slot.
     assert!(
         stats.throttle_wait >= Duration::from_millis(100),
         "{stats:?}"
+    );
+    // With a burst of 7, a quiet client starts all 7 at once; the 8th waits for the rate.
+    let bursting = paced(7);
+    space_listing(&bursting, 5).await;
+    assert_eq!(bursting.stats().throttle_wait, Duration::ZERO);
+    space_listing(&bursting, 5).await;
+    assert!(
+        bursting.stats().throttle_wait >= Duration::from_millis(100),
+        "{:?}",
+        bursting.stats()
     );
 }
 
