@@ -69,11 +69,21 @@ async fn timed_full_sync(stack: &Stack) -> anyhow::Result<SyncTiming> {
         if status["status"] == "failed" {
             bail!("the sync failed: {status}");
         }
+        // Indexed: every page's chunks are in. Not the run's own count: a scheduled incremental
+        // run that emits a page first counts it, and the full run's count then stops short.
+        let pages_indexed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM confluence_pages WHERE chunks_version IS NOT NULL",
+        )
+        .fetch_one(&stack.pool)
+        .await?;
         if stage_done_s.contains_key("fetched") {
-            for stage in ["converted", "embedded", "indexed"] {
+            for stage in ["converted", "embedded"] {
                 if counts[stage].as_i64().unwrap_or_default() >= changed {
                     stage_done_s.entry(stage).or_insert(json!(at));
                 }
+            }
+            if pages_indexed >= changed {
+                stage_done_s.entry("indexed").or_insert(json!(at));
             }
         }
         // Searchable at speed: the vector index exists (bulk mode builds it after the load).
