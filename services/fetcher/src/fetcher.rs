@@ -822,10 +822,7 @@ impl Fetcher {
         page: &PageId,
         now: Now,
     ) -> Result<(), FetcherError> {
-        let name = match &now {
-            Now::Live { name, .. } => name.clone(),
-            Now::Gone => None,
-        };
+        let name = now.name().map(str::to_owned);
         let hinted = self
             .hint_recorded(source, INCLUDED_CHANGED, |_, record| {
                 includes::is_stale(
@@ -1731,12 +1728,7 @@ impl Run<'_> {
             .collect();
         let holders: HashMap<&str, &PageId> = now
             .iter()
-            .filter_map(|(page, now)| match now {
-                Now::Live {
-                    name: Some(name), ..
-                } => Some((name.as_str(), *page)),
-                _ => None,
-            })
+            .filter_map(|(page, now)| Some((now.name()?, *page)))
             .collect();
         let stale: BTreeSet<PageId> = records
             .iter()

@@ -360,6 +360,14 @@ impl Now {
             },
         }
     }
+
+    /// The name include macros reach the page by, if it is live and the name is known.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Now::Live { name, .. } => name.as_deref(),
+            Now::Gone => None,
+        }
+    }
 }
 
 /// Whether `includer` was emitted with included content other than what is there now: one of
