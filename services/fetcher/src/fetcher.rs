@@ -24,7 +24,7 @@ use crate::FetcherError;
 use crate::extract::{self, FileKind};
 use crate::includes::{self, Now};
 use crate::page_info::{self, AttachmentRef, Site, Tree};
-use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, Window};
+use crate::state::{AttachmentRecord, FetcherState, PageRecord, RecordRead, RunInFlight, Window};
 
 mod spaces;
 
@@ -394,6 +394,7 @@ impl Fetcher {
                 run.progress.status = SyncStatus::Completed;
                 run.progress.finished_at = Some(Utc::now());
                 run.publish_progress().await?;
+                run.unmark().await;
                 tracing::info!(
                     source = %request.source,
                     run_id = %request.run_id,
@@ -414,6 +415,9 @@ impl Fetcher {
                 }
                 run.progress.last_error = Some(error.to_string());
                 run.report().await;
+                if !error.is_transient() {
+                    run.unmark().await;
+                }
                 tracing::warn!(source = %request.source, run_id = %request.run_id, %error, "sync stopped");
                 Err(error)
             }
@@ -1306,10 +1310,35 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Publishes progress; a failure only delays the next snapshot.
+    /// Publishes progress and marks the run as in progress for the scheduler; a failure only
+    /// delays the next snapshot.
     async fn report(&mut self) {
         if let Err(error) = self.publish_progress().await {
             tracing::warn!(run_id = %self.run_id, %error, "cannot publish sync progress");
+        }
+        let in_flight = RunInFlight {
+            run_id: self.run_id,
+            reported_at: self.progress.updated_at,
+        };
+        if let Err(error) = self
+            .fetcher
+            .state
+            .set_running(&self.progress.source, &in_flight)
+            .await
+        {
+            tracing::warn!(run_id = %self.run_id, %error, "cannot mark the sync run in progress");
+        }
+    }
+
+    /// Lifts the in-progress mark of a run that ended (a stale mark only delays scheduling).
+    async fn unmark(&self) {
+        if let Err(error) = self
+            .fetcher
+            .state
+            .clear_running(&self.progress.source, self.run_id)
+            .await
+        {
+            tracing::warn!(run_id = %self.run_id, %error, "cannot unmark the ended sync run");
         }
     }
 

@@ -5,7 +5,9 @@
 //! the slot (JetStream drops the duplicate of a replica that raced within its window), then the
 //! slot is claimed in the fetcher's state by compare-and-set, so that no replica, now or after a
 //! restart, schedules it again. A source's first slot is only claimed: its first sync is the one
-//! its owner asks for.
+//! its owner asks for. A slot that comes while a run of the source is in progress waits for its
+//! end (a run beside a first full sync would emit the pages the full run has not reached yet a
+//! second time), unless that run has not reported for [`SILENT_RUN`].
 
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::FetcherError;
 use crate::state::FetcherState;
+
+/// A run that has not reported for this long is taken for dead: runs report at least every
+/// 50 pages, and a crashed one is redelivered and reports again.
+const SILENT_RUN: chrono::Duration = chrono::Duration::minutes(10);
 
 pub struct Scheduler {
     bus: Bus,
@@ -48,6 +54,12 @@ impl Scheduler {
                 }
                 Some(last) if last >= slot => continue,
                 Some(_) => {}
+            }
+            if let Some(run) = self.state.running(&record.key).await?
+                && now - run.reported_at < SILENT_RUN
+            {
+                tracing::debug!(source = %record.key, run_id = %run.run_id, slot, "scheduled sync waits for the run in progress");
+                continue;
             }
             let request = SyncRequested {
                 source: record.key.clone(),

@@ -11,6 +11,8 @@
 //! - `<source>.source`: the id of the source the state belongs to (a source removed and added
 //!   again under its key starts afresh);
 //! - `<source>.schedule`: the last scheduled slot of the source's incremental syncs;
+//! - `<source>.running`: the sync run in progress and when it last reported, so that the
+//!   scheduler does not start a run beside it;
 //! - `<source>.failed`: the pages that failed in the last run, which the next incremental run
 //!   fetches again whatever its window (the watermark moves on without them);
 //! - `<source>.spaces`: the keys of the spaces the last completed run synced, so that a space
@@ -41,6 +43,7 @@ const SOURCE_ID: &str = "source";
 const SCHEDULE: &str = "schedule";
 const FAILED: &str = "failed";
 const SPACES: &str = "spaces";
+const RUNNING: &str = "running";
 
 /// Compare-and-set attempts before a write racing other replicas gives up (transient).
 const CAS_ATTEMPTS: usize = 16;
@@ -188,6 +191,13 @@ pub struct Window {
     pub before: DateTime<Utc>,
     /// The watermark the run leaves behind when it completes.
     pub next_watermark: DateTime<Utc>,
+}
+
+/// A sync run in progress, as its fetcher last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInFlight {
+    pub run_id: Uuid,
+    pub reported_at: DateTime<Utc>,
 }
 
 /// The fetcher's key-value bucket.
@@ -459,6 +469,50 @@ impl FetcherState {
             None => self.store.create(key, value).await.is_ok(),
         };
         Ok(claimed)
+    }
+
+    /// The source's sync run in progress, if one reported.
+    pub async fn running(&self, source: &SourceKey) -> Result<Option<RunInFlight>, FetcherError> {
+        let value = self
+            .store
+            .get(format!("{source}.{RUNNING}"))
+            .await
+            .map_err(|error| state_error("get running run", error))?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// Records that a run of the source is in progress (its latest report wins).
+    pub async fn set_running(
+        &self,
+        source: &SourceKey,
+        run: &RunInFlight,
+    ) -> Result<(), FetcherError> {
+        let value =
+            serde_json::to_vec(run).map_err(|error| state_error("encode running run", error))?;
+        self.store
+            .put(format!("{source}.{RUNNING}"), Bytes::from(value))
+            .await
+            .map_err(|error| state_error("put running run", error))?;
+        Ok(())
+    }
+
+    /// Records that the run ended, unless another run of the source reported since.
+    pub async fn clear_running(
+        &self,
+        source: &SourceKey,
+        run_id: Uuid,
+    ) -> Result<(), FetcherError> {
+        if self
+            .running(source)
+            .await?
+            .is_some_and(|run| run.run_id == run_id)
+        {
+            self.store
+                .delete(format!("{source}.{RUNNING}"))
+                .await
+                .map_err(|error| state_error("delete running run", error))?;
+        }
+        Ok(())
     }
 
     /// What was emitted for each of a source's pages, tombstones included. Reads the bucket's

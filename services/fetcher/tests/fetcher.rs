@@ -1751,6 +1751,48 @@ async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
 }
 
 #[tokio::test]
+async fn a_scheduled_slot_waits_for_the_run_in_progress() {
+    let h = harness(30).await;
+    let mut record = h.record.clone();
+    record.settings.incremental_interval_secs = 60;
+    record.updated_at = Utc::now();
+    h.registry.put(&record).await.expect("update");
+    let scheduler = Scheduler::new(h.bus.clone(), h.registry.clone(), h.fetcher.state().clone());
+    let now = Utc::now();
+    assert!(scheduler.tick(now).await.expect("tick").is_empty());
+    let next = record.next_sync_at(now).expect("scheduled");
+    // A slow site keeps the first full sync in progress while its next slot comes.
+    h.sim.handle.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
+    let full = h.request(SyncMode::Full);
+    let state = h.fetcher.state().clone();
+    let during = async {
+        let in_flight = loop {
+            if let Some(run) = state.running(&h.source).await.expect("running") {
+                break run;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (in_flight, scheduler.tick(next).await.expect("tick"))
+    };
+    let (run, (in_flight, requested)) = tokio::join!(h.fetcher.sync(&full), during);
+    assert_eq!(run.expect("full sync").status, SyncStatus::Completed);
+    assert_eq!(in_flight.run_id, full.run_id);
+    assert!(
+        requested.is_empty(),
+        "no run beside the full sync: {requested:?}"
+    );
+    // The run's end lifts its mark, and the slot it held back runs.
+    assert_eq!(state.running(&h.source).await.expect("running"), None);
+    h.sim.handle.clear_faults();
+    let requested = scheduler.tick(next).await.expect("tick");
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    assert_eq!(requested[0].mode, SyncMode::Incremental);
+}
+
+#[tokio::test]
 async fn a_label_change_reaches_the_page_event_through_its_webhook_or_the_reconciliation() {
     const LABEL: &str = "converged-label";
     let h = harness(15).await;
