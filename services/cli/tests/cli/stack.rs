@@ -102,6 +102,20 @@ impl StackOptions {
     }
 }
 
+/// Stderr through `eprint!`, which libtest captures (a test's output shows when it fails).
+struct CapturedStderr;
+
+impl std::io::Write for CapturedStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        eprint!("{}", String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Stack {
     /// The simulator with `pages` generated pages and every service.
     pub async fn start(pages: usize, kind: Provider) -> Self {
@@ -109,13 +123,14 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
-        // Warnings of every service show in a failing test's output.
+        // Warnings of every service show in a failing test's output, and on a bench's stderr
+        // (its stdout carries its figures).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             )
-            .with_test_writer()
+            .with_writer(|| CapturedStderr)
             .try_init();
         let bus = pagestream_testkit::bus().await;
         let root = bus.config().root.clone();
