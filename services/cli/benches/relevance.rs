@@ -340,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
     let mut sweep = Vec::new();
     for text in [TextLeg::Bm25, TextLeg::Postgres] {
         for k in [1.0, 10.0, 30.0, 60.0, 100.0] {
-            for depth in [10, 20, 50] {
+            for depth in [10, 20, 30, 50] {
                 for text_weight in [1.0, 1.5, 2.0] {
                     let ranking = Ranking::Fused {
                         k,
