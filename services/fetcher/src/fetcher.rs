@@ -365,7 +365,8 @@ impl Fetcher {
         let started_at = Utc::now();
         let mut run = Run {
             fetcher: self,
-            client: source.client.with_fresh_stats(),
+            // A run's requests are background work: a webhook's page goes before them.
+            client: source.client.with_fresh_stats().in_background(),
             site: source.site,
             run_id: request.run_id,
             reported_at: 0,
@@ -431,10 +432,21 @@ impl Fetcher {
     /// source; a page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
+        // What a change sends through again (a moved page's subtree, a changed page's includers)
+        // waits for the webhooks' own pages under the rate limit.
+        let derived = matches!(
+            hint.webhook_event.as_deref(),
+            Some(ANCESTOR_MOVED | INCLUDED_CHANGED)
+        );
+        let client = if derived {
+            source.client.in_background()
+        } else {
+            source.client.clone()
+        };
         let emitted = self
             .apply_hint(
                 hint,
-                &source.client,
+                &client,
                 &source.site,
                 None,
                 &includes::Resolver::default(),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{CurrentUser, Listing, ListingLinks};
 use crate::stats::Counters;
-use crate::transport::{Change, Fetched, SharedTransport, Transport};
+use crate::transport::{Caller, Change, Fetched, Priority, SharedTransport, Transport};
 use crate::{
     AncestorRef, Attachment, AttachmentContent, ClientConfig, ClientStats, Comment,
     ConfluenceError, Content, Page, SearchHit, Space, SpaceId, SpaceKey, UserTimeZone,
@@ -64,6 +64,7 @@ pub struct BulkPages {
 pub struct ConfluenceClient {
     transport: SharedTransport,
     counters: Arc<Counters>,
+    priority: Priority,
 }
 
 impl std::fmt::Debug for ConfluenceClient {
@@ -97,6 +98,7 @@ impl ConfluenceClient {
         Ok(Self {
             transport: Arc::new(Transport::new(&config)?),
             counters: Arc::new(Counters::default()),
+            priority: Priority::Urgent,
         })
     }
 
@@ -116,6 +118,25 @@ impl ConfluenceClient {
         Self {
             transport: Arc::clone(&self.transport),
             counters: Arc::new(Counters::default()),
+            priority: self.priority,
+        }
+    }
+
+    /// A clone whose requests are background work: under the rate limit each waits for a slot
+    /// that is free when it asks, so the requests of the default (urgent) clients, such as a
+    /// webhook's page, never queue behind a backlog of them.
+    pub fn in_background(&self) -> Self {
+        Self {
+            transport: Arc::clone(&self.transport),
+            counters: Arc::clone(&self.counters),
+            priority: Priority::Background,
+        }
+    }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            counters: &self.counters,
+            priority: self.priority,
         }
     }
 
@@ -461,7 +482,7 @@ impl ConfluenceClient {
                 reason: "download link leaves the site".into(),
             });
         }
-        self.transport.download(&url, &self.counters, limit).await
+        self.transport.download(&url, self.caller(), limit).await
     }
 
     fn comment_listing(&self, segments: &[&str]) -> Url {
@@ -511,7 +532,7 @@ impl ConfluenceClient {
     }
 
     async fn fetch(&self, url: &Url) -> Result<Fetched, ConfluenceError> {
-        self.transport.get(url, &self.counters).await
+        self.transport.get(url, self.caller()).await
     }
 
     pub(crate) async fn get_json<T: DeserializeOwned>(
@@ -527,7 +548,7 @@ impl ConfluenceClient {
         url: &Url,
         change: &Change<'_>,
     ) -> Result<Fetched, ConfluenceError> {
-        self.transport.send_once(url, change, &self.counters).await
+        self.transport.send_once(url, change, self.caller()).await
     }
 
     /// Decodes the answer to a change, scrubbing the secrets it carried from the error too.

@@ -20,6 +20,21 @@ const MAX_ERROR_MESSAGE: usize = 300;
 /// Largest error body read to extract a message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// Whether a request may wait for others: a webhook's page is urgent, a sync run's pages and the
+/// pages a change sends through again are background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Priority {
+    Urgent,
+    Background,
+}
+
+/// Who sends a request: whose statistics count it, at which priority.
+#[derive(Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub counters: &'a Counters,
+    pub priority: Priority,
+}
+
 /// A successful response.
 pub(crate) struct Fetched {
     pub headers: HeaderMap,
@@ -125,8 +140,8 @@ impl Transport {
     }
 
     /// `GET url`, with pacing, retries and a bounded body.
-    pub async fn get(&self, url: &Url, counters: &Counters) -> Result<Fetched, ConfluenceError> {
-        self.send(url, counters, self.max_response_bytes, Request::Api)
+    pub async fn get(&self, url: &Url, caller: Caller<'_>) -> Result<Fetched, ConfluenceError> {
+        self.send(url, caller, self.max_response_bytes, Request::Api)
             .await
     }
 
@@ -137,10 +152,11 @@ impl Transport {
         &self,
         url: &Url,
         change: &Change<'_>,
-        counters: &Counters,
+        caller: Caller<'_>,
     ) -> Result<Fetched, ConfluenceError> {
         let endpoint = format!("{} {}", change.method, url.path());
-        self.pace(counters).await;
+        self.pace(caller).await;
+        let counters = caller.counters;
         let Ok(_permit) = self.concurrency.acquire().await else {
             return Err(ConfluenceError::Config(
                 "client concurrency limiter closed".into(),
@@ -168,23 +184,18 @@ impl Transport {
     pub async fn download(
         &self,
         url: &Url,
-        counters: &Counters,
+        caller: Caller<'_>,
         limit: usize,
     ) -> Result<Vec<u8>, ConfluenceError> {
         let fetched = self
-            .send(
-                url,
-                counters,
-                limit,
-                Request::Download { credentials: true },
-            )
+            .send(url, caller, limit, Request::Download { credentials: true })
             .await?;
         match fetched.location {
             None => Ok(fetched.body),
             Some(location) => Ok(self
                 .send(
                     &location,
-                    counters,
+                    caller,
                     limit,
                     Request::Download { credentials: false },
                 )
@@ -196,17 +207,18 @@ impl Transport {
     async fn send(
         &self,
         url: &Url,
-        counters: &Counters,
+        caller: Caller<'_>,
         limit: usize,
         request: Request,
     ) -> Result<Fetched, ConfluenceError> {
+        let counters = caller.counters;
         let endpoint = format!("GET {}", url.path());
         let endpoint_ref = &endpoint;
         let outcome = self
             .retry
             .run(
                 |attempt| async move {
-                    self.pace(counters).await;
+                    self.pace(caller).await;
                     let Ok(_permit) = self.concurrency.acquire().await else {
                         return Attempt::Done(Err(ConfluenceError::Config(
                             "client concurrency limiter closed".into(),
@@ -398,7 +410,7 @@ impl Transport {
     }
 
     /// Waits for this request's slot under the client's rate limit.
-    async fn pace(&self, counters: &Counters) {
+    async fn pace(&self, caller: Caller<'_>) {
         let (spacing, slowed) = {
             let pacing = self.pacing.lock().await;
             let slowed = pacing
@@ -411,18 +423,32 @@ impl Transport {
         // handful: the page, its comments, attachments and includes); on average the rate holds
         // (the generic cell rate algorithm). Slowed down, every request waits its turn.
         let burst = if slowed { 1 } else { self.limits.burst.max(1) };
-        let slot = {
-            let mut pacing = self.pacing.lock().await;
-            let now = Instant::now();
-            let earliest = now.checked_sub(spacing * (burst - 1)).unwrap_or(now);
-            let slot = pacing.next_slot.map_or(earliest, |next| next.max(earliest));
-            pacing.next_slot = Some(slot + spacing);
-            slot
-        };
-        let wait = slot.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            counters.add_throttle_wait(wait);
-            tokio::time::sleep(wait).await;
+        let mut waited = Duration::ZERO;
+        loop {
+            let (slot, taken) = {
+                let mut pacing = self.pacing.lock().await;
+                let now = Instant::now();
+                let earliest = now.checked_sub(spacing * (burst - 1)).unwrap_or(now);
+                let slot = pacing.next_slot.map_or(earliest, |next| next.max(earliest));
+                // Background work takes only a slot that is free now, never one ahead: an urgent
+                // request that comes meanwhile takes the next slot before it.
+                let taken = caller.priority == Priority::Urgent || slot <= now;
+                if taken {
+                    pacing.next_slot = Some(slot + spacing);
+                }
+                (slot, taken)
+            };
+            let wait = slot.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                waited += wait;
+                tokio::time::sleep(wait).await;
+            }
+            if taken {
+                break;
+            }
+        }
+        if !waited.is_zero() {
+            caller.counters.add_throttle_wait(waited);
         }
     }
 

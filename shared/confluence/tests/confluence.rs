@@ -639,6 +639,41 @@ async fn near_limit_signals_and_the_rate_limit_pace_requests() {
 }
 
 #[tokio::test]
+async fn an_urgent_request_goes_before_a_backlog_of_background_ones() {
+    let sim = sim(10).await;
+    let mut config = fast_config(&sim);
+    config.limits.requests_per_second = Some(10.0);
+    config.limits.burst = 1;
+    let client = ConfluenceClient::new(config).expect("client");
+    let space = SpaceKey::new("ENG").expect("key");
+    let background = client.with_fresh_stats().in_background();
+    let urgent = client.with_fresh_stats();
+    // Eight background requests at once (a sync run's pages, the includers of a changed page),
+    // then an urgent one (a webhook's page) while they wait for their slots.
+    let backlog = futures::future::join_all((0..8).map(|_| background.space_by_key(&space)));
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let asked = std::time::Instant::now();
+        urgent.space_by_key(&space).await.expect("urgent request");
+        asked.elapsed()
+    };
+    let (answers, urgent_took) = tokio::join!(backlog, late);
+    assert!(answers.iter().all(Result::is_ok));
+    // At 10 per second the backlog takes 700 ms after its first request; the urgent request
+    // waits for the next slot only.
+    assert!(
+        urgent_took < Duration::from_millis(250),
+        "the urgent request took {urgent_took:?}"
+    );
+    assert!(urgent.stats().throttle_wait < Duration::from_millis(250));
+    assert!(
+        background.stats().throttle_wait >= Duration::from_millis(700),
+        "{:?}",
+        background.stats()
+    );
+}
+
+#[tokio::test]
 async fn concurrent_requests_are_capped_by_the_client() {
     let sim = sim(10).await;
     sim.handle.set_faults(Faults {
