@@ -144,7 +144,10 @@ pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
     // taken as hung and redelivered (it resumes where it stopped).
     sync.handler_timeout = Duration::from_secs(6 * 3600);
     let mut hints = StageConfig::new("fetcher-hints");
-    hints.concurrency = 8;
+    // Hints mostly wait for their rate-limit slots, and the re-reads a change sends through
+    // (includers, a moved subtree) wait behind a webhook's own pages there: enough at once that
+    // a webhook's hint is taken while they wait, not queued behind them.
+    hints.concurrency = 32;
     (sync, hints)
 }
 

@@ -425,20 +425,26 @@ impl Transport {
         let burst = if slowed { 1 } else { self.limits.burst.max(1) };
         let mut waited = Duration::ZERO;
         loop {
-            let (slot, taken) = {
+            let (start, taken) = {
                 let mut pacing = self.pacing.lock().await;
                 let now = Instant::now();
                 let earliest = now.checked_sub(spacing * (burst - 1)).unwrap_or(now);
                 let slot = pacing.next_slot.map_or(earliest, |next| next.max(earliest));
-                // Background work takes only a slot that is free now, never one ahead: an urgent
-                // request that comes meanwhile takes the next slot before it.
-                let taken = caller.priority == Priority::Urgent || slot <= now;
+                // Background work never reserves a slot ahead, and goes only when it leaves the
+                // whole burst to urgent work: an urgent request that comes meanwhile starts at
+                // once (a webhook's page with its comments and includes, under a backlog of
+                // sync or re-read requests), and the rate still holds for both together.
+                let start = match caller.priority {
+                    Priority::Urgent => slot,
+                    Priority::Background => slot + spacing * (burst - 1),
+                };
+                let taken = caller.priority == Priority::Urgent || start <= now;
                 if taken {
                     pacing.next_slot = Some(slot + spacing);
                 }
-                (slot, taken)
+                (start, taken)
             };
-            let wait = slot.saturating_duration_since(Instant::now());
+            let wait = start.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 waited += wait;
                 tokio::time::sleep(wait).await;

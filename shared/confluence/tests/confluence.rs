@@ -671,6 +671,27 @@ async fn an_urgent_request_goes_before_a_backlog_of_background_ones() {
         "{:?}",
         background.stats()
     );
+
+    // With a burst, background work leaves it whole: four urgent requests start at once.
+    let mut config = fast_config(&sim);
+    config.limits.requests_per_second = Some(10.0);
+    config.limits.burst = 5;
+    let client = ConfluenceClient::new(config).expect("client");
+    let background = client.with_fresh_stats().in_background();
+    let urgent = client.with_fresh_stats();
+    let backlog = futures::future::join_all((0..12).map(|_| background.space_by_key(&space)));
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        futures::future::join_all((0..4).map(|_| urgent.space_by_key(&space))).await
+    };
+    let (answers, urgent_answers) = tokio::join!(backlog, late);
+    assert!(answers.iter().chain(&urgent_answers).all(Result::is_ok));
+    assert_eq!(
+        urgent.stats().throttle_wait,
+        Duration::ZERO,
+        "{:?}",
+        urgent.stats()
+    );
 }
 
 #[tokio::test]
