@@ -345,7 +345,13 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (_, database_url) = pagestream_testkit::database().await;
-    let search = SearchSettings::default();
+    let search = SearchSettings {
+        hnsw_ef_search: env_number(
+            "EF_SEARCH",
+            SearchSettings::default().hnsw_ef_search as usize,
+        )? as u32,
+        ..SearchSettings::default()
+    };
     let pool =
         pagestream_store::connect_for_search(&database_url, 16, search.hnsw_ef_search).await?;
     let corpus = load(&pool, &words, chunks, &mut rng).await?;
@@ -428,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
             "dimension": DIMENSION,
             "clients": clients,
             "goal_p95_ms": 50,
+            "hnsw_ef_search": search.hnsw_ef_search,
             "embedding_storage": if std::env::var_os("EMBEDDING_STORAGE_MAIN").is_some() { "main" } else { "as migrated" },
             "text_legs": figures,
             "load_seconds": round(load_s),
