@@ -216,9 +216,9 @@ async fn measure(
             tokio::time::sleep(poll).await;
         };
         if found {
-            measured
-                .latencies_ms
-                .push(started.elapsed().as_secs_f64() * 1000.0);
+            let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("bench/freshness: edit {edit} of page {page} searchable in {took_ms:.0} ms");
+            measured.latencies_ms.push(took_ms);
         } else {
             measured.timeouts += 1;
             eprintln!(

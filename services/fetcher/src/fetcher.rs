@@ -239,6 +239,26 @@ const ANCESTOR_MOVED: &str = "ancestor_moved";
 /// The event name of the hints that send the pages including a changed page through again.
 const INCLUDED_CHANGED: &str = "included_changed";
 
+/// Whether a hint is a re-read that a change sent through (a moved page's subtree, a changed
+/// page's includers), not a webhook's: it waits for the webhooks' pages under the rate limit, and
+/// its events travel in the bulk lane, so that neither an edit nor a search (whose query shares the
+/// embedder's urgent worker with live events) waits behind a cascade of them.
+fn is_derived(hint: &PageHinted) -> bool {
+    matches!(
+        hint.webhook_event.as_deref(),
+        Some(ANCESTOR_MOVED | INCLUDED_CHANGED)
+    )
+}
+
+/// The lane of what a hint emits (see [`is_derived`]).
+fn hint_lane(hint: &PageHinted) -> Lane {
+    if is_derived(hint) {
+        Lane::Bulk
+    } else {
+        Lane::Live
+    }
+}
+
 /// Times a hint decides again after another hint (here or in another replica) changed the
 /// page's record under it.
 const HINT_ATTEMPTS: usize = 8;
@@ -432,13 +452,7 @@ impl Fetcher {
     /// source; a page it holds that moved to another space leaves it.
     pub async fn hint(&self, hint: &PageHinted) -> Result<(), FetcherError> {
         let source = self.source(&hint.source).await?;
-        // What a change sends through again (a moved page's subtree, a changed page's includers)
-        // waits for the webhooks' own pages under the rate limit.
-        let derived = matches!(
-            hint.webhook_event.as_deref(),
-            Some(ANCESTOR_MOVED | INCLUDED_CHANGED)
-        );
-        let client = if derived {
+        let client = if is_derived(hint) {
             source.client.in_background()
         } else {
             source.client.clone()
@@ -616,7 +630,7 @@ impl Fetcher {
                     content.version_number(),
                     "moved to another space",
                     run_id,
-                    Lane::Live,
+                    hint_lane(hint),
                     Commit::AtRevision(read.revision),
                 )
                 .await;
@@ -696,7 +710,7 @@ impl Fetcher {
             comments.is_some(),
             attachments_known,
             run_id,
-            Lane::Live,
+            hint_lane(hint),
             Commit::AtRevision(read.revision),
         )
         .await
@@ -729,7 +743,7 @@ impl Fetcher {
                     version,
                     "removed",
                     run_id,
-                    Lane::Live,
+                    hint_lane(hint),
                     Commit::AtRevision(read.revision),
                 )
                 .await
@@ -766,7 +780,7 @@ impl Fetcher {
             version,
             "removed",
             run_id,
-            Lane::Live,
+            hint_lane(hint),
             Commit::AtRevision(read.revision),
         )
         .await

@@ -2981,7 +2981,12 @@ async fn a_page_taking_a_name_an_include_missed_converts_its_includer_again() {
         .await
         .expect("hint");
     assert_eq!(ids(&hints.drain().await), [PageId::from(holder)].into());
+    let mut changed = Tap::open(&h, EventKind::PageChanged).await;
     h.fetcher.hint(&includer_hint).await.expect("includer hint");
+    // A re-read that a change sent through: nobody waits for it, it travels in the bulk lane.
+    let reread = changed.drain().await;
+    assert_eq!(reread.len(), 1);
+    assert_eq!(reread[0].lane, Lane::Bulk);
     let event = last_changed(&h, holder).await;
     assert_eq!(
         included_titles(&event),
