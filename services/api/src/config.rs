@@ -106,8 +106,10 @@ pub struct Config {
     )]
     pub exact_filter_pages: u32,
 
-    /// HNSW candidate list size per vector query (pgvector `hnsw.ef_search`).
-    #[arg(long, env = "PAGESTREAM_HNSW_EF_SEARCH", default_value_t = 100)]
+    /// HNSW candidate list size per vector query (pgvector `hnsw.ef_search`). Above the leg depth
+    /// one pass of the graph fills the leg (below it an iterative scan goes on); the cost grows
+    /// with it (100,000 chunks: 14.7 ms at 100, 8.7 ms at 60).
+    #[arg(long, env = "PAGESTREAM_HNSW_EF_SEARCH", default_value_t = 60)]
     pub hnsw_ef_search: u32,
 
     /// Timeout of the Confluence requests that validate a new source's credentials, in seconds.
@@ -154,7 +156,7 @@ impl Default for SearchSettings {
             text_candidates: 1000,
             text_leg: TextLeg::Postgres,
             exact_filter_pages: 1000,
-            hnsw_ef_search: 100,
+            hnsw_ef_search: 60,
             embed_timeout: Duration::from_secs(2),
         }
     }
