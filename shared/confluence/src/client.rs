@@ -122,9 +122,9 @@ impl ConfluenceClient {
         }
     }
 
-    /// A clone whose requests are background work: under the rate limit each waits for a slot
-    /// that is free when it asks, so the requests of the default (urgent) clients, such as a
-    /// webhook's page, never queue behind a backlog of them.
+    /// A clone (sharing its statistics) whose requests are background work: under the rate limit
+    /// each waits until it can go without drawing on the burst, which stays for the default
+    /// (urgent) clients, so a webhook's page never queues behind a backlog of them.
     pub fn in_background(&self) -> Self {
         Self {
             transport: Arc::clone(&self.transport),
