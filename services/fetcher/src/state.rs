@@ -219,6 +219,34 @@ impl FetcherState {
         Ok(Self { store })
     }
 
+    /// The JSON value under `key`; none when it is absent or unreadable (another version's).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        operation: &'static str,
+    ) -> Result<Option<T>, FetcherError> {
+        let value = self
+            .store
+            .get(key)
+            .await
+            .map_err(|error| state_error(operation, error))?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    async fn put_json<T: Serialize>(
+        &self,
+        key: String,
+        value: &T,
+        operation: &'static str,
+    ) -> Result<(), FetcherError> {
+        let bytes = serde_json::to_vec(value).map_err(|error| state_error(operation, error))?;
+        self.store
+            .put(key, Bytes::from(bytes))
+            .await
+            .map_err(|error| state_error(operation, error))?;
+        Ok(())
+    }
+
     fn page_key(source: &SourceKey, page: &PageId) -> String {
         format!("{source}.{page}")
     }
@@ -374,12 +402,7 @@ impl FetcherState {
         let Some(key) = Self::attachment_key(source, attachment) else {
             return Ok(None);
         };
-        let value = self
-            .store
-            .get(key)
-            .await
-            .map_err(|error| state_error("get attachment", error))?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        self.get_json(key, "get attachment").await
     }
 
     /// Records what was extracted from an attachment's version.
@@ -392,13 +415,7 @@ impl FetcherState {
         let Some(key) = Self::attachment_key(source, attachment) else {
             return Ok(());
         };
-        let value =
-            serde_json::to_vec(record).map_err(|error| state_error("encode attachment", error))?;
-        self.store
-            .put(key, Bytes::from(value))
-            .await
-            .map_err(|error| state_error("put attachment", error))?;
-        Ok(())
+        self.put_json(key, record, "put attachment").await
     }
 
     /// Drops every key of a source: its versions, watermark, window and schedule.
@@ -473,12 +490,8 @@ impl FetcherState {
 
     /// The source's sync run in progress, if one reported.
     pub async fn running(&self, source: &SourceKey) -> Result<Option<RunInFlight>, FetcherError> {
-        let value = self
-            .store
-            .get(format!("{source}.{RUNNING}"))
+        self.get_json(format!("{source}.{RUNNING}"), "get running run")
             .await
-            .map_err(|error| state_error("get running run", error))?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     /// Records that a run of the source is in progress (its latest report wins).
@@ -487,13 +500,8 @@ impl FetcherState {
         source: &SourceKey,
         run: &RunInFlight,
     ) -> Result<(), FetcherError> {
-        let value =
-            serde_json::to_vec(run).map_err(|error| state_error("encode running run", error))?;
-        self.store
-            .put(format!("{source}.{RUNNING}"), Bytes::from(value))
+        self.put_json(format!("{source}.{RUNNING}"), run, "put running run")
             .await
-            .map_err(|error| state_error("put running run", error))?;
-        Ok(())
     }
 
     /// Records that the run ended, unless another run of the source reported since.
@@ -634,13 +642,9 @@ impl FetcherState {
 
     /// The pages that failed in the source's last run.
     pub async fn failed_pages(&self, source: &SourceKey) -> Result<BTreeSet<PageId>, FetcherError> {
-        let value = self
-            .store
-            .get(format!("{source}.{FAILED}"))
-            .await
-            .map_err(|error| state_error("get failed pages", error))?;
-        Ok(value
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        Ok(self
+            .get_json(format!("{source}.{FAILED}"), "get failed pages")
+            .await?
             .unwrap_or_default())
     }
 
@@ -649,22 +653,13 @@ impl FetcherState {
         source: &SourceKey,
         pages: &BTreeSet<PageId>,
     ) -> Result<(), FetcherError> {
-        let value =
-            serde_json::to_vec(pages).map_err(|error| state_error("encode failed pages", error))?;
-        self.store
-            .put(format!("{source}.{FAILED}"), Bytes::from(value))
+        self.put_json(format!("{source}.{FAILED}"), pages, "put failed pages")
             .await
-            .map_err(|error| state_error("put failed pages", error))?;
-        Ok(())
     }
 
     pub async fn window(&self, source: &SourceKey) -> Result<Option<Window>, FetcherError> {
-        let value = self
-            .store
-            .get(format!("{source}.{WINDOW}"))
+        self.get_json(format!("{source}.{WINDOW}"), "get window")
             .await
-            .map_err(|error| state_error("get window", error))?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     pub async fn set_window(
@@ -672,13 +667,8 @@ impl FetcherState {
         source: &SourceKey,
         window: &Window,
     ) -> Result<(), FetcherError> {
-        let value =
-            serde_json::to_vec(window).map_err(|error| state_error("encode window", error))?;
-        self.store
-            .put(format!("{source}.{WINDOW}"), Bytes::from(value))
+        self.put_json(format!("{source}.{WINDOW}"), window, "put window")
             .await
-            .map_err(|error| state_error("put window", error))?;
-        Ok(())
     }
 }
 
@@ -693,12 +683,8 @@ impl FetcherState {
         &self,
         source: &SourceKey,
     ) -> Result<Option<BTreeSet<String>>, FetcherError> {
-        let value = self
-            .store
-            .get(format!("{source}.{SPACES}"))
+        self.get_json(format!("{source}.{SPACES}"), "get spaces")
             .await
-            .map_err(|error| state_error("get spaces", error))?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     pub async fn set_spaces(
@@ -706,12 +692,7 @@ impl FetcherState {
         source: &SourceKey,
         spaces: &BTreeSet<String>,
     ) -> Result<(), FetcherError> {
-        let value =
-            serde_json::to_vec(spaces).map_err(|error| state_error("encode spaces", error))?;
-        self.store
-            .put(format!("{source}.{SPACES}"), Bytes::from(value))
+        self.put_json(format!("{source}.{SPACES}"), spaces, "put spaces")
             .await
-            .map_err(|error| state_error("put spaces", error))?;
-        Ok(())
     }
 }
