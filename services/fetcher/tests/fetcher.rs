@@ -204,6 +204,24 @@ impl Harness {
             .expect("reconciliation completes")
     }
 
+    /// Gives the source an incremental sync every minute; returns its record.
+    async fn scheduled_every_minute(&self) -> SourceRecord {
+        let mut record = self.record.clone();
+        record.settings.incremental_interval_secs = 60;
+        record.updated_at = Utc::now();
+        self.registry.put(&record).await.expect("update");
+        record
+    }
+
+    /// A scheduler replica over the harness's bus, registry and fetcher state.
+    fn scheduler(&self) -> Scheduler {
+        Scheduler::new(
+            self.bus.clone(),
+            self.registry.clone(),
+            self.fetcher.state().clone(),
+        )
+    }
+
     fn request(&self, mode: SyncMode) -> SyncRequested {
         SyncRequested {
             source: self.source.clone(),
@@ -1702,11 +1720,8 @@ async fn recorded_versions_only_move_forward() {
 #[tokio::test]
 async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
     let h = harness(10).await;
-    let mut record = h.record.clone();
-    record.settings.incremental_interval_secs = 60;
-    record.updated_at = Utc::now();
-    h.registry.put(&record).await.expect("update");
-    let replica = || Scheduler::new(h.bus.clone(), h.registry.clone(), h.fetcher.state().clone());
+    let record = h.scheduled_every_minute().await;
+    let replica = || h.scheduler();
     let (first, second) = (replica(), replica());
     let now = Utc::now();
     // The first slot only starts the schedule: the owner asks for the first sync.
@@ -1753,11 +1768,8 @@ async fn scheduled_syncs_run_once_per_slot_across_replicas_and_restarts() {
 #[tokio::test]
 async fn a_scheduled_slot_waits_for_the_run_in_progress() {
     let h = harness(30).await;
-    let mut record = h.record.clone();
-    record.settings.incremental_interval_secs = 60;
-    record.updated_at = Utc::now();
-    h.registry.put(&record).await.expect("update");
-    let scheduler = Scheduler::new(h.bus.clone(), h.registry.clone(), h.fetcher.state().clone());
+    let record = h.scheduled_every_minute().await;
+    let scheduler = h.scheduler();
     let now = Utc::now();
     assert!(scheduler.tick(now).await.expect("tick").is_empty());
     let next = record.next_sync_at(now).expect("scheduled");
