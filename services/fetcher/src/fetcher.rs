@@ -240,9 +240,9 @@ const ANCESTOR_MOVED: &str = "ancestor_moved";
 const INCLUDED_CHANGED: &str = "included_changed";
 
 /// Whether a hint is a re-read that a change sent through (a moved page's subtree, a changed
-/// page's includers), not a webhook's: it waits for the webhooks' pages under the rate limit, and
-/// its events travel in the bulk lane, so that neither an edit nor a search (whose query shares the
-/// embedder's urgent worker with live events) waits behind a cascade of them.
+/// page's includers), not a webhook's: it and its events travel in the bulk lane, and it waits for
+/// the webhooks' pages under the rate limit, so that neither an edit nor a search (whose query
+/// shares the embedder's urgent worker with live events) waits behind a cascade of them.
 fn is_derived(hint: &PageHinted) -> bool {
     matches!(
         hint.webhook_event.as_deref(),
@@ -892,7 +892,10 @@ impl Fetcher {
                 webhook_event: Some(event.into()),
                 received_at: Utc::now(),
             };
-            self.bus.publish(&Envelope::new(hint)).await?;
+            // In the bulk lane: the hints stage takes a webhook's hint behind a cascade of these.
+            self.bus
+                .publish_in(Lane::Bulk, &Envelope::new(hint))
+                .await?;
             hinted += 1;
         }
         Ok(hinted)

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pagestream_bus::{BusError, Stage, StageConfig};
+use pagestream_bus::{BulkSlots, BusError, Stage, StageConfig};
 use pagestream_confluence::ConfluenceError;
 use pagestream_events::{PageHinted, Retryable, SyncRequested};
 use pagestream_service::{CommonArgs, Service, Shell};
@@ -144,10 +144,15 @@ pub fn stage_configs(sync_concurrency: usize) -> (StageConfig, StageConfig) {
     // taken as hung and redelivered (it resumes where it stopped).
     sync.handler_timeout = Duration::from_secs(6 * 3600);
     let mut hints = StageConfig::new("fetcher-hints");
-    // Hints mostly wait for their rate-limit slots, and the re-reads a change sends through
-    // (includers, a moved subtree) wait behind a webhook's own pages there: enough at once that
-    // a webhook's hint is taken while they wait, not queued behind them.
-    hints.concurrency = 32;
+    // Hints mostly wait for their rate-limit slots. The re-reads a change sends through
+    // (includers, a moved subtree; bulk lane) wait behind a webhook's own pages there, in slots
+    // of their own: a cascade of them held all 32 slots for seconds at a time, and a webhook's
+    // hint waited for one (found by `ops/bench/freshness`).
+    hints.concurrency = 8;
+    hints.bulk_slots = Some(BulkSlots {
+        running: 16,
+        in_hand: 1024,
+    });
     (sync, hints)
 }
 

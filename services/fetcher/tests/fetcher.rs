@@ -2992,7 +2992,10 @@ async fn a_page_taking_a_name_an_include_missed_converts_its_includer_again() {
         .hint(&hint_of(&h, later, HintReason::Changed, "page_created"))
         .await
         .expect("hint");
-    assert_eq!(ids(&hints.drain().await), [PageId::from(holder)].into());
+    let hinted = hints.drain().await;
+    assert_eq!(ids(&hinted), [PageId::from(holder)].into());
+    // In the bulk lane: the hints stage takes a webhook's hint ahead of a cascade of them.
+    assert_eq!(hinted[0].lane, Lane::Bulk);
     let mut changed = Tap::open(&h, EventKind::PageChanged).await;
     h.fetcher.hint(&includer_hint).await.expect("includer hint");
     // A re-read that a change sent through: nobody waits for it, it travels in the bulk lane.

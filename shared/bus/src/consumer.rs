@@ -14,6 +14,8 @@
 //! - A handler that panics or outlives `handler_timeout` gives no outcome: the event is nak'd and
 //!   redelivered, and one delivered more than `max_deliveries` times without an outcome (it crashes
 //!   or hangs every replica) is dead-lettered.
+//! - A work queue's bulk events may run in slots of their own ([`StageConfig::bulk_slots`]), so
+//!   that a live event behind a backlog of them is taken at once.
 //! - On cancellation the runner stops pulling, naks what waits for a retry, lets what runs finish
 //!   within `shutdown_grace`, then naks the rest, so another replica takes it at once.
 
@@ -184,6 +186,19 @@ pub struct StageConfig {
     /// tries each event once and never dead-letters: the stage's consumer stays the one that
     /// settles every event. Only for fact streams (a work queue takes one consumer per subject).
     pub live_lane: bool,
+    /// For a work queue, where a live lane cannot be: bulk events run in slots of their own and
+    /// wait for one without taking the stage's, so that a live event is taken at once behind a
+    /// backlog of bulk ones (as long as fewer than [`BulkSlots::in_hand`] are ahead of it).
+    pub bulk_slots: Option<BulkSlots>,
+}
+
+/// See [`StageConfig::bulk_slots`].
+#[derive(Debug, Clone, Copy)]
+pub struct BulkSlots {
+    /// Bulk batches handled at once by this replica.
+    pub running: usize,
+    /// Bulk events a replica holds, running or waiting for a slot (kept alive meanwhile).
+    pub in_hand: usize,
 }
 
 impl StageConfig {
@@ -202,6 +217,7 @@ impl StageConfig {
             handler_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(20),
             live_lane: false,
+            bulk_slots: None,
         }
     }
 
@@ -278,7 +294,8 @@ impl<T: Decode> Stage<T> {
             .filter
             .clone()
             .unwrap_or_else(|| T::subjects(&self.bus));
-        let max_ack_pending = (self.config.concurrency * self.config.max_batch * 2).max(64);
+        let max_ack_pending = (self.config.concurrency * self.config.max_batch * 2).max(64)
+            + self.config.bulk_slots.map_or(0, |bulk| bulk.in_hand);
         stream
             .create_consumer(pull::Config {
                 durable_name: Some(name),
@@ -426,6 +443,9 @@ impl<T: Decode> Stage<T> {
         let mut consumer = self.consumer().await?;
         let config = &self.config;
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let bulk_slots = config
+            .bulk_slots
+            .map(|bulk| Arc::new(Semaphore::new(bulk.running.max(1))));
         let tracker = TaskTracker::new();
         // Fires when the shutdown grace is over: what still runs is nak'd.
         let abandon = CancellationToken::new();
@@ -456,6 +476,26 @@ impl<T: Decode> Stage<T> {
                 nak_all(config, batch.iter()).await;
                 break;
             }
+            let batch = match &bulk_slots {
+                Some(bulk_slots) => {
+                    let (live, bulk): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|message| Lane::of(message.headers.as_ref()) == Lane::Live);
+                    if !bulk.is_empty() {
+                        tracker.spawn(process_bulk_batch::<T, H>(
+                            self.bus.clone(),
+                            self.config.clone(),
+                            handler.clone(),
+                            bulk,
+                            bulk_slots.clone(),
+                            cancel.clone(),
+                            abandon.clone(),
+                        ));
+                    }
+                    live
+                }
+                None => batch,
+            };
             if batch.is_empty() {
                 continue;
             }
@@ -668,6 +708,33 @@ async fn kept_alive<F: Future>(messages: &[Message], ack_wait: Duration, work: F
     tokio::select! {
         output = work => output,
         () = keep_alive(ackers, ack_wait) => unreachable!("keep_alive never returns"),
+    }
+}
+
+/// Handles bulk events once one of the bulk slots is free, keeping them alive meanwhile; gives
+/// them back at once on shutdown.
+async fn process_bulk_batch<T: Decode, H: Handler<T>>(
+    bus: Bus,
+    config: Arc<StageConfig>,
+    handler: Arc<H>,
+    messages: Vec<Message>,
+    bulk_slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+    abandon: CancellationToken,
+) {
+    let slot = kept_alive(&messages, config.ack_wait, async {
+        tokio::select! {
+            () = cancel.cancelled() => None,
+            slot = bulk_slots.acquire_owned() => slot.ok(),
+        }
+    })
+    .await;
+    match slot {
+        Some(_slot) => {
+            process_batch::<T, H>(&bus, &config, handler.as_ref(), messages, &cancel, &abandon)
+                .await;
+        }
+        None => nak_all(&config, messages.iter()).await,
     }
 }
 

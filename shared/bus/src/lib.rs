@@ -25,7 +25,7 @@ use pagestream_events::{
 };
 use pagestream_retry::Backoff;
 
-pub use consumer::{Decode, Delivery, HandlerError, Stage, StageConfig};
+pub use consumer::{BulkSlots, Decode, Delivery, HandlerError, Stage, StageConfig};
 pub use dead_letter::DeadLetter;
 pub use topology::StreamNames;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::TryStreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
-use pagestream_bus::consumer::Handler;
+use pagestream_bus::consumer::{Decode, Handler};
 use pagestream_bus::{
-    Bus, BusConfig, Delivery, HandlerError, Lane, Stage, StageConfig, dead_letter,
+    BulkSlots, Bus, BusConfig, Delivery, HandlerError, Lane, Stage, StageConfig, dead_letter,
 };
 use pagestream_events::*;
 use tokio_util::sync::CancellationToken;
@@ -119,12 +119,28 @@ impl Scripted {
 impl Handler<PageChanged> for Scripted {
     async fn handle(&self, delivery: &Delivery<PageChanged>) -> Result<(), HandlerError> {
         let page = delivery.event.data.page.page_id.to_string();
+        self.answer(page, delivery.delivered, delivery.attempt)
+            .await
+    }
+}
+
+impl Handler<PageHinted> for Scripted {
+    async fn handle(&self, delivery: &Delivery<PageHinted>) -> Result<(), HandlerError> {
+        let page = delivery.event.data.page_id.to_string();
+        self.answer(page, delivery.delivered, delivery.attempt)
+            .await
+    }
+}
+
+impl Scripted {
+    /// Records one try of `page`'s event and answers as scripted.
+    async fn answer(&self, page: String, delivered: u64, attempt: u32) -> Result<(), HandlerError> {
         let tries = {
             let mut seen = self.seen.lock().expect("lock");
             seen.push(Seen {
                 page: page.clone(),
-                delivered: delivery.delivered,
-                attempt: delivery.attempt,
+                delivered,
+                attempt,
             });
             seen.iter().filter(|seen| seen.page == page).count() as u64
         };
@@ -156,8 +172,16 @@ fn start<H: Handler<PageChanged>>(
     config: StageConfig,
     handler: Arc<H>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    start_stage::<PageChanged, H>(bus, config, handler)
+}
+
+fn start_stage<T: Decode, H: Handler<T>>(
+    bus: &Bus,
+    config: StageConfig,
+    handler: Arc<H>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let cancel = CancellationToken::new();
-    let stage = Stage::<PageChanged>::new(bus.clone(), config);
+    let stage = Stage::<T>::new(bus.clone(), config);
     let token = cancel.clone();
     let task = tokio::spawn(async move {
         stage.run(handler, token).await.expect("stage runs");
@@ -1196,6 +1220,70 @@ async fn a_live_event_overtakes_a_bulk_backlog_and_only_the_stage_dead_letters()
     assert_eq!(letters[0].1.stage, "lanes");
     assert!(letters[0].1.subject.ends_with(".900"));
     assert_eq!(handler.tries("900"), 2, "tried once in each lane");
+    cancel.cancel();
+    task.await.expect("stage stops");
+}
+
+fn hinted(id: u64) -> Envelope<PageHinted> {
+    Envelope::new(PageHinted {
+        source: source(),
+        page_id: page(id),
+        content_type: ContentType::Page,
+        reason: HintReason::Changed,
+        version: None,
+        space_key: None,
+        webhook_event: Some("page_updated".into()),
+        received_at: Utc::now(),
+    })
+}
+
+/// A work queue cannot have a live lane: with bulk slots, a live command is taken at once behind
+/// a backlog of bulk ones, which wait for their own slots and are each handled once (found by
+/// `ops/bench/freshness`: a change's re-reads held every slot of the fetcher's hints stage, and a
+/// webhook's hint waited seconds for one).
+#[tokio::test]
+async fn a_live_command_is_taken_while_bulk_ones_wait_for_their_slots() {
+    let bus = pagestream_testkit::bus().await;
+    let handler = Scripted::new(|id, _| match id {
+        "900" => Outcome::Done,
+        _ => Outcome::Slow(Duration::from_millis(300)),
+    });
+    let config = StageConfig {
+        concurrency: 1,
+        bulk_slots: Some(BulkSlots {
+            running: 1,
+            in_hand: 100,
+        }),
+        // Shorter than the bulk backlog's wait: what waits is kept alive.
+        ack_wait: Duration::from_secs(1),
+        ..fast_stage("hints")
+    };
+    let (cancel, task) = start_stage::<PageHinted, _>(&bus, config, handler.clone());
+    for id in 1..=10 {
+        bus.publish_in(Lane::Bulk, &hinted(id))
+            .await
+            .expect("publish bulk");
+    }
+    bus.publish(&hinted(900)).await.expect("publish live");
+    eventually("the live command", || handler.tries("900") >= 1).await;
+    let bulk_done = (1..=10)
+        .filter(|id| handler.tries(&id.to_string()) > 0)
+        .count();
+    assert!(
+        bulk_done <= 2,
+        "the live command waited behind {bulk_done} bulk ones"
+    );
+    eventually("every bulk command", || {
+        (1..=10).all(|id| handler.tries(&id.to_string()) > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        handler.seen().iter().all(|seen| seen.delivered == 1),
+        "a command waiting for its slot was redelivered: {:?}",
+        handler.seen()
+    );
+    assert_eq!(handler.seen().len(), 11, "{:?}", handler.seen());
     cancel.cancel();
     task.await.expect("stage stops");
 }
