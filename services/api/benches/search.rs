@@ -352,8 +352,13 @@ async fn main() -> anyhow::Result<()> {
         )? as u32,
         ..SearchSettings::default()
     };
+    let db_connections = env_number(
+        "DB_CONNECTIONS",
+        pagestream_api::config::default_db_connections() as usize,
+    )? as u32;
     let pool =
-        pagestream_store::connect_for_search(&database_url, 16, search.hnsw_ef_search).await?;
+        pagestream_store::connect_for_search(&database_url, db_connections, search.hnsw_ef_search)
+            .await?;
     let corpus = load(&pool, &words, chunks, &mut rng).await?;
     let load_s = started.elapsed().as_secs_f64();
     let indexing = Instant::now();
@@ -435,6 +440,7 @@ async fn main() -> anyhow::Result<()> {
             "clients": clients,
             "goal_p95_ms": 50,
             "hnsw_ef_search": search.hnsw_ef_search,
+            "db_connections": db_connections,
             "embedding_storage": if std::env::var_os("EMBEDDING_STORAGE_MAIN").is_some() { "main" } else { "as migrated" },
             "text_legs": figures,
             "load_seconds": round(load_s),
