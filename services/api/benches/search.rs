@@ -350,6 +350,11 @@ async fn main() -> anyhow::Result<()> {
             "EF_SEARCH",
             SearchSettings::default().hnsw_ef_search as usize,
         )? as u32,
+        exact_filter_pages: env_number(
+            "EXACT_FILTER_PAGES",
+            SearchSettings::default().exact_filter_pages as usize,
+        )? as u32,
+        memory_vectors: env_number("MEMORY_VECTORS", 1)? != 0,
         ..SearchSettings::default()
     };
     let db_connections = env_number(
@@ -397,12 +402,12 @@ async fn main() -> anyhow::Result<()> {
         });
         let stop = CancellationToken::new();
         let loading = Instant::now();
-        let maintaining = tokio::spawn(state.maintain_text_index(stop.clone()));
-        let text_index_load_s = match state.text_index() {
+        let maintaining = tokio::spawn(state.maintain_search_index(stop.clone()));
+        let search_index_load_s = match state.search_index() {
             Some(index) => {
                 while !index.is_ready() {
                     if maintaining.is_finished() {
-                        bail!("the text index stopped before it loaded");
+                        bail!("the search index stopped before it loaded");
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -415,7 +420,10 @@ async fn main() -> anyhow::Result<()> {
         let base = format!("http://{}", listener.local_addr()?);
         let serving = tokio::spawn(async move { axum::serve(listener, router).await });
         let mut measured = measure(&base, &warmup, &queries, clients).await?;
-        measured.insert("text_index_load_seconds".into(), json!(text_index_load_s));
+        measured.insert(
+            "search_index_load_seconds".into(),
+            json!(search_index_load_s),
+        );
         serving.abort();
         stop.cancel();
         figures.insert(
@@ -440,6 +448,8 @@ async fn main() -> anyhow::Result<()> {
             "clients": clients,
             "goal_p95_ms": 50,
             "hnsw_ef_search": search.hnsw_ef_search,
+            "exact_filter_pages": search.exact_filter_pages,
+            "memory_vectors": search.memory_vectors,
             "db_connections": db_connections,
             "embedding_storage": if std::env::var_os("EMBEDDING_STORAGE_MAIN").is_some() { "main" } else { "as migrated" },
             "text_legs": figures,

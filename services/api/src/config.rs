@@ -108,13 +108,25 @@ pub struct Config {
     pub text_leg: TextLeg,
 
     /// When filters leave at most this many pages, the vector leg ranks their chunks exactly
-    /// instead of walking the HNSW index (0: always the index).
+    /// instead of walking the HNSW index (0: always the index): in this process when the `bm25`
+    /// index has loaded (it holds the vectors too), else in Postgres.
     #[arg(
         long,
         env = "PAGESTREAM_SEARCH_EXACT_FILTER_PAGES",
         default_value_t = 1000
     )]
     pub exact_filter_pages: u32,
+
+    /// Whether the in-process search index also holds every chunk's vector (of the search model),
+    /// so that a filtered query's exact vector ranking runs here rather than in Postgres: about
+    /// 1.5 KB a chunk at 384 dimensions (150 MB for 100,000 chunks) in each api process.
+    #[arg(
+        long,
+        env = "PAGESTREAM_SEARCH_MEMORY_VECTORS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub memory_vectors: bool,
 
     /// HNSW candidate list size per vector query (pgvector `hnsw.ef_search`). Above the leg depth
     /// one pass of the graph fills the leg (below it an iterative scan goes on); the cost grows
@@ -153,6 +165,7 @@ pub struct SearchSettings {
     pub text_candidates: u32,
     pub text_leg: TextLeg,
     pub exact_filter_pages: u32,
+    pub memory_vectors: bool,
     pub hnsw_ef_search: u32,
     pub embed_timeout: Duration,
 }
@@ -166,6 +179,7 @@ impl Default for SearchSettings {
             text_candidates: 1000,
             text_leg: TextLeg::Postgres,
             exact_filter_pages: 1000,
+            memory_vectors: true,
             hnsw_ef_search: 60,
             embed_timeout: Duration::from_secs(2),
         }
@@ -189,6 +203,7 @@ impl Config {
             text_candidates: self.text_candidates,
             text_leg: self.text_leg,
             exact_filter_pages: self.exact_filter_pages,
+            memory_vectors: self.memory_vectors,
             hnsw_ef_search: self.hnsw_ef_search.clamp(1, 1000),
             embed_timeout: Duration::from_millis(self.query_embed_timeout_ms.max(1)),
         }

@@ -19,9 +19,9 @@ mod openapi;
 mod pages;
 mod params;
 pub mod search;
+pub mod search_index;
 mod service;
 mod sources;
-pub mod text_index;
 pub mod ui;
 mod webhooks;
 
@@ -45,8 +45,8 @@ use sqlx::postgres::PgPool;
 pub use config::{Config, QueryEmbedderKind, SearchSettings, TextLeg};
 pub use embed::{CachedQueryEmbedder, HashEmbedder, NatsQueryEmbedder, QueryEmbedder};
 use error::{ApiError, ErrorCode};
+use search_index::{SearchIndex, SearchIndexError};
 pub use service::StartError;
-use text_index::{TextIndex, TextIndexError};
 use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
@@ -63,8 +63,9 @@ struct Inner {
     api_key_digest: [u8; 32],
     embedder: Arc<dyn QueryEmbedder>,
     search: SearchSettings,
-    /// The text leg's BM25 index (none: Postgres ranks the text leg).
-    text_index: Option<Arc<TextIndex>>,
+    /// The in-process index: the text leg's BM25 ranking and the filtered vector leg's exact one
+    /// (none: Postgres ranks both legs).
+    search_index: Option<Arc<SearchIndex>>,
     confluence_timeout: Duration,
     /// Dimension of each embedding model that has stored vectors (`embedding_models`).
     model_dimensions: Mutex<HashMap<String, i32>>,
@@ -86,15 +87,17 @@ pub struct AppParts {
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        let text_index = match parts.search.text_leg {
-            TextLeg::Bm25 => match TextIndex::new(&parts.search.embedding_model) {
+        let search = &parts.search;
+        let search_index = if search.text_leg == TextLeg::Bm25 || search.memory_vectors {
+            match SearchIndex::new(&search.embedding_model, search.memory_vectors) {
                 Ok(index) => Some(Arc::new(index)),
                 Err(error) => {
-                    tracing::warn!(%error, "no text index: Postgres ranks the text leg");
+                    tracing::warn!(%error, "no search index: Postgres ranks both legs");
                     None
                 }
-            },
-            TextLeg::Postgres => None,
+            }
+        } else {
+            None
         };
         Self {
             inner: Arc::new(Inner {
@@ -105,7 +108,7 @@ impl AppState {
                 api_key_digest: Sha256::digest(parts.api_key.trim().as_bytes()).into(),
                 embedder: parts.embedder,
                 search: parts.search,
-                text_index,
+                search_index,
                 confluence_timeout: parts.confluence_timeout,
                 model_dimensions: Mutex::new(HashMap::new()),
                 webhook_base_url: OnceLock::new(),
@@ -113,28 +116,28 @@ impl AppState {
         }
     }
 
-    /// The task that loads the text leg's BM25 index and keeps it in step with Postgres until
-    /// `token` is cancelled (done at once when Postgres ranks the text leg). Search uses the index
-    /// once it has loaded.
-    pub fn maintain_text_index(
+    /// The task that loads the in-process search index and keeps it in step with Postgres until
+    /// `token` is cancelled (done at once when there is none). Search uses the index once it has
+    /// loaded.
+    pub fn maintain_search_index(
         &self,
         token: CancellationToken,
-    ) -> impl Future<Output = Result<(), TextIndexError>> + Send + 'static {
-        let index = self.inner.text_index.clone();
+    ) -> impl Future<Output = Result<(), SearchIndexError>> + Send + 'static {
+        let index = self.inner.search_index.clone();
         let pool = self.inner.pool.clone();
         async move {
             match index {
-                Some(index) => text_index::maintain(index, pool, token).await,
+                Some(index) => search_index::maintain(index, pool, token).await,
                 None => Ok(()),
             }
         }
     }
 
-    /// Waits until the BM25 text index (when there is one) has loaded and applied every change
-    /// committed so far, at most `timeout`; whether it has. For tests and benchmarks that search
-    /// what they have just written.
-    pub async fn text_index_settled(&self, timeout: Duration) -> Result<bool, TextIndexError> {
-        let Some(index) = self.text_index() else {
+    /// Waits until the in-process search index (when there is one) has loaded and applied every
+    /// change committed so far, at most `timeout`; whether it has. For tests and benchmarks that
+    /// search what they have just written.
+    pub async fn search_index_settled(&self, timeout: Duration) -> Result<bool, SearchIndexError> {
+        let Some(index) = self.search_index() else {
             return Ok(true);
         };
         let marker = uuid::Uuid::new_v4().to_string();
@@ -155,14 +158,14 @@ impl AppState {
         Ok(true)
     }
 
-    /// The text leg's BM25 index (none when Postgres ranks the text leg).
-    pub fn text_index(&self) -> Option<&Arc<TextIndex>> {
-        self.inner.text_index.as_ref()
+    /// The in-process search index (none when Postgres ranks both legs).
+    pub fn search_index(&self) -> Option<&Arc<SearchIndex>> {
+        self.inner.search_index.as_ref()
     }
 
-    /// The text leg's BM25 index, once it has loaded.
-    pub(crate) fn ready_text_index(&self) -> Option<&Arc<TextIndex>> {
-        self.text_index().filter(|index| index.is_ready())
+    /// The in-process search index, once it has loaded.
+    pub(crate) fn ready_search_index(&self) -> Option<&Arc<SearchIndex>> {
+        self.search_index().filter(|index| index.is_ready())
     }
 
     /// Sets the webhook service's public base URL, once.

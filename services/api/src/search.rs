@@ -12,10 +12,11 @@ use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{self, ChunkKind, HybridQuery, QueryVector};
 pub use pagestream_views::{SearchHit, SearchResponse};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::params::QueryParams;
+use crate::search_index::Nearest;
 use crate::sources::projected_source_id;
+use crate::{AppState, TextLeg};
 
 /// Marks a highlighted term in `ts_headline` output before the snippet is HTML-escaped: private-use
 /// characters that cannot collide with anything escaping produces.
@@ -190,12 +191,21 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             None
         }
     };
-    let exact = match &vector {
-        Some(_) if settings.exact_filter_pages > 0 && !request.filters.is_empty() => {
-            let cap = i64::from(settings.exact_filter_pages);
-            search::count_live_pages(&state.inner.pool, &request.filters, cap).await? <= cap
+    let (exact, vector_ranking) = match &vector {
+        Some((_, embedding)) if settings.exact_filter_pages > 0 && !request.filters.is_empty() => {
+            match memory_nearest(state, request, embedding, depth).await {
+                Some(Nearest::Ranked(ranking)) => (true, Some(ranking)),
+                Some(Nearest::TooManyPages) => (false, None),
+                None => {
+                    let cap = i64::from(settings.exact_filter_pages);
+                    let few = search::count_live_pages(&state.inner.pool, &request.filters, cap)
+                        .await?
+                        <= cap;
+                    (few, None)
+                }
+            }
         }
-        _ => false,
+        _ => (false, None),
     };
     let headline_options = headline_options();
     let rows = search::hybrid(
@@ -214,6 +224,7 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             text_candidates: (settings.text_candidates > 0)
                 .then(|| i64::from(settings.text_candidates.max(settings.leg_depth))),
             text_ranking: text_ranking.as_deref(),
+            vector_ranking: vector_ranking.as_deref(),
             rrf_k: f64::from(settings.rrf_k),
             limit: i64::from(request.limit),
             headline_options: &headline_options,
@@ -259,7 +270,10 @@ async fn bm25_ranking(
     request: &SearchRequest,
     depth: u32,
 ) -> Option<Vec<search::ChunkKey>> {
-    let index = Arc::clone(state.ready_text_index()?);
+    if state.inner.search.text_leg != TextLeg::Bm25 {
+        return None;
+    }
+    let index = Arc::clone(state.ready_search_index()?);
     let query = request.query.clone();
     let filters = request.filters.clone();
     let kind = request.kind.clone();
@@ -274,6 +288,40 @@ async fn bm25_ranking(
         }
         Err(error) => {
             tracing::warn!(%error, "bm25 ranking task failed; postgres ranks the text leg");
+            None
+        }
+    }
+}
+
+/// The vector leg of a filtered query ranked exactly by the in-process index, when there is one
+/// and the filters leave at most `exact_filter_pages` pages; none when there is none or it fails
+/// (then Postgres decides and ranks, and the failure is logged).
+async fn memory_nearest(
+    state: &AppState,
+    request: &SearchRequest,
+    embedding: &[f32],
+    depth: u32,
+) -> Option<Nearest> {
+    if !state.inner.search.memory_vectors {
+        return None;
+    }
+    let index = Arc::clone(state.ready_search_index()?);
+    let embedding = embedding.to_vec();
+    let filters = request.filters.clone();
+    let kind = request.kind.clone();
+    let max_pages = state.inner.search.exact_filter_pages as usize;
+    let ranked = tokio::task::spawn_blocking(move || {
+        index.nearest(&embedding, &filters, &kind, depth as usize, max_pages)
+    })
+    .await;
+    match ranked {
+        Ok(Ok(nearest)) => Some(nearest),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "exact ranking in memory failed; postgres ranks the vector leg");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "exact ranking task failed; postgres ranks the vector leg");
             None
         }
     }

@@ -93,8 +93,8 @@ impl Service for Config {
         );
         // With the BM25 text leg, its index (search ranks the text leg in Postgres until it
         // loaded). A supervised task runs until shutdown: there is none to run without the index.
-        if state.text_index().is_some() {
-            supervisor.spawn("text-index", state.maintain_text_index(shell.token()));
+        if state.search_index().is_some() {
+            supervisor.spawn("text-index", state.maintain_search_index(shell.token()));
         }
         Ok(())
     }

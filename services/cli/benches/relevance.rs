@@ -192,6 +192,7 @@ async fn postgres_text_leg(stack: &Stack, query: &str) -> anyhow::Result<Vec<Sea
             depth: LEG_DEPTH,
             text_candidates: Some(1000),
             text_ranking: None,
+            vector_ranking: None,
             rrf_k: RRF_K,
             limit: LEG_DEPTH,
             headline_options: "",
@@ -254,10 +255,10 @@ async fn main() -> anyhow::Result<()> {
     let sync_s = synced.elapsed().as_secs_f64();
     if !stack
         .api
-        .text_index_settled(Duration::from_secs(60))
+        .search_index_settled(Duration::from_secs(60))
         .await?
     {
-        bail!("the api's text index did not catch up within 60 s");
+        bail!("the api's search index did not catch up within 60 s");
     }
     let (pages, chunks): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM confluence_pages WHERE NOT is_deleted), (SELECT count(*) FROM chunks)",

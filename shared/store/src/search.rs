@@ -2,7 +2,9 @@
 //! index) and a full-text leg (`websearch_to_tsquery` over the chunk tsvector, ranked by
 //! `ts_rank_cd`), each cut to the leg depth, fused by reciprocal rank fusion
 //! (score = Σ 1 / (k + rank)). Filters apply inside both legs, so that each leg ranks only what
-//! may be shown. The whole search is one SQL statement.
+//! may be shown. Either leg may come ranked from an in-process index instead (the api's BM25
+//! index, and its exact ranking of filtered vectors): the statement then checks that ranking
+//! against the rows (live, same filters). The whole search is one SQL statement.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
@@ -78,6 +80,9 @@ pub struct HybridQuery<'a> {
     /// The text leg ranked elsewhere (an in-process BM25 index), best first: these chunks in this
     /// order, less any that no longer pass the filters or are gone. None: Postgres ranks it.
     pub text_ranking: Option<&'a [ChunkKey]>,
+    /// The vector leg ranked elsewhere (exactly, in process, over the chunks that pass the
+    /// filters), checked as `text_ranking` is; taken only with a `vector`. None: Postgres ranks it.
+    pub vector_ranking: Option<&'a [ChunkKey]>,
     pub rrf_k: f64,
     pub limit: i64,
     /// `ts_headline` options for the snippet.
@@ -161,21 +166,22 @@ fn push_postgres_text_leg(
     sql.push(") matched)");
 }
 
-/// The text leg as ranked elsewhere, checked against what Postgres holds now: the index that
-/// ranked it may lag a commit behind, and the filters are Postgres's.
-fn push_given_text_leg(
+/// A leg (`vector_leg` or `text_leg`) as ranked elsewhere, checked against what Postgres holds
+/// now: the index that ranked it may lag a commit behind, and the filters are Postgres's.
+fn push_given_leg(
     sql: &mut QueryBuilder<Postgres>,
+    leg: &str,
     query: &HybridQuery<'_>,
     ranking: &[ChunkKey],
     model_literal: &str,
 ) {
     let depth = usize::try_from(query.depth).unwrap_or(0);
     let ranking = &ranking[..ranking.len().min(depth)];
-    sql.push(
-        ", text_leg AS (SELECT c.source_id, c.page_id, c.chunk_index, \
+    sql.push(format!(
+        "{leg} AS (SELECT c.source_id, c.page_id, c.chunk_index, \
          row_number() OVER (ORDER BY given.position) AS rank \
-         FROM unnest(",
-    );
+         FROM unnest("
+    ));
     sql.push_bind(ranking.iter().map(|key| key.source_id).collect::<Vec<_>>());
     sql.push("::uuid[], ");
     sql.push_bind(
@@ -208,9 +214,13 @@ pub async fn hybrid(pool: &PgPool, query: &HybridQuery<'_>) -> Result<Vec<Search
     // The model is inlined (quoted) and the dimension is an integer: the planner can only match
     // the model's partial HNSW index against literals, not parameters.
     let model_literal = format!("'{}'", query.model.replace('\'', "''"));
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("WITH vector_leg AS (");
-    match &query.vector {
-        Some(leg) => {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("WITH ");
+    match (query.vector_ranking, &query.vector) {
+        (Some(ranking), Some(_)) => {
+            push_given_leg(&mut sql, "vector_leg", query, ranking, &model_literal)
+        }
+        (None, Some(leg)) => {
+            sql.push("vector_leg AS (");
             let dimension = leg.dimension;
             sql.push(format!(
                 "SELECT source_id, page_id, chunk_index, \
@@ -236,15 +246,18 @@ pub async fn hybrid(pool: &PgPool, query: &HybridQuery<'_>) -> Result<Vec<Search
             sql.push_bind(query.depth);
             sql.push(") nearest)");
         }
-        None => {
+        (_, None) => {
             sql.push(
-                "SELECT NULL::uuid AS source_id, NULL::text AS page_id, NULL::integer AS chunk_index, \
+                "vector_leg AS (SELECT NULL::uuid AS source_id, NULL::text AS page_id, NULL::integer AS chunk_index, \
                  NULL::bigint AS rank WHERE false)",
             );
         }
     }
     match query.text_ranking {
-        Some(ranking) => push_given_text_leg(&mut sql, query, ranking, &model_literal),
+        Some(ranking) => {
+            sql.push(", ");
+            push_given_leg(&mut sql, "text_leg", query, ranking, &model_literal);
+        }
         None => push_postgres_text_leg(&mut sql, query, &model_literal),
     }
     sql.push(
@@ -364,9 +377,10 @@ impl SearchChanges {
     }
 }
 
-/// One chunk as an in-process text index holds it: its words and what search filters on.
+/// One chunk as an in-process search index holds it: its words, its vector and what search
+/// filters on.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TextIndexChunk {
+pub struct SearchIndexChunk {
     pub source_id: Uuid,
     pub page_id: String,
     pub chunk_index: i32,
@@ -381,26 +395,27 @@ pub struct TextIndexChunk {
     pub content_type: String,
     /// A code chunk's language ("" for a code block without one); none for a section.
     pub code_language: Option<String>,
+    pub embedding: pgvector::Vector,
 }
 
-const TEXT_INDEX_CHUNK_COLUMNS: &str = "SELECT c.source_id, c.page_id, c.chunk_index, \
+const SEARCH_INDEX_CHUNK_COLUMNS: &str = "SELECT c.source_id, c.page_id, c.chunk_index, \
      c.heading_path, c.text, p.space_key, p.path, p.labels, p.jira_keys, p.mentions, \
      p.last_modified, p.content_type, \
      CASE WHEN c.metadata ? 'code' THEN COALESCE(c.metadata -> 'code' ->> 'language', '') END \
-     AS code_language \
+     AS code_language, c.embedding \
      FROM chunks c \
      JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id \
      WHERE NOT p.is_deleted AND c.embedding_model = ";
 
 /// The live chunks of one model after `after` in key order, at most `limit`: a whole corpus read
 /// in pages without holding a transaction open.
-pub async fn text_index_chunks_after(
+pub async fn search_index_chunks_after(
     pool: &PgPool,
     model: &str,
     after: Option<&ChunkKey>,
     limit: i64,
-) -> Result<Vec<TextIndexChunk>, StoreError> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(TEXT_INDEX_CHUNK_COLUMNS);
+) -> Result<Vec<SearchIndexChunk>, StoreError> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(SEARCH_INDEX_CHUNK_COLUMNS);
     sql.push_bind(model.to_owned());
     if let Some(after) = after {
         sql.push(" AND (c.source_id, c.page_id, c.chunk_index) > (")
@@ -417,12 +432,12 @@ pub async fn text_index_chunks_after(
 }
 
 /// The live chunks of one model on these pages (a deleted or gone page has none).
-pub async fn text_index_page_chunks(
+pub async fn search_index_page_chunks(
     pool: &PgPool,
     model: &str,
     pages: &[(Uuid, String)],
-) -> Result<Vec<TextIndexChunk>, StoreError> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(TEXT_INDEX_CHUNK_COLUMNS);
+) -> Result<Vec<SearchIndexChunk>, StoreError> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(SEARCH_INDEX_CHUNK_COLUMNS);
     sql.push_bind(model.to_owned())
         .push(" AND (c.source_id, c.page_id) IN (SELECT * FROM unnest(")
         .push_bind(pages.iter().map(|(source, _)| *source).collect::<Vec<_>>())

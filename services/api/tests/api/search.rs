@@ -4,7 +4,10 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use pagestream_api::search_index::Nearest;
 use pagestream_api::{SearchSettings, TextLeg};
+use pagestream_store::pages::PageFilters;
+use pagestream_store::search::{ChunkKind, HybridQuery, QueryVector, hybrid};
 
 use crate::support::{
     self, SeedPage, TestApi, assert_error, seed_blog_post, seed_page, seed_source,
@@ -109,7 +112,7 @@ async fn seeded_with(responder: bool, settings: SearchSettings) -> (TestApi, Uui
     for page in &pages {
         seed_page(&api.pool, source, page).await;
     }
-    api.text_index_settled().await;
+    api.search_index_settled().await;
     (api, source)
 }
 
@@ -232,12 +235,14 @@ fn text_ranked(body: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_ranks_the_text_leg_when_told_to_and_requires_every_word() {
+    // Postgres ranks both legs, the filtered vector leg exactly.
     let settings = SearchSettings {
         text_leg: TextLeg::Postgres,
+        memory_vectors: false,
         ..SearchSettings::default()
     };
     let (api, source) = seeded_with(true, settings).await;
-    assert!(api.state.text_index().is_none());
+    assert!(api.state.search_index().is_none());
     let meaning = search(&api, "q=rotate+gateway+credentials+kubernetes").await;
     assert_eq!(first_hit(&meaning)["page_id"], "100", "{meaning}");
     assert!(text_ranked(&meaning).is_empty(), "{meaning}");
@@ -249,9 +254,9 @@ async fn postgres_ranks_the_text_leg_when_told_to_and_requires_every_word() {
 }
 
 #[tokio::test]
-async fn the_text_index_follows_what_postgres_commits() {
+async fn the_search_index_follows_what_postgres_commits() {
     let (api, _) = seeded(true).await;
-    let index = api.state.text_index().expect("bm25 text index").clone();
+    let index = api.state.search_index().expect("bm25 search index").clone();
     assert_eq!(index.chunk_count(), 5, "the live pages' chunks");
 
     // New words in a chunk, a new label on a page.
@@ -276,7 +281,7 @@ async fn the_text_index_follows_what_postgres_commits() {
     let at_once = search(&api, "q=latency+budget&limit=50").await;
     assert!(!page_ids(&at_once).contains(&"101".to_owned()), "{at_once}");
 
-    api.text_index_settled().await;
+    api.search_index_settled().await;
     assert_eq!(
         index.chunk_count(),
         4,
@@ -294,6 +299,178 @@ async fn filters_apply_to_both_legs() {
     // Few pages pass these filters: the vector leg ranks them exactly.
     let (api, source) = seeded(true).await;
     check_filters(&api, source).await;
+}
+
+/// The exact vector ranking of a filtered query, as Postgres ranks it (`exact`, no given ranking).
+async fn postgres_exact_ranking(
+    api: &TestApi,
+    vector: &[f32],
+    filters: &PageFilters,
+) -> Vec<(String, i32)> {
+    let mut rows = hybrid(
+        &api.pool,
+        &HybridQuery {
+            text: "zzzz",
+            model: support::MODEL,
+            vector: Some(QueryVector {
+                dimension: 384,
+                vector,
+                exact: true,
+            }),
+            filters,
+            kind: &ChunkKind::Section,
+            depth: 50,
+            text_candidates: None,
+            text_ranking: None,
+            vector_ranking: None,
+            rrf_k: 60.0,
+            limit: 50,
+            headline_options: "",
+        },
+    )
+    .await
+    .expect("postgres search");
+    rows.sort_by_key(|row| row.vector_rank);
+    rows.into_iter()
+        .map(|row| (row.page_id, row.chunk_index))
+        .collect()
+}
+
+fn ranked_keys(nearest: Nearest) -> Vec<(String, i32)> {
+    match nearest {
+        Nearest::Ranked(keys) => keys
+            .into_iter()
+            .map(|key| (key.page_id, key.chunk_index))
+            .collect(),
+        Nearest::TooManyPages => panic!("ranked in postgres"),
+    }
+}
+
+#[tokio::test]
+async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gives() {
+    let (api, source) = seeded(true).await;
+    // 60 more pages of three chunks, on two labels and two subtrees.
+    let words = [
+        "deploy", "rollback", "latency", "budget", "kafka", "schema", "vault", "oncall", "index",
+        "cache",
+    ];
+    let texts: Vec<[String; 3]> = (0..60)
+        .map(|page| {
+            std::array::from_fn(|chunk| {
+                format!(
+                    "{} {} {} notes {page} {chunk}",
+                    words[(page + chunk) % 10],
+                    words[(page * 3 + chunk) % 10],
+                    words[(page * 7 + chunk * 2) % 10]
+                )
+            })
+        })
+        .collect();
+    for (number, chunks) in texts.iter().enumerate() {
+        let page_id = (1000 + number).to_string();
+        let path = format!("/{}/{page_id}", 5 + number % 2);
+        let chunks: Vec<(&str, &str)> =
+            chunks.iter().map(|text| ("Notes", text.as_str())).collect();
+        seed_page(
+            &api.pool,
+            source,
+            &SeedPage {
+                page_id: &page_id,
+                title: &format!("Notes {number}"),
+                path: &path,
+                labels: if number % 3 == 0 { &["ops"] } else { &["dev"] },
+                jira: &[],
+                mentions: &[],
+                deleted: false,
+                last_modified: Utc::now(),
+                chunks: &chunks,
+            },
+        )
+        .await;
+    }
+    // Hash vectors of so few words tie often; these hardly ever do.
+    sqlx::query(
+        "UPDATE chunks SET embedding = (SELECT array_agg(sin(g * (page_id::int % 89 + 1) \
+         + chunk_index * 0.7 + g * g * 0.013))::real[] FROM generate_series(1, 384) g)::vector \
+         WHERE page_id::int >= 1000",
+    )
+    .execute(&api.pool)
+    .await
+    .expect("spread vectors");
+    api.search_index_settled().await;
+    let index = api.state.search_index().expect("bm25 search index").clone();
+    let vector: Vec<f32> = (1..=384)
+        .map(|g| (f64::from(g) * 0.37).sin() as f32)
+        .collect();
+    let filter_sets = [
+        PageFilters {
+            label: Some("ops".into()),
+            ..PageFilters::default()
+        },
+        PageFilters {
+            path: Some("/6".into()),
+            ..PageFilters::default()
+        },
+        PageFilters {
+            label: Some("dev".into()),
+            path: Some("/5".into()),
+            ..PageFilters::default()
+        },
+    ];
+    for filters in &filter_sets {
+        let expected = postgres_exact_ranking(&api, &vector, filters).await;
+        assert!(expected.len() >= 30, "{filters:?}: {expected:?}");
+        let nearest = index
+            .nearest(&vector, filters, &ChunkKind::Section, 50, 1000)
+            .expect("nearest");
+        assert_eq!(ranked_keys(nearest), expected, "{filters:?}");
+    }
+    // 20 pages carry the label: past a bound of 19 the HNSW index ranks them.
+    assert_eq!(
+        index
+            .nearest(&vector, &filter_sets[0], &ChunkKind::Section, 50, 19)
+            .expect("nearest"),
+        Nearest::TooManyPages
+    );
+
+    // A page's chunks replaced by the query's own vector (as the api embeds it): they rank
+    // first, the old ones are gone.
+    let vector = support::embedder().vector("kafka schema rollback");
+    sqlx::query("UPDATE chunks SET embedding = $1::real[]::vector WHERE page_id = '1003'")
+        .bind(&vector)
+        .execute(&api.pool)
+        .await
+        .expect("update vectors");
+    api.search_index_settled().await;
+    let after = ranked_keys(
+        index
+            .nearest(&vector, &filter_sets[0], &ChunkKind::Section, 200, 1000)
+            .expect("nearest"),
+    );
+    assert_eq!(
+        after.len(),
+        60,
+        "each of the 20 pages' chunks once: {after:?}"
+    );
+    let first: Vec<&str> = after[..3].iter().map(|(page, _)| page.as_str()).collect();
+    assert_eq!(first, vec!["1003"; 3]);
+    assert_eq!(
+        after[..50],
+        postgres_exact_ranking(&api, &vector, &filter_sets[0]).await
+    );
+    // Through the api, the fused hits carry those vector ranks.
+    let body = search(&api, "q=kafka+schema+rollback&label=ops&limit=50").await;
+    let vector_first: Vec<&Value> = body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter(|hit| hit["vector_rank"].as_i64().is_some_and(|rank| rank <= 3))
+        .collect();
+    assert_eq!(vector_first.len(), 3, "{body}");
+    assert!(
+        vector_first.iter().all(|hit| hit["page_id"] == "1003"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -465,7 +642,7 @@ async fn the_content_type_filter_tells_blog_posts_from_pages() {
         },
     )
     .await;
-    api.text_index_settled().await;
+    api.search_index_settled().await;
     let content_types = |body: &Value| -> Vec<(String, String)> {
         body["hits"]
             .as_array()

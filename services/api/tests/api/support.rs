@@ -73,7 +73,7 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
         search,
         confluence_timeout: Duration::from_secs(5),
     });
-    tokio::spawn(state.maintain_text_index(CancellationToken::new()));
+    tokio::spawn(state.maintain_search_index(CancellationToken::new()));
     let readiness = Readiness::default();
     readiness.set(true);
     let router = pagestream_api::router(state.clone(), readiness);
@@ -96,16 +96,16 @@ pub async fn start_with(responder: bool, search: SearchSettings) -> TestApi {
 }
 
 impl TestApi {
-    /// Waits until the BM25 text index (when there is one) has applied every change so far.
-    pub async fn text_index_settled(&self) {
+    /// Waits until the BM25 search index (when there is one) has applied every change so far.
+    pub async fn search_index_settled(&self) {
         let settled = self
             .state
-            .text_index_settled(Duration::from_secs(15))
+            .search_index_settled(Duration::from_secs(15))
             .await
             .expect("announce marker");
         assert!(
             settled,
-            "the text index did not apply the changes within 15 s"
+            "the search index did not apply the changes within 15 s"
         );
     }
 

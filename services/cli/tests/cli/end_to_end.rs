@@ -101,11 +101,11 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
     assert!(synced.contains("changed 16"), "{synced}");
     assert!(synced.contains("indexed 16"), "{synced}");
     assert!(synced.contains("failed 0"), "{synced}");
-    // The api's BM25 text index followed the indexer's commits: it holds every stored chunk.
+    // The api's BM25 search index followed the indexer's commits: it holds every stored chunk.
     assert!(
         stack
             .api
-            .text_index_settled(Duration::from_secs(30))
+            .search_index_settled(Duration::from_secs(30))
             .await
             .expect("marker")
     );
@@ -113,7 +113,7 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
         .fetch_one(&stack.pool)
         .await
         .expect("count chunks");
-    let indexed = stack.api.text_index().expect("bm25 index").chunk_count();
+    let indexed = stack.api.search_index().expect("bm25 index").chunk_count();
     assert_eq!(indexed, u64::try_from(stored).expect("count"));
 
     // By meaning (no word in common with the title), by Jira key, by phrase.

@@ -40,7 +40,7 @@ pub struct Stack {
     pub sim: RunningSim,
     pub webhook_url: String,
     pub embedder_cancel: CancellationToken,
-    /// The in-process api's state (its BM25 text index).
+    /// The in-process api's state (its BM25 search index).
     pub api: AppState,
     cancel: CancellationToken,
 }
@@ -225,7 +225,7 @@ impl Stack {
             confluence_timeout: Duration::from_secs(5),
         });
         state.set_webhook_base_url(format!("http://127.0.0.1:{webhook_port}"));
-        tokio::spawn(state.maintain_text_index(cancel.clone()));
+        tokio::spawn(state.maintain_search_index(cancel.clone()));
         let readiness = Readiness::default();
         readiness.set(true);
         let router = pagestream_api::router(state.clone(), readiness);

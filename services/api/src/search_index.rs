@@ -1,37 +1,48 @@
-//! The text leg's BM25 index: every live chunk of the search model, held in memory by this api
-//! process (tantivy), ranked by Okapi BM25 over the chunk's heading path and text (English stems,
-//! stop words dropped) with OR semantics within bounds: a chunk may lack a third of the query's
-//! words (at least one), and ranks below those that hold them. Postgres stays the truth: the
-//! index is loaded from it at start, follows the changes it announces on commit
-//! ([`SearchChanges`]), and every hit is checked against it again (liveness, filters) in the
-//! search statement, so a hit the index still holds for a moment after a deletion is never shown.
+//! The api's in-process search index: every live chunk of the search model, held in memory by
+//! this process. Postgres stays the truth: the index is loaded from it at start, follows the
+//! changes it announces on commit ([`SearchChanges`]), and every hit is checked against it again
+//! (liveness, filters) in the search statement, so a hit the index still holds for a moment after
+//! a deletion is never shown. It serves two rankings:
 //!
-//! Until the first load is done ([`TextIndex::is_ready`]) search ranks the text leg in Postgres.
+//! - The text leg (`bm25`): Okapi BM25 over the chunk's heading path and text (tantivy; English
+//!   stems, stop words dropped) with OR semantics within bounds: a chunk may lack a third of the
+//!   query's words (at least one), and ranks below those that hold them.
+//! - The vector leg of a filtered query ([`SearchIndex::nearest`]), with the vectors kept: the
+//!   chunks that pass the filters (found through the same index's filter fields) ranked exactly.
+//!   In Postgres that exact scan reads every passing chunk's whole row (about 4 KB), and it was
+//!   most of a filtered search's time under load.
+//!
+//! Until the first load is done ([`SearchIndex::is_ready`]) Postgres ranks both legs.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use pagestream_retry::Backoff;
 use pagestream_store::StoreError;
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{
-    self, ChunkKey, ChunkKind, SearchChange, SearchChanges, TextIndexChunk,
+    self, ChunkKey, ChunkKind, SearchChange, SearchChanges, SearchIndexChunk,
 };
 use sqlx::PgPool;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use tantivy::columnar::Column;
 use tantivy::query::{
     BooleanQuery, ConstScoreQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
-    Value,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument,
+    Term,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -47,12 +58,12 @@ const REFRESH_WINDOW: Duration = Duration::from_millis(20);
 const WRITER_MEMORY: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TextIndexError {
-    #[error("text index: {0}")]
+pub enum SearchIndexError {
+    #[error("search index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("text index task failed: {0}")]
+    #[error("search index task failed: {0}")]
     Task(String),
 }
 
@@ -73,21 +84,79 @@ struct Fields {
     content_type: Field,
     /// `section`, or `code` and `code:<language>`.
     kind: Field,
+    /// The chunk's entry in [`Vectors`].
+    vector: Field,
+}
+
+/// The chunks' vectors, by an id that each indexed chunk carries and that is never reused: a
+/// searcher that still sees a replaced chunk finds its id gone and skips it.
+#[derive(Default)]
+struct Vectors {
+    next_id: u64,
+    by_id: HashMap<u64, StoredVector>,
+    /// The ids of each page's chunks (by [`page_key`]), to drop them when the page is replaced.
+    by_page: HashMap<String, Vec<u64>>,
+}
+
+struct StoredVector {
+    key: ChunkKey,
+    /// The vector scaled to unit length (zero stays zero), so that a cosine is a dot product.
+    unit: Box<[f32]>,
+}
+
+impl Vectors {
+    /// Takes `chunk`'s vector; its id, for the indexed chunk.
+    fn insert(&mut self, chunk: &SearchIndexChunk) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let page = page_key(chunk.source_id, &chunk.page_id);
+        self.by_page.entry(page).or_default().push(id);
+        self.by_id.insert(
+            id,
+            StoredVector {
+                key: ChunkKey {
+                    source_id: chunk.source_id,
+                    page_id: chunk.page_id.clone(),
+                    chunk_index: chunk.chunk_index,
+                },
+                unit: unit_vector(chunk.embedding.as_slice()),
+            },
+        );
+        id
+    }
+
+    fn remove(&mut self, ids: &[u64]) {
+        for id in ids {
+            self.by_id.remove(id);
+        }
+    }
+}
+
+/// What [`SearchIndex::nearest`] found.
+#[derive(Debug, PartialEq)]
+pub enum Nearest {
+    /// The nearest chunks that pass the filters, nearest first.
+    Ranked(Vec<ChunkKey>),
+    /// The filters leave more pages than the bound: the HNSW index ranks them.
+    TooManyPages,
 }
 
 /// An in-memory BM25 index of one model's chunks; see the module documentation.
-pub struct TextIndex {
+pub struct SearchIndex {
     model: String,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
+    vectors: RwLock<Vectors>,
+    keep_vectors: bool,
     ready: AtomicBool,
     /// The last marker ([`search::announce_search_marker`]) after whose changes the index is.
     applied_marker: Mutex<Option<String>>,
 }
 
-impl TextIndex {
-    pub fn new(model: &str) -> Result<Self, TextIndexError> {
+impl SearchIndex {
+    /// An empty index of `model`'s chunks; with `keep_vectors`, it holds their vectors too.
+    pub fn new(model: &str, keep_vectors: bool) -> Result<Self, SearchIndexError> {
         let mut schema = Schema::builder();
         let content_options = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
@@ -107,6 +176,7 @@ impl TextIndex {
             modified: schema.add_i64_field("modified", INDEXED),
             content_type: schema.add_text_field("content_type", STRING),
             kind: schema.add_text_field("kind", STRING),
+            vector: schema.add_u64_field("vector", FAST),
         };
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register(ANALYZER, analyzer());
@@ -120,6 +190,8 @@ impl TextIndex {
             reader,
             writer: Mutex::new(writer),
             fields,
+            vectors: RwLock::new(Vectors::default()),
+            keep_vectors,
             ready: AtomicBool::new(false),
             applied_marker: Mutex::new(None),
         })
@@ -149,7 +221,7 @@ impl TextIndex {
         filters: &PageFilters,
         kind: &ChunkKind,
         limit: usize,
-    ) -> Result<Vec<ChunkKey>, TextIndexError> {
+    ) -> Result<Vec<ChunkKey>, SearchIndexError> {
         let Some(words) = self.words_query(query) else {
             return Ok(Vec::new());
         };
@@ -189,6 +261,64 @@ impl TextIndex {
             }
         }
         Ok(keys)
+    }
+
+    /// The `limit` chunks nearest to `query` (cosine distance, as the HNSW index orders them; ties
+    /// by key) among those that pass the filters, ranked exactly, unless the filters leave more
+    /// than `max_pages` pages.
+    pub fn nearest(
+        &self,
+        query: &[f32],
+        filters: &PageFilters,
+        kind: &ChunkKind,
+        limit: usize,
+        max_pages: usize,
+    ) -> Result<Nearest, SearchIndexError> {
+        if !self.keep_vectors {
+            return Err(SearchIndexError::Task("this index holds no vectors".into()));
+        }
+        let filter = BooleanQuery::new(
+            self.filter_queries(filters, kind)
+                .into_iter()
+                .map(|query| (Occur::Must, query))
+                .collect(),
+        );
+        let ids = self.reader.searcher().search(&filter, &VectorIds)?;
+        let vectors = self.vectors()?;
+        let passing: Vec<&StoredVector> = ids
+            .iter()
+            .filter_map(|id| vectors.by_id.get(id))
+            .filter(|stored| stored.unit.len() == query.len())
+            .collect();
+        let mut pages: HashSet<(Uuid, &str)> = HashSet::new();
+        for stored in &passing {
+            pages.insert((stored.key.source_id, stored.key.page_id.as_str()));
+            if pages.len() > max_pages {
+                return Ok(Nearest::TooManyPages);
+            }
+        }
+        let query = unit_vector(query);
+        let mut ranked: Vec<(f32, &ChunkKey)> = passing
+            .iter()
+            .map(|stored| (cosine_distance(&query, &stored.unit), &stored.key))
+            .collect();
+        let by_distance = |a: &(f32, &ChunkKey), b: &(f32, &ChunkKey)| {
+            a.0.total_cmp(&b.0).then_with(|| {
+                (a.1.source_id, &a.1.page_id, a.1.chunk_index).cmp(&(
+                    b.1.source_id,
+                    &b.1.page_id,
+                    b.1.chunk_index,
+                ))
+            })
+        };
+        if ranked.len() > limit {
+            ranked.select_nth_unstable_by(limit, by_distance);
+            ranked.truncate(limit);
+        }
+        ranked.sort_unstable_by(by_distance);
+        Ok(Nearest::Ranked(
+            ranked.into_iter().map(|(_, key)| key.clone()).collect(),
+        ))
     }
 
     /// The query's words as websearch syntax reads them (`"a phrase"`, `-excluded`, `or`), of
@@ -288,9 +418,12 @@ impl TextIndex {
         queries
     }
 
-    fn document(&self, chunk: &TextIndexChunk) -> TantivyDocument {
+    fn document(&self, chunk: &SearchIndexChunk, vector_id: Option<u64>) -> TantivyDocument {
         let fields = &self.fields;
         let mut document = TantivyDocument::new();
+        if let Some(id) = vector_id {
+            document.add_u64(fields.vector, id);
+        }
         document.add_text(fields.page, page_key(chunk.source_id, &chunk.page_id));
         document.add_u64(fields.chunk, u64::try_from(chunk.chunk_index).unwrap_or(0));
         for heading in &chunk.heading_path {
@@ -326,10 +459,36 @@ impl TextIndex {
         document
     }
 
-    fn writer(&self) -> Result<MutexGuard<'_, IndexWriter>, TextIndexError> {
+    fn writer(&self) -> Result<MutexGuard<'_, IndexWriter>, SearchIndexError> {
         self.writer
             .lock()
-            .map_err(|_| TextIndexError::Task("the index writer was poisoned".into()))
+            .map_err(|_| SearchIndexError::Task("the index writer was poisoned".into()))
+    }
+
+    fn vectors(&self) -> Result<std::sync::RwLockReadGuard<'_, Vectors>, SearchIndexError> {
+        self.vectors
+            .read()
+            .map_err(|_| SearchIndexError::Task("the vectors were poisoned".into()))
+    }
+
+    fn vectors_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Vectors>, SearchIndexError> {
+        self.vectors
+            .write()
+            .map_err(|_| SearchIndexError::Task("the vectors were poisoned".into()))
+    }
+
+    /// Adds `chunks` (uncommitted) and their vectors.
+    fn add_chunks(
+        &self,
+        writer: &IndexWriter,
+        chunks: &[SearchIndexChunk],
+    ) -> Result<(), SearchIndexError> {
+        let mut vectors = self.vectors_mut()?;
+        for chunk in chunks {
+            let id = self.keep_vectors.then(|| vectors.insert(chunk));
+            writer.add_document(self.document(chunk, id))?;
+        }
+        Ok(())
     }
 
     /// Replaces the indexed chunks of `pages` with `chunks` (theirs, as Postgres holds them now)
@@ -337,20 +496,23 @@ impl TextIndex {
     fn replace_pages(
         &self,
         pages: &[(Uuid, String)],
-        chunks: &[TextIndexChunk],
-    ) -> Result<(), TextIndexError> {
+        chunks: &[SearchIndexChunk],
+    ) -> Result<(), SearchIndexError> {
         let mut writer = self.writer()?;
-        for (source_id, page_id) in pages {
-            writer.delete_term(Term::from_field_text(
-                self.fields.page,
-                &page_key(*source_id, page_id),
-            ));
+        let mut replaced = Vec::new();
+        {
+            let mut vectors = self.vectors_mut()?;
+            for (source_id, page_id) in pages {
+                let page = page_key(*source_id, page_id);
+                replaced.extend(vectors.by_page.remove(&page).unwrap_or_default());
+                writer.delete_term(Term::from_field_text(self.fields.page, &page));
+            }
         }
-        for chunk in chunks {
-            writer.add_document(self.document(chunk))?;
-        }
+        self.add_chunks(&writer, chunks)?;
         writer.commit()?;
         self.reader.reload()?;
+        // After the reload: a search until then still ranks the replaced chunks' vectors.
+        self.vectors_mut()?.remove(&replaced);
         Ok(())
     }
 }
@@ -358,10 +520,10 @@ impl TextIndex {
 /// Loads and then follows the corpus until `token` is cancelled. Postgres being away is waited
 /// out (capped backoff) and followed by a full reload, as is a lost listening connection.
 pub async fn maintain(
-    index: Arc<TextIndex>,
+    index: Arc<SearchIndex>,
     pool: PgPool,
     token: CancellationToken,
-) -> Result<(), TextIndexError> {
+) -> Result<(), SearchIndexError> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     while !token.is_cancelled() {
         let result = tokio::select! {
@@ -369,11 +531,11 @@ pub async fn maintain(
             result = load_and_follow(&index, &pool) => result,
         };
         match result {
-            Err(TextIndexError::Store(error))
+            Err(SearchIndexError::Store(error))
                 if pagestream_events::Retryable::is_transient(&error) =>
             {
                 let wait = backoff.next_wait();
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "text index: postgres unavailable, reloading when it is back");
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "search index: postgres unavailable, reloading when it is back");
                 tokio::select! {
                     () = token.cancelled() => return Ok(()),
                     () = tokio::time::sleep(wait) => {}
@@ -387,7 +549,7 @@ pub async fn maintain(
 }
 
 /// Listens, loads everything, then applies changes until one says everything may have changed.
-async fn load_and_follow(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), TextIndexError> {
+async fn load_and_follow(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), SearchIndexError> {
     // Listening first: a change committed during the load is applied again after it.
     let mut changes = SearchChanges::listen(pool).await?;
     load_everything(index, pool).await?;
@@ -418,11 +580,11 @@ async fn load_and_follow(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
             };
         }
         if !pages.is_empty() {
-            let chunks = search::text_index_page_chunks(pool, &index.model, &pages).await?;
+            let chunks = search::search_index_page_chunks(pool, &index.model, &pages).await?;
             let writing = Arc::clone(index);
             tokio::task::spawn_blocking(move || writing.replace_pages(&pages, &chunks))
                 .await
-                .map_err(|error| TextIndexError::Task(error.to_string()))??;
+                .map_err(|error| SearchIndexError::Task(error.to_string()))??;
         }
         if let (Some(marker), Ok(mut applied)) = (marker, index.applied_marker.lock()) {
             *applied = Some(marker);
@@ -430,7 +592,7 @@ async fn load_and_follow(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
     }
 }
 
-async fn load_everything(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), TextIndexError> {
+async fn load_everything(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), SearchIndexError> {
     let started = Instant::now();
     {
         // A load cut short by an outage left documents uncommitted: they go first.
@@ -438,11 +600,16 @@ async fn load_everything(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
         writer.rollback()?;
         writer.delete_all_documents()?;
     }
+    // Every vector held now goes once the load is searchable (a reload after an outage searches
+    // the old ones until then; an earlier load cut short left some that no chunk names).
+    let replaced: Vec<u64> = index.vectors()?.by_id.keys().copied().collect();
+    index.vectors_mut()?.by_page.clear();
     let mut after: Option<ChunkKey> = None;
     let mut loaded = 0usize;
     loop {
         let batch =
-            search::text_index_chunks_after(pool, &index.model, after.as_ref(), LOAD_BATCH).await?;
+            search::search_index_chunks_after(pool, &index.model, after.as_ref(), LOAD_BATCH)
+                .await?;
         let Some(last) = batch.last() else { break };
         after = Some(ChunkKey {
             source_id: last.source_id,
@@ -451,29 +618,27 @@ async fn load_everything(index: &Arc<TextIndex>, pool: &PgPool) -> Result<(), Te
         });
         loaded += batch.len();
         let writing = Arc::clone(index);
-        tokio::task::spawn_blocking(move || -> Result<(), TextIndexError> {
+        tokio::task::spawn_blocking(move || -> Result<(), SearchIndexError> {
             let writer = writing.writer()?;
-            for chunk in &batch {
-                writer.add_document(writing.document(chunk))?;
-            }
-            Ok(())
+            writing.add_chunks(&writer, &batch)
         })
         .await
-        .map_err(|error| TextIndexError::Task(error.to_string()))??;
+        .map_err(|error| SearchIndexError::Task(error.to_string()))??;
     }
     let writing = Arc::clone(index);
-    tokio::task::spawn_blocking(move || -> Result<(), TextIndexError> {
+    tokio::task::spawn_blocking(move || -> Result<(), SearchIndexError> {
         writing.writer()?.commit()?;
         writing.reader.reload()?;
+        writing.vectors_mut()?.remove(&replaced);
         Ok(())
     })
     .await
-    .map_err(|error| TextIndexError::Task(error.to_string()))??;
+    .map_err(|error| SearchIndexError::Task(error.to_string()))??;
     index.ready.store(true, Ordering::Release);
     tracing::info!(
         chunks = loaded,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "text index loaded"
+        "search index loaded"
     );
     Ok(())
 }
@@ -497,6 +662,90 @@ fn analyzer() -> TextAnalyzer {
 /// what the question means).
 fn required_words(words: usize) -> usize {
     words.saturating_sub((words / 3).max(1)).max(1)
+}
+
+fn unit_vector(vector: &[f32]) -> Box<[f32]> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter().map(|x| x / norm).collect()
+    } else {
+        vector.into()
+    }
+}
+
+/// One minus the cosine of two unit vectors; a zero vector is as far as can be (pgvector gives
+/// it NaN, which sorts last).
+fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
+    let dot = dot_product(a, b);
+    if dot == 0.0 && (a.iter().all(|x| *x == 0.0) || b.iter().all(|x| *x == 0.0)) {
+        f32::INFINITY
+    } else {
+        1.0 - dot
+    }
+}
+
+/// Summed in eight lanes, which the compiler turns into vector instructions (a single running
+/// sum must keep its order, and stays scalar).
+fn dot_product(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Collects the vector ids of the matching chunks.
+struct VectorIds;
+
+struct SegmentVectorIds {
+    column: Column<u64>,
+    ids: Vec<u64>,
+}
+
+impl Collector for VectorIds {
+    type Fruit = Vec<u64>;
+    type Child = SegmentVectorIds;
+
+    fn for_segment(
+        &self,
+        _segment: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentVectorIds> {
+        Ok(SegmentVectorIds {
+            column: reader.fast_fields().u64("vector")?,
+            ids: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, segments: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        Ok(segments.concat())
+    }
+}
+
+impl SegmentCollector for SegmentVectorIds {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        self.ids.extend(self.column.first(doc));
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.ids
+    }
 }
 
 fn page_key(source_id: Uuid, page_id: &str) -> String {
