@@ -14,7 +14,7 @@
 //!
 //! Until the first load is done ([`SearchIndex::is_ready`]) Postgres ranks both legs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -88,46 +88,92 @@ struct Fields {
     vector: Field,
 }
 
-/// The chunks' vectors, by an id that each indexed chunk carries and that is never reused: a
-/// searcher that still sees a replaced chunk finds its id gone and skips it.
+/// The chunks' vectors, one after another in one allocation (a scan reads them in order), each in
+/// a slot that an indexed chunk names by its id: the slot's number and its generation. A slot is
+/// reused once its chunk is gone, under a new generation, so a searcher that still sees a
+/// replaced chunk finds its id stale and skips it.
 #[derive(Default)]
 struct Vectors {
-    next_id: u64,
-    by_id: HashMap<u64, StoredVector>,
+    /// Of every vector held: the first one's (a vector of another length is not held).
+    dimension: Option<usize>,
+    slots: Vec<Slot>,
+    /// The unit vectors, `dimension` values per slot.
+    values: Vec<f32>,
+    free: Vec<u32>,
     /// The ids of each page's chunks (by [`page_key`]), to drop them when the page is replaced.
     by_page: HashMap<String, Vec<u64>>,
 }
 
-struct StoredVector {
-    key: ChunkKey,
-    /// The vector scaled to unit length (zero stays zero), so that a cosine is a dot product.
-    unit: Box<[f32]>,
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    /// None: free.
+    key: Option<ChunkKey>,
 }
 
 impl Vectors {
-    /// Takes `chunk`'s vector; its id, for the indexed chunk.
-    fn insert(&mut self, chunk: &SearchIndexChunk) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+    /// Holds `chunk`'s vector scaled to unit length (zero stays zero), so that a cosine is a dot
+    /// product; its id, for the indexed chunk (none: not held).
+    fn insert(&mut self, chunk: &SearchIndexChunk) -> Option<u64> {
+        let vector = chunk.embedding.as_slice();
+        let dimension = *self.dimension.get_or_insert(vector.len());
+        if vector.len() != dimension {
+            return None;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot::default());
+                self.values.resize(self.slots.len() * dimension, 0.0);
+                u32::try_from(self.slots.len() - 1).ok()?
+            }
+        };
+        let index = slot as usize;
+        let entry = &mut self.slots[index];
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.key = Some(ChunkKey {
+            source_id: chunk.source_id,
+            page_id: chunk.page_id.clone(),
+            chunk_index: chunk.chunk_index,
+        });
+        let id = (u64::from(slot) << 32) | u64::from(entry.generation);
+        self.values[index * dimension..(index + 1) * dimension]
+            .copy_from_slice(&unit_vector(vector));
         let page = page_key(chunk.source_id, &chunk.page_id);
         self.by_page.entry(page).or_default().push(id);
-        self.by_id.insert(
-            id,
-            StoredVector {
-                key: ChunkKey {
-                    source_id: chunk.source_id,
-                    page_id: chunk.page_id.clone(),
-                    chunk_index: chunk.chunk_index,
-                },
-                unit: unit_vector(chunk.embedding.as_slice()),
-            },
-        );
-        id
+        Some(id)
+    }
+
+    /// The slot and chunk of a live id.
+    fn get(&self, id: u64) -> Option<(usize, &ChunkKey)> {
+        let slot = usize::try_from(id >> 32).ok()?;
+        let entry = self.slots.get(slot)?;
+        if entry.generation != id as u32 {
+            return None;
+        }
+        Some((slot, entry.key.as_ref()?))
+    }
+
+    fn values(&self, slot: usize) -> &[f32] {
+        let dimension = self.dimension.unwrap_or(0);
+        &self.values[slot * dimension..(slot + 1) * dimension]
+    }
+
+    /// Every held vector's id, whether a page still names it or not (a load cut short).
+    fn live_ids(&self) -> Vec<u64> {
+        (0u64..)
+            .zip(&self.slots)
+            .filter(|(_, slot)| slot.key.is_some())
+            .map(|(number, slot)| (number << 32) | u64::from(slot.generation))
+            .collect()
     }
 
     fn remove(&mut self, ids: &[u64]) {
         for id in ids {
-            self.by_id.remove(id);
+            if let Some((slot, _)) = self.get(*id) {
+                self.slots[slot].key = None;
+                self.free.push(slot as u32);
+            }
         }
     }
 }
@@ -285,22 +331,32 @@ impl SearchIndex {
         );
         let ids = self.reader.searcher().search(&filter, &VectorIds)?;
         let vectors = self.vectors()?;
-        let passing: Vec<&StoredVector> = ids
-            .iter()
-            .filter_map(|id| vectors.by_id.get(id))
-            .filter(|stored| stored.unit.len() == query.len())
-            .collect();
-        let mut pages: HashSet<(Uuid, &str)> = HashSet::new();
-        for stored in &passing {
-            pages.insert((stored.key.source_id, stored.key.page_id.as_str()));
-            if pages.len() > max_pages {
-                return Ok(Nearest::TooManyPages);
+        if vectors.dimension != Some(query.len()) {
+            return Ok(Nearest::Ranked(Vec::new()));
+        }
+        // A page's chunks are indexed together, one after another: counting where the page
+        // changes counts pages (or a few more, where a commit split a page across segments).
+        let mut passing: Vec<(usize, &ChunkKey)> = Vec::with_capacity(ids.len());
+        let mut pages = 0;
+        for id in &ids {
+            let Some((slot, key)) = vectors.get(*id) else {
+                continue;
+            };
+            let new_page = passing.last().is_none_or(|(_, last): &(usize, &ChunkKey)| {
+                last.page_id != key.page_id || last.source_id != key.source_id
+            });
+            if new_page {
+                pages += 1;
+                if pages > max_pages {
+                    return Ok(Nearest::TooManyPages);
+                }
             }
+            passing.push((slot, key));
         }
         let query = unit_vector(query);
         let mut ranked: Vec<(f32, &ChunkKey)> = passing
             .iter()
-            .map(|stored| (cosine_distance(&query, &stored.unit), &stored.key))
+            .map(|(slot, key)| (cosine_distance(&query, vectors.values(*slot)), *key))
             .collect();
         let by_distance = |a: &(f32, &ChunkKey), b: &(f32, &ChunkKey)| {
             a.0.total_cmp(&b.0).then_with(|| {
@@ -485,7 +541,7 @@ impl SearchIndex {
     ) -> Result<(), SearchIndexError> {
         let mut vectors = self.vectors_mut()?;
         for chunk in chunks {
-            let id = self.keep_vectors.then(|| vectors.insert(chunk));
+            let id = self.keep_vectors.then(|| vectors.insert(chunk)).flatten();
             writer.add_document(self.document(chunk, id))?;
         }
         Ok(())
@@ -602,7 +658,7 @@ async fn load_everything(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), 
     }
     // Every vector held now goes once the load is searchable (a reload after an outage searches
     // the old ones until then; an earlier load cut short left some that no chunk names).
-    let replaced: Vec<u64> = index.vectors()?.by_id.keys().copied().collect();
+    let replaced = index.vectors()?.live_ids();
     index.vectors_mut()?.by_page.clear();
     let mut after: Option<ChunkKey> = None;
     let mut loaded = 0usize;
@@ -802,6 +858,64 @@ mod tests {
 
     fn part(text: &str, excluded: bool) -> QueryPart<'_> {
         QueryPart { text, excluded }
+    }
+
+    fn chunk(page_id: &str, chunk_index: i32, vector: Vec<f32>) -> SearchIndexChunk {
+        SearchIndexChunk {
+            source_id: Uuid::nil(),
+            page_id: page_id.into(),
+            chunk_index,
+            heading_path: Vec::new(),
+            text: String::new(),
+            space_key: "DOCS".into(),
+            path: format!("/{page_id}"),
+            labels: Vec::new(),
+            jira_keys: Vec::new(),
+            mentions: Vec::new(),
+            last_modified: None,
+            content_type: "page".into(),
+            code_language: None,
+            embedding: vector.into(),
+        }
+    }
+
+    #[test]
+    fn a_reused_vector_slot_does_not_answer_for_its_former_chunk() {
+        let mut vectors = Vectors::default();
+        let first = vectors
+            .insert(&chunk("1", 0, vec![3.0, 4.0]))
+            .expect("held");
+        let second = vectors
+            .insert(&chunk("1", 1, vec![0.0, 0.0]))
+            .expect("held");
+        assert_eq!(
+            vectors.values(vectors.get(first).expect("live").0),
+            [0.6, 0.8]
+        );
+        assert!(
+            vectors.insert(&chunk("2", 0, vec![1.0])).is_none(),
+            "another dimension"
+        );
+
+        vectors.remove(&[first]);
+        assert!(vectors.get(first).is_none());
+        let third = vectors
+            .insert(&chunk("3", 0, vec![0.0, 2.0]))
+            .expect("held");
+        assert_eq!(third >> 32, first >> 32, "the freed slot is reused");
+        assert!(vectors.get(first).is_none(), "a stale id stays stale");
+        let (slot, key) = vectors.get(third).expect("live");
+        assert_eq!(
+            (key.page_id.as_str(), vectors.values(slot)),
+            ("3", &[0.0, 1.0][..])
+        );
+        let mut live = vectors.live_ids();
+        live.sort_unstable();
+        let mut expected = vec![second, third];
+        expected.sort_unstable();
+        assert_eq!(live, expected);
+        assert_eq!(cosine_distance(&[0.0, 1.0], &[0.0, 0.0]), f32::INFINITY);
+        assert_eq!(dot_product(&[1.0; 11], &[2.0; 11]), 22.0);
     }
 
     #[test]
