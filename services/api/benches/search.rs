@@ -355,6 +355,10 @@ async fn main() -> anyhow::Result<()> {
             SearchSettings::default().exact_filter_pages as usize,
         )? as u32,
         memory_vectors: env_number("MEMORY_VECTORS", 1)? != 0,
+        memory_exact_filter_pages: env_number(
+            "MEMORY_EXACT_FILTER_PAGES",
+            SearchSettings::default().memory_exact_filter_pages as usize,
+        )? as u32,
         ..SearchSettings::default()
     };
     let db_connections = env_number(
@@ -450,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
             "hnsw_ef_search": search.hnsw_ef_search,
             "exact_filter_pages": search.exact_filter_pages,
             "memory_vectors": search.memory_vectors,
+            "memory_exact_filter_pages": search.memory_exact_filter_pages,
             "db_connections": db_connections,
             "embedding_storage": if std::env::var_os("EMBEDDING_STORAGE_MAIN").is_some() { "main" } else { "as migrated" },
             "text_legs": figures,

@@ -192,10 +192,11 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
         }
     };
     let (exact, vector_ranking) = match &vector {
-        Some((_, embedding)) if settings.exact_filter_pages > 0 && !request.filters.is_empty() => {
+        Some((_, embedding)) if !request.filters.is_empty() => {
             match memory_nearest(state, request, embedding, depth).await {
                 Some(Nearest::Ranked(ranking)) => (true, Some(ranking)),
                 Some(Nearest::TooManyPages) => (false, None),
+                None if settings.exact_filter_pages == 0 => (false, None),
                 None => {
                     let cap = i64::from(settings.exact_filter_pages);
                     let few = search::count_live_pages(&state.inner.pool, &request.filters, cap)
@@ -294,22 +295,22 @@ async fn bm25_ranking(
 }
 
 /// The vector leg of a filtered query ranked exactly by the in-process index, when there is one
-/// and the filters leave at most `exact_filter_pages` pages; none when there is none or it fails
-/// (then Postgres decides and ranks, and the failure is logged).
+/// and the filters leave at most `memory_exact_filter_pages` pages; none when there is none or it
+/// fails (then Postgres decides and ranks, and the failure is logged).
 async fn memory_nearest(
     state: &AppState,
     request: &SearchRequest,
     embedding: &[f32],
     depth: u32,
 ) -> Option<Nearest> {
-    if !state.inner.search.memory_vectors {
+    let max_pages = state.inner.search.memory_exact_filter_pages as usize;
+    if !state.inner.search.memory_vectors || max_pages == 0 {
         return None;
     }
     let index = Arc::clone(state.ready_search_index()?);
     let embedding = embedding.to_vec();
     let filters = request.filters.clone();
     let kind = request.kind.clone();
-    let max_pages = state.inner.search.exact_filter_pages as usize;
     let ranked = tokio::task::spawn_blocking(move || {
         index.nearest(&embedding, &filters, &kind, depth as usize, max_pages)
     })

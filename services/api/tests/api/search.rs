@@ -478,6 +478,7 @@ async fn filters_apply_inside_the_hnsw_scan() {
     // Never exact: the filters apply during the iterative index scan.
     let settings = SearchSettings {
         exact_filter_pages: 0,
+        memory_exact_filter_pages: 0,
         text_leg: TextLeg::Bm25,
         ..SearchSettings::default()
     };
