@@ -27,10 +27,9 @@ use pagestream_store::search::{
     self, ChunkKey, ChunkKind, SearchChange, SearchChanges, SearchIndexChunk,
 };
 use sqlx::PgPool;
-use tantivy::collector::{Collector, SegmentCollector, TopDocs};
-use tantivy::columnar::Column;
+use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
+    BooleanQuery, ConstScoreQuery, EnableScoring, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
@@ -40,8 +39,7 @@ use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{
-    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument,
-    Term,
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -329,29 +327,39 @@ impl SearchIndex {
                 .map(|query| (Occur::Must, query))
                 .collect(),
         );
-        let ids = self.reader.searcher().search(&filter, &VectorIds)?;
+        let searcher = self.reader.searcher();
+        let weight = filter.weight(EnableScoring::disabled_from_searcher(&searcher))?;
         let vectors = self.vectors()?;
         if vectors.dimension != Some(query.len()) {
             return Ok(Nearest::Ranked(Vec::new()));
         }
         // A page's chunks are indexed together, one after another: counting where the page
-        // changes counts pages (or a few more, where a commit split a page across segments).
-        let mut passing: Vec<(usize, &ChunkKey)> = Vec::with_capacity(ids.len());
+        // changes counts pages (or a few more, where a commit split a page across segments), and
+        // a filter that passes too many is known without reading all that it passes.
+        let mut passing: Vec<(usize, &ChunkKey)> = Vec::new();
         let mut pages = 0;
-        for id in &ids {
-            let Some((slot, key)) = vectors.get(*id) else {
-                continue;
-            };
-            let new_page = passing.last().is_none_or(|(_, last): &(usize, &ChunkKey)| {
-                last.page_id != key.page_id || last.source_id != key.source_id
-            });
-            if new_page {
-                pages += 1;
-                if pages > max_pages {
-                    return Ok(Nearest::TooManyPages);
+        for segment in searcher.segment_readers() {
+            let ids = segment.fast_fields().u64("vector")?;
+            let alive = segment.alive_bitset();
+            let mut matching = weight.scorer(segment, 1.0)?;
+            let mut doc = matching.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|bits| bits.is_alive(doc))
+                    && let Some((slot, key)) = ids.first(doc).and_then(|id| vectors.get(id))
+                {
+                    let new_page = passing.last().is_none_or(|(_, last)| {
+                        last.page_id != key.page_id || last.source_id != key.source_id
+                    });
+                    if new_page {
+                        pages += 1;
+                        if pages > max_pages {
+                            return Ok(Nearest::TooManyPages);
+                        }
+                    }
+                    passing.push((slot, key));
                 }
+                doc = matching.advance();
             }
-            passing.push((slot, key));
         }
         let query = unit_vector(query);
         let mut ranked: Vec<(f32, &ChunkKey)> = passing
@@ -758,50 +766,6 @@ fn dot_product(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
-}
-
-/// Collects the vector ids of the matching chunks.
-struct VectorIds;
-
-struct SegmentVectorIds {
-    column: Column<u64>,
-    ids: Vec<u64>,
-}
-
-impl Collector for VectorIds {
-    type Fruit = Vec<u64>;
-    type Child = SegmentVectorIds;
-
-    fn for_segment(
-        &self,
-        _segment: u32,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<SegmentVectorIds> {
-        Ok(SegmentVectorIds {
-            column: reader.fast_fields().u64("vector")?,
-            ids: Vec::new(),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, segments: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
-        Ok(segments.concat())
-    }
-}
-
-impl SegmentCollector for SegmentVectorIds {
-    type Fruit = Vec<u64>;
-
-    fn collect(&mut self, doc: DocId, _score: Score) {
-        self.ids.extend(self.column.first(doc));
-    }
-
-    fn harvest(self) -> Vec<u64> {
-        self.ids
-    }
 }
 
 fn page_key(source_id: Uuid, page_id: &str) -> String {
