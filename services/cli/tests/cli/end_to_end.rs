@@ -101,7 +101,7 @@ async fn sync_search_edit_and_trash_with_the_local_model() {
     assert!(synced.contains("changed 16"), "{synced}");
     assert!(synced.contains("indexed 16"), "{synced}");
     assert!(synced.contains("failed 0"), "{synced}");
-    // The api's BM25 search index followed the indexer's commits: it holds every stored chunk.
+    // The api's search index followed the indexer's commits: it holds every stored chunk.
     assert!(
         stack
             .api

@@ -40,7 +40,7 @@ pub struct Stack {
     pub sim: RunningSim,
     pub webhook_url: String,
     pub embedder_cancel: CancellationToken,
-    /// The in-process api's state (its BM25 search index).
+    /// The in-process api's state (its search index).
     pub api: AppState,
     cancel: CancellationToken,
 }
