@@ -14,7 +14,7 @@ pub use pagestream_views::{SearchHit, SearchResponse};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::params::QueryParams;
-use crate::search_index::Nearest;
+use crate::search_index::{Nearest, SearchIndex, SearchIndexError};
 use crate::sources::projected_source_id;
 use crate::{AppState, TextLeg};
 
@@ -274,24 +274,11 @@ async fn bm25_ranking(
     if state.inner.search.text_leg != TextLeg::Bm25 {
         return None;
     }
-    let index = Arc::clone(state.ready_search_index()?);
     let query = request.query.clone();
-    let filters = request.filters.clone();
-    let kind = request.kind.clone();
-    let ranked =
-        tokio::task::spawn_blocking(move || index.search(&query, &filters, &kind, depth as usize))
-            .await;
-    match ranked {
-        Ok(Ok(ranking)) => Some(ranking),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "bm25 ranking failed; postgres ranks the text leg");
-            None
-        }
-        Err(error) => {
-            tracing::warn!(%error, "bm25 ranking task failed; postgres ranks the text leg");
-            None
-        }
-    }
+    rank_in_memory(state, request, "text", move |index, filters, kind| {
+        index.search(&query, filters, kind, depth as usize)
+    })
+    .await
 }
 
 /// The vector leg of a filtered query ranked exactly by the in-process index, when there is one
@@ -307,22 +294,35 @@ async fn memory_nearest(
     if !state.inner.search.memory_vectors || max_pages == 0 {
         return None;
     }
-    let index = Arc::clone(state.ready_search_index()?);
     let embedding = embedding.to_vec();
+    rank_in_memory(state, request, "vector", move |index, filters, kind| {
+        index.nearest(&embedding, filters, kind, depth as usize, max_pages)
+    })
+    .await
+}
+
+/// Runs `rank` over the loaded search index with the request's filters and kind, off the runtime
+/// (CPU work); none when the index has not loaded or `rank` fails (logged): Postgres ranks the
+/// `leg` then.
+async fn rank_in_memory<T: Send + 'static>(
+    state: &AppState,
+    request: &SearchRequest,
+    leg: &'static str,
+    rank: impl FnOnce(&SearchIndex, &PageFilters, &ChunkKind) -> Result<T, SearchIndexError>
+    + Send
+    + 'static,
+) -> Option<T> {
+    let index = Arc::clone(state.ready_search_index()?);
     let filters = request.filters.clone();
     let kind = request.kind.clone();
-    let ranked = tokio::task::spawn_blocking(move || {
-        index.nearest(&embedding, &filters, &kind, depth as usize, max_pages)
-    })
-    .await;
-    match ranked {
-        Ok(Ok(nearest)) => Some(nearest),
+    match tokio::task::spawn_blocking(move || rank(&index, &filters, &kind)).await {
+        Ok(Ok(ranking)) => Some(ranking),
         Ok(Err(error)) => {
-            tracing::warn!(%error, "exact ranking in memory failed; postgres ranks the vector leg");
+            tracing::warn!(%error, leg, "in-memory ranking failed; postgres ranks the leg");
             None
         }
         Err(error) => {
-            tracing::warn!(%error, "exact ranking task failed; postgres ranks the vector leg");
+            tracing::warn!(%error, leg, "in-memory ranking task failed; postgres ranks the leg");
             None
         }
     }
