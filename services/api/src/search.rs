@@ -11,6 +11,7 @@ use pagestream_events::ContentType;
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{self, ChunkKind, HybridQuery, QueryVector};
 pub use pagestream_views::{SearchHit, SearchResponse};
+use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::params::QueryParams;
@@ -139,8 +140,17 @@ pub async fn handler(
     let mut filters = parse_filters(&mut params, true)?;
     let kind = parse_kind(&mut params)?;
     params.finish()?;
+    // A source named by its id is checked only when the search finds nothing: a hit is joined
+    // with its source's row, so a search with hits names a source that exists.
+    let mut unchecked_source = None;
     if let Some(source) = source {
-        filters.source_id = Some(projected_source_id(&state, &source, "source").await?);
+        filters.source_id = Some(match Uuid::parse_str(&source) {
+            Ok(id) => {
+                unchecked_source = Some(source);
+                id
+            }
+            Err(_) => projected_source_id(&state, &source, "source").await?,
+        });
     }
     let mut response = search(
         &state,
@@ -152,6 +162,11 @@ pub async fn handler(
         },
     )
     .await?;
+    if let Some(source) = unchecked_source
+        && response.hits.is_empty()
+    {
+        projected_source_id(&state, &source, "source").await?;
+    }
     response.took_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Json(response))
 }

@@ -619,6 +619,14 @@ async fn bad_search_input_names_the_parameter() {
         "source_not_found",
         Some("source"),
     );
+    // An unknown source id too (it is checked when the search finds nothing).
+    assert_error(
+        &api.get(&format!("/api/search?q=x&source={}", Uuid::new_v4()))
+            .await,
+        404,
+        "source_not_found",
+        Some("source"),
+    );
 }
 
 #[tokio::test]
