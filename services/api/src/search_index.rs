@@ -185,7 +185,7 @@ pub enum Nearest {
     TooManyPages,
 }
 
-/// An in-memory BM25 index of one model's chunks; see the module documentation.
+/// The api's in-memory index of one model's chunks; see the module documentation.
 pub struct SearchIndex {
     model: String,
     reader: IndexReader,
@@ -241,7 +241,7 @@ impl SearchIndex {
         })
     }
 
-    /// Whether the whole corpus has been loaded once: until then, search ranks text in Postgres.
+    /// Whether the whole corpus has been loaded once: until then, Postgres ranks both legs.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
