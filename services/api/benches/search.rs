@@ -21,7 +21,7 @@ use pagestream_bus::{Bus, BusConfig};
 use pagestream_service::Readiness;
 use pagestream_sources::{SecretKey, SourceRegistry};
 use pagestream_testkit::bench::{
-    Words, drop_database, env_number, loadavg, percentile, random_unit_vector, round,
+    Words, drop_database, env_number, loadavg, percentile, random_unit_vector, resident_mib, round,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -405,6 +405,7 @@ async fn main() -> anyhow::Result<()> {
             confluence_timeout: Duration::from_secs(5),
         });
         let stop = CancellationToken::new();
+        let resident_before = resident_mib();
         let loading = Instant::now();
         let maintaining = tokio::spawn(state.maintain_search_index(stop.clone()));
         let search_index_load_s = match state.search_index() {
@@ -419,6 +420,9 @@ async fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
+        // What loading the index added to this process (an upper bound: freed load buffers may
+        // stay resident).
+        let search_index_resident_mib = round(resident_mib() - resident_before);
         let router = pagestream_api::router(state, Readiness::default());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -427,6 +431,10 @@ async fn main() -> anyhow::Result<()> {
         measured.insert(
             "search_index_load_seconds".into(),
             json!(search_index_load_s),
+        );
+        measured.insert(
+            "search_index_resident_mib".into(),
+            json!(search_index_resident_mib),
         );
         serving.abort();
         stop.cancel();

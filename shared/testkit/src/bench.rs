@@ -90,6 +90,23 @@ pub fn loadavg() -> String {
         .join(" ")
 }
 
+/// This process's resident memory in MiB (`VmRSS`; 0 where /proc cannot tell).
+pub fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// A benchmark's database is large: it goes when the run ends.
 pub async fn drop_database(pool: PgPool, database_url: &str) -> anyhow::Result<()> {
     pool.close().await;
