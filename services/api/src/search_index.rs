@@ -113,7 +113,7 @@ impl Vectors {
     /// Holds `chunk`'s vector scaled to unit length (zero stays zero), so that a cosine is a dot
     /// product; its id, for the indexed chunk (none: not held).
     fn insert(&mut self, chunk: &SearchIndexChunk) -> Option<u64> {
-        let vector = chunk.embedding.as_slice();
+        let vector = chunk.embedding.as_ref()?.as_slice();
         let dimension = *self.dimension.get_or_insert(vector.len());
         if vector.len() != dimension {
             return None;
@@ -135,8 +135,9 @@ impl Vectors {
             chunk_index: chunk.chunk_index,
         });
         let id = (u64::from(slot) << 32) | u64::from(entry.generation);
-        self.values[index * dimension..(index + 1) * dimension]
-            .copy_from_slice(&unit_vector(vector));
+        let values = &mut self.values[index * dimension..(index + 1) * dimension];
+        values.copy_from_slice(vector);
+        scale_to_unit(values);
         let page = page_key(chunk.source_id, &chunk.page_id);
         self.by_page.entry(page).or_default().push(id);
         Some(id)
@@ -361,7 +362,8 @@ impl SearchIndex {
                 doc = matching.advance();
             }
         }
-        let query = unit_vector(query);
+        let mut query = query.to_vec();
+        scale_to_unit(&mut query);
         let mut ranked: Vec<(f32, &ChunkKey)> = passing
             .iter()
             .map(|(slot, key)| (cosine_distance(&query, vectors.values(*slot)), *key))
@@ -549,7 +551,7 @@ impl SearchIndex {
     ) -> Result<(), SearchIndexError> {
         let mut vectors = self.vectors_mut()?;
         for chunk in chunks {
-            let id = self.keep_vectors.then(|| vectors.insert(chunk)).flatten();
+            let id = vectors.insert(chunk);
             writer.add_document(self.document(chunk, id))?;
         }
         Ok(())
@@ -644,7 +646,9 @@ async fn load_and_follow(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), 
             };
         }
         if !pages.is_empty() {
-            let chunks = search::search_index_page_chunks(pool, &index.model, &pages).await?;
+            let chunks =
+                search::search_index_page_chunks(pool, &index.model, index.keep_vectors, &pages)
+                    .await?;
             let writing = Arc::clone(index);
             tokio::task::spawn_blocking(move || writing.replace_pages(&pages, &chunks))
                 .await
@@ -671,9 +675,14 @@ async fn load_everything(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), 
     let mut after: Option<ChunkKey> = None;
     let mut loaded = 0usize;
     loop {
-        let batch =
-            search::search_index_chunks_after(pool, &index.model, after.as_ref(), LOAD_BATCH)
-                .await?;
+        let batch = search::search_index_chunks_after(
+            pool,
+            &index.model,
+            index.keep_vectors,
+            after.as_ref(),
+            LOAD_BATCH,
+        )
+        .await?;
         let Some(last) = batch.last() else { break };
         after = Some(ChunkKey {
             source_id: last.source_id,
@@ -728,12 +737,10 @@ fn required_words(words: usize) -> usize {
     words.saturating_sub((words / 3).max(1)).max(1)
 }
 
-fn unit_vector(vector: &[f32]) -> Box<[f32]> {
+fn scale_to_unit(vector: &mut [f32]) {
     let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
-        vector.iter().map(|x| x / norm).collect()
-    } else {
-        vector.into()
+        vector.iter_mut().for_each(|x| *x /= norm);
     }
 }
 
@@ -839,7 +846,7 @@ mod tests {
             last_modified: None,
             content_type: "page".into(),
             code_language: None,
-            embedding: vector.into(),
+            embedding: Some(vector.into()),
         }
     }
 

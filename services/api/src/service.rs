@@ -91,10 +91,10 @@ impl Service for Config {
             "http",
             pagestream_service::serve(self.listen, router, shell.token()),
         );
-        // With the BM25 text leg, its index (search ranks the text leg in Postgres until it
-        // loaded). A supervised task runs until shutdown: there is none to run without the index.
+        // The in-memory search index (Postgres ranks both legs until it has loaded). A supervised
+        // task runs until shutdown: there is none to run without the index.
         if state.search_index().is_some() {
-            supervisor.spawn("text-index", state.maintain_search_index(shell.token()));
+            supervisor.spawn("search-index", state.maintain_search_index(shell.token()));
         }
         Ok(())
     }

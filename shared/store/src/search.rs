@@ -395,28 +395,41 @@ pub struct SearchIndexChunk {
     pub content_type: String,
     /// A code chunk's language ("" for a code block without one); none for a section.
     pub code_language: Option<String>,
-    pub embedding: pgvector::Vector,
+    /// Read only when asked for (an index that ranks text alone needs no vectors).
+    pub embedding: Option<pgvector::Vector>,
 }
 
-const SEARCH_INDEX_CHUNK_COLUMNS: &str = "SELECT c.source_id, c.page_id, c.chunk_index, \
-     c.heading_path, c.text, p.space_key, p.path, p.labels, p.jira_keys, p.mentions, \
-     p.last_modified, p.content_type, \
-     CASE WHEN c.metadata ? 'code' THEN COALESCE(c.metadata -> 'code' ->> 'language', '') END \
-     AS code_language, c.embedding \
-     FROM chunks c \
-     JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id \
-     WHERE NOT p.is_deleted AND c.embedding_model = ";
+/// The live chunks of `model`, with their vectors or without, as the conditions that follow say.
+fn search_index_chunks(model: &str, with_vectors: bool) -> QueryBuilder<Postgres> {
+    let embedding = if with_vectors {
+        "c.embedding"
+    } else {
+        "NULL::vector AS embedding"
+    };
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT c.source_id, c.page_id, c.chunk_index, \
+         c.heading_path, c.text, p.space_key, p.path, p.labels, p.jira_keys, p.mentions, \
+         p.last_modified, p.content_type, \
+         CASE WHEN c.metadata ? 'code' THEN COALESCE(c.metadata -> 'code' ->> 'language', '') END \
+         AS code_language, {embedding} \
+         FROM chunks c \
+         JOIN confluence_pages p ON p.source_id = c.source_id AND p.page_id = c.page_id \
+         WHERE NOT p.is_deleted AND c.embedding_model = "
+    ));
+    sql.push_bind(model.to_owned());
+    sql
+}
 
 /// The live chunks of one model after `after` in key order, at most `limit`: a whole corpus read
 /// in pages without holding a transaction open.
 pub async fn search_index_chunks_after(
     pool: &PgPool,
     model: &str,
+    with_vectors: bool,
     after: Option<&ChunkKey>,
     limit: i64,
 ) -> Result<Vec<SearchIndexChunk>, StoreError> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(SEARCH_INDEX_CHUNK_COLUMNS);
-    sql.push_bind(model.to_owned());
+    let mut sql = search_index_chunks(model, with_vectors);
     if let Some(after) = after {
         sql.push(" AND (c.source_id, c.page_id, c.chunk_index) > (")
             .push_bind(after.source_id)
@@ -435,11 +448,11 @@ pub async fn search_index_chunks_after(
 pub async fn search_index_page_chunks(
     pool: &PgPool,
     model: &str,
+    with_vectors: bool,
     pages: &[(Uuid, String)],
 ) -> Result<Vec<SearchIndexChunk>, StoreError> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(SEARCH_INDEX_CHUNK_COLUMNS);
-    sql.push_bind(model.to_owned())
-        .push(" AND (c.source_id, c.page_id) IN (SELECT * FROM unnest(")
+    let mut sql = search_index_chunks(model, with_vectors);
+    sql.push(" AND (c.source_id, c.page_id) IN (SELECT * FROM unnest(")
         .push_bind(pages.iter().map(|(source, _)| *source).collect::<Vec<_>>())
         .push("::uuid[], ")
         .push_bind(

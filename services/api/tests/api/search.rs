@@ -475,10 +475,11 @@ async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gi
 
 #[tokio::test]
 async fn filters_apply_inside_the_hnsw_scan() {
-    // Never exact: the filters apply during the iterative index scan.
+    // Never exact: the filters apply during the iterative index scan. The in-memory index ranks
+    // text only, and holds no vectors.
     let settings = SearchSettings {
         exact_filter_pages: 0,
-        memory_exact_filter_pages: 0,
+        memory_vectors: false,
         text_leg: TextLeg::Bm25,
         ..SearchSettings::default()
     };
