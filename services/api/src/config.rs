@@ -99,12 +99,11 @@ pub struct Config {
     )]
     pub text_candidates: u32,
 
-    /// What ranks the full-text leg: `postgres`, `ts_rank_cd` over the chunks that hold every
-    /// query word (also what `bm25` uses while its index loads), or `bm25`, an in-memory index of
-    /// this process loaded from Postgres and kept in step with it. `bm25` is faster and ranks
-    /// better on its own, but fused with the vector leg it ranked worse on the relevance bench
-    /// (README), so it is not the default yet.
-    #[arg(long, env = "PAGESTREAM_SEARCH_TEXT_LEG", default_value = "postgres")]
+    /// What ranks the full-text leg: `bm25`, an in-memory index of this process loaded from
+    /// Postgres and kept in step with it (faster under load, and better fused on the relevance
+    /// bench: README), or `postgres`, `ts_rank_cd` over the chunks that hold every query word
+    /// (also what `bm25` uses while its index loads).
+    #[arg(long, env = "PAGESTREAM_SEARCH_TEXT_LEG", default_value = "bm25")]
     pub text_leg: TextLeg,
 
     /// When filters leave at most this many pages, Postgres ranks their chunks exactly instead of
@@ -190,7 +189,7 @@ impl Default for SearchSettings {
             rrf_k: 60,
             leg_depth: 50,
             text_candidates: 1000,
-            text_leg: TextLeg::Postgres,
+            text_leg: TextLeg::Bm25,
             exact_filter_pages: 1000,
             memory_vectors: true,
             memory_exact_filter_pages: 3000,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::params::QueryParams;
-use crate::search_index::{Nearest, SearchIndex, SearchIndexError};
+use crate::search_index::{Nearest, SearchIndex, SearchIndexError, TextRanking};
 use crate::sources::projected_source_id;
 use crate::{AppState, TextLeg};
 
@@ -291,7 +291,13 @@ async fn bm25_ranking(
     }
     let query = request.query.clone();
     rank_in_memory(state, request, "text", move |index, filters, kind| {
-        index.search(&query, filters, kind, depth as usize)
+        index.search(
+            &query,
+            filters,
+            kind,
+            depth as usize,
+            &TextRanking::default(),
+        )
     })
     .await
 }

@@ -9,7 +9,9 @@
 //! rank in each leg, so the vector-only and text-only rankings, and the fusion at other RRF
 //! constants, depths and text weights, are computed from the api's own leg ranks. The api's text
 //! leg is BM25; Postgres's `ts_rank_cd` leg is asked of the store for the same queries, so both
-//! text legs are judged side by side. Relevance is judged per page (a page's best chunk stands for
+//! text legs are judged side by side, and the BM25 leg's variants ([`TextRanking`]: how many words
+//! a chunk must hold, the heading path's weight, a score floor) are asked of the api's own index
+//! and fused with the same vector ranks. Relevance is judged per page (a page's best chunk stands for
 //! it). Prints one JSON object.
 
 #[allow(dead_code)]
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use confluence_sim::CreatePage;
 use pagestream_api::TextLeg;
+use pagestream_api::search_index::{TextRanking, WordsRequired};
 use pagestream_store::pages::PageFilters;
 use pagestream_store::search::{self, ChunkKind, HybridQuery, SearchRow};
 use pagestream_testkit::bench::{loadavg, round};
@@ -148,6 +151,81 @@ fn judge(ranked: &[String], relevant: &HashSet<&str>) -> (f64, f64) {
         .map(|position| 1.0 / ((position + 2) as f64).log2())
         .sum();
     (reciprocal, if ideal > 0.0 { dcg / ideal } else { 0.0 })
+}
+
+/// The same answer with the BM25 leg ranked as `ranked` (chunks best first): the vector ranks
+/// stay, so that a variant of the text leg is fused with the same vector leg.
+fn with_text_leg(hits: &[Hit], ranked: &[(String, i64)]) -> Vec<Hit> {
+    let rank_of = |page: &str, chunk_index: i64| {
+        ranked
+            .iter()
+            .position(|(p, c)| p == page && *c == chunk_index)
+            .map(|position| position as i64 + 1)
+    };
+    let mut out: Vec<Hit> = hits
+        .iter()
+        .map(|hit| Hit {
+            page: hit.page.clone(),
+            chunk_index: hit.chunk_index,
+            vector_rank: hit.vector_rank,
+            text_rank: rank_of(&hit.page, hit.chunk_index),
+            postgres_text_rank: hit.postgres_text_rank,
+        })
+        .collect();
+    for (position, (page, chunk_index)) in ranked.iter().enumerate() {
+        if !hits
+            .iter()
+            .any(|hit| hit.page == *page && hit.chunk_index == *chunk_index)
+        {
+            out.push(Hit {
+                page: page.clone(),
+                chunk_index: *chunk_index,
+                vector_rank: None,
+                text_rank: Some(position as i64 + 1),
+                postgres_text_rank: None,
+            });
+        }
+    }
+    out
+}
+
+/// The BM25 leg's variants the bench measures beside the api's own (its default).
+fn text_rankings() -> Vec<(String, TextRanking)> {
+    let mut variants = Vec::new();
+    for (name, words) in [
+        ("all", WordsRequired::All),
+        ("all_but_a_third", WordsRequired::AllButAThird),
+        ("any", WordsRequired::Any),
+    ] {
+        for heading_boost in [0.0, 1.0, 2.0, 4.0] {
+            variants.push((
+                format!("words={name} heading_boost={heading_boost}"),
+                TextRanking {
+                    words,
+                    heading_boost,
+                    min_score_ratio: 0.0,
+                },
+            ));
+        }
+    }
+    for heading_boost in [1.0, 2.0, 4.0, 8.0] {
+        for min_score_ratio in [0.5, 0.6, 0.75, 0.85, 0.9] {
+            let ranking = TextRanking {
+                words: WordsRequired::All,
+                heading_boost,
+                min_score_ratio,
+            };
+            variants.push((format!("{ranking:?}"), ranking));
+        }
+    }
+    for words in [WordsRequired::AllButAThird, WordsRequired::Any] {
+        let ranking = TextRanking {
+            words,
+            ..TextRanking::default()
+        };
+        variants.push((format!("{ranking:?}"), ranking));
+    }
+    variants
 }
 
 /// Mean MRR@10 and nDCG@10 of a ranking over the queries (optionally of one kind).
@@ -324,6 +402,47 @@ async fn main() -> anyhow::Result<()> {
         text_weight: 1.0,
         text: TextLeg::Bm25,
     };
+    // The BM25 leg's variants, asked of the api's own index, fused with the api's vector ranks.
+    let index = stack
+        .api
+        .search_index()
+        .context("the api holds no search index")?;
+    let mut text_variants = Vec::new();
+    for (name, ranking) in text_rankings() {
+        let mut variant_answers = Vec::with_capacity(answers.len());
+        for (query, hits) in &answers {
+            let ranked: Vec<(String, i64)> = index
+                .search(
+                    &query.query,
+                    &PageFilters::default(),
+                    &ChunkKind::default(),
+                    LEG_DEPTH as usize,
+                    &ranking,
+                )?
+                .into_iter()
+                .filter_map(|key| {
+                    Some((keys.get(&key.page_id)?.clone(), i64::from(key.chunk_index)))
+                })
+                .collect();
+            variant_answers.push((
+                Query {
+                    query: query.query.clone(),
+                    kind: query.kind.clone(),
+                    relevant: query.relevant.clone(),
+                },
+                with_text_leg(hits, &ranked),
+            ));
+        }
+        text_variants.push(json!({
+            "variant": name,
+            "default": ranking == TextRanking::default(),
+            "text": evaluate(&variant_answers, Ranking::Text(TextLeg::Bm25), None),
+            "fused": evaluate(&variant_answers, fused, None),
+            "fused_k10_text_weight_1_5": evaluate(&variant_answers, Ranking::Fused { k: 10.0, depth: LEG_DEPTH, text_weight: 1.5, text: TextLeg::Bm25 }, None),
+            "fused_api_queries": evaluate(&variant_answers, fused, Some("api")),
+            "fused_concept_queries": evaluate(&variant_answers, fused, Some("concept")),
+        }));
+    }
     let mut by_kind = BTreeMap::new();
     for kind in ["api", "concept"] {
         by_kind.insert(
@@ -394,6 +513,7 @@ async fn main() -> anyhow::Result<()> {
             "leg_depth": LEG_DEPTH,
             "by_kind": by_kind,
             "fusion_sweep": sweep,
+            "text_leg_variants": text_variants,
             "sync_seconds": round(sync_s),
             "loadavg": loadavg(),
         })
