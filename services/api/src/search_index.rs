@@ -440,15 +440,18 @@ impl SearchIndex {
                 continue;
             }
             // The content holds the heading path too: a heading match adds to a content match.
-            let clause = match in_field(self.fields.heading) {
-                Some(heading) if ranking.heading_boost > 0.0 => Box::new(BooleanQuery::new(vec![
+            let clause = if ranking.heading_boost > 0.0
+                && let Some(heading) = in_field(self.fields.heading)
+            {
+                Box::new(BooleanQuery::new(vec![
                     (Occur::Must, content),
                     (
                         Occur::Should,
                         Box::new(BoostQuery::new(heading, ranking.heading_boost)),
                     ),
-                ])),
-                _ => content,
+                ]))
+            } else {
+                content
             };
             clauses.push((Occur::Should, clause));
         }

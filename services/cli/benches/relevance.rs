@@ -53,7 +53,7 @@ struct CorpusPage {
     labels: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct Query {
     query: String,
     kind: String,
@@ -62,6 +62,7 @@ struct Query {
 
 /// One chunk of an answer, with its rank in each leg: the api's (its text leg is BM25) and
 /// Postgres's own text leg (`ts_rank_cd`, every word required), asked of the store directly.
+#[derive(Clone)]
 struct Hit {
     page: String,
     chunk_index: i64,
@@ -153,77 +154,72 @@ fn judge(ranked: &[String], relevant: &HashSet<&str>) -> (f64, f64) {
     (reciprocal, if ideal > 0.0 { dcg / ideal } else { 0.0 })
 }
 
-/// The same answer with the BM25 leg ranked as `ranked` (chunks best first): the vector ranks
-/// stay, so that a variant of the text leg is fused with the same vector leg.
-fn with_text_leg(hits: &[Hit], ranked: &[(String, i64)]) -> Vec<Hit> {
-    let rank_of = |page: &str, chunk_index: i64| {
-        ranked
-            .iter()
-            .position(|(p, c)| p == page && *c == chunk_index)
-            .map(|position| position as i64 + 1)
-    };
-    let mut out: Vec<Hit> = hits
-        .iter()
-        .map(|hit| Hit {
-            page: hit.page.clone(),
-            chunk_index: hit.chunk_index,
-            vector_rank: hit.vector_rank,
-            text_rank: rank_of(&hit.page, hit.chunk_index),
-            postgres_text_rank: hit.postgres_text_rank,
-        })
-        .collect();
-    for (position, (page, chunk_index)) in ranked.iter().enumerate() {
-        if !hits
-            .iter()
-            .any(|hit| hit.page == *page && hit.chunk_index == *chunk_index)
+/// Puts one leg's ranks into an answer: `ranked` holds (page, chunk, rank) and `leg` picks the
+/// rank it sets; a chunk the answer lacks is added with that rank alone.
+fn merge_leg(
+    hits: &mut Vec<Hit>,
+    ranked: impl IntoIterator<Item = (String, i64, Option<i64>)>,
+    leg: fn(&mut Hit) -> &mut Option<i64>,
+) {
+    for (page, chunk_index, rank) in ranked {
+        match hits
+            .iter_mut()
+            .find(|hit| hit.page == page && hit.chunk_index == chunk_index)
         {
-            out.push(Hit {
-                page: page.clone(),
-                chunk_index: *chunk_index,
-                vector_rank: None,
-                text_rank: Some(position as i64 + 1),
-                postgres_text_rank: None,
-            });
+            Some(hit) => *leg(hit) = rank,
+            None => {
+                let mut hit = Hit {
+                    page,
+                    chunk_index,
+                    vector_rank: None,
+                    text_rank: None,
+                    postgres_text_rank: None,
+                };
+                *leg(&mut hit) = rank;
+                hits.push(hit);
+            }
         }
     }
-    out
+}
+
+fn bm25_rank(hit: &mut Hit) -> &mut Option<i64> {
+    &mut hit.text_rank
+}
+
+fn postgres_rank(hit: &mut Hit) -> &mut Option<i64> {
+    &mut hit.postgres_text_rank
 }
 
 /// The BM25 leg's variants the bench measures beside the api's own (its default).
-fn text_rankings() -> Vec<(String, TextRanking)> {
+fn text_rankings() -> Vec<TextRanking> {
     let mut variants = Vec::new();
-    for (name, words) in [
-        ("all", WordsRequired::All),
-        ("all_but_a_third", WordsRequired::AllButAThird),
-        ("any", WordsRequired::Any),
+    for words in [
+        WordsRequired::All,
+        WordsRequired::AllButAThird,
+        WordsRequired::Any,
     ] {
         for heading_boost in [0.0, 1.0, 2.0, 4.0] {
-            variants.push((
-                format!("words={name} heading_boost={heading_boost}"),
-                TextRanking {
-                    words,
-                    heading_boost,
-                    min_score_ratio: 0.0,
-                },
-            ));
+            variants.push(TextRanking {
+                words,
+                heading_boost,
+                min_score_ratio: 0.0,
+            });
         }
     }
     for heading_boost in [1.0, 2.0, 4.0, 8.0] {
         for min_score_ratio in [0.5, 0.6, 0.75, 0.85, 0.9] {
-            let ranking = TextRanking {
+            variants.push(TextRanking {
                 words: WordsRequired::All,
                 heading_boost,
                 min_score_ratio,
-            };
-            variants.push((format!("{ranking:?}"), ranking));
+            });
         }
     }
     for words in [WordsRequired::AllButAThird, WordsRequired::Any] {
-        let ranking = TextRanking {
+        variants.push(TextRanking {
             words,
             ..TextRanking::default()
-        };
-        variants.push((format!("{ranking:?}"), ranking));
+        });
     }
     variants
 }
@@ -374,25 +370,18 @@ async fn main() -> anyhow::Result<()> {
                 })
             })
             .collect();
-        for row in postgres_text_leg(&stack, &query.query).await? {
-            let Some(page) = keys.get(&row.page_id) else {
-                continue;
-            };
-            let chunk_index = i64::from(row.chunk_index);
-            match hits
-                .iter_mut()
-                .find(|hit| hit.page == *page && hit.chunk_index == chunk_index)
-            {
-                Some(hit) => hit.postgres_text_rank = row.text_rank,
-                None => hits.push(Hit {
-                    page: page.clone(),
-                    chunk_index,
-                    vector_rank: None,
-                    text_rank: None,
-                    postgres_text_rank: row.text_rank,
-                }),
-            }
-        }
+        let postgres = postgres_text_leg(&stack, &query.query).await?;
+        merge_leg(
+            &mut hits,
+            postgres.into_iter().filter_map(|row| {
+                Some((
+                    keys.get(&row.page_id)?.clone(),
+                    i64::from(row.chunk_index),
+                    row.text_rank,
+                ))
+            }),
+            postgres_rank,
+        );
         answers.push((query, hits));
     }
 
@@ -408,37 +397,46 @@ async fn main() -> anyhow::Result<()> {
         .search_index()
         .context("the api holds no search index")?;
     let mut text_variants = Vec::new();
-    for (name, ranking) in text_rankings() {
+    let fused_k10_text_weight_1_5 = Ranking::Fused {
+        k: 10.0,
+        depth: LEG_DEPTH,
+        text_weight: 1.5,
+        text: TextLeg::Bm25,
+    };
+    for ranking in text_rankings() {
         let mut variant_answers = Vec::with_capacity(answers.len());
         for (query, hits) in &answers {
-            let ranked: Vec<(String, i64)> = index
-                .search(
-                    &query.query,
-                    &PageFilters::default(),
-                    &ChunkKind::default(),
-                    LEG_DEPTH as usize,
-                    &ranking,
-                )?
-                .into_iter()
-                .filter_map(|key| {
-                    Some((keys.get(&key.page_id)?.clone(), i64::from(key.chunk_index)))
-                })
-                .collect();
-            variant_answers.push((
-                Query {
-                    query: query.query.clone(),
-                    kind: query.kind.clone(),
-                    relevant: query.relevant.clone(),
-                },
-                with_text_leg(hits, &ranked),
-            ));
+            let ranked = index.search(
+                &query.query,
+                &PageFilters::default(),
+                &ChunkKind::default(),
+                LEG_DEPTH as usize,
+                &ranking,
+            )?;
+            let mut hits = hits.clone();
+            hits.iter_mut().for_each(|hit| hit.text_rank = None);
+            merge_leg(
+                &mut hits,
+                ranked
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(position, key)| {
+                        Some((
+                            keys.get(&key.page_id)?.clone(),
+                            i64::from(key.chunk_index),
+                            Some(position as i64 + 1),
+                        ))
+                    }),
+                bm25_rank,
+            );
+            variant_answers.push((query.clone(), hits));
         }
         text_variants.push(json!({
-            "variant": name,
+            "variant": format!("{ranking:?}"),
             "default": ranking == TextRanking::default(),
             "text": evaluate(&variant_answers, Ranking::Text(TextLeg::Bm25), None),
             "fused": evaluate(&variant_answers, fused, None),
-            "fused_k10_text_weight_1_5": evaluate(&variant_answers, Ranking::Fused { k: 10.0, depth: LEG_DEPTH, text_weight: 1.5, text: TextLeg::Bm25 }, None),
+            "fused_k10_text_weight_1_5": evaluate(&variant_answers, fused_k10_text_weight_1_5, None),
             "fused_api_queries": evaluate(&variant_answers, fused, Some("api")),
             "fused_concept_queries": evaluate(&variant_answers, fused, Some("concept")),
         }));
