@@ -100,13 +100,33 @@ pub async fn resolve(
             claim_error(&name, error)
         }
     })?;
-    let mut payload = Vec::new();
-    object
-        .read_to_end(&mut payload)
-        .await
-        .map_err(|error| claim_error(&name, error))?;
+    // The object's parts come through a consumer that waits for them for good: parts removed
+    // between the object's description and the consumer's start (a newer payload replaced this
+    // one) would otherwise keep the event in hand forever (found by the chaos suite in CI: a
+    // consumer never drained). A stall is an error; the redelivery finds the object gone.
+    let mut payload = Vec::with_capacity(object.info.size.min(64 << 20));
+    let mut part = vec![0; 64 * 1024];
+    loop {
+        let read = tokio::time::timeout(CLAIM_READ_STALL, object.read(&mut part))
+            .await
+            .map_err(|_| {
+                let stall = CLAIM_READ_STALL.as_secs();
+                claim_error(
+                    &name,
+                    format!("no part of the object came within {stall} s"),
+                )
+            })?
+            .map_err(|error| claim_error(&name, error))?;
+        if read == 0 {
+            break;
+        }
+        payload.extend_from_slice(&part[..read]);
+    }
     Ok(Bytes::from(payload))
 }
+
+/// How long a claim-checked payload's read may wait for its next part.
+const CLAIM_READ_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Removes an object, if it is there, and the marker its deletion leaves, so that the bucket
 /// does not grow with every replaced payload.

@@ -9,7 +9,8 @@ use futures::TryStreamExt;
 use pagestream_bus::claim_check::CLAIM_CHECK_HEADER;
 use pagestream_bus::consumer::{Decode, Handler};
 use pagestream_bus::{
-    BulkSlots, Bus, BusConfig, Delivery, HandlerError, Lane, Stage, StageConfig, dead_letter,
+    BulkSlots, Bus, BusConfig, BusError, Delivery, HandlerError, Lane, Stage, StageConfig,
+    dead_letter,
 };
 use pagestream_events::*;
 use tokio_util::sync::CancellationToken;
@@ -898,6 +899,61 @@ async fn the_newest_message_of_a_page_whose_payload_is_gone_reads_as_none() {
     assert!(
         gone.is_none(),
         "a message without its payload reads as none"
+    );
+}
+
+/// A claim-checked payload whose parts go while it is being read (a newer payload replaced it
+/// between the read's look at the object and its consumer's start) is a transient error, not a
+/// read that waits for good and keeps the event in hand (found by the chaos suite in CI: a
+/// consumer that never drained). The redelivery then finds the object gone.
+#[tokio::test]
+async fn a_payload_whose_parts_vanish_mid_read_is_an_error_not_a_hang() {
+    let bus = pagestream_testkit::bus().await;
+    let body = "<p>large</p>".repeat(2 * 1024 * 1024 / 12);
+    bus.publish(&changed(13, 1, body))
+        .await
+        .expect("publish large");
+    let subject = bus
+        .subjects()
+        .page(EventKind::PageChanged, &source(), &page(13));
+    let raw = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .expect("raw");
+    // The object's description stays; its parts go (what the reader meets in the race).
+    let bucket = bus.streams().claim_check_bucket();
+    let store = bus
+        .jetstream()
+        .get_object_store(&bucket)
+        .await
+        .expect("bucket");
+    let object = store
+        .info(claim_check_object(&raw.headers))
+        .await
+        .expect("object info");
+    bus.jetstream()
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .expect("object stream")
+        .purge()
+        .filter(format!("$O.{bucket}.C.{}", object.nuid))
+        .await
+        .expect("purge the parts");
+
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        bus.read::<PageChanged>(&raw.subject, Some(&raw.headers), raw.payload.clone()),
+    )
+    .await
+    .expect("the read of a payload without parts hung");
+    let error = read.expect_err("a payload without its parts read as whole");
+    assert!(
+        matches!(error, BusError::ClaimCheck { .. }) && error.is_transient(),
+        "{error:?}"
     );
 }
 
