@@ -69,6 +69,9 @@ struct Inner {
     confluence_timeout: Duration,
     /// Dimension of each embedding model that has stored vectors (`embedding_models`).
     model_dimensions: Mutex<HashMap<String, i32>>,
+    /// Whether the search model's vector index existed, and when that was read (bulk mode drops
+    /// it while a backlog loads; read at most once a second).
+    vector_index_seen: Mutex<Option<(Instant, bool)>>,
     /// Where Confluence reaches the webhook service (the UI shows each source's webhook URL).
     webhook_base_url: OnceLock<String>,
 }
@@ -111,6 +114,7 @@ impl AppState {
                 search_index,
                 confluence_timeout: parts.confluence_timeout,
                 model_dimensions: Mutex::new(HashMap::new()),
+                vector_index_seen: Mutex::new(None),
                 webhook_base_url: OnceLock::new(),
             }),
         }

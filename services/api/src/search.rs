@@ -2,7 +2,7 @@
 //! the hybrid query ([`pagestream_store::search`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -206,12 +206,17 @@ pub async fn search(state: &AppState, request: &SearchRequest) -> Result<SearchR
             None
         }
     };
+    // Without the model's vector index (bulk mode builds it after a load) Postgres can only read
+    // every row: the in-memory index ranks whatever the filters leave, however many pages.
+    let no_vector_index = vector.is_some() && !vector_index_exists(state, model).await?;
     let (exact, vector_ranking) = match &vector {
-        Some((_, embedding)) if !request.filters.is_empty() => {
-            match memory_nearest(state, request, embedding, depth).await {
+        Some((_, embedding)) if !request.filters.is_empty() || no_vector_index => {
+            match memory_nearest(state, request, embedding, depth, no_vector_index).await {
                 Some(Nearest::Ranked(ranking)) => (true, Some(ranking)),
                 Some(Nearest::TooManyPages) => (false, None),
-                None if settings.exact_filter_pages == 0 => (false, None),
+                None if settings.exact_filter_pages == 0 || request.filters.is_empty() => {
+                    (false, None)
+                }
                 None => {
                     let cap = i64::from(settings.exact_filter_pages);
                     let few = search::count_live_pages(&state.inner.pool, &request.filters, cap)
@@ -302,19 +307,21 @@ async fn bm25_ranking(
     .await
 }
 
-/// The vector leg of a filtered query ranked exactly by the in-process index, when there is one
-/// and the filters leave at most `memory_exact_filter_pages` pages; none when there is none or it
-/// fails (then Postgres decides and ranks, and the failure is logged).
+/// The vector leg ranked exactly by the in-process index, when there is one and the filters
+/// leave at most `memory_exact_filter_pages` pages (any number with `every_page`); none when there
+/// is none or it fails (then Postgres decides and ranks, and the failure is logged).
 async fn memory_nearest(
     state: &AppState,
     request: &SearchRequest,
     embedding: &[f32],
     depth: u32,
+    every_page: bool,
 ) -> Option<Nearest> {
     let max_pages = state.inner.search.memory_exact_filter_pages as usize;
     if !state.inner.search.memory_vectors || max_pages == 0 {
         return None;
     }
+    let max_pages = if every_page { usize::MAX } else { max_pages };
     let embedding = embedding.to_vec();
     rank_in_memory(state, request, "vector", move |index, filters, kind| {
         index.nearest(&embedding, filters, kind, depth as usize, max_pages)
@@ -361,6 +368,21 @@ async fn model_dimension(state: &AppState, model: &str) -> Result<Option<i32>, A
         known.insert(model.to_owned(), dimension);
     }
     Ok(dimension)
+}
+
+/// Whether the model's vector index exists, as read at most a second ago.
+async fn vector_index_exists(state: &AppState, model: &str) -> Result<bool, ApiError> {
+    if let Ok(seen) = state.inner.vector_index_seen.lock()
+        && let Some((at, exists)) = *seen
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return Ok(exists);
+    }
+    let exists = pagestream_store::embedding_index_exists(&state.inner.pool, model).await?;
+    if let Ok(mut seen) = state.inner.vector_index_seen.lock() {
+        *seen = Some((Instant::now(), exists));
+    }
+    Ok(exists)
 }
 
 /// Escapes the headline for HTML and turns the sentinel marks into `<mark>` elements.

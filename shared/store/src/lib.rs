@@ -137,6 +137,21 @@ pub async fn model_dimension<'c>(
     )
 }
 
+/// Whether `model`'s vector index exists (bulk mode drops it while a backlog loads, and a build
+/// in progress is not there yet).
+pub async fn embedding_index_exists<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    model: &str,
+) -> Result<bool, StoreError> {
+    let exists: Option<bool> = sqlx::query_scalar(
+        "SELECT to_regclass(index_name) IS NOT NULL FROM embedding_models WHERE model = $1",
+    )
+    .bind(model)
+    .fetch_optional(executor)
+    .await?;
+    Ok(exists.unwrap_or(false))
+}
+
 /// Applies pending migrations; a second run changes nothing.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;

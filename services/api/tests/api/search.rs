@@ -349,10 +349,9 @@ fn ranked_keys(nearest: Nearest) -> Vec<(String, i32)> {
     }
 }
 
-#[tokio::test]
-async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gives() {
-    let (api, source) = seeded(true).await;
-    // 60 more pages of three chunks, on two labels and two subtrees.
+/// 60 more pages of three chunks, on two labels and two subtrees, with vectors that hardly ever
+/// tie.
+async fn seed_notes(api: &TestApi, source: Uuid) {
     let words = [
         "deploy", "rollback", "latency", "budget", "kafka", "schema", "vault", "oncall", "index",
         "cache",
@@ -400,6 +399,12 @@ async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gi
     .execute(&api.pool)
     .await
     .expect("spread vectors");
+}
+
+#[tokio::test]
+async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gives() {
+    let (api, source) = seeded(true).await;
+    seed_notes(&api, source).await;
     api.search_index_settled().await;
     let index = api.state.search_index().expect("bm25 search index").clone();
     let vector: Vec<f32> = (1..=384)
@@ -474,6 +479,45 @@ async fn a_filtered_vector_leg_ranked_in_memory_is_the_exact_ranking_postgres_gi
         vector_first.iter().all(|hit| hit["page_id"] == "1003"),
         "{body}"
     );
+}
+
+/// While bulk mode has dropped the model's vector index, the vector leg of an unfiltered query
+/// is ranked exactly over every chunk (in the api's memory: Postgres could only read every row).
+#[tokio::test]
+async fn without_the_vector_index_the_vector_leg_ranks_every_chunk_exactly() {
+    let (api, source) = seeded(true).await;
+    seed_notes(&api, source).await;
+    assert_eq!(
+        pagestream_store::drop_embedding_indexes(&api.pool)
+            .await
+            .expect("drop the vector index"),
+        1
+    );
+    api.search_index_settled().await;
+    let query = "kafka schema rollback";
+    let expected = postgres_exact_ranking(
+        &api,
+        &support::embedder().vector(query),
+        &PageFilters::default(),
+    )
+    .await;
+    assert_eq!(expected.len(), 50);
+    let body = search(&api, "q=kafka+schema+rollback&limit=50").await;
+    // Each hit's vector rank is its place in the exact ranking.
+    let mut ranks = Vec::new();
+    for hit in body["hits"].as_array().expect("hits") {
+        let Some(rank) = hit["vector_rank"].as_i64() else {
+            continue;
+        };
+        let key = (
+            hit["page_id"].as_str().expect("page id").to_owned(),
+            hit["chunk_index"].as_i64().expect("chunk index") as i32,
+        );
+        assert_eq!(expected[rank as usize - 1], key, "rank {rank}: {body}");
+        ranks.push(rank);
+    }
+    ranks.sort_unstable();
+    assert_eq!(ranks[..10], (1..=10).collect::<Vec<i64>>(), "{body}");
 }
 
 #[tokio::test]
