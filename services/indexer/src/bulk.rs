@@ -3,13 +3,16 @@
 //! once when the backlog is worked off: one build costs a fraction of inserting every vector into
 //! the graph one by one. Meanwhile search ranks vectors by an exact scan.
 //!
-//! The rule is stateless, read from the `chunks.ready` consumer's backlog (shared by every
-//! replica) and the indexes that exist: at or over `enter_backlog` (and a quarter of the pages
-//! already stored, see [`BUILD_SPEEDUP`]) the indexes go, at or under
-//! `leave_backlog` the missing ones are built. So a replica killed between the two leaves nothing
-//! behind: whichever replica looks next builds what is missing. Index changes are serialized
-//! across replicas by the store.
+//! The rule reads the `chunks.ready` consumer's backlog (shared by every replica), the events
+//! published to the stream over the last `settle` and the indexes that exist: at or over
+//! `enter_backlog` (and a quarter of the pages already stored, see [`BUILD_SPEEDUP`]) the indexes
+//! go; once the backlog is at or under `leave_backlog` and no more than that many events came
+//! over the last `settle` (the load has ended, not merely paused while the indexer kept up), the
+//! missing ones are built. So a replica killed between the two leaves nothing behind: whichever
+//! replica looks next builds what is missing. Index changes are serialized across replicas by the
+//! store.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use pagestream_bus::Stage;
@@ -30,8 +33,13 @@ const BUILD_SPEEDUP: u64 = 4;
 pub struct BulkConfig {
     /// The backlog at which the vector indexes are dropped (0: never).
     pub enter_backlog: u64,
-    /// The backlog at which the missing vector indexes are built.
+    /// The backlog at which the missing vector indexes are built, when no more events than this
+    /// came over the last `settle`.
     pub leave_backlog: u64,
+    /// How long the stream must stay (almost) quiet before the indexes are built: while a load
+    /// goes on, an indexer that keeps up sees no backlog (found by the pipeline bench: an entry
+    /// bound of 100 built and dropped the index three times in one first sync).
+    pub settle: Duration,
     /// How often the backlog is read.
     pub check_every: Duration,
 }
@@ -39,8 +47,9 @@ pub struct BulkConfig {
 impl Default for BulkConfig {
     fn default() -> Self {
         Self {
-            enter_backlog: 1000,
+            enter_backlog: 100,
             leave_backlog: 20,
+            settle: Duration::from_secs(5),
             check_every: Duration::from_secs(1),
         }
     }
@@ -56,11 +65,13 @@ pub enum Transition {
     Left(usize),
 }
 
-/// Applies the rule once for `backlog`.
+/// Applies the rule once for `backlog`, with `arrived` events published over the last `settle`
+/// (`u64::MAX` while that is not known yet).
 pub async fn adjust(
     pool: &PgPool,
     config: &BulkConfig,
     backlog: u64,
+    arrived: u64,
 ) -> Result<Transition, pagestream_store::StoreError> {
     if config.enter_backlog > 0
         && backlog >= config.enter_backlog
@@ -76,7 +87,7 @@ pub async fn adjust(
             );
             return Ok(Transition::Entered(dropped));
         }
-    } else if backlog <= config.leave_backlog {
+    } else if backlog <= config.leave_backlog && arrived <= config.leave_backlog {
         let started = std::time::Instant::now();
         let built = pagestream_store::build_embedding_indexes(pool).await?;
         if built > 0 {
@@ -103,20 +114,22 @@ pub async fn run(
 ) -> Result<(), IndexerError> {
     let mut ticks = tokio::time::interval(config.check_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut arrivals = Arrivals::new(config.settle, config.check_every);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        let backlog = match stage.backlog().await {
-            Ok(backlog) => backlog,
+        let (backlog, published) = match tokio::try_join!(stage.backlog(), stage.published()) {
+            Ok(read) => read,
             Err(error) => {
                 tracing::debug!(%error, "bulk mode: cannot read the chunks backlog");
                 continue;
             }
         };
         metrics::gauge!("pagestream_indexer_chunks_backlog").set(backlog as f64);
-        match adjust(&pool, &config, backlog).await {
+        let arrived = arrivals.observe(published);
+        match adjust(&pool, &config, backlog, arrived).await {
             Ok(Transition::Entered(_)) => {
                 metrics::gauge!("pagestream_indexer_bulk_mode").set(1.0);
             }
@@ -126,5 +139,55 @@ pub async fn run(
             Ok(Transition::Unchanged) => {}
             Err(error) => tracing::warn!(%error, "bulk mode: cannot change the vector indexes"),
         }
+    }
+}
+
+/// The events published over the last `settle`, from the stream's last sequence read once a tick.
+struct Arrivals {
+    /// The last sequences read, oldest first: one more than the ticks in `settle`.
+    seen: VecDeque<u64>,
+    ticks: usize,
+}
+
+impl Arrivals {
+    fn new(settle: Duration, tick: Duration) -> Self {
+        let ticks = (settle.as_millis() / tick.as_millis().max(1)).max(1) as usize;
+        Self {
+            seen: VecDeque::with_capacity(ticks + 1),
+            ticks,
+        }
+    }
+
+    /// Records the last sequence now; the events published since `settle` ago (`u64::MAX` until
+    /// a whole `settle` has been seen: a replica just started knows nothing of the load before).
+    fn observe(&mut self, last_sequence: u64) -> u64 {
+        self.seen.push_back(last_sequence);
+        if self.seen.len() > self.ticks + 1 {
+            self.seen.pop_front();
+        }
+        match self.seen.front() {
+            Some(first) if self.seen.len() > self.ticks => last_sequence.saturating_sub(*first),
+            _ => u64::MAX,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_count_the_events_of_the_last_settle_only() {
+        let mut arrivals = Arrivals::new(Duration::from_secs(3), Duration::from_secs(1));
+        assert_eq!(arrivals.observe(100), u64::MAX);
+        assert_eq!(arrivals.observe(160), u64::MAX);
+        assert_eq!(arrivals.observe(220), u64::MAX);
+        // A whole settle seen: 100 → 280.
+        assert_eq!(arrivals.observe(280), 180);
+        // The load ends: what came before the window no longer counts.
+        assert_eq!(arrivals.observe(290), 130);
+        assert_eq!(arrivals.observe(290), 70);
+        assert_eq!(arrivals.observe(290), 10);
+        assert_eq!(arrivals.observe(290), 0);
     }
 }

@@ -722,7 +722,8 @@ async fn vector_index_oid(pool: &PgPool) -> Option<i64> {
 }
 
 /// The bulk-mode rule: the vector indexes go at the entry backlog, stay gone in between (an exact
-/// scan still ranks vectors), and are built again at the exit backlog; each step only once.
+/// scan still ranks vectors), and are built again at the exit backlog once the load has ended;
+/// each step only once.
 #[tokio::test]
 async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked_off() {
     use pagestream_indexer::bulk::{BulkConfig, Transition, adjust};
@@ -738,26 +739,26 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
         .await
         .expect("the migration's index");
     assert_eq!(
-        adjust(&pool, &config, 50).await.expect("adjust"),
+        adjust(&pool, &config, 50, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(
-        adjust(&pool, &config, 5).await.expect("adjust"),
+        adjust(&pool, &config, 5, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(vector_index_oid(&pool).await, Some(before));
 
     assert_eq!(
-        adjust(&pool, &config, 100).await.expect("adjust"),
+        adjust(&pool, &config, 100, 0).await.expect("adjust"),
         Transition::Entered(1)
     );
     assert_eq!(vector_index_oid(&pool).await, None);
     assert_eq!(
-        adjust(&pool, &config, 5000).await.expect("adjust"),
+        adjust(&pool, &config, 5000, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(
-        adjust(&pool, &config, 11).await.expect("adjust"),
+        adjust(&pool, &config, 11, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(
@@ -776,14 +777,20 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
     .expect("nearest");
     assert_eq!(nearest, 4);
 
+    // Worked off, but events still pour in: the load goes on, the index waits for its end.
     assert_eq!(
-        adjust(&pool, &config, 10).await.expect("adjust"),
+        adjust(&pool, &config, 10, 500).await.expect("adjust"),
+        Transition::Unchanged
+    );
+    assert_eq!(vector_index_oid(&pool).await, None);
+    assert_eq!(
+        adjust(&pool, &config, 10, 0).await.expect("adjust"),
         Transition::Left(1)
     );
     let after = vector_index_oid(&pool).await.expect("built again");
     assert_ne!(after, before);
     assert_eq!(
-        adjust(&pool, &config, 0).await.expect("adjust"),
+        adjust(&pool, &config, 0, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     // Off (an entry backlog of 0) never drops, however long the backlog.
@@ -792,7 +799,7 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
         ..config
     };
     assert_eq!(
-        adjust(&pool, &off, 1_000_000).await.expect("adjust"),
+        adjust(&pool, &off, 1_000_000, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(vector_index_oid(&pool).await, Some(after));
@@ -806,11 +813,11 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
         ..config
     };
     assert_eq!(
-        adjust(&pool, &small, 2).await.expect("adjust"),
+        adjust(&pool, &small, 2, 0).await.expect("adjust"),
         Transition::Unchanged
     );
     assert_eq!(
-        adjust(&pool, &small, 3).await.expect("adjust"),
+        adjust(&pool, &small, 3, 0).await.expect("adjust"),
         Transition::Entered(1)
     );
 }
@@ -846,6 +853,7 @@ async fn the_live_indexer_loads_a_backlog_in_bulk_mode_and_ends_with_its_vector_
     config.bulk.enter_backlog = 100;
     config.bulk.leave_backlog = 0;
     config.bulk.check_every = Duration::from_millis(20);
+    config.bulk.settle = Duration::from_millis(200);
     pagestream_indexer::spawn_all(&supervisor, &bus, registry.clone(), &live, &config);
     wait_for_projection(&live, expected_chunks, 0).await;
     let mut after = None;

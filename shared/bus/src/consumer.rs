@@ -334,6 +334,16 @@ impl<T: Decode> Stage<T> {
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
+    /// The sequence of the last event published to the stage's stream: how many have come.
+    pub async fn published(&self) -> Result<u64, BusError> {
+        let mut stream = self.stream().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|error| BusError::jetstream("stream info", error))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// After a failed pull: pauses, then makes sure of the consumer. It may have been deleted
     /// (`pagestream replay --reembed` does so to start over from the first event), and the error
     /// can arrive while the deletion is still under way, hence the pause first. False when
