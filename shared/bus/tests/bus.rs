@@ -740,18 +740,7 @@ async fn large_payloads_travel_by_claim_check_byte_identical() {
     bus.publish(&event).await.expect("publish large");
 
     // The stream holds only a small reference.
-    let stream = bus
-        .jetstream()
-        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
-        .await
-        .expect("stream");
-    let subject = bus
-        .subjects()
-        .page(EventKind::PageChanged, &source(), &page(9));
-    let raw = stream
-        .get_last_raw_message_by_subject(&subject)
-        .await
-        .expect("raw");
+    let (subject, raw) = last_changed(&bus, 9).await;
     assert!(raw.payload.len() < 1024);
 
     struct Capture(Mutex<Option<String>>);
@@ -793,6 +782,26 @@ async fn large_payloads_travel_by_claim_check_byte_identical() {
         "object survived the purge"
     );
     assert!(objects_of(&bus, &subject).await.is_empty());
+}
+
+/// The subject of page `id`'s `page.changed` and the message the stream keeps on it, as stored
+/// (a claim check's header and empty body).
+async fn last_changed(
+    bus: &Bus,
+    id: u64,
+) -> (String, async_nats::jetstream::message::StreamMessage) {
+    let subject = bus
+        .subjects()
+        .page(EventKind::PageChanged, &source(), &page(id));
+    let raw = bus
+        .jetstream()
+        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .expect("raw");
+    (subject, raw)
 }
 
 fn claim_check_object(headers: &async_nats::HeaderMap) -> String {
@@ -853,17 +862,7 @@ async fn a_dropped_publish_never_replaces_the_payload_of_the_message_kept() {
         latest.data.body_storage == newer.data.body_storage,
         "the kept message's payload changed"
     );
-    let subject = bus
-        .subjects()
-        .page(EventKind::PageChanged, &source(), &page(12));
-    let raw = bus
-        .jetstream()
-        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
-        .await
-        .expect("stream")
-        .get_last_raw_message_by_subject(&subject)
-        .await
-        .expect("raw");
+    let (subject, raw) = last_changed(&bus, 12).await;
     assert_eq!(
         objects_of(&bus, &subject).await,
         vec![claim_check_object(&raw.headers)],
@@ -913,17 +912,7 @@ async fn a_payload_whose_parts_vanish_mid_read_is_an_error_not_a_hang() {
     bus.publish(&changed(13, 1, body))
         .await
         .expect("publish large");
-    let subject = bus
-        .subjects()
-        .page(EventKind::PageChanged, &source(), &page(13));
-    let raw = bus
-        .jetstream()
-        .get_stream(bus.streams().for_kind(EventKind::PageChanged))
-        .await
-        .expect("stream")
-        .get_last_raw_message_by_subject(&subject)
-        .await
-        .expect("raw");
+    let (_, raw) = last_changed(&bus, 13).await;
     // The object's description stays; its parts go (what the reader meets in the race).
     let bucket = bus.streams().claim_check_bucket();
     let store = bus
