@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ const LOAD_BATCH: i64 = 2000;
 const REFRESH_PAGES: usize = 500;
 /// How long a refresh waits for more changes to take them in one commit.
 const REFRESH_WINDOW: Duration = Duration::from_millis(20);
+/// The least time from one refresh to the next: under a load each commit takes more pages (a
+/// commit costs tantivy a new segment and pipeline, megabytes to zero, whatever it holds).
+const REFRESH_SPACING: Duration = Duration::from_millis(250);
 /// The writer's indexing memory (tantivy's minimum is 15 MB).
 const WRITER_MEMORY: usize = 32 << 20;
 
@@ -202,6 +205,8 @@ pub struct SearchIndex {
     ready: AtomicBool,
     /// The last marker ([`search::announce_search_marker`]) after whose changes the index is.
     applied_marker: Mutex<Option<String>>,
+    /// Commits of changed pages since the load.
+    refreshes: AtomicU64,
 }
 
 impl SearchIndex {
@@ -245,6 +250,7 @@ impl SearchIndex {
             keep_vectors,
             ready: AtomicBool::new(false),
             applied_marker: Mutex::new(None),
+            refreshes: AtomicU64::new(0),
         })
     }
 
@@ -258,6 +264,11 @@ impl SearchIndex {
         self.applied_marker
             .lock()
             .is_ok_and(|applied| applied.as_deref() == Some(marker))
+    }
+
+    /// How many times changed pages were committed (each a new segment to search and merge).
+    pub fn refresh_count(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
     }
 
     /// How many chunks the index holds (as of its last commit).
@@ -620,6 +631,8 @@ impl SearchIndex {
         }
         self.add_chunks(&writer, chunks)?;
         writer.commit()?;
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("pagestream_search_index_refreshes_total").increment(1);
         self.reader.reload()?;
         // After the reload: a search until then still ranks the replaced chunks' vectors.
         self.vectors_mut()?.remove(&replaced);
@@ -663,11 +676,13 @@ async fn load_and_follow(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), 
     // Listening first: a change committed during the load is applied again after it.
     let mut changes = SearchChanges::listen(pool).await?;
     load_everything(index, pool).await?;
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         let mut pages = Vec::new();
         let mut marker = None;
         let mut change = Some(changes.next().await?);
-        let deadline = tokio::time::Instant::now() + REFRESH_WINDOW;
+        let deadline =
+            (tokio::time::Instant::now() + REFRESH_WINDOW).max(last_refresh + REFRESH_SPACING);
         while let Some(current) = change.take() {
             match current {
                 SearchChange::Everything => return Ok(()),
@@ -690,6 +705,7 @@ async fn load_and_follow(index: &Arc<SearchIndex>, pool: &PgPool) -> Result<(), 
             };
         }
         if !pages.is_empty() {
+            last_refresh = tokio::time::Instant::now();
             let chunks =
                 search::search_index_page_chunks(pool, &index.model, index.keep_vectors, &pages)
                     .await?;

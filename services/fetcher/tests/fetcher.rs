@@ -582,8 +582,9 @@ async fn a_page_over_the_response_bound_fails_alone_and_comes_once_it_fits() {
 async fn trashed_and_purged_pages_are_deleted_and_purged_from_the_streams() {
     let h = harness(60).await;
     h.sync(SyncMode::Full).await;
-    let current = h.sim.handle.current_page_ids();
-    let (trashed, purged) = (current[20], current[30]);
+    // Pages nothing includes: restoring one sends no includer through again.
+    let candidates = never_included(&h);
+    let (trashed, purged) = (candidates[20], candidates[30]);
     h.sim.handle.trash(trashed).await.expect("trash");
     h.sim.handle.trash(purged).await.expect("trash");
     h.sim.handle.purge(purged).await.expect("purge");

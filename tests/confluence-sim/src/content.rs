@@ -17,10 +17,13 @@ pub const MAX_DEPTH: u8 = 7;
 const MIN_BODY: f64 = 1024.0;
 const MAX_BODY: f64 = 73.0 * 1024.0;
 const LARGE_BODY: usize = 1_100_000;
+/// Bodies up to this size are snippets, what include macros pull in.
+const SNIPPET_BODY: usize = 2048;
 
-/// Whether a generated page got one of the bodies over 1 MB.
-pub(crate) fn is_large(page: &SimPage) -> bool {
-    page.body_target >= LARGE_BODY
+/// Whether a generated page is small enough to be included: the samples' includes name snippet
+/// pages of a paragraph or two (`_what is the cockpit`), not ordinary pages.
+pub(crate) fn is_snippet(page: &SimPage) -> bool {
+    page.body_target <= SNIPPET_BODY
 }
 
 /// Users who author pages and are mentioned in bodies: (account id, display name).
@@ -567,8 +570,8 @@ pub fn xml_escape(text: &str) -> String {
 pub struct LinkTargets<'a> {
     pub space_key: &'a str,
     pub titles: &'a [(u64, &'a str)],
-    /// The title an include macro names: a page of ordinary size (as teams include snippets, not
-    /// their largest pages), or none.
+    /// The title an include macro names: a snippet page (as teams include snippets, not whole
+    /// pages), or none.
     pub include: Option<&'a str>,
 }
 

@@ -499,7 +499,7 @@ impl SimState {
             .collect();
         let include = targets
             .iter()
-            .find(|target| !content::is_large(target))
+            .find(|target| content::is_snippet(target))
             .map(|target| target.title.clone());
         BodyJob {
             seed: self.config.seed,

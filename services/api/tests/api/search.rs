@@ -298,6 +298,55 @@ async fn the_search_index_follows_what_postgres_commits() {
 }
 
 #[tokio::test]
+async fn a_stream_of_changes_is_taken_in_spaced_refreshes() {
+    let (api, source) = seeded(true).await;
+    api.search_index_settled().await;
+    let index = api.state.search_index().expect("bm25 search index").clone();
+    let (refreshes_before, chunks_before) = (index.refresh_count(), index.chunk_count());
+    // Pages committed one by one, as an indexer under a full sync commits its batches.
+    let started = std::time::Instant::now();
+    for number in 0..40 {
+        let page_id = (3000 + number).to_string();
+        let text = format!("zephyr rollout notes {number}");
+        seed_page(
+            &api.pool,
+            source,
+            &SeedPage {
+                page_id: &page_id,
+                title: &format!("Zephyr {number}"),
+                path: &format!("/9/{page_id}"),
+                labels: &[],
+                jira: &[],
+                mentions: &[],
+                deleted: false,
+                last_modified: Utc::now(),
+                chunks: &[("Zephyr", text.as_str())],
+            },
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    api.search_index_settled().await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        index.chunk_count(),
+        chunks_before + 40,
+        "every page's chunk"
+    );
+    assert_eq!(
+        text_ranked(&search(&api, "q=zephyr+39").await),
+        vec!["3039"]
+    );
+    // Each refresh commits a segment: at most one every 250 ms, the first and the last aside.
+    let refreshes = index.refresh_count() - refreshes_before;
+    let bound = elapsed.as_millis() as u64 / 250 + 2;
+    assert!(
+        (1..=bound).contains(&refreshes),
+        "{refreshes} refreshes in {elapsed:?} for 40 pages committed one by one (at most {bound})"
+    );
+}
+
+#[tokio::test]
 async fn filters_apply_to_both_legs() {
     // Few pages pass these filters: the vector leg ranks them exactly.
     let (api, source) = seeded(true).await;
