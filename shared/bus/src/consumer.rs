@@ -421,7 +421,7 @@ impl<T: Decode> Stage<T> {
                 if Lane::of(message.headers.as_ref()) == Lane::Live && !cancel.is_cancelled() {
                     live.push(message);
                 } else {
-                    ack(config, &message).await;
+                    acknowledge(&name, &message).await;
                 }
             }
             if !live.is_empty() {
@@ -435,7 +435,7 @@ impl<T: Decode> Stage<T> {
                         .is_ok_and(|info| info.stream_sequence > taken)
                 });
                 for message in &taken {
-                    ack(config, message).await;
+                    acknowledge(&name, message).await;
                 }
                 if !ahead.is_empty() {
                     handle_live(&self.bus, config, &name, handler.as_ref(), ahead, cancel).await;
@@ -593,7 +593,7 @@ async fn handle_live<T: Decode, H: Handler<T>>(
             .increment(failed as u64);
     }
     for message in &messages {
-        ack(config, message).await;
+        acknowledge(lane, message).await;
     }
 }
 
@@ -967,12 +967,19 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
+/// Acknowledges an event the stage is done with.
 async fn ack(config: &StageConfig, message: &Message) {
     let stage = config.name.as_str();
     metrics::counter!("pagestream_events_total", "stage" => stage.to_owned(), "outcome" => "done")
         .increment(1);
+    acknowledge(stage, message).await;
+}
+
+/// Acknowledges a message without counting it as an event done (the live lane's, which the
+/// stage's consumer settles and counts in its turn).
+async fn acknowledge(consumer: &str, message: &Message) {
     if let Err(error) = message.double_ack().await {
-        tracing::warn!(stage, %error, "ack failed; the event will be redelivered");
+        tracing::warn!(stage = consumer, %error, "ack failed; the event will be redelivered");
     }
 }
 
