@@ -180,7 +180,9 @@ pub async fn apply_progress(
     progress: &SyncProgress,
 ) -> Result<Applied, ProjectionError> {
     let source_id = ids.resolve(conn, &progress.source).await?;
-    Ok(runs::apply_progress(conn, source_id, progress).await?)
+    runs::apply_progress(conn, source_id, progress)
+        .await
+        .map_err(|error| ids.source_gone(&progress.source, error))
 }
 
 /// Projects one registry entry into `sources`.

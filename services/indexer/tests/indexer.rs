@@ -538,6 +538,16 @@ async fn an_event_applied_while_its_source_is_removed_is_not_a_poison_event() {
     let ids = SourceIds::default();
     let applied = apply_batch(&pool, &ids, &[&changed(1, 1)]).await;
     assert!(applied.iter().all(Result::is_ok), "{applied:?}");
+    // And the progress projection resolved it too.
+    let progress_ids = SourceIds::default();
+    let mut conn = pool.acquire().await.expect("connection");
+    pagestream_indexer::projection::apply_progress(
+        &mut conn,
+        &progress_ids,
+        &progress(uuid::Uuid::new_v4()),
+    )
+    .await
+    .expect("progress");
     pagestream_indexer::projection::remove_source(&pool, &SourceIds::default(), &source())
         .await
         .expect("remove");
@@ -556,6 +566,21 @@ async fn an_event_applied_while_its_source_is_removed_is_not_a_poison_event() {
             "{late:?}"
         );
     }
+    // A sync run's progress alike (a source removed and added again under its key while its
+    // first sync starts: the progress of the new run must wait for the new row, not dead-letter).
+    let late = pagestream_indexer::projection::apply_progress(
+        &mut conn,
+        &progress_ids,
+        &progress(uuid::Uuid::new_v4()),
+    )
+    .await;
+    assert!(
+        matches!(
+            late,
+            Err(pagestream_indexer::projection::ProjectionError::UnknownSource(_))
+        ),
+        "{late:?}"
+    );
 }
 
 #[tokio::test]
