@@ -7,8 +7,8 @@
 //! `Link` headers and `_links.next`), with Basic auth (and Bearer
 //! for Data Center style), v1/v2 error bodies and a 400 for CQL outside the supported subset.
 //! The space is generated from a seed: a tree up to seven levels deep, bodies of 1–75 KB (and a
-//! few over 1 MB) rendered on demand with every storage construct the converter handles; most
-//! bodies include a snippet page (one of the pages under 2 KB), as the samples' real pages do.
+//! few over 1 MB) rendered on demand with every storage construct the converter handles; about
+//! half of them include a snippet page (one of the pages under 2 KB), as the samples' real pages do.
 //! `SimConfig::other_spaces` adds spaces holding only a homepage; pages are created in them or
 //! moved there (a move under a page of another space takes the subtree along, keeps the version
 //! and sends `page_moved` with the new space), and every response names each page's own space
