@@ -32,12 +32,18 @@ pub async fn bus() -> Bus {
     bus_with(|config| config).await
 }
 
-/// A bus under a fresh root, with its configuration adjusted first.
+/// A bus under a fresh root, with its configuration adjusted first. Its streams are deleted when
+/// the test's runtime ends.
 pub async fn bus_with(adjust: impl FnOnce(BusConfig) -> BusConfig) -> Bus {
     let config = adjust(BusConfig::new(nats_url()).with_root(unique_root()));
-    Bus::connect(config)
+    let bus = Bus::connect(config)
         .await
-        .expect("connect to nats (is ops/dev-up running?)")
+        .expect("connect to nats (is ops/dev-up running?)");
+    when_done(Cleanup::Streams {
+        nats_url: bus.config().nats_url.clone(),
+        prefix: bus.streams().prefix().to_owned(),
+    });
+    bus
 }
 
 /// A new, empty database with the `vector` extension and the migrations applied; returns its pool
@@ -48,25 +54,19 @@ pub async fn database() -> (PgPool, String) {
     (pool, url)
 }
 
-/// Drops a test's database when the runtime it was made on ends, as a `#[tokio::test]` does when
-/// the test returns or fails, so that the suite's disk use stays flat.
-struct DropWhenDone {
-    admin_url: String,
-    name: String,
+/// What a test leaves behind on the dev stack, removed when the runtime it was made on ends (as a
+/// `#[tokio::test]`'s does when the test returns or fails), so that the suite's disk use stays
+/// flat: a database, or a bus's streams (its facts, commands, key-value buckets and objects).
+enum Cleanup {
+    Database { admin_url: String, name: String },
+    Streams { nats_url: String, prefix: String },
 }
 
-impl Drop for DropWhenDone {
-    fn drop(&mut self) {
-        let admin_url = std::mem::take(&mut self.admin_url);
-        let name = std::mem::take(&mut self.name);
-        // The test's runtime is shutting down: drop the database from a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())?;
-            runtime.block_on(async {
-                let admin = pagestream_store::connect(&admin_url, 1)
+impl Cleanup {
+    async fn run(&self) -> Result<(), String> {
+        match self {
+            Cleanup::Database { admin_url, name } => {
+                let admin = pagestream_store::connect(admin_url, 1)
                     .await
                     .map_err(|error| error.to_string())?;
                 // FORCE ends the connections the test's pool left behind.
@@ -78,13 +78,61 @@ impl Drop for DropWhenDone {
                 .map_err(|error| error.to_string());
                 admin.close().await;
                 dropped.map(|_| ())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
-            eprintln!("cannot drop a test database: {error}");
+            }
+            Cleanup::Streams { nats_url, prefix } => {
+                use futures::TryStreamExt;
+                let client = async_nats::connect(nats_url.as_str())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let jetstream = async_nats::jetstream::new(client);
+                // `<prefix>_…`, and `KV_<prefix>_…`, `OBJ_<prefix>_…` for buckets.
+                let names: Vec<String> = jetstream
+                    .stream_names()
+                    .try_filter(|name| futures::future::ready(name.contains(prefix.as_str())))
+                    .try_collect()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                for name in names {
+                    jetstream
+                        .delete_stream(&name)
+                        .await
+                        .map_err(|error| format!("{name}: {error}"))?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// Runs its cleanup when dropped.
+struct WhenDone(Option<Cleanup>);
+
+impl Drop for WhenDone {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.0.take() else { return };
+        // The test's runtime is shutting down: clean up from a runtime of its own.
+        let outcome = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(cleanup.run())
+        })
+        .join();
+        if let Ok(Err(error)) = outcome {
+            eprintln!("cannot clean up after a test: {error}");
+        }
+    }
+}
+
+/// Runs `cleanup` when the current runtime ends.
+fn when_done(cleanup: Cleanup) {
+    // A task that never ends: the runtime drops it, and the cleanup with it, when it shuts down.
+    let guard = WhenDone(Some(cleanup));
+    tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    });
 }
 
 /// A new, empty database with only the `vector` extension. It is dropped when the test's
@@ -100,14 +148,9 @@ pub async fn empty_database() -> (PgPool, String) {
         .await
         .expect("create database");
     admin.close().await;
-    let guard = DropWhenDone {
+    when_done(Cleanup::Database {
         admin_url: admin_url.clone(),
         name: name.clone(),
-    };
-    // A task that never ends: the runtime drops it, and the guard with it, when it shuts down.
-    tokio::spawn(async move {
-        let _guard = guard;
-        std::future::pending::<()>().await
     });
     let url = match admin_url.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
@@ -153,5 +196,33 @@ mod tests {
         drop(pool);
         drop(test);
         assert!(!runtime().block_on(exists(name)), "dropped");
+    }
+
+    #[test]
+    fn a_test_bus_leaves_no_stream_when_its_test_ends() {
+        use futures::TryStreamExt;
+        let test = runtime();
+        let bus = test.block_on(super::bus());
+        let prefix = bus.streams().prefix().to_owned();
+        let streams_named = |prefix: String| async move {
+            let client = async_nats::connect(super::nats_url())
+                .await
+                .expect("connect");
+            async_nats::jetstream::new(client)
+                .stream_names()
+                .try_filter(|name| futures::future::ready(name.contains(prefix.as_str())))
+                .try_collect::<Vec<String>>()
+                .await
+                .expect("stream names")
+        };
+        // Its fact and command streams, and a key-value bucket as the fetcher makes one.
+        test.block_on(bus.key_value("STATE", "a test's bucket"))
+            .expect("bucket");
+        let made = test.block_on(streams_named(prefix.clone()));
+        assert!(made.len() > 5, "{made:?}");
+        drop(bus);
+        drop(test);
+        let left = runtime().block_on(streams_named(prefix));
+        assert!(left.is_empty(), "{left:?}");
     }
 }
