@@ -80,18 +80,7 @@ impl Cleanup {
                 dropped.map(|_| ())
             }
             Cleanup::Streams { nats_url, prefix } => {
-                use futures::TryStreamExt;
-                let client = async_nats::connect(nats_url.as_str())
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let jetstream = async_nats::jetstream::new(client);
-                // `<prefix>_…`, and `KV_<prefix>_…`, `OBJ_<prefix>_…` for buckets.
-                let names: Vec<String> = jetstream
-                    .stream_names()
-                    .try_filter(|name| futures::future::ready(name.contains(prefix.as_str())))
-                    .try_collect()
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let (jetstream, names) = streams_of(nats_url, prefix).await?;
                 for name in names {
                     jetstream
                         .delete_stream(&name)
@@ -102,6 +91,26 @@ impl Cleanup {
             }
         }
     }
+}
+
+/// The streams of the bus whose stream names start with `prefix`: `<prefix>_…`, and
+/// `KV_<prefix>_…`, `OBJ_<prefix>_…` for its buckets.
+async fn streams_of(
+    nats_url: &str,
+    prefix: &str,
+) -> Result<(async_nats::jetstream::Context, Vec<String>), String> {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(nats_url)
+        .await
+        .map_err(|error| error.to_string())?;
+    let jetstream = async_nats::jetstream::new(client);
+    let names = jetstream
+        .stream_names()
+        .try_filter(|name| futures::future::ready(name.contains(prefix)))
+        .try_collect()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((jetstream, names))
 }
 
 /// Runs its cleanup when dropped.
@@ -200,20 +209,14 @@ mod tests {
 
     #[test]
     fn a_test_bus_leaves_no_stream_when_its_test_ends() {
-        use futures::TryStreamExt;
         let test = runtime();
         let bus = test.block_on(super::bus());
         let prefix = bus.streams().prefix().to_owned();
         let streams_named = |prefix: String| async move {
-            let client = async_nats::connect(super::nats_url())
-                .await
-                .expect("connect");
-            async_nats::jetstream::new(client)
-                .stream_names()
-                .try_filter(|name| futures::future::ready(name.contains(prefix.as_str())))
-                .try_collect::<Vec<String>>()
+            super::streams_of(&super::nats_url(), &prefix)
                 .await
                 .expect("stream names")
+                .1
         };
         // Its fact and command streams, and a key-value bucket as the fetcher makes one.
         test.block_on(bus.key_value("STATE", "a test's bucket"))
