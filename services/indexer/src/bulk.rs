@@ -1,7 +1,8 @@
 //! Bulk mode: when chunks arrive faster than the HNSW index takes them (a first full sync, a
-//! re-embed), the vector indexes are dropped, the rows load without them, and each index is built
-//! once when the backlog is worked off: one build costs a fraction of inserting every vector into
-//! the graph one by one. Meanwhile search ranks vectors by an exact scan.
+//! re-embed), the search indexes (vector and full text) are dropped, the rows load without them,
+//! and each index is built once when the backlog is worked off: one build costs a fraction of
+//! inserting every vector into the graph (and every row into the GIN index) one by one.
+//! Meanwhile search ranks vectors by an exact scan.
 //!
 //! The rule reads the `chunks.ready` consumer's backlog (shared by every replica), the events
 //! published to the stream over the last `settle` and the indexes that exist: at or over
@@ -31,9 +32,9 @@ const BUILD_SPEEDUP: u64 = 4;
 /// When bulk mode starts and ends, in `chunks.ready` events waiting (one per page).
 #[derive(Debug, Clone, Copy)]
 pub struct BulkConfig {
-    /// The backlog at which the vector indexes are dropped (0: never).
+    /// The backlog at which the search indexes are dropped (0: never).
     pub enter_backlog: u64,
-    /// The backlog at which the missing vector indexes are built, when no more events than this
+    /// The backlog at which the missing search indexes are built, when no more events than this
     /// came over the last `settle`.
     pub leave_backlog: u64,
     /// How long the stream must stay (almost) quiet before the indexes are built: while a load
@@ -47,10 +48,13 @@ pub struct BulkConfig {
 impl Default for BulkConfig {
     fn default() -> Self {
         Self {
-            enter_backlog: 100,
+            // A first sync's backlog passes 50 within a second of the first chunks: every
+            // vector indexed before the drop was an HNSW insert (a hundred pages' worth at the
+            // former bound of 100, looked at once a second).
+            enter_backlog: 50,
             leave_backlog: 20,
             settle: Duration::from_secs(5),
-            check_every: Duration::from_secs(1),
+            check_every: Duration::from_millis(250),
         }
     }
 }
@@ -59,9 +63,9 @@ impl Default for BulkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Unchanged,
-    /// This many vector indexes were dropped.
+    /// This many search indexes were dropped.
     Entered(usize),
-    /// This many vector indexes were built.
+    /// This many search indexes were built.
     Left(usize),
 }
 
@@ -78,24 +82,24 @@ pub async fn adjust(
         && backlog.saturating_mul(BUILD_SPEEDUP)
             >= pagestream_store::chunks::pages_with_chunks(pool).await?
     {
-        let dropped = pagestream_store::drop_embedding_indexes(pool).await?;
+        let dropped = pagestream_store::drop_search_indexes(pool).await?;
         if dropped > 0 {
             tracing::info!(
                 backlog,
                 dropped,
-                "bulk mode: vector indexes dropped until the backlog is worked off"
+                "bulk mode: search indexes dropped until the backlog is worked off"
             );
             return Ok(Transition::Entered(dropped));
         }
     } else if backlog <= config.leave_backlog && arrived <= config.leave_backlog {
         let started = std::time::Instant::now();
-        let built = pagestream_store::build_embedding_indexes(pool).await?;
+        let built = pagestream_store::build_search_indexes(pool).await?;
         if built > 0 {
             tracing::info!(
                 backlog,
                 built,
                 seconds = started.elapsed().as_secs_f64(),
-                "bulk mode over: vector indexes built"
+                "bulk mode over: search indexes built"
             );
             return Ok(Transition::Left(built));
         }
@@ -137,7 +141,7 @@ pub async fn run(
                 metrics::gauge!("pagestream_indexer_bulk_mode").set(0.0);
             }
             Ok(Transition::Unchanged) => {}
-            Err(error) => tracing::warn!(%error, "bulk mode: cannot change the vector indexes"),
+            Err(error) => tracing::warn!(%error, "bulk mode: cannot change the search indexes"),
         }
     }
 }

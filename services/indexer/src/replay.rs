@@ -3,9 +3,9 @@
 //! to the last one it held when the replay started, in batches through the same version-guarded
 //! projection as the live indexer, so the result equals the live database.
 //!
-//! Into a database without chunks the vector indexes are dropped first and built once at the
-//! end (bulk load): an HNSW index built over all the vectors at once costs a fraction of
-//! inserting them one by one.
+//! Into a database without chunks the search indexes (vector and full text) are dropped first and
+//! built once at the end (bulk load): an HNSW index built over all the vectors at once costs a
+//! fraction of inserting them one by one.
 
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ pub struct ReplayReport {
     pub skipped: u64,
     /// The whole replay, index build included.
     pub seconds: f64,
-    /// Building the vector indexes after a bulk load (0 when they were kept).
+    /// Building the search indexes after a bulk load (0 when they were kept).
     pub index_seconds: f64,
 }
 
@@ -54,14 +54,14 @@ pub async fn replay(
     let started = Instant::now();
     let bulk = pagestream_store::chunks::none_stored(pool).await?;
     if bulk {
-        pagestream_store::drop_embedding_indexes(pool).await?;
+        pagestream_store::drop_search_indexes(pool).await?;
     }
     let mut report = ReplayReport::default();
     let projected = project_all(bus, registry, pool, batch_size, &mut report, &mut progress).await;
     // The indexes come back even when the replay failed half-way.
     if bulk {
         let building = Instant::now();
-        pagestream_store::build_embedding_indexes(pool).await?;
+        pagestream_store::build_search_indexes(pool).await?;
         report.index_seconds = building.elapsed().as_secs_f64();
     }
     projected?;

@@ -746,7 +746,15 @@ async fn vector_index_oid(pool: &PgPool) -> Option<i64> {
         .expect("index oid")
 }
 
-/// The bulk-mode rule: the vector indexes go at the entry backlog, stay gone in between (an exact
+/// Whether the full-text index exists.
+async fn text_index_exists(pool: &PgPool) -> bool {
+    sqlx::query_scalar("SELECT to_regclass('chunks_tsv') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .expect("text index")
+}
+
+/// The bulk-mode rule: the search indexes (vector and full text) go at the entry backlog, stay gone in between (an exact
 /// scan still ranks vectors), and are built again at the exit backlog once the load has ended;
 /// each step only once.
 #[tokio::test]
@@ -775,9 +783,10 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
 
     assert_eq!(
         adjust(&pool, &config, 100, 0).await.expect("adjust"),
-        Transition::Entered(1)
+        Transition::Entered(2)
     );
     assert_eq!(vector_index_oid(&pool).await, None);
+    assert!(!text_index_exists(&pool).await);
     assert_eq!(
         adjust(&pool, &config, 5000, 0).await.expect("adjust"),
         Transition::Unchanged
@@ -810,9 +819,27 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
     assert_eq!(vector_index_oid(&pool).await, None);
     assert_eq!(
         adjust(&pool, &config, 10, 0).await.expect("adjust"),
-        Transition::Left(1)
+        Transition::Left(2)
     );
     let after = vector_index_oid(&pool).await.expect("built again");
+    assert!(
+        text_index_exists(&pool).await,
+        "the text index is built again"
+    );
+    // Read through the index (five rows would otherwise be scanned).
+    let mut conn = pool.begin().await.expect("transaction");
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .expect("set");
+    let matching: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM chunks WHERE tsv @@ plainto_tsquery('english', 'chunk')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("text match");
+    drop(conn);
+    assert_eq!(matching, 5, "every chunk is in the rebuilt text index");
     assert_ne!(after, before);
     assert_eq!(
         adjust(&pool, &config, 0, 0).await.expect("adjust"),
@@ -843,7 +870,7 @@ async fn bulk_mode_drops_the_vector_index_at_a_backlog_and_builds_it_when_worked
     );
     assert_eq!(
         adjust(&pool, &small, 3, 0).await.expect("adjust"),
-        Transition::Entered(1)
+        Transition::Entered(2)
     );
 }
 

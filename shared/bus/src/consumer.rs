@@ -277,16 +277,18 @@ impl<T: Decode> Stage<T> {
     pub async fn consumer(
         &self,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
-        self.durable(self.config.name.clone(), DeliverPolicy::All)
+        self.durable(self.config.name.clone(), DeliverPolicy::All, false)
             .await
     }
 
     /// Creates or updates durable consumer `name` of the stage's subjects; `deliver_policy` says
-    /// where a new one starts.
+    /// where a new one starts, `headers_only` that it delivers each event's headers without its
+    /// body (a setting an existing consumer takes on update).
     async fn durable(
         &self,
         name: String,
         deliver_policy: DeliverPolicy,
+        headers_only: bool,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, BusError> {
         let stream = self.stream().await?;
         let filter = self
@@ -306,6 +308,7 @@ impl<T: Decode> Stage<T> {
                 // Redelivery is bounded by the runner, which dead-letters instead of dropping.
                 max_deliver: -1,
                 max_ack_pending: max_ack_pending as i64,
+                headers_only,
                 ..Default::default()
             })
             .await
@@ -389,7 +392,10 @@ impl<T: Decode> Stage<T> {
     }
 
     /// The live lane (see [`StageConfig::live_lane`]): until `cancel` fires, takes each new live
-    /// event once and acknowledges every event, bulk ones unread.
+    /// event once and acknowledges every event, bulk ones unread. The lane's consumer delivers
+    /// headers only (the lane is in a header): a first sync's bodies (hundreds of megabytes of
+    /// `chunks.ready`) would otherwise travel twice, and the few live events are read from the
+    /// stream by sequence.
     async fn run_live_lane<H: Handler<T>>(&self, handler: Arc<H>, cancel: &CancellationToken) {
         let config = &self.config;
         let name = format!("{}-live", config.name);
@@ -398,7 +404,7 @@ impl<T: Decode> Stage<T> {
             let current = match &consumer {
                 Some(current) => current,
                 // A lane created anew starts at the events published from now on.
-                None => match self.durable(name.clone(), DeliverPolicy::New).await {
+                None => match self.durable(name.clone(), DeliverPolicy::New, true).await {
                     Ok(created) => consumer.insert(created),
                     Err(error) => {
                         tracing::warn!(stage = %name, %error, "cannot set up the live lane; retrying");
@@ -421,7 +427,7 @@ impl<T: Decode> Stage<T> {
                 if Lane::of(message.headers.as_ref()) == Lane::Live && !cancel.is_cancelled() {
                     live.push(message);
                 } else {
-                    acknowledge(&name, &message).await;
+                    let_go(&name, &message).await;
                 }
             }
             if !live.is_empty() {
@@ -435,10 +441,29 @@ impl<T: Decode> Stage<T> {
                         .is_ok_and(|info| info.stream_sequence > taken)
                 });
                 for message in &taken {
-                    acknowledge(&name, message).await;
+                    let_go(&name, message).await;
                 }
                 if !ahead.is_empty() {
-                    handle_live(&self.bus, config, &name, handler.as_ref(), ahead, cancel).await;
+                    match self.stream().await {
+                        Ok(stream) => {
+                            handle_live(
+                                &self.bus,
+                                config,
+                                &name,
+                                handler.as_ref(),
+                                &stream,
+                                ahead,
+                                cancel,
+                            )
+                            .await;
+                        }
+                        Err(error) => {
+                            tracing::debug!(stage = %name, %error, "left to the stage's consumer");
+                            for message in &ahead {
+                                let_go(&name, message).await;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -549,13 +574,15 @@ const LIVE_LANE_GRACE: Duration = Duration::from_millis(250);
 /// How long the live lane gives a batch before it leaves it to the stage's consumer.
 const LIVE_LANE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Handles live events once, as one batch, then acknowledges them whatever the outcome: the
-/// stage's own consumer settles each in its turn (retries, dead letters).
+/// Handles live events once, as one batch (their bodies read from `stream`: the lane delivers
+/// headers only), then acknowledges them whatever the outcome: the stage's own consumer settles
+/// each in its turn (retries, dead letters).
 async fn handle_live<T: Decode, H: Handler<T>>(
     bus: &Bus,
     config: &StageConfig,
     lane: &str,
     handler: &H,
+    stream: &async_nats::jetstream::stream::Stream,
     messages: Vec<Message>,
     cancel: &CancellationToken,
 ) {
@@ -563,7 +590,19 @@ async fn handle_live<T: Decode, H: Handler<T>>(
     for message in &messages {
         let Ok(info) = message.info() else { continue };
         let delivered = info.delivered.max(1) as u64;
-        match decode::<T>(bus, config, message, info.stream_sequence, delivered).await {
+        let read = async {
+            let stored = stream
+                .get_raw_message(info.stream_sequence)
+                .await
+                .map_err(|error| BusError::jetstream("read live event", error))?;
+            let event = Stored {
+                subject: &stored.subject,
+                headers: Some(&stored.headers),
+                payload: stored.payload.clone(),
+            };
+            decode::<T>(bus, config, event, info.stream_sequence, delivered).await
+        };
+        match read.await {
             Ok(delivery) => deliveries.push(delivery),
             Err(error) => {
                 tracing::debug!(stage = %lane, %error, "left to the stage's consumer");
@@ -593,7 +632,7 @@ async fn handle_live<T: Decode, H: Handler<T>>(
             .increment(failed as u64);
     }
     for message in &messages {
-        acknowledge(lane, message).await;
+        let_go(lane, message).await;
     }
 }
 
@@ -662,36 +701,49 @@ async fn fetch_available(
         .map_err(|_| BusError::jetstream("fetch", "no answer from the server"))?
 }
 
-/// Decodes a message into a typed delivery.
+/// An event as the stream holds it: delivered in full, or read back by sequence.
+struct Stored<'a> {
+    subject: &'a str,
+    headers: Option<&'a async_nats::HeaderMap>,
+    payload: bytes::Bytes,
+}
+
+impl<'a> Stored<'a> {
+    fn of(message: &'a Message) -> Self {
+        Self {
+            subject: &message.subject,
+            headers: message.headers.as_ref(),
+            payload: message.payload.clone(),
+        }
+    }
+}
+
+/// Decodes a stored event into a typed delivery.
 async fn decode<T: Decode>(
     bus: &Bus,
     config: &StageConfig,
-    message: &Message,
+    stored: Stored<'_>,
     stream_sequence: u64,
     delivered: u64,
 ) -> Result<Delivery<T>, BusError> {
     let event = bus
-        .read::<T>(
-            &message.subject,
-            message.headers.as_ref(),
-            message.payload.clone(),
-        )
+        .read::<T>(stored.subject, stored.headers, stored.payload)
         .await?;
     let span = tracing::info_span!(
         "handle",
         stage = %config.name,
-        subject = %message.subject,
+        subject = %stored.subject,
         event_id = %T::event_id(&event),
         delivered,
     );
-    trace::set_parent(&span, message.headers.as_ref());
+    trace::set_parent(&span, stored.headers);
     Ok(Delivery {
         event,
-        subject: message.subject.to_string(),
+        subject: stored.subject.to_owned(),
         stream_sequence,
         delivered,
         attempt: 1,
-        lane: Lane::of(message.headers.as_ref()),
+        lane: Lane::of(stored.headers),
         span,
     })
 }
@@ -787,7 +839,13 @@ async fn process_batch<T: Decode, H: Handler<T>>(
         match kept_alive(
             std::slice::from_ref(&message),
             config.ack_wait,
-            decode::<T>(bus, config, &message, stream_sequence, delivered),
+            decode::<T>(
+                bus,
+                config,
+                Stored::of(&message),
+                stream_sequence,
+                delivered,
+            ),
         )
         .await
         {
@@ -967,19 +1025,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-/// Acknowledges an event the stage is done with.
+/// Acknowledges an event the stage is done with, once the server has the acknowledgement.
 async fn ack(config: &StageConfig, message: &Message) {
     let stage = config.name.as_str();
     metrics::counter!("pagestream_events_total", "stage" => stage.to_owned(), "outcome" => "done")
         .increment(1);
-    acknowledge(stage, message).await;
+    if let Err(error) = message.double_ack().await {
+        tracing::warn!(stage, %error, "ack failed; the event will be redelivered");
+    }
 }
 
-/// Acknowledges a message without counting it as an event done (the live lane's, which the
-/// stage's consumer settles and counts in its turn).
-async fn acknowledge(consumer: &str, message: &Message) {
-    if let Err(error) = message.double_ack().await {
-        tracing::warn!(stage = consumer, %error, "ack failed; the event will be redelivered");
+/// Acknowledges a live-lane delivery without waiting for the server, and without counting it as
+/// an event done (the stage's consumer settles and counts each in its turn): a lost
+/// acknowledgement only brings the event back to the lane, which lets it go again.
+async fn let_go(lane: &str, message: &Message) {
+    if let Err(error) = message.ack().await {
+        tracing::debug!(stage = lane, %error, "live lane ack failed; the event comes back to it");
     }
 }
 

@@ -1200,9 +1200,20 @@ async fn an_older_incarnation_of_the_same_version_never_replaces_a_newer_one() {
     assert_eq!(latest().await, "<p>i0</p>");
 }
 
+/// Whether the consumer `name` of `stream` delivers headers only (none: it does not exist yet).
+async fn headers_only(stream: &async_nats::jetstream::stream::Stream, name: &str) -> Option<bool> {
+    stream
+        .consumer_info(name)
+        .await
+        .ok()
+        .map(|info| info.config.headers_only)
+}
+
 /// A live event published behind a bulk backlog is handled at once by the stage's live lane, and
 /// again in its turn by the stage's consumer; a live event that fails is left to the consumer,
-/// which alone dead-letters it (one letter, from the stage).
+/// which alone dead-letters it (one letter, from the stage). The lane's consumer delivers headers
+/// only (one made before it did is changed to), and the lane reads a live event's body from the
+/// stream.
 #[tokio::test]
 async fn a_live_event_overtakes_a_bulk_backlog_and_only_the_stage_dead_letters() {
     let bus = pagestream_testkit::bus().await;
@@ -1216,19 +1227,43 @@ async fn a_live_event_overtakes_a_bulk_backlog_and_only_the_stage_dead_letters()
         live_lane: true,
         ..fast_stage("lanes")
     };
-    let (cancel, task) = start(&bus, config, handler.clone());
-    // The lane takes what is published once it is there.
     let stream = bus
         .jetstream()
         .get_stream(bus.streams().for_kind(EventKind::PageChanged))
         .await
         .expect("stream");
+    // A lane consumer as an earlier version left it: delivering whole events.
+    let (cancel, task) = start(&bus, config.clone(), handler.clone());
     for _ in 0..300 {
-        if stream.consumer_info("lanes-live").await.is_ok() {
+        if headers_only(&stream, "lanes-live").await.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    cancel.cancel();
+    task.await.expect("stage stops");
+    let mut earlier = stream
+        .consumer_info("lanes-live")
+        .await
+        .expect("lane consumer")
+        .config
+        .clone();
+    earlier.headers_only = false;
+    stream
+        .update_consumer(earlier)
+        .await
+        .expect("make the lane deliver whole events");
+    assert_eq!(headers_only(&stream, "lanes-live").await, Some(false));
+
+    let (cancel, task) = start(&bus, config, handler.clone());
+    // The lane takes what is published once it is there, headers only.
+    for _ in 0..300 {
+        if headers_only(&stream, "lanes-live").await == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(headers_only(&stream, "lanes-live").await, Some(true));
     for id in 1..=100 {
         bus.publish_in(Lane::Bulk, &changed(id, 1, "<p>bulk</p>".into()))
             .await

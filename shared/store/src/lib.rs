@@ -247,14 +247,26 @@ async fn create_embedding_index(
     Ok(())
 }
 
-/// Drops every model's vector index that exists (their `embedding_models` rows stay), for a bulk
-/// load: building an HNSW index once afterwards is far faster than inserting row by row, and
-/// search meanwhile ranks vectors by an exact scan. Returns how many were dropped.
-pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+/// The full-text index of the chunks (a GIN index over `tsv`, from the first migration).
+const TEXT_INDEX: &str = "chunks_tsv";
+
+/// Drops the search indexes a bulk load would otherwise update row by row: every model's vector
+/// index that exists (their `embedding_models` rows stay) and the full-text index. Building each
+/// once afterwards is far faster than inserting into an HNSW graph or a GIN index row by row
+/// (the GIN inserts and their pending-list cleanups were a tenth of Postgres's CPU in a first
+/// sync); meanwhile search ranks vectors by an exact scan, and Postgres's text leg scans `tsv`
+/// (the api's own text index is unaffected). Returns how many were dropped.
+pub async fn drop_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
     let mut tx = pool.begin().await?;
     let indexes = embedding_indexes(&mut tx, true).await?;
-    for (_, _, index) in &indexes {
-        let index = index.replace('"', "");
+    let mut dropped: Vec<String> = indexes
+        .into_iter()
+        .map(|(_, _, index)| index.replace('"', ""))
+        .collect();
+    if text_index_exists(&mut *tx).await? {
+        dropped.push(TEXT_INDEX.to_owned());
+    }
+    for index in &dropped {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP INDEX IF EXISTS \"{index}\""
         )))
@@ -262,16 +274,27 @@ pub async fn drop_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> 
         .await?;
     }
     tx.commit().await?;
-    Ok(indexes.len())
+    Ok(dropped.len())
 }
 
-/// Creates every model's vector index that is missing (after [`drop_embedding_indexes`]), with
-/// memory and parallel workers for the build. Returns how many were built.
-pub async fn build_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+/// Whether the full-text index exists.
+async fn text_index_exists<'c>(executor: impl sqlx::PgExecutor<'c>) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(TEXT_INDEX)
+        .fetch_one(executor)
+        .await?)
+}
+
+/// Creates every search index that is missing (after [`drop_search_indexes`]): the full-text
+/// index and every model's vector index, with memory and parallel workers for the builds.
+/// Returns how many were built.
+pub async fn build_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
     // Asked every second by the live indexer: when nothing is missing, no transaction and no lock.
     let any_missing: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM embedding_models WHERE to_regclass(index_name) IS NULL)",
+        "SELECT EXISTS (SELECT 1 FROM embedding_models WHERE to_regclass(index_name) IS NULL) \
+         OR to_regclass($1) IS NULL",
     )
+    .bind(TEXT_INDEX)
     .fetch_one(pool)
     .await?;
     if !any_missing {
@@ -279,13 +302,31 @@ pub async fn build_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError>
     }
     let mut tx = pool.begin().await?;
     let missing = embedding_indexes(&mut tx, false).await?;
+    let mut built = 0;
+    if !text_index_exists(&mut *tx).await? {
+        let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
+            .fetch_one(&mut *tx)
+            .await?;
+        // For this build only: the settings end with the transaction.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL maintenance_work_mem = '{}kB'; SET LOCAL max_parallel_maintenance_workers = 4;",
+            text_index_build_memory_kb(chunks)
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE INDEX IF NOT EXISTS {TEXT_INDEX} ON chunks USING gin (tsv)"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        built += 1;
+    }
     for (model, dimension, index) in &missing {
         let vectors: i64 =
             sqlx::query_scalar("SELECT count(*) FROM chunks WHERE embedding_model = $1")
                 .bind(model)
                 .fetch_one(&mut *tx)
                 .await?;
-        // For this build only: the settings end with the transaction.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "SET LOCAL maintenance_work_mem = '{}kB'; SET LOCAL max_parallel_maintenance_workers = 4;",
             index_build_memory_kb(vectors, *dimension)
@@ -293,9 +334,18 @@ pub async fn build_embedding_indexes(pool: &PgPool) -> Result<usize, StoreError>
         .execute(&mut *tx)
         .await?;
         create_embedding_index(&mut tx, model, *dimension, index).await?;
+        built += 1;
     }
     tx.commit().await?;
-    Ok(missing.len())
+    Ok(built)
+}
+
+/// The `maintenance_work_mem` of a full-text index build over `chunks` rows: a GIN build
+/// gathers its entries in memory and writes them out whenever the memory is full, so room for
+/// all of them (about 2 kB a chunk: some 150 distinct lexemes with their row pointers) makes it
+/// one pass.
+fn text_index_build_memory_kb(chunks: i64) -> i64 {
+    (chunks.max(0) * 2).clamp(64 << 10, MAX_BUILD_MEMORY_KB)
 }
 
 /// Most memory an index build may take (about 450,000 vectors of 384 dimensions). A parallel

@@ -537,10 +537,11 @@ async fn without_the_vector_index_the_vector_leg_ranks_every_chunk_exactly() {
     let (api, source) = seeded(true).await;
     seed_notes(&api, source).await;
     assert_eq!(
-        pagestream_store::drop_embedding_indexes(&api.pool)
+        pagestream_store::drop_search_indexes(&api.pool)
             .await
-            .expect("drop the vector index"),
-        1
+            .expect("drop the search indexes"),
+        2,
+        "the model's vector index and the full-text index"
     );
     api.search_index_settled().await;
     let query = "kafka schema rollback";
