@@ -96,10 +96,11 @@ impl Handler<PageConverted> for EmbedderHandler {
         &self,
         batch: &[Delivery<PageConverted>],
     ) -> Vec<Result<(), HandlerError>> {
-        let mut plans = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            plans.push(self.plan(&delivery.event.data).await);
-        }
+        // Each page's chunking, its previous vectors' read and below its publish wait on others
+        // (the blocking pool, NATS round trips): a batch's pages go through them together.
+        let plans =
+            futures::future::join_all(batch.iter().map(|delivery| self.plan(&delivery.event.data)))
+                .await;
         let texts: Vec<String> = plans
             .iter()
             .flatten()
@@ -122,26 +123,24 @@ impl Handler<PageConverted> for EmbedderHandler {
             }
         };
         let mut vectors = embedded.map(Vec::into_iter);
-        let mut results = Vec::with_capacity(batch.len());
-        for (delivery, plan) in batch.iter().zip(plans) {
-            let result = match plan {
-                Ok(plan) => {
-                    let own = match vectors.as_mut() {
-                        Some(vectors) => {
-                            Ok(vectors.by_ref().take(plan.texts_to_embed().len()).collect())
-                        }
-                        None => self.embed(plan.texts_to_embed(), urgent).await,
-                    };
-                    match own {
-                        Ok(own) => self.publish(delivery, plan, own).await,
-                        Err(error) => Err(error.into()),
-                    }
+        let pages = batch.iter().zip(plans).map(|(delivery, plan)| {
+            // This page's share of the batch's vectors (none: the batch call was refused).
+            let share: Option<Vec<Vec<f32>>> = match (&plan, vectors.as_mut()) {
+                (Ok(plan), Some(vectors)) => {
+                    Some(vectors.by_ref().take(plan.texts_to_embed().len()).collect())
                 }
-                Err(error) => Err(error),
+                _ => None,
             };
-            results.push(result);
-        }
-        results
+            async move {
+                let plan = plan?;
+                let own = match share {
+                    Some(own) => own,
+                    None => self.embed(plan.texts_to_embed(), urgent).await?,
+                };
+                self.publish(delivery, plan, own).await
+            }
+        });
+        futures::future::join_all(pages).await
     }
 }
 
