@@ -701,8 +701,9 @@ impl Bus {
     }
 
     /// A handle on a kind's stream, without asking the server for its info: every publish of a
-    /// fact reads its subject's last message through one, and a `STREAM.INFO` round trip each
-    /// time was a fifth of nats-server's CPU in a first sync.
+    /// fact reads its subject's last message through one, and nothing here reads the info (a
+    /// `STREAM.INFO` round trip, the stream's state encoded as JSON, for each of a first sync's
+    /// 12,000 publishes).
     pub(crate) async fn stream(
         &self,
         kind: EventKind,
