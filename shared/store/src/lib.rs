@@ -342,8 +342,8 @@ pub async fn build_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
 
 /// The `maintenance_work_mem` of a full-text index build over `chunks` rows: a GIN build
 /// gathers its entries in memory and writes them out whenever the memory is full, so room for
-/// all of them (about 2 kB a chunk: some 150 distinct lexemes with their row pointers) makes it
-/// one pass.
+/// all of them makes it one pass. A chunk has a hundred or two distinct lexemes, each a 6-byte
+/// row pointer in the build (the lexemes themselves are kept once): 2 kB a chunk leaves room.
 fn text_index_build_memory_kb(chunks: i64) -> i64 {
     (chunks.max(0) * 2).clamp(64 << 10, MAX_BUILD_MEMORY_KB)
 }
