@@ -96,8 +96,8 @@ impl Handler<PageConverted> for EmbedderHandler {
         &self,
         batch: &[Delivery<PageConverted>],
     ) -> Vec<Result<(), HandlerError>> {
-        // Each page's chunking, its previous vectors' read and below its publish wait on others
-        // (the blocking pool, NATS round trips): a batch's pages go through them together.
+        // A page's chunking (in the blocking pool), the read of its previous vectors and below its
+        // publish (NATS round trips) mostly wait: a batch's pages go through them together.
         let plans =
             futures::future::join_all(batch.iter().map(|delivery| self.plan(&delivery.event.data)))
                 .await;

@@ -289,7 +289,8 @@ async fn text_index_exists<'c>(executor: impl sqlx::PgExecutor<'c>) -> Result<bo
 /// index and every model's vector index, with memory and parallel workers for the builds.
 /// Returns how many were built.
 pub async fn build_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
-    // Asked every second by the live indexer: when nothing is missing, no transaction and no lock.
+    // Asked four times a second by the live indexer: when nothing is missing, no transaction and
+    // no lock.
     let any_missing: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM embedding_models WHERE to_regclass(index_name) IS NULL) \
          OR to_regclass($1) IS NULL",
