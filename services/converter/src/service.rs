@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Pages converted at once by this replica (defaults to the number of cores).
+    /// Batches of pages (up to four each) this replica converts at once (defaults to the number
+    /// of cores).
     #[arg(long, env = "PAGESTREAM_CONVERTER_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Address of /healthz, /readyz and /metrics.
