@@ -308,13 +308,7 @@ pub async fn build_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
         let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
             .fetch_one(&mut *tx)
             .await?;
-        // For this build only: the settings end with the transaction.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL maintenance_work_mem = '{}kB'; SET LOCAL max_parallel_maintenance_workers = 4;",
-            text_index_build_memory_kb(chunks)
-        )))
-        .execute(&mut *tx)
-        .await?;
+        give_build_memory(&mut tx, text_index_build_memory_kb(chunks)).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE INDEX IF NOT EXISTS {TEXT_INDEX} ON chunks USING gin (tsv)"
         )))
@@ -328,17 +322,23 @@ pub async fn build_search_indexes(pool: &PgPool) -> Result<usize, StoreError> {
                 .bind(model)
                 .fetch_one(&mut *tx)
                 .await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL maintenance_work_mem = '{}kB'; SET LOCAL max_parallel_maintenance_workers = 4;",
-            index_build_memory_kb(vectors, *dimension)
-        )))
-        .execute(&mut *tx)
-        .await?;
+        give_build_memory(&mut tx, index_build_memory_kb(vectors, *dimension)).await?;
         create_embedding_index(&mut tx, model, *dimension, index).await?;
         built += 1;
     }
     tx.commit().await?;
     Ok(built)
+}
+
+/// Gives the index builds of this transaction `memory_kb` and parallel workers (the settings end
+/// with the transaction).
+async fn give_build_memory(conn: &mut PgConnection, memory_kb: i64) -> Result<(), StoreError> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL maintenance_work_mem = '{memory_kb}kB'; SET LOCAL max_parallel_maintenance_workers = 4;"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The `maintenance_work_mem` of a full-text index build over `chunks` rows: a GIN build
